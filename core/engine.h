@@ -1,0 +1,204 @@
+/*
+ * engine.h - the engine behind an llmlink_t, shared by the core modules.
+ *
+ * Threads: one I/O thread per engine (the reactor) owns every socket: it
+ * accepts, connects, reads, writes, runs timers and closes. API threads
+ * never touch a socket; under the engine mutex they create connection
+ * objects, change their state, queue small frames, then wake the reactor
+ * through an eventfd and wait on the engine condition variable. Only the
+ * reactor frees a connection, so an API thread holding the mutex may use any
+ * connection it finds in the list.
+ *
+ * Data flow: ffi/ validates and converts arguments -> link_manager.c (API
+ * side) -> reactor.c (event loop) -> link_client.c / link_server.c
+ * (handshake state machines) -> conn.c (framing on a non-blocking socket)
+ * -> wire.c (codec).
+ */
+#ifndef LLK_ENGINE_H
+#define LLK_ENGINE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "llmlink.h"
+#include "options.h"
+#include "wire.h"
+
+typedef enum llk_engine_state {
+    LLK_ENGINE_CREATED = 0,
+    LLK_ENGINE_RUNNING,
+    LLK_ENGINE_FINALIZED
+} llk_engine_state_t;
+
+typedef enum llk_conn_state {
+    LLK_CONN_SRV_HANDSHAKE = 0, /* accepted, waiting for HELLO */
+    LLK_CONN_CLI_PENDING,       /* link requested, socket not opened yet */
+    LLK_CONN_CLI_CONNECTING,    /* non-blocking connect in flight */
+    LLK_CONN_CLI_HELLO_SENT,    /* waiting for WELCOME or REJECT */
+    LLK_CONN_LINKED,
+    LLK_CONN_UNLINKING,         /* UNLINK sent, waiting for UNLINK_ACK */
+    LLK_CONN_CLOSING,           /* flush what is queued, then close */
+    LLK_CONN_DEAD               /* the reactor closes and frees it */
+} llk_conn_state_t;
+
+/* What an API call waits for; lives on the API thread's stack and is
+ * detached (conn->waiter = NULL) when completed. */
+typedef struct llk_waiter {
+    llmlink_status_t status;
+    bool done;
+    char detail[320];
+} llk_waiter_t;
+
+/* epoll user data points at one of these tags. */
+typedef enum { LLK_EV_WAKE = 1, LLK_EV_LISTENER, LLK_EV_CONN } llk_ev_kind_t;
+
+#define LLK_TX_CAP 1024u
+
+typedef struct llk_conn {
+    llk_ev_kind_t kind; /* LLK_EV_CONN; first member, see reactor.c */
+    struct llk_conn *prev, *next;
+    int fd;
+    bool outbound;
+    bool want_out; /* EPOLLOUT is armed */
+    llk_conn_state_t state;
+    uint64_t remote_id;
+    uint64_t remote_incarnation;
+    char peer[72];
+    int64_t deadline_ms; /* 0 = none; meaning depends on state */
+    int64_t retry_at_ms; /* CLI_PENDING: do not connect before */
+    int64_t last_rx_ms, last_tx_ms;
+    uint32_t liveness_ms;
+    llk_waiter_t *waiter;
+
+    /* Client side: where to connect, in order. */
+    uint32_t expected_role;
+    struct sockaddr_storage remote[LLMLINK_MAX_IP_INFOS];
+    socklen_t remote_len[LLMLINK_MAX_IP_INFOS];
+    size_t num_remote, remote_idx;
+    uint32_t tries_left; /* for remote[remote_idx] */
+    struct sockaddr_storage local[LLMLINK_MAX_IP_INFOS];
+    socklen_t local_len[LLMLINK_MAX_IP_INFOS];
+    size_t num_local;
+
+    size_t rx_len, tx_len;
+    uint8_t tx[LLK_TX_CAP];
+    uint8_t rx[LLK_WIRE_MAX_FRAME];
+} llk_conn_t;
+
+typedef struct llk_listener {
+    llk_ev_kind_t kind; /* LLK_EV_LISTENER */
+    int fd;
+    uint16_t port;
+    bool armed;
+    char text[72];
+} llk_listener_t;
+
+struct llmlink {
+    llmlink_role_t role;
+    uint64_t cluster_id;
+    uint64_t incarnation; /* random per engine: tells a restarted peer apart */
+    llk_options_t opts;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC; broadcast when a waiter completes */
+    llk_engine_state_t state;
+
+    int epfd, wakefd;
+    llk_ev_kind_t wake_tag;
+    pthread_t io_thread;
+    bool io_started, stop;
+
+    llk_listener_t listeners[LLMLINK_MAX_LISTEN_ADDRS];
+    size_t num_listeners;
+    int64_t listen_retry_at_ms; /* after EMFILE: re-arm listeners then */
+
+    llk_conn_t *conns; /* every connection, any state */
+
+    /* server handshake accounting */
+    uint32_t hs_in_progress, hs_peak;
+    uint64_t hs_accepted, hs_completed, hs_rejected, hs_timed_out;
+    uint64_t protocol_errors, links_lost;
+};
+
+/* ---- engine.c: lifecycle ---- */
+llmlink_status_t llk_engine_create(llmlink_t **out, llmlink_role_t role, uint64_t cluster_id);
+llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts);
+void llk_engine_finalize(llmlink_t *e);
+void llk_engine_free(llmlink_t *e);
+/* Requires e->mu. LLMLINK_SUCCESS when running, else the status to return
+ * (with llmlink_last_error set). */
+llmlink_status_t llk_engine_check_running(const llmlink_t *e, const char *fn);
+
+/* ---- reactor.c: the I/O thread ---- */
+void *llk_reactor_main(void *arg);
+void llk_reactor_wake(llmlink_t *e);
+
+/* ---- conn.c: connections, framing, state changes (all need e->mu) ---- */
+llk_conn_t *llk_conn_new(llmlink_t *e, int fd, bool outbound, llk_conn_state_t state);
+void llk_conn_set_state(llmlink_t *e, llk_conn_t *c, llk_conn_state_t s);
+/* Queues a frame; false if the queue is full (the peer stopped reading). */
+bool llk_conn_queue(llk_conn_t *c, const uint8_t *frame, size_t len);
+bool llk_conn_queue_simple(llk_conn_t *c, llk_msg_type_t type);
+bool llk_conn_queue_reject(llk_conn_t *c, llmlink_status_t status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Writes what is queued; arms EPOLLOUT when the socket is full. Returns -1
+ * (and errno) on a socket error. */
+int llk_conn_flush(llmlink_t *e, llk_conn_t *c, int64_t now);
+/* Completes c's waiter (if any) and wakes the API threads. */
+void llk_conn_complete(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Closes the socket and frees c (reactor only). */
+void llk_conn_destroy(llmlink_t *e, llk_conn_t *c);
+void llk_conn_set_events(llmlink_t *e, llk_conn_t *c, bool want_out);
+/* Reads what the socket has and hands every whole frame to the state
+ * machine. Returns when the socket is drained, the peer closed, or the
+ * connection left a readable state. */
+void llk_conn_on_readable(llmlink_t *e, llk_conn_t *c, int64_t now);
+bool llk_conn_is_link(const llk_conn_t *c); /* LINKED or UNLINKING */
+/* The live (not CLOSING/DEAD) connection for remote_id in that direction. */
+llk_conn_t *llk_conn_find(llmlink_t *e, uint64_t remote_id, bool outbound);
+/* Links plus outbound attempts in progress: what llmlink.MaxLinks bounds. */
+uint32_t llk_conn_count_links(const llmlink_t *e, bool include_pending);
+const char *llk_conn_state_name(llk_conn_state_t s);
+
+/* ---- link_server.c: accepting and the server handshake ---- */
+void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now);
+void llk_server_arm_listeners(llmlink_t *e, int64_t now);
+void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
+                         const uint8_t *payload, int64_t now);
+
+/* ---- link_client.c: connecting and the client handshake ---- */
+void llk_client_start(llmlink_t *e, llk_conn_t *c, int64_t now);
+void llk_client_on_writable(llmlink_t *e, llk_conn_t *c, int64_t now);
+void llk_client_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
+                         const uint8_t *payload, int64_t now);
+
+/* ---- link_manager.c: established links, liveness, API side ---- */
+void llk_link_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
+                       const uint8_t *payload, int64_t now);
+/* Peer closed (EOF or socket error `err`, 0 for EOF). */
+void llk_link_on_closed(llmlink_t *e, llk_conn_t *c, int err);
+/* Timers of one connection; returns its next deadline (0 = none). */
+int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now);
+
+typedef struct llk_link_req {
+    uint64_t remote_id;
+    uint32_t remote_role; /* 0 = any */
+    struct sockaddr_storage remote[LLMLINK_MAX_IP_INFOS];
+    socklen_t remote_len[LLMLINK_MAX_IP_INFOS];
+    size_t num_remote;
+    struct sockaddr_storage local[LLMLINK_MAX_IP_INFOS];
+    socklen_t local_len[LLMLINK_MAX_IP_INFOS];
+    size_t num_local;
+} llk_link_req_t;
+
+llmlink_status_t llk_engine_link(llmlink_t *e, const llk_link_req_t *reqs, size_t n,
+                                 int32_t timeout_ms, llmlink_status_t *statuses);
+llmlink_status_t llk_engine_unlink(llmlink_t *e, const uint64_t *ids, size_t n,
+                                   int32_t timeout_ms, bool force, llmlink_status_t *statuses);
+llmlink_status_t llk_engine_check_link(llmlink_t *e, uint64_t remote_id);
+llmlink_status_t llk_engine_stats(llmlink_t *e, llmlink_stats_t *s);
+
+#endif /* LLK_ENGINE_H */

@@ -1,0 +1,289 @@
+/*
+ * llmlink.h - the one public header of llmlink.
+ *
+ * llmlink links decode clusters (DECODER, the client) to prefill clusters
+ * (PROMPT, the server) and, in later versions, moves KV cache between them.
+ * The contract follows Huawei's llm_datadist: the same status codes, roles,
+ * option keys and link semantics, as a C ABI.
+ *
+ * Conventions
+ *  - Every function and type is prefixed llmlink_, every macro LLMLINK_.
+ *  - Handles are opaque. llmlink_destroy(NULL) is a no-op.
+ *  - Every call that can fail returns llmlink_status_t. On failure,
+ *    llmlink_last_error() returns a message for the calling thread that names
+ *    the argument, peer or errno behind the failure. It is never NULL.
+ *  - Status values are never renumbered. Codes of llmlink's own lie above
+ *    0x5010B100.
+ *
+ * Thread safety
+ *  - One engine may be called from many threads at once; calls on different
+ *    engines are independent. Link and unlink calls for different clusters
+ *    run in parallel; a call that touches a cluster another call is linking
+ *    or unlinking gets LLMLINK_PROCESSING_LINK for that cluster.
+ *  - llmlink_finalize() and llmlink_destroy() must not race with other calls
+ *    on the same engine: the caller ends its other uses first.
+ *  - The log callback may be invoked from any thread, including the engine's
+ *    internal I/O thread; it must not call back into the same engine.
+ */
+#ifndef LLMLINK_H
+#define LLMLINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(LLMLINK_BUILDING) && defined(__GNUC__)
+#define LLMLINK_EXTERN __attribute__((visibility("default")))
+#else
+#define LLMLINK_EXTERN
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Version                                                             */
+/* ------------------------------------------------------------------ */
+
+#define LLMLINK_VERSION_MAJOR 0
+#define LLMLINK_VERSION_MINOR 1
+#define LLMLINK_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH, as the library reports it. */
+#define LLMLINK_VERSION_NUMBER \
+    (LLMLINK_VERSION_MAJOR * 10000 + LLMLINK_VERSION_MINOR * 100 + LLMLINK_VERSION_PATCH)
+#define LLMLINK_VERSION_STRING "0.1.0"
+
+/* The version of the library actually loaded; bindings compare it with
+ * LLMLINK_VERSION_NUMBER to catch a header/library mismatch. */
+LLMLINK_EXTERN uint32_t llmlink_version_number(void);
+LLMLINK_EXTERN const char *llmlink_version_string(void);
+
+/* ------------------------------------------------------------------ */
+/* Status codes (values of llm_datadist's LLMStatusCode)               */
+/* ------------------------------------------------------------------ */
+
+typedef uint32_t llmlink_status_t;
+
+#define LLMLINK_SUCCESS                      0x00000000u
+#define LLMLINK_FAILED                       0xFFFFFFFFu
+#define LLMLINK_WAIT_PROCESS_TIMEOUT         0x5010B001u
+#define LLMLINK_KV_CACHE_NOT_EXIST           0x5010B002u
+#define LLMLINK_REPEAT_REQUEST               0x5010B003u
+#define LLMLINK_REQUEST_ALREADY_COMPLETED    0x5010B004u
+#define LLMLINK_PARAM_INVALID                0x5010B005u
+#define LLMLINK_ENGINE_FINALIZED             0x5010B006u
+#define LLMLINK_NOT_YET_LINK                 0x5010B007u
+#define LLMLINK_ALREADY_LINK                 0x5010B008u
+#define LLMLINK_LINK_FAILED                  0x5010B009u
+#define LLMLINK_UNLINK_FAILED                0x5010B00Au
+#define LLMLINK_NOTIFY_PROMPT_UNLINK_FAILED  0x5010B00Bu
+#define LLMLINK_CLUSTER_NUM_EXCEED_LIMIT     0x5010B00Cu
+#define LLMLINK_PROCESSING_LINK              0x5010B00Du
+#define LLMLINK_DEVICE_OUT_OF_MEMORY         0x5010B00Eu
+#define LLMLINK_PREFIX_ALREADY_EXIST         0x5010B00Fu
+#define LLMLINK_PREFIX_NOT_EXIST             0x5010B010u
+#define LLMLINK_SEQ_LEN_OVER_LIMIT           0x5010B011u
+#define LLMLINK_NO_FREE_BLOCK                0x5010B012u
+#define LLMLINK_BLOCKS_OUT_OF_MEMORY         0x5010B013u
+#define LLMLINK_EXIST_LINK                   0x5010B018u
+#define LLMLINK_FEATURE_NOT_ENABLED          0x5010B019u
+#define LLMLINK_TIMEOUT                      0x5010B01Au
+#define LLMLINK_LINK_BUSY                    0x5010B01Bu
+#define LLMLINK_OUT_OF_MEMORY                0x5010B01Cu
+
+/* llmlink's own codes. Never renumbered; new ones are appended. */
+#define LLMLINK_NOT_INITIALIZED              0x5010B101u /* call needs llmlink_init() first */
+#define LLMLINK_ALREADY_INITIALIZED          0x5010B102u /* llmlink_init() called twice */
+#define LLMLINK_VERSION_MISMATCH             0x5010B103u /* peer speaks another protocol version */
+#define LLMLINK_PROTOCOL_ERROR               0x5010B104u /* peer sent a malformed frame */
+#define LLMLINK_ROLE_NOT_ALLOWED             0x5010B105u /* operation not allowed for this role */
+#define LLMLINK_CLUSTER_ID_MISMATCH          0x5010B106u /* peer is not the cluster asked for */
+#define LLMLINK_NETWORK_ERROR                0x5010B107u /* socket-level failure (see last_error) */
+
+/* "LLM_SUCCESS", "LLM_PARAM_INVALID", ...: the LLMStatusCode name, or
+ * "LLMLINK_..." for llmlink's own codes, or "LLM_UNKNOWN_STATUS". Never NULL. */
+LLMLINK_EXTERN const char *llmlink_status_name(llmlink_status_t status);
+/* One sentence describing the status. Never NULL. */
+LLMLINK_EXTERN const char *llmlink_strerror(llmlink_status_t status);
+/* Detail of the last failure on the calling thread ("" if none). Valid until
+ * the next llmlink call on this thread. Never NULL. */
+LLMLINK_EXTERN const char *llmlink_last_error(void);
+/* Status of the last failure on the calling thread (LLMLINK_SUCCESS if none). */
+LLMLINK_EXTERN llmlink_status_t llmlink_last_error_status(void);
+/* Forget the calling thread's last error. */
+LLMLINK_EXTERN void llmlink_clear_error(void);
+
+/* ------------------------------------------------------------------ */
+/* Logging                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef enum llmlink_log_level {
+    LLMLINK_LOG_NONE = 0,
+    LLMLINK_LOG_ERROR = 1,
+    LLMLINK_LOG_WARN = 2,
+    LLMLINK_LOG_INFO = 3,
+    LLMLINK_LOG_DEBUG = 4
+} llmlink_log_level_t;
+
+typedef void (*llmlink_log_fn)(llmlink_log_level_t level, const char *message, void *user_data);
+
+/* Process-wide. Messages at or below max_level reach fn (NULL disables).
+ * Without a callback the library prints nothing, unless the environment
+ * variable LLMLINK_LOG is set to error|warn|info|debug (then: stderr). */
+LLMLINK_EXTERN void llmlink_set_log_callback(llmlink_log_fn fn, void *user_data,
+                                             llmlink_log_level_t max_level);
+
+/* ------------------------------------------------------------------ */
+/* Engine                                                              */
+/* ------------------------------------------------------------------ */
+
+typedef struct llmlink llmlink_t;
+
+/* Values of llm_datadist's LLMRole. */
+typedef enum llmlink_role {
+    LLMLINK_ROLE_PROMPT = 1,  /* prefill: the server, accepts links */
+    LLMLINK_ROLE_DECODER = 2, /* decode: the client, initiates links */
+    LLMLINK_ROLE_MIX = 3      /* both */
+} llmlink_role_t;
+
+typedef struct llmlink_option {
+    const char *key;
+    const char *value;
+} llmlink_option_t;
+
+/* Limits of the link contract. */
+#define LLMLINK_MAX_CLUSTERS_PER_CALL 16
+#define LLMLINK_MAX_IP_INFOS          16
+#define LLMLINK_MAX_LISTEN_ADDRS      8
+
+/* Creates an engine. cluster_id identifies this engine to its peers. */
+LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t role,
+                                               uint64_t cluster_id);
+
+/*
+ * Applies options and starts the engine. Keys (values are strings):
+ *   llm.listenIpInfo          "ip:port[;ip:port...]" ("[v6]:port" for IPv6).
+ *                             PROMPT and MIX engines listen there; port 0
+ *                             picks a free port (see llmlink_get_listen_port).
+ *                             Alias: llm.ListenIpInfo.
+ *   llm.SyncKvCacheWaitTime   transfer timeout, ms, 1..2147483647 (1000)
+ *   llm.LinkTotalTime         cap on one link_clusters call, ms,
+ *                             0..2147483647; 0 = the call's own timeout (0)
+ *   llm.LinkRetryCount        connection attempts per cluster and address
+ *                             within the call's timeout, 1..100 (1)
+ *   llm.RdmaTrafficClass      0..255 (132)     llm.RdmaServiceLevel 0..7 (4)
+ *   ge.exec.deviceId          device id(s) ">= 0" (";"-separated); alias
+ *                             llm.DeviceId, ge.session_device_id
+ *   llm.EnableCacheManager, llm.EnableRemoteCacheAccessible,
+ *   llm.EnableSwitchRole      "0" or "1"
+ *   llm.MemPoolConfig, llm.HostMemPoolConfig, llm.BufPoolCfg,
+ *   llm.LocalCommRes, llm.deployResPath   accepted as in llm_datadist
+ *   llmlink.MaxLinks                 links per engine, 1..65536 (512)
+ *   llmlink.MaxConcurrentHandshakes  server handshakes at once, 1..4096 (16)
+ *   llmlink.HandshakeTimeoutMs       half-open handshake age-out, 10..600000 (10000)
+ *   llmlink.LivenessIntervalMs       a dead peer is noticed within this, 30..600000 (3000)
+ *   llmlink.Transport                auto|tcp|shm|rdma (auto)
+ * An unknown key, or a value out of range, fails with LLMLINK_PARAM_INVALID
+ * and a message that names the key.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_init(llmlink_t *dd, const llmlink_option_t *options,
+                                             size_t num_options);
+
+/* Closes every link (peers notice at once) and stops the engine; later calls
+ * on dd return LLMLINK_ENGINE_FINALIZED. Idempotent; NULL is a no-op. */
+LLMLINK_EXTERN void llmlink_finalize(llmlink_t *dd);
+/* llmlink_finalize() and free. NULL is a no-op. */
+LLMLINK_EXTERN void llmlink_destroy(llmlink_t *dd);
+
+LLMLINK_EXTERN llmlink_status_t llmlink_get_role(const llmlink_t *dd, llmlink_role_t *role);
+LLMLINK_EXTERN llmlink_status_t llmlink_get_cluster_id(const llmlink_t *dd, uint64_t *cluster_id);
+/* The port the engine listens on for listen address number `index` (in the
+ * order of llm.listenIpInfo): the chosen one when 0 was asked for. */
+LLMLINK_EXTERN llmlink_status_t llmlink_get_listen_port(llmlink_t *dd, size_t index,
+                                                        uint16_t *port);
+
+/* Counters of one engine, for monitoring and tests. Versioned: set
+ * `version` to LLMLINK_STATS_VERSION before the call. */
+#define LLMLINK_STATS_VERSION 1
+typedef struct llmlink_stats {
+    uint32_t version;
+    uint32_t links;                  /* established links, both directions */
+    uint32_t inbound_links;          /* links peers made to this engine */
+    uint32_t outbound_links;         /* links this engine made */
+    uint32_t handshakes_in_progress; /* server side, now */
+    uint32_t handshakes_peak;        /* server side, highest ever */
+    uint64_t handshakes_accepted;    /* connections accepted for a handshake */
+    uint64_t handshakes_completed;   /* handshakes that made a link */
+    uint64_t handshakes_rejected;    /* refused: limit, version, cluster id */
+    uint64_t handshakes_timed_out;   /* half-open, dropped by age-out */
+    uint64_t protocol_errors;        /* connections dropped for bad frames */
+    uint64_t links_lost;             /* links freed because the peer died */
+} llmlink_stats_t;
+
+LLMLINK_EXTERN llmlink_status_t llmlink_get_stats(llmlink_t *dd, llmlink_stats_t *stats);
+
+/* ------------------------------------------------------------------ */
+/* Links                                                               */
+/* ------------------------------------------------------------------ */
+
+typedef struct llmlink_ip_info {
+    const char *ip; /* IPv4 or IPv6 literal */
+    uint16_t port;
+} llmlink_ip_info_t;
+
+typedef struct llmlink_cluster_info {
+    uint64_t remote_cluster_id;
+    /* Role the remote engine must have, or 0 for any. */
+    llmlink_role_t remote_role;
+    /* Local interfaces to use, one per NIC (may be NULL with 0). The port
+     * is advisory: the connection binds to the ip with a port chosen by
+     * the kernel, so equal ip:port on both sides never fails on one host. */
+    const llmlink_ip_info_t *local_ip_infos;
+    size_t num_local_ip_infos;
+    /* Where the remote engine listens, one per NIC; tried in order. */
+    const llmlink_ip_info_t *remote_ip_infos;
+    size_t num_remote_ip_infos;
+} llmlink_cluster_info_t;
+
+/*
+ * Links this engine (DECODER or MIX) to up to 16 clusters in parallel, all
+ * within timeout_ms. Returns LLMLINK_SUCCESS when every cluster linked,
+ * LLMLINK_LINK_FAILED when some did not (those that did stay linked). When
+ * cluster_statuses is not NULL it receives num_clusters per-cluster statuses:
+ * SUCCESS, ALREADY_LINK, PROCESSING_LINK, LINK_FAILED, TIMEOUT,
+ * CLUSTER_NUM_EXCEED_LIMIT, VERSION_MISMATCH, CLUSTER_ID_MISMATCH.
+ * Bad arguments fail with PARAM_INVALID before any network traffic, more
+ * than 16 clusters with CLUSTER_NUM_EXCEED_LIMIT, a PROMPT engine with
+ * ROLE_NOT_ALLOWED; then every per-cluster status is that status.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_link_clusters(llmlink_t *dd,
+                                                      const llmlink_cluster_info_t *clusters,
+                                                      size_t num_clusters, int32_t timeout_ms,
+                                                      llmlink_status_t *cluster_statuses);
+
+/*
+ * Unlinks up to 16 clusters. force=false tells the peer and waits (within
+ * timeout_ms) for its acknowledgement, so both ends are freed; force=true
+ * frees only the local end at once (the peer notices the closed connection).
+ * A DECODER unlinks the links it made; a PROMPT engine may unlink the links
+ * made to it (by the decoder's cluster id). Per-cluster statuses: SUCCESS,
+ * NOT_YET_LINK, PROCESSING_LINK, NOTIFY_PROMPT_UNLINK_FAILED (local end freed,
+ * peer not told), UNLINK_FAILED. Overall: SUCCESS or UNLINK_FAILED.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_unlink_clusters(llmlink_t *dd,
+                                                        const llmlink_cluster_info_t *clusters,
+                                                        size_t num_clusters, int32_t timeout_ms,
+                                                        bool force,
+                                                        llmlink_status_t *cluster_statuses);
+
+/* LLMLINK_SUCCESS when a live link with remote_cluster_id exists (in either
+ * direction), LLMLINK_NOT_YET_LINK otherwise. */
+LLMLINK_EXTERN llmlink_status_t llmlink_check_link_status(llmlink_t *dd,
+                                                          uint64_t remote_cluster_id);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LLMLINK_H */
