@@ -87,8 +87,8 @@ int llk_addr_parse_endpoint(const char *text, struct sockaddr_storage *sa, sockl
         *why = "not an IP address literal";
         return -1;
     }
-    if (sa->ss_family == AF_INET6 && text[0] != '[') {
-        *why = "IPv6 endpoint must be written [addr]:port";
+    if ((sa->ss_family == AF_INET6) != (text[0] == '[')) {
+        *why = "brackets are for IPv6 only: write ipv4:port or [ipv6]:port";
         return -1;
     }
     return 0;

@@ -195,6 +195,7 @@ llmlink_status_t llk_options_parse(llk_options_t *o, const llmlink_option_t *opt
                                    char *err, size_t errlen)
 {
     char shown[80];
+    llk_options_defaults(o);
     for (size_t i = 0; i < n; i++) {
         const char *k = opts[i].key, *v = opts[i].value;
         if (!k) {

@@ -38,7 +38,6 @@ LLMLINK_EXTERN llmlink_status_t llmlink_init(llmlink_t *dd, const llmlink_option
                        num_options);
     llk_options_t o;
     char msg[512];
-    llk_options_defaults(&o);
     if (llk_options_parse(&o, options, num_options, msg, sizeof msg) != LLMLINK_SUCCESS)
         return llk_err(LLMLINK_PARAM_INVALID, "llmlink_init: %s", msg);
     return llk_engine_init(dd, &o);

@@ -1,0 +1,430 @@
+# ################################################################
+# llmlink - Makefile (GNU make)
+#
+# Common targets:
+#   make                 static + shared library + llmlink.pc   (target: all)
+#   make test            install deps, build everything, run every C suite
+#                        (+ $(TEST_SUITES_EXTRA)); add WERROR=1 for CI
+#   make asan / tsan     the same C suites under sanitizers (build-asan/, build-tsan/)
+#   make fuzz            standalone fuzz drivers; libFuzzer runs when clang exists
+#   make demo / bench    run examples/pd_demo, bench/run.sh
+#   make check-exports   the shared library exports only llmlink_*
+#   make install / uninstall   PREFIX, DESTDIR, LIBDIR, INCLUDEDIR, PKGCONFIGDIR
+#   make clean
+#
+# Flags: CFLAGS (default -O2 -g), CPPFLAGS, LDFLAGS, LDLIBS are yours to
+# override; the flags the code needs live in LLK_* variables and are always
+# applied, so `make CFLAGS=-O0` still builds a correct library.
+# ################################################################
+
+.DEFAULT_GOAL := all
+SHELL := /bin/sh
+.SUFFIXES:
+.DELETE_ON_ERROR:
+
+# ---------------------------------------------------------------
+# Version, parsed from the public header (single source of truth)
+# ---------------------------------------------------------------
+HEADER := ffi/llmlink.h
+llk_version = $(shell sed -n 's/^\#define[[:space:]]\{1,\}LLMLINK_VERSION_$(1)[[:space:]]\{1,\}\([0-9]\{1,\}\).*/\1/p' $(HEADER))
+MAJOR   := $(call llk_version,MAJOR)
+MINOR   := $(call llk_version,MINOR)
+PATCH   := $(call llk_version,PATCH)
+VERSION := $(MAJOR).$(MINOR).$(PATCH)
+ifeq ($(strip $(MAJOR)),)
+$(error could not parse LLMLINK_VERSION_MAJOR from $(HEADER))
+endif
+
+# ---------------------------------------------------------------
+# Tools and flags
+# ---------------------------------------------------------------
+# V=1 prints full command lines; by default one short line per step.
+V ?= 0
+ifeq ($(V),1)
+Q :=
+say = @:
+else
+Q := @
+say = @printf '  %-7s %s\n'
+endif
+
+CC  ?= cc
+AR  ?= ar
+# `make` predefines CC=cc and AR=ar, so ?= above only matters under -R.
+PKG_CONFIG ?= pkg-config
+
+BUILD ?= build
+
+CFLAGS   ?= -O2 -g
+CPPFLAGS ?=
+LDFLAGS  ?=
+LDLIBS   ?=
+
+# Set by `make asan` / `make tsan` / the libFuzzer build; applied to every
+# compile and link (and after CFLAGS so a user -O cannot drop them).
+SAN_FLAGS ?=
+
+WERROR ?= 0
+ifeq ($(WERROR),1)
+LLK_WERROR := -Werror
+endif
+
+LLK_WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wno-unused-parameter $(LLK_WERROR)
+
+# Library code: what the ABI requires (hidden by default, llmlink_* exported
+# through LLMLINK_EXTERN when LLMLINK_BUILDING is defined).
+LLK_CPPFLAGS := -D_GNU_SOURCE -DLLMLINK_BUILDING -Iffi -Icore
+LLK_CFLAGS   := -std=c11 $(LLK_WARN) -fvisibility=hidden -fPIC -pthread
+
+# Programs (tests, tools, fuzz targets, examples, bench): same dialect and
+# warnings, but no prototype requirement for their file-local helpers and
+# entry points such as LLVMFuzzerTestOneInput.
+CMOCKA_CFLAGS := $(shell $(PKG_CONFIG) --cflags cmocka 2>/dev/null)
+CMOCKA_LIBS   := $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null || echo -lcmocka)
+ifeq ($(strip $(CMOCKA_LIBS)),)
+CMOCKA_LIBS := -lcmocka
+endif
+PROG_CPPFLAGS := -D_GNU_SOURCE -Iffi -Icore -Itests/common $(CMOCKA_CFLAGS)
+PROG_CFLAGS   := -std=c11 $(LLK_WARN) -Wno-missing-prototypes -pthread
+
+DEPFLAGS = -MMD -MP -MF $(@:.o=.d) -MT $@
+
+# Libraries the shared object itself needs. -lm only lands in DT_NEEDED
+# when the core really calls into libm.
+LIB_LDLIBS := -Wl,--push-state,--as-needed -lm -Wl,--pop-state
+
+# ---------------------------------------------------------------
+# Sources and outputs
+# ---------------------------------------------------------------
+LIB_SRCS    := $(sort $(wildcard core/*.c ffi/*.c))
+COMMON_SRCS := $(sort $(wildcard tests/common/*.c))
+UNIT_SRCS   := $(sort $(wildcard tests/unit/test_*.c))
+INTEG_SRCS  := $(sort $(wildcard tests/integration/test_*.c))
+TOOL_SRCS   := $(sort $(wildcard tests/tools/*.c))
+FUZZ_SRCS   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_MAIN   := tests/fuzz/standalone_main.c
+EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
+BENCH_SRCS  := $(sort $(wildcard bench/*.c))
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIB_OBJS    := $(call obj,$(LIB_SRCS))
+COMMON_OBJS := $(call obj,$(COMMON_SRCS))
+PROG_OBJS   := $(call obj,$(UNIT_SRCS) $(INTEG_SRCS) $(TOOL_SRCS) $(FUZZ_SRCS) \
+                 $(FUZZ_MAIN) $(EXAMPLE_SRCS) $(BENCH_SRCS)) $(COMMON_OBJS)
+
+STATIC_LIB  := $(BUILD)/libllmlink.a
+SHARED_REAL := $(BUILD)/libllmlink.so.$(VERSION)
+SHARED_SO   := $(BUILD)/libllmlink.so.$(MAJOR)
+SHARED_LIB  := $(BUILD)/libllmlink.so
+PC_FILE     := $(BUILD)/llmlink.pc
+EXPORT_MAP  := ffi/llmlink.map
+
+# tests/unit/test_foo.c and tests/integration/test_bar.c -> $(BUILD)/tests/test_foo, test_bar
+UNIT_BINS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+INTEG_BINS   := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(INTEG_SRCS))
+TOOL_BINS    := $(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TOOL_SRCS))
+FUZZ_BINS    := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/%,$(FUZZ_SRCS))
+EXAMPLE_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
+BENCH_BINS   := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+
+dup_tests := $(filter $(UNIT_BINS),$(INTEG_BINS))
+ifneq ($(dup_tests),)
+$(error test names must be unique across tests/unit and tests/integration: $(notdir $(dup_tests)))
+endif
+
+DEPS := $(PROG_OBJS:.o=.d) $(LIB_OBJS:.o=.d)
+
+# Installation
+PREFIX       ?= /usr/local
+EXEC_PREFIX  ?= $(PREFIX)
+LIBDIR       ?= $(EXEC_PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR      ?=
+INSTALL      ?= install
+
+# ---------------------------------------------------------------
+# Hook for the bindings: each appends the name of a target that runs its
+# suite, and defines that target (here or in a file it -includes), e.g.
+#     TEST_SUITES_EXTRA += test-python
+#     test-python: all ; cd bindings/python && python3 -m pytest
+# `make test` runs the C suite first, then these in order; every suite runs
+# even when an earlier one failed, and `make test` fails if any failed.
+# A binding may keep its rules in bindings/<lang>/llmlink.mk: every such
+# file is included here (it sees BUILD, STATIC_LIB, SHARED_LIB, VERSION...).
+# ---------------------------------------------------------------
+TEST_SUITES_EXTRA ?=
+BINDING_MKS := $(sort $(wildcard bindings/*/llmlink.mk))
+-include $(BINDING_MKS)
+
+# Fuzzing
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   ?= build-fuzz
+CLANG        ?= clang
+# standalone (default): link tests/fuzz/standalone_main.c;
+# libfuzzer: link with clang's -fsanitize=fuzzer (used for $(FUZZ_BUILD)).
+FUZZ_ENGINE  ?= standalone
+
+ifeq ($(FUZZ_ENGINE),libfuzzer)
+FUZZ_MAIN_OBJ  :=
+FUZZ_LINK_FLAG := -fsanitize=fuzzer
+else
+FUZZ_MAIN_OBJ  := $(call obj,$(FUZZ_MAIN))
+FUZZ_LINK_FLAG :=
+endif
+
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+TSAN_FLAGS := -fsanitize=thread
+SAN_CFLAGS := -O1 -g
+
+# ---------------------------------------------------------------
+# Rebuild when flags change: the stamp's contents are the flags, and the
+# file is rewritten (new mtime) only when they differ (cf. git's GIT-CFLAGS).
+# ---------------------------------------------------------------
+FLAGS_STAMP := $(BUILD)/.flags
+FLAGS_NOW := $(CC) | $(CPPFLAGS) | $(CFLAGS) | $(LDFLAGS) | $(LDLIBS) | $(SAN_FLAGS) | $(LLK_WERROR) | $(FUZZ_ENGINE)
+
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' '$(subst ','\'',$(FLAGS_NOW))' > $@.tmp; \
+	if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
+
+# ---------------------------------------------------------------
+# Top-level targets
+# ---------------------------------------------------------------
+.PHONY: all lib static shared pc tests tools fuzz-bins examples bench-bins \
+        build-all deps test test-c check-exports asan tsan san-run fuzz \
+        fuzz-run-standalone fuzz-libfuzzer demo bench install uninstall clean \
+        print-version FORCE
+
+all: static shared pc
+lib: static shared
+static: $(STATIC_LIB)
+shared: $(SHARED_LIB) $(SHARED_SO)
+pc: $(PC_FILE)
+
+tests: $(UNIT_BINS) $(INTEG_BINS) $(TOOL_BINS)
+tools: $(TOOL_BINS)
+fuzz-bins: $(FUZZ_BINS)
+examples: $(EXAMPLE_BINS)
+bench-bins: $(BENCH_BINS)
+
+# Everything the test run needs, plus examples and bench so CI compiles them.
+build-all: all tests fuzz-bins examples bench-bins
+
+print-version:
+	@echo $(VERSION)
+
+# ---------------------------------------------------------------
+# Compilation
+# ---------------------------------------------------------------
+$(LIB_OBJS): $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(say) CC $@
+	$(Q)$(CC) $(LLK_CPPFLAGS) $(CPPFLAGS) $(LLK_CFLAGS) $(CFLAGS) $(SAN_FLAGS) $(DEPFLAGS) -c -o $@ $<
+
+$(PROG_OBJS): $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(say) CC $@
+	$(Q)$(CC) $(PROG_CPPFLAGS) $(CPPFLAGS) $(PROG_CFLAGS) $(CFLAGS) $(SAN_FLAGS) $(DEPFLAGS) -c -o $@ $<
+
+# ---------------------------------------------------------------
+# Libraries
+# ---------------------------------------------------------------
+$(STATIC_LIB): $(LIB_OBJS)
+	@mkdir -p $(@D)
+	@rm -f $@
+	$(say) AR $@
+	$(Q)$(AR) rcs $@ $(LIB_OBJS)
+
+$(SHARED_REAL): $(LIB_OBJS) $(EXPORT_MAP)
+	@mkdir -p $(@D)
+	$(say) LD $@
+	$(Q)$(CC) -shared $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) -pthread \
+	    -Wl,-soname,libllmlink.so.$(MAJOR) \
+	    -Wl,--version-script=$(EXPORT_MAP) -Wl,-z,defs \
+	    -o $@ $(LIB_OBJS) $(LIB_LDLIBS) $(LDLIBS)
+
+$(SHARED_SO): $(SHARED_REAL)
+	$(Q)ln -sf $(notdir $<) $@
+
+$(SHARED_LIB): $(SHARED_SO)
+	$(Q)ln -sf $(notdir $<) $@
+
+# pkg-config file. PREFIX etc. are baked in, so it is regenerated (only
+# rewritten when different) on every run: `make install PREFIX=/usr` after a
+# plain `make` must not install a .pc pointing at /usr/local.
+pc_libdir     = $(patsubst $(EXEC_PREFIX)%,$${exec_prefix}%,$(LIBDIR))
+pc_includedir = $(patsubst $(PREFIX)%,$${prefix}%,$(INCLUDEDIR))
+pc_exec_prefix = $(patsubst $(PREFIX)%,$${prefix}%,$(EXEC_PREFIX))
+
+$(PC_FILE): ffi/llmlink.pc.in $(HEADER) FORCE
+	@mkdir -p $(@D)
+	@sed -e 's|@PREFIX@|$(PREFIX)|' \
+	     -e 's|@EXEC_PREFIX@|$(pc_exec_prefix)|' \
+	     -e 's|@LIBDIR@|$(pc_libdir)|' \
+	     -e 's|@INCLUDEDIR@|$(pc_includedir)|' \
+	     -e 's|@VERSION@|$(VERSION)|' \
+	     ffi/llmlink.pc.in > $@.tmp; \
+	if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; printf '  %-7s %s\n' GEN $@; fi
+
+# ---------------------------------------------------------------
+# Programs. All link the STATIC library, so tests may call the internal
+# llk_* functions declared in core/*.h.
+# ---------------------------------------------------------------
+TEST_LINK = $(CC) $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) -pthread -o $@ $(filter %.o,$^) \
+            $(STATIC_LIB) $(CMOCKA_LIBS) -lm $(LDLIBS)
+
+$(UNIT_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(COMMON_OBJS) $(STATIC_LIB)
+	@mkdir -p $(@D)
+	$(say) LD $@
+	$(Q)$(TEST_LINK)
+
+$(INTEG_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(COMMON_OBJS) $(STATIC_LIB)
+	@mkdir -p $(@D)
+	$(say) LD $@
+	$(Q)$(TEST_LINK)
+
+$(TOOL_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o $(COMMON_OBJS) $(STATIC_LIB)
+	@mkdir -p $(@D)
+	$(say) LD $@
+	$(Q)$(TEST_LINK)
+
+$(FUZZ_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/fuzz/%.o $(FUZZ_MAIN_OBJ) $(STATIC_LIB)
+	@mkdir -p $(@D)
+	$(say) LD $@
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) $(FUZZ_LINK_FLAG) -pthread -o $@ $(filter %.o,$^) \
+	    $(STATIC_LIB) -lm $(LDLIBS)
+
+$(EXAMPLE_BINS): $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(STATIC_LIB)
+	@mkdir -p $(@D)
+	$(say) LD $@
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) -pthread -o $@ $< $(STATIC_LIB) -lm $(LDLIBS)
+
+$(BENCH_BINS): $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC_LIB)
+	@mkdir -p $(@D)
+	$(say) LD $@
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) -pthread -o $@ $< $(STATIC_LIB) -lm $(LDLIBS)
+
+# ---------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------
+deps:
+	bash ci/install-deps.sh
+
+# Dependencies are installed before anything is compiled, hence the
+# recursive make rather than prerequisites (which -j could reorder).
+test: deps
+	@status=0; \
+	for suite in test-c $(TEST_SUITES_EXTRA); do \
+	    $(MAKE) --no-print-directory $$suite || status=1; \
+	done; \
+	exit $$status
+
+test-c:
+	$(MAKE) --no-print-directory build-all
+	bash ci/run-tests.sh $(BUILD)
+
+check-exports: $(SHARED_LIB)
+	sh tests/abi/check_exports.sh $(SHARED_LIB)
+
+# Sanitizer runs: the same rules, another build directory and extra flags.
+# LLMLINK_SANITIZER lets slow tests scale themselves down; nothing is skipped.
+asan: deps
+	$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(SAN_CFLAGS)" \
+	    SAN_FLAGS="$(ASAN_FLAGS)" build-all
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	LLMLINK_SANITIZER=asan bash ci/run-tests.sh build-asan
+
+tsan: deps
+	$(MAKE) --no-print-directory BUILD=build-tsan CFLAGS="$(SAN_CFLAGS)" \
+	    SAN_FLAGS="$(TSAN_FLAGS)" build-all
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	LLMLINK_SANITIZER=tsan bash ci/run-tests.sh build-tsan
+
+# ---------------------------------------------------------------
+# Fuzzing: the standalone drivers (replay corpus + random + mutations),
+# then, with clang, real libFuzzer runs of FUZZ_SECONDS each. libFuzzer
+# writes new inputs into $(FUZZ_BUILD)/corpus/<name>, never into the repo.
+# ---------------------------------------------------------------
+# clang alone is not enough: Debian ships libFuzzer in libclang-rt-NN-dev,
+# so probe by linking a trivial target.
+fuzz: fuzz-run-standalone
+	@if ! command -v $(CLANG) >/dev/null 2>&1; then \
+	    echo "make fuzz: $(CLANG) is missing; ran the standalone drivers only (apt-get install clang libclang-rt-dev for libFuzzer)"; \
+	elif ! printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n);\nint LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' | \
+	        $(CLANG) -x c -fsanitize=fuzzer,address,undefined -o /dev/null - >/dev/null 2>&1; then \
+	    echo "make fuzz: $(CLANG) cannot link -fsanitize=fuzzer (install its runtime, e.g. libclang-rt-14-dev); ran the standalone drivers only"; \
+	else \
+	    $(MAKE) --no-print-directory fuzz-libfuzzer; \
+	fi
+
+fuzz-run-standalone: fuzz-bins
+	@status=0; \
+	for bin in $(FUZZ_BINS); do \
+	    name=$${bin##*/fuzz_}; \
+	    echo "== $$bin tests/fuzz/corpus/$$name"; \
+	    $$bin tests/fuzz/corpus/$$name || status=1; \
+	done; exit $$status
+
+fuzz-libfuzzer:
+	$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(CLANG) CFLAGS="$(SAN_CFLAGS)" \
+	    SAN_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" \
+	    FUZZ_ENGINE=libfuzzer fuzz-bins
+	@status=0; \
+	for src in $(FUZZ_SRCS); do \
+	    name=$${src##*/fuzz_}; name=$${name%.c}; \
+	    work=$(FUZZ_BUILD)/corpus/$$name; mkdir -p $$work; \
+	    seed=tests/fuzz/corpus/$$name; [ -d $$seed ] || seed=; \
+	    echo "== libFuzzer fuzz_$$name for $(FUZZ_SECONDS)s"; \
+	    ( cd $(FUZZ_BUILD) && ./tests/fuzz_$$name -max_total_time=$(FUZZ_SECONDS) \
+	        -print_final_stats=1 corpus/$$name $${seed:+$(CURDIR)/$$seed} ) || status=1; \
+	done; exit $$status
+
+# ---------------------------------------------------------------
+# Demo and benchmarks
+# ---------------------------------------------------------------
+demo: $(BUILD)/examples/pd_demo
+	$(BUILD)/examples/pd_demo
+
+bench: bench-bins examples
+	@if [ -f bench/run.sh ]; then \
+	    LLMLINK_BUILD=$(BUILD) bash bench/run.sh $(BUILD); \
+	else \
+	    echo "make bench: bench/run.sh does not exist; built: $(BENCH_BINS)"; \
+	fi
+
+# ---------------------------------------------------------------
+# Install
+# ---------------------------------------------------------------
+install: all
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	$(INSTALL) -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/libllmlink.a
+	$(INSTALL) -m 755 $(SHARED_REAL) $(DESTDIR)$(LIBDIR)/libllmlink.so.$(VERSION)
+	ln -sf libllmlink.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libllmlink.so.$(MAJOR)
+	ln -sf libllmlink.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libllmlink.so
+	$(INSTALL) -m 644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/llmlink.h
+	$(INSTALL) -m 644 $(PC_FILE) $(DESTDIR)$(PKGCONFIGDIR)/llmlink.pc
+	@echo "llmlink $(VERSION) installed in $(DESTDIR)$(LIBDIR)"
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libllmlink.a \
+	      $(DESTDIR)$(LIBDIR)/libllmlink.so \
+	      $(DESTDIR)$(LIBDIR)/libllmlink.so.$(MAJOR) \
+	      $(DESTDIR)$(LIBDIR)/libllmlink.so.$(VERSION) \
+	      $(DESTDIR)$(INCLUDEDIR)/llmlink.h \
+	      $(DESTDIR)$(PKGCONFIGDIR)/llmlink.pc
+	@echo "llmlink $(VERSION) removed from $(DESTDIR)$(LIBDIR)"
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan $(FUZZ_BUILD)
+
+FORCE:
+
+# Automatic header dependencies (skipped for goals that compile nothing).
+ifeq ($(filter clean uninstall print-version,$(MAKECMDGOALS)),)
+-include $(DEPS)
+endif
