@@ -38,6 +38,14 @@ static void on_conn_event(llmlink_t *e, llk_conn_t *c, uint32_t ev, int64_t now)
         llk_conn_on_readable(e, c, now);
 }
 
+static void flush(llmlink_t *e, llk_conn_t *c, int64_t now)
+{
+    if (c->state == LLK_CONN_DEAD || c->state == LLK_CONN_CLI_PENDING || c->tx_len == 0)
+        return;
+    if (llk_conn_flush(e, c, now) != 0)
+        llk_link_on_closed(e, c, errno);
+}
+
 /* Starts pending connects, flushes queued frames, runs every timer, frees
  * dead connections. Returns the epoll timeout until the next deadline. */
 static int service(llmlink_t *e, int64_t now)
@@ -53,14 +61,16 @@ static int service(llmlink_t *e, int64_t now)
         llk_conn_t *nx = c->next;
         if (c->state == LLK_CONN_CLI_PENDING && c->retry_at_ms <= now)
             llk_client_start(e, c, now);
+        /* Flush before the timers so a CLOSING connection whose last frame
+         * just went out closes now, and after them so a heartbeat they
+         * queued leaves in this pass. */
+        flush(e, c, now);
         if (c->state != LLK_CONN_DEAD) {
             int64_t d = llk_link_on_timer(e, c, now);
             if (d && (!next || d < next))
                 next = d;
         }
-        if (c->state != LLK_CONN_DEAD && c->tx_len && c->state != LLK_CONN_CLI_PENDING &&
-            llk_conn_flush(e, c, now) != 0)
-            llk_link_on_closed(e, c, errno);
+        flush(e, c, now);
         if (c->state == LLK_CONN_DEAD)
             llk_conn_destroy(e, c);
         c = nx;
