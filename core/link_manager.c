@@ -235,6 +235,32 @@ static void summarize(char *buf, size_t len, const char *verb, const uint64_t *i
     }
 }
 
+/* The end of a link or unlink call, entered holding e->mu (released here):
+ * wake the reactor if work was queued, wait for every waiter, report. */
+static llmlink_status_t finish_call(llmlink_t *e, llk_waiter_t *w, size_t n, const uint64_t *ids,
+                                    int64_t deadline, bool started, llmlink_status_t *statuses,
+                                    llmlink_status_t straggler, const char *fn,
+                                    llmlink_status_t failed)
+{
+    if (started)
+        llk_reactor_wake(e);
+    wait_all(e, w, n, deadline, straggler);
+    pthread_mutex_unlock(&e->mu);
+
+    bool all_ok = true;
+    for (size_t i = 0; i < n; i++) {
+        if (statuses)
+            statuses[i] = w[i].status;
+        if (w[i].status != LLMLINK_SUCCESS)
+            all_ok = false;
+    }
+    if (all_ok)
+        return LLMLINK_SUCCESS;
+    char msg[LLK_ERR_MSG_MAX];
+    summarize(msg, sizeof msg, fn, ids, w, n);
+    return llk_err(failed, "%s", msg);
+}
+
 llmlink_status_t llk_engine_link(llmlink_t *e, const llk_link_req_t *reqs, size_t n,
                                  int32_t timeout_ms, llmlink_status_t *statuses)
 {
@@ -295,23 +321,8 @@ llmlink_status_t llk_engine_link(llmlink_t *e, const llk_link_req_t *reqs, size_
         snprintf(c->peer, sizeof c->peer, "cluster %llu", (unsigned long long)r->remote_id);
         started = true;
     }
-    if (started)
-        llk_reactor_wake(e);
-    wait_all(e, w, n, deadline, LLMLINK_TIMEOUT);
-    pthread_mutex_unlock(&e->mu);
-
-    bool all_ok = true;
-    for (size_t i = 0; i < n; i++) {
-        if (statuses)
-            statuses[i] = w[i].status;
-        if (w[i].status != LLMLINK_SUCCESS)
-            all_ok = false;
-    }
-    if (all_ok)
-        return LLMLINK_SUCCESS;
-    char msg[LLK_ERR_MSG_MAX];
-    summarize(msg, sizeof msg, "llmlink_link_clusters", ids, w, n);
-    return llk_err(LLMLINK_LINK_FAILED, "%s", msg);
+    return finish_call(e, w, n, ids, deadline, started, statuses, LLMLINK_TIMEOUT,
+                       "llmlink_link_clusters", LLMLINK_LINK_FAILED);
 }
 
 llmlink_status_t llk_engine_unlink(llmlink_t *e, const uint64_t *ids, size_t n,
@@ -369,23 +380,8 @@ llmlink_status_t llk_engine_unlink(llmlink_t *e, const uint64_t *ids, size_t n,
         llk_conn_set_state(e, c, LLK_CONN_UNLINKING);
         started = true;
     }
-    if (started)
-        llk_reactor_wake(e);
-    wait_all(e, w, n, deadline, LLMLINK_UNLINK_FAILED);
-    pthread_mutex_unlock(&e->mu);
-
-    bool all_ok = true;
-    for (size_t i = 0; i < n; i++) {
-        if (statuses)
-            statuses[i] = w[i].status;
-        if (w[i].status != LLMLINK_SUCCESS)
-            all_ok = false;
-    }
-    if (all_ok)
-        return LLMLINK_SUCCESS;
-    char msg[LLK_ERR_MSG_MAX];
-    summarize(msg, sizeof msg, "llmlink_unlink_clusters", ids, w, n);
-    return llk_err(LLMLINK_UNLINK_FAILED, "%s", msg);
+    return finish_call(e, w, n, ids, deadline, started, statuses, LLMLINK_UNLINK_FAILED,
+                       "llmlink_unlink_clusters", LLMLINK_UNLINK_FAILED);
 }
 
 llmlink_status_t llk_engine_check_link(llmlink_t *e, uint64_t remote_id)
