@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 /* One buffer per thread: messages never cross threads, and a binding reads
  * the message on the thread that made the failing call. */
@@ -11,10 +12,13 @@ static __thread llmlink_status_t tls_status;
 
 llmlink_status_t llk_err(llmlink_status_t status, const char *fmt, ...)
 {
+    /* Format aside first: an argument may be llmlink_last_error() itself. */
+    char msg[LLK_ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(tls_msg, sizeof tls_msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(tls_msg, msg, sizeof msg);
     tls_status = status;
     return status;
 }

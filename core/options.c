@@ -42,16 +42,15 @@ const char *llk_transport_name(llk_transport_t t)
 static const char *show(const char *v, char *buf, size_t n)
 {
     size_t len = strlen(v);
-    if (len > 64) {
-        snprintf(buf, n, "(%zu bytes)", len);
-        return buf;
-    }
-    for (size_t i = 0; i < len; i++)
+    for (size_t i = 0; i < len && i < 64; i++)
         if (!isprint((unsigned char)v[i])) {
-            snprintf(buf, n, "(non-printable)");
+            snprintf(buf, n, "(non-printable, %zu bytes)", len);
             return buf;
         }
-    snprintf(buf, n, "\"%s\"", v);
+    if (len > 64)
+        snprintf(buf, n, "\"%.64s...\" (%zu bytes)", v, len);
+    else
+        snprintf(buf, n, "\"%s\"", v);
     return buf;
 }
 
@@ -143,7 +142,7 @@ static int parse_listen(llk_options_t *o, const char *v, char *err, size_t errle
         llk_listen_addr_t *l = &o->listen[o->num_listen];
         const char *why = NULL;
         if (llk_addr_parse_endpoint(tok, &l->sa, &l->sa_len, &why) != 0) {
-            char shown[80];
+            char shown[96];
             snprintf(err, errlen, "option %s: %s: %s (expected ip:port or [ipv6]:port)", key,
                      show(tok, shown, sizeof shown), why);
             return -1;
@@ -162,7 +161,7 @@ static int parse_devices(llk_options_t *o, const char *v, char *err, size_t errl
                          const char *key)
 {
     char buf[512];
-    char shown[80];
+    char shown[96];
     if (strlen(v) >= sizeof buf) {
         snprintf(err, errlen, "option %s: value too long", key);
         return -1;
@@ -194,7 +193,7 @@ static int parse_devices(llk_options_t *o, const char *v, char *err, size_t errl
 llmlink_status_t llk_options_parse(llk_options_t *o, const llmlink_option_t *opts, size_t n,
                                    char *err, size_t errlen)
 {
-    char shown[80];
+    char shown[96];
     llk_options_defaults(o);
     for (size_t i = 0; i < n; i++) {
         const char *k = opts[i].key, *v = opts[i].value;

@@ -128,7 +128,10 @@ typedef enum llmlink_log_level {
 
 typedef void (*llmlink_log_fn)(llmlink_log_level_t level, const char *message, void *user_data);
 
-/* Process-wide. Messages at or below max_level reach fn (NULL disables).
+/* Process-wide. Messages at or below max_level reach fn (NULL disables; a
+ * max_level above LLMLINK_LOG_DEBUG means DEBUG). fn is called with an
+ * internal lock held, so that fn and user_data change together: it must
+ * return quickly and must not call llmlink_set_log_callback.
  * Without a callback the library prints nothing, unless the environment
  * variable LLMLINK_LOG is set to error|warn|info|debug (then: stderr). */
 LLMLINK_EXTERN void llmlink_set_log_callback(llmlink_log_fn fn, void *user_data,
