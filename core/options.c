@@ -142,7 +142,7 @@ static int parse_listen(llk_options_t *o, const char *v, char *err, size_t errle
         llk_listen_addr_t *l = &o->listen[o->num_listen];
         const char *why = NULL;
         if (llk_addr_parse_endpoint(tok, &l->sa, &l->sa_len, &why) != 0) {
-            char shown[96];
+            char shown[112];
             snprintf(err, errlen, "option %s: %s: %s (expected ip:port or [ipv6]:port)", key,
                      show(tok, shown, sizeof shown), why);
             return -1;
@@ -161,7 +161,7 @@ static int parse_devices(llk_options_t *o, const char *v, char *err, size_t errl
                          const char *key)
 {
     char buf[512];
-    char shown[96];
+    char shown[112];
     if (strlen(v) >= sizeof buf) {
         snprintf(err, errlen, "option %s: value too long", key);
         return -1;
@@ -193,7 +193,7 @@ static int parse_devices(llk_options_t *o, const char *v, char *err, size_t errl
 llmlink_status_t llk_options_parse(llk_options_t *o, const llmlink_option_t *opts, size_t n,
                                    char *err, size_t errlen)
 {
-    char shown[96];
+    char shown[112];
     llk_options_defaults(o);
     for (size_t i = 0; i < n; i++) {
         const char *k = opts[i].key, *v = opts[i].value;
