@@ -174,14 +174,28 @@ void llk_conn_complete(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const c
     pthread_cond_broadcast(&e->cv);
 }
 
+void llk_conn_close_fd(llmlink_t *e, llk_conn_t *c)
+{
+    if (c->fd < 0)
+        return;
+    /* close() alone is not enough when a fork()ed child holds a copy of the
+     * descriptor: the epoll registration (pointing at c) would outlive c,
+     * and the peer would never see the connection end. Deregister
+     * explicitly, and shutdown() the socket itself, not just our fd. */
+    epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    shutdown(c->fd, SHUT_RDWR);
+    close(c->fd);
+    c->fd = -1;
+    c->want_out = false;
+}
+
 void llk_conn_destroy(llmlink_t *e, llk_conn_t *c)
 {
     if (c->waiter)
         llk_conn_complete(e, c, LLMLINK_LINK_FAILED, "connection closed");
     if (c->state == LLK_CONN_SRV_HANDSHAKE)
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
-    if (c->fd >= 0)
-        close(c->fd); /* also removes it from the epoll set */
+    llk_conn_close_fd(e, c);
     if (c->prev)
         c->prev->next = c->next;
     else

@@ -82,8 +82,13 @@ llmlink_status_t llk_engine_check_running(const llmlink_t *e, const char *fn)
 
 static void close_listeners(llmlink_t *e)
 {
-    for (size_t i = 0; i < e->num_listeners; i++)
+    /* As for connections (llk_conn_close_fd): a fork()ed child may hold a
+     * copy, so deregister and shut the socket down, not only our fd. */
+    for (size_t i = 0; i < e->num_listeners; i++) {
+        epoll_ctl(e->epfd, EPOLL_CTL_DEL, e->listeners[i].fd, NULL);
+        shutdown(e->listeners[i].fd, SHUT_RDWR);
         close(e->listeners[i].fd);
+    }
     e->num_listeners = 0;
 }
 

@@ -149,6 +149,8 @@ int llk_conn_flush(llmlink_t *e, llk_conn_t *c, int64_t now);
 /* Completes c's waiter (if any) and wakes the API threads. */
 void llk_conn_complete(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Deregisters, shuts down and closes c's socket, if any. */
+void llk_conn_close_fd(llmlink_t *e, llk_conn_t *c);
 /* Closes the socket and frees c (reactor only). */
 void llk_conn_destroy(llmlink_t *e, llk_conn_t *c);
 void llk_conn_set_events(llmlink_t *e, llk_conn_t *c, bool want_out);

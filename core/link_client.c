@@ -18,13 +18,9 @@
  * in a microsecond. */
 #define RETRY_BACKOFF_MS 50
 
-static void close_socket(llk_conn_t *c)
+static void close_socket(llmlink_t *e, llk_conn_t *c)
 {
-    if (c->fd >= 0) {
-        close(c->fd);
-        c->fd = -1;
-    }
-    c->want_out = false;
+    llk_conn_close_fd(e, c);
     c->rx_len = c->tx_len = 0;
 }
 
@@ -36,7 +32,7 @@ static void connect_failed(llmlink_t *e, llk_conn_t *c, int err, const char *wha
     llk_addr_format((struct sockaddr *)&c->remote[c->remote_idx], addr, sizeof addr);
     LLK_DEBUG("cluster %llu: %s %s (cluster %llu): %s", (unsigned long long)e->cluster_id, what,
               addr, (unsigned long long)c->remote_id, strerror(err));
-    close_socket(c);
+    close_socket(e, c);
     if (c->tries_left > 1) {
         c->tries_left--;
         c->retry_at_ms = now + RETRY_BACKOFF_MS;
@@ -118,7 +114,7 @@ void llk_client_start(llmlink_t *e, llk_conn_t *c, int64_t now)
             int err = errno;
             char lt[72];
             llk_addr_format((struct sockaddr *)&la, lt, sizeof lt);
-            close_socket(c);
+            close_socket(e, c);
             llk_conn_complete(e, c, LLMLINK_LINK_FAILED, "bind local ip %s: %s", lt,
                               strerror(err));
             llk_conn_set_state(e, c, LLK_CONN_DEAD);

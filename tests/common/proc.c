@@ -1,0 +1,454 @@
+/* proc.c - child processes for the multi-process tests (see proc.h). */
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Thread_local char last_err[512];
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_err, sizeof last_err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *proc_last_error(void)
+{
+    return last_err;
+}
+
+int64_t proc_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void proc_sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Next to the running binary, as dir/name; NULL if not executable. */
+static const char *beside_self(char *path, size_t len, const char *name)
+{
+    ssize_t n = readlink("/proc/self/exe", path, len - 1);
+    if (n <= 0)
+        return NULL;
+    path[n] = '\0';
+    char *slash = strrchr(path, '/');
+    if (!slash || (size_t)(slash - path) + 2 + strlen(name) > len)
+        return NULL;
+    strcpy(slash + 1, name);
+    return access(path, X_OK) == 0 ? path : NULL;
+}
+
+const char *proc_node_path(void)
+{
+    static char path[PATH_MAX];
+    static bool warned;
+    const char *env = getenv("LLMLINK_NODE");
+    if (env && *env && access(env, X_OK) == 0)
+        return env;
+    /* The build names tools after their source (llmlink_node.c); accept
+     * both spellings next to the test binary. */
+    const char *p = beside_self(path, sizeof path, "llmlink-node");
+    if (!p)
+        p = beside_self(path, sizeof path, "llmlink_node");
+    if (p && env && *env && !warned) {
+        warned = true;
+        fprintf(stderr, "proc: LLMLINK_NODE=%s is not executable; using %s\n", env, p);
+    }
+    if (p)
+        return p;
+    return env && *env ? env : "llmlink-node";
+}
+
+bool proc_running(const proc_t *p)
+{
+    return p->pid > 0 && !p->exited;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static void close_other_fds(void)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) == 0)
+        return;
+#endif
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > 1 << 20)
+        max = 1 << 20;
+    for (long fd = 3; fd < max; fd++)
+        close((int)fd);
+}
+
+int proc_spawn(proc_t *p, char *const argv[])
+{
+    int in[2], out[2];
+    memset(p, 0, sizeof *p);
+    p->in_fd = p->out_fd = -1;
+    snprintf(p->label, sizeof p->label, "%s", argv[0]);
+    /* A child that died must not kill us with SIGPIPE when we write to it. */
+    signal(SIGPIPE, SIG_IGN);
+    if (pipe2(in, O_CLOEXEC) != 0)
+        return fail("pipe2: %s", strerror(errno));
+    if (pipe2(out, O_CLOEXEC) != 0) {
+        int err = errno;
+        close(in[0]);
+        close(in[1]);
+        return fail("pipe2: %s", strerror(err));
+    }
+    pid_t parent = getpid();
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        int err = errno;
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        return fail("fork: %s", strerror(err));
+    }
+    if (pid == 0) {
+        /* Child: only async-signal-safe calls until exec. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(126);
+        if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0)
+            _exit(126);
+        close_other_fds();
+        signal(SIGPIPE, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execv(argv[0], argv);
+        static const char msg[] = "proc_spawn: exec failed\n";
+        ssize_t w = write(2, msg, sizeof msg - 1);
+        (void)w;
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    p->pid = pid;
+    p->in_fd = in[1];
+    p->out_fd = out[0];
+    fcntl(p->in_fd, F_SETFL, fcntl(p->in_fd, F_GETFL) | O_NONBLOCK);
+    fcntl(p->out_fd, F_SETFL, fcntl(p->out_fd, F_GETFL) | O_NONBLOCK);
+    return 0;
+}
+
+int proc_node_start(proc_t *p, const char *role, uint64_t cluster_id, const char *listen,
+                    const char *const *opts, const char *netns, int timeout_ms)
+{
+    char *argv[96];
+    char idbuf[32];
+    int n = 0;
+    snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)cluster_id);
+    if (netns) {
+        argv[n++] = (char *)"/usr/sbin/ip";
+        if (access(argv[0], X_OK) != 0)
+            argv[0] = (char *)"/sbin/ip";
+        argv[n++] = (char *)"netns";
+        argv[n++] = (char *)"exec";
+        argv[n++] = (char *)netns;
+    }
+    argv[n++] = (char *)proc_node_path();
+    argv[n++] = (char *)"--role";
+    argv[n++] = (char *)role;
+    argv[n++] = (char *)"--cluster-id";
+    argv[n++] = idbuf;
+    if (listen) {
+        argv[n++] = (char *)"--listen";
+        argv[n++] = (char *)listen;
+    }
+    for (size_t i = 0; opts && opts[i]; i++) {
+        if (n + 3 > (int)(sizeof argv / sizeof argv[0]))
+            return fail("proc_node_start: too many options");
+        argv[n++] = (char *)"--opt";
+        argv[n++] = (char *)opts[i];
+    }
+    argv[n] = NULL;
+    if (access(argv[netns ? 4 : 0], X_OK) != 0)
+        return fail("proc_node_start: %s is not executable (set LLMLINK_NODE): %s",
+                    argv[netns ? 4 : 0], strerror(errno));
+    if (proc_spawn(p, argv) != 0)
+        return -1;
+    p->cluster_id = cluster_id;
+    snprintf(p->label, sizeof p->label, "%s %llu (pid %d)", role, (unsigned long long)cluster_id,
+             (int)p->pid);
+    char line[PROC_LINE_MAX];
+    if (proc_read_line(p, line, sizeof line, timeout_ms) != 0)
+        return fail("%s: no READY line: %s", p->label, proc_last_error());
+    unsigned port;
+    if (sscanf(line, "READY port=%u", &port) != 1 || port > 65535)
+        return fail("%s: expected READY, got \"%s\"", p->label, line);
+    p->port = (uint16_t)port;
+    return 0;
+}
+
+static int vsend(proc_t *p, int timeout_ms, const char *fmt, va_list ap)
+{
+    char buf[PROC_LINE_MAX + 1];
+    int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+    if (n < 0 || n >= (int)sizeof buf - 1)
+        return fail("%s: command too long", p->label);
+    buf[n++] = '\n';
+    if (p->in_fd < 0)
+        return fail("%s: stdin already closed", p->label);
+    int64_t deadline = proc_now_ms() + timeout_ms;
+    size_t off = 0;
+    while (off < (size_t)n) {
+        ssize_t w = write(p->in_fd, buf + off, (size_t)n - off);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno != EAGAIN)
+            return fail("%s: write: %s", p->label, strerror(errno));
+        int64_t left = deadline - proc_now_ms();
+        if (left <= 0)
+            return fail("%s: stdin full for %d ms", p->label, timeout_ms);
+        struct pollfd pfd = {.fd = p->in_fd, .events = POLLOUT};
+        poll(&pfd, 1, (int)left);
+    }
+    return 0;
+}
+
+int proc_send(proc_t *p, int timeout_ms, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsend(p, timeout_ms, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+int proc_read_line(proc_t *p, char *line, size_t len, int timeout_ms)
+{
+    int64_t deadline = proc_now_ms() + timeout_ms;
+    for (;;) {
+        char *nl = memchr(p->rbuf, '\n', p->rlen);
+        if (nl) {
+            size_t l = (size_t)(nl - p->rbuf);
+            if (len) {
+                size_t c = l < len - 1 ? l : len - 1;
+                memcpy(line, p->rbuf, c);
+                line[c] = '\0';
+            }
+            memmove(p->rbuf, nl + 1, p->rlen - l - 1);
+            p->rlen -= l + 1;
+            return 0;
+        }
+        if (p->rlen == sizeof p->rbuf)
+            return fail("%s: reply line longer than %zu bytes", p->label, sizeof p->rbuf);
+        if (p->out_fd < 0)
+            return fail("%s: stdout closed", p->label);
+        ssize_t r = read(p->out_fd, p->rbuf + p->rlen, sizeof p->rbuf - p->rlen);
+        if (r > 0) {
+            p->rlen += (size_t)r;
+            continue;
+        }
+        if (r == 0)
+            return fail("%s: EOF on stdout (the process exited?)", p->label);
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return fail("%s: read: %s", p->label, strerror(errno));
+        int64_t left = deadline - proc_now_ms();
+        if (left <= 0)
+            return fail("%s: no reply line within %d ms", p->label, timeout_ms);
+        struct pollfd pfd = {.fd = p->out_fd, .events = POLLIN};
+        poll(&pfd, 1, (int)left);
+    }
+}
+
+int proc_cmd(proc_t *p, char *reply, size_t len, int timeout_ms, const char *fmt, ...)
+{
+    int64_t start = proc_now_ms();
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsend(p, timeout_ms, fmt, ap);
+    va_end(ap);
+    if (r != 0)
+        return r;
+    int64_t left = timeout_ms - (proc_now_ms() - start);
+    return proc_read_line(p, reply, len, left > 0 ? (int)left : 0);
+}
+
+int proc_kill(proc_t *p, int sig)
+{
+    if (!proc_running(p))
+        return fail("%s: not running", p->label);
+    if (kill(p->pid, sig) != 0)
+        return fail("%s: kill(%d): %s", p->label, sig, strerror(errno));
+    if (sig == SIGSTOP)
+        p->stopped = true;
+    else if (sig == SIGCONT || sig == SIGKILL)
+        p->stopped = false;
+    return 0;
+}
+
+int proc_wait(proc_t *p, int timeout_ms)
+{
+    if (p->pid <= 0)
+        return fail("proc_wait: no process");
+    if (p->exited)
+        return 0;
+    int64_t deadline = proc_now_ms() + timeout_ms;
+    int sleep_ms = 1;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(p->pid, &st, WNOHANG);
+        if (r == p->pid) {
+            p->status = st;
+            p->exited = true;
+            p->stopped = false;
+            return 0;
+        }
+        if (r < 0 && errno != EINTR)
+            return fail("%s: waitpid: %s", p->label, strerror(errno));
+        if (proc_now_ms() >= deadline)
+            return fail("%s: still running after %d ms", p->label, timeout_ms);
+        proc_sleep_ms(sleep_ms);
+        if (sleep_ms < 20)
+            sleep_ms *= 2;
+    }
+}
+
+int proc_stop(proc_t *p, int timeout_ms)
+{
+    if (p->pid <= 0)
+        return 0;
+    if (!p->exited) {
+        if (p->stopped)
+            proc_kill(p, SIGCONT);
+        close_fd(&p->in_fd);
+        if (proc_wait(p, timeout_ms) != 0) {
+            char why[sizeof last_err];
+            memcpy(why, last_err, sizeof why);
+            proc_reap(p);
+            return fail("%.400s (killed)", why);
+        }
+    }
+    close_fd(&p->in_fd);
+    close_fd(&p->out_fd);
+    if (!WIFEXITED(p->status) || WEXITSTATUS(p->status) != 0) {
+        if (WIFSIGNALED(p->status))
+            return fail("%s: killed by signal %d", p->label, WTERMSIG(p->status));
+        return fail("%s: exit status %d", p->label, WEXITSTATUS(p->status));
+    }
+    return 0;
+}
+
+void proc_reap(proc_t *p)
+{
+    if (p->pid > 0 && !p->exited) {
+        kill(p->pid, SIGCONT);
+        kill(p->pid, SIGKILL);
+        if (proc_wait(p, 10000) != 0)
+            fprintf(stderr, "proc_reap: %s\n", proc_last_error());
+    }
+    close_fd(&p->in_fd);
+    close_fd(&p->out_fd);
+    p->stopped = false;
+}
+
+int proc_node_stats(proc_t *p, proc_stats_t *s, int timeout_ms)
+{
+    char line[PROC_LINE_MAX];
+    if (proc_cmd(p, line, sizeof line, timeout_ms, "stats") != 0)
+        return -1;
+    memset(s, 0, sizeof *s);
+    int n = sscanf(line,
+                   "STATS links=%u in=%u out=%u hs_now=%u hs_peak=%u accepted=%llu "
+                   "completed=%llu rejected=%llu timed_out=%llu proto_err=%llu lost=%llu",
+                   &s->links, &s->in, &s->out, &s->hs_now, &s->hs_peak, &s->accepted,
+                   &s->completed, &s->rejected, &s->timed_out, &s->proto_err, &s->lost);
+    if (n != 11)
+        return fail("%s: bad STATS line \"%s\"", p->label, line);
+    return 0;
+}
+
+uint16_t proc_unused_port(const char *ip)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        len = sizeof *s4;
+    } else if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        len = sizeof *s6;
+    } else {
+        fail("proc_unused_port: bad ip %s", ip);
+        return 0;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        fail("socket: %s", strerror(errno));
+        return 0;
+    }
+    uint16_t port = 0;
+    if (bind(fd, (struct sockaddr *)&ss, len) == 0 &&
+        getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+        port = ntohs(ss.ss_family == AF_INET ? s4->sin_port : s6->sin6_port);
+    else
+        fail("bind %s:0: %s", ip, strerror(errno));
+    close(fd);
+    return port;
+}
+
+long proc_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -1;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = rl;
+        want.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &want) != 0) {
+            /* An "unlimited" hard limit cannot be set verbatim; try nr_open. */
+            want.rlim_cur = 1 << 20;
+            if (setrlimit(RLIMIT_NOFILE, &want) != 0)
+                want.rlim_cur = rl.rlim_cur;
+        }
+        rl.rlim_cur = want.rlim_cur;
+    }
+    return (long)rl.rlim_cur;
+}

@@ -1,0 +1,96 @@
+/*
+ * proc.h - child processes for the multi-process tests: spawn llmlink-node
+ * (or any program) with pipes on stdin/stdout, send line commands, read
+ * reply lines with a timeout, signal, wait and reap. Every wait is bounded.
+ *
+ * The node program is $LLMLINK_NODE, or llmlink-node next to the running
+ * test binary. Children get PR_SET_PDEATHSIG(SIGKILL), so a test process
+ * that dies leaves none behind; proc_reap() is for the normal teardown.
+ *
+ * Functions that can fail return 0 on success and -1 on failure, with a
+ * message in proc_last_error() (thread-local).
+ */
+#ifndef LLK_TEST_PROC_H
+#define LLK_TEST_PROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define PROC_LINE_MAX 4096
+
+typedef struct proc {
+    pid_t pid;    /* 0 once reaped (or never started) */
+    int in_fd;    /* child's stdin (we write), -1 when closed */
+    int out_fd;   /* child's stdout (we read), -1 when closed */
+    int status;   /* waitpid status once reaped */
+    bool exited;  /* reaped: status is valid */
+    bool stopped; /* SIGSTOPped by proc_kill and not yet continued */
+    uint16_t port;  /* llmlink-node: listen port from the READY line */
+    uint64_t cluster_id; /* llmlink-node: its --cluster-id */
+    char label[48]; /* for messages, e.g. "prompt 7" */
+    size_t rlen;
+    char rbuf[PROC_LINE_MAX * 2];
+} proc_t;
+
+/* Thread-local text of the last failure ("" if none). */
+const char *proc_last_error(void);
+
+/* The llmlink-node path ($LLMLINK_NODE, else <dir of this binary>/llmlink-node). */
+const char *proc_node_path(void);
+
+/* Milliseconds of CLOCK_MONOTONIC. */
+int64_t proc_now_ms(void);
+void proc_sleep_ms(int ms);
+
+/* Starts argv[0] (a path) with argv; stdin/stdout are pipes, stderr is
+ * inherited, every other descriptor is closed in the child. */
+int proc_spawn(proc_t *p, char *const argv[]);
+
+/*
+ * Starts llmlink-node and waits (up to timeout_ms) for its READY line.
+ *   role: "prompt", "decoder" or "mix"; listen: "ip:port" or NULL;
+ *   opts: NULL-terminated "key=value" strings or NULL;
+ *   netns: a network namespace name to run it in (via `ip netns exec`), or NULL.
+ */
+int proc_node_start(proc_t *p, const char *role, uint64_t cluster_id, const char *listen,
+                    const char *const *opts, const char *netns, int timeout_ms);
+
+/* Writes one line (fmt, plus '\n'), waiting at most timeout_ms for pipe room. */
+int proc_send(proc_t *p, int timeout_ms, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Reads one line (without '\n') within timeout_ms. */
+int proc_read_line(proc_t *p, char *line, size_t len, int timeout_ms);
+/* proc_send then proc_read_line. */
+int proc_cmd(proc_t *p, char *reply, size_t len, int timeout_ms, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Sends sig; SIGSTOP/SIGCONT also track p->stopped. */
+int proc_kill(proc_t *p, int sig);
+/* Waits up to timeout_ms for the child to exit; reaps it (p->status). */
+int proc_wait(proc_t *p, int timeout_ms);
+/* Closes stdin (a node quits on EOF) and waits up to timeout_ms for a clean
+ * exit. 0 when the child exited with status 0. Kills it otherwise. */
+int proc_stop(proc_t *p, int timeout_ms);
+/* Unconditional cleanup: SIGCONT + SIGKILL if still running, reap (bounded),
+ * close the pipes. Safe on a zeroed or already reaped proc_t. */
+void proc_reap(proc_t *p);
+bool proc_running(const proc_t *p);
+
+/* llmlink-node's STATS line, parsed. */
+typedef struct proc_stats {
+    unsigned links, in, out, hs_now, hs_peak;
+    unsigned long long accepted, completed, rejected, timed_out, proto_err, lost;
+} proc_stats_t;
+
+int proc_node_stats(proc_t *p, proc_stats_t *s, int timeout_ms);
+
+/* A free TCP port on ip (IPv4 or IPv6 literal): bound, read, closed. Nothing
+ * listens there afterwards (until someone else takes it). 0 on failure. */
+uint16_t proc_unused_port(const char *ip);
+
+/* Raises RLIMIT_NOFILE's soft limit to the hard limit. Returns the new soft limit. */
+long proc_raise_nofile(void);
+
+#endif /* LLK_TEST_PROC_H */
