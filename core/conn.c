@@ -257,8 +257,12 @@ static void on_bad_header(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t 
     if (c->state == LLK_CONN_CLI_HELLO_SENT)
         llk_conn_complete(e, c, LLMLINK_PROTOCOL_ERROR, "peer %s sent a bad frame: %s", c->peer,
                           why);
-    else if (llk_conn_is_link(c))
+    else if (llk_conn_is_link(c)) {
+        llk_conn_complete(e, c, c->outbound ? LLMLINK_NOTIFY_PROMPT_UNLINK_FAILED
+                                            : LLMLINK_UNLINK_FAILED,
+                          "peer %s sent a bad frame: %s", c->peer, why);
         e->links_lost++;
+    }
     llk_conn_set_state(e, c, LLK_CONN_DEAD);
 }
 

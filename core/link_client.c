@@ -209,6 +209,15 @@ void llk_client_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
         return;
     }
+    /* The server checks the expected role too, but a client does not rely
+     * on its peer to keep the contract. */
+    if (c->expected_role != 0 && w.server_role != c->expected_role) {
+        llk_conn_complete(e, c, LLMLINK_ROLE_NOT_ALLOWED,
+                          "peer %s has role %u, the link asked for role %u", c->peer,
+                          w.server_role, c->expected_role);
+        llk_conn_set_state(e, c, LLK_CONN_DEAD);
+        return;
+    }
     int crit = llk_wire_find_unknown_critical(w.ext, w.num_ext);
     if (crit >= 0) {
         llk_conn_complete(e, c, LLMLINK_PROTOCOL_ERROR,

@@ -193,8 +193,11 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
 LLMLINK_EXTERN llmlink_status_t llmlink_init(llmlink_t *dd, const llmlink_option_t *options,
                                              size_t num_options);
 
-/* Closes every link (peers notice at once) and stops the engine; later calls
- * on dd return LLMLINK_ENGINE_FINALIZED. Idempotent; NULL is a no-op. */
+/* Closes every link (peers notice at once) and stops the engine. Later
+ * calls that need a running engine (init, link, unlink, check,
+ * get_listen_port) return LLMLINK_ENGINE_FINALIZED; get_role,
+ * get_cluster_id and get_stats keep answering, so counters can be read after
+ * shutdown. Idempotent; NULL is a no-op. */
 LLMLINK_EXTERN void llmlink_finalize(llmlink_t *dd);
 /* llmlink_finalize() and free. NULL is a no-op. */
 LLMLINK_EXTERN void llmlink_destroy(llmlink_t *dd);
