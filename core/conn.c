@@ -59,6 +59,12 @@ void llk_conn_set_state(llmlink_t *e, llk_conn_t *c, llk_conn_state_t s)
     }
 }
 
+llmlink_status_t llk_conn_unlink_failure(const llk_conn_t *c)
+{
+    /* llm_datadist's names: a decode node failed to tell the prompt side. */
+    return c->outbound ? LLMLINK_NOTIFY_PROMPT_UNLINK_FAILED : LLMLINK_UNLINK_FAILED;
+}
+
 bool llk_conn_is_link(const llk_conn_t *c)
 {
     return c->state == LLK_CONN_LINKED || c->state == LLK_CONN_UNLINKING;
@@ -258,8 +264,7 @@ static void on_bad_header(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t 
         llk_conn_complete(e, c, LLMLINK_PROTOCOL_ERROR, "peer %s sent a bad frame: %s", c->peer,
                           why);
     else if (llk_conn_is_link(c)) {
-        llk_conn_complete(e, c, c->outbound ? LLMLINK_NOTIFY_PROMPT_UNLINK_FAILED
-                                            : LLMLINK_UNLINK_FAILED,
+        llk_conn_complete(e, c, llk_conn_unlink_failure(c),
                           "peer %s sent a bad frame: %s", c->peer, why);
         e->links_lost++;
     }

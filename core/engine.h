@@ -159,6 +159,8 @@ void llk_conn_set_events(llmlink_t *e, llk_conn_t *c, bool want_out);
  * connection left a readable state. */
 void llk_conn_on_readable(llmlink_t *e, llk_conn_t *c, int64_t now);
 bool llk_conn_is_link(const llk_conn_t *c); /* LINKED or UNLINKING */
+/* The status an unlink of c reports when the peer was not told. */
+llmlink_status_t llk_conn_unlink_failure(const llk_conn_t *c);
 /* The live (not CLOSING/DEAD) connection for remote_id in that direction. */
 llk_conn_t *llk_conn_find(llmlink_t *e, uint64_t remote_id, bool outbound);
 /* Links plus outbound attempts in progress: what llmlink.MaxLinks bounds. */

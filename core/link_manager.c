@@ -62,8 +62,7 @@ void llk_link_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
     }
     e->protocol_errors++;
     if (c->waiter)
-        llk_conn_complete(e, c, c->outbound ? LLMLINK_NOTIFY_PROMPT_UNLINK_FAILED
-                                            : LLMLINK_UNLINK_FAILED,
+        llk_conn_complete(e, c, llk_conn_unlink_failure(c),
                           "peer %s sent a bad frame: %s", c->peer, why);
     link_lost(e, c, why);
 }
@@ -79,8 +78,7 @@ void llk_link_on_closed(llmlink_t *e, llk_conn_t *c, int err)
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
         break;
     case LLK_CONN_UNLINKING:
-        llk_conn_complete(e, c, c->outbound ? LLMLINK_NOTIFY_PROMPT_UNLINK_FAILED
-                                            : LLMLINK_UNLINK_FAILED,
+        llk_conn_complete(e, c, llk_conn_unlink_failure(c),
                           "%s before acknowledging the unlink (%s)", why, c->peer);
         link_lost(e, c, why);
         break;
@@ -124,8 +122,7 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
                               c->peer, llk_conn_state_name(c->state));
             break;
         case LLK_CONN_UNLINKING:
-            llk_conn_complete(e, c, c->outbound ? LLMLINK_NOTIFY_PROMPT_UNLINK_FAILED
-                                                : LLMLINK_UNLINK_FAILED,
+            llk_conn_complete(e, c, llk_conn_unlink_failure(c),
                               "%s did not acknowledge the unlink within the timeout", c->peer);
             break;
         default:
@@ -141,8 +138,7 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
             snprintf(why, sizeof why, "nothing heard for %lld ms",
                      (long long)(now - c->last_rx_ms));
             if (c->waiter)
-                llk_conn_complete(e, c, c->outbound ? LLMLINK_NOTIFY_PROMPT_UNLINK_FAILED
-                                                    : LLMLINK_UNLINK_FAILED,
+                llk_conn_complete(e, c, llk_conn_unlink_failure(c),
                                   "%s: %s", c->peer, why);
             link_lost(e, c, why);
             return 0;
@@ -367,8 +363,7 @@ llmlink_status_t llk_engine_unlink(llmlink_t *e, const uint64_t *ids, size_t n,
             continue;
         }
         if (!llk_conn_queue_simple(c, LLK_MSG_UNLINK)) {
-            w[i].status = c->outbound ? LLMLINK_NOTIFY_PROMPT_UNLINK_FAILED
-                                      : LLMLINK_UNLINK_FAILED;
+            w[i].status = llk_conn_unlink_failure(c);
             snprintf(w[i].detail, sizeof w[i].detail, "peer %s is not reading", c->peer);
             llk_conn_set_state(e, c, LLK_CONN_DEAD);
             started = true;
