@@ -148,6 +148,11 @@ done
 if [ -f "$build_dir/libllmlink.so" ]; then
     run_prog check_exports sh tests/abi/check_exports.sh "$build_dir/libllmlink.so"
 fi
+# Install, build a consumer through pkg-config, uninstall: plain builds only
+# (a sanitized library would need the sanitizer runtime in the consumer).
+if [ -f "$build_dir/libllmlink.so" ] && [ -z "${LLMLINK_SANITIZER:-}" ]; then
+    run_prog check_install sh tests/abi/check_install.sh "$build_dir"
+fi
 
 echo
 echo "======== summary (${build_dir})"
