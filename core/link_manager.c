@@ -147,7 +147,9 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
          * peer two chances before it declares us dead. */
         int64_t beat = c->last_tx_ms + c->liveness_ms / 3;
         if (now >= beat) {
-            if (!llk_conn_queue_simple(c, LLK_MSG_HEARTBEAT) && c->tx_len == LLK_TX_CAP) {
+            /* A heartbeat that does not fit means a queue full of frames
+             * the peer never read: as in unlink, the peer is not reading. */
+            if (!llk_conn_queue_simple(c, LLK_MSG_HEARTBEAT)) {
                 link_lost(e, c, "peer stopped reading");
                 return 0;
             }
