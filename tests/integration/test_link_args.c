@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "llmlink.h"
+#include "llk_test.h"
 #include "rawpeer.h"
 
 #define PROMPT_ID 1u
@@ -86,15 +87,6 @@ static void reset_statuses(fx_t *fx)
     for (size_t i = 0; i < MAXC; i++)
         fx->st[i] = SENTINEL;
     llmlink_clear_error();
-}
-
-static llmlink_stats_t stats_of(llmlink_t *e)
-{
-    llmlink_stats_t s;
-    memset(&s, 0, sizeof s);
-    s.version = LLMLINK_STATS_VERSION;
-    assert_int_equal(llmlink_get_stats(e, &s), LLMLINK_SUCCESS);
-    return s;
 }
 
 /* The real PROMPT engine never saw a connection. */

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "llmlink.h"
+#include "llk_test.h"
 #include "rawpeer.h"
 
 #define MAX_ENG 40
@@ -173,15 +174,6 @@ static void join_all(fx_t *fx)
         pthread_join(fx->th[--fx->nth], NULL);
 }
 
-static llmlink_stats_t stats_of(llmlink_t *e)
-{
-    llmlink_stats_t s;
-    memset(&s, 0, sizeof s);
-    s.version = LLMLINK_STATS_VERSION;
-    assert_int_equal(llmlink_get_stats(e, &s), LLMLINK_SUCCESS);
-    return s;
-}
-
 /* Log capture (the callback is process-wide; teardown removes it). */
 static struct {
     pthread_mutex_t mu;
@@ -259,15 +251,6 @@ static llmlink_status_t unlink1(llmlink_t *dd, uint64_t id, int32_t timeout, boo
     *st = 0xDEADu;
     return llmlink_unlink_clusters(dd, &c, 1, timeout, force, st);
 }
-
-#define assert_status(got, want)                                                            \
-    do {                                                                                    \
-        llmlink_status_t got_ = (got), want_ = (want);                                      \
-        if (got_ != want_)                                                                  \
-            fail_msg("%s is %s (0x%08x), expected %s; last_error: %s", #got,                \
-                     llmlink_status_name(got_), got_, llmlink_status_name(want_),           \
-                     llmlink_last_error());                                                 \
-    } while (0)
 
 static void link_ok(llmlink_t *dd, uint64_t id, uint16_t port)
 {

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "llmlink.h"
+#include "llk_test.h"
 #include "rawpeer.h"
 #include "wire.h"
 
@@ -119,24 +120,6 @@ static int teardown(void **state)
 }
 
 /* ---- helpers ------------------------------------------------------------ */
-
-#define assert_status(got, want)                                                            \
-    do {                                                                                    \
-        llmlink_status_t got_ = (got), want_ = (want);                                      \
-        if (got_ != want_)                                                                  \
-            fail_msg("%s is %s (0x%08x), expected %s; last_error: %s", #got,                \
-                     llmlink_status_name(got_), got_, llmlink_status_name(want_),           \
-                     llmlink_last_error());                                                 \
-    } while (0)
-
-static llmlink_stats_t stats_of(llmlink_t *e)
-{
-    llmlink_stats_t s;
-    memset(&s, 0, sizeof s);
-    s.version = LLMLINK_STATS_VERSION;
-    assert_int_equal(llmlink_get_stats(e, &s), LLMLINK_SUCCESS);
-    return s;
-}
 
 /* Waits (bounded) until the engine has accepted n connections. */
 static void wait_accepted(llmlink_t *e, uint64_t n)

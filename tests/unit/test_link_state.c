@@ -44,6 +44,7 @@
 #include "engine.h"
 #include "err.h"
 #include "llmlink.h"
+#include "llk_test.h"
 #include "log.h"
 #include "wire.h"
 
@@ -404,14 +405,6 @@ static void assert_tx_simple(const llk_conn_t *c, llk_msg_type_t type)
         if ((c)->state != (s))                                                              \
             fail_msg("state %s, expected %s", llk_conn_state_name((c)->state),              \
                      llk_conn_state_name(s));                                               \
-    } while (0)
-
-#define assert_status(got, want)                                                            \
-    do {                                                                                    \
-        llmlink_status_t g_ = (got), w_ = (want);                                           \
-        if (g_ != w_)                                                                       \
-            fail_msg("status %s (0x%08x), expected %s (0x%08x)", llmlink_status_name(g_), g_, \
-                     llmlink_status_name(w_), w_);                                          \
     } while (0)
 
 /* ---- waiters ------------------------------------------------------------------ */
