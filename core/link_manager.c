@@ -186,17 +186,8 @@ static void wait_all(llmlink_t *e, llk_waiter_t *w, size_t n, int64_t deadline,
             return;
         if (llk_now_ms() >= backstop)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t ms = backstop - llk_now_ms();
-        if (ms > 100)
-            ms = 100;
-        ts.tv_sec += ms / 1000;
-        ts.tv_nsec += (ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        /* e->cv runs on CLOCK_MONOTONIC, the clock of llk_now_ms(). */
+        struct timespec ts = {.tv_sec = backstop / 1000, .tv_nsec = (backstop % 1000) * 1000000};
         pthread_cond_timedwait(&e->cv, &e->mu, &ts);
     }
     for (llk_conn_t *c = e->conns; c; c = c->next) {
