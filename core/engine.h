@@ -18,13 +18,16 @@
 #define LLK_ENGINE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "cache_registry.h"
 #include "llmlink.h"
 #include "options.h"
 #include "wire.h"
+#include "xfer.h"
 
 typedef enum llk_engine_state {
     LLK_ENGINE_CREATED = 0,
@@ -82,10 +85,21 @@ typedef struct llk_conn {
     socklen_t local_len[LLMLINK_MAX_IP_INFOS];
     size_t num_local;
 
+    /* Transfer side of an established link (NULL before, and on handshake
+     * connections); see xfer.h. */
+    llk_xlink_t *xlink;
+
     size_t rx_len, tx_len;
     uint8_t tx[LLK_TX_CAP];
     uint8_t rx[LLK_WIRE_MAX_FRAME];
 } llk_conn_t;
+
+/* Transfer counters, updated without the engine lock. */
+typedef struct llk_xstats {
+    _Atomic uint64_t transfers, transfers_failed, transfers_timed_out;
+    _Atomic uint64_t bytes_requested, bytes_served, requests_served, requests_refused;
+    _Atomic uint64_t tcp_requests, shm_requests, shm_fallbacks;
+} llk_xstats_t;
 
 typedef struct llk_listener {
     llk_ev_kind_t kind; /* LLK_EV_LISTENER */
@@ -115,6 +129,13 @@ struct llmlink {
     int64_t listen_retry_at_ms; /* after EMFILE: re-arm listeners then */
 
     llk_conn_t *conns; /* every connection, any state */
+
+    /* transfers (xfer.h) */
+    llk_registry_t reg;
+    bool reg_ready;
+    struct llk_xserver *xsrv;
+    llk_host_id_t host;
+    llk_xstats_t xstats;
 
     /* server handshake accounting */
     uint32_t hs_in_progress, hs_peak;
@@ -204,5 +225,6 @@ llmlink_status_t llk_engine_unlink(llmlink_t *e, const uint64_t *ids, size_t n,
                                    int32_t timeout_ms, bool force, llmlink_status_t *statuses);
 llmlink_status_t llk_engine_check_link(llmlink_t *e, uint64_t remote_id);
 llmlink_status_t llk_engine_stats(llmlink_t *e, llmlink_stats_t *s);
+llmlink_status_t llk_engine_xfer_stats(llmlink_t *e, llmlink_xfer_stats_t *s);
 
 #endif /* LLK_ENGINE_H */

@@ -24,6 +24,8 @@ void llk_options_defaults(llk_options_t *o)
     o->handshake_timeout_ms = 10000;
     o->liveness_interval_ms = 3000;
     o->transport = LLK_TRANSPORT_AUTO;
+    o->streams_per_link = 2;
+    o->max_caches = 4096;
 }
 
 const char *llk_transport_name(llk_transport_t t)
@@ -120,6 +122,8 @@ static const key_spec_t specs[] = {
     {"llmlink.HandshakeTimeoutMs", K_INT, 10, 600000, OFF(handshake_timeout_ms)},
     {"llmlink.LivenessIntervalMs", K_INT, LLK_LIVENESS_MIN_MS, LLK_LIVENESS_MAX_MS, OFF(liveness_interval_ms)},
     {"llmlink.Transport", K_TRANSPORT, 0, 0, 0},
+    {"llmlink.StreamsPerLink", K_INT, 1, 8, OFF(streams_per_link)},
+    {"llmlink.MaxCaches", K_INT, 1, 1048576, OFF(max_caches)},
 };
 
 static int parse_listen(llk_options_t *o, const char *v, char *err, size_t errlen,

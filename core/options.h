@@ -50,6 +50,8 @@ typedef struct llk_options {
     uint32_t handshake_timeout_ms;    /* default 10000 */
     uint32_t liveness_interval_ms;    /* default 3000 */
     llk_transport_t transport;        /* default auto */
+    uint32_t streams_per_link;        /* llmlink.StreamsPerLink, default 2 */
+    uint32_t max_caches;              /* llmlink.MaxCaches, default 4096 */
 } llk_options_t;
 
 void llk_options_defaults(llk_options_t *o);

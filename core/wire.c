@@ -101,7 +101,7 @@ llk_header_check_t llk_wire_check_header(const llk_frame_header_t *h)
         return LLK_HDR_BAD_VERSION;
     if (h->length > LLK_WIRE_MAX_PAYLOAD)
         return LLK_HDR_TOO_LARGE;
-    if (h->type < LLK_MSG_HELLO || h->type > LLK_MSG_UNLINK_ACK)
+    if (h->type < LLK_MSG_HELLO || h->type > LLK_MSG_ATTACH_OK)
         return LLK_HDR_BAD_TYPE;
     if (h->flags != 0)
         return LLK_HDR_BAD_FLAGS;
@@ -362,6 +362,94 @@ int llk_wire_decode_simple(llk_msg_type_t type, const uint8_t *payload, size_t l
         }
     } else if (type != LLK_MSG_HEARTBEAT && type != LLK_MSG_UNLINK_ACK) {
         *why = "not a simple message type";
+        return -1;
+    }
+    return finish(&r, why);
+}
+
+/* ---- data-stream attach -------------------------------------------------- */
+
+size_t llk_wire_encode_attach(uint8_t *out, size_t cap, uint16_t version, const llk_msg_attach_t *m)
+{
+    wbuf_t w = {out, 0, cap, 0};
+    begin_frame(&w, version, LLK_MSG_ATTACH);
+    put_u64(&w, m->client_cluster_id);
+    put_u64(&w, m->server_cluster_id);
+    put_u64(&w, m->client_incarnation);
+    put_u64(&w, m->server_incarnation);
+    put_u16(&w, m->stream_index);
+    put_bytes(&w, &m->direction, 1);
+    put_bytes(&w, &m->transport, 1);
+    put_bytes(&w, m->boot_id, sizeof m->boot_id);
+    put_u64(&w, m->pidns);
+    put_u32(&w, m->pid);
+    return end_frame(&w);
+}
+
+size_t llk_wire_encode_attach_ok(uint8_t *out, size_t cap, uint16_t version,
+                                 const llk_msg_attach_ok_t *m)
+{
+    static const uint8_t zero[3];
+    wbuf_t w = {out, 0, cap, 0};
+    begin_frame(&w, version, LLK_MSG_ATTACH_OK);
+    put_bytes(&w, &m->transport, 1);
+    put_bytes(&w, zero, sizeof zero);
+    put_bytes(&w, m->boot_id, sizeof m->boot_id);
+    put_u64(&w, m->pidns);
+    put_u32(&w, m->pid);
+    return end_frame(&w);
+}
+
+int llk_wire_decode_attach(const uint8_t *payload, size_t len, llk_msg_attach_t *m, const char **why)
+{
+    rbuf_t r = {payload, len, 0, 0};
+    memset(m, 0, sizeof *m);
+    m->client_cluster_id = get_u64(&r);
+    m->server_cluster_id = get_u64(&r);
+    m->client_incarnation = get_u64(&r);
+    m->server_incarnation = get_u64(&r);
+    m->stream_index = get_u16(&r);
+    get_bytes(&r, &m->direction, 1);
+    get_bytes(&r, &m->transport, 1);
+    get_bytes(&r, m->boot_id, sizeof m->boot_id);
+    m->pidns = get_u64(&r);
+    m->pid = get_u32(&r);
+    if (r.short_read) {
+        *why = "truncated ATTACH";
+        return -1;
+    }
+    if (m->direction > 1) {
+        *why = "ATTACH: direction out of range";
+        return -1;
+    }
+    if (m->transport > 3) {
+        *why = "ATTACH: transport out of range";
+        return -1;
+    }
+    return finish(&r, why);
+}
+
+int llk_wire_decode_attach_ok(const uint8_t *payload, size_t len, llk_msg_attach_ok_t *m,
+                              const char **why)
+{
+    rbuf_t r = {payload, len, 0, 0};
+    uint8_t pad[3] = {0, 0, 0};
+    memset(m, 0, sizeof *m);
+    get_bytes(&r, &m->transport, 1);
+    get_bytes(&r, pad, sizeof pad);
+    get_bytes(&r, m->boot_id, sizeof m->boot_id);
+    m->pidns = get_u64(&r);
+    m->pid = get_u32(&r);
+    if (r.short_read) {
+        *why = "truncated ATTACH_OK";
+        return -1;
+    }
+    if (m->transport > 3) {
+        *why = "ATTACH_OK: transport out of range";
+        return -1;
+    }
+    if (pad[0] | pad[1] | pad[2]) {
+        *why = "ATTACH_OK: reserved bytes not zero";
         return -1;
     }
     return finish(&r, why);

@@ -25,6 +25,15 @@
  *   HEARTBEAT (empty)
  *   UNLINK    u32 reserved (0)
  *   UNLINK_ACK (empty)
+ *   ATTACH    u64 client_cluster_id, u64 server_cluster_id,
+ *             u64 client_incarnation, u64 server_incarnation,
+ *             u16 stream_index, u8 direction (0 forward: the client
+ *             requests; 1 reverse: the server requests), u8 transport
+ *             (the client's llmlink.Transport), host id (16 bytes boot id,
+ *             u64 pid namespace, u32 pid). The first frame of a data stream:
+ *             a new connection to the listener that joins an existing link
+ *             (xfer.h) instead of making one.
+ *   ATTACH_OK u8 transport (the server's), 3 zero bytes, host id
  *
  * extensions: u16 count, then per extension u16 type, u16 length, bytes.
  * They carry transport parameters and authentication in later versions.
@@ -59,8 +68,32 @@ typedef enum llk_msg_type {
     LLK_MSG_REJECT = 3,
     LLK_MSG_HEARTBEAT = 4,
     LLK_MSG_UNLINK = 5,
-    LLK_MSG_UNLINK_ACK = 6
+    LLK_MSG_UNLINK_ACK = 6,
+    LLK_MSG_ATTACH = 7,
+    LLK_MSG_ATTACH_OK = 8
 } llk_msg_type_t;
+
+#define LLK_WIRE_HOST_ID_SIZE 28u
+
+typedef struct llk_msg_attach {
+    uint64_t client_cluster_id;
+    uint64_t server_cluster_id;
+    uint64_t client_incarnation;
+    uint64_t server_incarnation;
+    uint16_t stream_index;
+    uint8_t direction;
+    uint8_t transport;
+    uint8_t boot_id[16];
+    uint64_t pidns;
+    uint32_t pid;
+} llk_msg_attach_t;
+
+typedef struct llk_msg_attach_ok {
+    uint8_t transport;
+    uint8_t boot_id[16];
+    uint64_t pidns;
+    uint32_t pid;
+} llk_msg_attach_ok_t;
 
 typedef struct llk_frame_header {
     uint32_t magic;
@@ -128,6 +161,14 @@ size_t llk_wire_encode_reject(uint8_t *out, size_t cap, uint16_t version, uint32
                               const char *message);
 /* HEARTBEAT, UNLINK, UNLINK_ACK. */
 size_t llk_wire_encode_simple(uint8_t *out, size_t cap, uint16_t version, llk_msg_type_t type);
+
+size_t llk_wire_encode_attach(uint8_t *out, size_t cap, uint16_t version, const llk_msg_attach_t *m);
+size_t llk_wire_encode_attach_ok(uint8_t *out, size_t cap, uint16_t version,
+                                 const llk_msg_attach_ok_t *m);
+/* direction must be 0 or 1, transport a llk_transport_t value. */
+int llk_wire_decode_attach(const uint8_t *payload, size_t len, llk_msg_attach_t *m, const char **why);
+int llk_wire_decode_attach_ok(const uint8_t *payload, size_t len, llk_msg_attach_ok_t *m,
+                              const char **why);
 
 /* Payload decoders: payload/len is what follows a header that passed
  * llk_wire_check_header. */

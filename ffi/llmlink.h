@@ -2,7 +2,7 @@
  * llmlink.h - the one public header of llmlink.
  *
  * llmlink links decode clusters (DECODER, the client) to prefill clusters
- * (PROMPT, the server) and, in later versions, moves KV cache between them.
+ * (PROMPT, the server) and moves KV cache between them.
  * The contract follows Huawei's llm_datadist: the same status codes, roles,
  * option keys and link semantics, as a C ABI.
  *
@@ -47,12 +47,12 @@ extern "C" {
 /* ------------------------------------------------------------------ */
 
 #define LLMLINK_VERSION_MAJOR 0
-#define LLMLINK_VERSION_MINOR 1
+#define LLMLINK_VERSION_MINOR 2
 #define LLMLINK_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH, as the library reports it. */
 #define LLMLINK_VERSION_NUMBER \
     (LLMLINK_VERSION_MAJOR * 10000 + LLMLINK_VERSION_MINOR * 100 + LLMLINK_VERSION_PATCH)
-#define LLMLINK_VERSION_STRING "0.1.0"
+#define LLMLINK_VERSION_STRING "0.2.0"
 
 /* The version of the library actually loaded; bindings compare it with
  * LLMLINK_VERSION_NUMBER to catch a header/library mismatch. */
@@ -100,6 +100,8 @@ typedef uint32_t llmlink_status_t;
 #define LLMLINK_ROLE_NOT_ALLOWED             0x5010B105u /* operation not allowed for this role */
 #define LLMLINK_CLUSTER_ID_MISMATCH          0x5010B106u /* peer is not the cluster asked for */
 #define LLMLINK_NETWORK_ERROR                0x5010B107u /* socket-level failure (see last_error) */
+#define LLMLINK_CACHE_KEY_ALREADY_EXIST      0x5010B108u /* a registered cache already has that key */
+#define LLMLINK_CACHE_IN_USE                 0x5010B109u /* cache still used by a transfer */
 
 /* "LLM_SUCCESS", "LLM_PARAM_INVALID", ...: the LLMStatusCode name, or
  * "LLMLINK_..." for llmlink's own codes, or "LLM_UNKNOWN_STATUS". Never NULL. */
@@ -186,7 +188,14 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *   llmlink.MaxConcurrentHandshakes  server handshakes at once, 1..4096 (16)
  *   llmlink.HandshakeTimeoutMs       half-open handshake age-out, 10..600000 (10000)
  *   llmlink.LivenessIntervalMs       a dead peer is noticed within this, 30..600000 (3000)
- *   llmlink.Transport                auto|tcp|shm|rdma (auto)
+ *   llmlink.Transport                auto|tcp|shm|rdma (auto): how transfers
+ *                             move bytes. auto: shm when both engines are on
+ *                             one host (falling back to tcp by itself where the
+ *                             kernel refuses process_vm_readv), else tcp.
+ *                             tcp/shm force one (a forced shm that the kernel
+ *                             refuses fails the transfer). rdma: not yet.
+ *   llmlink.StreamsPerLink           data streams per link and direction, 1..8 (2)
+ *   llmlink.MaxCaches                registered caches per engine, 1..1048576 (4096)
  * An unknown key, or a value out of range, fails with LLMLINK_PARAM_INVALID
  * and a message that names the key.
  */
@@ -287,6 +296,228 @@ LLMLINK_EXTERN llmlink_status_t llmlink_unlink_clusters(llmlink_t *dd,
  * direction), LLMLINK_NOT_YET_LINK otherwise. */
 LLMLINK_EXTERN llmlink_status_t llmlink_check_link_status(llmlink_t *dd,
                                                           uint64_t remote_cluster_id);
+
+/* ------------------------------------------------------------------ */
+/* KV caches (llm_datadist's CacheManager)                             */
+/* ------------------------------------------------------------------ */
+
+/* Values of llm_datadist's DataType (ge::DataType). */
+typedef enum llmlink_data_type {
+    LLMLINK_DT_FLOAT = 0,
+    LLMLINK_DT_FLOAT16 = 1,
+    LLMLINK_DT_INT8 = 2,
+    LLMLINK_DT_INT32 = 3,
+    LLMLINK_DT_UINT8 = 4,
+    LLMLINK_DT_INT16 = 6,
+    LLMLINK_DT_UINT16 = 7,
+    LLMLINK_DT_UINT32 = 8,
+    LLMLINK_DT_INT64 = 9,
+    LLMLINK_DT_UINT64 = 10,
+    LLMLINK_DT_DOUBLE = 11,
+    LLMLINK_DT_BOOL = 12,
+    LLMLINK_DT_BF16 = 27
+} llmlink_data_type_t;
+
+/* Values of llm_datadist's Placement. Only HOST memory can be registered
+ * in this version (DEVICE: LLMLINK_FEATURE_NOT_ENABLED). */
+typedef enum llmlink_placement {
+    LLMLINK_PLACEMENT_HOST = 0,
+    LLMLINK_PLACEMENT_DEVICE = 1
+} llmlink_placement_t;
+
+#define LLMLINK_MAX_DIMS             8
+#define LLMLINK_MAX_TENSORS          4096    /* per cache */
+#define LLMLINK_MAX_KEYS             65536   /* CacheKeys per register/allocate call */
+#define LLMLINK_MAX_BLOCKS_PER_CALL  1048576 /* entries of a block list */
+
+/*
+ * A cache: num_tensors tensors (K and V of each layer: K0 V0 K1 V1 ...),
+ * each of shape shape[0..num_dims) and data_type, at one address each.
+ * shape[0] is the batch size (register_cache) or the number of blocks
+ * (register_blocks_cache): a tensor is shape[0] equal items, and one item
+ * (one batch entry, or one block) is the unit that transfers address.
+ * Every dimension is >= 1; a tensor is at most 2^48 bytes.
+ */
+typedef struct llmlink_cache_desc {
+    uint32_t num_tensors;
+    llmlink_data_type_t data_type;
+    llmlink_placement_t placement;
+    uint32_t num_dims;
+    int64_t shape[LLMLINK_MAX_DIMS];
+} llmlink_cache_desc_t;
+
+/* The three key types of llm_datadist. */
+typedef enum llmlink_cache_key_type {
+    LLMLINK_KEY_CACHE = 1,        /* CacheKey(prompt_cluster_id, req_id, model_id, prefix_id) */
+    LLMLINK_KEY_ID_AND_INDEX = 2, /* CacheKeyByIdAndIndex(cluster_id, cache_id, batch_index) */
+    LLMLINK_KEY_BLOCKS = 3        /* BlocksCacheKey(prompt_cluster_id, model_id) */
+} llmlink_cache_key_type_t;
+
+/*
+ * A key. cluster_id names the engine that holds the cache: a transfer goes
+ * over the link to that cluster. The holder matches a key on its other
+ * fields (req_id, model_id, prefix_id for LLMLINK_KEY_CACHE; model_id for
+ * LLMLINK_KEY_BLOCKS; cache_id and batch_index for LLMLINK_KEY_ID_AND_INDEX);
+ * fields a type does not use are ignored.
+ */
+typedef struct llmlink_cache_key {
+    llmlink_cache_key_type_t type;
+    uint64_t cluster_id;
+    uint64_t req_id;
+    uint64_t model_id;
+    int64_t prefix_id;     /* -1: none */
+    int64_t cache_id;
+    uint32_t batch_index;
+} llmlink_cache_key_t;
+
+/*
+ * Which layers a transfer moves (llm_datadist's src_layer_range,
+ * dst_layer_range, tensor_num_per_layer). A layer is tensors_per_layer
+ * consecutive tensors (0 means 2: K and V). Ranges are [start, end) in
+ * layers; start = end = -1 means every layer of that cache. Both ranges
+ * must cover the same number of layers (or both be "every layer" with equal
+ * tensor counts); a cache addressed by a range needs a tensor count that is
+ * a multiple of tensors_per_layer. Passing NULL for a layer range means
+ * every tensor of both caches, which then have the same tensor count.
+ */
+typedef struct llmlink_layer_range {
+    int32_t src_start, src_end;
+    int32_t dst_start, dst_end;
+    uint32_t tensors_per_layer;
+} llmlink_layer_range_t;
+
+/*
+ * Registers caller memory as a blocks cache (PagedAttention): tensor i is
+ * desc->shape[0] blocks at addrs[i]. blocks_key (LLMLINK_KEY_BLOCKS) lets
+ * peers address it; it may be NULL for a cache that only receives. On
+ * success *cache_id is a new id (>= 1). num_addrs must equal
+ * desc->num_tensors; no address may be 0. A blocks key another cache has
+ * already: LLMLINK_CACHE_KEY_ALREADY_EXIST. The memory stays the caller's;
+ * it must stay valid until llmlink_unregister_cache returns.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_register_blocks_cache(llmlink_t *dd,
+                                                              const llmlink_cache_desc_t *desc,
+                                                              const uint64_t *addrs, size_t num_addrs,
+                                                              const llmlink_cache_key_t *blocks_key,
+                                                              int64_t *cache_id);
+
+/*
+ * Registers caller memory as a cache of desc->shape[0] batch entries.
+ * keys[i] (LLMLINK_KEY_CACHE) names batch entry i (num_keys <= shape[0]);
+ * keys may be NULL with num_keys 0 (the cache is then addressed by
+ * LLMLINK_KEY_ID_AND_INDEX, or only receives). A key registered twice, in
+ * one call or across calls: LLMLINK_CACHE_KEY_ALREADY_EXIST.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_register_cache(llmlink_t *dd,
+                                                       const llmlink_cache_desc_t *desc,
+                                                       const uint64_t *addrs, size_t num_addrs,
+                                                       const llmlink_cache_key_t *keys,
+                                                       size_t num_keys, int64_t *cache_id);
+
+/*
+ * Forgets a registered cache and its keys. A transfer that uses it is
+ * waited for (up to llm.SyncKvCacheWaitTime, then LLMLINK_CACHE_IN_USE and
+ * nothing changes); later requests for it get LLMLINK_KV_CACHE_NOT_EXIST.
+ * A cache from llmlink_allocate_cache: PARAM_INVALID (deallocate it).
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_unregister_cache(llmlink_t *dd, int64_t cache_id);
+
+/*
+ * Memory the library owns (page-aligned, zeroed): as register_cache /
+ * register_blocks_cache, and tensor_addrs[0..num_tensors) receives the
+ * address of each tensor (num_tensor_addrs >= desc->num_tensors).
+ * As in llm_datadist, an allocated cache is held by its id and by each of
+ * its CacheKeys: llmlink_deallocate_cache drops the id, a successful
+ * pull_cache by a CacheKey (or llmlink_remove_cache_key) drops that key,
+ * and the memory is freed when nothing holds it.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_allocate_cache(llmlink_t *dd,
+                                                       const llmlink_cache_desc_t *desc,
+                                                       const llmlink_cache_key_t *keys,
+                                                       size_t num_keys, int64_t *cache_id,
+                                                       uint64_t *tensor_addrs,
+                                                       size_t num_tensor_addrs);
+LLMLINK_EXTERN llmlink_status_t llmlink_allocate_blocks_cache(llmlink_t *dd,
+                                                              const llmlink_cache_desc_t *desc,
+                                                              const llmlink_cache_key_t *blocks_key,
+                                                              int64_t *cache_id,
+                                                              uint64_t *tensor_addrs,
+                                                              size_t num_tensor_addrs);
+/* Drops the id of an allocated cache (waits for transfers as unregister). */
+LLMLINK_EXTERN llmlink_status_t llmlink_deallocate_cache(llmlink_t *dd, int64_t cache_id);
+/* Removes one key (LLMLINK_KEY_CACHE or LLMLINK_KEY_BLOCKS) from the cache
+ * that has it: peers can no longer address it. Unknown: KV_CACHE_NOT_EXIST. */
+LLMLINK_EXTERN llmlink_status_t llmlink_remove_cache_key(llmlink_t *dd,
+                                                         const llmlink_cache_key_t *key);
+
+/*
+ * Transfers. Every call blocks until the bytes have moved, within
+ * llm.SyncKvCacheWaitTime. A transfer that times out returns
+ * LLMLINK_WAIT_PROCESS_TIMEOUT and leaves the link unusable: later calls
+ * over it get LLMLINK_NOT_YET_LINK until link_clusters links it again (as
+ * llm_datadist). A peer that dies or breaks the protocol mid-transfer:
+ * LLMLINK_NETWORK_ERROR / LLMLINK_PROTOCOL_ERROR, and the link is freed.
+ * The side that holds the remote cache checks every request against what
+ * it registered: an unknown key or id is LLMLINK_KV_CACHE_NOT_EXIST, a block
+ * index past the end, a size past the item, a block size that differs
+ * between the two caches are LLMLINK_PARAM_INVALID; the message (with the
+ * remote side's words) is in llmlink_last_error(). Nothing outside a
+ * registered region is ever read or written, and a refused request moves
+ * no byte.
+ *
+ * pull_blocks: src_key is LLMLINK_KEY_BLOCKS with src_blocks[i] -> dst_blocks[i]
+ *   (num_src_blocks == num_dst_blocks >= 1), or LLMLINK_KEY_CACHE /
+ *   LLMLINK_KEY_ID_AND_INDEX with no src_blocks (NULL, 0): that batch entry,
+ *   seen as consecutive blocks of the destination's block size, fills
+ *   dst_blocks in order. A destination block may appear only once.
+ * pull_cache: src_key is LLMLINK_KEY_CACHE or LLMLINK_KEY_ID_AND_INDEX; the
+ *   entry fills batch entry batch_index of dst_cache_id; size is the bytes
+ *   per tensor to move (-1: the whole entry, and both entries have the same
+ *   size). A CacheKey of an allocated cache is dropped by the holder after a
+ *   successful pull (LLMLINK_KV_CACHE_NOT_EXIST if pulled again).
+ * push_blocks / push_cache mirror them: the local cache src_cache_id is
+ *   written into the remote cache named by dst_key (LLMLINK_KEY_BLOCKS for
+ *   push_blocks; LLMLINK_KEY_ID_AND_INDEX or LLMLINK_KEY_CACHE for
+ *   push_cache, which writes from batch entry src_batch_index).
+ * layers may be NULL (every tensor).
+ * Any engine that holds a link with the key's cluster may call these, in
+ * either direction of the link, from many threads at once.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_pull_blocks(llmlink_t *dd, const llmlink_cache_key_t *src_key,
+                                                    int64_t dst_cache_id, const uint64_t *src_blocks,
+                                                    size_t num_src_blocks, const uint64_t *dst_blocks,
+                                                    size_t num_dst_blocks,
+                                                    const llmlink_layer_range_t *layers);
+LLMLINK_EXTERN llmlink_status_t llmlink_pull_cache(llmlink_t *dd, const llmlink_cache_key_t *src_key,
+                                                   int64_t dst_cache_id, uint32_t batch_index,
+                                                   int64_t size, const llmlink_layer_range_t *layers);
+LLMLINK_EXTERN llmlink_status_t llmlink_push_blocks(llmlink_t *dd, const llmlink_cache_key_t *dst_key,
+                                                    int64_t src_cache_id, const uint64_t *src_blocks,
+                                                    size_t num_src_blocks, const uint64_t *dst_blocks,
+                                                    size_t num_dst_blocks,
+                                                    const llmlink_layer_range_t *layers);
+LLMLINK_EXTERN llmlink_status_t llmlink_push_cache(llmlink_t *dd, const llmlink_cache_key_t *dst_key,
+                                                   int64_t src_cache_id, uint32_t src_batch_index,
+                                                   int64_t size, const llmlink_layer_range_t *layers);
+
+/* Transfer counters of one engine. Versioned like llmlink_stats_t. */
+#define LLMLINK_XFER_STATS_VERSION 1
+typedef struct llmlink_xfer_stats {
+    uint32_t version;
+    uint32_t caches;                 /* registered or allocated now */
+    uint64_t transfers;              /* pull/push calls that succeeded */
+    uint64_t transfers_failed;       /* ... that failed after arguments passed */
+    uint64_t transfers_timed_out;    /* ... with WAIT_PROCESS_TIMEOUT */
+    uint64_t bytes_requested;        /* moved by this engine's calls (both ways) */
+    uint64_t bytes_served;           /* moved for peers' requests (both ways) */
+    uint64_t requests_served;        /* peer requests completed */
+    uint64_t requests_refused;       /* peer requests refused (bad key, range...) */
+    uint64_t tcp_requests;           /* requests this engine sent over tcp */
+    uint64_t shm_requests;           /* requests this engine moved with process_vm_* */
+    uint64_t shm_fallbacks;          /* shm refused by the kernel, redone over tcp */
+} llmlink_xfer_stats_t;
+
+LLMLINK_EXTERN llmlink_status_t llmlink_get_xfer_stats(llmlink_t *dd, llmlink_xfer_stats_t *stats);
 
 #ifdef __cplusplus
 }

@@ -306,7 +306,7 @@ static void test_check_header_failures(void **state)
         {"length max+1", {LLK_WIRE_MAGIC, 1, 4, LLK_WIRE_MAX_PAYLOAD + 1, 0}, LLK_HDR_TOO_LARGE},
         {"length u32 max", {LLK_WIRE_MAGIC, 1, 1, UINT32_MAX, 0}, LLK_HDR_TOO_LARGE},
         {"type 0", {LLK_WIRE_MAGIC, 1, 0, 0, 0}, LLK_HDR_BAD_TYPE},
-        {"type 7", {LLK_WIRE_MAGIC, 1, 7, 0, 0}, LLK_HDR_BAD_TYPE},
+        {"type 9", {LLK_WIRE_MAGIC, 1, 9, 0, 0}, LLK_HDR_BAD_TYPE},
         {"type 0xFFFF", {LLK_WIRE_MAGIC, 1, 0xFFFF, 0, 0}, LLK_HDR_BAD_TYPE},
         {"flags 1", {LLK_WIRE_MAGIC, 1, 4, 0, 1}, LLK_HDR_BAD_FLAGS},
         {"flags top bit", {LLK_WIRE_MAGIC, 1, 4, 0, 0x80000000u}, LLK_HDR_BAD_FLAGS},
