@@ -40,7 +40,8 @@ typedef struct llk_cache {
     void *mapping;         /* owned: one mmap holding every tensor */
     size_t mapping_len;
 
-    /* LLMLINK_KEY_CACHE keys: keys[i] names batch entry key_index[i].
+    /* LLMLINK_KEY_CACHE keys: keys[i] names batch entry key_index[i] (the
+     * arrays are sorted by key for lookups: use key_index, not i).
      * A blocks cache has at most one key (LLMLINK_KEY_BLOCKS). A removed
      * key is taken out of the arrays. */
     llmlink_cache_key_t *keys;
@@ -100,10 +101,11 @@ llmlink_status_t llk_registry_add(llk_registry_t *r, const char *fn,
 /*
  * Removes cache `id`. owned says which call this is: unregister (false) on
  * an owned cache, or deallocate (true) on a registered one, is
- * PARAM_INVALID. Waits up to wait_ms for its users to release; then
- * CACHE_IN_USE and nothing changes. Unknown id: KV_CACHE_NOT_EXIST.
- * unregister frees the entry at once; deallocate drops the id's reference
- * (the entry stays, addressable by its keys only, until they are gone).
+ * PARAM_INVALID. Unknown id: KV_CACHE_NOT_EXIST. unregister waits up to
+ * wait_ms for the cache's users to release (then CACHE_IN_USE and nothing
+ * changes) and frees the entry. deallocate never waits: it drops the id's
+ * reference; the entry stays, addressable by its keys only, and the memory
+ * is freed at the last release once no key is left.
  */
 llmlink_status_t llk_registry_remove(llk_registry_t *r, const char *fn, int64_t id, bool owned,
                                      int32_t wait_ms);

@@ -52,6 +52,11 @@ void llk_conn_set_state(llmlink_t *e, llk_conn_t *c, llk_conn_state_t s)
     LLK_DEBUG("cluster %llu: conn %s (%s) %s -> %s", (unsigned long long)e->cluster_id, c->peer,
               c->outbound ? "out" : "in", llk_conn_state_name(c->state), llk_conn_state_name(s));
     c->state = s;
+    /* A link that stops being one ends its transfers at once. Not on
+     * UNLINKING: the peer must read our UNLINK before it sees the streams
+     * end, or it would take the closed streams for a failure. */
+    if (c->xlink && (s == LLK_CONN_CLOSING || s == LLK_CONN_DEAD))
+        llk_xlink_break(c->xlink, "the link was closed (%s)", llk_conn_state_name(s));
     if (was_hs) {
         /* A handshake slot frees up: let the next waiting client in. */
         e->hs_in_progress--;
@@ -202,6 +207,11 @@ void llk_conn_destroy(llmlink_t *e, llk_conn_t *c)
     if (c->state == LLK_CONN_SRV_HANDSHAKE)
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
     llk_conn_close_fd(e, c);
+    if (c->xlink) {
+        llk_xlink_break(c->xlink, "the link was freed");
+        llk_xlink_unref(c->xlink);
+        c->xlink = NULL;
+    }
     if (c->prev)
         c->prev->next = c->next;
     else

@@ -61,6 +61,7 @@ llmlink_status_t llk_engine_create(llmlink_t **out, llmlink_role_t role, uint64_
     e->wake_tag = LLK_EV_WAKE;
     e->state = LLK_ENGINE_CREATED;
     llk_options_defaults(&e->opts);
+    llk_host_id_self(&e->host);
     *out = e;
     return LLMLINK_SUCCESS;
 }
@@ -182,6 +183,14 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
     st = open_listeners(e);
     if (st != LLMLINK_SUCCESS)
         goto fail_listen;
+    if (llk_registry_init(&e->reg, e->opts.max_caches) != 0) {
+        st = llk_err(LLMLINK_FAILED, "llmlink_init: cannot create the cache registry");
+        goto fail_listen;
+    }
+    e->reg_ready = true;
+    st = llk_xserver_start(e);
+    if (st != LLMLINK_SUCCESS)
+        goto fail_xserver;
     e->stop = false;
     e->state = LLK_ENGINE_RUNNING;
     pthread_attr_t attr;
@@ -200,6 +209,10 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
     return LLMLINK_SUCCESS;
 
 fail_thread:
+    llk_xserver_stop(e);
+fail_xserver:
+    llk_registry_destroy(&e->reg);
+    e->reg_ready = false;
 fail_listen:
     close_listeners(e);
     close(e->wakefd);
@@ -238,6 +251,11 @@ void llk_engine_finalize(llmlink_t *e)
         llk_conn_destroy(e, c);
     }
     close_listeners(e);
+    pthread_mutex_unlock(&e->mu);
+    /* The links are broken: the owner thread ends their streams. Caches stay
+     * registered (their count is still readable) until llk_engine_free. */
+    llk_xserver_stop(e);
+    pthread_mutex_lock(&e->mu);
     close(e->wakefd);
     close(e->epfd);
     e->wakefd = e->epfd = -1;
@@ -247,6 +265,10 @@ void llk_engine_finalize(llmlink_t *e)
 
 void llk_engine_free(llmlink_t *e)
 {
+    if (e->reg_ready) {
+        llk_registry_destroy(&e->reg);
+        e->reg_ready = false;
+    }
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e);

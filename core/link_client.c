@@ -226,6 +226,17 @@ void llk_client_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
         return;
     }
+    /* A server that accepts data streams says so; the streams are attached
+     * by the API thread once the link is up (llk_engine_link). */
+    for (uint16_t i = 0; i < w.num_ext && !c->xlink; i++)
+        if (w.ext[i].type == LLK_EXT_DATA_STREAMS) {
+            c->xlink = llk_xlink_new(c->remote_id, true, e->opts.streams_per_link, c->peer);
+            if (!c->xlink) {
+                llk_conn_complete(e, c, LLMLINK_OUT_OF_MEMORY, "out of memory for the link");
+                llk_conn_set_state(e, c, LLK_CONN_DEAD);
+                return;
+            }
+        }
     c->remote_incarnation = w.incarnation;
     c->liveness_ms = w.liveness_ms < e->opts.liveness_interval_ms ? w.liveness_ms
                                                                    : e->opts.liveness_interval_ms;

@@ -132,6 +132,20 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
         return 0;
     }
     int64_t next = c->deadline_ms;
+    if (c->state == LLK_CONN_LINKED && c->xlink && llk_xlink_is_broken(c->xlink)) {
+        /* A data stream failed (the owner thread broke the xlink): close
+         * the whole link so that both ends free it. While UNLINKING the
+         * streams end anyway (the peer closes them as it unlinks): the
+         * acknowledgement or the closed connection decides then. */
+        char why[232];
+        pthread_mutex_lock(&c->xlink->mu);
+        snprintf(why, sizeof why, "data stream failed: %s", c->xlink->why);
+        pthread_mutex_unlock(&c->xlink->mu);
+        if (c->waiter)
+            llk_conn_complete(e, c, llk_conn_unlink_failure(c), "%s", why);
+        link_lost(e, c, why);
+        return 0;
+    }
     if (llk_conn_is_link(c)) {
         if (now - c->last_rx_ms >= (int64_t)c->liveness_ms) {
             char why[96];
@@ -224,18 +238,12 @@ static void summarize(char *buf, size_t len, const char *verb, const uint64_t *i
     }
 }
 
-/* The end of a link or unlink call, entered holding e->mu (released here):
- * wake the reactor if work was queued, wait for every waiter, report. */
-static llmlink_status_t finish_call(llmlink_t *e, llk_waiter_t *w, size_t n, const uint64_t *ids,
-                                    int64_t deadline, bool started, llmlink_status_t *statuses,
-                                    llmlink_status_t straggler, const char *fn,
+/* Reports a finished link or unlink call (e->mu not held): statuses and,
+ * on failure, one message summing up every failed cluster. */
+static llmlink_status_t report_call(const llk_waiter_t *w, size_t n, const uint64_t *ids,
+                                    llmlink_status_t *statuses, const char *fn,
                                     llmlink_status_t failed)
 {
-    if (started)
-        llk_reactor_wake(e);
-    wait_all(e, w, n, deadline, straggler);
-    pthread_mutex_unlock(&e->mu);
-
     bool all_ok = true;
     for (size_t i = 0; i < n; i++) {
         if (statuses)
@@ -248,6 +256,102 @@ static llmlink_status_t finish_call(llmlink_t *e, llk_waiter_t *w, size_t n, con
     char msg[LLK_ERR_MSG_MAX];
     summarize(msg, sizeof msg, fn, ids, w, n);
     return llk_err(failed, "%s", msg);
+}
+
+/* The end of a link or unlink call, entered holding e->mu (released here):
+ * wake the reactor if work was queued, wait for every waiter, report. */
+static llmlink_status_t finish_call(llmlink_t *e, llk_waiter_t *w, size_t n, const uint64_t *ids,
+                                    int64_t deadline, bool started, llmlink_status_t *statuses,
+                                    llmlink_status_t straggler, const char *fn,
+                                    llmlink_status_t failed)
+{
+    if (started)
+        llk_reactor_wake(e);
+    wait_all(e, w, n, deadline, straggler);
+    pthread_mutex_unlock(&e->mu);
+    return report_call(w, n, ids, statuses, fn, failed);
+}
+
+/* What attaching the data streams of one new link needs, copied under
+ * e->mu so the streams can be opened without it. */
+typedef struct {
+    llk_xlink_t *xl; /* referenced */
+    struct sockaddr_storage remote, local;
+    socklen_t remote_len, local_len;
+    uint64_t incarnation;
+} attach_job_t;
+
+static bool prepare_attach(llmlink_t *e, uint64_t id, attach_job_t *j)
+{
+    llk_conn_t *c = llk_conn_find(e, id, true);
+    if (!c || c->state != LLK_CONN_LINKED || !c->xlink)
+        return false;
+    j->xl = c->xlink;
+    llk_xlink_ref(j->xl);
+    j->remote = c->remote[c->remote_idx];
+    j->remote_len = c->remote_len[c->remote_idx];
+    /* The streams leave from the address the control connection got. */
+    j->local_len = sizeof j->local;
+    if (c->fd < 0 || getsockname(c->fd, (struct sockaddr *)&j->local, &j->local_len) != 0)
+        j->local_len = 0;
+    j->incarnation = c->remote_incarnation;
+    return true;
+}
+
+/* Opens the data streams of one cluster that just linked (e->mu not
+ * held); if they cannot attach, the cluster is unlinked again and reported
+ * as failed. */
+static void attach_one(llmlink_t *e, llk_waiter_t *w, attach_job_t *j, int64_t deadline)
+{
+    char detail[sizeof w->detail];
+    llmlink_status_t st = llk_xfer_attach_streams(e, j->xl, &j->remote, j->remote_len,
+                                                  j->local_len ? &j->local : NULL, j->local_len,
+                                                  j->incarnation, deadline, detail,
+                                                  sizeof detail);
+    if (st != LLMLINK_SUCCESS) {
+        w->status = st;
+        snprintf(w->detail, sizeof w->detail, "%s", detail);
+        llk_xfer_kill_link(e, j->xl, detail);
+    }
+    llk_xlink_unref(j->xl);
+}
+
+/* Waits (holding e->mu) for the clusters of a link call, attaching each
+ * one's data streams as soon as it links: a cluster that links fast must
+ * not wait for a slow one to time out before its streams may open. */
+static void wait_and_attach(llmlink_t *e, llk_waiter_t *w, const uint64_t *ids, size_t n,
+                            int64_t deadline)
+{
+    bool handled[LLMLINK_MAX_CLUSTERS_PER_CALL] = {false};
+    int64_t backstop = deadline + WAIT_BACKSTOP_MS;
+    for (;;) {
+        bool all = true;
+        int ready = -1;
+        for (size_t i = 0; i < n && ready < 0; i++) {
+            if (!w[i].done)
+                all = false;
+            else if (!handled[i]) {
+                handled[i] = true;
+                if (w[i].status == LLMLINK_SUCCESS)
+                    ready = (int)i;
+            }
+        }
+        if (ready >= 0) {
+            attach_job_t j;
+            if (prepare_attach(e, ids[ready], &j)) {
+                pthread_mutex_unlock(&e->mu);
+                attach_one(e, &w[ready], &j, deadline);
+                pthread_mutex_lock(&e->mu);
+            }
+            continue;
+        }
+        if (all || llk_now_ms() >= backstop)
+            break;
+        struct timespec ts = {.tv_sec = backstop / 1000, .tv_nsec = (backstop % 1000) * 1000000};
+        pthread_cond_timedwait(&e->cv, &e->mu, &ts);
+    }
+    /* Stragglers (a reactor bug) are detached and failed here. */
+    wait_all(e, w, n, deadline, LLMLINK_TIMEOUT);
 }
 
 llmlink_status_t llk_engine_link(llmlink_t *e, const llk_link_req_t *reqs, size_t n,
@@ -310,8 +414,11 @@ llmlink_status_t llk_engine_link(llmlink_t *e, const llk_link_req_t *reqs, size_
         snprintf(c->peer, sizeof c->peer, "cluster %llu", (unsigned long long)r->remote_id);
         started = true;
     }
-    return finish_call(e, w, n, ids, deadline, started, statuses, LLMLINK_TIMEOUT,
-                       "llmlink_link_clusters", LLMLINK_LINK_FAILED);
+    if (started)
+        llk_reactor_wake(e);
+    wait_and_attach(e, w, ids, n, deadline);
+    pthread_mutex_unlock(&e->mu);
+    return report_call(w, n, ids, statuses, "llmlink_link_clusters", LLMLINK_LINK_FAILED);
 }
 
 llmlink_status_t llk_engine_unlink(llmlink_t *e, const uint64_t *ids, size_t n,
@@ -386,6 +493,23 @@ llmlink_status_t llk_engine_check_link(llmlink_t *e, uint64_t remote_id)
     }
     pthread_mutex_unlock(&e->mu);
     return st;
+}
+
+llmlink_status_t llk_engine_xfer_stats(llmlink_t *e, llmlink_xfer_stats_t *s)
+{
+    const llk_xstats_t *x = &e->xstats;
+    s->caches = e->reg_ready ? (uint32_t)llk_registry_count(&e->reg) : 0;
+    s->transfers = atomic_load(&x->transfers);
+    s->transfers_failed = atomic_load(&x->transfers_failed);
+    s->transfers_timed_out = atomic_load(&x->transfers_timed_out);
+    s->bytes_requested = atomic_load(&x->bytes_requested);
+    s->bytes_served = atomic_load(&x->bytes_served);
+    s->requests_served = atomic_load(&x->requests_served);
+    s->requests_refused = atomic_load(&x->requests_refused);
+    s->tcp_requests = atomic_load(&x->tcp_requests);
+    s->shm_requests = atomic_load(&x->shm_requests);
+    s->shm_fallbacks = atomic_load(&x->shm_fallbacks);
+    return LLMLINK_SUCCESS;
 }
 
 llmlink_status_t llk_engine_stats(llmlink_t *e, llmlink_stats_t *s)

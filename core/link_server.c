@@ -99,6 +99,10 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
                          const uint8_t *payload, int64_t now)
 {
     char msg[200];
+    if (h->type == LLK_MSG_ATTACH) {
+        llk_xfer_on_attach(e, c, payload, h->length);
+        return;
+    }
     if (h->type != LLK_MSG_HELLO) {
         e->protocol_errors++;
         snprintf(msg, sizeof msg, "expected HELLO, got message type %u", h->type);
@@ -157,6 +161,13 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
     w.server_role = (uint32_t)e->role;
     w.liveness_ms = e->opts.liveness_interval_ms;
     w.incarnation = e->incarnation;
+    w.num_ext = 1;
+    w.ext[0].type = LLK_EXT_DATA_STREAMS;
+    c->xlink = llk_xlink_new(m.client_cluster_id, false, 0, c->peer);
+    if (!c->xlink) {
+        reject(e, c, LLMLINK_OUT_OF_MEMORY, "out of memory for the link");
+        return;
+    }
     uint8_t f[LLK_WIRE_HEADER_SIZE + 64];
     size_t n = llk_wire_encode_welcome(f, sizeof f, LLK_WIRE_VERSION, &w);
     if (!llk_conn_queue(c, f, n)) {

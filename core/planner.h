@@ -72,7 +72,9 @@ size_t llk_plan_merge_blocks(const uint64_t *local, const uint64_t *remote, size
  * the given order; the byte stream on the wire follows it. slice_bytes > 0,
  * 1 <= nstreams <= LLK_MAX_STREAMS; fewer groups are made when there is
  * too little to spread. Returns SUCCESS, PARAM_INVALID or OUT_OF_MEMORY
- * (with llk_err()); on failure p holds nothing to free.
+ * (with llk_err()); on failure p holds nothing to free. An empty request
+ * (no run or no tensor) and one of more than 2^26 segments are
+ * PARAM_INVALID.
  */
 llmlink_status_t llk_plan_build(llk_plan_t *p, const llk_byte_run_t *runs, size_t nruns,
                                 uint32_t ltensor0, uint32_t rtensor0, uint32_t ntensors,

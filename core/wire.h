@@ -75,6 +75,10 @@ typedef enum llk_msg_type {
 
 #define LLK_WIRE_HOST_ID_SIZE 28u
 
+/* WELCOME extension (not critical, empty): the server accepts data streams
+ * (ATTACH). A client links to a server without it, but moves no data. */
+#define LLK_EXT_DATA_STREAMS 0x0001u
+
 typedef struct llk_msg_attach {
     uint64_t client_cluster_id;
     uint64_t server_cluster_id;

@@ -35,6 +35,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "llmlink.h"
@@ -93,10 +94,12 @@ void llk_xlink_unref(llk_xlink_t *xl);
 /* Marks the link unusable (first reason wins) and shuts every stream down. */
 void llk_xlink_break(llk_xlink_t *xl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Borrows a free requester stream, waiting until deadline_ms (monotonic).
- * Returns its index, or -1: link broken (NOT_YET_LINK) or no stream came
- * free in time (WAIT_PROCESS_TIMEOUT), with llk_err() set. Borrows up to
- * `want` streams at once into idx[] when that many are free (at least 1). */
+bool llk_xlink_is_broken(llk_xlink_t *xl);
+
+/* Borrows free requester streams, waiting until deadline_ms (monotonic) for
+ * at least one: up to `want` indexes go to idx[]. Returns how many, or -1:
+ * link broken (NOT_YET_LINK) or no stream came free in time
+ * (WAIT_PROCESS_TIMEOUT), with llk_err() set. */
 int llk_xlink_borrow(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_ms,
                      const char *fn);
 void llk_xlink_give_back(llk_xlink_t *xl, const int *idx, int n);
@@ -170,6 +173,7 @@ typedef struct llk_xfer_ctx {
     uint8_t op_tcp;          /* LLK_XOP_READ or LLK_XOP_WRITE */
     llk_xreq_t hdr;          /* op, kind, flags, key, unit_bytes (segments from the plan) */
     const llk_plan_t *plan;
+    bool consume_key;        /* then send CONSUME (pull_cache by an allocated CacheKey) */
     int64_t deadline_ms;
     /* counters for llmlink_get_xfer_stats */
     uint64_t tcp_requests, shm_requests, shm_fallbacks;

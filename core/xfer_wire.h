@@ -83,7 +83,8 @@ typedef enum llk_xkind {
 } llk_xkind_t;
 
 /* XREQ flags */
-#define LLK_XREQ_WHOLE 0x0001u /* size -1: the entry sizes must be equal */
+#define LLK_XREQ_WHOLE 0x0001u   /* size -1: the entry sizes must be equal */
+#define LLK_XREQ_CONSUME 0x0002u /* nseg 0: drop the CacheKey after a successful pull_cache */
 
 typedef struct llk_xframe_header {
     uint32_t magic;

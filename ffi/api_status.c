@@ -56,6 +56,10 @@ static const status_entry_t table[] = {
     {LLMLINK_CLUSTER_ID_MISMATCH, "LLMLINK_CLUSTER_ID_MISMATCH",
      "The peer is not the cluster that was asked for."},
     {LLMLINK_NETWORK_ERROR, "LLMLINK_NETWORK_ERROR", "A network operation failed."},
+    {LLMLINK_CACHE_KEY_ALREADY_EXIST, "LLMLINK_CACHE_KEY_ALREADY_EXIST",
+     "A registered cache already has that key."},
+    {LLMLINK_CACHE_IN_USE, "LLMLINK_CACHE_IN_USE",
+     "The cache is still used by a transfer; try again later."},
 };
 
 static const status_entry_t *find(llmlink_status_t s)

@@ -443,7 +443,8 @@ LLMLINK_EXTERN llmlink_status_t llmlink_allocate_blocks_cache(llmlink_t *dd,
                                                               int64_t *cache_id,
                                                               uint64_t *tensor_addrs,
                                                               size_t num_tensor_addrs);
-/* Drops the id of an allocated cache (waits for transfers as unregister). */
+/* Drops the id of an allocated cache. It never waits: the memory stays
+ * valid until running transfers end and its keys are gone. */
 LLMLINK_EXTERN llmlink_status_t llmlink_deallocate_cache(llmlink_t *dd, int64_t cache_id);
 /* Removes one key (LLMLINK_KEY_CACHE or LLMLINK_KEY_BLOCKS) from the cache
  * that has it: peers can no longer address it. Unknown: KV_CACHE_NOT_EXIST. */

@@ -171,6 +171,13 @@ int proc_spawn(proc_t *p, char *const argv[])
 int proc_node_start(proc_t *p, const char *role, uint64_t cluster_id, const char *listen,
                     const char *const *opts, const char *netns, int timeout_ms)
 {
+    return proc_node_start_args(p, role, cluster_id, listen, opts, NULL, netns, timeout_ms);
+}
+
+int proc_node_start_args(proc_t *p, const char *role, uint64_t cluster_id, const char *listen,
+                         const char *const *opts, const char *const *extra_args,
+                         const char *netns, int timeout_ms)
+{
     char *argv[96];
     char idbuf[32];
     int n = 0;
@@ -191,6 +198,11 @@ int proc_node_start(proc_t *p, const char *role, uint64_t cluster_id, const char
     if (listen) {
         argv[n++] = (char *)"--listen";
         argv[n++] = (char *)listen;
+    }
+    for (size_t i = 0; extra_args && extra_args[i]; i++) {
+        if (n + 2 > (int)(sizeof argv / sizeof argv[0]))
+            return fail("proc_node_start: too many arguments");
+        argv[n++] = (char *)extra_args[i];
     }
     for (size_t i = 0; opts && opts[i]; i++) {
         if (n + 3 > (int)(sizeof argv / sizeof argv[0]))
@@ -217,13 +229,39 @@ int proc_node_start(proc_t *p, const char *role, uint64_t cluster_id, const char
     return 0;
 }
 
+static int write_line(proc_t *p, int timeout_ms, const char *buf, int n);
+
 static int vsend(proc_t *p, int timeout_ms, const char *fmt, va_list ap)
 {
-    char buf[PROC_LINE_MAX + 1];
-    int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
-    if (n < 0 || n >= (int)sizeof buf - 1)
-        return fail("%s: command too long", p->label);
-    buf[n++] = '\n';
+    char small[PROC_LINE_MAX + 1];
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(small, sizeof small - 1, fmt, ap);
+    if (n >= 0 && n < (int)sizeof small - 1) {
+        va_end(ap2);
+        small[n++] = '\n';
+        return write_line(p, timeout_ms, small, n);
+    }
+    /* A long command (block lists): up to PROC_CMD_MAX on the heap. */
+    if (n < 0 || n >= PROC_CMD_MAX) {
+        va_end(ap2);
+        return fail("%s: command too long (%d bytes, at most %d)", p->label, n, PROC_CMD_MAX - 1);
+    }
+    char *big = malloc((size_t)n + 2);
+    if (!big) {
+        va_end(ap2);
+        return fail("%s: out of memory for a %d-byte command", p->label, n);
+    }
+    vsnprintf(big, (size_t)n + 1, fmt, ap2);
+    va_end(ap2);
+    big[n++] = '\n';
+    int r = write_line(p, timeout_ms, big, n);
+    free(big);
+    return r;
+}
+
+static int write_line(proc_t *p, int timeout_ms, const char *buf, int n)
+{
     if (p->in_fd < 0)
         return fail("%s: stdin already closed", p->label);
     int64_t deadline = proc_now_ms() + timeout_ms;
@@ -451,4 +489,22 @@ long proc_raise_nofile(void)
         rl.rlim_cur = want.rlim_cur;
     }
     return (long)rl.rlim_cur;
+}
+
+int proc_node_xstats(proc_t *p, proc_xstats_t *s, int timeout_ms)
+{
+    char line[PROC_LINE_MAX];
+    if (proc_cmd(p, line, sizeof line, timeout_ms, "xstats") != 0)
+        return -1;
+    memset(s, 0, sizeof *s);
+    int n = sscanf(line,
+                   "XSTATS caches=%u transfers=%llu failed=%llu timed_out=%llu bytes_req=%llu "
+                   "bytes_served=%llu served=%llu refused=%llu tcp=%llu shm=%llu "
+                   "shm_fallbacks=%llu",
+                   &s->caches, &s->transfers, &s->failed, &s->timed_out, &s->bytes_req,
+                   &s->bytes_served, &s->served, &s->refused, &s->tcp, &s->shm,
+                   &s->shm_fallbacks);
+    if (n != 11)
+        return fail("%s: bad XSTATS line \"%s\"", p->label, line);
+    return 0;
 }

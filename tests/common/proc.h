@@ -19,6 +19,8 @@
 #include <sys/types.h>
 
 #define PROC_LINE_MAX 4096
+/* Longest command proc_send accepts (reply lines stay within PROC_LINE_MAX). */
+#define PROC_CMD_MAX (64 * 1024)
 
 typedef struct proc {
     pid_t pid;    /* 0 once reaped (or never started) */
@@ -57,7 +59,14 @@ int proc_spawn(proc_t *p, char *const argv[]);
 int proc_node_start(proc_t *p, const char *role, uint64_t cluster_id, const char *listen,
                     const char *const *opts, const char *netns, int timeout_ms);
 
-/* Writes one line (fmt, plus '\n'), waiting at most timeout_ms for pipe room. */
+/* proc_node_start with extra llmlink-node arguments (NULL-terminated, e.g.
+ * {"--uid", "65534", NULL}), placed before the --opt ones. */
+int proc_node_start_args(proc_t *p, const char *role, uint64_t cluster_id, const char *listen,
+                         const char *const *opts, const char *const *extra_args,
+                         const char *netns, int timeout_ms);
+
+/* Writes one line (fmt, plus '\n'; at most PROC_CMD_MAX bytes), waiting at
+ * most timeout_ms for pipe room. */
 int proc_send(proc_t *p, int timeout_ms, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Reads one line (without '\n') within timeout_ms. */
@@ -85,6 +94,15 @@ typedef struct proc_stats {
 } proc_stats_t;
 
 int proc_node_stats(proc_t *p, proc_stats_t *s, int timeout_ms);
+
+/* llmlink-node's XSTATS line (llmlink_get_xfer_stats), parsed. */
+typedef struct proc_xstats {
+    unsigned caches;
+    unsigned long long transfers, failed, timed_out, bytes_req, bytes_served, served, refused,
+        tcp, shm, shm_fallbacks;
+} proc_xstats_t;
+
+int proc_node_xstats(proc_t *p, proc_xstats_t *s, int timeout_ms);
 
 /* A free TCP port on ip (IPv4 or IPv6 literal): bound, read, closed. Nothing
  * listens there afterwards (until someone else takes it). 0 on failure. */

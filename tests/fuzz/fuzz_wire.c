@@ -158,6 +158,40 @@ static void fuzz_simple(llk_msg_type_t type, const uint8_t *p, size_t len)
     CHECK(len == 0 || memcmp(q, p, len) == 0);
 }
 
+static void fuzz_attach(const uint8_t *p, size_t len)
+{
+    llk_msg_attach_t m, again;
+    const char *why = NULL;
+    if (llk_wire_decode_attach(p, len, &m, &why) != 0) {
+        CHECK(why != NULL);
+        return;
+    }
+    CHECK(m.direction <= 1 && m.transport <= 3);
+    size_t n = llk_wire_encode_attach(reencoded, sizeof reencoded, LLK_WIRE_VERSION, &m);
+    CHECK(n == LLK_WIRE_HEADER_SIZE + len);
+    const uint8_t *q = reencoded_payload(n, LLK_MSG_ATTACH);
+    CHECK(memcmp(q, p, len) == 0);
+    CHECK(llk_wire_decode_attach(q, len, &again, &why) == 0);
+    CHECK(memcmp(&again, &m, sizeof m) == 0); /* both memset before decoding */
+}
+
+static void fuzz_attach_ok(const uint8_t *p, size_t len)
+{
+    llk_msg_attach_ok_t m, again;
+    const char *why = NULL;
+    if (llk_wire_decode_attach_ok(p, len, &m, &why) != 0) {
+        CHECK(why != NULL);
+        return;
+    }
+    CHECK(m.transport <= 3);
+    size_t n = llk_wire_encode_attach_ok(reencoded, sizeof reencoded, LLK_WIRE_VERSION, &m);
+    CHECK(n == LLK_WIRE_HEADER_SIZE + len);
+    const uint8_t *q = reencoded_payload(n, LLK_MSG_ATTACH_OK);
+    CHECK(memcmp(q, p, len) == 0); /* the reserved bytes were zero */
+    CHECK(llk_wire_decode_attach_ok(q, len, &again, &why) == 0);
+    CHECK(memcmp(&again, &m, sizeof m) == 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t pos = 0;
@@ -187,6 +221,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case LLK_MSG_HEARTBEAT:
         case LLK_MSG_UNLINK:
         case LLK_MSG_UNLINK_ACK: fuzz_simple((llk_msg_type_t)h.type, payload, len); break;
+        case LLK_MSG_ATTACH: fuzz_attach(payload, len); break;
+        case LLK_MSG_ATTACH_OK: fuzz_attach_ok(payload, len); break;
         default: abort(); /* llk_wire_check_header let an unknown type through */
         }
         free(payload);

@@ -720,7 +720,14 @@ static void test_server_hello_success(void **state)
     assert_int_equal(w.server_role, LLMLINK_ROLE_PROMPT);
     assert_int_equal(w.liveness_ms, OPT_LIVENESS); /* the server's own; the client takes the min */
     assert_int_equal(w.incarnation, ENGINE_INCARNATION);
-    assert_int_equal(w.num_ext, 0);
+    /* The server announces data streams (xfer.h), and made the link's
+     * transfer side. */
+    assert_int_equal(w.num_ext, 1);
+    assert_int_equal(w.ext[0].type, LLK_EXT_DATA_STREAMS);
+    assert_int_equal(w.ext[0].length, 0);
+    assert_non_null(c->xlink);
+    assert_int_equal(c->xlink->remote_id, CLI_ID);
+    assert_false(c->xlink->outbound);
 
     assert_ptr_equal(llk_conn_find(e, CLI_ID, false), c);
     assert_null(llk_conn_find(e, CLI_ID, true));

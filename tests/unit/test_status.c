@@ -62,7 +62,9 @@
     X(LLMLINK_PROTOCOL_ERROR)                \
     X(LLMLINK_ROLE_NOT_ALLOWED)              \
     X(LLMLINK_CLUSTER_ID_MISMATCH)           \
-    X(LLMLINK_NETWORK_ERROR)
+    X(LLMLINK_NETWORK_ERROR)                 \
+    X(LLMLINK_CACHE_KEY_ALREADY_EXIST)       \
+    X(LLMLINK_CACHE_IN_USE)
 
 static const struct status_macro {
     llmlink_status_t code;
@@ -162,7 +164,7 @@ static void test_own_codes_above_base(void **state)
     static const llmlink_status_t own[] = {
         LLMLINK_NOT_INITIALIZED, LLMLINK_ALREADY_INITIALIZED, LLMLINK_VERSION_MISMATCH,
         LLMLINK_PROTOCOL_ERROR,  LLMLINK_ROLE_NOT_ALLOWED,    LLMLINK_CLUSTER_ID_MISMATCH,
-        LLMLINK_NETWORK_ERROR,
+        LLMLINK_NETWORK_ERROR,   LLMLINK_CACHE_KEY_ALREADY_EXIST, LLMLINK_CACHE_IN_USE,
     };
     for (size_t i = 0; i < ARRAY_LEN(own); i++) {
         assert_true(own[i] > OWN_CODE_BASE);
@@ -179,13 +181,44 @@ static void test_own_codes_above_base(void **state)
     assert_int_equal(n_own, ARRAY_LEN(own));
 }
 
+/* llmlink's own codes: values and names are ABI (appended, never renumbered). */
+static void test_own_values(void **state)
+{
+    (void)state;
+    static const struct {
+        llmlink_status_t code;
+        uint32_t value;
+        const char *name;
+    } want[] = {
+        {LLMLINK_NOT_INITIALIZED, 0x5010B101u, "LLMLINK_NOT_INITIALIZED"},
+        {LLMLINK_ALREADY_INITIALIZED, 0x5010B102u, "LLMLINK_ALREADY_INITIALIZED"},
+        {LLMLINK_VERSION_MISMATCH, 0x5010B103u, "LLMLINK_VERSION_MISMATCH"},
+        {LLMLINK_PROTOCOL_ERROR, 0x5010B104u, "LLMLINK_PROTOCOL_ERROR"},
+        {LLMLINK_ROLE_NOT_ALLOWED, 0x5010B105u, "LLMLINK_ROLE_NOT_ALLOWED"},
+        {LLMLINK_CLUSTER_ID_MISMATCH, 0x5010B106u, "LLMLINK_CLUSTER_ID_MISMATCH"},
+        {LLMLINK_NETWORK_ERROR, 0x5010B107u, "LLMLINK_NETWORK_ERROR"},
+        {LLMLINK_CACHE_KEY_ALREADY_EXIST, 0x5010B108u, "LLMLINK_CACHE_KEY_ALREADY_EXIST"},
+        {LLMLINK_CACHE_IN_USE, 0x5010B109u, "LLMLINK_CACHE_IN_USE"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(want); i++) {
+        if (want[i].code != want[i].value)
+            fail_msg("%s is 0x%08x, want 0x%08x", want[i].name, want[i].code, want[i].value);
+        assert_string_equal(llmlink_status_name(want[i].value), want[i].name);
+        const char *text = llmlink_strerror(want[i].value);
+        assert_string_not_equal(text, llmlink_strerror(0x0BADC0DEu));
+        /* one sentence: capital first, full stop last */
+        assert_true(text[0] >= 'A' && text[0] <= 'Z');
+        assert_int_equal(text[strlen(text) - 1], '.');
+    }
+}
+
 static void test_unknown_status(void **state)
 {
     (void)state;
     /* gaps in llm_datadist's range, the base itself, past our last code */
     static const llmlink_status_t unknown[] = {
         1, 0x5010B000u, 0x5010B014u, 0x5010B017u, 0x5010B01Du, 0x5010B100u,
-        0x5010B108u, 0x7FFFFFFFu, 0xFFFFFFFEu,
+        0x5010B10Au, 0x7FFFFFFFu, 0xFFFFFFFEu,
     };
     for (size_t i = 0; i < ARRAY_LEN(unknown); i++) {
         assert_string_equal(llmlink_status_name(unknown[i]), "LLM_UNKNOWN_STATUS");
@@ -463,6 +496,7 @@ int main(void)
         cmocka_unit_test(test_every_status_has_name_and_sentence),
         cmocka_unit_test(test_datadist_values),
         cmocka_unit_test(test_own_codes_above_base),
+        cmocka_unit_test(test_own_values),
         cmocka_unit_test(test_unknown_status),
         cmocka_unit_test_setup_teardown(test_last_error_initially_empty, error_setup,
                                         error_teardown),

@@ -44,6 +44,8 @@ typedef struct wire_fixture {
     llk_msg_hello_t hello_out;
     llk_msg_welcome_t welcome_out;
     llk_msg_reject_t reject_out;
+    llk_msg_attach_t attach_out;
+    llk_msg_attach_ok_t attach_ok_out;
     const char *why;
 } wire_fixture_t;
 
@@ -1043,6 +1045,362 @@ static void test_find_unknown_critical_in_decoded(void **state)
                      -1);
 }
 
+/* ---- ATTACH / ATTACH_OK (data-stream attach) ------------------------------------ */
+
+#define ATTACH_PAYLOAD_LEN    64u
+#define ATTACH_OK_PAYLOAD_LEN 32u
+/* Payload offsets (wire.h). */
+#define ATTACH_OFF_DIRECTION  34u
+#define ATTACH_OFF_TRANSPORT  35u
+
+/* Hand-written from the layout in wire.h, not produced by the encoder. */
+static const uint8_t vec_attach[] = {
+    'L', 'L', 'M', 'K', 0x00, 0x01, 0x00, 0x07,     /* magic, version 1, type 7 = ATTACH */
+    0x00, 0x00, 0x00, 0x40,                         /* length 64 */
+    0x00, 0x00, 0x00, 0x00,                         /* flags */
+    0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, /* client_cluster_id */
+    0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, /* server_cluster_id */
+    0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, /* client_incarnation */
+    0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, /* server_incarnation */
+    0x00, 0x03,                                     /* stream_index 3 */
+    0x01,                                           /* direction 1 (reverse) */
+    0x02,                                           /* transport 2 (shm) */
+    0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, /* boot id */
+    0xA8, 0xA9, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF,
+    0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, /* pid namespace */
+    0x00, 0x00, 0x12, 0x34,                         /* pid */
+};
+
+static const uint8_t vec_attach_ok[] = {
+    'L', 'L', 'M', 'K', 0x00, 0x01, 0x00, 0x08,     /* magic, version 1, type 8 = ATTACH_OK */
+    0x00, 0x00, 0x00, 0x20,                         /* length 32 */
+    0x00, 0x00, 0x00, 0x00,                         /* flags */
+    0x01,                                           /* transport 1 (tcp) */
+    0x00, 0x00, 0x00,                               /* reserved */
+    0xB0, 0xB1, 0xB2, 0xB3, 0xB4, 0xB5, 0xB6, 0xB7, /* boot id */
+    0xB8, 0xB9, 0xBA, 0xBB, 0xBC, 0xBD, 0xBE, 0xBF,
+    0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, /* pid namespace */
+    0x00, 0x00, 0x56, 0x78,                         /* pid */
+};
+
+static void vec_attach_fields(llk_msg_attach_t *m)
+{
+    memset(m, 0, sizeof *m);
+    m->client_cluster_id = 0x0102030405060708ull;
+    m->server_cluster_id = 0x1112131415161718ull;
+    m->client_incarnation = 0x2122232425262728ull;
+    m->server_incarnation = 0x3132333435363738ull;
+    m->stream_index = 3;
+    m->direction = 1;
+    m->transport = 2;
+    for (int i = 0; i < 16; i++)
+        m->boot_id[i] = (uint8_t)(0xA0 + i);
+    m->pidns = 0x4142434445464748ull;
+    m->pid = 0x1234;
+}
+
+static void vec_attach_ok_fields(llk_msg_attach_ok_t *m)
+{
+    memset(m, 0, sizeof *m);
+    m->transport = 1;
+    for (int i = 0; i < 16; i++)
+        m->boot_id[i] = (uint8_t)(0xB0 + i);
+    m->pidns = 0x5152535455565758ull;
+    m->pid = 0x5678;
+}
+
+static int dec_attach(const uint8_t *p, size_t n, wire_fixture_t *fx)
+{
+    return llk_wire_decode_attach(p, n, &fx->attach_out, &fx->why);
+}
+static int dec_attach_ok(const uint8_t *p, size_t n, wire_fixture_t *fx)
+{
+    return llk_wire_decode_attach_ok(p, n, &fx->attach_ok_out, &fx->why);
+}
+
+static void assert_attach_equal(const llk_msg_attach_t *a, const llk_msg_attach_t *b)
+{
+    assert_int_equal(a->client_cluster_id, b->client_cluster_id);
+    assert_int_equal(a->server_cluster_id, b->server_cluster_id);
+    assert_int_equal(a->client_incarnation, b->client_incarnation);
+    assert_int_equal(a->server_incarnation, b->server_incarnation);
+    assert_int_equal(a->stream_index, b->stream_index);
+    assert_int_equal(a->direction, b->direction);
+    assert_int_equal(a->transport, b->transport);
+    assert_memory_equal(a->boot_id, b->boot_id, sizeof a->boot_id);
+    assert_int_equal(a->pidns, b->pidns);
+    assert_int_equal(a->pid, b->pid);
+}
+
+static void assert_attach_ok_equal(const llk_msg_attach_ok_t *a, const llk_msg_attach_ok_t *b)
+{
+    assert_int_equal(a->transport, b->transport);
+    assert_memory_equal(a->boot_id, b->boot_id, sizeof a->boot_id);
+    assert_int_equal(a->pidns, b->pidns);
+    assert_int_equal(a->pid, b->pid);
+}
+
+/* Encodes m, decodes it again and returns the decoder's verdict (the
+ * encoder writes whatever it is given). */
+static int attach_through_wire(wire_fixture_t *fx, const llk_msg_attach_t *m)
+{
+    size_t n = llk_wire_encode_attach(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, m);
+    assert_int_equal(n, LLK_WIRE_HEADER_SIZE + ATTACH_PAYLOAD_LEN);
+    return decode_exact(dec_attach, payload_of(fx->frame, n, LLK_MSG_ATTACH),
+                        n - LLK_WIRE_HEADER_SIZE, fx);
+}
+
+static int attach_ok_through_wire(wire_fixture_t *fx, const llk_msg_attach_ok_t *m)
+{
+    size_t n = llk_wire_encode_attach_ok(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, m);
+    assert_int_equal(n, LLK_WIRE_HEADER_SIZE + ATTACH_OK_PAYLOAD_LEN);
+    return decode_exact(dec_attach_ok, payload_of(fx->frame, n, LLK_MSG_ATTACH_OK),
+                        n - LLK_WIRE_HEADER_SIZE, fx);
+}
+
+/* The header check knows the two new types. */
+static void test_check_header_accepts_attach_types(void **state)
+{
+    (void)state;
+    for (uint16_t t = LLK_MSG_ATTACH; t <= LLK_MSG_ATTACH_OK; t++) {
+        llk_frame_header_t h = {LLK_WIRE_MAGIC, LLK_WIRE_VERSION, t, 0, 0};
+        assert_int_equal(llk_wire_check_header(&h), LLK_HDR_OK);
+    }
+    llk_frame_header_t h = {LLK_WIRE_MAGIC, LLK_WIRE_VERSION, LLK_MSG_ATTACH_OK + 1, 0, 0};
+    assert_int_equal(llk_wire_check_header(&h), LLK_HDR_BAD_TYPE);
+}
+
+static void test_attach_encode_matches_vectors(void **state)
+{
+    wire_fixture_t *fx = *state;
+    llk_msg_attach_t a;
+    llk_msg_attach_ok_t ok;
+    vec_attach_fields(&a);
+    vec_attach_ok_fields(&ok);
+
+    size_t n = llk_wire_encode_attach(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &a);
+    assert_int_equal(n, sizeof vec_attach);
+    assert_memory_equal(fx->frame, vec_attach, sizeof vec_attach);
+
+    n = llk_wire_encode_attach_ok(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &ok);
+    assert_int_equal(n, sizeof vec_attach_ok);
+    assert_memory_equal(fx->frame, vec_attach_ok, sizeof vec_attach_ok);
+
+    /* "version is written as given" here too */
+    n = llk_wire_encode_attach(fx->frame, sizeof fx->frame, 2, &a);
+    assert_int_equal(n, sizeof vec_attach);
+    llk_frame_header_t h;
+    llk_wire_read_header(fx->frame, &h);
+    assert_int_equal(llk_wire_check_header(&h), LLK_HDR_BAD_VERSION);
+}
+
+static void test_attach_decode_vectors(void **state)
+{
+    wire_fixture_t *fx = *state;
+    llk_msg_attach_t a;
+    llk_msg_attach_ok_t ok;
+    vec_attach_fields(&a);
+    vec_attach_ok_fields(&ok);
+
+    assert_int_equal(sizeof vec_attach - LLK_WIRE_HEADER_SIZE, ATTACH_PAYLOAD_LEN);
+    assert_decodes(dec_attach, payload_of(vec_attach, sizeof vec_attach, LLK_MSG_ATTACH),
+                   ATTACH_PAYLOAD_LEN, fx);
+    assert_attach_equal(&fx->attach_out, &a);
+
+    assert_int_equal(sizeof vec_attach_ok - LLK_WIRE_HEADER_SIZE, ATTACH_OK_PAYLOAD_LEN);
+    assert_decodes(dec_attach_ok,
+                   payload_of(vec_attach_ok, sizeof vec_attach_ok, LLK_MSG_ATTACH_OK),
+                   ATTACH_OK_PAYLOAD_LEN, fx);
+    assert_attach_ok_equal(&fx->attach_ok_out, &ok);
+}
+
+static void test_roundtrip_attach(void **state)
+{
+    wire_fixture_t *fx = *state;
+    llk_msg_attach_t a;
+
+    /* every direction x transport */
+    vec_attach_fields(&a);
+    for (uint8_t d = 0; d <= 1; d++)
+        for (uint8_t t = 0; t <= 3; t++) {
+            a.direction = d;
+            a.transport = t;
+            assert_int_equal(attach_through_wire(fx, &a), 0);
+            assert_attach_equal(&fx->attach_out, &a);
+        }
+
+    /* extremes */
+    memset(&a, 0xFF, sizeof a);
+    a.direction = 1;
+    a.transport = 3;
+    assert_int_equal(attach_through_wire(fx, &a), 0);
+    assert_attach_equal(&fx->attach_out, &a);
+    memset(&a, 0, sizeof a);
+    assert_int_equal(attach_through_wire(fx, &a), 0);
+    assert_attach_equal(&fx->attach_out, &a);
+}
+
+static void test_roundtrip_attach_ok(void **state)
+{
+    wire_fixture_t *fx = *state;
+    llk_msg_attach_ok_t ok;
+    vec_attach_ok_fields(&ok);
+    for (uint8_t t = 0; t <= 3; t++) {
+        ok.transport = t;
+        assert_int_equal(attach_ok_through_wire(fx, &ok), 0);
+        assert_attach_ok_equal(&fx->attach_ok_out, &ok);
+    }
+    memset(&ok, 0xFF, sizeof ok);
+    ok.transport = 3;
+    assert_int_equal(attach_ok_through_wire(fx, &ok), 0);
+    assert_attach_ok_equal(&fx->attach_ok_out, &ok);
+    memset(&ok, 0, sizeof ok);
+    assert_int_equal(attach_ok_through_wire(fx, &ok), 0);
+    assert_attach_ok_equal(&fx->attach_ok_out, &ok);
+}
+
+static void test_attach_truncations_refused(void **state)
+{
+    wire_fixture_t *fx = *state;
+    assert_every_truncation_refused(dec_attach, vec_attach + LLK_WIRE_HEADER_SIZE,
+                                    ATTACH_PAYLOAD_LEN, fx);
+    assert_every_truncation_refused(dec_attach_ok, vec_attach_ok + LLK_WIRE_HEADER_SIZE,
+                                    ATTACH_OK_PAYLOAD_LEN, fx);
+}
+
+static void test_attach_trailing_bytes_refused(void **state)
+{
+    wire_fixture_t *fx = *state;
+    static const struct {
+        const uint8_t *frame;
+        size_t size;
+        decode_fn dec;
+    } cases[] = {
+        {vec_attach, sizeof vec_attach, dec_attach},
+        {vec_attach_ok, sizeof vec_attach_ok, dec_attach_ok},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        size_t n = cases[i].size - LLK_WIRE_HEADER_SIZE;
+        memcpy(fx->payload, cases[i].frame + LLK_WIRE_HEADER_SIZE, n);
+        assert_decodes(cases[i].dec, fx->payload, n, fx);
+        memset(fx->payload + n, 0, 64);
+        assert_refused(cases[i].dec, fx->payload, n + 1, fx);
+        assert_refused(cases[i].dec, fx->payload, n + 4, fx);
+        assert_refused(cases[i].dec, fx->payload, n + 64, fx);
+    }
+}
+
+static void test_attach_direction_validated(void **state)
+{
+    wire_fixture_t *fx = *state;
+    llk_msg_attach_t a;
+    vec_attach_fields(&a);
+    static const uint8_t bad[] = {2, 3, 0x80, 0xFF};
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        a.direction = bad[i];
+        assert_int_equal(attach_through_wire(fx, &a), -1);
+        assert_non_null(fx->why);
+        assert_non_null(strstr(fx->why, "direction"));
+    }
+    /* the same byte patched into the vector: the field sits where wire.h says */
+    memcpy(fx->payload, vec_attach + LLK_WIRE_HEADER_SIZE, ATTACH_PAYLOAD_LEN);
+    fx->payload[ATTACH_OFF_DIRECTION] = 2;
+    assert_refused(dec_attach, fx->payload, ATTACH_PAYLOAD_LEN, fx);
+    assert_non_null(strstr(fx->why, "direction"));
+}
+
+static void test_attach_transport_validated(void **state)
+{
+    wire_fixture_t *fx = *state;
+    llk_msg_attach_t a;
+    llk_msg_attach_ok_t ok;
+    vec_attach_fields(&a);
+    vec_attach_ok_fields(&ok);
+    static const uint8_t bad[] = {4, 5, 0x80, 0xFF};
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        a.transport = bad[i];
+        assert_int_equal(attach_through_wire(fx, &a), -1);
+        assert_non_null(fx->why);
+        assert_non_null(strstr(fx->why, "transport"));
+        ok.transport = bad[i];
+        assert_int_equal(attach_ok_through_wire(fx, &ok), -1);
+        assert_non_null(fx->why);
+        assert_non_null(strstr(fx->why, "transport"));
+    }
+    memcpy(fx->payload, vec_attach + LLK_WIRE_HEADER_SIZE, ATTACH_PAYLOAD_LEN);
+    fx->payload[ATTACH_OFF_TRANSPORT] = 4;
+    assert_refused(dec_attach, fx->payload, ATTACH_PAYLOAD_LEN, fx);
+    assert_non_null(strstr(fx->why, "transport"));
+    memcpy(fx->payload, vec_attach_ok + LLK_WIRE_HEADER_SIZE, ATTACH_OK_PAYLOAD_LEN);
+    fx->payload[0] = 4;
+    assert_refused(dec_attach_ok, fx->payload, ATTACH_OK_PAYLOAD_LEN, fx);
+    assert_non_null(strstr(fx->why, "transport"));
+}
+
+/* Each of the three reserved bytes after ATTACH_OK's transport must be 0,
+ * so that a later version can give them a meaning. */
+static void test_attach_ok_reserved_bytes_refused(void **state)
+{
+    wire_fixture_t *fx = *state;
+    static const uint8_t values[] = {0x01, 0x80, 0xFF};
+    for (size_t at = 1; at <= 3; at++)
+        for (size_t v = 0; v < ARRAY_LEN(values); v++) {
+            memcpy(fx->payload, vec_attach_ok + LLK_WIRE_HEADER_SIZE, ATTACH_OK_PAYLOAD_LEN);
+            fx->payload[at] = values[v];
+            assert_refused(dec_attach_ok, fx->payload, ATTACH_OK_PAYLOAD_LEN, fx);
+            assert_non_null(strstr(fx->why, "reserved"));
+        }
+    /* and the encoder writes them as zeros whatever the struct holds */
+    llk_msg_attach_ok_t ok;
+    memset(&ok, 0xFF, sizeof ok);
+    ok.transport = 0;
+    size_t n = llk_wire_encode_attach_ok(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &ok);
+    assert_int_equal(n, LLK_WIRE_HEADER_SIZE + ATTACH_OK_PAYLOAD_LEN);
+    const uint8_t *p = payload_of(fx->frame, n, LLK_MSG_ATTACH_OK);
+    assert_int_equal(p[1] | p[2] | p[3], 0);
+}
+
+static size_t enc_cap_attach(uint8_t *out, size_t cap, wire_fixture_t *fx)
+{
+    (void)fx;
+    llk_msg_attach_t a;
+    vec_attach_fields(&a);
+    return llk_wire_encode_attach(out, cap, LLK_WIRE_VERSION, &a);
+}
+static size_t enc_cap_attach_ok(uint8_t *out, size_t cap, wire_fixture_t *fx)
+{
+    (void)fx;
+    llk_msg_attach_ok_t ok;
+    vec_attach_ok_fields(&ok);
+    return llk_wire_encode_attach_ok(out, cap, LLK_WIRE_VERSION, &ok);
+}
+
+static void test_attach_encoders_refuse_small_buffers(void **state)
+{
+    wire_fixture_t *fx = *state;
+    static const struct {
+        const char *what;
+        encode_fn enc;
+    } cases[] = {
+        {"ATTACH", enc_cap_attach},
+        {"ATTACH_OK", enc_cap_attach_ok},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        size_t full = cases[i].enc(fx->frame, sizeof fx->frame, fx);
+        assert_true(full > LLK_WIRE_HEADER_SIZE);
+        for (size_t cap = 0; cap < full; cap++) {
+            memset(fx->frame, CANARY, sizeof fx->frame);
+            size_t got = cases[i].enc(fx->frame, cap, fx);
+            if (got != 0)
+                fail_msg("%s: capacity %zu of %zu returned %zu", cases[i].what, cap, full, got);
+            for (size_t b = cap; b < full + 8; b++)
+                if (fx->frame[b] != CANARY)
+                    fail_msg("%s: capacity %zu: byte %zu written", cases[i].what, cap, b);
+        }
+        assert_int_equal(cases[i].enc(fx->frame, full, fx), full);
+    }
+}
+
 /* ---- main ------------------------------------------------------------------------ */
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1083,6 +1441,17 @@ int main(void)
         T(test_encode_simple_refuses_other_types),
         T(test_find_unknown_critical),
         T(test_find_unknown_critical_in_decoded),
+        T(test_check_header_accepts_attach_types),
+        T(test_attach_encode_matches_vectors),
+        T(test_attach_decode_vectors),
+        T(test_roundtrip_attach),
+        T(test_roundtrip_attach_ok),
+        T(test_attach_truncations_refused),
+        T(test_attach_trailing_bytes_refused),
+        T(test_attach_direction_validated),
+        T(test_attach_transport_validated),
+        T(test_attach_ok_reserved_bytes_refused),
+        T(test_attach_encoders_refuse_small_buffers),
     };
     return cmocka_run_group_tests_name("wire: control-plane frame codec", tests, NULL, NULL);
 }

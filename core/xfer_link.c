@@ -1,0 +1,633 @@
+/* xfer_link.c - the transfer side of one link: its data streams, the
+ * attach handshake that joins them to the link, borrowing, teardown. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "clock.h"
+#include "engine.h"
+#include "err.h"
+#include "log.h"
+
+/* ---- host identity ------------------------------------------------------ */
+
+void llk_host_id_self(llk_host_id_t *h)
+{
+    memset(h, 0, sizeof *h);
+    h->pid = (uint32_t)getpid();
+    /* boot_id is "xxxxxxxx-xxxx-...": 32 hex digits, dashes skipped. */
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char text[64] = {0};
+        ssize_t n = read(fd, text, sizeof text - 1);
+        close(fd);
+        size_t o = 0;
+        for (ssize_t i = 0; i + 1 < n && o < sizeof h->boot_id; i++) {
+            if (text[i] == '-')
+                continue;
+            unsigned v;
+            if (sscanf(text + i, "%2x", &v) != 1)
+                break;
+            h->boot_id[o++] = (uint8_t)v;
+            i++;
+        }
+    }
+    struct stat st;
+    if (stat("/proc/self/ns/pid", &st) == 0)
+        h->pidns = (uint64_t)st.st_ino;
+}
+
+bool llk_host_id_same_host(const llk_host_id_t *a, const llk_host_id_t *b)
+{
+    static const uint8_t zero[16];
+    /* Without a boot id nothing proves the same kernel: say no. The pid
+     * namespace must match too, or the pid would name another process. */
+    if (!memcmp(a->boot_id, zero, sizeof zero))
+        return false;
+    return !memcmp(a->boot_id, b->boot_id, sizeof a->boot_id) && a->pidns == b->pidns &&
+           a->pidns != 0;
+}
+
+/* ---- lifetime -------------------------------------------------------------- */
+
+llk_xlink_t *llk_xlink_new(uint64_t remote_id, bool outbound, uint32_t nstreams, const char *peer)
+{
+    llk_xlink_t *xl = calloc(1, sizeof *xl);
+    if (!xl)
+        return NULL;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (pthread_mutex_init(&xl->mu, NULL) != 0) {
+        pthread_condattr_destroy(&ca);
+        free(xl);
+        return NULL;
+    }
+    if (pthread_cond_init(&xl->cv, &ca) != 0) {
+        pthread_condattr_destroy(&ca);
+        pthread_mutex_destroy(&xl->mu);
+        free(xl);
+        return NULL;
+    }
+    pthread_condattr_destroy(&ca);
+    xl->refs = 1;
+    xl->remote_id = remote_id;
+    xl->outbound = outbound;
+    xl->nstreams = nstreams > LLK_MAX_STREAMS ? LLK_MAX_STREAMS : nstreams;
+    snprintf(xl->peer, sizeof xl->peer, "%s", peer ? peer : "?");
+    for (int i = 0; i < LLK_MAX_STREAMS; i++)
+        xl->req_fd[i] = xl->own_fd[i] = -1;
+    return xl;
+}
+
+void llk_xlink_ref(llk_xlink_t *xl)
+{
+    pthread_mutex_lock(&xl->mu);
+    xl->refs++;
+    pthread_mutex_unlock(&xl->mu);
+}
+
+void llk_xlink_unref(llk_xlink_t *xl)
+{
+    if (!xl)
+        return;
+    pthread_mutex_lock(&xl->mu);
+    uint32_t left = --xl->refs;
+    pthread_mutex_unlock(&xl->mu);
+    if (left)
+        return;
+    /* Last reference: nobody borrows a requester stream any more, and the
+     * owner thread dropped its references with its streams. */
+    for (int i = 0; i < LLK_MAX_STREAMS; i++)
+        if (xl->req_fd[i] >= 0)
+            close(xl->req_fd[i]);
+    pthread_cond_destroy(&xl->cv);
+    pthread_mutex_destroy(&xl->mu);
+    free(xl);
+}
+
+void llk_xlink_break(llk_xlink_t *xl, const char *fmt, ...)
+{
+    pthread_mutex_lock(&xl->mu);
+    if (!xl->broken) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(xl->why, sizeof xl->why, fmt, ap);
+        va_end(ap);
+        xl->broken = true;
+    }
+    /* shutdown, not close: a borrower or the owner thread may be inside a
+     * call on the descriptor; it sees EOF/EPIPE and lets go. */
+    for (int i = 0; i < LLK_MAX_STREAMS; i++) {
+        if (xl->req_fd[i] >= 0)
+            shutdown(xl->req_fd[i], SHUT_RDWR);
+        if (xl->own_fd[i] >= 0)
+            shutdown(xl->own_fd[i], SHUT_RDWR);
+    }
+    pthread_cond_broadcast(&xl->cv);
+    pthread_mutex_unlock(&xl->mu);
+}
+
+bool llk_xlink_is_broken(llk_xlink_t *xl)
+{
+    pthread_mutex_lock(&xl->mu);
+    bool b = xl->broken;
+    pthread_mutex_unlock(&xl->mu);
+    return b;
+}
+
+/* ---- borrowing requester streams ------------------------------------------- */
+
+int llk_xlink_borrow(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_ms,
+                     const char *fn)
+{
+    pthread_mutex_lock(&xl->mu);
+    for (;;) {
+        if (xl->broken) {
+            llk_err(LLMLINK_NOT_YET_LINK, "%s: the link with cluster %llu (%s) is unusable: %s; "
+                    "link it again", fn, (unsigned long long)xl->remote_id, xl->peer, xl->why);
+            pthread_mutex_unlock(&xl->mu);
+            return -1;
+        }
+        int n = 0;
+        for (int i = 0; i < LLK_MAX_STREAMS && (uint32_t)n < want; i++)
+            if (xl->req_fd[i] >= 0 && !xl->req_busy[i])
+                idx[n++] = i;
+        if (n > 0) {
+            for (int k = 0; k < n; k++)
+                xl->req_busy[idx[k]] = true;
+            pthread_mutex_unlock(&xl->mu);
+            return n;
+        }
+        int64_t now = llk_now_ms();
+        if (now >= deadline_ms) {
+            llk_err(LLMLINK_WAIT_PROCESS_TIMEOUT, "%s: no data stream of the link with cluster "
+                    "%llu came free within llm.SyncKvCacheWaitTime", fn,
+                    (unsigned long long)xl->remote_id);
+            pthread_mutex_unlock(&xl->mu);
+            return -1;
+        }
+        struct timespec ts = {.tv_sec = deadline_ms / 1000,
+                              .tv_nsec = (deadline_ms % 1000) * 1000000};
+        pthread_cond_timedwait(&xl->cv, &xl->mu, &ts);
+    }
+}
+
+void llk_xlink_give_back(llk_xlink_t *xl, const int *idx, int n)
+{
+    pthread_mutex_lock(&xl->mu);
+    for (int k = 0; k < n; k++)
+        xl->req_busy[idx[k]] = false;
+    pthread_cond_broadcast(&xl->cv);
+    pthread_mutex_unlock(&xl->mu);
+}
+
+/* Decides how this side's requests move, once both host ids are known. */
+static void choose_transport(llmlink_t *e, llk_xlink_t *xl, const llk_host_id_t *remote,
+                             uint8_t remote_transport)
+{
+    xl->remote_host = *remote;
+    xl->same_host = llk_host_id_same_host(&e->host, remote);
+    bool no_shm = e->opts.transport == LLK_TRANSPORT_TCP || remote_transport == LLK_TRANSPORT_TCP;
+    xl->use_shm = xl->same_host && !no_shm;
+    xl->shm_forced = e->opts.transport == LLK_TRANSPORT_SHM;
+}
+
+/* Why this side cannot run transfers with a peer of that transport, or NULL. */
+static const char *transport_conflict(llmlink_t *e, const llk_host_id_t *remote,
+                                      uint8_t remote_transport)
+{
+    if (e->opts.transport == LLK_TRANSPORT_RDMA || remote_transport == LLK_TRANSPORT_RDMA)
+        return "llmlink.Transport=rdma: the RDMA transport is not in this version";
+    bool same = llk_host_id_same_host(&e->host, remote);
+    if ((e->opts.transport == LLK_TRANSPORT_SHM || remote_transport == LLK_TRANSPORT_SHM) && !same)
+        return "llmlink.Transport=shm, but the two engines are not on the same host";
+    if ((e->opts.transport == LLK_TRANSPORT_SHM && remote_transport == LLK_TRANSPORT_TCP) ||
+        (e->opts.transport == LLK_TRANSPORT_TCP && remote_transport == LLK_TRANSPORT_SHM))
+        return "one side forces llmlink.Transport=shm, the other tcp";
+    return NULL;
+}
+
+/* ---- client side: open and attach the data streams -------------------------- */
+
+static int remaining_ms(int64_t deadline_ms)
+{
+    int64_t left = deadline_ms - llk_now_ms();
+    if (left <= 0)
+        return 0;
+    return left > 60000 ? 60000 : (int)left;
+}
+
+/* Waits for `events` on fd until the deadline: 1 ready, 0 timed out, -1 error. */
+static int wait_fd(int fd, short events, int64_t deadline_ms)
+{
+    for (int round = 0; round < 1000000; round++) {
+        struct pollfd p = {.fd = fd, .events = events};
+        int ms = remaining_ms(deadline_ms);
+        int r = poll(&p, 1, ms);
+        if (r > 0)
+            return 1;
+        if (r == 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    int fd;
+    uint8_t dir;
+    uint16_t slot;
+} pending_stream_t;
+
+static int open_stream(const struct sockaddr_storage *remote, socklen_t remote_len,
+                       const struct sockaddr_storage *local, socklen_t local_len)
+{
+    int fd = socket(remote->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (local && local_len) {
+        struct sockaddr_storage la = *local;
+        llk_addr_set_port((struct sockaddr *)&la, 0);
+        if (bind(fd, (struct sockaddr *)&la, local_len) != 0) {
+            int err = errno;
+            close(fd);
+            errno = err;
+            return -1;
+        }
+    }
+    if (connect(fd, (const struct sockaddr *)remote, remote_len) != 0 && errno != EINPROGRESS) {
+        int err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends all of buf on a non-blocking socket before the deadline. */
+static int send_all(int fd, const uint8_t *buf, size_t len, int64_t deadline_ms)
+{
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = send(fd, buf + off, len - off, MSG_NOSIGNAL);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        int r = wait_fd(fd, POLLOUT, deadline_ms);
+        if (r <= 0) {
+            if (r == 0)
+                errno = ETIMEDOUT;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline_ms)
+{
+    size_t off = 0;
+    while (off < len) {
+        ssize_t r = recv(fd, buf + off, len - off, 0);
+        if (r > 0) {
+            off += (size_t)r;
+            continue;
+        }
+        if (r == 0) {
+            errno = ECONNRESET;
+            return -1;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        int w = wait_fd(fd, POLLIN, deadline_ms);
+        if (w <= 0) {
+            if (w == 0)
+                errno = ETIMEDOUT;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Reads the server's answer to an ATTACH: SUCCESS with *ok filled, or the
+ * status of a REJECT / failure with a message in detail. */
+static llmlink_status_t read_attach_answer(int fd, int64_t deadline_ms, llk_msg_attach_ok_t *ok,
+                                           char *detail, size_t dlen)
+{
+    uint8_t buf[LLK_WIRE_HEADER_SIZE + LLK_WIRE_MAX_REJECT_MSG + 8];
+    if (recv_all(fd, buf, LLK_WIRE_HEADER_SIZE, deadline_ms) != 0) {
+        snprintf(detail, dlen, "no answer to ATTACH: %s", strerror(errno));
+        return errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
+    }
+    llk_frame_header_t h;
+    llk_wire_read_header(buf, &h);
+    llk_header_check_t chk = llk_wire_check_header(&h);
+    if (chk != LLK_HDR_OK || h.length > sizeof buf - LLK_WIRE_HEADER_SIZE ||
+        (h.type != LLK_MSG_ATTACH_OK && h.type != LLK_MSG_REJECT)) {
+        snprintf(detail, dlen, "bad answer to ATTACH (%s, type %u)",
+                 llk_wire_header_check_str(chk), h.type);
+        return LLMLINK_PROTOCOL_ERROR;
+    }
+    uint8_t *payload = buf + LLK_WIRE_HEADER_SIZE;
+    if (recv_all(fd, payload, h.length, deadline_ms) != 0) {
+        snprintf(detail, dlen, "truncated answer to ATTACH: %s", strerror(errno));
+        return errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
+    }
+    const char *why = NULL;
+    if (h.type == LLK_MSG_REJECT) {
+        llk_msg_reject_t rj;
+        if (llk_wire_decode_reject(payload, h.length, &rj, &why) != 0) {
+            snprintf(detail, dlen, "bad REJECT to ATTACH: %s", why);
+            return LLMLINK_PROTOCOL_ERROR;
+        }
+        snprintf(detail, dlen, "data stream refused: %s (%s)", rj.message,
+                 llmlink_status_name(rj.status));
+        return LLMLINK_LINK_FAILED;
+    }
+    if (llk_wire_decode_attach_ok(payload, h.length, ok, &why) != 0) {
+        snprintf(detail, dlen, "bad ATTACH_OK: %s", why);
+        return LLMLINK_PROTOCOL_ERROR;
+    }
+    return LLMLINK_SUCCESS;
+}
+
+/* Gives an attached stream to its user: the requester pool (forward) or
+ * the owner thread (reverse). Closes fd on failure. */
+static llmlink_status_t install_stream(llmlink_t *e, llk_xlink_t *xl, const pending_stream_t *s,
+                                       char *detail, size_t dlen)
+{
+    if (s->dir == 1) {
+        llmlink_status_t st = llk_xserver_adopt(e, xl, s->slot, s->fd);
+        if (st != LLMLINK_SUCCESS) {
+            snprintf(detail, dlen, "owner thread: %s", llk_err_message());
+            close(s->fd);
+        }
+        return st;
+    }
+    pthread_mutex_lock(&xl->mu);
+    bool ok = !xl->broken && xl->req_fd[s->slot] < 0;
+    if (ok)
+        xl->req_fd[s->slot] = s->fd;
+    pthread_cond_broadcast(&xl->cv);
+    pthread_mutex_unlock(&xl->mu);
+    if (!ok) {
+        close(s->fd);
+        snprintf(detail, dlen, "the link broke while its data streams attached");
+        return LLMLINK_LINK_FAILED;
+    }
+    return LLMLINK_SUCCESS;
+}
+
+llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
+                                         const struct sockaddr_storage *remote,
+                                         socklen_t remote_len,
+                                         const struct sockaddr_storage *local, socklen_t local_len,
+                                         uint64_t remote_incarnation, int64_t deadline_ms,
+                                         char *detail, size_t dlen)
+{
+    pending_stream_t ps[2 * LLK_MAX_STREAMS];
+    uint32_t n = 2 * xl->nstreams, opened = 0;
+    llmlink_status_t st = LLMLINK_SUCCESS;
+    char addr[72];
+    llk_addr_format((const struct sockaddr *)remote, addr, sizeof addr);
+
+    /* Connect every stream first, so their handshakes overlap. */
+    for (; opened < n; opened++) {
+        ps[opened].dir = opened < xl->nstreams ? 0 : 1;
+        ps[opened].slot = (uint16_t)(opened % xl->nstreams);
+        ps[opened].fd = open_stream(remote, remote_len, local, local_len);
+        if (ps[opened].fd < 0) {
+            snprintf(detail, dlen, "data stream to %s: %s", addr, strerror(errno));
+            st = LLMLINK_LINK_FAILED;
+            break;
+        }
+    }
+    llk_msg_attach_t m = {0};
+    m.client_cluster_id = e->cluster_id;
+    m.server_cluster_id = xl->remote_id;
+    m.client_incarnation = e->incarnation;
+    m.server_incarnation = remote_incarnation;
+    m.transport = (uint8_t)e->opts.transport;
+    memcpy(m.boot_id, e->host.boot_id, sizeof m.boot_id);
+    m.pidns = e->host.pidns;
+    m.pid = e->host.pid;
+    for (uint32_t i = 0; i < opened && st == LLMLINK_SUCCESS; i++) {
+        int r = wait_fd(ps[i].fd, POLLOUT, deadline_ms);
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (r > 0)
+            getsockopt(ps[i].fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (r <= 0 || soerr) {
+            snprintf(detail, dlen, "data stream to %s: %s", addr,
+                     r == 0 ? "connect timed out" : strerror(soerr ? soerr : errno));
+            st = r == 0 ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
+            break;
+        }
+        uint8_t f[LLK_WIRE_HEADER_SIZE + 80];
+        m.stream_index = ps[i].slot;
+        m.direction = ps[i].dir;
+        size_t len = llk_wire_encode_attach(f, sizeof f, LLK_WIRE_VERSION, &m);
+        if (!len || send_all(ps[i].fd, f, len, deadline_ms) != 0) {
+            snprintf(detail, dlen, "ATTACH to %s: %s", addr, strerror(errno));
+            st = errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
+        }
+    }
+    uint32_t installed = 0;
+    for (; installed < opened && st == LLMLINK_SUCCESS; installed++) {
+        llk_msg_attach_ok_t ok;
+        st = read_attach_answer(ps[installed].fd, deadline_ms, &ok, detail, dlen);
+        if (st != LLMLINK_SUCCESS)
+            break;
+        if (installed == 0) {
+            llk_host_id_t rh = {.pidns = ok.pidns, .pid = ok.pid};
+            memcpy(rh.boot_id, ok.boot_id, sizeof rh.boot_id);
+            const char *conflict = transport_conflict(e, &rh, ok.transport);
+            if (conflict) {
+                snprintf(detail, dlen, "%s", conflict);
+                st = LLMLINK_LINK_FAILED;
+                break;
+            }
+            pthread_mutex_lock(&xl->mu);
+            choose_transport(e, xl, &rh, ok.transport);
+            pthread_mutex_unlock(&xl->mu);
+        }
+        st = install_stream(e, xl, &ps[installed], detail, dlen);
+        if (st != LLMLINK_SUCCESS) {
+            installed++; /* install_stream closed it */
+            break;
+        }
+    }
+    /* On failure close what was not handed over; the caller kills the link,
+     * which ends the streams that were. */
+    if (st != LLMLINK_SUCCESS)
+        for (uint32_t i = installed; i < opened; i++)
+            close(ps[i].fd);
+    else
+        LLK_DEBUG("cluster %llu: %u data streams attached to cluster %llu (%s, %s)",
+                  (unsigned long long)e->cluster_id, n, (unsigned long long)xl->remote_id, addr,
+                  xl->use_shm ? "shm" : "tcp");
+    return st;
+}
+
+/* ---- server side: an ATTACH on a fresh connection ----------------------------- */
+
+static void refuse_attach(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char *msg)
+{
+    LLK_WARN("cluster %llu: refused data stream from %s: %s", (unsigned long long)e->cluster_id,
+             c->peer, msg);
+    llk_conn_queue_reject(c, st, "%s", msg);
+    llk_conn_set_state(e, c, LLK_CONN_CLOSING);
+    c->deadline_ms = 0;
+}
+
+bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, size_t len)
+{
+    char msg[200];
+    const char *why = NULL;
+    llk_msg_attach_t m;
+    /* A data stream is not a handshake: keep the handshake counters about
+     * links only. */
+    e->hs_accepted--;
+    if (llk_wire_decode_attach(payload, len, &m, &why) != 0) {
+        e->protocol_errors++;
+        refuse_attach(e, c, LLMLINK_PROTOCOL_ERROR, why);
+        return false;
+    }
+    llk_conn_t *lc = llk_conn_find(e, m.client_cluster_id, false);
+    if (m.server_cluster_id != e->cluster_id || !lc || lc->state != LLK_CONN_LINKED ||
+        !lc->xlink || lc->remote_incarnation != m.client_incarnation ||
+        m.server_incarnation != e->incarnation) {
+        snprintf(msg, sizeof msg, "no link from cluster %llu to cluster %llu to attach to",
+                 (unsigned long long)m.client_cluster_id, (unsigned long long)m.server_cluster_id);
+        refuse_attach(e, c, LLMLINK_NOT_YET_LINK, msg);
+        return false;
+    }
+    if (m.stream_index >= LLK_MAX_STREAMS) {
+        snprintf(msg, sizeof msg, "stream index %u out of range", m.stream_index);
+        refuse_attach(e, c, LLMLINK_PARAM_INVALID, msg);
+        return false;
+    }
+    llk_host_id_t rh = {.pidns = m.pidns, .pid = m.pid};
+    memcpy(rh.boot_id, m.boot_id, sizeof rh.boot_id);
+    const char *conflict = transport_conflict(e, &rh, m.transport);
+    if (conflict) {
+        refuse_attach(e, c, LLMLINK_LINK_FAILED, conflict);
+        return false;
+    }
+    llk_xlink_t *xl = lc->xlink;
+    llk_msg_attach_ok_t ok = {.transport = (uint8_t)e->opts.transport,
+                              .pidns = e->host.pidns,
+                              .pid = e->host.pid};
+    memcpy(ok.boot_id, e->host.boot_id, sizeof ok.boot_id);
+    uint8_t f[LLK_WIRE_HEADER_SIZE + 40];
+    size_t n = llk_wire_encode_attach_ok(f, sizeof f, LLK_WIRE_VERSION, &ok);
+    /* The socket is new and empty: a 48-byte answer goes out at once. */
+    if (!llk_conn_queue(c, f, n) || llk_conn_flush(e, c, llk_now_ms()) != 0 || c->tx_len) {
+        llk_conn_set_state(e, c, LLK_CONN_DEAD);
+        return false;
+    }
+    pthread_mutex_lock(&xl->mu);
+    choose_transport(e, xl, &rh, m.transport);
+    pthread_mutex_unlock(&xl->mu);
+
+    /* Take the descriptor away from the reactor. */
+    int fd = c->fd;
+    epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
+    c->fd = -1;
+    c->want_out = false;
+    llk_conn_set_state(e, c, LLK_CONN_DEAD);
+
+    llmlink_status_t st;
+    if (m.direction == 0) {
+        st = llk_xserver_adopt(e, xl, m.stream_index, fd);
+    } else {
+        pthread_mutex_lock(&xl->mu);
+        bool free_slot = xl->req_fd[m.stream_index] < 0 && !xl->broken;
+        if (free_slot) {
+            xl->req_fd[m.stream_index] = fd;
+            if (m.stream_index >= xl->nstreams)
+                xl->nstreams = m.stream_index + 1u;
+        }
+        pthread_cond_broadcast(&xl->cv);
+        pthread_mutex_unlock(&xl->mu);
+        st = free_slot ? LLMLINK_SUCCESS : LLMLINK_PARAM_INVALID;
+    }
+    if (st != LLMLINK_SUCCESS) {
+        LLK_WARN("cluster %llu: dropped data stream %u from cluster %llu: %s",
+                 (unsigned long long)e->cluster_id, m.stream_index,
+                 (unsigned long long)m.client_cluster_id,
+                 m.direction == 0 ? llk_err_message() : "slot taken");
+        shutdown(fd, SHUT_RDWR);
+        close(fd);
+        return false;
+    }
+    return true;
+}
+
+/* ---- finding and killing links ------------------------------------------------ */
+
+llk_xlink_t *llk_xfer_find_link(llmlink_t *e, uint64_t remote_id, const char *fn)
+{
+    pthread_mutex_lock(&e->mu);
+    llk_xlink_t *xl = NULL;
+    llmlink_status_t st = llk_engine_check_running(e, fn);
+    if (st == LLMLINK_SUCCESS) {
+        /* A MIX engine may hold both directions: prefer the one it made. */
+        llk_conn_t *c = e->role != LLMLINK_ROLE_PROMPT ? llk_conn_find(e, remote_id, true) : NULL;
+        if (!c || c->state != LLK_CONN_LINKED)
+            c = llk_conn_find(e, remote_id, false);
+        if (c && c->state == LLK_CONN_LINKED && c->xlink && !llk_xlink_is_broken(c->xlink)) {
+            xl = c->xlink;
+            llk_xlink_ref(xl);
+        } else if (c && c->state == LLK_CONN_LINKED && !c->xlink) {
+            llk_err(LLMLINK_FEATURE_NOT_ENABLED, "%s: cluster %llu (%s) does not accept data "
+                    "streams (an llmlink peer without transfers?)", fn,
+                    (unsigned long long)remote_id, c->peer);
+        } else {
+            llk_err(LLMLINK_NOT_YET_LINK, "%s: no link with cluster %llu (the key's cluster id)",
+                    fn, (unsigned long long)remote_id);
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    return xl;
+}
+
+void llk_xfer_kill_link(llmlink_t *e, llk_xlink_t *xl, const char *why)
+{
+    llk_xlink_break(xl, "%s", why);
+    pthread_mutex_lock(&e->mu);
+    for (llk_conn_t *c = e->conns; c; c = c->next)
+        if (c->xlink == xl && llk_conn_is_link(c)) {
+            LLK_WARN("cluster %llu: link with cluster %llu (%s) closed: %s",
+                     (unsigned long long)e->cluster_id, (unsigned long long)c->remote_id, c->peer,
+                     why);
+            if (c->waiter)
+                llk_conn_complete(e, c, llk_conn_unlink_failure(c), "transfer failed: %s", why);
+            e->links_lost++;
+            llk_conn_set_state(e, c, LLK_CONN_DEAD);
+        }
+    if (e->state == LLK_ENGINE_RUNNING)
+        llk_reactor_wake(e);
+    pthread_mutex_unlock(&e->mu);
+}
