@@ -106,6 +106,9 @@ FUZZ_SRCS   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_MAIN   := tests/fuzz/standalone_main.c
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
 BENCH_SRCS  := $(sort $(wildcard bench/*.c))
+# bench/bench_common.c is no program: its object is linked into every one.
+BENCH_COMMON_SRC := bench/bench_common.c
+BENCH_PROG_SRCS  := $(filter-out $(BENCH_COMMON_SRC),$(BENCH_SRCS))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -127,7 +130,8 @@ INTEG_BINS   := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(INTEG_SRCS))
 TOOL_BINS    := $(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TOOL_SRCS))
 FUZZ_BINS    := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/%,$(FUZZ_SRCS))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
-BENCH_BINS   := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+BENCH_BINS   := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_PROG_SRCS))
+BENCH_COMMON_OBJ := $(call obj,$(BENCH_COMMON_SRC))
 
 dup_tests := $(filter $(UNIT_BINS),$(INTEG_BINS))
 ifneq ($(dup_tests),)
@@ -303,10 +307,11 @@ $(EXAMPLE_BINS): $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(STATIC_LIB)
 	$(say) LD $@
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) -pthread -o $@ $< $(STATIC_LIB) -lm $(LDLIBS)
 
-$(BENCH_BINS): $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC_LIB)
+$(BENCH_BINS): $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BENCH_COMMON_OBJ) $(STATIC_LIB)
 	@mkdir -p $(@D)
 	$(say) LD $@
-	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) -pthread -o $@ $< $(STATIC_LIB) -lm $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) -pthread -o $@ $(filter %.o,$^) $(STATIC_LIB) \
+	    -lm $(LDLIBS)
 
 # ---------------------------------------------------------------
 # Tests

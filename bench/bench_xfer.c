@@ -35,38 +35,25 @@
  * Usage: bench_xfer [--quick] [--only a,b,c,d] [--streams N]
  *                   [--ref-iperf3 GBPS|TEXT] [--ref-ucx GBPS|TEXT] [--help]
  */
-#include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/utsname.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
 #include "llmlink.h"
 
-#define LOCALHOST "127.0.0.1"
-#define LINK_TIMEOUT_MS 5000
-#define UNLINK_TIMEOUT_MS 5000
 /* llm.SyncKvCacheWaitTime on both engines: one pull of 256 MiB on a busy
  * 2-core machine must never hit the 1000 ms default. */
 #define XFER_WAIT_MS "30000"
 /* How long a request to a P child may take before it counts as dead (it
  * fills or checks up to 256 MiB for some requests). */
 #define SERVER_REPLY_MS 30000
-#define SERVER_MAX_LIFE_MS (2LL * 3600 * 1000)
 #define MAX_SERVERS 4
 
 #define NTENSORS 8
@@ -84,61 +71,6 @@ static const int STREAM_COUNTS[] = {1, 2, 4};
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
 /* ------------------------------------------------------------------ */
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t now_ms(void) { return now_ns() / 1000000; }
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void progress(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "bench_xfer: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, size_t n)
-{
-    if (n == 0)
-        return 0;
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static long self_rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f)
-        return -1;
-    char line[256];
-    long kib = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
-}
 
 static const char *size_name(uint64_t bytes, char *buf, size_t len)
 {
@@ -158,58 +90,6 @@ static void api_error(char *err, size_t len, const char *fn, llmlink_status_t st
 {
     snprintf(err, len, "%s: %s (0x%08" PRIX32 "): %s", fn, llmlink_status_name(st), st,
              llmlink_last_error());
-}
-
-/* ------------------------------------------------------------------ */
-/* Results table                                                       */
-/* ------------------------------------------------------------------ */
-
-typedef struct row {
-    char sec;
-    char figure[96];
-    char value[24];
-    char unit[16];
-    char detail[360];
-} row_t;
-
-static row_t g_rows[160];
-static size_t g_nrows;
-static bool g_failed;
-
-static void add_row(char sec, const char *figure, const char *unit, const char *detail,
-                    const char *vfmt, ...) __attribute__((format(printf, 5, 6)));
-static void add_row(char sec, const char *figure, const char *unit, const char *detail,
-                    const char *vfmt, ...)
-{
-    if (g_nrows == sizeof g_rows / sizeof g_rows[0])
-        return;
-    row_t *r = &g_rows[g_nrows++];
-    r->sec = sec;
-    snprintf(r->figure, sizeof r->figure, "%s", figure);
-    snprintf(r->unit, sizeof r->unit, "%s", unit);
-    snprintf(r->detail, sizeof r->detail, "%s", detail ? detail : "");
-    /* A '|' in a message would break the markdown table. */
-    for (char *p = r->detail; *p; p++)
-        if (*p == '|' || *p == '\n')
-            *p = '/';
-    va_list ap;
-    va_start(ap, vfmt);
-    vsnprintf(r->value, sizeof r->value, vfmt, ap);
-    va_end(ap);
-}
-
-static void cell_failed(char sec, const char *what, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void cell_failed(char sec, const char *what, const char *fmt, ...)
-{
-    char detail[360];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
-    va_end(ap);
-    progress("%c %s: FAILED: %s", sec, what, detail);
-    add_row(sec, what, "", detail, "FAILED");
-    g_failed = true;
 }
 
 /* ------------------------------------------------------------------ */
@@ -407,90 +287,6 @@ typedef struct pconf {
     uint64_t seed; /* P's cache is filled with this pattern */
 } pconf_t;
 
-typedef struct server {
-    pid_t pid;
-    int cmd_w; /* parent -> child requests */
-    int rsp_r; /* child -> parent replies */
-    uint16_t port;
-    uint64_t cluster_id;
-} server_t;
-
-static server_t *g_servers[MAX_SERVERS];
-static bool g_is_child;
-
-/* Reads one '\n'-terminated line from fd within timeout_ms (-1: forever).
- * Returns its length, 0 on EOF, -1 on error or timeout. */
-static int read_line(int fd, char *buf, size_t len, int timeout_ms)
-{
-    size_t n = 0;
-    int64_t deadline = timeout_ms < 0 ? 0 : now_ms() + timeout_ms;
-    while (n + 1 < len) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int wait = -1;
-        if (timeout_ms >= 0) {
-            int64_t left = deadline - now_ms();
-            if (left <= 0)
-                return -1;
-            wait = (int)left;
-        }
-        int r = poll(&p, 1, wait);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        char ch;
-        ssize_t got = read(fd, &ch, 1);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            return -1;
-        if (got == 0)
-            return n ? -1 : 0;
-        if (ch == '\n') {
-            buf[n] = '\0';
-            return (int)n;
-        }
-        buf[n++] = ch;
-    }
-    return -1;
-}
-
-static bool write_all(int fd, const char *s)
-{
-    size_t len = strlen(s), off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, s + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        off += (size_t)w;
-    }
-    return true;
-}
-
-/* In the child: close every inherited descriptor except stdio and ours. */
-static void close_inherited_fds(int keep1, int keep2)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return;
-    int fds[1024];
-    size_t n = 0;
-    struct dirent *de;
-    int self = dirfd(d);
-    while ((de = readdir(d)) != NULL && n < sizeof fds / sizeof fds[0]) {
-        if (!isdigit((unsigned char)de->d_name[0]))
-            continue;
-        int fd = atoi(de->d_name);
-        if (fd > 2 && fd != keep1 && fd != keep2 && fd != self)
-            fds[n++] = fd;
-    }
-    closedir(d);
-    for (size_t i = 0; i < n; i++)
-        close(fds[i]);
-}
-
 static void xstats_line(llmlink_t *e, char *out, size_t len)
 {
     llmlink_xfer_stats_t s;
@@ -533,248 +329,106 @@ static bool parse_xstats(const char *line, llmlink_xfer_stats_t *s)
     return true;
 }
 
-static void server_child(int cmd_r, int rsp_w, const pconf_t *pc, pid_t parent)
-{
-    g_is_child = true;
-    memset(g_servers, 0, sizeof g_servers);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
-        _exit(1);
-    close_inherited_fds(cmd_r, rsp_w);
-
-    char line[512], err[400];
+/* The child's state while it serves requests. */
+typedef struct pchild {
+    llmlink_t *e;
     kv_t kv;
-    llmlink_t *e = NULL;
+    uint64_t *src, *dst;
+} pchild_t;
+
+static bool p_request(const char *line, char *out, size_t len, void *state)
+{
+    pchild_t *p = state;
+    char err[400];
+    unsigned long long seed;
+    char map;
+    if (strcmp(line, "xstats") == 0) {
+        xstats_line(p->e, out, len);
+    } else if (sscanf(line, "verify %llu %c", &seed, &map) == 2 && p->src && p->dst) {
+        block_map(map, p->kv.nblocks, p->src, p->dst);
+        if (kv_check_mapped(&p->kv, seed, p->src, p->dst, p->kv.nblocks, err, sizeof err))
+            snprintf(out, len, "ok\n");
+        else
+            snprintf(out, len, "bad in P's cache: %s\n", err);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* The child: a PROMPT engine listening on LOCALHOST:0 with a blocks cache
+ * of pc's geometry, filled with pattern pc->seed. */
+static void server_child(const bench_child_t *c, const void *arg)
+{
+    const pconf_t *pc = arg;
+    char line[512], err[400];
+    pchild_t p;
+    memset(&p, 0, sizeof p);
     int64_t cache_id = 0;
-    if (!kv_alloc(&kv, pc->ntensors, pc->nblocks, pc->block_bytes)) {
+    if (!kv_alloc(&p.kv, pc->ntensors, pc->nblocks, pc->block_bytes)) {
         snprintf(line, sizeof line, "error mmap of %" PRIu64 " bytes: %s\n",
                  pc->nblocks * pc->block_bytes * pc->ntensors, strerror(errno));
-        write_all(rsp_w, line);
+        bench_write_all(c->rsp_w, line);
         exit(1);
     }
-    kv_fill(&kv, pc->seed);
+    kv_fill(&p.kv, pc->seed);
 
     eopts_t eo;
     eopts_build(&eo, true, pc->transport, pc->streams);
-    llmlink_status_t st = llmlink_create(&e, LLMLINK_ROLE_PROMPT, pc->cluster_id);
+    llmlink_status_t st = llmlink_create(&p.e, LLMLINK_ROLE_PROMPT, pc->cluster_id);
     if (st != LLMLINK_SUCCESS)
         api_error(err, sizeof err, "P llmlink_create", st);
-    if (st == LLMLINK_SUCCESS && (st = llmlink_init(e, eo.o, eo.n)) != LLMLINK_SUCCESS)
+    if (st == LLMLINK_SUCCESS && (st = llmlink_init(p.e, eo.o, eo.n)) != LLMLINK_SUCCESS)
         api_error(err, sizeof err, "P llmlink_init", st);
     uint16_t port = 0;
-    if (st == LLMLINK_SUCCESS && (st = llmlink_get_listen_port(e, 0, &port)) != LLMLINK_SUCCESS)
+    if (st == LLMLINK_SUCCESS &&
+        (st = llmlink_get_listen_port(p.e, 0, &port)) != LLMLINK_SUCCESS)
         api_error(err, sizeof err, "P llmlink_get_listen_port", st);
     if (st == LLMLINK_SUCCESS) {
-        llmlink_cache_desc_t desc = kv_desc(&kv);
+        llmlink_cache_desc_t desc = kv_desc(&p.kv);
         llmlink_cache_key_t key = blocks_key(pc->cluster_id);
-        st = llmlink_register_blocks_cache(e, &desc, kv.addrs, kv.ntensors, &key, &cache_id);
+        st = llmlink_register_blocks_cache(p.e, &desc, p.kv.addrs, p.kv.ntensors, &key,
+                                           &cache_id);
         if (st != LLMLINK_SUCCESS)
             api_error(err, sizeof err, "P llmlink_register_blocks_cache", st);
     }
     if (st != LLMLINK_SUCCESS) {
         snprintf(line, sizeof line, "error %s\n", err);
-        write_all(rsp_w, line);
-        llmlink_destroy(e);
-        kv_free(&kv);
+        bench_write_all(c->rsp_w, line);
+        llmlink_destroy(p.e);
+        kv_free(&p.kv);
         exit(1);
     }
-    snprintf(line, sizeof line, "port %u\n", (unsigned)port);
-    write_all(rsp_w, line);
+    bench_child_ready(c, port);
 
-    uint64_t *src = calloc(kv.nblocks, sizeof *src);
-    uint64_t *dst = calloc(kv.nblocks, sizeof *dst);
-    int64_t give_up = now_ms() + SERVER_MAX_LIFE_MS;
-    while (now_ms() < give_up) {
-        int n = read_line(cmd_r, line, sizeof line, 1000);
-        if (n < 0) {
-            if (getppid() != parent)
-                break;
-            continue;
-        }
-        if (n == 0 || strcmp(line, "quit") == 0)
-            break;
-        char out[512];
-        unsigned long long seed;
-        char map;
-        if (strcmp(line, "rss") == 0) {
-            snprintf(out, sizeof out, "rss %ld\n", self_rss_kib());
-        } else if (strcmp(line, "xstats") == 0) {
-            xstats_line(e, out, sizeof out);
-        } else if (sscanf(line, "verify %llu %c", &seed, &map) == 2 && src && dst) {
-            block_map(map, kv.nblocks, src, dst);
-            if (kv_check_mapped(&kv, seed, src, dst, kv.nblocks, err, sizeof err))
-                snprintf(out, sizeof out, "ok\n");
-            else
-                snprintf(out, sizeof out, "bad in P's cache: %s\n", err);
-        } else {
-            snprintf(out, sizeof out, "error unknown request \"%.64s\"\n", line);
-        }
-        if (!write_all(rsp_w, out))
-            break;
-    }
-    free(src);
-    free(dst);
+    p.src = calloc(p.kv.nblocks, sizeof *p.src);
+    p.dst = calloc(p.kv.nblocks, sizeof *p.dst);
+    bench_child_serve(c, p_request, &p);
+    free(p.src);
+    free(p.dst);
     int status = 0;
-    st = llmlink_unregister_cache(e, cache_id);
+    st = llmlink_unregister_cache(p.e, cache_id);
     if (st != LLMLINK_SUCCESS) {
-        fprintf(stderr, "bench_xfer: P llmlink_unregister_cache: %s: %s\n",
-                llmlink_status_name(st), llmlink_last_error());
+        bench_progress("P llmlink_unregister_cache: %s: %s", llmlink_status_name(st),
+                       llmlink_last_error());
         status = 1;
     }
-    llmlink_destroy(e);
-    kv_free(&kv);
-    write_all(rsp_w, "bye\n");
-    close(cmd_r);
-    close(rsp_w);
-    exit(status); /* exit(), not _exit(): LeakSanitizer checks the child too */
-}
-
-static void server_forget(server_t *s)
-{
-    for (size_t i = 0; i < MAX_SERVERS; i++)
-        if (g_servers[i] == s)
-            g_servers[i] = NULL;
-}
-
-/* "quit", then up to 10 s for the child to exit, then SIGKILL. Returns
- * false when it did not exit with status 0. */
-static bool server_stop(server_t *s)
-{
-    if (s->pid <= 0)
-        return true;
-    bool clean = true;
-    if (s->cmd_w >= 0) {
-        write_all(s->cmd_w, "quit\n");
-        close(s->cmd_w);
-        s->cmd_w = -1;
-    }
-    int status = 0;
-    pid_t r = 0;
-    for (int i = 0; i < 1000; i++) {
-        r = waitpid(s->pid, &status, WNOHANG);
-        if (r != 0)
-            break;
-        sleep_ms(10);
-    }
-    if (r == 0) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, &status, 0);
-        clean = false;
-        progress("P %" PRIu64 " (pid %d) did not exit within 10 s; killed", s->cluster_id,
-                 (int)s->pid);
-    } else if (r > 0 && (!WIFEXITED(status) || WEXITSTATUS(status) != 0)) {
-        clean = false;
-        if (WIFEXITED(status))
-            progress("P %" PRIu64 " (pid %d) exited with status %d", s->cluster_id, (int)s->pid,
-                     WEXITSTATUS(status));
-        else
-            progress("P %" PRIu64 " (pid %d) died of signal %d", s->cluster_id, (int)s->pid,
-                     WTERMSIG(status));
-    }
-    if (s->rsp_r >= 0)
-        close(s->rsp_r);
-    s->rsp_r = -1;
-    s->pid = 0;
-    server_forget(s);
-    return clean;
+    llmlink_destroy(p.e);
+    kv_free(&p.kv);
+    bench_child_exit(c, status);
 }
 
 /* Forks a P child. Call only while this process runs no engine (fork
  * copies only the calling thread) and holds no large buffer. */
-static bool server_start(server_t *s, const pconf_t *pc, char *err, size_t errlen)
+static bool server_start(bench_server_t *s, const pconf_t *pc, char *err, size_t errlen)
 {
-    memset(s, 0, sizeof *s);
-    s->cmd_w = s->rsp_r = -1;
-    s->cluster_id = pc->cluster_id;
-    size_t slot = MAX_SERVERS;
-    for (size_t i = 0; i < MAX_SERVERS; i++)
-        if (!g_servers[i]) {
-            slot = i;
-            break;
-        }
-    if (slot == MAX_SERVERS) {
-        snprintf(err, errlen, "more than %d P processes", MAX_SERVERS);
-        return false;
-    }
-    int cmd[2], rsp[2];
-    if (pipe2(cmd, O_CLOEXEC) != 0) {
-        snprintf(err, errlen, "pipe: %s", strerror(errno));
-        return false;
-    }
-    if (pipe2(rsp, O_CLOEXEC) != 0) {
-        snprintf(err, errlen, "pipe: %s", strerror(errno));
-        close(cmd[0]);
-        close(cmd[1]);
-        return false;
-    }
-    pid_t parent = getpid();
-    fflush(NULL); /* or the child's exit() flushes our buffers a second time */
-    pid_t pid = fork();
-    if (pid < 0) {
-        snprintf(err, errlen, "fork: %s", strerror(errno));
-        close(cmd[0]);
-        close(cmd[1]);
-        close(rsp[0]);
-        close(rsp[1]);
-        return false;
-    }
-    if (pid == 0) {
-        close(cmd[1]);
-        close(rsp[0]);
-        server_child(cmd[0], rsp[1], pc, parent);
-        _exit(1); /* not reached */
-    }
-    close(cmd[0]);
-    close(rsp[1]);
-    s->pid = pid;
-    s->cmd_w = cmd[1];
-    s->rsp_r = rsp[0];
-    g_servers[slot] = s;
-
-    char line[512];
-    int n = read_line(s->rsp_r, line, sizeof line, SERVER_REPLY_MS);
-    unsigned port = 0;
-    if (n > 0 && sscanf(line, "port %u", &port) == 1 && port > 0 && port < 65536) {
-        s->port = (uint16_t)port;
-        return true;
-    }
-    snprintf(err, errlen, "P %" PRIu64 " did not start: %.300s", pc->cluster_id,
-             n > 0 ? line : n == 0 ? "it exited" : "no answer");
-    server_stop(s);
-    return false;
+    return bench_server_start(s, pc->cluster_id, server_child, pc, err, errlen);
 }
 
-static bool server_request(server_t *s, const char *req, char *reply, size_t len)
-{
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s\n", req);
-    if (s->pid <= 0 || !write_all(s->cmd_w, msg))
-        return false;
-    return read_line(s->rsp_r, reply, len, SERVER_REPLY_MS) > 0;
-}
-
-static long server_rss_kib(server_t *s)
+static bool server_xstats(bench_server_t *s, llmlink_xfer_stats_t *st)
 {
     char line[512];
-    long kib = -1;
-    if (!server_request(s, "rss", line, sizeof line) || sscanf(line, "rss %ld", &kib) != 1)
-        return -1;
-    return kib;
-}
-
-static bool server_xstats(server_t *s, llmlink_xfer_stats_t *st)
-{
-    char line[512];
-    return server_request(s, "xstats", line, sizeof line) && parse_xstats(line, st);
-}
-
-static void stop_all_servers(void)
-{
-    if (g_is_child)
-        return;
-    for (size_t i = 0; i < MAX_SERVERS; i++)
-        if (g_servers[i])
-            server_stop(g_servers[i]);
+    return bench_server_request(s, "xstats", line, sizeof line) && parse_xstats(line, st);
 }
 
 /* ------------------------------------------------------------------ */
@@ -783,7 +437,7 @@ static void stop_all_servers(void)
 
 typedef struct session {
     pconf_t pc;
-    server_t srv;
+    bench_server_t srv;
     bool have_srv;
     llmlink_t *d;
     kv_t kv;
@@ -869,12 +523,7 @@ static bool session_open(session_t *s, const config_t *cfg, const char *transpor
         api_error(err, len, "llmlink_register_blocks_cache", st);
         return false;
     }
-    s->ip.ip = LOCALHOST;
-    s->ip.port = s->srv.port;
-    s->ci.remote_cluster_id = s->pc.cluster_id;
-    s->ci.remote_role = LLMLINK_ROLE_PROMPT;
-    s->ci.remote_ip_infos = &s->ip;
-    s->ci.num_remote_ip_infos = 1;
+    bench_server_target(&s->srv, &s->ip, &s->ci);
     llmlink_status_t per = LLMLINK_FAILED;
     st = llmlink_link_clusters(s->d, &s->ci, 1, LINK_TIMEOUT_MS, &per);
     if (st != LLMLINK_SUCCESS) {
@@ -931,7 +580,7 @@ static bool session_close(session_t *s, char *err, size_t len)
     free(s->src);
     free(s->dst);
     s->src = s->dst = NULL;
-    if (s->have_srv && !server_stop(&s->srv) && ok) {
+    if (s->have_srv && !bench_server_stop(&s->srv) && ok) {
         snprintf(err, len, "P process did not exit cleanly (see stderr)");
         ok = false;
     }
@@ -947,7 +596,7 @@ static bool session_verify(session_t *s, bool push, char *err, size_t len)
         return kv_check_mapped(&s->kv, s->pc.seed, s->src, s->dst, s->n, err, len);
     char req[64], line[512];
     snprintf(req, sizeof req, "verify %" PRIu64 " %c", s->d_seed, s->map);
-    if (!server_request(&s->srv, req, line, sizeof line)) {
+    if (!bench_server_request(&s->srv, req, line, sizeof line)) {
         snprintf(err, len, "P did not answer \"verify\"");
         return false;
     }
@@ -976,30 +625,30 @@ static cell_res_t run_cell(const config_t *cfg, char sec, bool push, const char 
     const char *op = push ? "llmlink_push_blocks" : "llmlink_pull_blocks";
     session_t s;
     if (!session_open(&s, cfg, transport, streams, block_bytes, map, push, err, sizeof err)) {
-        cell_failed(sec, figure, "%s", err);
+        bench_failed(sec, figure, "%s", err);
         session_close(&s, err2, sizeof err2);
         return res;
     }
     llmlink_xfer_stats_t x0, x1;
     if (!d_xstats(&s, &x0)) {
         api_error(err, sizeof err, "llmlink_get_xfer_stats", llmlink_last_error_status());
-        cell_failed(sec, figure, "%s", err);
+        bench_failed(sec, figure, "%s", err);
         session_close(&s, err2, sizeof err2);
         return res;
     }
 
     /* The first transfer: checked by content, timed on its own. */
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     llmlink_status_t st = session_xfer(&s, push);
-    double first = (double)s.bytes / (double)(now_ns() - t0);
+    double first = (double)s.bytes / (double)(bench_now_ns() - t0);
     if (st != LLMLINK_SUCCESS) {
         api_error(err, sizeof err, op, st);
-        cell_failed(sec, figure, "first transfer: %s", err);
+        bench_failed(sec, figure, "first transfer: %s", err);
         session_close(&s, err2, sizeof err2);
         return res;
     }
     if (!session_verify(&s, push, err, sizeof err)) {
-        cell_failed(sec, figure, "first transfer moved wrong data: %s", err);
+        bench_failed(sec, figure, "first transfer moved wrong data: %s", err);
         session_close(&s, err2, sizeof err2);
         return res;
     }
@@ -1008,10 +657,10 @@ static cell_res_t run_cell(const config_t *cfg, char sec, bool push, const char 
     int nruns = cfg->runs < 16 ? cfg->runs : 16;
     int min_reps = cfg->reps;
     for (int r = 0; r < nruns; r++) {
-        int64_t start = now_ns();
+        int64_t start = bench_now_ns();
         int k = 0;
         for (; k < cfg->reps; k++) {
-            if (k > 0 && (now_ns() - start) / 1000000 > cfg->run_cap_ms)
+            if (k > 0 && (bench_now_ns() - start) / 1000000 > cfg->run_cap_ms)
                 break;
             st = session_xfer(&s, push);
             if (st != LLMLINK_SUCCESS)
@@ -1019,13 +668,13 @@ static cell_res_t run_cell(const config_t *cfg, char sec, bool push, const char 
         }
         if (st != LLMLINK_SUCCESS) {
             api_error(err, sizeof err, op, st);
-            cell_failed(sec, figure, "run %d, transfer %d: %s", r + 1, k + 1, err);
+            bench_failed(sec, figure, "run %d, transfer %d: %s", r + 1, k + 1, err);
             session_close(&s, err2, sizeof err2);
             return res;
         }
         if (k < min_reps)
             min_reps = k;
-        runs[r] = (double)s.bytes * k / (double)(now_ns() - start);
+        runs[r] = (double)s.bytes * k / (double)(bench_now_ns() - start);
     }
     d_xstats(&s, &x1);
     uint64_t tcp = x1.tcp_requests - x0.tcp_requests;
@@ -1035,7 +684,7 @@ static cell_res_t run_cell(const config_t *cfg, char sec, bool push, const char 
 
     double sorted[16];
     memcpy(sorted, runs, sizeof runs[0] * (size_t)nruns);
-    double med = median(sorted, (size_t)nruns);
+    double med = bench_median(sorted, (size_t)nruns);
     char runs_s[96] = "";
     for (int r = 0; r < nruns; r++) {
         size_t l = strlen(runs_s);
@@ -1053,16 +702,17 @@ static cell_res_t run_cell(const config_t *cfg, char sec, bool push, const char 
     else
         ts[0] = '\0';
     strncat(d, ts, sizeof d - strlen(d) - 1);
-    add_row(sec, figure, "GB/s", d, "%.2f", med);
-    progress("%c %s: %.2f GB/s (runs %s; first %.2f; verified)", sec, figure, med, runs_s, first);
+    bench_add_row(sec, figure, "GB/s", d, "%.2f", med);
+    bench_progress("%c %s: %.2f GB/s (runs %s; first %.2f; verified)", sec, figure, med, runs_s,
+                   first);
 
     /* The counters say which transport really ran. */
     bool want_shm = strcmp(transport, "shm") == 0;
     if ((want_shm && (shm == 0 || tcp != 0 || fb != 0)) || (!want_shm && (tcp == 0 || shm != 0))) {
-        cell_failed(sec, figure,
-                    "transport check: asked for %s, D's counters say %" PRIu64 " tcp / %" PRIu64
-                    " shm requests, %" PRIu64 " shm fallbacks (llmlink_get_xfer_stats)",
-                    transport, tcp, shm, fb);
+        bench_failed(sec, figure,
+                     "transport check: asked for %s, D's counters say %" PRIu64 " tcp / %" PRIu64
+                     " shm requests, %" PRIu64 " shm fallbacks (llmlink_get_xfer_stats)",
+                     transport, tcp, shm, fb);
         return res;
     }
     /* The figure stands (its bytes were verified); a failed teardown is a
@@ -1072,7 +722,7 @@ static cell_res_t run_cell(const config_t *cfg, char sec, bool push, const char 
     if (!closed) {
         char fig[128];
         snprintf(fig, sizeof fig, "%s: teardown", figure);
-        cell_failed(sec, fig, "%s", err2);
+        bench_failed(sec, fig, "%s", err2);
     }
     return res;
 }
@@ -1098,8 +748,8 @@ static bool size_in_run(const config_t *cfg, size_t i)
 static void section_bw(const config_t *cfg, bool push)
 {
     char sec = push ? 'b' : 'a';
-    progress("section %c: %s bandwidth, tcp and shm, %" PRIu64 " MiB per call", sec,
-             push ? "push" : "pull", cfg->tensor_bytes * NTENSORS / MIB);
+    bench_progress("section %c: %s bandwidth, tcp and shm, %" PRIu64 " MiB per call", sec,
+                   push ? "push" : "pull", cfg->tensor_bytes * NTENSORS / MIB);
     for (size_t tr = 0; tr < 2; tr++)
         for (size_t i = 0; i < NSIZES; i++) {
             if (!size_in_run(cfg, i))
@@ -1127,7 +777,7 @@ static void section_bw(const config_t *cfg, bool push)
 
 static void section_c(const config_t *cfg)
 {
-    progress("section c: pull, tcp, 256 KiB blocks, llmlink.StreamsPerLink 1, 2, 4");
+    bench_progress("section c: pull, tcp, 256 KiB blocks, llmlink.StreamsPerLink 1, 2, 4");
     for (size_t k = 0; k < NSTREAMCASES; k++) {
         char fig[96];
         snprintf(fig, sizeof fig, "pull, tcp, 256 KiB blocks, %d stream%s per link",
@@ -1149,12 +799,12 @@ static void section_d_one(const config_t *cfg, const char *tp)
     /* D's cache holds its own pattern (resident); the pull overwrites
      * it, and the push afterwards sends those bytes back to P. */
     if (!session_open(&s, cfg, tp, cfg->streams, 256 * KIB, 's', true, err, sizeof err)) {
-        cell_failed('d', fig, "%s", err);
+        bench_failed('d', fig, "%s", err);
         session_close(&s, err2, sizeof err2);
         return;
     }
-    sleep_ms(100);
-    long p0 = server_rss_kib(&s.srv), d0 = self_rss_kib();
+    bench_sleep_ms(100);
+    long p0 = bench_server_rss_kib(&s.srv), d0 = bench_self_rss_kib();
     uint64_t calls = cfg->rss_bytes / s.bytes ? cfg->rss_bytes / s.bytes : 1;
     llmlink_status_t st = LLMLINK_SUCCESS;
     uint64_t k = 0;
@@ -1162,39 +812,39 @@ static void section_d_one(const config_t *cfg, const char *tp)
         st = session_xfer(&s, false);
     if (st != LLMLINK_SUCCESS) {
         api_error(err, sizeof err, "llmlink_pull_blocks", st);
-        cell_failed('d', fig, "pull %" PRIu64 ": %s", k, err);
+        bench_failed('d', fig, "pull %" PRIu64 ": %s", k, err);
         session_close(&s, err2, sizeof err2);
         return;
     }
     if (!kv_check_mapped(&s.kv, s.pc.seed, s.src, s.dst, s.n, err, sizeof err)) {
-        cell_failed('d', fig, "pull moved wrong data: %s", err);
+        bench_failed('d', fig, "pull moved wrong data: %s", err);
         session_close(&s, err2, sizeof err2);
         return;
     }
-    long p1 = server_rss_kib(&s.srv), d1 = self_rss_kib();
+    long p1 = bench_server_rss_kib(&s.srv), d1 = bench_self_rss_kib();
     for (k = 0; k < calls && st == LLMLINK_SUCCESS; k++)
         st = session_xfer(&s, true);
     if (st != LLMLINK_SUCCESS) {
         api_error(err, sizeof err, "llmlink_push_blocks", st);
-        cell_failed('d', fig, "push %" PRIu64 ": %s", k, err);
+        bench_failed('d', fig, "push %" PRIu64 ": %s", k, err);
         session_close(&s, err2, sizeof err2);
         return;
     }
-    long p2 = server_rss_kib(&s.srv), d2 = self_rss_kib();
+    long p2 = bench_server_rss_kib(&s.srv), d2 = bench_self_rss_kib();
     llmlink_xfer_stats_t px;
     bool have_px = server_xstats(&s.srv, &px);
     uint64_t moved = calls * s.bytes;
     size_name(moved, ms, sizeof ms);
     if (p0 < 0 || p1 < 0 || p2 < 0 || d0 < 0 || d1 < 0 || d2 < 0) {
-        cell_failed('d', fig, "could not read VmRSS");
+        bench_failed('d', fig, "could not read VmRSS");
     } else {
         snprintf(d, sizeof d, "P: %ld -> %ld KiB; each process holds a %" PRIu64
                  " MiB cache; %" PRIu64 " pulls of 256 KiB blocks", p0, p1, s.bytes / MIB, calls);
         snprintf(fig, sizeof fig, "%s: P RSS growth, pulling %s", tp, ms);
-        add_row('d', fig, "KiB", d, "%ld", p1 - p0);
+        bench_add_row('d', fig, "KiB", d, "%ld", p1 - p0);
         snprintf(d, sizeof d, "D: %ld -> %ld KiB", d0, d1);
         snprintf(fig, sizeof fig, "%s: D RSS growth, pulling %s", tp, ms);
-        add_row('d', fig, "KiB", d, "%ld", d1 - d0);
+        bench_add_row('d', fig, "KiB", d, "%ld", d1 - d0);
         snprintf(d, sizeof d, "P: %ld -> %ld KiB", p1, p2);
         if (have_px) {
             size_t l = strlen(d);
@@ -1202,24 +852,24 @@ static void section_d_one(const config_t *cfg, const char *tp)
                      (double)px.bytes_served / (double)(1ull << 30));
         }
         snprintf(fig, sizeof fig, "%s: P RSS growth, then pushing %s", tp, ms);
-        add_row('d', fig, "KiB", d, "%ld", p2 - p1);
+        bench_add_row('d', fig, "KiB", d, "%ld", p2 - p1);
         snprintf(d, sizeof d, "D: %ld -> %ld KiB", d1, d2);
         snprintf(fig, sizeof fig, "%s: D RSS growth, then pushing %s", tp, ms);
-        add_row('d', fig, "KiB", d, "%ld", d2 - d1);
-        progress("d %s: P %ld -> %ld -> %ld KiB, D %ld -> %ld -> %ld KiB", tp, p0, p1, p2, d0,
-                 d1, d2);
+        bench_add_row('d', fig, "KiB", d, "%ld", d2 - d1);
+        bench_progress("d %s: P %ld -> %ld -> %ld KiB, D %ld -> %ld -> %ld KiB", tp, p0, p1, p2, d0,
+                       d1, d2);
     }
     if (!session_close(&s, err2, sizeof err2)) {
         snprintf(fig, sizeof fig, "%s: teardown", tp);
-        cell_failed('d', fig, "%s", err2);
+        bench_failed('d', fig, "%s", err2);
     }
 }
 
 static void section_d(const config_t *cfg)
 {
     char ms[32];
-    progress("section d: VmRSS of P and D before and after moving %s each way",
-             size_name(cfg->rss_bytes, ms, sizeof ms));
+    bench_progress("section d: VmRSS of P and D before and after moving %s each way",
+                   size_name(cfg->rss_bytes, ms, sizeof ms));
     for (size_t tr = 0; tr < 2; tr++)
         section_d_one(cfg, TRANSPORTS[tr]);
 }
@@ -1241,9 +891,9 @@ static bool ref_value(const char *s, double *v)
 static void ratio_row(const char *fig, double num, double den, const char *detail)
 {
     if (num > 0 && den > 0)
-        add_row('r', fig, "x", detail, "%.2f", num / den);
+        bench_add_row('r', fig, "x", detail, "%.2f", num / den);
     else
-        add_row('r', fig, "x", "a figure it needs is missing", "n/a");
+        bench_add_row('r', fig, "x", "a figure it needs is missing", "n/a");
 }
 
 static size_t size_index(uint64_t bytes)
@@ -1262,18 +912,19 @@ static void section_r(const config_t *cfg)
     bool have_iperf = ref_value(cfg->ref_iperf3, &iperf);
     bool have_ucx = ref_value(cfg->ref_ucx, &ucx);
     if (cfg->ref_iperf3 && have_iperf)
-        add_row('r', "reference: iperf3, 1 TCP stream, 127.0.0.1", "GB/s",
-                "measured by bench/run.sh just before this run (receiver sum)", "%.2f", iperf);
+        bench_add_row('r', "reference: iperf3, 1 TCP stream, 127.0.0.1", "GB/s",
+                      "measured by bench/run.sh just before this run (receiver sum)", "%.2f",
+                      iperf);
     else if (cfg->ref_iperf3)
-        add_row('r', "reference: iperf3, 1 TCP stream, 127.0.0.1", "GB/s", cfg->ref_iperf3,
-                "n/a");
+        bench_add_row('r', "reference: iperf3, 1 TCP stream, 127.0.0.1", "GB/s", cfg->ref_iperf3,
+                      "n/a");
     if (cfg->ref_ucx && have_ucx)
-        add_row('r', "reference: ucx_perftest ucp_get, UCX_TLS=tcp, 256 KiB", "GB/s",
-                "measured by bench/run.sh just before this run (UCX_NET_DEVICES=lo)", "%.2f",
-                ucx);
+        bench_add_row('r', "reference: ucx_perftest ucp_get, UCX_TLS=tcp, 256 KiB", "GB/s",
+                      "measured by bench/run.sh just before this run (UCX_NET_DEVICES=lo)", "%.2f",
+                      ucx);
     else if (cfg->ref_ucx)
-        add_row('r', "reference: ucx_perftest ucp_get, UCX_TLS=tcp, 256 KiB", "GB/s",
-                cfg->ref_ucx, "n/a");
+        bench_add_row('r', "reference: ucx_perftest ucp_get, UCX_TLS=tcp, 256 KiB", "GB/s",
+                      cfg->ref_ucx, "n/a");
     double tcp256 = g_bw[0][0][i256];
     if (cfg->ref_iperf3 && cfg->only[0]) {
         snprintf(d, sizeof d, "%.2f GB/s / %s", tcp256, have_iperf ? "iperf3" : cfg->ref_iperf3);
@@ -1352,29 +1003,6 @@ static void print_summary(const config_t *cfg)
 /* Main                                                                */
 /* ------------------------------------------------------------------ */
 
-static void cpu_model(char *buf, size_t len)
-{
-    snprintf(buf, len, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f)
-        return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "model name", 10) != 0)
-            continue;
-        char *p = strchr(line, ':');
-        if (!p)
-            continue;
-        p++;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        p[strcspn(p, "\n")] = '\0';
-        snprintf(buf, len, "%s", p);
-        break;
-    }
-    fclose(f);
-}
-
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -1391,48 +1019,50 @@ static void usage(FILE *f)
             "                 a reason why there is none; printed with our ratios to them\n");
 }
 
+/* bench_opt_value, with the message when the value is missing: 1 (with
+ * *val), 0 (argv[*i] is another argument), -1 (the run is to exit 2). */
+static int opt_value(int argc, char **argv, int *i, const char *name, const char **val)
+{
+    int got = bench_opt_value(argc, argv, i, name, val);
+    if (got < 0) {
+        fprintf(stderr, "bench_xfer: %s needs a value\n", name);
+        usage(stderr);
+    }
+    return got;
+}
+
 int main(int argc, char **argv)
 {
+    static const bench_conf_t conf = {
+        .name = "bench_xfer",
+        .fail_as_cell = true,
+        .server_label = "P",
+        .max_servers = MAX_SERVERS,
+        .server_reply_ms = SERVER_REPLY_MS,
+        .server_stop_ms = 10000,
+    };
+    bench_init(&conf);
     config_t cfg;
     memset(&cfg, 0, sizeof cfg);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = NULL;
-        size_t alen = strcspn(a, "=");
-#define OPT_IS(name) (alen == strlen(name) && strncmp(a, name, alen) == 0)
-        bool takes = OPT_IS("--only") || OPT_IS("--streams") || OPT_IS("--ref-iperf3") ||
-                     OPT_IS("--ref-ucx");
-        if (takes) {
-            if (a[alen] == '=')
-                val = a + alen + 1;
-            else if (i + 1 < argc)
-                val = argv[++i];
-            if (!val) {
-                fprintf(stderr, "bench_xfer: %s needs a value\n", a);
-                usage(stderr);
-                return 2;
-            }
-        }
+        int got;
         if (strcmp(a, "--quick") == 0) {
             cfg.quick = true;
-        } else if (takes && OPT_IS("--only")) {
-            for (const char *p = val; *p; p++) {
-                if (*p == ',' || *p == ' ')
-                    continue;
-                char c = (char)tolower((unsigned char)*p);
-                if (c < 'a' || c > 'd') {
-                    fprintf(stderr, "bench_xfer: unknown section '%c'\n", *p);
-                    usage(stderr);
-                    return 2;
-                }
-                cfg.only[c - 'a'] = true;
+        } else if ((got = opt_value(argc, argv, &i, "--only", &val)) != 0) {
+            int named = got > 0 ? bench_parse_only(val, 'd', cfg.only) : -1;
+            if (named > 0)
                 cfg.any_only = true;
-            }
-            if (!cfg.any_only) {
+            if (got < 0)
+                return 2;
+            if (named < 0 || !cfg.any_only) {
                 usage(stderr);
                 return 2;
             }
-        } else if (takes && OPT_IS("--streams")) {
+        } else if ((got = opt_value(argc, argv, &i, "--streams", &val)) != 0) {
+            if (got < 0)
+                return 2;
             char *end;
             long n = strtol(val, &end, 10);
             if (*val == '\0' || *end != '\0' || n < 1 || n > 8) {
@@ -1440,9 +1070,13 @@ int main(int argc, char **argv)
                 return 2;
             }
             cfg.streams = (int)n;
-        } else if (takes && OPT_IS("--ref-iperf3")) {
+        } else if ((got = opt_value(argc, argv, &i, "--ref-iperf3", &val)) != 0) {
+            if (got < 0)
+                return 2;
             cfg.ref_iperf3 = val;
-        } else if (takes && OPT_IS("--ref-ucx")) {
+        } else if ((got = opt_value(argc, argv, &i, "--ref-ucx", &val)) != 0) {
+            if (got < 0)
+                return 2;
             cfg.ref_ucx = val;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
@@ -1462,33 +1096,18 @@ int main(int argc, char **argv)
     cfg.run_cap_ms = cfg.quick ? 2000 : 5000;
     cfg.rss_bytes = cfg.quick ? 256 * MIB : 1024 * MIB;
 
-    signal(SIGPIPE, SIG_IGN);
-    atexit(stop_all_servers);
-
-    char date[64], cpu[256];
-    time_t now = time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S %Z", &tm);
-    struct utsname un;
-    if (uname(&un) != 0)
-        snprintf(un.release, sizeof un.release, "unknown");
-    cpu_model(cpu, sizeof cpu);
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
     char streams[32];
     if (cfg.streams)
         snprintf(streams, sizeof streams, "%d", cfg.streams);
     else
         snprintf(streams, sizeof streams, "library default");
 
-    printf("# llmlink transfer benchmark\n\n");
-    printf("date %s | kernel %s | cpu %s | %ld cores (P and D share them) | llmlink %s | %s "
-           "run%s | StreamsPerLink %s\n\n",
-           date, un.release, cpu, cores, llmlink_version_string(), cfg.quick ? "quick" : "full",
-           cfg.any_only ? " (--only)" : "", streams);
-    fflush(stdout);
+    char tail[64];
+    snprintf(tail, sizeof tail, " | StreamsPerLink %s", streams);
+    bench_print_header("llmlink transfer benchmark", " (P and D share them)", cfg.quick,
+                       cfg.any_only, tail);
 
-    int64_t t0 = now_ms();
+    int64_t t0 = bench_now_ms();
     if (cfg.only[0])
         section_bw(&cfg, false);
     if (cfg.only[1])
@@ -1499,15 +1118,11 @@ int main(int argc, char **argv)
         section_d(&cfg);
     if (cfg.only[0] || cfg.only[1] || cfg.only[2])
         section_r(&cfg);
-    progress("done in %.1f s", (double)(now_ms() - t0) / 1000.0);
+    bench_progress("done in %.1f s", (double)(bench_now_ms() - t0) / 1000.0);
 
-    printf("| # | figure | value | unit | detail |\n");
-    printf("|---|--------|------:|------|--------|\n");
-    for (size_t i = 0; i < g_nrows; i++)
-        printf("| %c | %s | %s | %s | %s |\n", g_rows[i].sec, g_rows[i].figure, g_rows[i].value,
-               g_rows[i].unit, g_rows[i].detail);
+    bench_print_table();
     print_summary(&cfg);
     fflush(stdout);
-    stop_all_servers();
-    return g_failed ? 1 : 0;
+    bench_stop_all_servers();
+    return bench_any_failed() ? 1 : 0;
 }

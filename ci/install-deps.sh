@@ -56,7 +56,8 @@ check_all() {
 check_all
 
 if [ "${#missing_pkgs[@]}" -eq 0 ]; then
-    echo "install-deps: all build and test dependencies present"
+    extra=$(echo ${LLMLINK_EXTRA_PKGS:-})
+    echo "install-deps: all build and test dependencies present${extra:+ (and $extra)}"
     exit 0
 fi
 
@@ -79,12 +80,16 @@ if [ "$(id -u)" -ne 0 ]; then
     if [ -t 0 ]; then sudo=(sudo); else sudo=(sudo -n); fi
 fi
 
+# noninteractive, passed through env because sudo resets the environment:
+# debconf takes its defaults (iperf3, for one, asks whether to start a
+# daemon: no, which is what a benchmark wants).
 export DEBIAN_FRONTEND=noninteractive
-if ! "${sudo[@]+"${sudo[@]}"}" apt-get update -q; then
+apt=("${sudo[@]+"${sudo[@]}"}" env DEBIAN_FRONTEND=noninteractive apt-get)
+if ! "${apt[@]}" update -q; then
     echo "install-deps: ERROR: apt-get update failed; cannot install ${missing_pkgs[*]}" >&2
     exit 1
 fi
-if ! "${sudo[@]+"${sudo[@]}"}" apt-get install -y -q --no-install-recommends "${missing_pkgs[@]}"; then
+if ! "${apt[@]}" install -y -q --no-install-recommends "${missing_pkgs[@]}"; then
     echo "install-deps: ERROR: apt-get install failed for: ${missing_pkgs[*]}" >&2
     exit 1
 fi

@@ -76,9 +76,17 @@ static void fail(run_state_t *rs, stream_run_t *s, llmlink_status_t st, const ch
         vsnprintf(what, sizeof what, fmt, ap);
         va_end(ap);
         rs->failure = st;
-        snprintf(rs->msg, sizeof rs->msg, "%s: data stream %d to cluster %llu (%s): %s",
-                 rs->ctx->fn, s ? s->slot : -1, (unsigned long long)rs->ctx->xl->remote_id,
-                 rs->ctx->xl->peer, what);
+        /* A stream this side shut down (unlink, liveness, finalize) reads
+         * as "peer closed": say what really ended it. */
+        llk_xlink_t *xl = rs->ctx->xl;
+        char cause[224] = "";
+        pthread_mutex_lock(&xl->mu);
+        if (xl->broken)
+            snprintf(cause, sizeof cause, " (the link was closed: %s)", xl->why);
+        pthread_mutex_unlock(&xl->mu);
+        snprintf(rs->msg, sizeof rs->msg, "%s: data stream %d to cluster %llu (%s): %s%s",
+                 rs->ctx->fn, s ? s->slot : -1, (unsigned long long)xl->remote_id, xl->peer,
+                 what, cause);
     }
     if (s)
         s->ph = PH_FINISHED;
@@ -144,9 +152,11 @@ static bool build_request(run_state_t *rs, stream_run_t *s, uint8_t op)
     s->ph = PH_SEND;
     s->after_send = PH_RESP;
     s->hdr_got = s->rx_got = 0;
-    if (op == LLK_XOP_SHM_READ || op == LLK_XOP_SHM_WRITE)
+    /* CONSUME (no segment) moves no data: neither transport's request. */
+    bool shm = op == LLK_XOP_SHM_READ || op == LLK_XOP_SHM_WRITE;
+    if (r.nseg && shm)
         rs->ctx->shm_requests++;
-    else
+    else if (r.nseg)
         rs->ctx->tcp_requests++;
     return true;
 }

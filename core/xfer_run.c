@@ -17,6 +17,7 @@
 
 typedef struct {
     uint32_t l0, r0, n; /* local tensor l0 + k <-> remote tensor r0 + k */
+    bool all;           /* every tensor of both caches */
 } tensor_map_t;
 
 /* The tensors a request covers, from the layer ranges (local = dst for a
@@ -26,6 +27,7 @@ static llmlink_status_t map_tensors(const llk_xfer_req_t *r, const llk_cache_t *
 {
     m->l0 = m->r0 = 0;
     m->n = lc->num_tensors;
+    m->all = true;
     if (!r->has_layers)
         return LLMLINK_SUCCESS;
     const llmlink_layer_range_t *L = &r->layers;
@@ -41,6 +43,7 @@ static llmlink_status_t map_tensors(const llk_xfer_req_t *r, const llk_cache_t *
                        "%lld has %u", r->fn, which, ls, le, (unsigned long long)tpl,
                        (unsigned long long)((uint64_t)le * tpl), (long long)lc->id,
                        lc->num_tensors);
+    m->all = false;
     m->l0 = (uint32_t)((uint64_t)ls * tpl);
     m->r0 = (uint32_t)((uint64_t)rs * tpl);
     m->n = (uint32_t)((uint64_t)(le - ls) * tpl);
@@ -181,6 +184,12 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
         return st;
     bool shm = false;
     uint32_t streams = attached_streams(xl, &shm);
+    /* Every request of the transfer carries its whole extent, so that the
+     * owner refuses all of them or none (no partial transfer). */
+    uint64_t bound_end = 0;
+    for (size_t i = 0; i < nruns; i++)
+        if (runs[i].roff + runs[i].len > bound_end)
+            bound_end = runs[i].roff + runs[i].len;
     llk_plan_t plan;
     memset(&plan, 0, sizeof plan);
     st = llk_plan_build(&plan, runs, nruns, tm.l0, tm.r0, tm.n, lc->addrs, lc->tensor_bytes,
@@ -195,7 +204,9 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
     ctx.fn = r->fn;
     ctx.op_tcp = r->push ? LLK_XOP_WRITE : LLK_XOP_READ;
     ctx.hdr.kind = (uint8_t)r->kind;
-    ctx.hdr.flags = r->kind == LLK_XKIND_CACHE && r->size < 0 ? LLK_XREQ_WHOLE : 0;
+    ctx.hdr.flags = (uint16_t)((r->kind == LLK_XKIND_CACHE && r->size < 0 ? LLK_XREQ_WHOLE : 0) |
+                               (tm.all ? LLK_XREQ_ALL_TENSORS : 0));
+    ctx.hdr.bound_end = bound_end;
     ctx.hdr.key = r->key;
     ctx.hdr.unit_bytes = lc->unit_bytes;
     ctx.hdr.num_tensors_hint = tm.r0 + tm.n;

@@ -13,11 +13,14 @@
  *     WRITE .................... TX_RESP(go) -> RX_DATA -> TX_RESP -> done
  *     SHM_READ / SHM_WRITE ..... TX_RESP(iovecs) -> RX_HDR -> RX_BODY(XDONE) -> done
  *
- * Every segment of a request is checked before any byte of cache memory is
- * touched, and the cache stays acquired (so it cannot be removed) until the
- * request is done. A stream that breaks the protocol, fails or stalls ends,
- * and takes its link with it (llk_xlink_break); a refused request leaves
- * the stream usable.
+ * A request is checked before any byte of cache memory is touched: first
+ * the bounds of the whole transfer it belongs to (xfer_wire.h), so that a
+ * transfer is refused all or nothing, then every one of its segments. The
+ * cache stays acquired (so it cannot be removed) until the request is
+ * done. A stream that breaks the protocol, fails, stalls or
+ * ends in the middle of a request is closed and takes its link with it
+ * (llk_xlink_break); one the peer closes between requests is just closed
+ * (see end_stream); a refused request leaves the stream usable.
  *
  * Streams adopted by other threads go on a pending list (under s->mu); the
  * thread moves them to its own list, which only it touches, after every
@@ -283,13 +286,75 @@ static llmlink_status_t check_shape(const llk_xreq_t *q, char *msg, size_t cap)
     return LLMLINK_SUCCESS;
 }
 
-/* Checks every segment against [base, base + limit) of its tensor and
- * records its address. Touches no cache memory. */
+/* The refusals of a tensor, or of bytes, past the end of the cache: one
+ * wording whether the transfer's bounds (check_bounds) or one segment
+ * (check_segs) went past it. */
+static llmlink_status_t refuse_tensor(const llk_cache_t *c, uint32_t tensor, char *msg,
+                                      size_t cap)
+{
+    return refuse(msg, cap, LLMLINK_PARAM_INVALID,
+                  "tensor %u is past the end of cache %lld (%u tensors)", tensor,
+                  (long long)c->id, c->num_tensors);
+}
+
+#define NO_TENSOR UINT32_MAX /* refuse_end: the bounds of the whole transfer */
+
+/* end (one past the last byte, >= 1) is past limit, the bytes of a blocks
+ * tensor or of entry `unit`; tensor names the segment's, or is NO_TENSOR. */
+static llmlink_status_t refuse_end(const llk_cache_t *c, bool blocks, uint64_t unit,
+                                   uint64_t limit, uint64_t end, uint32_t tensor, char *msg,
+                                   size_t cap)
+{
+    if (blocks)
+        return refuse(msg, cap, LLMLINK_PARAM_INVALID,
+                      "block %llu is past the end of cache %lld (%llu blocks)",
+                      (unsigned long long)((end - 1) / c->unit_bytes), (long long)c->id,
+                      (unsigned long long)c->num_units);
+    char which[24] = "";
+    if (tensor != NO_TENSOR)
+        snprintf(which, sizeof which, ", tensor %u", tensor);
+    return refuse(msg, cap, LLMLINK_PARAM_INVALID,
+                  "size %llu is past the end of the %llu-byte entry (entry %llu of cache "
+                  "%lld%s)", (unsigned long long)end, (unsigned long long)limit,
+                  (unsigned long long)unit, (long long)c->id, which);
+}
+
+/*
+ * Checks the bounds of the whole transfer the request belongs to (the
+ * same in each of its requests, see xfer_wire.h) against the cache, so
+ * that every request of a transfer is refused alike or none is. The
+ * decoder made sure the request's own segments are within them. A request
+ * without segments (CONSUME) has none.
+ */
+static llmlink_status_t check_bounds(const llk_xreq_t *q, const llk_cache_t *c, uint64_t unit,
+                                     uint64_t limit, char *msg, size_t cap)
+{
+    if (q->nseg == 0)
+        return LLMLINK_SUCCESS;
+    if ((q->flags & LLK_XREQ_ALL_TENSORS) && q->num_tensors_hint != c->num_tensors)
+        return refuse(msg, cap, LLMLINK_PARAM_INVALID,
+                      "the caches have different tensor counts: the request covers %u "
+                      "tensors, cache %lld has %u", q->num_tensors_hint, (long long)c->id,
+                      c->num_tensors);
+    if (q->num_tensors_hint > c->num_tensors)
+        return refuse_tensor(c, q->num_tensors_hint - 1, msg, cap);
+    if (q->bound_end > limit)
+        return refuse_end(c, q->kind == LLK_XKIND_BLOCKS, unit, limit, q->bound_end, NO_TENSOR,
+                          msg, cap);
+    return LLMLINK_SUCCESS;
+}
+
+/* Checks the transfer's bounds, then (in defence) every segment against
+ * [base, base + limit) of its tensor, and records its address. Touches no
+ * cache memory. */
 static llmlink_status_t check_segs(xstream_t *st, const llk_cache_t *c, uint64_t unit,
                                    uint64_t base, uint64_t limit, char *msg, size_t cap)
 {
     const llk_xreq_t *q = &st->req;
     bool blocks = q->kind == LLK_XKIND_BLOCKS;
+    llmlink_status_t rc = check_bounds(q, c, unit, limit, msg, cap);
+    if (rc != LLMLINK_SUCCESS)
+        return rc;
     if (grow((void **)&st->segv, &st->segv_cap, q->nseg ? q->nseg : 1, 2 * sizeof(uint64_t)))
         return refuse(msg, cap, LLMLINK_OUT_OF_MEMORY, "out of memory for %u segments",
                       q->nseg);
@@ -298,23 +363,12 @@ static llmlink_status_t check_segs(xstream_t *st, const llk_cache_t *c, uint64_t
         llk_xseg_wire_t sg;
         llk_xwire_seg_at(q->segs, i, &sg);
         if (sg.tensor >= c->num_tensors)
-            return refuse(msg, cap, LLMLINK_PARAM_INVALID,
-                          "tensor %u is past the end of cache %lld (%u tensors)", sg.tensor,
-                          (long long)c->id, c->num_tensors);
+            return refuse_tensor(c, sg.tensor, msg, cap);
         if (sg.length > limit || sg.offset > limit - sg.length) {
             uint64_t end; /* one past the last byte, saturated */
             if (__builtin_add_overflow(sg.offset, sg.length, &end))
                 end = UINT64_MAX;
-            if (blocks)
-                return refuse(msg, cap, LLMLINK_PARAM_INVALID,
-                              "block %llu is past the end of cache %lld (%llu blocks)",
-                              (unsigned long long)((end - 1) / c->unit_bytes),
-                              (long long)c->id, (unsigned long long)c->num_units);
-            return refuse(msg, cap, LLMLINK_PARAM_INVALID,
-                          "size %llu is past the end of the %llu-byte entry (entry %llu of "
-                          "cache %lld, tensor %u)", (unsigned long long)end,
-                          (unsigned long long)limit, (unsigned long long)unit,
-                          (long long)c->id, sg.tensor);
+            return refuse_end(c, blocks, unit, limit, end, sg.tensor, msg, cap);
         }
         st->segv[2 * i] = (uint64_t)(uintptr_t)(c->addrs[sg.tensor] + base + sg.offset);
         st->segv[2 * i + 1] = sg.length;

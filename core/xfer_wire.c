@@ -3,11 +3,7 @@
 
 #include <string.h>
 
-#ifndef LLK_XREQ_CONSUME
-#define LLK_XREQ_CONSUME 0x0002u /* nseg 0: drop the CacheKey after a successful pull_cache */
-#endif
-
-#define XREQ_KNOWN_FLAGS (LLK_XREQ_WHOLE | LLK_XREQ_CONSUME)
+#define XREQ_KNOWN_FLAGS (LLK_XREQ_WHOLE | LLK_XREQ_CONSUME | LLK_XREQ_ALL_TENSORS)
 /* XRESP bytes around the message and the iovecs: status, total, msg_len, niov. */
 #define XRESP_FIXED      (4u + 8u + 2u + 4u)
 #define XRESP_MAX_PAYLOAD (XRESP_FIXED + LLK_XWIRE_MAX_MSG + LLK_XWIRE_MAX_SEGS * LLK_XWIRE_IOV_SIZE)
@@ -228,6 +224,7 @@ size_t llk_xwire_encode_req(uint8_t *out, size_t cap, uint64_t req_id, const llk
     put_u32(&w, r->key.batch_index);
     put_u64(&w, r->unit_bytes);
     put_u32(&w, r->num_tensors_hint);
+    put_u64(&w, r->bound_end);
     put_u32(&w, r->nseg);
     for (uint32_t i = 0; i < r->nseg; i++) {
         put_u32(&w, segs[i].tensor);
@@ -306,6 +303,7 @@ int llk_xwire_decode_req(const uint8_t *payload, size_t len, llk_xreq_t *r, cons
     r->key.batch_index = get_u32(&b);
     r->unit_bytes = get_u64(&b);
     r->num_tensors_hint = get_u32(&b);
+    r->bound_end = get_u64(&b);
     r->nseg = get_u32(&b);
     if (b.short_read) {
         *why = "truncated XREQ";
@@ -344,6 +342,10 @@ int llk_xwire_decode_req(const uint8_t *payload, size_t len, llk_xreq_t *r, cons
             *why = "XREQ: a request without segments must be a consuming READ";
             return -1;
         }
+    } else if (r->num_tensors_hint == 0) {
+        /* The transfer's bounds: only a request with segments has any. */
+        *why = "XREQ: segments in a request that covers no tensor (num_tensors_hint 0)";
+        return -1;
     }
     r->segs = payload + b.pos;
     uint64_t total = 0;
@@ -356,6 +358,10 @@ int llk_xwire_decode_req(const uint8_t *payload, size_t len, llk_xreq_t *r, cons
         }
         if (s.offset > UINT64_MAX - s.length) {
             *why = "XREQ: segment end overflows";
+            return -1;
+        }
+        if (s.tensor >= r->num_tensors_hint || s.offset + s.length > r->bound_end) {
+            *why = "XREQ: segment outside the request's bounds";
             return -1;
         }
         if (total > UINT64_MAX - s.length) {

@@ -26,19 +26,33 @@
  * (XRESP status != SUCCESS) moves no byte and leaves the stream usable; a
  * malformed frame ends the stream (and the link).
  *
+ * One transfer (a pull or a push) is split into several requests, one per
+ * data stream, that the owner checks one by one. So that a transfer is
+ * refused all or nothing, every request of it carries the bounds of the
+ * whole transfer (num_tensors_hint, bound_end, LLK_XREQ_ALL_TENSORS), the
+ * same in each; the owner checks them against its cache before the
+ * request's own segments, so it refuses all of the transfer's requests
+ * alike, or none. Each segment must lie within its request's bounds.
+ *
  * Payloads:
  *   XREQ   u8 op, u8 kind, u16 flags, key (u32 type, u64 cluster_id,
  *          u64 req_id, u64 model_id, i64 prefix_id, i64 cache_id,
  *          u32 batch_index), u64 unit_bytes, u32 num_tensors_hint (the
- *          highest remote tensor index + 1 the request touches), u32 nseg,
+ *          highest remote tensor index + 1 of the whole transfer),
+ *          u64 bound_end (one past the furthest byte, offset + length, any
+ *          segment of the whole transfer touches), u32 nseg,
  *          nseg x (u32 tensor, u64 offset, u64 length)
+ *          (76 bytes before the segments)
  *   XRESP  u32 status, u64 total_bytes, u16 msg_len, msg (printable ASCII,
  *          <= LLK_XWIRE_MAX_MSG), u32 niov, niov x (u64 addr, u64 len)
  *          (niov is 0 except for a SUCCESS answer to SHM_*)
  *   XDONE  u32 status
  *
  * Decoders validate every field (enumerations, counts, lengths, that the
- * segment lengths are non-zero and sum without overflow) and never read
+ * segment lengths are non-zero and sum without overflow, that a request
+ * with segments has num_tensors_hint >= 1 and every segment within its
+ * bounds: tensor < num_tensors_hint, offset + length <= bound_end; the two
+ * are not checked in a request without segments, a CONSUME) and never read
  * past the buffer; they return 0 or -1 with a static reason in *why.
  * Segment and iovec arrays point into the decoded buffer (big-endian
  * records); read them with llk_xwire_seg_at / llk_xwire_iov_at.
@@ -58,7 +72,7 @@
 #define LLK_XWIRE_SEG_SIZE    20u
 #define LLK_XWIRE_IOV_SIZE    16u
 #define LLK_XWIRE_MAX_MSG     256u
-#define LLK_XWIRE_REQ_FIXED   68u  /* XREQ bytes before the segments */
+#define LLK_XWIRE_REQ_FIXED   76u  /* XREQ bytes before the segments */
 #define LLK_XWIRE_MAX_PAYLOAD (LLK_XWIRE_REQ_FIXED + LLK_XWIRE_MAX_SEGS * LLK_XWIRE_SEG_SIZE)
 
 typedef enum llk_xmsg_type {
@@ -85,6 +99,8 @@ typedef enum llk_xkind {
 /* XREQ flags */
 #define LLK_XREQ_WHOLE 0x0001u   /* size -1: the entry sizes must be equal */
 #define LLK_XREQ_CONSUME 0x0002u /* nseg 0: drop the CacheKey after a successful pull_cache */
+#define LLK_XREQ_ALL_TENSORS 0x0004u /* the transfer covers every tensor of both caches: their
+                                        counts must be equal */
 
 typedef struct llk_xframe_header {
     uint32_t magic;
@@ -107,7 +123,8 @@ typedef struct llk_xreq {
     uint16_t flags;
     llmlink_cache_key_t key;
     uint64_t unit_bytes;
-    uint32_t num_tensors_hint;
+    uint32_t num_tensors_hint; /* highest remote tensor index + 1 of the whole transfer */
+    uint64_t bound_end;        /* one past the furthest byte the whole transfer touches */
     uint32_t nseg;
     const uint8_t *segs; /* decode: nseg records in the buffer */
     uint64_t total_bytes; /* decode: sum of the segment lengths */

@@ -193,7 +193,9 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *                             one host (falling back to tcp by itself where the
  *                             kernel refuses process_vm_readv), else tcp.
  *                             tcp/shm force one (a forced shm that the kernel
- *                             refuses fails the transfer). rdma: not yet.
+ *                             refuses fails the transfer with
+ *                             LLMLINK_FEATURE_NOT_ENABLED). rdma: not yet
+ *                             (links fail with a message saying so).
  *   llmlink.StreamsPerLink           data streams per link and direction, 1..8 (2)
  *   llmlink.MaxCaches                registered caches per engine, 1..1048576 (4096)
  * An unknown key, or a value out of range, fails with LLMLINK_PARAM_INVALID

@@ -424,20 +424,32 @@ void proc_reap(proc_t *p)
     p->stopped = false;
 }
 
-int proc_node_stats(proc_t *p, proc_stats_t *s, int timeout_ms)
+/* Sends cmd and scans its reply with fmt: 0 when all `fields` were read. */
+static int node_scan(proc_t *p, int timeout_ms, const char *cmd, const char *what, int fields,
+                     const char *fmt, ...) __attribute__((format(scanf, 6, 7)));
+static int node_scan(proc_t *p, int timeout_ms, const char *cmd, const char *what, int fields,
+                     const char *fmt, ...)
 {
     char line[PROC_LINE_MAX];
-    if (proc_cmd(p, line, sizeof line, timeout_ms, "stats") != 0)
+    if (proc_cmd(p, line, sizeof line, timeout_ms, "%s", cmd) != 0)
         return -1;
-    memset(s, 0, sizeof *s);
-    int n = sscanf(line,
-                   "STATS links=%u in=%u out=%u hs_now=%u hs_peak=%u accepted=%llu "
-                   "completed=%llu rejected=%llu timed_out=%llu proto_err=%llu lost=%llu",
-                   &s->links, &s->in, &s->out, &s->hs_now, &s->hs_peak, &s->accepted,
-                   &s->completed, &s->rejected, &s->timed_out, &s->proto_err, &s->lost);
-    if (n != 11)
-        return fail("%s: bad STATS line \"%s\"", p->label, line);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsscanf(line, fmt, ap);
+    va_end(ap);
+    if (n != fields)
+        return fail("%s: bad %s line \"%s\"", p->label, what, line);
     return 0;
+}
+
+int proc_node_stats(proc_t *p, proc_stats_t *s, int timeout_ms)
+{
+    memset(s, 0, sizeof *s);
+    return node_scan(p, timeout_ms, "stats", "STATS", 11,
+                     "STATS links=%u in=%u out=%u hs_now=%u hs_peak=%u accepted=%llu "
+                     "completed=%llu rejected=%llu timed_out=%llu proto_err=%llu lost=%llu",
+                     &s->links, &s->in, &s->out, &s->hs_now, &s->hs_peak, &s->accepted,
+                     &s->completed, &s->rejected, &s->timed_out, &s->proto_err, &s->lost);
 }
 
 uint16_t proc_unused_port(const char *ip)
@@ -493,18 +505,169 @@ long proc_raise_nofile(void)
 
 int proc_node_xstats(proc_t *p, proc_xstats_t *s, int timeout_ms)
 {
-    char line[PROC_LINE_MAX];
-    if (proc_cmd(p, line, sizeof line, timeout_ms, "xstats") != 0)
-        return -1;
     memset(s, 0, sizeof *s);
-    int n = sscanf(line,
-                   "XSTATS caches=%u transfers=%llu failed=%llu timed_out=%llu bytes_req=%llu "
-                   "bytes_served=%llu served=%llu refused=%llu tcp=%llu shm=%llu "
-                   "shm_fallbacks=%llu",
-                   &s->caches, &s->transfers, &s->failed, &s->timed_out, &s->bytes_req,
-                   &s->bytes_served, &s->served, &s->refused, &s->tcp, &s->shm,
-                   &s->shm_fallbacks);
-    if (n != 11)
-        return fail("%s: bad XSTATS line \"%s\"", p->label, line);
-    return 0;
+    return node_scan(p, timeout_ms, "xstats", "XSTATS", 11,
+                     "XSTATS caches=%u transfers=%llu failed=%llu timed_out=%llu bytes_req=%llu "
+                     "bytes_served=%llu served=%llu refused=%llu tcp=%llu shm=%llu "
+                     "shm_fallbacks=%llu",
+                     &s->caches, &s->transfers, &s->failed, &s->timed_out, &s->bytes_req,
+                     &s->bytes_served, &s->served, &s->refused, &s->tcp, &s->shm,
+                     &s->shm_fallbacks);
+}
+
+/* ---- what the multi-process tests share ---------------------------------- */
+
+bool proc_sanitized(void)
+{
+    const char *s = getenv("LLMLINK_SANITIZER");
+    return s && *s;
+}
+
+proc_t *proc_node_add(proc_t *procs, size_t *n, size_t max, const char *role,
+                      uint64_t cluster_id, const char *listen, const char *const *opts,
+                      const char *const *extra_args, const char *netns, int timeout_ms)
+{
+    if (*n >= max) {
+        fail("starting %s %llu: all %zu process slots of the test are taken", role,
+             (unsigned long long)cluster_id, max);
+        return NULL;
+    }
+    proc_t *p = &procs[(*n)++];
+    if (proc_node_start_args(p, role, cluster_id, listen, opts, extra_args, netns,
+                             timeout_ms) != 0) {
+        char why[sizeof last_err];
+        memcpy(why, last_err, sizeof why);
+        fail("starting %s %llu: %.400s", role, (unsigned long long)cluster_id, why);
+        return NULL;
+    }
+    return p;
+}
+
+int proc_stop_all(proc_t *procs, size_t n, int timeout_ms)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        proc_t *p = &procs[i];
+        if (!proc_running(p))
+            continue;
+        if (p->stopped)
+            proc_kill(p, SIGCONT);
+        close_fd(&p->in_fd);
+    }
+    for (size_t i = 0; i < n; i++) {
+        proc_t *p = &procs[i];
+        if (proc_running(p) && proc_stop(p, timeout_ms) != 0) {
+            fprintf(stderr, "teardown: %s did not quit cleanly: %s\n", p->label,
+                    proc_last_error());
+            rc = -1;
+        }
+        proc_reap(p);
+    }
+    return rc;
+}
+
+const char *proc_endpoint(const proc_t *p)
+{
+    static _Thread_local char ring[8][64];
+    static _Thread_local unsigned next;
+    char *b = ring[next++ % 8];
+    snprintf(b, sizeof ring[0], "%llu@127.0.0.1:%u", (unsigned long long)p->cluster_id,
+             (unsigned)p->port);
+    return b;
+}
+
+/* The command of fmt, on the heap (the caller frees it); NULL on failure. */
+static char *format_cmd(proc_t *p, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    if (n < 0 || n >= PROC_CMD_MAX) {
+        fail("%s: command too long (%d bytes, at most %d)", p->label, n, PROC_CMD_MAX - 1);
+        return NULL;
+    }
+    char *c = malloc((size_t)n + 1);
+    if (!c) {
+        fail("%s: out of memory for a %d-byte command", p->label, n);
+        return NULL;
+    }
+    vsnprintf(c, (size_t)n + 1, fmt, ap);
+    return c;
+}
+
+/* proc_vreply that also hands the command back (the caller frees *cmd). */
+static const char *reply_to(proc_t *p, int timeout_ms, char **cmd, const char *fmt, va_list ap)
+{
+    static _Thread_local char ring[8][PROC_LINE_MAX];
+    static _Thread_local unsigned next;
+    char *out = ring[next++ % 8];
+    *cmd = format_cmd(p, fmt, ap);
+    if (!*cmd)
+        return NULL;
+    if (proc_cmd(p, out, PROC_LINE_MAX, timeout_ms, "%s", *cmd) != 0) {
+        char why[sizeof last_err];
+        memcpy(why, last_err, sizeof why);
+        fail("%s: '%.160s': %.300s", p->label, *cmd, why);
+        return NULL;
+    }
+    return out;
+}
+
+const char *proc_vreply(proc_t *p, int timeout_ms, const char *fmt, va_list ap)
+{
+    char *cmd = NULL;
+    const char *got = reply_to(p, timeout_ms, &cmd, fmt, ap);
+    free(cmd);
+    return got;
+}
+
+const char *proc_reply(proc_t *p, int timeout_ms, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    const char *got = proc_vreply(p, timeout_ms, fmt, ap);
+    va_end(ap);
+    return got;
+}
+
+int64_t proc_expect(proc_t *p, int timeout_ms, const char *want, const char *fmt, ...)
+{
+    char *cmd = NULL;
+    int64_t t0 = proc_now_ms();
+    va_list ap;
+    va_start(ap, fmt);
+    const char *got = reply_to(p, timeout_ms, &cmd, fmt, ap);
+    va_end(ap);
+    int64_t ms = proc_now_ms() - t0;
+    if (got && strcmp(got, want) != 0) {
+        fail("%s: '%.160s' answered '%.400s' after %lld ms; expected '%.200s'", p->label, cmd,
+             got, (long long)ms, want);
+        got = NULL;
+    }
+    free(cmd);
+    return got ? ms : -1;
+}
+
+int64_t proc_wait_check(proc_t *p, uint64_t remote, const char *want, int64_t since_ms,
+                        int max_ms, int timeout_ms)
+{
+    char wanted[128];
+    snprintf(wanted, sizeof wanted, "CHECK %s", want);
+    for (int round = 0; round < 10000; round++) {
+        const char *got = proc_reply(p, timeout_ms, "check %llu", (unsigned long long)remote);
+        if (!got)
+            return -1;
+        int64_t ms = proc_now_ms() - since_ms;
+        if (!strcmp(got, wanted))
+            return ms;
+        if (ms > max_ms) {
+            fail("%s: check %llu still '%.200s' after %lld ms (expected '%s' within %d ms)",
+                 p->label, (unsigned long long)remote, got, (long long)ms, wanted, max_ms);
+            return -1;
+        }
+        proc_sleep_ms(50);
+    }
+    fail("%s: wait_check: too many rounds", p->label);
+    return -1;
 }

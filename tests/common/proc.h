@@ -13,6 +13,7 @@
 #ifndef LLK_TEST_PROC_H
 #define LLK_TEST_PROC_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -110,5 +111,68 @@ uint16_t proc_unused_port(const char *ip);
 
 /* Raises RLIMIT_NOFILE's soft limit to the hard limit. Returns the new soft limit. */
 long proc_raise_nofile(void);
+
+/* ---- what the multi-process tests share ---------------------------------- */
+
+/* LLMLINK_SANITIZER is set (make asan / make tsan): slow tests scale down. */
+bool proc_sanitized(void);
+
+/* Starts llmlink-node (as proc_node_start_args) in the next entry of a
+ * fixture's table procs[0..max), *n counting the entries in use. The entry
+ * is taken even when the start fails, so that the fixture's teardown reaps
+ * whatever did start. NULL on failure ("starting <role> <id>: <why>"). */
+proc_t *proc_node_add(proc_t *procs, size_t *n, size_t max, const char *role,
+                      uint64_t cluster_id, const char *listen, const char *const *opts,
+                      const char *const *extra_args, const char *netns, int timeout_ms);
+
+/* A fixture's teardown of procs[0..n): EOF on the stdin of every node still
+ * running (SIGCONT first when stopped), so that they quit in parallel; then
+ * up to timeout_ms each for a clean exit (proc_stop), and proc_reap for all.
+ * Each that does not quit cleanly is reported on stderr ("teardown: <label>
+ * did not quit cleanly: <why>"), and makes it return -1. */
+int proc_stop_all(proc_t *procs, size_t n, int timeout_ms);
+
+/* "<cluster id>@127.0.0.1:<port>" of a node listening on 127.0.0.1; one of
+ * 8 rotating (thread-local) buffers, so several may appear in one call. */
+const char *proc_endpoint(const proc_t *p);
+
+/* Sends a command formatted from fmt (up to PROC_CMD_MAX bytes) and returns
+ * its reply line: one of 8 rotating (thread-local) buffers. NULL on failure,
+ * with a message naming the command: "<label>: '<command>': <why>". */
+const char *proc_reply(proc_t *p, int timeout_ms, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *proc_vreply(proc_t *p, int timeout_ms, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+/* proc_reply, and the reply must be exactly want. Returns the ms the reply
+ * took (>= 0), or -1: the command failed, or "<label>: '<command>' answered
+ * '<reply>' after N ms; expected '<want>'". */
+int64_t proc_expect(proc_t *p, int timeout_ms, const char *want, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Polls "check <remote>" every 50 ms (each reply within timeout_ms) until
+ * the node answers "CHECK <want>". Returns the ms since since_ms, or -1: a
+ * command failed, or max_ms passed since since_ms ("<label>: check <remote>
+ * still '<reply>' after N ms (expected 'CHECK <want>' within <max_ms> ms)"). */
+int64_t proc_wait_check(proc_t *p, uint64_t remote, const char *want, int64_t since_ms,
+                        int max_ms, int timeout_ms);
+
+#ifdef fail_msg
+/* In a cmocka test (<cmocka.h> included before this header): a failure of
+ * the helpers above (-1 or NULL) fails the test with proc_last_error(). */
+static inline int64_t proc_must(int64_t r)
+{
+    if (r < 0)
+        fail_msg("%s", proc_last_error());
+    return r;
+}
+
+static inline const char *proc_must_reply(const char *reply)
+{
+    if (!reply)
+        fail_msg("%s", proc_last_error());
+    return reply;
+}
+#endif
 
 #endif /* LLK_TEST_PROC_H */

@@ -17,7 +17,8 @@
  *  - a header that passes is re-written byte-for-byte by
  *    llk_xwire_write_header, and its length is within its type's limit;
  *  - a payload that decodes satisfies what the decoder promises (counts and
- *    lengths in range, segment / iovec values valid, total = sum, printable
+ *    lengths in range, segment / iovec values valid and every segment
+ *    within the request's bounds, total = sum, printable
  *    NUL-terminated message), and re-encodes to exactly the same bytes
  *    (an XRESP message byte that was not printable comes back as '?'),
  *    with a frame size equal to llk_xwire_req_size / resp_size; decoding
@@ -84,17 +85,21 @@ static void fuzz_req(const uint8_t *p, size_t len, uint64_t req_id)
     }
     CHECK(r.op >= LLK_XOP_READ && r.op <= LLK_XOP_SHM_WRITE);
     CHECK(r.kind >= LLK_XKIND_BLOCKS && r.kind <= LLK_XKIND_CACHE_AS_BLOCKS);
-    CHECK((r.flags & ~(LLK_XREQ_WHOLE | LLK_XREQ_CONSUME)) == 0);
+    CHECK((r.flags & ~(LLK_XREQ_WHOLE | LLK_XREQ_CONSUME | LLK_XREQ_ALL_TENSORS)) == 0);
     CHECK(r.key.type >= LLMLINK_KEY_CACHE && r.key.type <= LLMLINK_KEY_BLOCKS);
     CHECK(r.nseg <= LLK_XWIRE_MAX_SEGS);
     CHECK(len == LLK_XWIRE_REQ_FIXED + (size_t)r.nseg * LLK_XWIRE_SEG_SIZE);
     CHECK(r.nseg > 0 || ((r.flags & LLK_XREQ_CONSUME) && r.op == LLK_XOP_READ));
     CHECK(r.segs == p + LLK_XWIRE_REQ_FIXED);
+    CHECK(r.nseg == 0 || r.num_tensors_hint >= 1);
     uint64_t total = 0;
     for (uint32_t i = 0; i < r.nseg; i++) {
         llk_xwire_seg_at(r.segs, i, &segs[i]);
         CHECK(segs[i].length > 0);
         CHECK(segs[i].offset <= UINT64_MAX - segs[i].length);
+        /* within the transfer's bounds */
+        CHECK(segs[i].tensor < r.num_tensors_hint);
+        CHECK(segs[i].offset + segs[i].length <= r.bound_end);
         CHECK(total <= UINT64_MAX - segs[i].length);
         total += segs[i].length;
     }
@@ -111,6 +116,7 @@ static void fuzz_req(const uint8_t *p, size_t len, uint64_t req_id)
     check_key_equal(&again.key, &r.key);
     CHECK(again.unit_bytes == r.unit_bytes);
     CHECK(again.num_tensors_hint == r.num_tensors_hint);
+    CHECK(again.bound_end == r.bound_end);
     CHECK(again.nseg == r.nseg);
     CHECK(again.total_bytes == r.total_bytes);
 }

@@ -62,16 +62,10 @@ typedef struct fx {
     pid_t forked; /* a plain fork() child of the test, or 0 */
 } fx_t;
 
-static bool sanitized(void)
-{
-    const char *s = getenv("LLMLINK_SANITIZER");
-    return s && *s;
-}
-
 /* How long to wait for a reply that should come promptly. */
 static int reply_ms(void)
 {
-    return sanitized() ? 60000 : 20000;
+    return proc_sanitized() ? 60000 : 20000;
 }
 
 static int fx_setup(void **state)
@@ -122,26 +116,10 @@ static int fx_teardown(void **state)
     }
     for (size_t i = 0; i < NUM_ENGINES; i++)
         llmlink_destroy(f->engines[i]);
-    /* Tell every node still running to quit (EOF on stdin), then collect
-     * them: one pass to close, one to wait, so they exit in parallel. */
-    for (size_t i = 0; i < f->nprocs; i++) {
-        proc_t *p = &f->procs[i];
-        if (!proc_running(p))
-            continue;
-        if (p->stopped)
-            proc_kill(p, SIGCONT);
-        close(p->in_fd);
-        p->in_fd = -1;
-    }
-    for (size_t i = 0; i < f->nprocs; i++) {
-        proc_t *p = &f->procs[i];
-        if (proc_running(p) && proc_stop(p, sanitized() ? 30000 : 10000) != 0) {
-            fprintf(stderr, "teardown: %s did not quit cleanly: %s\n", p->label,
-                    proc_last_error());
-            rc = -1;
-        }
-        proc_reap(p);
-    }
+    /* Every node still running is told to quit (EOF on stdin) and must
+     * exit cleanly; they exit in parallel. */
+    if (proc_stop_all(f->procs, f->nprocs, proc_sanitized() ? 30000 : 10000) != 0)
+        rc = -1;
     for (size_t i = 0; i < 2; i++)
         if (f->netns[i][0])
             netns_delete(f->netns[i]);
@@ -156,10 +134,10 @@ static int fx_teardown(void **state)
 static proc_t *node_start_in(fx_t *f, const char *role, uint64_t id, const char *listen,
                              const char *const *opts, const char *netns)
 {
-    assert_true(f->nprocs < MAX_PROCS);
-    proc_t *p = &f->procs[f->nprocs++];
-    if (proc_node_start(p, role, id, listen, opts, netns, reply_ms()) != 0)
-        fail_msg("starting %s %llu: %s", role, (unsigned long long)id, proc_last_error());
+    proc_t *p = proc_node_add(f->procs, &f->nprocs, MAX_PROCS, role, id, listen, opts, NULL,
+                              netns, reply_ms());
+    if (!p)
+        fail_msg("%s", proc_last_error());
     return p;
 }
 
@@ -174,37 +152,11 @@ static proc_t *start_decoder(fx_t *f, uint64_t id, const char *const *opts)
     return node_start_in(f, "decoder", id, NULL, opts, NULL);
 }
 
-/* "<id>@127.0.0.1:<port>" of a prompt node; a ring of buffers so several
- * may appear in one call. */
-static const char *ep(const proc_t *p)
-{
-    static char ring[8][64];
-    static unsigned next;
-    char *b = ring[next++ % 8];
-    snprintf(b, sizeof ring[0], "%llu@127.0.0.1:%u", (unsigned long long)p->cluster_id,
-             (unsigned)p->port);
-    return b;
-}
+/* "<id>@127.0.0.1:<port>" of a prompt node. */
+static const char *ep(const proc_t *p) { return proc_endpoint(p); }
 
 /* Sends a command and asserts the exact reply; returns the elapsed ms. */
-static int64_t expect_cmd(proc_t *p, const char *want, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int64_t expect_cmd(proc_t *p, const char *want, const char *fmt, ...)
-{
-    char cmd[PROC_LINE_MAX], got[PROC_LINE_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int64_t t0 = proc_now_ms();
-    if (proc_cmd(p, got, sizeof got, reply_ms(), "%s", cmd) != 0)
-        fail_msg("%s: '%s': %s", p->label, cmd, proc_last_error());
-    int64_t ms = proc_now_ms() - t0;
-    if (strcmp(got, want) != 0)
-        fail_msg("%s: '%s' answered '%s' after %lld ms; expected '%s'", p->label, cmd, got,
-                 (long long)ms, want);
-    return ms;
-}
+#define expect_cmd(p, want, ...) proc_must(proc_expect((p), reply_ms(), (want), __VA_ARGS__))
 
 static void check_is(proc_t *p, uint64_t remote, const char *want)
 {
@@ -218,22 +170,7 @@ static void check_is(proc_t *p, uint64_t remote, const char *want)
 static int64_t wait_check(proc_t *p, uint64_t remote, const char *want, int64_t since_ms,
                           int max_ms)
 {
-    char line[PROC_LINE_MAX], wanted[128];
-    snprintf(wanted, sizeof wanted, "CHECK %s", want);
-    for (int round = 0; round < 10000; round++) {
-        if (proc_cmd(p, line, sizeof line, reply_ms(), "check %llu",
-                     (unsigned long long)remote) != 0)
-            fail_msg("%s: check: %s", p->label, proc_last_error());
-        int64_t ms = proc_now_ms() - since_ms;
-        if (!strcmp(line, wanted))
-            return ms;
-        if (ms > max_ms)
-            fail_msg("%s: check %llu still '%s' after %lld ms (expected '%s' within %d ms)",
-                     p->label, (unsigned long long)remote, line, (long long)ms, wanted, max_ms);
-        proc_sleep_ms(50);
-    }
-    fail_msg("%s: wait_check: too many rounds", p->label);
-    return -1;
+    return proc_must(proc_wait_check(p, remote, want, since_ms, max_ms, reply_ms()));
 }
 
 static proc_stats_t stats(proc_t *p)
@@ -362,7 +299,7 @@ static void test_link_three_prompts_and_a_dead_port(void **state)
 static void test_forty_decoders_at_once(void **state)
 {
     fx_t *f = *state;
-    const unsigned n = sanitized() ? 24 : 40;
+    const unsigned n = proc_sanitized() ? 24 : 40;
     proc_t *p = start_prompt(f, 1, NULL);
     proc_t *d[40];
     for (unsigned i = 0; i < n; i++)

@@ -98,38 +98,37 @@ static llmlink_cache_desc_t batch_desc(void)
     return d;
 }
 
-static llmlink_cache_key_t blocks_key(uint64_t cluster, uint64_t model)
+/* A key of `type` for `cluster`: every other field 0, no prefix. */
+static llmlink_cache_key_t key_of(llmlink_cache_key_type_t type, uint64_t cluster)
 {
     llmlink_cache_key_t k;
     memset(&k, 0, sizeof k);
-    k.type = LLMLINK_KEY_BLOCKS;
+    k.type = type;
     k.cluster_id = cluster;
-    k.model_id = model;
     k.prefix_id = -1;
+    return k;
+}
+
+static llmlink_cache_key_t blocks_key(uint64_t cluster, uint64_t model)
+{
+    llmlink_cache_key_t k = key_of(LLMLINK_KEY_BLOCKS, cluster);
+    k.model_id = model;
     return k;
 }
 
 static llmlink_cache_key_t cache_key(uint64_t cluster, uint64_t req, uint64_t model)
 {
-    llmlink_cache_key_t k;
-    memset(&k, 0, sizeof k);
-    k.type = LLMLINK_KEY_CACHE;
-    k.cluster_id = cluster;
+    llmlink_cache_key_t k = key_of(LLMLINK_KEY_CACHE, cluster);
     k.req_id = req;
     k.model_id = model;
-    k.prefix_id = -1;
     return k;
 }
 
 static llmlink_cache_key_t idx_key(uint64_t cluster, int64_t cache_id, uint32_t batch)
 {
-    llmlink_cache_key_t k;
-    memset(&k, 0, sizeof k);
-    k.type = LLMLINK_KEY_ID_AND_INDEX;
-    k.cluster_id = cluster;
+    llmlink_cache_key_t k = key_of(LLMLINK_KEY_ID_AND_INDEX, cluster);
     k.cache_id = cache_id;
     k.batch_index = batch;
-    k.prefix_id = -1;
     return k;
 }
 
@@ -137,6 +136,33 @@ static void fill_addrs(uint64_t *addrs, uint8_t (*mem)[TENSOR_BYTES])
 {
     for (size_t i = 0; i < NT; i++)
         addrs[i] = (uint64_t)(uintptr_t)mem[i];
+}
+
+/* A blocks cache over blk (key bk) and a batch cache over batch (key ck)
+ * of engine e: both registered, with distinct valid ids. */
+static void register_pair(llmlink_t *e, const uint64_t *blk, const uint64_t *batch,
+                          const llmlink_cache_key_t *bk, const llmlink_cache_key_t *ck,
+                          int64_t *blk_id, int64_t *batch_id)
+{
+    llmlink_cache_desc_t bd = blocks_desc(), cd = batch_desc();
+    assert_status(llmlink_register_blocks_cache(e, &bd, blk, NT, bk, blk_id), LLMLINK_SUCCESS);
+    assert_status(llmlink_register_cache(e, &cd, batch, NT, ck, 1, batch_id), LLMLINK_SUCCESS);
+    assert_true(*blk_id >= 1 && *batch_id >= 1 && *blk_id != *batch_id);
+}
+
+/* A blocks cache with key bk (NULL: none) and a batch cache with the keys
+ * ck[0..nck) register on e (over the scratch memory) and unregister. */
+static void register_and_drop(fx_t *fx, llmlink_t *e, const llmlink_cache_key_t *bk,
+                              const llmlink_cache_key_t *ck, size_t nck)
+{
+    llmlink_cache_desc_t bd = blocks_desc(), cd = batch_desc();
+    int64_t id = 0;
+    assert_status(llmlink_register_blocks_cache(e, &bd, fx->scratch_addrs, NT, bk, &id),
+                  LLMLINK_SUCCESS);
+    assert_status(llmlink_unregister_cache(e, id), LLMLINK_SUCCESS);
+    assert_status(llmlink_register_cache(e, &cd, fx->scratch_addrs, NT, ck, nck, &id),
+                  LLMLINK_SUCCESS);
+    assert_status(llmlink_unregister_cache(e, id), LLMLINK_SUCCESS);
 }
 
 static llmlink_t *new_engine(fx_t *fx, llmlink_role_t role, uint64_t id)
@@ -288,6 +314,17 @@ static xargs_t valid_args(const fx_t *fx, xcall_t c)
     return a;
 }
 
+/* pull_blocks by the prompt's CacheKey: the key names the source, so no
+ * source block list. */
+static xargs_t pull_by_cache_key(const fx_t *fx)
+{
+    xargs_t a = valid_args(fx, PULL_BLOCKS);
+    a.key = &fx->rkey_cache;
+    a.src = NULL;
+    a.nsrc = 0;
+    return a;
+}
+
 static void whatf(char *buf, size_t n, xcall_t c, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void whatf(char *buf, size_t n, xcall_t c, const char *fmt, ...)
@@ -327,26 +364,14 @@ static int setup(void **state)
     fill_addrs(fx->p_batch_addrs, fx->p_batch);
     fill_addrs(fx->scratch_addrs, fx->scratch);
 
-    llmlink_cache_desc_t bd = blocks_desc(), cd = batch_desc();
     fx->rkey_blocks = blocks_key(PROMPT_ID, MODEL_ID);
     fx->rkey_cache = cache_key(PROMPT_ID, 11, MODEL_ID);
     fx->dkey_blocks = blocks_key(DECODER_ID, MODEL_ID);
     fx->dkey_cache = cache_key(DECODER_ID, 21, MODEL_ID);
-    assert_status(llmlink_register_blocks_cache(fx->prompt, &bd, fx->p_blk_addrs, NT,
-                                                &fx->rkey_blocks, &fx->p_blk_id),
-                  LLMLINK_SUCCESS);
-    assert_status(llmlink_register_cache(fx->prompt, &cd, fx->p_batch_addrs, NT, &fx->rkey_cache,
-                                         1, &fx->p_batch_id),
-                  LLMLINK_SUCCESS);
-    assert_status(llmlink_register_blocks_cache(fx->dec, &bd, fx->dec_blk_addrs, NT,
-                                                &fx->dkey_blocks, &fx->dec_blk_id),
-                  LLMLINK_SUCCESS);
-    assert_status(llmlink_register_cache(fx->dec, &cd, fx->dec_batch_addrs, NT, &fx->dkey_cache,
-                                         1, &fx->dec_batch_id),
-                  LLMLINK_SUCCESS);
-    assert_true(fx->p_blk_id >= 1 && fx->p_batch_id >= 1 && fx->p_blk_id != fx->p_batch_id);
-    assert_true(fx->dec_blk_id >= 1 && fx->dec_batch_id >= 1 &&
-                fx->dec_blk_id != fx->dec_batch_id);
+    register_pair(fx->prompt, fx->p_blk_addrs, fx->p_batch_addrs, &fx->rkey_blocks,
+                  &fx->rkey_cache, &fx->p_blk_id, &fx->p_batch_id);
+    register_pair(fx->dec, fx->dec_blk_addrs, fx->dec_batch_addrs, &fx->dkey_blocks,
+                  &fx->dkey_cache, &fx->dec_blk_id, &fx->dec_batch_id);
     fx->rkey_idx = idx_key(PROMPT_ID, fx->p_batch_id, 0);
     fx->dkey_idx = idx_key(DECODER_ID, fx->dec_batch_id, 0);
     llmlink_clear_error();
@@ -472,12 +497,7 @@ static void test_register_null_args(void **state)
     REFUSED("cache: addrs NULL", llmlink_register_cache(e, &cd, NULL, NT, &ck, 1, &id),
             "addrs is NULL");
     /* nothing was registered: the keys are still free */
-    assert_status(llmlink_register_blocks_cache(e, &bd, fx->scratch_addrs, NT, &bk, &id),
-                  LLMLINK_SUCCESS);
-    assert_status(llmlink_unregister_cache(e, id), LLMLINK_SUCCESS);
-    assert_status(llmlink_register_cache(e, &cd, fx->scratch_addrs, NT, &ck, 1, &id),
-                  LLMLINK_SUCCESS);
-    assert_status(llmlink_unregister_cache(e, id), LLMLINK_SUCCESS);
+    register_and_drop(fx, e, &bk, &ck, 1);
 }
 
 static void test_register_key_args(void **state)
@@ -522,12 +542,7 @@ static void test_register_key_args(void **state)
             "blocks_key.type");
 
     /* keys NULL with 0 keys, and a blocks cache without key: fine */
-    assert_status(llmlink_register_cache(e, &cd, fx->scratch_addrs, NT, NULL, 0, &id),
-                  LLMLINK_SUCCESS);
-    assert_status(llmlink_unregister_cache(e, id), LLMLINK_SUCCESS);
-    assert_status(llmlink_register_blocks_cache(e, &bd, fx->scratch_addrs, NT, NULL, &id),
-                  LLMLINK_SUCCESS);
-    assert_status(llmlink_unregister_cache(e, id), LLMLINK_SUCCESS);
+    register_and_drop(fx, e, NULL, NULL, 0);
 }
 
 static void test_allocate_args(void **state)
@@ -920,50 +935,43 @@ static void test_xfer_block_list_null_and_counts(void **state)
     fx_t *fx = *state;
     const size_t too_many = (size_t)LLMLINK_MAX_BLOCKS_PER_CALL + 1;
     const xcall_t calls[2] = {PULL_BLOCKS, PUSH_BLOCKS};
-    char what[160];
-    for (size_t i = 0; i < 2; i++) {
-        xcall_t c = calls[i];
-        xargs_t a = valid_args(fx, c);
-        a.src = NULL;
-        whatf(what, sizeof what, c, "src_blocks NULL, num_src_blocks 3");
-        REFUSED(what, xcall(fx->dec, c, &a), "src_blocks is NULL");
-        a = valid_args(fx, c);
-        a.dst = NULL;
-        whatf(what, sizeof what, c, "dst_blocks NULL, num_dst_blocks 3");
-        REFUSED(what, xcall(fx->dec, c, &a), "dst_blocks is NULL");
+    enum { KEEP = -1, TOO_MANY = -2 }; /* a count as valid_args has it, or too many */
+    static const struct {
+        const char *what;
+        bool src_null, dst_null;
+        int nsrc, ndst; /* a count, KEEP or TOO_MANY */
+        const char *needle;
+    } bad[] = {
+        {"src_blocks NULL, num_src_blocks 3", true, false, KEEP, KEEP, "src_blocks is NULL"},
+        {"dst_blocks NULL, num_dst_blocks 3", false, true, KEEP, KEEP, "dst_blocks is NULL"},
         /* counts are checked before the lists are read (the arrays are short) */
-        a = valid_args(fx, c);
-        a.nsrc = too_many;
-        a.ndst = too_many;
-        whatf(what, sizeof what, c, "num_src_blocks > LLMLINK_MAX_BLOCKS_PER_CALL");
-        REFUSED(what, xcall(fx->dec, c, &a), "num_src_blocks");
-        a = valid_args(fx, c);
-        a.ndst = too_many;
-        whatf(what, sizeof what, c, "num_dst_blocks > LLMLINK_MAX_BLOCKS_PER_CALL");
-        REFUSED(what, xcall(fx->dec, c, &a), "num_dst_blocks");
-        a = valid_args(fx, c);
-        a.src = a.dst = NULL;
-        a.nsrc = a.ndst = 0;
-        whatf(what, sizeof what, c, "no blocks at all");
-        REFUSED(what, xcall(fx->dec, c, &a), "num_dst_blocks");
-        a = valid_args(fx, c);
-        a.ndst = 0;
-        whatf(what, sizeof what, c, "num_dst_blocks 0");
-        REFUSED(what, xcall(fx->dec, c, &a), "num_dst_blocks");
-        a = valid_args(fx, c);
-        a.nsrc = 2;
-        whatf(what, sizeof what, c, "num_src_blocks 2, num_dst_blocks 3");
-        REFUSED(what, xcall(fx->dec, c, &a), "num_src_blocks");
-        a = valid_args(fx, c);
-        a.ndst = 2;
-        whatf(what, sizeof what, c, "num_src_blocks 3, num_dst_blocks 2");
-        REFUSED(what, xcall(fx->dec, c, &a), "num_dst_blocks");
-    }
+        {"num_src_blocks > LLMLINK_MAX_BLOCKS_PER_CALL", false, false, TOO_MANY, TOO_MANY,
+         "num_src_blocks"},
+        {"num_dst_blocks > LLMLINK_MAX_BLOCKS_PER_CALL", false, false, KEEP, TOO_MANY,
+         "num_dst_blocks"},
+        {"no blocks at all", true, true, 0, 0, "num_dst_blocks"},
+        {"num_dst_blocks 0", false, false, KEEP, 0, "num_dst_blocks"},
+        {"num_src_blocks 2, num_dst_blocks 3", false, false, 2, KEEP, "num_src_blocks"},
+        {"num_src_blocks 3, num_dst_blocks 2", false, false, KEEP, 2, "num_dst_blocks"},
+    };
+    char what[160];
+    for (size_t i = 0; i < 2; i++)
+        for (size_t j = 0; j < sizeof bad / sizeof bad[0]; j++) {
+            xcall_t c = calls[i];
+            xargs_t a = valid_args(fx, c);
+            if (bad[j].src_null)
+                a.src = NULL;
+            if (bad[j].dst_null)
+                a.dst = NULL;
+            if (bad[j].nsrc != KEEP)
+                a.nsrc = bad[j].nsrc == TOO_MANY ? too_many : (size_t)bad[j].nsrc;
+            if (bad[j].ndst != KEEP)
+                a.ndst = bad[j].ndst == TOO_MANY ? too_many : (size_t)bad[j].ndst;
+            whatf(what, sizeof what, c, "%s", bad[j].what);
+            REFUSED(what, xcall(fx->dec, c, &a), bad[j].needle);
+        }
     /* pull_blocks by CacheKey needs destination blocks too */
-    xargs_t a = valid_args(fx, PULL_BLOCKS);
-    a.key = &fx->rkey_cache;
-    a.src = NULL;
-    a.nsrc = 0;
+    xargs_t a = pull_by_cache_key(fx);
     a.ndst = 0;
     REFUSED("pull_blocks by CacheKey, num_dst_blocks 0", xcall(fx->dec, PULL_BLOCKS, &a),
             "num_dst_blocks");
@@ -1005,10 +1013,7 @@ static void test_xfer_block_index_bound(void **state)
         whatf(what, sizeof what, c, "remote block 2^40 - 1");
         EXPECT(what, xcall(fx->dec, c, &a), LLMLINK_NOT_YET_LINK, NULL);
     }
-    xargs_t a = valid_args(fx, PULL_BLOCKS);
-    a.key = &fx->rkey_cache;
-    a.src = NULL;
-    a.nsrc = 0;
+    xargs_t a = pull_by_cache_key(fx);
     a.dst = big_dst;
     REFUSED("pull_blocks by CacheKey, dst_blocks[2] too big", xcall(fx->dec, PULL_BLOCKS, &a),
             "dst_blocks[2]");
@@ -1038,10 +1043,7 @@ static void test_xfer_duplicate_destination_blocks(void **state)
     REFUSED("push_blocks: dst_blocks[3] repeats", xcall(fx->dec, PUSH_BLOCKS, &a),
             "dst_blocks[3] (7) appears twice");
     /* pull by CacheKey: the local destination list */
-    a = valid_args(fx, PULL_BLOCKS);
-    a.key = &fx->rkey_cache;
-    a.src = NULL;
-    a.nsrc = 0;
+    a = pull_by_cache_key(fx);
     a.dst = dst;
     a.ndst = 4;
     REFUSED("pull_blocks by CacheKey: dst_blocks[3] repeats", xcall(fx->dec, PULL_BLOCKS, &a),
@@ -1196,10 +1198,7 @@ static void test_xfer_no_link(void **state)
     a.key = &fx->rkey_idx;
     EXPECT("push_cache by id-and-index", xcall(fx->dec, PUSH_CACHE, &a), LLMLINK_NOT_YET_LINK,
            NULL);
-    a = valid_args(fx, PULL_BLOCKS);
-    a.key = &fx->rkey_cache;
-    a.src = NULL;
-    a.nsrc = 0;
+    a = pull_by_cache_key(fx);
     EXPECT("pull_blocks by CacheKey", xcall(fx->dec, PULL_BLOCKS, &a), LLMLINK_NOT_YET_LINK,
            NULL);
     a.key = &fx->rkey_idx;

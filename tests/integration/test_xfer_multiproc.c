@@ -60,22 +60,16 @@ typedef struct fx {
     char opt_wait[64];
 } fx_t;
 
-static bool sanitized(void)
-{
-    const char *s = getenv("LLMLINK_SANITIZER");
-    return s && *s;
-}
-
 /* How long a command may take (transfers of up to 512 MiB included). */
 static int reply_ms(void)
 {
-    return sanitized() ? 120000 : 30000;
+    return proc_sanitized() ? 120000 : 30000;
 }
 
 /* llm.SyncKvCacheWaitTime of the ordinary cases. */
 static int wait_ms(void)
 {
-    return sanitized() ? 60000 : 20000;
+    return proc_sanitized() ? 60000 : 20000;
 }
 
 static int fx_setup(void **state)
@@ -91,26 +85,8 @@ static int fx_setup(void **state)
 static int fx_teardown(void **state)
 {
     fx_t *f = *state;
-    int rc = 0;
     /* EOF on every node's stdin first, so they quit in parallel. */
-    for (size_t i = 0; i < f->nprocs; i++) {
-        proc_t *p = &f->procs[i];
-        if (!proc_running(p))
-            continue;
-        if (p->stopped)
-            proc_kill(p, SIGCONT);
-        close(p->in_fd);
-        p->in_fd = -1;
-    }
-    for (size_t i = 0; i < f->nprocs; i++) {
-        proc_t *p = &f->procs[i];
-        if (proc_running(p) && proc_stop(p, sanitized() ? 60000 : 20000) != 0) {
-            fprintf(stderr, "teardown: %s did not quit cleanly: %s\n", p->label,
-                    proc_last_error());
-            rc = -1;
-        }
-        proc_reap(p);
-    }
+    int rc = proc_stop_all(f->procs, f->nprocs, proc_sanitized() ? 60000 : 20000);
     free(f);
     return rc;
 }
@@ -125,8 +101,6 @@ static int fx_teardown(void **state)
 static proc_t *node_full(fx_t *f, const char *role, uint64_t id, const char *transport,
                          int wait, const char *const *more_opts, const char *const *args)
 {
-    assert_true(f->nprocs < MAX_PROCS);
-    proc_t *p = &f->procs[f->nprocs++];
     char topt[64], wopt[64];
     snprintf(topt, sizeof topt, "llmlink.Transport=%s", transport ? transport : f->transport);
     snprintf(wopt, sizeof wopt, "llm.SyncKvCacheWaitTime=%d", wait ? wait : wait_ms());
@@ -138,8 +112,10 @@ static proc_t *node_full(fx_t *f, const char *role, uint64_t id, const char *tra
         opts[n++] = more_opts[i];
     opts[n] = NULL;
     const char *listen = strcmp(role, "decoder") ? "127.0.0.1:0" : NULL;
-    if (proc_node_start_args(p, role, id, listen, opts, args, NULL, reply_ms()) != 0)
-        fail_msg("starting %s %llu: %s", role, (unsigned long long)id, proc_last_error());
+    proc_t *p = proc_node_add(f->procs, &f->nprocs, MAX_PROCS, role, id, listen, opts, args,
+                              NULL, reply_ms());
+    if (!p)
+        fail_msg("%s", proc_last_error());
     return p;
 }
 
@@ -154,40 +130,10 @@ static proc_t *start_decoder(fx_t *f, uint64_t id)
 }
 
 /* Sends a command and returns its reply (one of a ring of buffers). */
-static const char *cmd(proc_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const char *cmd(proc_t *p, const char *fmt, ...)
-{
-    static char ring[8][PROC_LINE_MAX];
-    static unsigned next;
-    char *out = ring[next++ % 8];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    assert_true(n >= 0 && n < PROC_CMD_MAX);
-    char *c = malloc((size_t)n + 1);
-    assert_non_null(c);
-    va_start(ap, fmt);
-    vsnprintf(c, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    if (proc_cmd(p, out, PROC_LINE_MAX, reply_ms(), "%s", c) != 0) {
-        char shown[200];
-        snprintf(shown, sizeof shown, "%s", c);
-        free(c);
-        fail_msg("%s: '%.160s': %s", p->label, shown, proc_last_error());
-    }
-    free(c);
-    return out;
-}
+#define cmd(p, ...) proc_must_reply(proc_reply((p), reply_ms(), __VA_ARGS__))
 
 /* The reply must be exactly want. */
-#define expect(p, want, ...)                                                                  \
-    do {                                                                                      \
-        const char *got_ = cmd((p), __VA_ARGS__);                                             \
-        if (strcmp(got_, (want)) != 0)                                                        \
-            fail_msg("%s: '%.120s' answered '%s'; expected '%s'", (p)->label,                 \
-                     #__VA_ARGS__, got_, (want));                                             \
-    } while (0)
+#define expect(p, want, ...) ((void)proc_must(proc_expect((p), reply_ms(), (want), __VA_ARGS__)))
 
 static bool contains_ci(const char *hay, const char *needle)
 {
@@ -239,15 +185,7 @@ static const char *expect_not_success(proc_t *p, const char *got, const char *ve
 }
 
 /* "<id>@127.0.0.1:<port>" of a prompt node. */
-static const char *ep(const proc_t *p)
-{
-    static char ring[4][64];
-    static unsigned next;
-    char *b = ring[next++ % 4];
-    snprintf(b, sizeof ring[0], "%llu@127.0.0.1:%u", (unsigned long long)p->cluster_id,
-             (unsigned)p->port);
-    return b;
-}
+static const char *ep(const proc_t *p) { return proc_endpoint(p); }
 
 static void link_to(proc_t *d, proc_t *p)
 {
@@ -257,18 +195,7 @@ static void link_to(proc_t *d, proc_t *p)
 /* Polls `check remote` until it answers want (bounded). */
 static void wait_check(proc_t *p, uint64_t remote, const char *want, int max_ms)
 {
-    char wanted[96];
-    snprintf(wanted, sizeof wanted, "CHECK %s", want);
-    int64_t t0 = proc_now_ms();
-    for (;;) {
-        const char *got = cmd(p, "check %llu", (unsigned long long)remote);
-        if (!strcmp(got, wanted))
-            return;
-        if (proc_now_ms() - t0 > max_ms)
-            fail_msg("%s: check %llu still '%s' after %d ms (expected '%s')", p->label,
-                     (unsigned long long)remote, got, max_ms, wanted);
-        proc_sleep_ms(50);
-    }
+    proc_must(proc_wait_check(p, remote, want, proc_now_ms(), max_ms, reply_ms()));
 }
 
 static proc_xstats_t xstats(proc_t *p)
@@ -428,8 +355,8 @@ static void expect_transport_used(fx_t *f, proc_t *requester)
 static void test_pull_blocks_random_maps(void **state)
 {
     fx_t *f = *state;
-    const uint32_t nt = sanitized() ? 16 : 64; /* 32 layers x K, V */
-    const uint64_t nb = sanitized() ? 32 : 128, bs = 16 * KiB;
+    const uint32_t nt = proc_sanitized() ? 16 : 64; /* 32 layers x K, V */
+    const uint64_t nb = proc_sanitized() ? 32 : 128, bs = 16 * KiB;
     proc_t *p = start_prompt(f, 1);
     proc_t *d = start_decoder(f, 101);
     uint64_t sp = kvfill_seed(1, 1);
@@ -458,8 +385,8 @@ static void test_pull_blocks_random_maps(void **state)
      * runs by one block on either side). */
     uint64_t sd = kvfill_seed(101, 20);
     expect(d, "FILL OK", "fill %lld %llu", (long long)dc, (unsigned long long)sd);
-    const char *ms = sanitized() ? "0-9,20-23,12,13,5-6" : "10-41,0-7,60,61,63,62,100-119";
-    const char *md = sanitized() ? "20-29,0-3,4,5,30,31" : "50-81,100-107,0,1,2,3,20-39";
+    const char *ms = proc_sanitized() ? "0-9,20-23,12,13,5-6" : "10-41,0-7,60,61,63,62,100-119";
+    const char *md = proc_sanitized() ? "20-29,0-3,4,5,30,31" : "50-81,100-107,0,1,2,3,20-39";
     uint64_t mk = list_count(ms);
     assert_int_equal(mk, list_count(md));
     expect(d, "PULL LLM_SUCCESS", "pullblocks blocks:1:7 %lld %s %s", (long long)dc, ms, md);
@@ -485,8 +412,8 @@ static void test_pull_blocks_random_maps(void **state)
 static void test_pull_cache_whole_and_partial(void **state)
 {
     fx_t *f = *state;
-    const uint32_t nt = sanitized() ? 8 : 32;
-    const uint64_t eb = sanitized() ? 64 * KiB : 256 * KiB; /* one batch entry of a tensor */
+    const uint32_t nt = proc_sanitized() ? 8 : 32;
+    const uint64_t eb = proc_sanitized() ? 64 * KiB : 256 * KiB; /* one batch entry of a tensor */
     proc_t *p = start_prompt(f, 1);
     proc_t *d = start_decoder(f, 101);
     uint64_t sp = kvfill_seed(1, 2);
@@ -539,8 +466,8 @@ static void test_pull_cache_whole_and_partial(void **state)
 static void test_push_blocks_and_cache(void **state)
 {
     fx_t *f = *state;
-    const uint32_t nt = sanitized() ? 16 : 64;
-    const uint64_t nb = sanitized() ? 32 : 64, bs = 32 * KiB, eb = 128 * KiB;
+    const uint32_t nt = proc_sanitized() ? 16 : 64;
+    const uint64_t nb = proc_sanitized() ? 32 : 64, bs = 32 * KiB, eb = 128 * KiB;
     proc_t *p = start_prompt(f, 1);
     proc_t *d = start_decoder(f, 101);
     uint64_t sp = kvfill_seed(1, 3), spc = kvfill_seed(1, 4);
@@ -642,7 +569,7 @@ static void test_layer_ranges(void **state)
 static void test_pull_blocks_from_cache_entry(void **state)
 {
     fx_t *f = *state;
-    const uint32_t nt = sanitized() ? 8 : 32;
+    const uint32_t nt = proc_sanitized() ? 8 : 32;
     const uint64_t bs = 16 * KiB, eb = 4 * bs; /* an entry is 4 of D's blocks */
     proc_t *p = start_prompt(f, 1);
     proc_t *d = start_decoder(f, 101);
@@ -831,8 +758,8 @@ static void test_refusals_by_owner(void **state)
 static void test_four_decoders_at_once(void **state)
 {
     fx_t *f = *state;
-    const uint32_t nt = sanitized() ? 8 : 32;
-    const uint64_t nb = 64, bs = sanitized() ? 16 * KiB : 32 * KiB;
+    const uint32_t nt = proc_sanitized() ? 8 : 32;
+    const uint64_t nb = 64, bs = proc_sanitized() ? 16 * KiB : 32 * KiB;
     proc_t *p = start_prompt(f, 1);
     uint64_t sp = kvfill_seed(1, 10);
     reg_blocks(p, nt, nb, bs, 7, sp);
@@ -914,9 +841,9 @@ static loop_result_t parse_loop(proc_t *p, const char *line)
 static void test_eight_threads_one_decoder(void **state)
 {
     fx_t *f = *state;
-    const uint32_t nt = sanitized() ? 8 : 16;
+    const uint32_t nt = proc_sanitized() ? 8 : 16;
     const uint64_t bs = 16 * KiB, per = 16;
-    const unsigned threads = 8, count = sanitized() ? 4 : 10;
+    const unsigned threads = 8, count = proc_sanitized() ? 4 : 10;
     proc_t *p = start_prompt(f, 1);
     proc_t *d = start_decoder(f, 101);
     uint64_t sp = kvfill_seed(1, 11), sd = kvfill_seed(101, 1);
@@ -1029,7 +956,7 @@ typedef struct big_shape {
 static big_shape_t big_shape(void)
 {
     big_shape_t s = {32, 4, 4 * MiB};
-    if (sanitized())
+    if (proc_sanitized())
         s.nb = 1, s.nt = 16;
     return s;
 }
@@ -1052,46 +979,77 @@ static void start_big_loop(proc_t *d, proc_t *p, int64_t dc, const big_shape_t *
     proc_sleep_ms(30); /* into the next pull */
 }
 
+/* A failure mid-pull: P (prompt 1, a blocks cache with key blocks:1:7 and
+ * pattern sp) and D (decoder 101, a cache of the same shape, id dc),
+ * linked, D pulling the whole cache in a loop (start_big_loop). */
+typedef struct mid_pull {
+    big_shape_t s;
+    proc_t *p, *d;
+    uint64_t sp;
+    int64_t pc, dc;
+} mid_pull_t;
+
+static mid_pull_t mid_pull_start(fx_t *f, int wait, const char *const *opts)
+{
+    mid_pull_t m;
+    m.s = big_shape();
+    m.p = node_full(f, "prompt", 1, NULL, wait, opts, NULL);
+    m.d = node_full(f, "decoder", 101, NULL, wait, opts, NULL);
+    m.sp = kvfill_seed(1, 1);
+    m.pc = reg_blocks(m.p, m.s.nt, m.s.nb, m.s.bs, 7, m.sp);
+    m.dc = reg_blocks(m.d, m.s.nt, m.s.nb, m.s.bs, 0, kvfill_seed(101, 1));
+    link_to(m.d, m.p);
+    start_big_loop(m.d, m.p, m.dc, &m.s);
+    return m;
+}
+
+/* Sends sig (named signame) to P and waits (bounded: wait and then some)
+ * for the answer of D's loop, into line; *after (when not NULL): the ms
+ * since the signal. */
+static loop_result_t mid_pull_signal(mid_pull_t *m, int sig, const char *signame, int wait,
+                                     char *line, size_t len, int64_t *after)
+{
+    int64_t t0 = proc_now_ms();
+    assert_int_equal(proc_kill(m->p, sig), 0);
+    if (proc_read_line(m->d, line, len, wait + (proc_sanitized() ? 30000 : 5000)) != 0)
+        fail_msg("%s: no answer after %s of the prefill: %s", m->d->label, signame,
+                 proc_last_error());
+    int64_t ms = proc_now_ms() - t0;
+    loop_result_t r = parse_loop(m->d, line);
+    print_message("  %s (answered %lld ms after %s)\n", line, (long long)ms, signame);
+    if (after)
+        *after = ms;
+    return r;
+}
+
 static void test_kill_prompt_mid_pull(void **state)
 {
     fx_t *f = *state;
-    big_shape_t s = big_shape();
     const int wait = 3000;
-    proc_t *p = node_full(f, "prompt", 1, NULL, wait, NULL, NULL);
-    proc_t *d = node_full(f, "decoder", 101, NULL, wait, NULL, NULL);
-    reg_blocks(p, s.nt, s.nb, s.bs, 7, kvfill_seed(1, 1));
-    int64_t dc = reg_blocks(d, s.nt, s.nb, s.bs, 0, kvfill_seed(101, 1));
-    link_to(d, p);
-
-    start_big_loop(d, p, dc, &s);
-    int64_t t_kill = proc_now_ms();
-    assert_int_equal(proc_kill(p, SIGKILL), 0);
+    mid_pull_t m = mid_pull_start(f, wait, NULL);
+    int64_t after;
     char line[PROC_LINE_MAX];
-    if (proc_read_line(d, line, sizeof line, wait + (sanitized() ? 30000 : 5000)) != 0)
-        fail_msg("%s: no answer after the prefill died: %s", d->label, proc_last_error());
-    int64_t after = proc_now_ms() - t_kill;
-    loop_result_t r = parse_loop(d, line);
-    print_message("  %s (answered %lld ms after SIGKILL)\n", line, (long long)after);
+    loop_result_t r = mid_pull_signal(&m, SIGKILL, "SIGKILL", wait, line, sizeof line, &after);
     if (r.fail != 1 || strstr(r.rest, "LLM_SUCCESS"))
-        fail_msg("%s: the pull during SIGKILL should fail: %s", d->label, line);
-    assert_true(after <= wait + (sanitized() ? 20000 : 2000));
-    assert_int_equal(proc_wait(p, 10000), 0);
-    wait_check(d, 1, "LLM_NOT_YET_LINK", 10000);
-    expect_failure(d, cmd(d, "pullblocks blocks:1:7 %lld 0 0", (long long)dc), "PULL",
+        fail_msg("%s: the pull during SIGKILL should fail: %s", m.d->label, line);
+    assert_true(after <= wait + (proc_sanitized() ? 20000 : 2000));
+    assert_int_equal(proc_wait(m.p, 10000), 0);
+    wait_check(m.d, 1, "LLM_NOT_YET_LINK", 10000);
+    expect_failure(m.d, cmd(m.d, "pullblocks blocks:1:7 %lld 0 0", (long long)m.dc), "PULL",
                    "LLM_NOT_YET_LINK", NULL);
 
     /* D is still usable: a fresh prefill, a good pull. */
     proc_t *p2 = node_full(f, "prompt", 2, NULL, wait, NULL, NULL);
     uint64_t sp2 = kvfill_seed(2, 1), sd = kvfill_seed(101, 2);
-    reg_blocks(p2, s.nt, 1, s.bs, 7, sp2);
-    expect(d, "FILL OK", "fill %lld %llu", (long long)dc, (unsigned long long)sd);
-    link_to(d, p2);
-    expect(d, "PULL LLM_SUCCESS", "pullblocks blocks:2:7 %lld 0 %llu", (long long)dc,
-           (unsigned long long)(s.nb - 1));
-    expect_verify_ok(d, cmd(d, "verifyblocks %lld %llu %llu 0 %llu", (long long)dc,
-                            (unsigned long long)sd, (unsigned long long)sp2,
-                            (unsigned long long)(s.nb - 1)));
-    proc_xstats_t dx = xstats(d);
+    reg_blocks(p2, m.s.nt, 1, m.s.bs, 7, sp2);
+    expect(m.d, "FILL OK", "fill %lld %llu", (long long)m.dc, (unsigned long long)sd);
+    link_to(m.d, p2);
+    expect(m.d, "PULL LLM_SUCCESS", "pullblocks blocks:2:7 %lld 0 %llu", (long long)m.dc,
+           (unsigned long long)(m.s.nb - 1));
+    expect_verify_ok(m.d, cmd(m.d, "verifyblocks %lld %llu %llu 0 %llu", (long long)m.dc,
+                              (unsigned long long)sd, (unsigned long long)sp2,
+                              (unsigned long long)(m.s.nb - 1)));
+    proc_xstats_t dx = xstats(m.d);
     print_xstats("decoder", &dx);
     assert_true(dx.failed >= 1);
 }
@@ -1099,93 +1057,70 @@ static void test_kill_prompt_mid_pull(void **state)
 static void test_kill_decoder_mid_pull(void **state)
 {
     fx_t *f = *state;
-    big_shape_t s = big_shape();
     const int wait = 3000;
-    proc_t *p = node_full(f, "prompt", 1, NULL, wait, NULL, NULL);
-    proc_t *d = node_full(f, "decoder", 101, NULL, wait, NULL, NULL);
-    uint64_t sp = kvfill_seed(1, 1);
-    int64_t pc = reg_blocks(p, s.nt, s.nb, s.bs, 7, sp);
-    int64_t dc = reg_blocks(d, s.nt, s.nb, s.bs, 0, kvfill_seed(101, 1));
-    link_to(d, p);
-
-    start_big_loop(d, p, dc, &s);
-    assert_int_equal(proc_kill(d, SIGKILL), 0);
-    assert_int_equal(proc_wait(d, 10000), 0);
+    mid_pull_t m = mid_pull_start(f, wait, NULL);
+    assert_int_equal(proc_kill(m.d, SIGKILL), 0);
+    assert_int_equal(proc_wait(m.d, 10000), 0);
     /* P survives, answers, notices. */
-    proc_xstats_t px = xstats(p);
+    proc_xstats_t px = xstats(m.p);
     print_xstats("prompt after the decoder died", &px);
-    wait_check(p, 101, "LLM_NOT_YET_LINK", 10000);
-    expect(p, "PONG", "ping");
+    wait_check(m.p, 101, "LLM_NOT_YET_LINK", 10000);
+    expect(m.p, "PONG", "ping");
 
     proc_t *d2 = node_full(f, "decoder", 102, NULL, wait, NULL, NULL);
     uint64_t sd2 = kvfill_seed(102, 1);
-    int64_t dc2 = reg_blocks(d2, s.nt, 2, s.bs, 0, sd2);
-    link_to(d2, p);
+    int64_t dc2 = reg_blocks(d2, m.s.nt, 2, m.s.bs, 0, sd2);
+    link_to(d2, m.p);
     expect(d2, "PULL LLM_SUCCESS", "pullblocks blocks:1:7 %lld %llu 1", (long long)dc2,
-           (unsigned long long)(s.nb - 1));
+           (unsigned long long)(m.s.nb - 1));
     expect_verify_ok(d2, cmd(d2, "verifyblocks %lld %llu %llu %llu 1", (long long)dc2,
-                             (unsigned long long)sd2, (unsigned long long)sp,
-                             (unsigned long long)(s.nb - 1)));
-    expect_verify_ok(p, cmd(p, "verify %lld %llu", (long long)pc, (unsigned long long)sp));
+                             (unsigned long long)sd2, (unsigned long long)m.sp,
+                             (unsigned long long)(m.s.nb - 1)));
+    expect_verify_ok(m.p, cmd(m.p, "verify %lld %llu", (long long)m.pc, (unsigned long long)m.sp));
 }
 
 static void test_stop_prompt_mid_pull(void **state)
 {
     fx_t *f = *state;
-    big_shape_t s = big_shape();
     /* Well below the liveness interval, so that the transfer timeout is
      * what fires, not the liveness check. */
-    const int wait = sanitized() ? 3000 : 1500;
+    const int wait = proc_sanitized() ? 3000 : 1500;
     static const char *const slow_liveness[] = {"llmlink.LivenessIntervalMs=20000", NULL};
-    proc_t *p = node_full(f, "prompt", 1, NULL, wait, slow_liveness, NULL);
-    proc_t *d = node_full(f, "decoder", 101, NULL, wait, slow_liveness, NULL);
-    uint64_t sp = kvfill_seed(1, 1);
-    int64_t pc = reg_blocks(p, s.nt, s.nb, s.bs, 7, sp);
-    int64_t dc = reg_blocks(d, s.nt, s.nb, s.bs, 0, kvfill_seed(101, 1));
-    link_to(d, p);
-    (void)pc;
-
-    start_big_loop(d, p, dc, &s);
-    int64_t t_stop = proc_now_ms();
-    assert_int_equal(proc_kill(p, SIGSTOP), 0);
+    mid_pull_t m = mid_pull_start(f, wait, slow_liveness);
     char line[PROC_LINE_MAX];
-    if (proc_read_line(d, line, sizeof line, wait + (sanitized() ? 30000 : 5000)) != 0)
-        fail_msg("%s: no answer with the prefill stopped: %s", d->label, proc_last_error());
-    int64_t after = proc_now_ms() - t_stop;
-    loop_result_t r = parse_loop(d, line);
-    print_message("  %s (answered %lld ms after SIGSTOP)\n", line, (long long)after);
+    loop_result_t r = mid_pull_signal(&m, SIGSTOP, "SIGSTOP", wait, line, sizeof line, NULL);
     if (r.fail != 1 || strncmp(r.rest, " LLM_WAIT_PROCESS_TIMEOUT=1", 27) != 0)
-        fail_msg("%s: the pull should time out: %s", d->label, line);
-    assert_true(r.maxms <= wait + (sanitized() ? 20000 : 1000));
+        fail_msg("%s: the pull should time out: %s", m.d->label, line);
+    assert_true(r.maxms <= wait + (proc_sanitized() ? 20000 : 1000));
     /* The link is unusable until linked again. */
-    expect(d, "CHECK LLM_NOT_YET_LINK", "check 1");
-    expect_failure(d, cmd(d, "pullblocks blocks:1:7 %lld 0 0", (long long)dc), "PULL",
+    expect(m.d, "CHECK LLM_NOT_YET_LINK", "check 1");
+    expect_failure(m.d, cmd(m.d, "pullblocks blocks:1:7 %lld 0 0", (long long)m.dc), "PULL",
                    "LLM_NOT_YET_LINK", NULL);
-    proc_xstats_t dx = xstats(d);
+    proc_xstats_t dx = xstats(m.d);
     print_xstats("decoder", &dx);
     assert_true(dx.timed_out >= 1);
 
-    assert_int_equal(proc_kill(p, SIGCONT), 0);
+    assert_int_equal(proc_kill(m.p, SIGCONT), 0);
     /* The prefill may need a moment to see the old link close. */
     int64_t t0 = proc_now_ms();
     for (int attempt = 1;; attempt++) {
-        const char *got = cmd(d, "link 5000 %s", ep(p));
+        const char *got = cmd(m.d, "link 5000 %s", ep(m.p));
         if (!strcmp(got, "LINK LLM_SUCCESS LLM_SUCCESS")) {
             print_message("  relinked after %d attempt(s), %lld ms\n", attempt,
                           (long long)(proc_now_ms() - t0));
             break;
         }
         if (proc_now_ms() - t0 > 10000)
-            fail_msg("%s: relink after SIGCONT: %s", d->label, got);
+            fail_msg("%s: relink after SIGCONT: %s", m.d->label, got);
         proc_sleep_ms(100);
     }
     uint64_t sd = kvfill_seed(101, 2);
-    expect(d, "FILL OK", "fill %lld %llu", (long long)dc, (unsigned long long)sd);
-    expect(d, "PULL LLM_SUCCESS", "pullblocks blocks:1:7 %lld 0-%llu 0-%llu", (long long)dc,
-           (unsigned long long)(s.nb - 1), (unsigned long long)(s.nb - 1));
-    expect_verify_ok(d, cmd(d, "verifyblocks %lld %llu %llu 0-%llu 0-%llu", (long long)dc,
-                            (unsigned long long)sd, (unsigned long long)sp,
-                            (unsigned long long)(s.nb - 1), (unsigned long long)(s.nb - 1)));
+    expect(m.d, "FILL OK", "fill %lld %llu", (long long)m.dc, (unsigned long long)sd);
+    expect(m.d, "PULL LLM_SUCCESS", "pullblocks blocks:1:7 %lld 0-%llu 0-%llu", (long long)m.dc,
+           (unsigned long long)(m.s.nb - 1), (unsigned long long)(m.s.nb - 1));
+    expect_verify_ok(m.d, cmd(m.d, "verifyblocks %lld %llu %llu 0-%llu 0-%llu", (long long)m.dc,
+                              (unsigned long long)sd, (unsigned long long)m.sp,
+                              (unsigned long long)(m.s.nb - 1), (unsigned long long)(m.s.nb - 1)));
 }
 
 /* ------------------------------------------------------------------ */
@@ -1200,18 +1135,30 @@ static bool skip_unless_root(void)
     return true;
 }
 
+/* P (prompt 1, root) and D (decoder 101, uid 65534: process_vm_* on P is
+ * refused with EPERM), llmlink.Transport=transport on both, each with a
+ * blocks cache of 16 x 32 blocks of 16 KiB (P's: key blocks:1:7, pattern
+ * sp; D's: pattern sd), linked. Returns D's cache id. */
+static int64_t start_decoder_as_nobody(fx_t *f, const char *transport, uint64_t sp, uint64_t sd,
+                                       proc_t **d)
+{
+    static const char *const nobody[] = {"--uid", "65534", NULL};
+    proc_t *p = node_full(f, "prompt", 1, transport, 0, NULL, NULL);
+    *d = node_full(f, "decoder", 101, transport, 0, NULL, nobody);
+    reg_blocks(p, 16, 32, 16 * KiB, 7, sp);
+    int64_t dc = reg_blocks(*d, 16, 32, 16 * KiB, 0, sd);
+    link_to(*d, p);
+    return dc;
+}
+
 static void test_shm_eperm_falls_back_to_tcp(void **state)
 {
     fx_t *f = *state;
     if (skip_unless_root())
         skip();
-    static const char *const nobody[] = {"--uid", "65534", NULL};
-    proc_t *p = node_full(f, "prompt", 1, "auto", 0, NULL, NULL);
-    proc_t *d = node_full(f, "decoder", 101, "auto", 0, NULL, nobody);
+    proc_t *d;
     uint64_t sp = kvfill_seed(1, 1), sd = kvfill_seed(101, 1);
-    reg_blocks(p, 16, 32, 16 * KiB, 7, sp);
-    int64_t dc = reg_blocks(d, 16, 32, 16 * KiB, 0, sd);
-    link_to(d, p);
+    int64_t dc = start_decoder_as_nobody(f, "auto", sp, sd, &d);
     for (int i = 0; i < 2; i++) {
         expect(d, "PULL LLM_SUCCESS", "pullblocks blocks:1:7 %lld 0-7,20 %s", (long long)dc,
                i ? "9-16,31" : "0-7,30");
@@ -1233,13 +1180,9 @@ static void test_shm_forced_eperm_fails(void **state)
     fx_t *f = *state;
     if (skip_unless_root())
         skip();
-    static const char *const nobody[] = {"--uid", "65534", NULL};
-    proc_t *p = node_full(f, "prompt", 1, "shm", 0, NULL, NULL);
-    proc_t *d = node_full(f, "decoder", 101, "shm", 0, NULL, nobody);
+    proc_t *d;
     uint64_t sd = kvfill_seed(101, 1);
-    reg_blocks(p, 16, 32, 16 * KiB, 7, kvfill_seed(1, 1));
-    int64_t dc = reg_blocks(d, 16, 32, 16 * KiB, 0, sd);
-    link_to(d, p);
+    int64_t dc = start_decoder_as_nobody(f, "shm", kvfill_seed(1, 1), sd, &d);
     const char *got = cmd(d, "pullblocks blocks:1:7 %lld 0-7 0-7", (long long)dc);
     const char *st = expect_not_success(d, got, "PULL");
     print_message("  forced shm as uid 65534: %s\n", got);

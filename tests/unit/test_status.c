@@ -382,7 +382,7 @@ static void test_log_level_filter(void **state)
                          delivered, want);
             assert_int_equal(!!llk_log_enabled((llmlink_log_level_t)lvl), want);
             if (want) {
-                char text[32];
+                char text[48];
                 snprintf(text, sizeof text, "max %d level %d", max, lvl);
                 assert_string_equal(c->last, text);
                 assert_int_equal(c->level[c->count - 1], lvl);

@@ -44,7 +44,9 @@
 #define OFF_KIND      1u
 #define OFF_FLAGS     2u
 #define OFF_KEY_TYPE  4u
-#define OFF_NSEG      64u
+#define OFF_HINT      60u
+#define OFF_BOUND_END 64u
+#define OFF_NSEG      72u
 #define OFF_SEGS      LLK_XWIRE_REQ_FIXED
 /* XRESP payload offsets. */
 #define OFF_STATUS    0u
@@ -71,12 +73,13 @@
 #define VEC_XREQ_BATCH_INDEX  0x51525354u
 #define VEC_XREQ_UNIT_BYTES   0x10000ull
 #define VEC_XREQ_HINT         3u
+#define VEC_XREQ_BOUND_END    0x100000020ull
 #define VEC_XREQ_TOTAL        0x1020ull
-#define VEC_XREQ_PAYLOAD_LEN  108u
+#define VEC_XREQ_PAYLOAD_LEN  116u
 
 static const uint8_t vec_xreq[] = {
     'L', 'L', 'M', 'D', 0x00, 0x01, 0x00, 0x01,     /* magic, version 1, type 1 = REQ */
-    0x00, 0x00, 0x00, 0x6C,                         /* length 108 */
+    0x00, 0x00, 0x00, 0x74,                         /* length 116 */
     0x00, 0x00, 0x00, 0x00,                         /* flags */
     0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, /* req_id */
     0x01,                                           /* op READ */
@@ -91,6 +94,7 @@ static const uint8_t vec_xreq[] = {
     0x51, 0x52, 0x53, 0x54,                         /* batch_index */
     0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, /* unit_bytes 65536 */
     0x00, 0x00, 0x00, 0x03,                         /* num_tensors_hint 3 */
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x20, /* bound_end 0x100000020 */
     0x00, 0x00, 0x00, 0x02,                         /* nseg 2 */
     0x00, 0x00, 0x00, 0x00,                         /* seg 0: tensor 0 */
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /*        offset 0 */
@@ -200,6 +204,7 @@ static int setup(void **state)
     r->key.batch_index = 0;
     r->unit_bytes = 4096;
     r->num_tensors_hint = 4;
+    r->bound_end = 12288; /* segment 2's end */
     r->nseg = 3;
 
     *state = fx;
@@ -339,6 +344,7 @@ static void assert_req_equal(const llk_xreq_t *a, const llk_xreq_t *r, const llk
     assert_key_equal(&a->key, &r->key);
     assert_int_equal(a->unit_bytes, r->unit_bytes);
     assert_int_equal(a->num_tensors_hint, r->num_tensors_hint);
+    assert_int_equal(a->bound_end, r->bound_end);
     assert_int_equal(a->nseg, r->nseg);
     uint64_t total = 0;
     for (uint32_t i = 0; i < a->nseg; i++) {
@@ -610,6 +616,7 @@ static void test_encode_matches_vectors(void **state)
     r.key.batch_index = VEC_XREQ_BATCH_INDEX;
     r.unit_bytes = VEC_XREQ_UNIT_BYTES;
     r.num_tensors_hint = VEC_XREQ_HINT;
+    r.bound_end = VEC_XREQ_BOUND_END;
     r.nseg = ARRAY_LEN(vec_xreq_segs);
     n = llk_xwire_encode_req(fx->frame, FRAME_CAP, VEC_XREQ_REQ_ID, &r, vec_xreq_segs);
     assert_int_equal(n, sizeof vec_xreq);
@@ -652,6 +659,7 @@ static void test_decode_vectors(void **state)
     assert_int_equal(r->key.batch_index, VEC_XREQ_BATCH_INDEX);
     assert_int_equal(r->unit_bytes, VEC_XREQ_UNIT_BYTES);
     assert_int_equal(r->num_tensors_hint, VEC_XREQ_HINT);
+    assert_int_equal(r->bound_end, VEC_XREQ_BOUND_END);
     assert_int_equal(r->nseg, 2);
     assert_ptr_equal(r->segs, p + OFF_SEGS);
     assert_int_equal(r->total_bytes, VEC_XREQ_TOTAL);
@@ -755,19 +763,20 @@ static void test_roundtrip_req(void **state)
     assert_int_equal(fx->req_out.total_bytes, 4096 + 4096 + 12288);
 }
 
-/* Extreme values in every field that the decoder does not range-check. */
+/* Extreme values in every field that the decoder does not range-check, and
+ * the extremes of the bounds (tensor hint - 1, an end at bound_end). */
 static void test_roundtrip_req_extremes(void **state)
 {
     xw_fixture_t *fx = *state;
     llk_xreq_t r = fx->req;
     llk_xseg_wire_t segs[3] = {
-        {UINT32_MAX, UINT64_MAX - 1, 1}, /* ends exactly at UINT64_MAX */
+        {UINT32_MAX - 1, UINT64_MAX - 1, 1}, /* the last tensor, ends exactly at UINT64_MAX */
         {0, 0, UINT64_MAX / 2},
         {7, 1, 1},
     };
     r.op = LLK_XOP_SHM_WRITE;
     r.kind = LLK_XKIND_CACHE_AS_BLOCKS;
-    r.flags = LLK_XREQ_WHOLE | LLK_XREQ_CONSUME;
+    r.flags = LLK_XREQ_WHOLE | LLK_XREQ_CONSUME | LLK_XREQ_ALL_TENSORS;
     r.key.type = LLMLINK_KEY_ID_AND_INDEX;
     r.key.cluster_id = UINT64_MAX;
     r.key.req_id = UINT64_MAX;
@@ -777,15 +786,18 @@ static void test_roundtrip_req_extremes(void **state)
     r.key.batch_index = UINT32_MAX;
     r.unit_bytes = UINT64_MAX;
     r.num_tensors_hint = UINT32_MAX;
+    r.bound_end = UINT64_MAX;
     r.nseg = 3;
     assert_int_equal(req_through_wire(fx, &r, segs), 0);
     assert_req_equal(&fx->req_out, &r, segs);
 
+    /* the smallest bounds that hold segment {7, 1, 1} */
     r.key.prefix_id = -1;
     r.key.cache_id = -1;
     r.key.cluster_id = 0;
     r.unit_bytes = 0;
-    r.num_tensors_hint = 0;
+    r.num_tensors_hint = 8;
+    r.bound_end = 2;
     r.nseg = 1;
     assert_int_equal(req_through_wire(fx, &r, segs + 2), 0);
     assert_req_equal(&fx->req_out, &r, segs + 2);
@@ -799,7 +811,7 @@ static void test_roundtrip_req_enumerations(void **state)
     for (uint8_t op = LLK_XOP_READ; op <= LLK_XOP_SHM_WRITE; op++)
         for (uint8_t kind = LLK_XKIND_BLOCKS; kind <= LLK_XKIND_CACHE_AS_BLOCKS; kind++)
             for (uint32_t kt = LLMLINK_KEY_CACHE; kt <= LLMLINK_KEY_BLOCKS; kt++)
-                for (uint16_t flags = 0; flags <= 3; flags++) {
+                for (uint16_t flags = 0; flags <= 7; flags++) {
                     r.op = op;
                     r.kind = kind;
                     r.key.type = (llmlink_cache_key_type_t)kt;
@@ -816,8 +828,13 @@ static void test_roundtrip_req_max_segments(void **state)
     xw_fixture_t *fx = *state;
     llk_xreq_t r = fx->req;
     r.nseg = LLK_XWIRE_MAX_SEGS;
-    for (uint32_t i = 0; i < r.nseg; i++)
+    r.num_tensors_hint = 80;
+    r.bound_end = 0;
+    for (uint32_t i = 0; i < r.nseg; i++) {
         fx->segs[i] = (llk_xseg_wire_t){i % 80, (uint64_t)i << 20, 1 + (i % 4096)};
+        if (fx->segs[i].offset + fx->segs[i].length > r.bound_end)
+            r.bound_end = fx->segs[i].offset + fx->segs[i].length;
+    }
     size_t n = enc_req(fx, &r, fx->segs);
     assert_int_equal(n, MAX_REQ_FRAME);
     assert_decodes(dec_req, payload_of(fx->frame, n, LLK_XMSG_REQ, REQ_ID),
@@ -1051,20 +1068,34 @@ static void test_req_kind_validated(void **state)
     }
 }
 
-/* Only WHOLE and CONSUME are defined; any other bit is refused so that a
- * later version can give it a meaning. */
+/* Only WHOLE, CONSUME and ALL_TENSORS are defined; any other bit is
+ * refused so that a later version can give it a meaning. */
 static void test_req_flags_validated(void **state)
 {
     xw_fixture_t *fx = *state;
     llk_xreq_t r = fx->req;
-    static const uint16_t good[] = {0, LLK_XREQ_WHOLE, LLK_XREQ_CONSUME,
-                                    LLK_XREQ_WHOLE | LLK_XREQ_CONSUME};
+    assert_int_equal(LLK_XREQ_WHOLE, 0x0001);
+    assert_int_equal(LLK_XREQ_CONSUME, 0x0002);
+    assert_int_equal(LLK_XREQ_ALL_TENSORS, 0x0004);
+    static const uint16_t good[] = {0,
+                                    LLK_XREQ_WHOLE,
+                                    LLK_XREQ_CONSUME,
+                                    LLK_XREQ_ALL_TENSORS,
+                                    LLK_XREQ_WHOLE | LLK_XREQ_CONSUME,
+                                    LLK_XREQ_WHOLE | LLK_XREQ_ALL_TENSORS,
+                                    LLK_XREQ_CONSUME | LLK_XREQ_ALL_TENSORS,
+                                    LLK_XREQ_WHOLE | LLK_XREQ_CONSUME | LLK_XREQ_ALL_TENSORS};
     for (size_t i = 0; i < ARRAY_LEN(good); i++) {
         r.flags = good[i];
         assert_int_equal(req_through_wire(fx, &r, fx->segs), 0);
         assert_int_equal(fx->req_out.flags, good[i]);
     }
-    static const uint16_t bad[] = {0x0004, 0x0005, 0x0100, 0x8000, 0xFFFF};
+    /* ALL_TENSORS is bit 2 of the u16 at offset 2 */
+    size_t n = valid_req_payload(fx);
+    put_be16(fx->payload + OFF_FLAGS, 0x0004);
+    assert_decodes(dec_req, fx->payload, n, fx);
+    assert_int_equal(fx->req_out.flags, LLK_XREQ_ALL_TENSORS);
+    static const uint16_t bad[] = {0x0008, 0x000F, 0x0010, 0x0100, 0x8000, 0xFFFF};
     for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
         r.flags = bad[i];
         assert_int_equal(req_through_wire(fx, &r, fx->segs), -1);
@@ -1168,6 +1199,7 @@ static void test_req_segment_end_overflow_refused(void **state)
     xw_fixture_t *fx = *state;
     llk_xreq_t r = fx->req;
     r.nseg = 1;
+    r.bound_end = UINT64_MAX; /* so that only the overflow check can refuse */
     static const struct {
         uint64_t offset, length;
         int want;
@@ -1196,6 +1228,7 @@ static void test_req_total_overflow_refused(void **state)
     xw_fixture_t *fx = *state;
     llk_xreq_t r = fx->req;
     llk_xseg_wire_t segs[3];
+    r.bound_end = UINT64_MAX; /* so that only the total check can refuse */
 
     /* control: the sum is exactly UINT64_MAX */
     segs[0] = (llk_xseg_wire_t){0, 0, 0x8000000000000000ull};
@@ -1221,6 +1254,151 @@ static void test_req_total_overflow_refused(void **state)
     r.nseg = 3;
     assert_int_equal(req_through_wire(fx, &r, segs), -1);
     assert_non_null(strstr(fx->why, "total"));
+}
+
+/* ---- the transfer's bounds: every segment within them ---------------------- */
+
+/* tensor < num_tensors_hint, for a segment at any position. */
+static void test_req_segment_tensor_bound(void **state)
+{
+    xw_fixture_t *fx = *state;
+    llk_xreq_t r = fx->req; /* hint 4; tensors 0, 1, 3 */
+    llk_xseg_wire_t segs[3];
+    for (uint32_t at = 0; at < 3; at++) {
+        static const struct {
+            uint32_t tensor;
+            int want;
+        } cases[] = {{3, 0}, {4, -1}, {5, -1}, {UINT32_MAX, -1}};
+        for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+            memcpy(segs, fx->segs, sizeof segs);
+            segs[at].tensor = cases[i].tensor;
+            int rc = req_through_wire(fx, &r, segs);
+            if (rc != cases[i].want)
+                fail_msg("segment %u, tensor %u: rc %d, want %d (%s)", at, cases[i].tensor, rc,
+                         cases[i].want, fx->why ? fx->why : "-");
+            if (rc != 0)
+                assert_non_null(strstr(fx->why, "outside the request's bounds"));
+        }
+    }
+    /* the other way round: the hint just below the highest tensor + 1 */
+    r.num_tensors_hint = 3;
+    assert_int_equal(req_through_wire(fx, &r, fx->segs), -1);
+    assert_non_null(strstr(fx->why, "outside the request's bounds"));
+    /* a hint above what this request touches: another request of the
+     * transfer may go further */
+    r.num_tensors_hint = UINT32_MAX;
+    assert_int_equal(req_through_wire(fx, &r, fx->segs), 0);
+    assert_int_equal(fx->req_out.num_tensors_hint, UINT32_MAX);
+
+    /* read from its offset: the hint of a valid payload lowered in place */
+    size_t n = valid_req_payload(fx);
+    put_be32(fx->payload + OFF_HINT, 4);
+    assert_decodes(dec_req, fx->payload, n, fx);
+    put_be32(fx->payload + OFF_HINT, 3);
+    assert_refused_for(dec_req, fx->payload, n, fx, "outside the request's bounds");
+}
+
+/* offset + length <= bound_end, for a segment at any position. */
+static void test_req_segment_end_bound(void **state)
+{
+    xw_fixture_t *fx = *state;
+    llk_xreq_t r = fx->req; /* bound_end 12288 = the end of segments 1 and 2 */
+    llk_xseg_wire_t segs[3];
+    for (uint32_t at = 0; at < 3; at++) {
+        memcpy(segs, fx->segs, sizeof segs);
+        segs[at].offset = r.bound_end - segs[at].length; /* ends at bound_end */
+        assert_int_equal(req_through_wire(fx, &r, segs), 0);
+        segs[at].offset++; /* one byte past it */
+        assert_int_equal(req_through_wire(fx, &r, segs), -1);
+        assert_non_null(strstr(fx->why, "outside the request's bounds"));
+        segs[at].offset--;
+        segs[at].length++; /* the same end by its length */
+        assert_int_equal(req_through_wire(fx, &r, segs), -1);
+        assert_non_null(strstr(fx->why, "outside the request's bounds"));
+        segs[at] = (llk_xseg_wire_t){0, UINT64_MAX - 1, 1}; /* far past it */
+        assert_int_equal(req_through_wire(fx, &r, segs), -1);
+        assert_non_null(strstr(fx->why, "outside the request's bounds"));
+    }
+    /* the bound just below the furthest end */
+    r.bound_end = 12287;
+    assert_int_equal(req_through_wire(fx, &r, fx->segs), -1);
+    assert_non_null(strstr(fx->why, "outside the request's bounds"));
+    r.bound_end = 0;
+    assert_int_equal(req_through_wire(fx, &r, fx->segs), -1);
+    assert_non_null(strstr(fx->why, "outside the request's bounds"));
+    /* a bound past what this request touches: another request of the
+     * transfer may go further */
+    r.bound_end = UINT64_MAX;
+    assert_int_equal(req_through_wire(fx, &r, fx->segs), 0);
+    assert_int_equal(fx->req_out.bound_end, UINT64_MAX);
+
+    /* a segment whose end overflows says so, whatever the bound */
+    segs[0] = (llk_xseg_wire_t){0, UINT64_MAX, 1};
+    r.nseg = 1;
+    r.bound_end = 12288;
+    assert_int_equal(req_through_wire(fx, &r, segs), -1);
+    assert_non_null(strstr(fx->why, "overflow"));
+
+    /* read from its offset: all 8 bytes of a valid payload's bound_end */
+    size_t n = valid_req_payload(fx);
+    put_be64(fx->payload + OFF_BOUND_END, 12288);
+    assert_decodes(dec_req, fx->payload, n, fx);
+    put_be64(fx->payload + OFF_BOUND_END, 12287);
+    assert_refused_for(dec_req, fx->payload, n, fx, "outside the request's bounds");
+    put_be64(fx->payload + OFF_BOUND_END, 0x0100000000000000ull); /* only the top byte */
+    assert_decodes(dec_req, fx->payload, n, fx);
+    assert_int_equal(fx->req_out.bound_end, 0x0100000000000000ull);
+}
+
+/* A request with segments covers at least one tensor. */
+static void test_req_hint_zero_with_segments(void **state)
+{
+    xw_fixture_t *fx = *state;
+    llk_xreq_t r = fx->req;
+    llk_xseg_wire_t one = {0, 0, 1};
+    r.nseg = 1;
+    r.num_tensors_hint = 1;
+    assert_int_equal(req_through_wire(fx, &r, &one), 0); /* control */
+    r.num_tensors_hint = 0;
+    assert_int_equal(req_through_wire(fx, &r, &one), -1);
+    assert_non_null(strstr(fx->why, "num_tensors_hint"));
+    r.bound_end = UINT64_MAX;
+    assert_int_equal(req_through_wire(fx, &r, &one), -1);
+    assert_non_null(strstr(fx->why, "num_tensors_hint"));
+    /* the last READ of a pull_cache: CONSUME with segments has bounds too */
+    r.kind = LLK_XKIND_CACHE;
+    r.key.type = LLMLINK_KEY_CACHE;
+    r.flags = LLK_XREQ_CONSUME;
+    r.nseg = 3;
+    assert_int_equal(req_through_wire(fx, &r, fx->segs), -1);
+    assert_non_null(strstr(fx->why, "num_tensors_hint"));
+}
+
+/* A CONSUME without segments moves nothing: its bounds are not checked,
+ * and travel unchanged. */
+static void test_req_consume_ignores_bounds(void **state)
+{
+    xw_fixture_t *fx = *state;
+    llk_xreq_t r = fx->req;
+    r.kind = LLK_XKIND_CACHE;
+    r.key.type = LLMLINK_KEY_CACHE;
+    r.nseg = 0;
+    static const struct {
+        uint32_t hint;
+        uint64_t bound_end;
+    } cases[] = {{0, 0}, {0, UINT64_MAX}, {UINT32_MAX, 0}, {UINT32_MAX, UINT64_MAX}, {4, 12288}};
+    static const uint16_t flags[] = {LLK_XREQ_CONSUME, LLK_XREQ_CONSUME | LLK_XREQ_ALL_TENSORS,
+                                     LLK_XREQ_CONSUME | LLK_XREQ_WHOLE};
+    for (size_t f = 0; f < ARRAY_LEN(flags); f++)
+        for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+            r.flags = flags[f];
+            r.num_tensors_hint = cases[i].hint;
+            r.bound_end = cases[i].bound_end;
+            if (req_through_wire(fx, &r, NULL) != 0)
+                fail_msg("flags 0x%x, hint %u, bound_end %llu: refused: %s", flags[f],
+                         cases[i].hint, (unsigned long long)cases[i].bound_end, fx->why);
+            assert_req_equal(&fx->req_out, &r, NULL);
+        }
 }
 
 /* nseg 0 is only a CONSUME READ. */
@@ -1604,6 +1782,10 @@ int main(void)
         T(test_req_empty_segment_refused),
         T(test_req_segment_end_overflow_refused),
         T(test_req_total_overflow_refused),
+        T(test_req_segment_tensor_bound),
+        T(test_req_segment_end_bound),
+        T(test_req_hint_zero_with_segments),
+        T(test_req_consume_ignores_bounds),
         T(test_req_without_segments),
         T(test_resp_message_length_validated),
         T(test_resp_nonprintable_replaced),

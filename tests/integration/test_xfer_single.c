@@ -1,0 +1,365 @@
+/*
+ * test_xfer_single.c - transfers between two engines of one process, for
+ * what needs a look at both sides' memory at once:
+ *
+ *  - a refused transfer moves no byte, even when it is spread over several
+ *    streams and only one block of it is out of range (every request of a
+ *    transfer carries the transfer's bounds; pull and push);
+ *  - caches of different tensor counts are refused without layer ranges,
+ *    and move with them;
+ *  - many threads pulling on one engine at once, every byte checked;
+ *  - unregistering a local cache while a pull uses it waits for the pull;
+ *  - engines destroyed with links and caches in place free everything
+ *    (the sanitizer runs check the "free").
+ *
+ * Each test runs over tcp (with 4 streams per link, so a transfer is cut
+ * into several requests) and over shm. Single process, loopback only, ports
+ * from 127.0.0.1:0, every wait bounded by llm.SyncKvCacheWaitTime.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "llmlink.h"
+#include "llk_test.h"
+
+#define PROMPT_ID 1u
+#define DECODER_ID 2u
+#define NT 8           /* 4 layers of K, V */
+#define NB 64          /* blocks per tensor */
+#define BS 131072u     /* bytes per block: a tensor (8 MiB) spans several 1 MiB slices */
+#define SENTINEL 0xEE
+
+typedef struct fx {
+    const char *transport;
+    llmlink_t *p, *d;
+    uint8_t *pmem[NT], *dmem[NT];
+    int64_t pcache, dcache;
+    llmlink_cache_key_t key;
+} fx_t;
+
+static uint8_t pattern(unsigned tensor, uint64_t off)
+{
+    uint64_t x = (off + 1) * 0x9E3779B97F4A7C15ull ^ ((uint64_t)tensor << 40);
+    return (uint8_t)(x >> 56);
+}
+
+static llmlink_cache_desc_t desc_of(uint32_t nt)
+{
+    llmlink_cache_desc_t d = {.num_tensors = nt, .data_type = LLMLINK_DT_FLOAT16,
+                              .placement = LLMLINK_PLACEMENT_HOST, .num_dims = 2,
+                              .shape = {NB, BS / 2}};
+    return d;
+}
+
+static uint8_t *tensor_alloc(void)
+{
+    void *p = mmap(NULL, (size_t)NB * BS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    assert_true(p != MAP_FAILED);
+    return p;
+}
+
+static void fill_prompt(fx_t *fx)
+{
+    for (unsigned t = 0; t < NT; t++)
+        for (uint64_t o = 0; o < (uint64_t)NB * BS; o++)
+            fx->pmem[t][o] = pattern(t, o);
+}
+
+static void fill_sentinel(uint8_t **mem, unsigned nt)
+{
+    for (unsigned t = 0; t < nt; t++)
+        memset(mem[t], SENTINEL, (size_t)NB * BS);
+}
+
+/* Every byte of nt tensors is the sentinel. */
+static void assert_untouched(uint8_t **mem, unsigned nt, const char *what)
+{
+    for (unsigned t = 0; t < nt; t++)
+        for (uint64_t o = 0; o < (uint64_t)NB * BS; o++)
+            if (mem[t][o] != SENTINEL)
+                fail_msg("%s: tensor %u byte %llu changed (0x%02x)", what, t,
+                         (unsigned long long)o, mem[t][o]);
+}
+
+/* D's block dst[i] of tensor t holds P's block src[i] of tensor t + dt. */
+static void assert_blocks(const fx_t *fx, const uint64_t *src, const uint64_t *dst, size_t n,
+                          unsigned t0, unsigned nt, unsigned dt)
+{
+    for (unsigned t = t0; t < t0 + nt; t++)
+        for (size_t i = 0; i < n; i++)
+            for (uint64_t b = 0; b < BS; b++) {
+                uint8_t got = fx->dmem[t][dst[i] * BS + b];
+                uint8_t want = pattern(t + dt, src[i] * BS + b);
+                if (got != want)
+                    fail_msg("tensor %u, dst block %llu byte %llu: 0x%02x, want 0x%02x", t,
+                             (unsigned long long)dst[i], (unsigned long long)b, got, want);
+            }
+}
+
+static llmlink_xfer_stats_t xstats(llmlink_t *e)
+{
+    llmlink_xfer_stats_t s;
+    memset(&s, 0, sizeof s);
+    s.version = LLMLINK_XFER_STATS_VERSION;
+    assert_status(llmlink_get_xfer_stats(e, &s), LLMLINK_SUCCESS);
+    return s;
+}
+
+static llmlink_status_t link_p(fx_t *fx)
+{
+    uint16_t port;
+    assert_status(llmlink_get_listen_port(fx->p, 0, &port), LLMLINK_SUCCESS);
+    llmlink_ip_info_t ip = {"127.0.0.1", port};
+    llmlink_cluster_info_t c = {PROMPT_ID, LLMLINK_ROLE_PROMPT, &ip, 1, &ip, 1};
+    llmlink_status_t st[1];
+    return llmlink_link_clusters(fx->d, &c, 1, 5000, st);
+}
+
+static int setup(void **state, const char *transport)
+{
+    fx_t *fx = calloc(1, sizeof *fx);
+    fx->transport = transport;
+    llmlink_option_t po[] = {{"llm.listenIpInfo", "127.0.0.1:0"},
+                             {"llmlink.Transport", transport},
+                             {"llm.SyncKvCacheWaitTime", "10000"}};
+    llmlink_option_t dopt[] = {{"llmlink.Transport", transport},
+                               {"llmlink.StreamsPerLink", "4"},
+                               {"llm.SyncKvCacheWaitTime", "10000"}};
+    if (llmlink_create(&fx->p, LLMLINK_ROLE_PROMPT, PROMPT_ID) ||
+        llmlink_init(fx->p, po, 3) || llmlink_create(&fx->d, LLMLINK_ROLE_DECODER, DECODER_ID) ||
+        llmlink_init(fx->d, dopt, 3)) {
+        fprintf(stderr, "setup: %s\n", llmlink_last_error());
+        return -1;
+    }
+    if (link_p(fx) != LLMLINK_SUCCESS) {
+        fprintf(stderr, "setup: link: %s\n", llmlink_last_error());
+        return -1;
+    }
+    uint64_t pa[NT], da[NT];
+    for (int t = 0; t < NT; t++) {
+        fx->pmem[t] = tensor_alloc();
+        fx->dmem[t] = tensor_alloc();
+        pa[t] = (uint64_t)(uintptr_t)fx->pmem[t];
+        da[t] = (uint64_t)(uintptr_t)fx->dmem[t];
+    }
+    fill_prompt(fx);
+    fill_sentinel(fx->dmem, NT);
+    fx->key = (llmlink_cache_key_t){.type = LLMLINK_KEY_BLOCKS, .cluster_id = PROMPT_ID};
+    llmlink_cache_desc_t d = desc_of(NT);
+    if (llmlink_register_blocks_cache(fx->p, &d, pa, NT, &fx->key, &fx->pcache) ||
+        llmlink_register_blocks_cache(fx->d, &d, da, NT, NULL, &fx->dcache)) {
+        fprintf(stderr, "setup: register: %s\n", llmlink_last_error());
+        return -1;
+    }
+    *state = fx;
+    return 0;
+}
+
+static int setup_tcp(void **state) { return setup(state, "tcp"); }
+static int setup_shm(void **state) { return setup(state, "shm"); }
+
+static int teardown(void **state)
+{
+    fx_t *fx = *state;
+    /* Destroyed with the link up and both caches registered. */
+    llmlink_destroy(fx->d);
+    llmlink_destroy(fx->p);
+    for (int t = 0; t < NT; t++) {
+        munmap(fx->pmem[t], (size_t)NB * BS);
+        munmap(fx->dmem[t], (size_t)NB * BS);
+    }
+    free(fx);
+    return 0;
+}
+
+/* ---- refusals move nothing ------------------------------------------------ */
+
+/* The last tensor only: one block list then spreads over the streams. */
+static const llmlink_layer_range_t one_tensor = {.src_start = 7, .src_end = 8, .dst_start = 7,
+                                                 .dst_end = 8, .tensors_per_layer = 1};
+
+static void test_refused_pull_moves_nothing(void **state)
+{
+    fx_t *fx = *state;
+    uint64_t src[NB], dst[NB];
+    for (int i = 0; i < NB; i++) {
+        src[i] = (uint64_t)(NB - 1 - i);
+        dst[i] = (uint64_t)i;
+    }
+    /* One tensor (layer 7 of 1 tensor), its 64 blocks cut into 4 requests,
+     * one per stream: only the last request holds the bad block. */
+    src[NB - 1] = NB + 3;
+    llmlink_xfer_stats_t before = xstats(fx->p);
+    llmlink_status_t st =
+        llmlink_pull_blocks(fx->d, &fx->key, fx->dcache, src, NB, dst, NB, &one_tensor);
+    assert_status(st, LLMLINK_PARAM_INVALID);
+    assert_non_null(strstr(llmlink_last_error(), "past the end"));
+    assert_untouched(fx->dmem, NT, "refused pull");
+    llmlink_xfer_stats_t after = xstats(fx->p);
+    assert_int_equal(after.requests_served, before.requests_served);
+    assert_true(after.requests_refused > before.requests_refused);
+    /* The link still works. */
+    src[NB - 1] = 0;
+    assert_status(llmlink_pull_blocks(fx->d, &fx->key, fx->dcache, src, NB, dst, NB, NULL),
+                  LLMLINK_SUCCESS);
+    assert_blocks(fx, src, dst, NB, 0, NT, 0);
+}
+
+static void test_refused_push_moves_nothing(void **state)
+{
+    fx_t *fx = *state;
+    fill_sentinel(fx->pmem, NT);
+    memset(fx->dmem[7], 0x11, (size_t)NB * BS); /* what a push would write */
+    uint64_t src[NB], dst[NB];
+    for (int i = 0; i < NB; i++)
+        src[i] = dst[i] = (uint64_t)i;
+    dst[NB - 1] = 1000000;
+    llmlink_status_t st =
+        llmlink_push_blocks(fx->d, &fx->key, fx->dcache, src, NB, dst, NB, &one_tensor);
+    assert_status(st, LLMLINK_PARAM_INVALID);
+    assert_non_null(strstr(llmlink_last_error(), "past the end"));
+    assert_untouched(fx->pmem, NT, "refused push");
+}
+
+/* ---- tensor counts --------------------------------------------------------- */
+
+static void test_tensor_counts_differ(void **state)
+{
+    fx_t *fx = *state;
+    /* A 6-tensor cache on D (its first 6 tensors), against P's 8. */
+    uint64_t da[6];
+    for (int t = 0; t < 6; t++)
+        da[t] = (uint64_t)(uintptr_t)fx->dmem[t];
+    assert_status(llmlink_unregister_cache(fx->d, fx->dcache), LLMLINK_SUCCESS);
+    llmlink_cache_desc_t d6 = desc_of(6);
+    int64_t c6;
+    assert_status(llmlink_register_blocks_cache(fx->d, &d6, da, 6, NULL, &c6), LLMLINK_SUCCESS);
+    uint64_t src[2] = {5, 6}, dst[2] = {0, 1};
+    llmlink_status_t st = llmlink_pull_blocks(fx->d, &fx->key, c6, src, 2, dst, 2, NULL);
+    assert_status(st, LLMLINK_PARAM_INVALID);
+    assert_non_null(strstr(llmlink_last_error(), "different tensor counts"));
+    assert_untouched(fx->dmem, 6, "refused pull of 6 tensors from 8");
+    /* With layer ranges: P's layers 1..4 into D's layers 0..3. */
+    llmlink_layer_range_t lr = {.src_start = 1, .src_end = 4, .dst_start = 0, .dst_end = 3,
+                                .tensors_per_layer = 2};
+    assert_status(llmlink_pull_blocks(fx->d, &fx->key, c6, src, 2, dst, 2, &lr), LLMLINK_SUCCESS);
+    assert_blocks(fx, src, dst, 2, 0, 6, 2);
+}
+
+/* ---- threads ---------------------------------------------------------------- */
+
+#define THREADS 8
+#define ROUNDS 20
+
+typedef struct {
+    fx_t *fx;
+    int index;
+    llmlink_status_t st;
+    char err[256];
+} worker_t;
+
+static void *puller(void *arg)
+{
+    worker_t *w = arg;
+    /* Thread i owns D blocks [8i, 8i + 8): no two threads write one block. */
+    uint64_t src[8], dst[8];
+    for (int r = 0; r < ROUNDS && w->st == LLMLINK_SUCCESS; r++) {
+        for (int k = 0; k < 8; k++) {
+            src[k] = (uint64_t)((w->index * 11 + r * 7 + k * 5) % NB);
+            dst[k] = (uint64_t)(w->index * 8 + k);
+        }
+        w->st = llmlink_pull_blocks(w->fx->d, &w->fx->key, w->fx->dcache, src, 8, dst, 8, NULL);
+        if (w->st != LLMLINK_SUCCESS)
+            snprintf(w->err, sizeof w->err, "%s", llmlink_last_error());
+    }
+    return NULL;
+}
+
+static void test_threads_pull_at_once(void **state)
+{
+    fx_t *fx = *state;
+    pthread_t th[THREADS];
+    worker_t w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (worker_t){.fx = fx, .index = i};
+        assert_int_equal(pthread_create(&th[i], NULL, puller, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < THREADS; i++)
+        if (w[i].st != LLMLINK_SUCCESS)
+            fail_msg("thread %d: %s: %s", i, llmlink_status_name(w[i].st), w[i].err);
+    /* Each thread's last round is what its blocks hold now. */
+    for (int i = 0; i < THREADS; i++) {
+        uint64_t src[8], dst[8];
+        for (int k = 0; k < 8; k++) {
+            src[k] = (uint64_t)((i * 11 + (ROUNDS - 1) * 7 + k * 5) % NB);
+            dst[k] = (uint64_t)(i * 8 + k);
+        }
+        assert_blocks(fx, src, dst, 8, 0, NT, 0);
+    }
+    assert_int_equal(xstats(fx->d).transfers, THREADS * ROUNDS);
+}
+
+/* ---- unregister during a pull -------------------------------------------------- */
+
+typedef struct {
+    fx_t *fx;
+    llmlink_status_t st;
+    int rounds;
+} looper_t;
+
+static void *pull_loop(void *arg)
+{
+    looper_t *l = arg;
+    uint64_t src[NB], dst[NB];
+    for (int i = 0; i < NB; i++)
+        src[i] = dst[i] = (uint64_t)i;
+    for (l->rounds = 0; l->rounds < 200; l->rounds++) {
+        l->st = llmlink_pull_blocks(l->fx->d, &l->fx->key, l->fx->dcache, src, NB, dst, NB, NULL);
+        if (l->st != LLMLINK_SUCCESS)
+            break;
+    }
+    return NULL;
+}
+
+static void test_unregister_waits_for_pull(void **state)
+{
+    fx_t *fx = *state;
+    looper_t l = {.fx = fx};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, pull_loop, &l), 0);
+    /* Wait (bounded) until the loop has moved something. */
+    for (int i = 0; i < 2000 && xstats(fx->d).transfers == 0; i++)
+        usleep(1000);
+    llmlink_status_t st = llmlink_unregister_cache(fx->d, fx->dcache);
+    pthread_join(th, NULL);
+    /* The unregister waited for the pull in flight, then won: the loop ends
+     * on a cache that no longer exists, never on a half-freed one. */
+    assert_status(st, LLMLINK_SUCCESS);
+    assert_status(l.st, LLMLINK_KV_CACHE_NOT_EXIST);
+    assert_true(l.rounds >= 1);
+}
+
+int main(void)
+{
+    /* Every test over tcp (4 streams per link) and over shm. */
+#define BOTH(f) {#f "/tcp", f, setup_tcp, teardown, NULL}, {#f "/shm", f, setup_shm, teardown, NULL}
+    const struct CMUnitTest tests[] = {
+        BOTH(test_refused_pull_moves_nothing), BOTH(test_refused_push_moves_nothing),
+        BOTH(test_tensor_counts_differ),       BOTH(test_threads_pull_at_once),
+        BOTH(test_unregister_waits_for_pull),
+    };
+    return cmocka_run_group_tests_name("xfer_single", tests, NULL, NULL);
+}
