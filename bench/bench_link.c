@@ -202,6 +202,46 @@ static void failures_add(failures_t *f, const char *op, llmlink_status_t st)
 
 static void failures_fini(failures_t *f) { pthread_mutex_destroy(&f->mu); }
 
+/* A FAILED row for `what` when a call failed. */
+static void failures_report(const failures_t *f, char sec, const char *what)
+{
+    if (f->count)
+        bench_failed(sec, what, "%lu failed calls; first: %s", f->count, f->first);
+}
+
+/* Runs fn on n threads (<= 64; the i-th gets jobs + i * job_size), each
+ * waiting first on *go, a barrier for n + 1 initialised here. Then sets
+ * *stop_at_ms (when not NULL) to run_ms from now, opens the barrier and
+ * joins them: returns the ns from the opening to the last join. Aborts when
+ * a thread cannot start (the barrier would never open). */
+static int64_t run_threads(size_t n, void *(*fn)(void *), void *jobs, size_t job_size,
+                           pthread_barrier_t *go, volatile int64_t *stop_at_ms, int run_ms)
+{
+    pthread_t th[64];
+    pthread_barrier_init(go, NULL, (unsigned)n + 1);
+    size_t started = 0;
+    for (size_t k = 0; k < n && k < 64; k++) {
+        if (pthread_create(&th[k], NULL, fn, (char *)jobs + k * job_size) != 0)
+            break;
+        started++;
+    }
+    if (started < n) {
+        /* Cannot happen in practice; the barrier would never open. */
+        fprintf(stderr, "bench_link: pthread_create failed; aborting\n");
+        bench_stop_all_servers();
+        abort();
+    }
+    if (stop_at_ms)
+        *stop_at_ms = bench_now_ms() + run_ms;
+    int64_t t0 = bench_now_ns();
+    pthread_barrier_wait(go);
+    for (size_t k = 0; k < started; k++)
+        pthread_join(th[k], NULL);
+    int64_t dt = bench_now_ns() - t0;
+    pthread_barrier_destroy(go);
+    return dt;
+}
+
 /* Link (or unlink) engines[i] for every i, from `nthreads` threads, each
  * taking every nthreads-th engine. Returns the wall time in ns. */
 typedef struct par_job {
@@ -244,32 +284,13 @@ static int64_t run_parallel(llmlink_t **engines, size_t n, size_t nthreads, cons
         }
         return bench_now_ns() - t0;
     }
-    pthread_t th[64];
     par_job_t jobs[64];
     pthread_barrier_t go;
     if (nthreads > 64)
         nthreads = 64;
-    pthread_barrier_init(&go, NULL, (unsigned)nthreads + 1);
-    size_t started = 0;
-    for (size_t k = 0; k < nthreads; k++) {
+    for (size_t k = 0; k < nthreads; k++)
         jobs[k] = (par_job_t){engines, n, nthreads, k, t, unlink, &go, fail};
-        if (pthread_create(&th[k], NULL, par_worker, &jobs[k]) != 0)
-            break;
-        started++;
-    }
-    if (started < nthreads) {
-        /* Cannot happen in practice; the barrier would never open. */
-        fprintf(stderr, "bench_link: pthread_create failed; aborting\n");
-        bench_stop_all_servers();
-        abort();
-    }
-    int64_t t0 = bench_now_ns();
-    pthread_barrier_wait(&go);
-    for (size_t k = 0; k < started; k++)
-        pthread_join(th[k], NULL);
-    int64_t dt = bench_now_ns() - t0;
-    pthread_barrier_destroy(&go);
-    return dt;
+    return run_threads(nthreads, par_worker, jobs, sizeof jobs[0], &go, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -288,6 +309,20 @@ typedef struct config {
 } config_t;
 
 static const int HS_THREADS[] = {1, 4, 16, 64};
+
+/* Rows "<figure>, median" and (with p99) "<figure>, p99" of the call times
+ * v[0..n) in us (sorts v). */
+static void latency_rows(char sec, const char *figure, const char *detail, double *v, size_t n,
+                         bool p99)
+{
+    char fig[96];
+    snprintf(fig, sizeof fig, "%s, median", figure);
+    bench_add_row(sec, fig, "us", detail, "%.1f", bench_percentile(v, n, 50));
+    if (p99) {
+        snprintf(fig, sizeof fig, "%s, p99", figure);
+        bench_add_row(sec, fig, "us", detail, "%.1f", bench_percentile(v, n, 99));
+    }
+}
 
 /* ------------------------------------------------------------------ */
 /* a. link 1 cluster                                                   */
@@ -338,18 +373,10 @@ static void section_a(const config_t *cfg)
     }
     snprintf(d, sizeof d, "%d rounds, 1 DECODER -> 1 PROMPT process; link+unlink per round", n);
     if (n > 0) {
-        bench_add_row('a', "link 1 cluster, median", "us", d, "%.1f",
-                      bench_percentile(lk, (size_t)n, 50));
-        bench_add_row('a', "link 1 cluster, p99", "us", d, "%.1f",
-                      bench_percentile(lk, (size_t)n, 99));
-        bench_add_row('a', "unlink 1 cluster (non-force), median", "us", d, "%.1f",
-                      bench_percentile(ul, (size_t)n, 50));
-        bench_add_row('a', "unlink 1 cluster (non-force), p99", "us", d, "%.1f",
-                      bench_percentile(ul, (size_t)n, 99));
+        latency_rows('a', "link 1 cluster", d, lk, (size_t)n, true);
+        latency_rows('a', "unlink 1 cluster (non-force)", d, ul, (size_t)n, true);
     }
-    if (fail.count)
-        bench_failed('a', "link 1 cluster", "%lu failed calls; first: %s", fail.count,
-                     fail.first);
+    failures_report(&fail, 'a', "link 1 cluster");
     failures_fini(&fail);
     free(lk);
     free(ul);
@@ -433,18 +460,12 @@ static void section_b(const config_t *cfg)
     }
     snprintf(d, sizeof d, "%d rounds; 16 PROMPT processes, distinct cluster ids", n);
     if (n > 0) {
-        bench_add_row('b', "link 16 clusters in 1 call, median", "us", d, "%.1f",
-                      bench_percentile(one, (size_t)n, 50));
-        bench_add_row('b', "link 16 clusters in 1 call, p99", "us", d, "%.1f",
-                      bench_percentile(one, (size_t)n, 99));
-        bench_add_row('b', "unlink 16 clusters in 1 call, median", "us", d, "%.1f",
-                      bench_percentile(ul, (size_t)n, 50));
-        bench_add_row('b', "for comparison: 16 sequential 1-cluster calls, median", "us", d, "%.1f",
-                      bench_percentile(seq, (size_t)n, 50));
+        latency_rows('b', "link 16 clusters in 1 call", d, one, (size_t)n, true);
+        latency_rows('b', "unlink 16 clusters in 1 call", d, ul, (size_t)n, false);
+        latency_rows('b', "for comparison: 16 sequential 1-cluster calls", d, seq, (size_t)n,
+                     false);
     }
-    if (fail.count)
-        bench_failed('b', "link 16 clusters", "%lu failed calls; first: %s", fail.count,
-                     fail.first);
+    failures_report(&fail, 'b', "link 16 clusters");
     failures_fini(&fail);
     free(one);
     free(seq);
@@ -538,9 +559,7 @@ static void section_c(const config_t *cfg)
         if (!held)
             bench_failed('c', "link 512 clusters", "server reports %u links, expected %zu",
                          ss.links, n);
-        if (fail.count)
-            bench_failed('c', "link 512 clusters", "%lu failed calls; first: %s", fail.count,
-                         fail.first);
+        failures_report(&fail, 'c', "link 512 clusters");
         failures_fini(&fail);
     }
 out:
@@ -609,29 +628,12 @@ static void section_d(const config_t *cfg)
         failures_t fail;
         failures_init(&fail);
         pthread_barrier_t go;
-        pthread_barrier_init(&go, NULL, (unsigned)nt + 1);
-        pthread_t th[64];
         hs_job_t jobs[64];
         volatile int64_t stop_at = 0;
-        size_t started = 0;
-        for (size_t i = 0; i < nt; i++) {
-            jobs[i] = (hs_job_t){e[i], &t, &go, &stop_at, 0, &fail};
-            if (pthread_create(&th[i], NULL, hs_worker, &jobs[i]) != 0)
-                break;
-            started++;
-        }
-        if (started < nt) {
-            fprintf(stderr, "bench_link: pthread_create failed; aborting\n");
-            bench_stop_all_servers();
-            abort();
-        }
-        stop_at = bench_now_ms() + cfg->hs_duration_ms;
-        int64_t t0 = bench_now_ns();
-        pthread_barrier_wait(&go);
         for (size_t i = 0; i < nt; i++)
-            pthread_join(th[i], NULL);
-        int64_t dt = bench_now_ns() - t0;
-        pthread_barrier_destroy(&go);
+            jobs[i] = (hs_job_t){e[i], &t, &go, &stop_at, 0, &fail};
+        int64_t dt = run_threads(nt, hs_worker, jobs, sizeof jobs[0], &go, &stop_at,
+                                 cfg->hs_duration_ms);
         unsigned long total = 0;
         for (size_t i = 0; i < nt; i++)
             total += jobs[i].handshakes;
@@ -642,8 +644,7 @@ static void section_d(const config_t *cfg)
                  "handshakes at once at most, %llu rejected", total, (double)dt / 1e9,
                  ss.hs_peak, ss.rejected);
         bench_add_row('d', fig, "1/s", d, "%.0f", (double)total * 1e9 / (double)dt);
-        if (fail.count)
-            bench_failed('d', fig, "%lu failed calls; first: %s", fail.count, fail.first);
+        failures_report(&fail, 'd', fig);
         if (!freed)
             bench_failed('d', fig, "server still holds links after the run");
         failures_fini(&fail);
@@ -725,8 +726,7 @@ static void section_e(const config_t *cfg, bench_server_t *srv)
     }
     if (!held)
         bench_failed('e', "server RSS", "server reports %u links, expected %zu", ss.links, n);
-    if (fail.count)
-        bench_failed('e', "server RSS", "%lu failed calls; first: %s", fail.count, fail.first);
+    failures_report(&fail, 'e', "server RSS");
 out:
     failures_fini(&fail);
     destroy_all(e, n);

@@ -3,81 +3,8 @@
 
 #include <string.h>
 
+#include "bytes.h"
 #include "llmlink.h"
-
-/* ---- big-endian cursor helpers ---------------------------------------- */
-
-typedef struct {
-    uint8_t *p;
-    size_t len, cap;
-    int overflow;
-} wbuf_t;
-
-static void put_bytes(wbuf_t *w, const void *src, size_t n)
-{
-    if (w->overflow || w->cap - w->len < n) {
-        w->overflow = 1;
-        return;
-    }
-    memcpy(w->p + w->len, src, n);
-    w->len += n;
-}
-
-static void put_u16(wbuf_t *w, uint16_t v)
-{
-    uint8_t b[2] = {(uint8_t)(v >> 8), (uint8_t)v};
-    put_bytes(w, b, 2);
-}
-
-static void put_u32(wbuf_t *w, uint32_t v)
-{
-    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
-    put_bytes(w, b, 4);
-}
-
-static void put_u64(wbuf_t *w, uint64_t v)
-{
-    put_u32(w, (uint32_t)(v >> 32));
-    put_u32(w, (uint32_t)v);
-}
-
-typedef struct {
-    const uint8_t *p;
-    size_t len, pos;
-    int short_read;
-} rbuf_t;
-
-static int get_bytes(rbuf_t *r, void *dst, size_t n)
-{
-    if (r->short_read || r->len - r->pos < n) {
-        r->short_read = 1;
-        return -1;
-    }
-    if (dst)
-        memcpy(dst, r->p + r->pos, n);
-    r->pos += n;
-    return 0;
-}
-
-static uint16_t get_u16(rbuf_t *r)
-{
-    uint8_t b[2] = {0, 0};
-    get_bytes(r, b, 2);
-    return (uint16_t)((b[0] << 8) | b[1]);
-}
-
-static uint32_t get_u32(rbuf_t *r)
-{
-    uint8_t b[4] = {0, 0, 0, 0};
-    get_bytes(r, b, 4);
-    return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
-}
-
-static uint64_t get_u64(rbuf_t *r)
-{
-    uint64_t hi = get_u32(r);
-    return (hi << 32) | get_u32(r);
-}
 
 /* ---- header ------------------------------------------------------------ */
 
