@@ -25,6 +25,8 @@
 #define VM_BATCH 1024
 /* Bytes moved on one stream before looking at the others. */
 #define PASS_BYTES (8u << 20)
+/* SO_RCVLOWAT while receiving bytes (see set_lowat). */
+#define LOWAT_BYTES (256u << 10)
 
 typedef enum {
     PH_SEND,      /* sending tx (a request or a DONE) */
@@ -54,6 +56,7 @@ typedef struct stream_run {
     size_t cur;        /* data cursor: segment and offset within it */
     uint64_t cur_off;
     llk_xseg_wire_t *wsegs; /* CHUNK_SEGS scratch for encoding */
+    int lowat;              /* SO_RCVLOWAT now set (0: the default, 1) */
 } stream_run_t;
 
 typedef struct run_state {
@@ -382,6 +385,28 @@ static void on_sent(run_state_t *rs, stream_run_t *s)
         next_request(rs, s);
 }
 
+/* While bytes stream in, wake this thread only once a good share has
+ * arrived (fewer wake-ups, larger copies); never above what is still due,
+ * or poll would wait for bytes that never come. Back to 1 for frames. */
+static void set_lowat(stream_run_t *s, uint64_t due)
+{
+    int want = due > LOWAT_BYTES ? (int)LOWAT_BYTES : (int)(due ? due : 1);
+    if (s->ph != PH_DATA_IN)
+        want = 1;
+    if (want == (s->lowat ? s->lowat : 1))
+        return;
+    if (setsockopt(s->fd, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof want) == 0)
+        s->lowat = want;
+}
+
+static uint64_t bytes_due(const llk_plan_t *p, const stream_run_t *s)
+{
+    uint64_t due = 0;
+    for (size_t i = s->cur; i < s->c1 && due < LOWAT_BYTES; i++)
+        due += p->segs[i].len - (i == s->cur ? s->cur_off : 0);
+    return due;
+}
+
 /* Moves what the socket takes now. Returns the poll events still wanted. */
 static short step(run_state_t *rs, stream_run_t *s)
 {
@@ -460,6 +485,7 @@ static short step(run_state_t *rs, stream_run_t *s)
     }
     if (s->ph == PH_FINISHED)
         return 0;
+    set_lowat(s, s->ph == PH_DATA_IN ? bytes_due(p, s) : 1);
     return (s->ph == PH_SEND || s->ph == PH_DATA_OUT) ? POLLOUT : POLLIN;
 }
 
@@ -509,6 +535,11 @@ static void run_streams(run_state_t *rs)
 static void free_runs(stream_run_t *s, int n)
 {
     for (int i = 0; i < n; i++) {
+        /* The next borrower waits for small frames. */
+        if (s[i].lowat > 1) {
+            int one = 1;
+            setsockopt(s[i].fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
+        }
         free(s[i].tx);
         free(s[i].rx);
         free(s[i].wsegs);
