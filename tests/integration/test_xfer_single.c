@@ -47,10 +47,12 @@ typedef struct fx {
     llmlink_cache_key_t key;
 } fx_t;
 
-static uint8_t pattern(unsigned tensor, uint64_t off)
+/* P's bytes: a 64-bit mix of tensor and word index, so a block that lands
+ * at the wrong place (tensor, block or offset) is caught. */
+static uint64_t pattern64(unsigned tensor, uint64_t word)
 {
-    uint64_t x = (off + 1) * 0x9E3779B97F4A7C15ull ^ ((uint64_t)tensor << 40);
-    return (uint8_t)(x >> 56);
+    uint64_t x = (word + 1) * 0x9E3779B97F4A7C15ull ^ ((uint64_t)tensor << 40);
+    return x ^ (x >> 29);
 }
 
 static llmlink_cache_desc_t desc_of(uint32_t nt)
@@ -71,9 +73,11 @@ static uint8_t *tensor_alloc(void)
 
 static void fill_prompt(fx_t *fx)
 {
-    for (unsigned t = 0; t < NT; t++)
-        for (uint64_t o = 0; o < (uint64_t)NB * BS; o++)
-            fx->pmem[t][o] = pattern(t, o);
+    for (unsigned t = 0; t < NT; t++) {
+        uint64_t *w = (uint64_t *)(void *)fx->pmem[t];
+        for (uint64_t i = 0; i < (uint64_t)NB * BS / 8; i++)
+            w[i] = pattern64(t, i);
+    }
 }
 
 static void fill_sentinel(uint8_t **mem, unsigned nt)
@@ -85,26 +89,24 @@ static void fill_sentinel(uint8_t **mem, unsigned nt)
 /* Every byte of nt tensors is the sentinel. */
 static void assert_untouched(uint8_t **mem, unsigned nt, const char *what)
 {
+    static uint8_t sentinel[BS];
+    memset(sentinel, SENTINEL, sizeof sentinel);
     for (unsigned t = 0; t < nt; t++)
-        for (uint64_t o = 0; o < (uint64_t)NB * BS; o++)
-            if (mem[t][o] != SENTINEL)
-                fail_msg("%s: tensor %u byte %llu changed (0x%02x)", what, t,
-                         (unsigned long long)o, mem[t][o]);
+        for (unsigned b = 0; b < NB; b++)
+            if (memcmp(mem[t] + (size_t)b * BS, sentinel, BS))
+                fail_msg("%s: tensor %u block %u changed", what, t, b);
 }
 
-/* D's block dst[i] of tensor t holds P's block src[i] of tensor t + dt. */
+/* D's block dst[i] of tensor t holds P's block src[i] of tensor t + dt
+ * (P's memory holds pattern64 from fill_prompt). */
 static void assert_blocks(const fx_t *fx, const uint64_t *src, const uint64_t *dst, size_t n,
                           unsigned t0, unsigned nt, unsigned dt)
 {
     for (unsigned t = t0; t < t0 + nt; t++)
         for (size_t i = 0; i < n; i++)
-            for (uint64_t b = 0; b < BS; b++) {
-                uint8_t got = fx->dmem[t][dst[i] * BS + b];
-                uint8_t want = pattern(t + dt, src[i] * BS + b);
-                if (got != want)
-                    fail_msg("tensor %u, dst block %llu byte %llu: 0x%02x, want 0x%02x", t,
-                             (unsigned long long)dst[i], (unsigned long long)b, got, want);
-            }
+            if (memcmp(fx->dmem[t] + dst[i] * BS, fx->pmem[t + dt] + src[i] * BS, BS))
+                fail_msg("tensor %u, dst block %llu is not P's tensor %u block %llu", t,
+                         (unsigned long long)dst[i], t + dt, (unsigned long long)src[i]);
 }
 
 static llmlink_xfer_stats_t xstats(llmlink_t *e)
