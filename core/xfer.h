@@ -76,12 +76,17 @@ typedef struct llk_xlink {
      * can shut them down; the owner thread closes them). */
     int own_fd[LLK_MAX_STREAMS];
 
-    /* Transport: the requester uses shm when use_shm and not shm_refused. */
+    /* Transport: the requester uses shm when use_shm and not shm_refused.
+     * Set once, by the first stream to attach (transport_set), before any
+     * stream is handed out; later streams must agree. */
+    bool transport_set;
+    uint8_t remote_transport;
     llk_host_id_t remote_host;
     bool same_host;
     bool use_shm;        /* same host and neither side forces tcp */
     bool shm_forced;     /* this side set llmlink.Transport=shm: no fallback */
     bool shm_refused;    /* the kernel said EPERM once: tcp from now on */
+    int8_t peer_proof;   /* 0 not tried yet, 1 the peer's pid is proven, -1 not */
 } llk_xlink_t;
 
 /* ---- xfer_link.c ---------------------------------------------------- */
@@ -95,6 +100,14 @@ void llk_xlink_unref(llk_xlink_t *xl);
 void llk_xlink_break(llk_xlink_t *xl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 bool llk_xlink_is_broken(llk_xlink_t *xl);
+
+/* True when process `pid` holds the other end of TCP connection fd, on
+ * this host (peer_proof.c): the proof shm needs before it trusts the
+ * peer's claimed host id. */
+bool llk_peer_proof(int fd, uint32_t pid);
+/* The same for xl's peer, tried once per link (over stream fd) and
+ * remembered. */
+bool llk_xlink_peer_proven(llk_xlink_t *xl, int fd);
 
 /* Borrows free requester streams, waiting until deadline_ms (monotonic) for
  * at least one: up to `want` indexes go to idx[]. Returns how many, or -1:

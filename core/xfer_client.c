@@ -23,6 +23,7 @@
 /* iovecs per sendmsg/recvmsg; process_vm_* take at most IOV_MAX. */
 #define IOV_BATCH 64
 #define VM_BATCH 1024
+#define VM_BATCH_BYTES (1ull << 30)
 /* Bytes moved on one stream before looking at the others. */
 #define PASS_BYTES (8u << 20)
 /* SO_RCVLOWAT while receiving bytes (see set_lowat). */
@@ -164,6 +165,34 @@ static bool build_request(run_state_t *rs, stream_run_t *s, uint8_t op)
     return true;
 }
 
+/* shm cannot be used with this peer (why): without llmlink.Transport=shm
+ * the link moves to tcp for good (true: go on over tcp); with it the
+ * transfer fails (false). */
+static bool shm_refuse_or_fail(run_state_t *rs, stream_run_t *s, const char *why)
+{
+    llk_xlink_t *xl = rs->ctx->xl;
+    if (xl->shm_forced) {
+        if (rs->refusal == LLMLINK_SUCCESS && rs->failure == LLMLINK_SUCCESS) {
+            rs->refusal = LLMLINK_FEATURE_NOT_ENABLED;
+            snprintf(rs->msg, sizeof rs->msg, "%s: llmlink.Transport=shm, but "
+                     "process_vm_readv/writev with pid %u of cluster %llu cannot be used: %s",
+                     rs->ctx->fn, xl->remote_host.pid, (unsigned long long)xl->remote_id, why);
+        }
+        s->ph = PH_FINISHED;
+        return false;
+    }
+    pthread_mutex_lock(&xl->mu);
+    bool first = !xl->shm_refused;
+    xl->shm_refused = true;
+    pthread_mutex_unlock(&xl->mu);
+    if (first) {
+        LLK_INFO("%s: no shm with cluster %llu: %s; tcp from now on", rs->ctx->fn,
+                 (unsigned long long)xl->remote_id, why);
+        rs->ctx->shm_fallbacks++;
+    }
+    return true;
+}
+
 /* Starts this stream's next request, or finishes it. */
 static void next_request(run_state_t *rs, stream_run_t *s)
 {
@@ -190,8 +219,14 @@ static void next_request(run_state_t *rs, stream_run_t *s)
     s->c1 = s->c0 + CHUNK_SEGS < s->seg_end ? s->c0 + CHUNK_SEGS : s->seg_end;
     s->seg_next = s->c1;
     uint8_t op = rs->ctx->op_tcp;
-    if (shm_now(rs->ctx))
-        op = op == LLK_XOP_READ ? LLK_XOP_SHM_READ : LLK_XOP_SHM_WRITE;
+    if (shm_now(rs->ctx)) {
+        if (llk_xlink_peer_proven(rs->ctx->xl, s->fd))
+            op = op == LLK_XOP_READ ? LLK_XOP_SHM_READ : LLK_XOP_SHM_WRITE;
+        else if (!shm_refuse_or_fail(rs, s, "its pid could not be proven to hold the other end "
+                                     "of the data stream (another host, or no permission to "
+                                     "see its descriptors)"))
+            return;
+    }
     build_request(rs, s, op);
 }
 
@@ -252,19 +287,26 @@ static uint64_t chunk_bytes(const llk_plan_t *p, const stream_run_t *s)
 }
 
 /* The kernel moves the chunk between this process and the owner's, with
- * the owner's addresses from its answer. Returns 0, or an errno. */
+ * the owner's addresses from its answer: one call per batch of at most
+ * VM_BATCH runs and VM_BATCH_BYTES (the kernel moves at most ~2 GiB per
+ * call; segments are sliced to 1 GiB). Returns 0, or an errno (ETIMEDOUT
+ * past the call's deadline). */
 static int shm_move(run_state_t *rs, stream_run_t *s, const llk_xresp_t *r)
 {
     const llk_plan_t *p = rs->ctx->plan;
     pid_t pid = (pid_t)rs->ctx->xl->remote_host.pid;
     struct iovec liov[VM_BATCH], riov[VM_BATCH];
     size_t done = s->c0;
-    for (int guard = 0; done < s->c1 && guard < 1 << 20; guard++) {
+    while (done < s->c1) {
+        if (llk_now_ms() >= rs->ctx->deadline_ms)
+            return ETIMEDOUT;
         int n = 0;
         uint64_t want = 0;
         for (size_t i = done; i < s->c1 && n < VM_BATCH; i++, n++) {
             uint64_t addr, len;
             llk_xwire_iov_at(r->iovs, (uint32_t)(i - s->c0), &addr, &len);
+            if (n > 0 && want + len > VM_BATCH_BYTES)
+                break;
             liov[n].iov_base = p->segs[i].lptr;
             liov[n].iov_len = (size_t)p->segs[i].len;
             riov[n].iov_base = (void *)(uintptr_t)addr;
@@ -306,15 +348,17 @@ static void on_shm_answer(run_state_t *rs, stream_run_t *s, const llk_xresp_t *r
         queue_done(rs, s, LLMLINK_SUCCESS);
         return;
     }
+    if (err == ETIMEDOUT) {
+        fail(rs, s, LLMLINK_WAIT_PROCESS_TIMEOUT, "shm copy not done within "
+             "llm.SyncKvCacheWaitTime");
+        return;
+    }
     const char *call = s->op == LLK_XOP_SHM_READ ? "process_vm_readv" : "process_vm_writev";
     llk_xlink_t *xl = rs->ctx->xl;
     if ((err == EPERM || err == ENOSYS) && !xl->shm_forced) {
-        LLK_INFO("%s: %s of pid %u: %s; cluster %llu falls back to tcp", rs->ctx->fn, call,
-                 xl->remote_host.pid, strerror(err), (unsigned long long)xl->remote_id);
-        pthread_mutex_lock(&xl->mu);
-        xl->shm_refused = true;
-        pthread_mutex_unlock(&xl->mu);
-        rs->ctx->shm_fallbacks++;
+        char why[128];
+        snprintf(why, sizeof why, "%s of pid %u: %s", call, xl->remote_host.pid, strerror(err));
+        shm_refuse_or_fail(rs, s, why);
         queue_done(rs, s, LLMLINK_FEATURE_NOT_ENABLED);
         s->redo_tcp = true;
         return;
@@ -342,12 +386,18 @@ static void on_resp(run_state_t *rs, stream_run_t *s)
         fail(rs, s, LLMLINK_PROTOCOL_ERROR, "bad answer: %s", why);
         return;
     }
+    bool shm = s->op == LLK_XOP_SHM_READ || s->op == LLK_XOP_SHM_WRITE;
+    if (shm && r.status == LLMLINK_FEATURE_NOT_ENABLED) {
+        /* The owner does not allow shm on this link: tcp, unless forced. */
+        if (shm_refuse_or_fail(rs, s, r.msg))
+            redo_over_tcp(rs, s);
+        return;
+    }
     if (r.status != LLMLINK_SUCCESS) {
         refuse(rs, s, r.status, r.msg);
         return;
     }
     const llk_plan_t *p = rs->ctx->plan;
-    bool shm = s->op == LLK_XOP_SHM_READ || s->op == LLK_XOP_SHM_WRITE;
     if (shm) {
         on_shm_answer(rs, s, &r);
         return;
@@ -536,7 +586,7 @@ static void free_runs(stream_run_t *s, int n)
 {
     for (int i = 0; i < n; i++) {
         /* The next borrower waits for small frames. */
-        if (s[i].lowat > 1) {
+        if (s[i].lowat > 1 && s[i].fd >= 0) {
             int one = 1;
             setsockopt(s[i].fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
         }
@@ -552,14 +602,24 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
     const llk_plan_t *p = ctx->plan;
     int idx[LLK_MAX_STREAMS];
     uint32_t want = p->ngroups ? p->ngroups : 1;
-    int n = llk_xlink_borrow(ctx->xl, want, idx, ctx->deadline_ms, ctx->fn);
-    if (n < 0) {
-        llmlink_status_t st = llk_err_status();
-        *link_failed = st == LLMLINK_WAIT_PROCESS_TIMEOUT;
-        return st;
-    }
     stream_run_t s[LLK_MAX_STREAMS];
     memset(s, 0, sizeof s);
+    /* Local memory first: running out of it is this call's failure, not
+     * the link's. */
+    for (uint32_t i = 0; i < want && i < LLK_MAX_STREAMS; i++) {
+        s[i].wsegs = malloc(CHUNK_SEGS * sizeof *s[i].wsegs);
+        if (!s[i].wsegs) {
+            free_runs(s, (int)want);
+            return llk_err(LLMLINK_OUT_OF_MEMORY, "%s: out of memory", ctx->fn);
+        }
+    }
+    /* Waiting for a stream that other calls hold is no failure of the
+     * link: a timeout here leaves it up (nothing went on the wire). */
+    int n = llk_xlink_borrow(ctx->xl, want, idx, ctx->deadline_ms, ctx->fn);
+    if (n < 0) {
+        free_runs(s, (int)want);
+        return llk_err_status();
+    }
     run_state_t rs = {.ctx = ctx, .s = s, .n = n};
     /* Groups go to streams round robin; a stream with several runs them
      * one after another (its share is contiguous). */
@@ -570,15 +630,10 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
         uint32_t g1 = (uint32_t)((uint64_t)p->ngroups * (uint32_t)(i + 1) / (uint32_t)n);
         s[i].seg_next = p->group_start[g0];
         s[i].seg_end = p->group_start[g1];
-        s[i].wsegs = malloc(CHUNK_SEGS * sizeof *s[i].wsegs);
-        if (!s[i].wsegs)
-            fail(&rs, &s[i], LLMLINK_OUT_OF_MEMORY, "out of memory");
     }
-    if (rs.failure == LLMLINK_SUCCESS) {
-        for (int i = 0; i < n; i++)
-            next_request(&rs, &s[i]);
-        run_streams(&rs);
-    }
+    for (int i = 0; i < n; i++)
+        next_request(&rs, &s[i]);
+    run_streams(&rs);
     /* A pull_cache by CacheKey drops the key once every byte arrived. */
     if (rs.failure == LLMLINK_SUCCESS && rs.refusal == LLMLINK_SUCCESS && ctx->consume_key) {
         s[0].consume = true;
@@ -586,7 +641,7 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
         next_request(&rs, &s[0]);
         run_streams(&rs);
     }
-    free_runs(s, n);
+    free_runs(s, (int)want);
     llk_xlink_give_back(ctx->xl, idx, n);
     if (rs.failure != LLMLINK_SUCCESS) {
         *link_failed = true;

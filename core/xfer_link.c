@@ -147,6 +147,27 @@ bool llk_xlink_is_broken(llk_xlink_t *xl)
     return b;
 }
 
+bool llk_xlink_peer_proven(llk_xlink_t *xl, int fd)
+{
+    pthread_mutex_lock(&xl->mu);
+    int8_t proof = xl->peer_proof;
+    uint32_t pid = xl->remote_host.pid;
+    pthread_mutex_unlock(&xl->mu);
+    if (proof != 0)
+        return proof > 0;
+    /* Outside the lock: it reads /proc (a few ms on a busy host). Two
+     * threads may both try once; they reach the same answer. */
+    proof = llk_peer_proof(fd, pid) ? 1 : -1;
+    if (proof < 0)
+        LLK_INFO("link with cluster %llu (%s): pid %u is not proven to hold the other end of "
+                 "its data stream; no shm on this link", (unsigned long long)xl->remote_id,
+                 xl->peer, pid);
+    pthread_mutex_lock(&xl->mu);
+    xl->peer_proof = proof;
+    pthread_mutex_unlock(&xl->mu);
+    return proof > 0;
+}
+
 /* ---- borrowing requester streams ------------------------------------------- */
 
 int llk_xlink_borrow(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_ms,
@@ -193,15 +214,24 @@ void llk_xlink_give_back(llk_xlink_t *xl, const int *idx, int n)
     pthread_mutex_unlock(&xl->mu);
 }
 
-/* Decides how this side's requests move, once both host ids are known. */
-static void choose_transport(llmlink_t *e, llk_xlink_t *xl, const llk_host_id_t *remote,
+/* Decides how this side's requests move, from the first stream that
+ * attaches (xl->mu held). A later stream that names another host or
+ * transport is refused (false): the transport of a link never changes
+ * under a running transfer. */
+static bool record_transport(llmlink_t *e, llk_xlink_t *xl, const llk_host_id_t *remote,
                              uint8_t remote_transport)
 {
+    if (xl->transport_set)
+        return !memcmp(&xl->remote_host, remote, sizeof *remote) &&
+               xl->remote_transport == remote_transport;
+    xl->transport_set = true;
+    xl->remote_transport = remote_transport;
     xl->remote_host = *remote;
     xl->same_host = llk_host_id_same_host(&e->host, remote);
     bool no_shm = e->opts.transport == LLK_TRANSPORT_TCP || remote_transport == LLK_TRANSPORT_TCP;
     xl->use_shm = xl->same_host && !no_shm;
     xl->shm_forced = e->opts.transport == LLK_TRANSPORT_SHM;
+    return true;
 }
 
 /* Why this side cannot run transfers with a peer of that transport, or NULL. */
@@ -221,29 +251,28 @@ static const char *transport_conflict(llmlink_t *e, const llk_host_id_t *remote,
 
 /* ---- client side: open and attach the data streams -------------------------- */
 
-static int remaining_ms(int64_t deadline_ms)
+/* Waits for `events` on fd until the deadline: 1 ready, 0 timed out, -1
+ * error (errno; ECONNABORTED when the link broke meanwhile). Polls in
+ * short rounds so that a link that dies while its streams attach (peer
+ * gone, unlinked, liveness) ends the wait at once. */
+#define ATTACH_POLL_MS 100
+static int wait_fd(llk_xlink_t *xl, int fd, short events, int64_t deadline_ms)
 {
-    int64_t left = deadline_ms - llk_now_ms();
-    if (left <= 0)
-        return 0;
-    return left > 60000 ? 60000 : (int)left;
-}
-
-/* Waits for `events` on fd until the deadline: 1 ready, 0 timed out, -1 error. */
-static int wait_fd(int fd, short events, int64_t deadline_ms)
-{
-    for (int round = 0; round < 1000000; round++) {
+    for (;;) {
+        if (llk_xlink_is_broken(xl)) {
+            errno = ECONNABORTED;
+            return -1;
+        }
+        int64_t left = deadline_ms - llk_now_ms();
+        if (left <= 0)
+            return 0;
         struct pollfd p = {.fd = fd, .events = events};
-        int ms = remaining_ms(deadline_ms);
-        int r = poll(&p, 1, ms);
+        int r = poll(&p, 1, left > ATTACH_POLL_MS ? ATTACH_POLL_MS : (int)left);
         if (r > 0)
             return 1;
-        if (r == 0)
-            return 0;
-        if (errno != EINTR)
+        if (r < 0 && errno != EINTR)
             return -1;
     }
-    return 0;
 }
 
 typedef struct {
@@ -280,7 +309,7 @@ static int open_stream(const struct sockaddr_storage *remote, socklen_t remote_l
 }
 
 /* Sends all of buf on a non-blocking socket before the deadline. */
-static int send_all(int fd, const uint8_t *buf, size_t len, int64_t deadline_ms)
+static int send_all(llk_xlink_t *xl, int fd, const uint8_t *buf, size_t len, int64_t deadline_ms)
 {
     size_t off = 0;
     while (off < len) {
@@ -293,7 +322,7 @@ static int send_all(int fd, const uint8_t *buf, size_t len, int64_t deadline_ms)
             continue;
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
             return -1;
-        int r = wait_fd(fd, POLLOUT, deadline_ms);
+        int r = wait_fd(xl, fd, POLLOUT, deadline_ms);
         if (r <= 0) {
             if (r == 0)
                 errno = ETIMEDOUT;
@@ -303,7 +332,7 @@ static int send_all(int fd, const uint8_t *buf, size_t len, int64_t deadline_ms)
     return 0;
 }
 
-static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline_ms)
+static int recv_all(llk_xlink_t *xl, int fd, uint8_t *buf, size_t len, int64_t deadline_ms)
 {
     size_t off = 0;
     while (off < len) {
@@ -320,7 +349,7 @@ static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline_ms)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return -1;
-        int w = wait_fd(fd, POLLIN, deadline_ms);
+        int w = wait_fd(xl, fd, POLLIN, deadline_ms);
         if (w <= 0) {
             if (w == 0)
                 errno = ETIMEDOUT;
@@ -332,11 +361,11 @@ static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline_ms)
 
 /* Reads the server's answer to an ATTACH: SUCCESS with *ok filled, or the
  * status of a REJECT / failure with a message in detail. */
-static llmlink_status_t read_attach_answer(int fd, int64_t deadline_ms, llk_msg_attach_ok_t *ok,
-                                           char *detail, size_t dlen)
+static llmlink_status_t read_attach_answer(llk_xlink_t *xl, int fd, int64_t deadline_ms,
+                                           llk_msg_attach_ok_t *ok, char *detail, size_t dlen)
 {
     uint8_t buf[LLK_WIRE_HEADER_SIZE + LLK_WIRE_MAX_REJECT_MSG + 8];
-    if (recv_all(fd, buf, LLK_WIRE_HEADER_SIZE, deadline_ms) != 0) {
+    if (recv_all(xl, fd, buf, LLK_WIRE_HEADER_SIZE, deadline_ms) != 0) {
         snprintf(detail, dlen, "no answer to ATTACH: %s", strerror(errno));
         return errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
     }
@@ -350,7 +379,7 @@ static llmlink_status_t read_attach_answer(int fd, int64_t deadline_ms, llk_msg_
         return LLMLINK_PROTOCOL_ERROR;
     }
     uint8_t *payload = buf + LLK_WIRE_HEADER_SIZE;
-    if (recv_all(fd, payload, h.length, deadline_ms) != 0) {
+    if (recv_all(xl, fd, payload, h.length, deadline_ms) != 0) {
         snprintf(detail, dlen, "truncated answer to ATTACH: %s", strerror(errno));
         return errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
     }
@@ -433,7 +462,7 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
     m.pidns = e->host.pidns;
     m.pid = e->host.pid;
     for (uint32_t i = 0; i < opened && st == LLMLINK_SUCCESS; i++) {
-        int r = wait_fd(ps[i].fd, POLLOUT, deadline_ms);
+        int r = wait_fd(xl, ps[i].fd, POLLOUT, deadline_ms);
         int soerr = 0;
         socklen_t sl = sizeof soerr;
         if (r > 0)
@@ -448,7 +477,7 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
         m.stream_index = ps[i].slot;
         m.direction = ps[i].dir;
         size_t len = llk_wire_encode_attach(f, sizeof f, LLK_WIRE_VERSION, &m);
-        if (!len || send_all(ps[i].fd, f, len, deadline_ms) != 0) {
+        if (!len || send_all(xl, ps[i].fd, f, len, deadline_ms) != 0) {
             snprintf(detail, dlen, "ATTACH to %s: %s", addr, strerror(errno));
             st = errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
         }
@@ -456,7 +485,7 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
     uint32_t installed = 0;
     for (; installed < opened && st == LLMLINK_SUCCESS; installed++) {
         llk_msg_attach_ok_t ok;
-        st = read_attach_answer(ps[installed].fd, deadline_ms, &ok, detail, dlen);
+        st = read_attach_answer(xl, ps[installed].fd, deadline_ms, &ok, detail, dlen);
         if (st != LLMLINK_SUCCESS)
             break;
         if (installed == 0) {
@@ -469,7 +498,7 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
                 break;
             }
             pthread_mutex_lock(&xl->mu);
-            choose_transport(e, xl, &rh, ok.transport);
+            record_transport(e, xl, &rh, ok.transport);
             pthread_mutex_unlock(&xl->mu);
         }
         st = install_stream(e, xl, &ps[installed], detail, dlen);
@@ -536,6 +565,14 @@ bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, siz
         return false;
     }
     llk_xlink_t *xl = lc->xlink;
+    pthread_mutex_lock(&xl->mu);
+    bool agrees = record_transport(e, xl, &rh, m.transport);
+    pthread_mutex_unlock(&xl->mu);
+    if (!agrees) {
+        refuse_attach(e, c, LLMLINK_PROTOCOL_ERROR,
+                      "this stream names another host or transport than the link's first");
+        return false;
+    }
     llk_msg_attach_ok_t ok = {.transport = (uint8_t)e->opts.transport,
                               .pidns = e->host.pidns,
                               .pid = e->host.pid};
@@ -547,10 +584,6 @@ bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, siz
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
         return false;
     }
-    pthread_mutex_lock(&xl->mu);
-    choose_transport(e, xl, &rh, m.transport);
-    pthread_mutex_unlock(&xl->mu);
-
     /* Take the descriptor away from the reactor. */
     int fd = c->fd;
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);

@@ -12,8 +12,9 @@
 
 /* Slices no longer than this spread a large run over the streams. */
 #define TCP_SLICE_BYTES (1u << 20)
-/* shm moves a whole batch per process_vm_* call: no need to slice. */
-#define SHM_SLICE_BYTES (1ull << 40)
+/* shm moves a batch per process_vm_* call, which takes at most ~2 GiB:
+ * slices of 1 GiB. */
+#define SHM_SLICE_BYTES (1ull << 30)
 
 typedef struct {
     uint32_t l0, r0, n; /* local tensor l0 + k <-> remote tensor r0 + k */

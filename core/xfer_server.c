@@ -498,6 +498,24 @@ static void finish_request(struct llk_xserver *s, xstream_t *st)
     shrink((void **)&st->segv, &st->segv_cap, 2 * sizeof(uint64_t));
 }
 
+/* An SHM request gets this side's addresses: only for a peer of this host
+ * whose pid is proven to hold the stream's other end (peer_proof.c), on a
+ * link that chose shm. FEATURE_NOT_ENABLED sends the requester to tcp. */
+static llmlink_status_t shm_allowed(xstream_t *st, char *msg, size_t cap)
+{
+    if (st->req.op != LLK_XOP_SHM_READ && st->req.op != LLK_XOP_SHM_WRITE)
+        return LLMLINK_SUCCESS;
+    pthread_mutex_lock(&st->xl->mu);
+    bool use = st->xl->use_shm;
+    pthread_mutex_unlock(&st->xl->mu);
+    if (use && llk_xlink_peer_proven(st->xl, st->fd))
+        return LLMLINK_SUCCESS;
+    return refuse(msg, cap, LLMLINK_FEATURE_NOT_ENABLED,
+                  use ? "shm refused: the requester's pid is not proven to hold the other end "
+                        "of this data stream"
+                      : "shm is not in use on this link (llmlink.Transport, or another host)");
+}
+
 /* An XREQ arrived in rx: refuse it, or start serving it. */
 static int on_request(struct llk_xserver *s, xstream_t *st)
 {
@@ -507,7 +525,9 @@ static int on_request(struct llk_xserver *s, xstream_t *st)
     st->req_id = st->h.req_id;
     char msg[LLK_XWIRE_MAX_MSG + 1];
     msg[0] = '\0';
-    llmlink_status_t rc = admit(s, st, msg, sizeof msg);
+    llmlink_status_t rc = shm_allowed(st, msg, sizeof msg);
+    if (rc == LLMLINK_SUCCESS)
+        rc = admit(s, st, msg, sizeof msg);
     if (rc != LLMLINK_SUCCESS) {
         printable(msg);
         atomic_fetch_add(&s->e->xstats.requests_refused, 1);

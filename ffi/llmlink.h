@@ -194,8 +194,12 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *                             kernel refuses process_vm_readv), else tcp.
  *                             tcp/shm force one (a forced shm that the kernel
  *                             refuses fails the transfer with
- *                             LLMLINK_FEATURE_NOT_ENABLED). rdma: not yet
- *                             (links fail with a message saying so).
+ *                             LLMLINK_FEATURE_NOT_ENABLED). A peer's word
+ *                             that it is on this host is not enough: shm is
+ *                             used once its pid is seen to hold the other
+ *                             end of the data stream (else tcp, or the
+ *                             forced-shm failure). rdma: not yet (links
+ *                             fail with a message saying so).
  *   llmlink.StreamsPerLink           data streams per link and direction, 1..8 (2)
  *   llmlink.MaxCaches                registered caches per engine, 1..1048576 (4096)
  * An unknown key, or a value out of range, fails with LLMLINK_PARAM_INVALID

@@ -1062,8 +1062,36 @@ static void test_network_namespaces(void **state)
     expect_cmd(d, "LINK LLM_SUCCESS LLM_SUCCESS", "link 5000 1@10.213.0.1:%u", (unsigned)p->port);
     check_is(d, 1, "LLM_SUCCESS");
     check_is(p, 101, "LLM_SUCCESS");
+
+    /* A transfer across the namespaces. Both engines say they are on one
+     * host (one kernel, one pid namespace), but the other end of the data
+     * stream is not a socket of the requester's network namespace, so the
+     * claim is not proven (core/peer_proof.c): auto moves every byte over
+     * tcp and never calls process_vm_* on the peer's word. */
+    expect_cmd(p, "REG LLM_SUCCESS 1", "reg blocks 4 uint8 16,4096 key=blocks:1:0 seed=5");
+    expect_cmd(d, "REG LLM_SUCCESS 1", "reg blocks 4 uint8 16,4096 seed=9");
+    expect_cmd(d, "PULL LLM_SUCCESS", "pullblocks blocks:1:0 1 0-7 8-15");
+    expect_cmd(d, "VERIFY OK", "verifyblocks 1 9 5 0-7 8-15");
+    proc_xstats_t xs;
+    proc_must(proc_node_xstats(d, &xs, reply_ms()));
+    assert_int_equal(xs.shm, 0);
+    assert_int_equal(xs.shm_fallbacks, 1);
+    assert_true(xs.tcp > 0);
     expect_cmd(d, "UNLINK LLM_SUCCESS LLM_SUCCESS", "unlink 3000 0 1");
     check_is(p, 101, "LLM_NOT_YET_LINK");
+
+    /* llmlink.Transport=shm forced on the decoder: the link is made (the
+     * claims agree), the transfer is refused, nothing moves. */
+    static const char *const shm_opts[] = {"llmlink.Transport=shm", NULL};
+    proc_t *d2 = node_start_in(f, "decoder", 102, NULL, shm_opts, b);
+    expect_cmd(d2, "LINK LLM_SUCCESS LLM_SUCCESS", "link 5000 1@10.213.0.1:%u",
+               (unsigned)p->port);
+    expect_cmd(d2, "REG LLM_SUCCESS 1", "reg blocks 4 uint8 16,4096 seed=9");
+    const char *r = proc_reply(d2, reply_ms(), "pullblocks blocks:1:0 1 0-7 8-15");
+    assert_non_null(r);
+    if (strncmp(r, "PULL LLM_FEATURE_NOT_ENABLED | ", 31) != 0 || !strstr(r, "process_vm"))
+        fail_msg("forced shm across namespaces: '%s'", r);
+    expect_cmd(d2, "VERIFY OK", "verify 1 9");
 }
 
 int main(void)

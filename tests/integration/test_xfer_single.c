@@ -10,7 +10,9 @@
  *  - many threads pulling on one engine at once, every byte checked;
  *  - unregistering a local cache while a pull uses it waits for the pull;
  *  - engines destroyed with links and caches in place free everything
- *    (the sanitizer runs check the "free").
+ *    (the sanitizer runs check the "free");
+ *  - the proof shm needs before it believes a peer's claim to be on this
+ *    host (llk_peer_proof: the claimed pid holds the stream's other end).
  *
  * Each test runs over tcp (with 4 streams per link, so a transfer is cut
  * into several requests) and over shm. Single process, loopback only, ports
@@ -29,8 +31,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
 #include "llmlink.h"
 #include "llk_test.h"
+#include "xfer.h"
 
 #define PROMPT_ID 1u
 #define DECODER_ID 2u
@@ -354,6 +363,51 @@ static void test_unregister_waits_for_pull(void **state)
     assert_true(l.rounds >= 1);
 }
 
+/* ---- the proof that shm needs ---------------------------------------------- */
+
+/* A connected loopback pair: *a connects to a listener, *b is accepted. */
+static void tcp_pair(int *a, int *b)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(l, 1), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &len), 0);
+    *a = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(*a, (struct sockaddr *)&sa, sizeof sa), 0);
+    *b = accept(l, NULL, NULL);
+    assert_true(*b >= 0);
+    close(l);
+}
+
+static void test_peer_proof(void **state)
+{
+    (void)state;
+    /* A process that exists but holds neither end: started before the
+     * sockets, so it inherits none. */
+    pid_t other = fork();
+    assert_true(other >= 0);
+    if (other == 0) {
+        pause();
+        _exit(0);
+    }
+    int a, b;
+    tcp_pair(&a, &b);
+    /* This process holds the other end of a (b) and of b (a). */
+    assert_true(llk_peer_proof(a, (uint32_t)getpid()));
+    assert_true(llk_peer_proof(b, (uint32_t)getpid()));
+    /* A claim naming another process, or no process, is not proven. */
+    assert_false(llk_peer_proof(a, (uint32_t)other));
+    assert_false(llk_peer_proof(a, 0));
+    /* Once the other end is gone there is nothing to prove. */
+    close(b);
+    assert_false(llk_peer_proof(a, (uint32_t)getpid()));
+    close(a);
+    kill(other, SIGKILL);
+    waitpid(other, NULL, 0);
+}
+
 int main(void)
 {
     /* Every test over tcp (4 streams per link) and over shm. */
@@ -362,6 +416,7 @@ int main(void)
         BOTH(test_refused_pull_moves_nothing), BOTH(test_refused_push_moves_nothing),
         BOTH(test_tensor_counts_differ),       BOTH(test_threads_pull_at_once),
         BOTH(test_unregister_waits_for_pull),
+        cmocka_unit_test(test_peer_proof),
     };
     return cmocka_run_group_tests_name("xfer_single", tests, NULL, NULL);
 }
