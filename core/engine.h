@@ -12,7 +12,10 @@
  * Data flow: ffi/ validates and converts arguments -> link_manager.c (API
  * side) -> reactor.c (event loop) -> link_client.c / link_server.c
  * (handshake state machines) -> conn.c (framing on a non-blocking socket)
- * -> wire.c (codec).
+ * -> wire.c (codec). Transfers leave this path once a link is made: its
+ * data streams, the owner thread and the requester are in xfer.h; the
+ * control connection only carries their ATTACH and, when it dies, breaks
+ * them (conn->xlink).
  */
 #ifndef LLK_ENGINE_H
 #define LLK_ENGINE_H

@@ -497,8 +497,8 @@ llmlink_status_t llk_engine_check_link(llmlink_t *e, uint64_t remote_id)
 
 llmlink_status_t llk_engine_xfer_stats(llmlink_t *e, llmlink_xfer_stats_t *s)
 {
+    /* s->caches is the ABI layer's (it needs e->mu for the registry). */
     const llk_xstats_t *x = &e->xstats;
-    s->caches = e->reg_ready ? (uint32_t)llk_registry_count(&e->reg) : 0;
     s->transfers = atomic_load(&x->transfers);
     s->transfers_failed = atomic_load(&x->transfers_failed);
     s->transfers_timed_out = atomic_load(&x->transfers_timed_out);
