@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "err.h"
 
 /* Owned tensors start on this boundary (or the page size, if larger). */
@@ -578,15 +579,7 @@ llmlink_status_t llk_registry_add(llk_registry_t *r, const char *fn,
 
 static struct timespec deadline_after(int32_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
+    return llk_ms_timespec(llk_now_ms() + ms);
 }
 
 /* Waits (r->mu held) until c has no users, with c dying so that no new user

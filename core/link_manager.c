@@ -201,7 +201,7 @@ static void wait_all(llmlink_t *e, llk_waiter_t *w, size_t n, int64_t deadline,
         if (llk_now_ms() >= backstop)
             break;
         /* e->cv runs on CLOCK_MONOTONIC, the clock of llk_now_ms(). */
-        struct timespec ts = {.tv_sec = backstop / 1000, .tv_nsec = (backstop % 1000) * 1000000};
+        struct timespec ts = llk_ms_timespec(backstop);
         pthread_cond_timedwait(&e->cv, &e->mu, &ts);
     }
     for (llk_conn_t *c = e->conns; c; c = c->next) {
@@ -347,7 +347,7 @@ static void wait_and_attach(llmlink_t *e, llk_waiter_t *w, const uint64_t *ids, 
         }
         if (all || llk_now_ms() >= backstop)
             break;
-        struct timespec ts = {.tv_sec = backstop / 1000, .tv_nsec = (backstop % 1000) * 1000000};
+        struct timespec ts = llk_ms_timespec(backstop);
         pthread_cond_timedwait(&e->cv, &e->mu, &ts);
     }
     /* Stragglers (a reactor bug) are detached and failed here. */

@@ -199,8 +199,7 @@ int llk_xlink_borrow(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_
             pthread_mutex_unlock(&xl->mu);
             return -1;
         }
-        struct timespec ts = {.tv_sec = deadline_ms / 1000,
-                              .tv_nsec = (deadline_ms % 1000) * 1000000};
+        struct timespec ts = llk_ms_timespec(deadline_ms);
         pthread_cond_timedwait(&xl->cv, &xl->mu, &ts);
     }
 }
