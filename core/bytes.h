@@ -108,4 +108,26 @@ static inline uint64_t get_u64(rbuf_t *r)
     return (hi << 32) | get_u32(r);
 }
 
+/* Result of get_text. */
+typedef enum { TEXT_OK = 0, TEXT_TRUNCATED, TEXT_TOO_LONG, TEXT_PAST_END } text_result_t;
+
+/* A u16 length and that many bytes of text into dst (room for max + 1):
+ * NUL-terminated, and every byte outside printable ASCII replaced by '?',
+ * since peers' texts end up in llmlink_last_error() and in logs. */
+static inline text_result_t get_text(rbuf_t *r, char *dst, uint16_t max)
+{
+    uint16_t n = get_u16(r);
+    if (r->short_read)
+        return TEXT_TRUNCATED;
+    if (n > max)
+        return TEXT_TOO_LONG;
+    if (get_bytes(r, dst, n) != 0)
+        return TEXT_PAST_END;
+    dst[n] = '\0';
+    for (uint16_t i = 0; i < n; i++)
+        if (dst[i] < 0x20 || dst[i] > 0x7e)
+            dst[i] = '?';
+    return TEXT_OK;
+}
+
 #endif /* LLK_BYTES_H */

@@ -257,25 +257,20 @@ int llk_wire_decode_reject(const uint8_t *payload, size_t len, llk_msg_reject_t 
     rbuf_t r = {payload, len, 0, 0};
     memset(m, 0, sizeof *m);
     m->status = get_u32(&r);
-    uint16_t n = get_u16(&r);
-    if (r.short_read) {
+    switch (get_text(&r, m->message, LLK_WIRE_MAX_REJECT_MSG)) {
+    case TEXT_OK:
+        return finish(&r, why);
+    case TEXT_TRUNCATED:
         *why = "truncated REJECT";
         return -1;
-    }
-    if (n > LLK_WIRE_MAX_REJECT_MSG) {
+    case TEXT_TOO_LONG:
         *why = "REJECT: message too long";
         return -1;
-    }
-    if (get_bytes(&r, m->message, n) != 0) {
+    case TEXT_PAST_END:
+    default:
         *why = "REJECT: message longer than the frame";
         return -1;
     }
-    m->message[n] = '\0';
-    /* The text ends up in llmlink_last_error(): keep it printable. */
-    for (uint16_t i = 0; i < n; i++)
-        if (m->message[i] < 0x20 || m->message[i] > 0x7e)
-            m->message[i] = '?';
-    return finish(&r, why);
 }
 
 int llk_wire_decode_simple(llk_msg_type_t type, const uint8_t *payload, size_t len,

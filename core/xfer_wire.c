@@ -294,24 +294,20 @@ int llk_xwire_decode_resp(const uint8_t *payload, size_t len, llk_xresp_t *r, co
     memset(r, 0, sizeof *r);
     r->status = get_u32(&b);
     r->total_bytes = get_u64(&b);
-    uint16_t n = get_u16(&b);
-    if (b.short_read) {
+    switch (get_text(&b, r->msg, LLK_XWIRE_MAX_MSG)) {
+    case TEXT_OK:
+        break;
+    case TEXT_TRUNCATED:
         *why = "truncated XRESP";
         return -1;
-    }
-    if (n > LLK_XWIRE_MAX_MSG) {
+    case TEXT_TOO_LONG:
         *why = "XRESP: message too long";
         return -1;
-    }
-    if (get_bytes(&b, r->msg, n) != 0) {
+    case TEXT_PAST_END:
+    default:
         *why = "XRESP: message longer than the frame";
         return -1;
     }
-    r->msg[n] = '\0';
-    /* The text ends up in llmlink_last_error(): keep it printable. */
-    for (uint16_t i = 0; i < n; i++)
-        if (r->msg[i] < 0x20 || r->msg[i] > 0x7e)
-            r->msg[i] = '?';
     r->niov = get_u32(&b);
     if (b.short_read) {
         *why = "truncated XRESP";
