@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -363,6 +364,52 @@ static void test_unregister_waits_for_pull(void **state)
     assert_true(l.rounds >= 1);
 }
 
+/* ---- no descriptor outlives its link ----------------------------------------- */
+
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    for (struct dirent *de; (de = readdir(d));)
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void test_relinks_leak_no_descriptor(void **state)
+{
+    fx_t *fx = *state;
+    uint64_t src[4] = {1, 2, 3, 4}, dst[4] = {9, 10, 11, 12};
+    llmlink_ip_info_t ip = {"127.0.0.1", 0};
+    assert_status(llmlink_get_listen_port(fx->p, 0, &ip.port), LLMLINK_SUCCESS);
+    llmlink_cluster_info_t c = {PROMPT_ID, LLMLINK_ROLE_PROMPT, &ip, 1, &ip, 1};
+    llmlink_status_t per[1];
+    int before = count_fds();
+    for (int round = 0; round < 40; round++) {
+        assert_status(llmlink_pull_blocks(fx->d, &fx->key, fx->dcache, src, 4, dst, 4, NULL),
+                      LLMLINK_SUCCESS);
+        /* Alternately both ends told, and only the local end freed. */
+        assert_status(llmlink_unlink_clusters(fx->d, &c, 1, 5000, round % 2 == 1, per),
+                      LLMLINK_SUCCESS);
+        /* A forced unlink leaves P to notice; link again once it has. */
+        for (int i = 0; i < 500 && llmlink_check_link_status(fx->p, DECODER_ID) ==
+                                       LLMLINK_SUCCESS; i++)
+            usleep(2000);
+        assert_status(link_p(fx), LLMLINK_SUCCESS);
+    }
+    assert_blocks(fx, src, dst, 4, 0, NT, 0);
+    /* Both engines close their sides on their own threads: wait (bounded)
+     * for the count to settle where it started. */
+    int after = count_fds();
+    for (int i = 0; i < 300 && after > before; i++) {
+        usleep(10000);
+        after = count_fds();
+    }
+    assert_int_equal(after, before);
+}
+
 /* ---- the proof that shm needs ---------------------------------------------- */
 
 /* A connected loopback pair: *a connects to a listener, *b is accepted. */
@@ -415,7 +462,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         BOTH(test_refused_pull_moves_nothing), BOTH(test_refused_push_moves_nothing),
         BOTH(test_tensor_counts_differ),       BOTH(test_threads_pull_at_once),
-        BOTH(test_unregister_waits_for_pull),
+        BOTH(test_unregister_waits_for_pull),  BOTH(test_relinks_leak_no_descriptor),
         cmocka_unit_test(test_peer_proof),
     };
     return cmocka_run_group_tests_name("xfer_single", tests, NULL, NULL);
