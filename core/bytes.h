@@ -108,26 +108,32 @@ static inline uint64_t get_u64(rbuf_t *r)
     return (hi << 32) | get_u32(r);
 }
 
-/* Result of get_text. */
-typedef enum { TEXT_OK = 0, TEXT_TRUNCATED, TEXT_TOO_LONG, TEXT_PAST_END } text_result_t;
+/* What a decoder says when a text is cut short, over max, or longer than
+ * the frame (static strings, for its *why). */
+typedef struct {
+    const char *truncated, *too_long, *past_end;
+} text_why_t;
 
 /* A u16 length and that many bytes of text into dst (room for max + 1):
  * NUL-terminated, and every byte outside printable ASCII replaced by '?',
- * since peers' texts end up in llmlink_last_error() and in logs. */
-static inline text_result_t get_text(rbuf_t *r, char *dst, uint16_t max)
+ * since peers' texts end up in llmlink_last_error() and in logs. Returns 0,
+ * or -1 with the matching reason of w in *why. */
+static inline int get_text(rbuf_t *r, char *dst, uint16_t max, const text_why_t *w,
+                           const char **why)
 {
     uint16_t n = get_u16(r);
-    if (r->short_read)
-        return TEXT_TRUNCATED;
-    if (n > max)
-        return TEXT_TOO_LONG;
-    if (get_bytes(r, dst, n) != 0)
-        return TEXT_PAST_END;
+    const char *bad = r->short_read ? w->truncated : n > max ? w->too_long : NULL;
+    if (!bad && get_bytes(r, dst, n) != 0)
+        bad = w->past_end;
+    if (bad) {
+        *why = bad;
+        return -1;
+    }
     dst[n] = '\0';
     for (uint16_t i = 0; i < n; i++)
         if (dst[i] < 0x20 || dst[i] > 0x7e)
             dst[i] = '?';
-    return TEXT_OK;
+    return 0;
 }
 
 #endif /* LLK_BYTES_H */

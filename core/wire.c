@@ -257,20 +257,11 @@ int llk_wire_decode_reject(const uint8_t *payload, size_t len, llk_msg_reject_t 
     rbuf_t r = {payload, len, 0, 0};
     memset(m, 0, sizeof *m);
     m->status = get_u32(&r);
-    switch (get_text(&r, m->message, LLK_WIRE_MAX_REJECT_MSG)) {
-    case TEXT_OK:
-        return finish(&r, why);
-    case TEXT_TRUNCATED:
-        *why = "truncated REJECT";
+    static const text_why_t w = {"truncated REJECT", "REJECT: message too long",
+                                 "REJECT: message longer than the frame"};
+    if (get_text(&r, m->message, LLK_WIRE_MAX_REJECT_MSG, &w, why) != 0)
         return -1;
-    case TEXT_TOO_LONG:
-        *why = "REJECT: message too long";
-        return -1;
-    case TEXT_PAST_END:
-    default:
-        *why = "REJECT: message longer than the frame";
-        return -1;
-    }
+    return finish(&r, why);
 }
 
 int llk_wire_decode_simple(llk_msg_type_t type, const uint8_t *payload, size_t len,

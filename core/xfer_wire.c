@@ -294,20 +294,10 @@ int llk_xwire_decode_resp(const uint8_t *payload, size_t len, llk_xresp_t *r, co
     memset(r, 0, sizeof *r);
     r->status = get_u32(&b);
     r->total_bytes = get_u64(&b);
-    switch (get_text(&b, r->msg, LLK_XWIRE_MAX_MSG)) {
-    case TEXT_OK:
-        break;
-    case TEXT_TRUNCATED:
-        *why = "truncated XRESP";
+    static const text_why_t w = {"truncated XRESP", "XRESP: message too long",
+                                 "XRESP: message longer than the frame"};
+    if (get_text(&b, r->msg, LLK_XWIRE_MAX_MSG, &w, why) != 0)
         return -1;
-    case TEXT_TOO_LONG:
-        *why = "XRESP: message too long";
-        return -1;
-    case TEXT_PAST_END:
-    default:
-        *why = "XRESP: message longer than the frame";
-        return -1;
-    }
     r->niov = get_u32(&b);
     if (b.short_read) {
         *why = "truncated XRESP";
