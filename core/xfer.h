@@ -65,7 +65,7 @@ typedef struct llk_xlink {
 
     uint64_t remote_id;
     bool outbound;     /* this side is the client of the link */
-    uint32_t nstreams; /* per direction */
+    uint32_t nstreams; /* client: streams it opens per direction; 0 on the server */
     char peer[72];     /* for messages */
 
     /* Streams this side requests on: fd -1 when not (yet) attached. */

@@ -596,11 +596,8 @@ bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, siz
     } else {
         pthread_mutex_lock(&xl->mu);
         bool free_slot = xl->req_fd[m.stream_index] < 0 && !xl->broken;
-        if (free_slot) {
+        if (free_slot)
             xl->req_fd[m.stream_index] = fd;
-            if (m.stream_index >= xl->nstreams)
-                xl->nstreams = m.stream_index + 1u;
-        }
         pthread_cond_broadcast(&xl->cv);
         pthread_mutex_unlock(&xl->mu);
         st = free_slot ? LLMLINK_SUCCESS : LLMLINK_PARAM_INVALID;

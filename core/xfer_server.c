@@ -1054,8 +1054,8 @@ llmlink_status_t llk_xserver_adopt(llmlink_t *e, llk_xlink_t *xl, int slot, int 
     if (!s)
         return llk_err(LLMLINK_FAILED, "cluster %llu: the owner thread is not running",
                        (unsigned long long)e->cluster_id);
-    /* Not checked against xl->nstreams: a server's xlink learns its stream
-     * count from the ATTACHes themselves (and changes it under xl->mu). */
+    /* Any slot the peer attached: a server's xlink has no stream count of
+     * its own (xl->nstreams is the client's). */
     if (slot < 0 || slot >= LLK_MAX_STREAMS || fd < 0)
         return llk_err(LLMLINK_PARAM_INVALID, "cluster %llu: bad owner stream %d (fd %d) for "
                        "the link with cluster %llu", (unsigned long long)e->cluster_id, slot,
