@@ -6,9 +6,13 @@
 # for the missing Debian packages (through sudo when not root).
 # Exits non-zero with a message naming what is missing if it cannot install.
 #
-# Bindings add their needs with need_cmd / need_check below (one line each),
-# or callers can ask for extra packages: LLMLINK_EXTRA_PKGS="swig golang".
+# Bindings and optional parts add their Debian needs in a file of their own,
+# bindings/<lang>/deps.sh or ci/deps-<part>.sh, sourced here: one need_cmd /
+# need_check line each (see below). Callers can ask for extra packages too:
+# LLMLINK_EXTRA_PKGS="swig golang".
 set -euo pipefail
+
+repo_root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 
 missing_pkgs=()   # Debian packages to install
 missing_what=()   # human-readable names, for messages
@@ -46,6 +50,13 @@ check_all() {
     # gcc with --no-install-recommends does not pull the libc headers in.
     need_check libc6-dev "libc headers" 'printf "#include <stdio.h>\n" | cc -E -x c - -o /dev/null'
     need_check libcmocka-dev "cmocka (pkg-config cmocka)" 'pkg-config --exists cmocka'
+
+    local f
+    for f in "$repo_root"/bindings/*/deps.sh "$repo_root"/ci/deps-*.sh; do
+        [ -f "$f" ] || continue
+        # shellcheck source=/dev/null
+        . "$f"
+    done
 
     local p
     for p in ${LLMLINK_EXTRA_PKGS:-}; do
