@@ -1,0 +1,44 @@
+# bindings/python/llmlink.mk - the Python binding's part of the top Makefile.
+#
+#   make test-python    venv in $(BUILD)/py-venv, `pip install ./bindings/python
+#                       numpy` into it (SWIG runs and the C library is compiled
+#                       into the extension), then the pytest suite
+#   make python         only the venv with the package installed
+#
+# The venv sees the system's site-packages, so a preinstalled pytest is used
+# (pip installs one when there is none). setuptools builds under
+# $(BUILD)/py-build, so BUILD=build-<you> keeps every output apart.
+
+PY_DIR         := bindings/python
+PY_VENV        := $(BUILD)/py-venv
+PY_VENV_PYTHON := $(PY_VENV)/bin/python
+PY_STAMP       := $(PY_VENV)/.llmlink-installed
+PYTHON3        ?= python3
+# The suite's own waits are bounded; this bounds the whole run as well.
+PY_TEST_TIMEOUT ?= 900
+
+PY_SOURCES := $(sort $(wildcard $(PY_DIR)/src/llmlink/*.py $(PY_DIR)/src/llmlink/*.pyi \
+                                $(PY_DIR)/swig/*)) \
+              $(PY_DIR)/setup.py $(PY_DIR)/pyproject.toml $(LIB_SRCS) \
+              $(wildcard core/*.h) $(HEADER)
+
+TEST_SUITES_EXTRA += test-python
+.PHONY: test-python python
+
+python: $(PY_STAMP)
+
+$(PY_VENV_PYTHON):
+	$(say) VENV $(PY_VENV)
+	$(Q)rm -rf $(PY_VENV)
+	$(Q)$(PYTHON3) -m venv --system-site-packages $(PY_VENV)
+
+$(PY_STAMP): $(PY_SOURCES) | $(PY_VENV_PYTHON)
+	$(say) PIP $(PY_DIR)
+	$(Q)LLMLINK_PY_BUILD_DIR=$(abspath $(BUILD))/py-build \
+	    $(PY_VENV_PYTHON) -m pip install --quiet --disable-pip-version-check ./$(PY_DIR) numpy
+	$(Q)$(PY_VENV_PYTHON) -c 'import pytest' 2>/dev/null || \
+	    $(PY_VENV_PYTHON) -m pip install --quiet --disable-pip-version-check pytest
+	$(Q)touch $@
+
+test-python: $(PY_STAMP)
+	cd $(PY_DIR)/tests && timeout $(PY_TEST_TIMEOUT) $(abspath $(PY_VENV_PYTHON)) -m pytest -q -p no:cacheprovider .

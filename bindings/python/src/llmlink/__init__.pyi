@@ -1,0 +1,204 @@
+"""Type hints for the public names of llmlink (the llm_datadist API)."""
+import logging
+from enum import Enum, IntEnum
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+__version__: str
+
+class LLMStatusCode(IntEnum):
+    LLM_SUCCESS: int
+    LLM_FAILED: int
+    LLM_WAIT_PROCESS_TIMEOUT: int
+    LLM_KV_CACHE_NOT_EXIST: int
+    LLM_REPEAT_REQUEST: int
+    LLM_REQUEST_ALREADY_COMPLETED: int
+    LLM_PARAM_INVALID: int
+    LLM_ENGINE_FINALIZED: int
+    LLM_NOT_YET_LINK: int
+    LLM_ALREADY_LINK: int
+    LLM_LINK_FAILED: int
+    LLM_UNLINK_FAILED: int
+    LLM_NOTIFY_PROMPT_UNLINK_FAILED: int
+    LLM_CLUSTER_NUM_EXCEED_LIMIT: int
+    LLM_PROCESSING_LINK: int
+    LLM_DEVICE_OUT_OF_MEMORY: int
+    LLM_PREFIX_ALREADY_EXIST: int
+    LLM_PREFIX_NOT_EXIST: int
+    LLM_SEQ_LEN_OVER_LIMIT: int
+    LLM_NO_FREE_BLOCK: int
+    LLM_BLOCKS_OUT_OF_MEMORY: int
+    LLM_EXIST_LINK: int
+    LLM_FEATURE_NOT_ENABLED: int
+    LLM_TIMEOUT: int
+    LLM_LINK_BUSY: int
+    LLM_OUT_OF_MEMORY: int
+    LLMLINK_NOT_INITIALIZED: int
+    LLMLINK_ALREADY_INITIALIZED: int
+    LLMLINK_VERSION_MISMATCH: int
+    LLMLINK_PROTOCOL_ERROR: int
+    LLMLINK_ROLE_NOT_ALLOWED: int
+    LLMLINK_CLUSTER_ID_MISMATCH: int
+    LLMLINK_NETWORK_ERROR: int
+    LLMLINK_CACHE_KEY_ALREADY_EXIST: int
+    LLMLINK_CACHE_IN_USE: int
+
+class LLMException(Exception):
+    def __init__(self, message: str = ..., status_code: Union[LLMStatusCode, int] = ...) -> None: ...
+    @property
+    def status_code(self) -> Union[LLMStatusCode, int]: ...
+
+class LLMRole(Enum):
+    PROMPT: int
+    DECODER: int
+    MIX: int
+
+class DataType(Enum):
+    DT_FLOAT: int
+    DT_FLOAT16: int
+    DT_INT8: int
+    DT_INT32: int
+    DT_UINT8: int
+    DT_INT16: int
+    DT_UINT16: int
+    DT_UINT32: int
+    DT_INT64: int
+    DT_UINT64: int
+    DT_DOUBLE: int
+    DT_BOOL: int
+    DT_BF16: int
+    @property
+    def itemsize(self) -> int: ...
+
+class Placement(Enum):
+    HOST: int
+    DEVICE: int
+
+IpInfo = Tuple[str, int]
+
+class LLMClusterInfo:
+    remote_cluster_id: Optional[int]
+    remote_role_type: Optional[LLMRole]
+    def __init__(self) -> None: ...
+    def append_local_ip_info(self, ip: Union[str, int], port: int) -> None: ...
+    def append_remote_ip_info(self, ip: Union[str, int], port: int) -> None: ...
+    @property
+    def local_ip_info_list(self) -> List[IpInfo]: ...
+    @property
+    def remote_ip_info_list(self) -> List[IpInfo]: ...
+
+class LLMConfig:
+    device_id: Union[int, Sequence[int], None]
+    sync_kv_timeout: Optional[int]
+    listen_ip_info: Optional[str]
+    enable_cache_manager: Optional[bool]
+    enable_remote_cache_accessible: Optional[bool]
+    enable_switch_role: Optional[bool]
+    mem_pool_cfg: Optional[str]
+    host_mem_pool_cfg: Optional[str]
+    buf_pool_cfg: Optional[str]
+    local_comm_res: Optional[str]
+    deploy_res_path: Optional[str]
+    link_total_time: Optional[int]
+    link_retry_count: Optional[int]
+    rdma_traffic_class: Optional[int]
+    rdma_service_level: Optional[int]
+    ge_options: Dict[str, str]
+    def __init__(self) -> None: ...
+    def generate_options(self) -> Dict[str, str]: ...
+
+class CacheDesc:
+    def __init__(self, num_tensors: int, shape: Sequence[int], data_type: DataType,
+                 placement: Placement = ...) -> None: ...
+    @property
+    def num_tensors(self) -> int: ...
+    @property
+    def shape(self) -> Tuple[int, ...]: ...
+    @property
+    def data_type(self) -> DataType: ...
+    @property
+    def placement(self) -> Placement: ...
+    @property
+    def size(self) -> int: ...
+
+class CacheKey:
+    def __init__(self, prompt_cluster_id: int, req_id: int, model_id: int = ...,
+                 prefix_id: int = ...) -> None: ...
+    prompt_cluster_id: int
+    req_id: int
+    model_id: int
+    prefix_id: int
+
+class CacheKeyByIdAndIndex:
+    def __init__(self, cluster_id: int, cache_id: int, batch_index: int = ...) -> None: ...
+    cluster_id: int
+    cache_id: int
+    batch_index: int
+
+class BlocksCacheKey:
+    def __init__(self, prompt_cluster_id: int, model_id: int = ...) -> None: ...
+    prompt_cluster_id: int
+    model_id: int
+
+class Cache:
+    @property
+    def cache_id(self) -> int: ...
+    @property
+    def cache_desc(self) -> CacheDesc: ...
+    @property
+    def tensor_addrs(self) -> List[int]: ...
+    @property
+    def per_device_tensor_addrs(self) -> List[List[int]]: ...
+    def tensor_buffer(self, index: int) -> memoryview: ...
+
+PullKey = Union[CacheKey, CacheKeyByIdAndIndex]
+
+class CacheManager:
+    def register_cache(self, cache_desc: CacheDesc, addrs: Sequence[int],
+                       cache_keys: Sequence[CacheKey] = ...,
+                       remote_accessible: Optional[bool] = ...) -> Cache: ...
+    def register_blocks_cache(self, cache_desc: CacheDesc, addrs: Sequence[int],
+                              blocks_key: Optional[BlocksCacheKey] = ...,
+                              remote_accessible: Optional[bool] = ...) -> Cache: ...
+    def unregister_cache(self, cache_id: Union[int, Cache]) -> None: ...
+    def allocate_cache(self, cache_desc: CacheDesc, cache_keys: Sequence[CacheKey] = ...) -> Cache: ...
+    def allocate_blocks_cache(self, cache_desc: CacheDesc,
+                              blocks_key: Optional[BlocksCacheKey] = ...) -> Cache: ...
+    def deallocate_cache(self, cache: Union[Cache, int]) -> None: ...
+    def remove_cache_key(self, cache_key: Union[CacheKey, BlocksCacheKey]) -> None: ...
+    def pull_cache(self, cache_key: PullKey, cache: Cache, batch_index: int = ..., size: int = ...,
+                   src_layer_range: Optional[range] = ..., dst_layer_range: Optional[range] = ...,
+                   tensor_num_per_layer: int = ...) -> None: ...
+    def pull_blocks(self, src_cache_key: Union[PullKey, BlocksCacheKey], dst_cache: Cache,
+                    src_blocks: Optional[Sequence[int]] = ..., dst_blocks: Sequence[int] = ...,
+                    src_layer_range: Optional[range] = ..., dst_layer_range: Optional[range] = ...,
+                    tensor_num_per_layer: int = ...) -> None: ...
+    def push_blocks(self, dst_cache_key: BlocksCacheKey, src_cache: Cache,
+                    src_blocks: Sequence[int] = ..., dst_blocks: Sequence[int] = ...,
+                    src_layer_range: Optional[range] = ..., dst_layer_range: Optional[range] = ...,
+                    tensor_num_per_layer: int = ...) -> None: ...
+    def push_cache(self, dst_cache_key: PullKey, src_cache: Cache, src_batch_index: int = ...,
+                   src_layer_range: Optional[range] = ..., dst_layer_range: Optional[range] = ...,
+                   size: int = ..., tensor_num_per_layer: int = ...) -> None: ...
+
+LinkOutcome = Tuple[LLMStatusCode, List[LLMStatusCode]]
+
+class LLMDataDist:
+    def __init__(self, role: LLMRole, cluster_id: int) -> None: ...
+    def init(self, options: Dict[str, str]) -> None: ...
+    def finalize(self) -> None: ...
+    def link_clusters(self, clusters: Union[List[LLMClusterInfo], Tuple[LLMClusterInfo, ...]],
+                      timeout: int = ...) -> LinkOutcome: ...
+    def unlink_clusters(self, clusters: Union[List[LLMClusterInfo], Tuple[LLMClusterInfo, ...]],
+                        timeout: int = ..., force: bool = ...) -> LinkOutcome: ...
+    def check_link_status(self, remote_cluster_id: int) -> None: ...
+    @property
+    def cache_manager(self) -> CacheManager: ...
+    @property
+    def cluster_id(self) -> int: ...
+    @property
+    def role(self) -> LLMRole: ...
+    def get_listen_port(self, index: int = ...) -> int: ...
+    def link_stats(self) -> Dict[str, int]: ...
+    def transfer_stats(self) -> Dict[str, int]: ...
+
+def set_log_level(level: Optional[int]) -> None: ...

@@ -1,0 +1,159 @@
+"""CacheManager: llm_datadist's cache calls over one engine.
+
+Tensor addresses are plain ints (numpy's arr.ctypes.data,
+torch.Tensor.data_ptr(), Cache.tensor_addrs...). Transfers block until the
+bytes have moved (bounded by llm.SyncKvCacheWaitTime), without the GIL."""
+from . import capi
+from ._checks import (INT32_MAX, INT64_MAX, UINT32_MAX, UINT64_MAX, check_int, check_int_list,
+                      check_list_of, check_type)
+from ._types import BlocksCacheKey, Cache, CacheDesc, CacheKey, CacheKeyByIdAndIndex
+
+_PULL_CACHE_KEYS = (CacheKey, CacheKeyByIdAndIndex)
+_PULL_BLOCKS_KEYS = (CacheKey, CacheKeyByIdAndIndex, BlocksCacheKey)
+
+
+class CacheManager:
+    def __init__(self, handle):
+        self._handle = handle
+
+    # -- registration ---------------------------------------------------
+    def register_cache(self, cache_desc, addrs, cache_keys=(), remote_accessible=None):
+        """Caller memory as a cache of cache_desc.shape[0] batch entries;
+        cache_keys[i] names entry i."""
+        desc = check_type("cache_desc", cache_desc, CacheDesc)
+        c_addrs = _addrs(addrs)
+        keys = check_list_of("cache_keys", cache_keys, CacheKey)
+        cache_id = self._call(capi.llmlink_register_cache, desc._c(), c_addrs,
+                              [k._c() for k in keys])
+        return Cache(cache_id, desc, c_addrs)
+
+    def register_blocks_cache(self, cache_desc, addrs, blocks_key=None, remote_accessible=None):
+        """Caller memory as a blocks cache (shape[0] blocks per tensor);
+        blocks_key lets peers address it."""
+        desc = check_type("cache_desc", cache_desc, CacheDesc)
+        c_addrs = _addrs(addrs)
+        key = _optional_key("blocks_key", blocks_key, BlocksCacheKey)
+        cache_id = self._call(capi.llmlink_register_blocks_cache, desc._c(), c_addrs, key)
+        return Cache(cache_id, desc, c_addrs)
+
+    def unregister_cache(self, cache_id):
+        self._call(capi.llmlink_unregister_cache, _cache_id(cache_id))
+
+    # -- memory the library owns ------------------------------------------
+    def allocate_cache(self, cache_desc, cache_keys=()):
+        """Zeroed, page-aligned memory; read it through Cache.tensor_buffer().
+        Held by its id and by each of its keys (see deallocate_cache)."""
+        desc = check_type("cache_desc", cache_desc, CacheDesc)
+        keys = check_list_of("cache_keys", cache_keys, CacheKey)
+        cache_id, addrs = self._call(capi.llmlink_allocate_cache, desc._c(),
+                                     [k._c() for k in keys])
+        return Cache(cache_id, desc, addrs, allocated=True)
+
+    def allocate_blocks_cache(self, cache_desc, blocks_key=None):
+        desc = check_type("cache_desc", cache_desc, CacheDesc)
+        key = _optional_key("blocks_key", blocks_key, BlocksCacheKey)
+        cache_id, addrs = self._call(capi.llmlink_allocate_blocks_cache, desc._c(), key)
+        return Cache(cache_id, desc, addrs, allocated=True)
+
+    def deallocate_cache(self, cache):
+        """Drops the id of an allocated cache (a Cache or its id). The memory
+        is freed once running transfers end and its keys are gone."""
+        self._call(capi.llmlink_deallocate_cache, _cache_id(cache))
+
+    def remove_cache_key(self, cache_key):
+        key = check_type("cache_key", cache_key, (CacheKey, BlocksCacheKey))
+        self._call(capi.llmlink_remove_cache_key, key._c())
+
+    # -- transfers ----------------------------------------------------------
+    def pull_cache(self, cache_key, cache, batch_index=0, size=-1, src_layer_range=None,
+                   dst_layer_range=None, tensor_num_per_layer=2):
+        """The remote entry named by cache_key into entry batch_index of cache;
+        size: bytes per tensor (-1: the whole entry)."""
+        key = check_type("cache_key", cache_key, _PULL_CACHE_KEYS)
+        dst = check_type("cache", cache, Cache)
+        check_int("batch_index", batch_index, 0, UINT32_MAX)
+        _check_size(size)
+        layers = _layers(src_layer_range, dst_layer_range, tensor_num_per_layer)
+        self._call(capi.llmlink_pull_cache, key._c(), dst.cache_id, batch_index, size, layers)
+
+    def pull_blocks(self, src_cache_key, dst_cache, src_blocks=None, dst_blocks=(),
+                    src_layer_range=None, dst_layer_range=None, tensor_num_per_layer=2):
+        """src_blocks[i] of the remote cache into dst_blocks[i] of dst_cache;
+        with a CacheKey/CacheKeyByIdAndIndex and no src_blocks, that entry
+        fills dst_blocks in order."""
+        key = check_type("src_cache_key", src_cache_key, _PULL_BLOCKS_KEYS)
+        dst = check_type("dst_cache", dst_cache, Cache)
+        src = None if src_blocks is None else _blocks("src_blocks", src_blocks)
+        dsts = _blocks("dst_blocks", dst_blocks)
+        layers = _layers(src_layer_range, dst_layer_range, tensor_num_per_layer)
+        self._call(capi.llmlink_pull_blocks, key._c(), dst.cache_id, src, dsts, layers)
+
+    def push_blocks(self, dst_cache_key, src_cache, src_blocks=(), dst_blocks=(),
+                    src_layer_range=None, dst_layer_range=None, tensor_num_per_layer=2):
+        key = check_type("dst_cache_key", dst_cache_key, BlocksCacheKey)
+        src = check_type("src_cache", src_cache, Cache)
+        srcs = _blocks("src_blocks", src_blocks)
+        dsts = _blocks("dst_blocks", dst_blocks)
+        layers = _layers(src_layer_range, dst_layer_range, tensor_num_per_layer)
+        self._call(capi.llmlink_push_blocks, key._c(), src.cache_id, srcs, dsts, layers)
+
+    def push_cache(self, dst_cache_key, src_cache, src_batch_index=0, src_layer_range=None,
+                   dst_layer_range=None, size=-1, tensor_num_per_layer=2):
+        key = check_type("dst_cache_key", dst_cache_key, _PULL_CACHE_KEYS)
+        src = check_type("src_cache", src_cache, Cache)
+        check_int("src_batch_index", src_batch_index, 0, UINT32_MAX)
+        _check_size(size)
+        layers = _layers(src_layer_range, dst_layer_range, tensor_num_per_layer)
+        self._call(capi.llmlink_push_cache, key._c(), src.cache_id, src_batch_index, size,
+                   layers)
+
+    def _call(self, fn, *args):
+        return self._handle.call(fn, *args)
+
+
+def _addrs(addrs):
+    values = check_int_list("addrs", addrs, 0, UINT64_MAX)
+    for i, a in enumerate(values):
+        if a == 0:
+            raise ValueError(f"addrs[{i}] is 0")
+    return values
+
+
+def _blocks(name, blocks):
+    return check_int_list(name, blocks, 0, UINT64_MAX)
+
+
+def _optional_key(name, key, key_type):
+    return None if key is None else check_type(name, key, key_type)._c()
+
+
+def _cache_id(cache):
+    if isinstance(cache, Cache):
+        return cache.cache_id
+    return check_int("cache_id", cache, 1, INT64_MAX)
+
+
+def _check_size(size):
+    check_int("size", size, -1, INT64_MAX)
+    if size == 0:
+        raise ValueError("size is 0: give bytes per tensor, or -1 for the whole entry")
+
+
+def _layer_bounds(name, layer_range):
+    # A range of layers with step 1, or None for every layer of that cache.
+    if layer_range is None:
+        return -1, -1
+    check_type(name, layer_range, range)
+    if layer_range.step != 1 or not 0 <= layer_range.start < layer_range.stop <= INT32_MAX:
+        raise ValueError(f"{name} must be a non-empty range(start, stop) of layers, step 1, "
+                         f"start >= 0; got {layer_range}")
+    return layer_range.start, layer_range.stop
+
+
+def _layers(src_range, dst_range, tensor_num_per_layer):
+    check_int("tensor_num_per_layer", tensor_num_per_layer, 1, UINT32_MAX)
+    if src_range is None and dst_range is None and tensor_num_per_layer == 2:
+        return None  # every tensor of both caches
+    src = _layer_bounds("src_layer_range", src_range)
+    dst = _layer_bounds("dst_layer_range", dst_range)
+    return (src[0], src[1], dst[0], dst[1], tensor_num_per_layer)

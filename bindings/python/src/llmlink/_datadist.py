@@ -1,0 +1,102 @@
+"""LLMDataDist: one engine, with llm_datadist's calls and error semantics."""
+from . import capi
+from ._cache_manager import CacheManager
+from ._checks import UINT16_MAX, check_int, check_list_of, check_timeout, check_type, check_uint64
+from ._cluster import LLMClusterInfo
+from ._handle import EngineHandle
+from ._types import LLMRole
+
+
+class LLMDataDist:
+    def __init__(self, role, cluster_id):
+        self._role = check_type("role", role, LLMRole)
+        self._cluster_id = check_uint64("cluster_id", cluster_id)
+        self._handle = None
+        self._cache_manager = None
+
+    @property
+    def cluster_id(self):
+        return self._cluster_id
+
+    @property
+    def role(self):
+        return self._role
+
+    def init(self, options):
+        """Starts the engine with options ({str: str}, e.g. from
+        LLMConfig.generate_options()). A second init is a no-op, as in
+        llm_datadist; after finalize, init starts a new engine."""
+        if self._handle is not None and self._handle.open:
+            return
+        check_type("options", options, dict)
+        for key, value in options.items():
+            check_type("option key", key, str)
+            check_type(f"options[{key!r}]", value, str)
+        self._handle = EngineHandle(self._role.value, self._cluster_id, dict(options))
+        self._cache_manager = CacheManager(self._handle)
+
+    def finalize(self):
+        """Closes every link and frees the engine, after the calls other
+        threads are running return. Idempotent."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()
+
+    def __del__(self):
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            try:
+                handle.close()
+            except Exception:  # interpreter shutdown: nothing to report to
+                pass
+
+    def _engine(self):
+        if self._handle is None or not self._handle.open:
+            raise RuntimeError("llm datadist is not initialized")
+        return self._handle
+
+    def link_clusters(self, clusters, timeout=3000):
+        """Links to up to 16 clusters: (LLMStatusCode, [LLMStatusCode per
+        cluster]). Engine outcomes come back here, never as an exception."""
+        engine = self._engine()
+        check_timeout("timeout", timeout)
+        c_clusters = _c_clusters(clusters)
+        return engine.call(capi.llmlink_link_clusters, c_clusters, timeout)
+
+    def unlink_clusters(self, clusters, timeout=3000, force=False):
+        """force=False tells the peer and waits for it; force=True frees the
+        local end at once. Returns (LLMStatusCode, [LLMStatusCode ...])."""
+        engine = self._engine()
+        check_timeout("timeout", timeout)
+        check_type("force", force, bool)
+        c_clusters = _c_clusters(clusters)
+        return engine.call(capi.llmlink_unlink_clusters, c_clusters, timeout, force)
+
+    def check_link_status(self, remote_cluster_id):
+        """None when a live link to remote_cluster_id exists, else
+        LLMException (LLM_NOT_YET_LINK)."""
+        engine = self._engine()
+        check_uint64("remote_cluster_id", remote_cluster_id)
+        engine.call(capi.llmlink_check_link_status, remote_cluster_id)
+
+    @property
+    def cache_manager(self) -> CacheManager:
+        self._engine()
+        return self._cache_manager
+
+    # llmlink's own additions: the port chosen for "ip:0", and counters.
+    def get_listen_port(self, index=0):
+        engine = self._engine()
+        check_int("index", index, 0, UINT16_MAX)
+        return engine.call(capi.llmlink_get_listen_port, index)
+
+    def link_stats(self):
+        return self._engine().call(capi.llmlink_get_stats)
+
+    def transfer_stats(self):
+        return self._engine().call(capi.llmlink_get_xfer_stats)
+
+
+def _c_clusters(clusters):
+    clusters = check_list_of("clusters", clusters, LLMClusterInfo)
+    return [cluster._c(i) for i, cluster in enumerate(clusters)]

@@ -1,0 +1,250 @@
+/*
+ * llmlink.i - SWIG interface over ffi/llmlink.h, for the Python package.
+ *
+ * The module (llmlink.capi) is the raw ABI with Python shapes at the edges;
+ * the llm_datadist-style classes live in the pure-Python package around it.
+ *
+ *  - A failing llmlink_status_t raises llmlink.LLMException, carrying the
+ *    status (as LLMStatusCode) and llmlink_last_error(). The message is read
+ *    in the typemap right after the call returns, on the same thread, before
+ *    any other llmlink call can overwrite it.
+ *  - link/unlink never raise for an engine status: they return
+ *    (LLMStatusCode, [LLMStatusCode per cluster]).
+ *  - Built with -threads: every wrapped call releases the GIL while the C
+ *    function runs (links and transfers block), except the few helpers
+ *    marked %nothread below, which touch Python objects.
+ *  - C structs come in as plain tuples (see each typemap), built by the
+ *    package, so this layer never keeps a Python object past the call.
+ */
+%module(package="llmlink") capi
+
+%{
+#define SWIG_FILE_WITH_INIT
+#include <stdlib.h>
+#include <string.h>
+#include "llmlink.h"
+#include "llk_py_convert.h"
+%}
+
+%include <stdint.i>
+
+/* ------------------------------------------------------------------ */
+/* Not wrapped as classes: the typemaps below convert them from tuples. */
+/* ------------------------------------------------------------------ */
+%ignore llmlink_option;
+%ignore llmlink_option_t;
+%ignore llmlink_ip_info;
+%ignore llmlink_ip_info_t;
+%ignore llmlink_cluster_info;
+%ignore llmlink_cluster_info_t;
+%ignore llmlink_cache_desc;
+%ignore llmlink_cache_desc_t;
+%ignore llmlink_cache_key;
+%ignore llmlink_cache_key_t;
+%ignore llmlink_layer_range;
+%ignore llmlink_layer_range_t;
+%ignore llmlink_stats;
+%ignore llmlink_stats_t;
+%ignore llmlink_xfer_stats;
+%ignore llmlink_xfer_stats_t;
+/* The callback goes to Python's logging through llk_py_set_log_level. */
+%ignore llmlink_set_log_callback;
+
+/* ------------------------------------------------------------------ */
+/* Status: raise on failure (the default for every call)               */
+/* ------------------------------------------------------------------ */
+%typemap(out) llmlink_status_t {
+    if ($1 != LLMLINK_SUCCESS) {
+        llk_py_raise($1);
+        SWIG_fail;
+    }
+    $result = SWIG_Py_Void();
+}
+
+/* Calls whose status is an answer, not an error: LLMStatusCode back. */
+%typemap(out) llmlink_status_t llmlink_last_error_status {
+    $result = llk_py_status($1);
+    if (!$result) SWIG_fail;
+}
+
+/* ------------------------------------------------------------------ */
+/* Handles and scalar outputs                                          */
+/* ------------------------------------------------------------------ */
+%typemap(in, numinputs=0) llmlink_t **out (llmlink_t *handle = NULL) { $1 = &handle; }
+%typemap(argout) llmlink_t **out {
+    $result = SWIG_Python_AppendOutput($result,
+                                       SWIG_NewPointerObj(handle$argnum, $descriptor(llmlink_t *), 0));
+}
+
+%typemap(in, numinputs=0) llmlink_role_t *role (llmlink_role_t value = 0) { $1 = &value; }
+%typemap(argout) llmlink_role_t *role {
+    $result = SWIG_Python_AppendOutput($result, PyLong_FromLong((long)value$argnum));
+}
+%typemap(in, numinputs=0) uint64_t *cluster_id (uint64_t value = 0) { $1 = &value; }
+%typemap(argout) uint64_t *cluster_id {
+    $result = SWIG_Python_AppendOutput($result, PyLong_FromUnsignedLongLong(value$argnum));
+}
+%typemap(in, numinputs=0) uint16_t *port (uint16_t value = 0) { $1 = &value; }
+%typemap(argout) uint16_t *port {
+    $result = SWIG_Python_AppendOutput($result, PyLong_FromLong((long)value$argnum));
+}
+%typemap(in, numinputs=0) int64_t *cache_id (int64_t value = 0) { $1 = &value; }
+%typemap(argout) int64_t *cache_id {
+    $result = SWIG_Python_AppendOutput($result, PyLong_FromLongLong(value$argnum));
+}
+
+/* Counters come back as dicts; the version field is set here. */
+%typemap(in, numinputs=0) llmlink_stats_t *stats (llmlink_stats_t value) {
+    memset(&value, 0, sizeof value);
+    value.version = LLMLINK_STATS_VERSION;
+    $1 = &value;
+}
+%typemap(argout) llmlink_stats_t *stats {
+    $result = SWIG_Python_AppendOutput($result, llk_py_stats_dict(&value$argnum));
+}
+%typemap(in, numinputs=0) llmlink_xfer_stats_t *stats (llmlink_xfer_stats_t value) {
+    memset(&value, 0, sizeof value);
+    value.version = LLMLINK_XFER_STATS_VERSION;
+    $1 = &value;
+}
+%typemap(argout) llmlink_xfer_stats_t *stats {
+    $result = SWIG_Python_AppendOutput($result, llk_py_xfer_stats_dict(&value$argnum));
+}
+
+/* ------------------------------------------------------------------ */
+/* Options: a dict {str: str}                                          */
+/* ------------------------------------------------------------------ */
+%typemap(in) (const llmlink_option_t *options, size_t num_options) (llk_py_options_t conv) {
+    if (llk_py_options_from(&conv, $input) < 0) SWIG_fail;
+    $1 = conv.items;
+    $2 = conv.count;
+}
+%typemap(freearg) (const llmlink_option_t *options, size_t num_options) {
+    llk_py_options_free(&conv$argnum);
+}
+
+/* ------------------------------------------------------------------ */
+/* Links                                                               */
+/* clusters: a sequence of (remote_cluster_id, remote_role,            */
+/*           [(ip, port), ...] local, [(ip, port), ...] remote)        */
+/* ------------------------------------------------------------------ */
+%typemap(in) (const llmlink_cluster_info_t *clusters, size_t num_clusters) (llk_py_clusters_t conv) {
+    if (llk_py_clusters_from(&conv, $input) < 0) SWIG_fail;
+    $1 = conv.items;
+    $2 = conv.count;
+}
+%typemap(freearg) (const llmlink_cluster_info_t *clusters, size_t num_clusters) {
+    llk_py_clusters_free(&conv$argnum);
+}
+
+/* The per-cluster statuses: one per cluster passed. The count is the
+ * num_clusters argument, which SWIG names arg3 in both link and unlink
+ * (dd, clusters, num_clusters, ...); the array is filled by the C call. */
+%typemap(in, numinputs=0) llmlink_status_t *cluster_statuses (llmlink_status_t *buf = NULL) {
+    $1 = NULL;
+}
+%typemap(check) llmlink_status_t *cluster_statuses {
+    buf$argnum = calloc(arg3 ? arg3 : 1, sizeof *buf$argnum);
+    if (!buf$argnum) {
+        PyErr_NoMemory();
+        SWIG_fail;
+    }
+    $1 = buf$argnum;
+}
+%typemap(argout) llmlink_status_t *cluster_statuses {
+    $result = llk_py_link_outcome($result, $1, arg3);
+    if (!$result) SWIG_fail;
+}
+%typemap(freearg) llmlink_status_t *cluster_statuses {
+    free(buf$argnum);
+}
+/* The overall status is the first element of the (ret, rets) tuple. */
+%typemap(out) llmlink_status_t llmlink_link_clusters, llmlink_status_t llmlink_unlink_clusters {
+    $result = llk_py_status($1);
+    if (!$result) SWIG_fail;
+}
+
+/* ------------------------------------------------------------------ */
+/* Caches                                                              */
+/* desc: (num_tensors, data_type, placement, (d0, d1, ...))            */
+/* key:  (type, cluster_id, req_id, model_id, prefix_id, cache_id,     */
+/*        batch_index), or None where the C side takes NULL            */
+/* layers: (src_start, src_end, dst_start, dst_end, tensors_per_layer) */
+/*        or None                                                      */
+/* address and block lists: sequences of ints, or None                 */
+/* ------------------------------------------------------------------ */
+%typemap(in) const llmlink_cache_desc_t *desc (llmlink_cache_desc_t value) {
+    if (llk_py_desc_from(&value, $input) < 0) SWIG_fail;
+    $1 = &value;
+}
+
+%typemap(in) const llmlink_cache_key_t * (llmlink_cache_key_t value) {
+    $1 = NULL;
+    if ($input != Py_None) {
+        if (llk_py_key_from(&value, $input, "$1_name") < 0) SWIG_fail;
+        $1 = &value;
+    }
+}
+
+%typemap(in) (const llmlink_cache_key_t *keys, size_t num_keys) (llk_py_keys_t conv) {
+    if (llk_py_keys_from(&conv, $input) < 0) SWIG_fail;
+    $1 = conv.items;
+    $2 = conv.count;
+}
+%typemap(freearg) (const llmlink_cache_key_t *keys, size_t num_keys) {
+    llk_py_keys_free(&conv$argnum);
+}
+
+%typemap(in) (const uint64_t *addrs, size_t num_addrs) (llk_py_u64s_t conv),
+             (const uint64_t *src_blocks, size_t num_src_blocks) (llk_py_u64s_t conv),
+             (const uint64_t *dst_blocks, size_t num_dst_blocks) (llk_py_u64s_t conv) {
+    if (llk_py_u64s_from(&conv, $input, "$1_name") < 0) SWIG_fail;
+    $1 = conv.items;
+    $2 = conv.count;
+}
+%typemap(freearg) (const uint64_t *addrs, size_t num_addrs),
+                  (const uint64_t *src_blocks, size_t num_src_blocks),
+                  (const uint64_t *dst_blocks, size_t num_dst_blocks) {
+    llk_py_u64s_free(&conv$argnum);
+}
+
+%typemap(in) const llmlink_layer_range_t *layers (llmlink_layer_range_t value) {
+    $1 = NULL;
+    if ($input != Py_None) {
+        if (llk_py_layers_from(&value, $input) < 0) SWIG_fail;
+        $1 = &value;
+    }
+}
+
+/* allocate_*: the tensor addresses come back as a list, one per tensor
+ * of desc (SWIG's arg2 in both allocate calls). */
+%typemap(in, numinputs=0) (uint64_t *tensor_addrs, size_t num_tensor_addrs)
+        (uint64_t addrs[LLMLINK_MAX_TENSORS]) {
+    $1 = addrs;
+    $2 = LLMLINK_MAX_TENSORS;
+}
+%typemap(argout) (uint64_t *tensor_addrs, size_t num_tensor_addrs) {
+    $result = SWIG_Python_AppendOutput($result,
+                                       llk_py_u64_list(addrs$argnum, arg2->num_tensors));
+}
+
+/* ------------------------------------------------------------------ */
+/* Helpers that touch Python objects keep the GIL                      */
+/* ------------------------------------------------------------------ */
+%nothread llk_py_memoryview;
+%nothread llk_py_set_log_level;
+%nothread llk_py_status_of;
+
+%inline %{
+/* A writable memoryview over nbytes at addr, without a copy. The memory
+ * is the library's (allocate_*) or the caller's (register_*): the view is
+ * valid as long as that memory is. */
+PyObject *llk_py_memoryview(uint64_t addr, uint64_t nbytes);
+/* Routes the library's log to Python's logging ("llmlink") up to level
+ * (LLMLINK_LOG_NONE turns it off). */
+PyObject *llk_py_set_log_level(int level);
+/* LLMStatusCode(status), or the int where the enum lacks it. */
+PyObject *llk_py_status_of(uint32_t status);
+%}
+
+%include "llmlink.h"

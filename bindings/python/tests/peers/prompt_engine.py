@@ -1,0 +1,128 @@
+"""A PROMPT engine in its own process, written with the binding itself,
+driven by JSON lines on stdin (one JSON reply line each) - the far end of
+the two-process tests.
+
+    prompt_engine.py --cluster-id N --listen IP:PORT [--opt KEY=VALUE]...
+
+First line out: {"ready": true, "port": <listen port>} (or {"ready": false,
+"error": ...}). Requests: {"op": NAME, ...}; replies {"ok": true, ...} or
+{"ok": false, "error": TEXT, "status": LLMStatusCode name}.
+
+  register_blocks  num_tensors shape dtype key=[cluster, model]|null seed
+  register_cache   num_tensors shape dtype keys=[[cluster, req, model], ...] seed
+  allocate_cache   num_tensors shape dtype keys=[...] seed
+                   -> cache_id   (memory filled with kvpattern.pattern(seed))
+  digest  cache_id           -> digests: sha256 of each tensor's bytes
+  stats                      -> links: link_stats(), xfer: transfer_stats()
+  unlink  clusters=[id...] force -> ret, rets (status names)
+  quit                       -> finalizes, replies, exits 0
+EOF stdin is quit.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+from kvpattern import digest, pattern  # noqa: E402
+from llmlink import (BlocksCacheKey, CacheDesc, CacheKey, DataType, LLMClusterInfo,  # noqa: E402
+                     LLMConfig, LLMDataDist, LLMException, LLMRole)
+
+
+class Peer:
+    def __init__(self, engine):
+        self.engine = engine
+        self.cm = engine.cache_manager
+        self.caches = {}  # cache_id -> (Cache, numpy arrays it lives in, or None)
+
+    def _desc(self, req):
+        return CacheDesc(req["num_tensors"], req["shape"], DataType[req["dtype"]])
+
+    def _register(self, req, blocks):
+        desc = self._desc(req)
+        arrays = [pattern(desc.size, req.get("seed", 0), t) for t in range(desc.num_tensors)]
+        addrs = [a.ctypes.data for a in arrays]
+        if blocks:
+            key = req.get("key")
+            cache = self.cm.register_blocks_cache(desc, addrs,
+                                                  BlocksCacheKey(*key) if key else None)
+        else:
+            keys = [CacheKey(*k) for k in req.get("keys", [])]
+            cache = self.cm.register_cache(desc, addrs, keys)
+        self.caches[cache.cache_id] = (cache, arrays)
+        return {"cache_id": cache.cache_id}
+
+    def op_register_blocks(self, req):
+        return self._register(req, blocks=True)
+
+    def op_register_cache(self, req):
+        return self._register(req, blocks=False)
+
+    def op_allocate_cache(self, req):
+        desc = self._desc(req)
+        cache = self.cm.allocate_cache(desc, [CacheKey(*k) for k in req.get("keys", [])])
+        for t in range(desc.num_tensors):
+            np.frombuffer(cache.tensor_buffer(t), dtype=np.uint8)[:] = \
+                pattern(desc.size, req.get("seed", 0), t)
+        self.caches[cache.cache_id] = (cache, None)
+        return {"cache_id": cache.cache_id}
+
+    def op_digest(self, req):
+        cache, _ = self.caches[req["cache_id"]]
+        return {"digests": [digest(cache.tensor_buffer(t))
+                            for t in range(cache.cache_desc.num_tensors)]}
+
+    def op_stats(self, req):
+        return {"links": self.engine.link_stats(), "xfer": self.engine.transfer_stats()}
+
+    def op_unlink(self, req):
+        clusters = []
+        for cid in req["clusters"]:
+            c = LLMClusterInfo()
+            c.remote_cluster_id = cid
+            clusters.append(c)
+        ret, rets = self.engine.unlink_clusters(clusters, req.get("timeout", 3000),
+                                                req.get("force", False))
+        return {"ret": ret.name, "rets": [r.name for r in rets]}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cluster-id", type=int, required=True)
+    ap.add_argument("--listen", required=True)
+    ap.add_argument("--opt", action="append", default=[])
+    args = ap.parse_args()
+
+    config = LLMConfig()
+    config.listen_ip_info = args.listen
+    config.ge_options = dict(o.split("=", 1) for o in args.opt)
+    engine = LLMDataDist(LLMRole.PROMPT, args.cluster_id)
+    try:
+        engine.init(config.generate_options())
+    except LLMException as e:
+        print(json.dumps({"ready": False, "error": str(e)}), flush=True)
+        return 1
+    print(json.dumps({"ready": True, "port": engine.get_listen_port(0)}), flush=True)
+
+    peer = Peer(engine)
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["op"] == "quit":
+            break
+        try:
+            reply = {"ok": True, **getattr(peer, "op_" + req["op"])(req)}
+        except LLMException as e:
+            reply = {"ok": False, "error": str(e), "status": e.status_code.name}
+        except Exception as e:  # a bad request: say so, keep serving
+            reply = {"ok": False, "error": f"{type(e).__name__}: {e}", "status": None}
+        print(json.dumps(reply), flush=True)
+    engine.finalize()
+    print(json.dumps({"ok": True, "bye": True}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
