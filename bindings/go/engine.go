@@ -1,0 +1,285 @@
+//go:build cgo
+
+package llmlink
+
+/*
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Role is an llmlink_role_t (llm_datadist's LLMRole).
+type Role uint32
+
+const (
+	RolePrompt  Role = C.LLMLINK_ROLE_PROMPT  // prefill: the server, accepts links
+	RoleDecoder Role = C.LLMLINK_ROLE_DECODER // decode: the client, initiates links
+	RoleMix     Role = C.LLMLINK_ROLE_MIX     // both
+)
+
+func (r Role) String() string {
+	switch r {
+	case RolePrompt:
+		return "PROMPT"
+	case RoleDecoder:
+		return "DECODER"
+	case RoleMix:
+		return "MIX"
+	case 0:
+		return "ANY"
+	}
+	return fmt.Sprintf("Role(%d)", uint32(r))
+}
+
+// Engine is one llmlink engine (llm_datadist's LLMDataDist). It is safe for
+// many goroutines at once. Close it when done; an engine that is dropped
+// unclosed is closed by a finalizer, which is late and unordered, so do not
+// rely on it.
+type Engine struct {
+	role      Role
+	clusterID uint64
+
+	mu        sync.Mutex
+	h         *C.llmlink_t // nil once destroyed
+	closing   bool
+	calls     sync.WaitGroup // C calls under way, background ones included
+	inflight  atomic.Int64   // the same count, readable (tests)
+	destroyed chan struct{}
+}
+
+// NewEngine creates an engine and starts it with options (llmlink_create +
+// llmlink_init). The keys are those of llmlink_init in ffi/llmlink.h
+// ("llm.listenIpInfo", "llm.SyncKvCacheWaitTime", "llmlink.Transport", ...);
+// keys this package does not know are passed on as they are, and the C
+// side refuses unknown ones with StatusParamInvalid naming the key.
+func NewEngine(role Role, clusterID uint64, options map[string]string) (*Engine, error) {
+	const op = "NewEngine"
+	if err := checkLibraryVersion(op); err != nil {
+		return nil, err
+	}
+	var a cArena
+	defer a.free()
+	// Sorted, so the C side sees the same order on every run.
+	keys := make([]string, 0, len(options))
+	for k := range options {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var copts *C.llmlink_option_t
+	if len(keys) > 0 {
+		copts = (*C.llmlink_option_t)(a.alloc(unsafe.Sizeof(C.llmlink_option_t{}) * uintptr(len(keys))))
+		list := unsafe.Slice(copts, len(keys))
+		for i, k := range keys {
+			ck, ok1 := a.cstring(k)
+			cv, ok2 := a.cstring(options[k])
+			if !ok1 || !ok2 {
+				return nil, newError(op, StatusParamInvalid, "option %q: key or value holds a NUL byte", k)
+			}
+			list[i].key, list[i].value = ck, cv
+		}
+	}
+
+	var ce C.gollk_err_t
+	var h *C.llmlink_t
+	if C.gollk_create(&h, C.llmlink_role_t(role), C.uint64_t(clusterID), &ce) != C.LLMLINK_SUCCESS {
+		return nil, cError(op, &ce)
+	}
+	if C.gollk_init(h, copts, C.size_t(len(keys)), &ce) != C.LLMLINK_SUCCESS {
+		C.llmlink_destroy(h)
+		return nil, cError(op, &ce)
+	}
+	e := &Engine{role: role, clusterID: clusterID, h: h, destroyed: make(chan struct{})}
+	runtime.SetFinalizer(e, (*Engine).finalize)
+	return e, nil
+}
+
+// cError turns the C side's status and message into an *Error.
+func cError(op string, ce *C.gollk_err_t) *Error {
+	return &Error{Status: Status(ce.status), Op: op, Msg: C.GoString(&ce.msg[0])}
+}
+
+// enter starts one C call: it fails once Close has begun, and otherwise
+// counts the call so that Close waits for it. leave ends it.
+func (e *Engine) enter(op string) (*C.llmlink_t, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closing {
+		return nil, newError(op, StatusEngineFinalized, "the engine is closed")
+	}
+	e.calls.Add(1)
+	e.inflight.Add(1)
+	return e.h, nil
+}
+
+func (e *Engine) leave() {
+	e.inflight.Add(-1)
+	e.calls.Done()
+}
+
+// running counts the calls under way (tests).
+func (e *Engine) running() int64 { return e.inflight.Load() }
+
+// blocking runs a C call under ctx (see blockingCall): enter, the call, and
+// leave plus the arena's release once the call has returned, wherever it
+// runs. A context that is already done makes no C call.
+func (e *Engine) blocking(ctx context.Context, op string, a *cArena, b blockingCall) error {
+	if ctx == nil {
+		a.free()
+		return newError(op, StatusParamInvalid, "nil context")
+	}
+	if err := ctx.Err(); err != nil {
+		a.free()
+		return ctxError(op, err)
+	}
+	if _, err := e.enter(op); err != nil {
+		a.free()
+		return err
+	}
+	b.final = func() {
+		a.free()
+		e.leave()
+	}
+	if err := b.run(ctx); err != nil {
+		return ctxError(op, err)
+	}
+	return nil
+}
+
+// Close stops the engine and frees it (llmlink_finalize + destroy): every
+// link is closed, peers notice at once. Calls still running, including
+// ones a cancelled context left in the background, are waited for first
+// (each ends within its own timeout); calls made after Close fail with
+// StatusEngineFinalized. Close is idempotent and safe to call from many
+// goroutines; every caller returns once the engine is gone.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closing {
+		e.mu.Unlock()
+		<-e.destroyed
+		return nil
+	}
+	e.closing = true
+	e.mu.Unlock()
+	runtime.SetFinalizer(e, nil)
+
+	e.calls.Wait()
+	e.mu.Lock()
+	h := e.h
+	e.h = nil
+	e.mu.Unlock()
+	C.llmlink_destroy(h)
+	close(e.destroyed)
+	return nil
+}
+
+// finalizeHook, when set (tests), learns the cluster id of each engine
+// the finalizer closes.
+var finalizeHook atomic.Pointer[func(clusterID uint64)]
+
+// finalize runs when an unclosed engine became unreachable. Nothing can be
+// running on it then (a running call holds the engine), so Close does not
+// wait here.
+func (e *Engine) finalize() {
+	_ = e.Close()
+	if hook := finalizeHook.Load(); hook != nil {
+		(*hook)(e.clusterID)
+	}
+}
+
+// Role is the role the engine was created with.
+func (e *Engine) Role() Role { return e.role }
+
+// ClusterID is the id the engine was created with.
+func (e *Engine) ClusterID() uint64 { return e.clusterID }
+
+// ListenPort is the port of listen address number index (in the order of
+// llm.listenIpInfo): the one the kernel chose when port 0 was asked for.
+func (e *Engine) ListenPort(index int) (uint16, error) {
+	const op = "ListenPort"
+	if index < 0 {
+		return 0, newError(op, StatusParamInvalid, "index %d is negative", index)
+	}
+	h, err := e.enter(op)
+	if err != nil {
+		return 0, err
+	}
+	defer e.leave()
+	var port C.uint16_t
+	var ce C.gollk_err_t
+	if C.gollk_get_listen_port(h, C.size_t(index), &port, &ce) != C.LLMLINK_SUCCESS {
+		return 0, cError(op, &ce)
+	}
+	return uint16(port), nil
+}
+
+// Stats are the link counters of an engine (llmlink_stats_t).
+type Stats struct {
+	Links, InboundLinks, OutboundLinks      uint32
+	HandshakesInProgress, HandshakesPeak    uint32
+	HandshakesAccepted, HandshakesCompleted uint64
+	HandshakesRejected, HandshakesTimedOut  uint64
+	ProtocolErrors, LinksLost               uint64
+}
+
+// Stats reads the engine's link counters.
+func (e *Engine) Stats() (Stats, error) {
+	const op = "Stats"
+	h, err := e.enter(op)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer e.leave()
+	var s C.llmlink_stats_t
+	var ce C.gollk_err_t
+	if C.gollk_get_stats(h, &s, &ce) != C.LLMLINK_SUCCESS {
+		return Stats{}, cError(op, &ce)
+	}
+	return Stats{
+		Links: uint32(s.links), InboundLinks: uint32(s.inbound_links),
+		OutboundLinks: uint32(s.outbound_links), HandshakesInProgress: uint32(s.handshakes_in_progress),
+		HandshakesPeak: uint32(s.handshakes_peak), HandshakesAccepted: uint64(s.handshakes_accepted),
+		HandshakesCompleted: uint64(s.handshakes_completed), HandshakesRejected: uint64(s.handshakes_rejected),
+		HandshakesTimedOut: uint64(s.handshakes_timed_out), ProtocolErrors: uint64(s.protocol_errors),
+		LinksLost: uint64(s.links_lost),
+	}, nil
+}
+
+// XferStats are the transfer counters of an engine (llmlink_xfer_stats_t).
+type XferStats struct {
+	Caches                                                  uint32
+	Transfers, TransfersFailed, TransfersTimedOut           uint64
+	BytesRequested, BytesServed, RequestsServed             uint64
+	RequestsRefused, TCPRequests, SHMRequests, SHMFallbacks uint64
+}
+
+// XferStats reads the engine's transfer counters.
+func (e *Engine) XferStats() (XferStats, error) {
+	const op = "XferStats"
+	h, err := e.enter(op)
+	if err != nil {
+		return XferStats{}, err
+	}
+	defer e.leave()
+	var s C.llmlink_xfer_stats_t
+	var ce C.gollk_err_t
+	if C.gollk_get_xfer_stats(h, &s, &ce) != C.LLMLINK_SUCCESS {
+		return XferStats{}, cError(op, &ce)
+	}
+	return XferStats{
+		Caches: uint32(s.caches), Transfers: uint64(s.transfers),
+		TransfersFailed: uint64(s.transfers_failed), TransfersTimedOut: uint64(s.transfers_timed_out),
+		BytesRequested: uint64(s.bytes_requested), BytesServed: uint64(s.bytes_served),
+		RequestsServed: uint64(s.requests_served), RequestsRefused: uint64(s.requests_refused),
+		TCPRequests: uint64(s.tcp_requests), SHMRequests: uint64(s.shm_requests),
+		SHMFallbacks: uint64(s.shm_fallbacks),
+	}, nil
+}

@@ -1,0 +1,3 @@
+module github.com/llmlink/llmlink/bindings/go
+
+go 1.19

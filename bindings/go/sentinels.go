@@ -1,0 +1,42 @@
+//go:build cgo
+
+package llmlink
+
+// Sentinels for errors.Is: errors.Is(err, ErrParamInvalid) is true for any
+// *Error whose Status is StatusParamInvalid, whatever its message.
+var (
+	ErrFailed                   = sentinel(StatusFailed)
+	ErrWaitProcessTimeout       = sentinel(StatusWaitProcessTimeout)
+	ErrKVCacheNotExist          = sentinel(StatusKVCacheNotExist)
+	ErrRepeatRequest            = sentinel(StatusRepeatRequest)
+	ErrRequestAlreadyCompleted  = sentinel(StatusRequestAlreadyCompleted)
+	ErrParamInvalid             = sentinel(StatusParamInvalid)
+	ErrEngineFinalized          = sentinel(StatusEngineFinalized)
+	ErrNotYetLink               = sentinel(StatusNotYetLink)
+	ErrAlreadyLink              = sentinel(StatusAlreadyLink)
+	ErrLinkFailed               = sentinel(StatusLinkFailed)
+	ErrUnlinkFailed             = sentinel(StatusUnlinkFailed)
+	ErrNotifyPromptUnlinkFailed = sentinel(StatusNotifyPromptUnlinkFailed)
+	ErrClusterNumExceedLimit    = sentinel(StatusClusterNumExceedLimit)
+	ErrProcessingLink           = sentinel(StatusProcessingLink)
+	ErrDeviceOutOfMemory        = sentinel(StatusDeviceOutOfMemory)
+	ErrPrefixAlreadyExist       = sentinel(StatusPrefixAlreadyExist)
+	ErrPrefixNotExist           = sentinel(StatusPrefixNotExist)
+	ErrSeqLenOverLimit          = sentinel(StatusSeqLenOverLimit)
+	ErrNoFreeBlock              = sentinel(StatusNoFreeBlock)
+	ErrBlocksOutOfMemory        = sentinel(StatusBlocksOutOfMemory)
+	ErrExistLink                = sentinel(StatusExistLink)
+	ErrFeatureNotEnabled        = sentinel(StatusFeatureNotEnabled)
+	ErrTimeout                  = sentinel(StatusTimeout)
+	ErrLinkBusy                 = sentinel(StatusLinkBusy)
+	ErrOutOfMemory              = sentinel(StatusOutOfMemory)
+	ErrNotInitialized           = sentinel(StatusNotInitialized)
+	ErrAlreadyInitialized       = sentinel(StatusAlreadyInitialized)
+	ErrVersionMismatch          = sentinel(StatusVersionMismatch)
+	ErrProtocolError            = sentinel(StatusProtocolError)
+	ErrRoleNotAllowed           = sentinel(StatusRoleNotAllowed)
+	ErrClusterIDMismatch        = sentinel(StatusClusterIDMismatch)
+	ErrNetworkError             = sentinel(StatusNetworkError)
+	ErrCacheKeyAlreadyExist     = sentinel(StatusCacheKeyAlreadyExist)
+	ErrCacheInUse               = sentinel(StatusCacheInUse)
+)

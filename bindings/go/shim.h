@@ -1,0 +1,203 @@
+/*
+ * shim.h - the C side of the Go binding: one wrapper per ABI call that
+ * makes the call AND copies llmlink_last_error() into a caller buffer.
+ *
+ * Why: llmlink_last_error() is thread-local, and a goroutine may move to
+ * another OS thread between two cgo calls, so reading the message in a
+ * second cgo call could read another goroutine's error (or none). Doing
+ * both in one cgo call keeps them on the same thread.
+ *
+ * Every function is static inline: each cgo file includes this header in
+ * its own translation unit and uses a few of them.
+ */
+#ifndef LLMLINK_GO_SHIM_H
+#define LLMLINK_GO_SHIM_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llmlink.h"
+
+/* The major version this package was written for: a header of another
+ * major version has another ABI, and compiling against it must fail. */
+#define LLMLINK_GO_MAJOR 0
+#if LLMLINK_VERSION_MAJOR != LLMLINK_GO_MAJOR
+#error "llmlink Go binding: llmlink.h has another LLMLINK_VERSION_MAJOR than the major version 0 this package was written for"
+#endif
+
+/* Room for one failure message; longer ones are cut (they name the
+ * argument first, so the useful part survives). */
+#define GOLLK_MSG_CAP 1024
+
+typedef struct gollk_err {
+    llmlink_status_t status;
+    char msg[GOLLK_MSG_CAP];
+} gollk_err_t;
+
+static inline llmlink_status_t gollk_done(llmlink_status_t st, gollk_err_t *err)
+{
+    err->status = st;
+    err->msg[0] = '\0';
+    if (st != LLMLINK_SUCCESS) {
+        const char *m = llmlink_last_error();
+        size_t n = strlen(m);
+        if (n >= GOLLK_MSG_CAP)
+            n = GOLLK_MSG_CAP - 1;
+        memcpy(err->msg, m, n);
+        err->msg[n] = '\0';
+    }
+    return st;
+}
+
+/* Engine ------------------------------------------------------------ */
+
+static inline llmlink_status_t gollk_create(llmlink_t **out, llmlink_role_t role, uint64_t id,
+                                            gollk_err_t *err)
+{
+    return gollk_done(llmlink_create(out, role, id), err);
+}
+
+static inline llmlink_status_t gollk_init(llmlink_t *dd, const llmlink_option_t *opts, size_t n,
+                                          gollk_err_t *err)
+{
+    return gollk_done(llmlink_init(dd, opts, n), err);
+}
+
+static inline llmlink_status_t gollk_get_listen_port(llmlink_t *dd, size_t index, uint16_t *port,
+                                                     gollk_err_t *err)
+{
+    return gollk_done(llmlink_get_listen_port(dd, index, port), err);
+}
+
+static inline llmlink_status_t gollk_get_stats(llmlink_t *dd, llmlink_stats_t *s, gollk_err_t *err)
+{
+    s->version = LLMLINK_STATS_VERSION;
+    return gollk_done(llmlink_get_stats(dd, s), err);
+}
+
+static inline llmlink_status_t gollk_get_xfer_stats(llmlink_t *dd, llmlink_xfer_stats_t *s,
+                                                    gollk_err_t *err)
+{
+    s->version = LLMLINK_XFER_STATS_VERSION;
+    return gollk_done(llmlink_get_xfer_stats(dd, s), err);
+}
+
+/* Links ------------------------------------------------------------- */
+
+static inline llmlink_status_t gollk_link(llmlink_t *dd, const llmlink_cluster_info_t *c, size_t n,
+                                          int32_t timeout_ms, llmlink_status_t *statuses,
+                                          gollk_err_t *err)
+{
+    return gollk_done(llmlink_link_clusters(dd, c, n, timeout_ms, statuses), err);
+}
+
+static inline llmlink_status_t gollk_unlink(llmlink_t *dd, const llmlink_cluster_info_t *c,
+                                            size_t n, int32_t timeout_ms, int force,
+                                            llmlink_status_t *statuses, gollk_err_t *err)
+{
+    return gollk_done(llmlink_unlink_clusters(dd, c, n, timeout_ms, force != 0, statuses), err);
+}
+
+static inline llmlink_status_t gollk_check(llmlink_t *dd, uint64_t id, gollk_err_t *err)
+{
+    return gollk_done(llmlink_check_link_status(dd, id), err);
+}
+
+/* Caches ------------------------------------------------------------ */
+
+static inline llmlink_status_t gollk_register_blocks(llmlink_t *dd, const llmlink_cache_desc_t *d,
+                                                     const uint64_t *addrs, size_t n,
+                                                     const llmlink_cache_key_t *key, int64_t *id,
+                                                     gollk_err_t *err)
+{
+    return gollk_done(llmlink_register_blocks_cache(dd, d, addrs, n, key, id), err);
+}
+
+static inline llmlink_status_t gollk_register(llmlink_t *dd, const llmlink_cache_desc_t *d,
+                                              const uint64_t *addrs, size_t n,
+                                              const llmlink_cache_key_t *keys, size_t nkeys,
+                                              int64_t *id, gollk_err_t *err)
+{
+    return gollk_done(llmlink_register_cache(dd, d, addrs, n, keys, nkeys, id), err);
+}
+
+static inline llmlink_status_t gollk_unregister(llmlink_t *dd, int64_t id, gollk_err_t *err)
+{
+    return gollk_done(llmlink_unregister_cache(dd, id), err);
+}
+
+static inline llmlink_status_t gollk_allocate(llmlink_t *dd, const llmlink_cache_desc_t *d,
+                                              const llmlink_cache_key_t *keys, size_t nkeys,
+                                              int64_t *id, uint64_t *addrs, size_t naddrs,
+                                              gollk_err_t *err)
+{
+    return gollk_done(llmlink_allocate_cache(dd, d, keys, nkeys, id, addrs, naddrs), err);
+}
+
+static inline llmlink_status_t gollk_allocate_blocks(llmlink_t *dd, const llmlink_cache_desc_t *d,
+                                                     const llmlink_cache_key_t *key, int64_t *id,
+                                                     uint64_t *addrs, size_t naddrs,
+                                                     gollk_err_t *err)
+{
+    return gollk_done(llmlink_allocate_blocks_cache(dd, d, key, id, addrs, naddrs), err);
+}
+
+static inline llmlink_status_t gollk_deallocate(llmlink_t *dd, int64_t id, gollk_err_t *err)
+{
+    return gollk_done(llmlink_deallocate_cache(dd, id), err);
+}
+
+static inline llmlink_status_t gollk_remove_key(llmlink_t *dd, const llmlink_cache_key_t *key,
+                                                gollk_err_t *err)
+{
+    return gollk_done(llmlink_remove_cache_key(dd, key), err);
+}
+
+/* An address the library returned, as a pointer Go can slice. Converting
+ * in C keeps the uintptr -> unsafe.Pointer step out of Go (go vet's
+ * unsafeptr check, and Go's rule that such conversions be immediate). */
+static inline void *gollk_addr_ptr(uint64_t addr)
+{
+    return (void *)(uintptr_t)addr;
+}
+
+/* Transfers --------------------------------------------------------- */
+
+static inline llmlink_status_t gollk_pull_blocks(llmlink_t *dd, const llmlink_cache_key_t *key,
+                                                 int64_t dst, const uint64_t *src_blocks,
+                                                 size_t nsrc, const uint64_t *dst_blocks,
+                                                 size_t ndst, const llmlink_layer_range_t *layers,
+                                                 gollk_err_t *err)
+{
+    return gollk_done(llmlink_pull_blocks(dd, key, dst, src_blocks, nsrc, dst_blocks, ndst, layers),
+                      err);
+}
+
+static inline llmlink_status_t gollk_pull_cache(llmlink_t *dd, const llmlink_cache_key_t *key,
+                                                int64_t dst, uint32_t batch, int64_t size,
+                                                const llmlink_layer_range_t *layers,
+                                                gollk_err_t *err)
+{
+    return gollk_done(llmlink_pull_cache(dd, key, dst, batch, size, layers), err);
+}
+
+static inline llmlink_status_t gollk_push_blocks(llmlink_t *dd, const llmlink_cache_key_t *key,
+                                                 int64_t src, const uint64_t *src_blocks,
+                                                 size_t nsrc, const uint64_t *dst_blocks,
+                                                 size_t ndst, const llmlink_layer_range_t *layers,
+                                                 gollk_err_t *err)
+{
+    return gollk_done(llmlink_push_blocks(dd, key, src, src_blocks, nsrc, dst_blocks, ndst, layers),
+                      err);
+}
+
+static inline llmlink_status_t gollk_push_cache(llmlink_t *dd, const llmlink_cache_key_t *key,
+                                                int64_t src, uint32_t batch, int64_t size,
+                                                const llmlink_layer_range_t *layers,
+                                                gollk_err_t *err)
+{
+    return gollk_done(llmlink_push_cache(dd, key, src, batch, size, layers), err);
+}
+
+#endif /* LLMLINK_GO_SHIM_H */
