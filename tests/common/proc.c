@@ -346,16 +346,46 @@ int proc_cmd(proc_t *p, char *reply, size_t len, int timeout_ms, const char *fmt
     return proc_read_line(p, reply, len, left > 0 ? (int)left : 0);
 }
 
+/* 0 once /proc/<pid>/stat shows the process stopped ('T'), -1 after
+ * timeout_ms. */
+static int wait_stopped(pid_t pid, int timeout_ms)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int64_t deadline = proc_now_ms() + timeout_ms;
+    for (;;) {
+        char buf[512];
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[n] = '\0';
+        /* "pid (comm) S ...": comm may hold ')' and spaces, so take the last ')'. */
+        const char *rp = strrchr(buf, ')');
+        if (rp && rp[1] == ' ' && (rp[2] == 'T' || rp[2] == 't'))
+            return 0;
+        if (proc_now_ms() >= deadline)
+            return -1;
+        proc_sleep_ms(1);
+    }
+}
+
 int proc_kill(proc_t *p, int sig)
 {
     if (!proc_running(p))
         return fail("%s: not running", p->label);
     if (kill(p->pid, sig) != 0)
         return fail("%s: kill(%d): %s", p->label, sig, strerror(errno));
-    if (sig == SIGSTOP)
+    if (sig == SIGSTOP) {
+        /* kill() only queues the signal: a loaded machine may let the
+         * target run (and answer a peer) for a while after it returns.
+         * Tests mean "frozen from now on", so wait until it is. */
+        if (wait_stopped(p->pid, 2000) != 0)
+            return fail("%s: not stopped 2000 ms after SIGSTOP", p->label);
         p->stopped = true;
-    else if (sig == SIGCONT || sig == SIGKILL)
+    } else if (sig == SIGCONT || sig == SIGKILL) {
         p->stopped = false;
+    }
     return 0;
 }
 
