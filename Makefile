@@ -9,6 +9,7 @@
 #   make fuzz            standalone fuzz drivers; libFuzzer runs when clang exists
 #   make demo / bench    run examples/pd_demo, bench/run.sh
 #   make check-exports   the shared library exports only llmlink_*
+#   make test-rdma       tests/rdma/ programs in a soft-RoCE QEMU VM (ci/rdma-vm.sh)
 #   make install / uninstall   PREFIX, DESTDIR, LIBDIR, INCLUDEDIR, PKGCONFIGDIR
 #   make clean
 #
@@ -101,6 +102,8 @@ LIB_SRCS    := $(sort $(wildcard core/*.c ffi/*.c))
 COMMON_SRCS := $(sort $(wildcard tests/common/*.c))
 UNIT_SRCS   := $(sort $(wildcard tests/unit/test_*.c))
 INTEG_SRCS  := $(sort $(wildcard tests/integration/test_*.c))
+# RDMA programs: built with the tests, run only inside the VM (test-rdma).
+RDMA_SRCS   := $(sort $(wildcard tests/rdma/test_rdma_*.c))
 TOOL_SRCS   := $(sort $(wildcard tests/tools/*.c))
 FUZZ_SRCS   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_MAIN   := tests/fuzz/standalone_main.c
@@ -114,7 +117,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 LIB_OBJS    := $(call obj,$(LIB_SRCS))
 COMMON_OBJS := $(call obj,$(COMMON_SRCS))
-PROG_OBJS   := $(call obj,$(UNIT_SRCS) $(INTEG_SRCS) $(TOOL_SRCS) $(FUZZ_SRCS) \
+PROG_OBJS   := $(call obj,$(UNIT_SRCS) $(INTEG_SRCS) $(RDMA_SRCS) $(TOOL_SRCS) $(FUZZ_SRCS) \
                  $(FUZZ_MAIN) $(EXAMPLE_SRCS) $(BENCH_SRCS)) $(COMMON_OBJS)
 
 STATIC_LIB  := $(BUILD)/libllmlink.a
@@ -127,6 +130,7 @@ EXPORT_MAP  := ffi/llmlink.map
 # tests/unit/test_foo.c and tests/integration/test_bar.c -> $(BUILD)/tests/test_foo, test_bar
 UNIT_BINS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 INTEG_BINS   := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(INTEG_SRCS))
+RDMA_BINS    := $(patsubst tests/rdma/%.c,$(BUILD)/tests/%,$(RDMA_SRCS))
 TOOL_BINS    := $(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TOOL_SRCS))
 FUZZ_BINS    := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/%,$(FUZZ_SRCS))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
@@ -199,7 +203,7 @@ $(FLAGS_STAMP): FORCE
 # Top-level targets
 # ---------------------------------------------------------------
 .PHONY: all lib static shared pc tests tools fuzz-bins examples bench-bins \
-        build-all deps test test-c check-exports asan tsan san-run fuzz \
+        build-all deps test test-c test-rdma check-exports asan tsan san-run fuzz \
         fuzz-run-standalone fuzz-libfuzzer demo bench install uninstall clean \
         print-version FORCE
 
@@ -209,7 +213,7 @@ static: $(STATIC_LIB)
 shared: $(SHARED_LIB) $(SHARED_SO)
 pc: $(PC_FILE)
 
-tests: $(UNIT_BINS) $(INTEG_BINS) $(TOOL_BINS)
+tests: $(UNIT_BINS) $(INTEG_BINS) $(RDMA_BINS) $(TOOL_BINS)
 tools: $(TOOL_BINS)
 fuzz-bins: $(FUZZ_BINS)
 examples: $(EXAMPLE_BINS)
@@ -291,6 +295,11 @@ $(INTEG_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(COMMON_OBJ
 	$(say) LD $@
 	$(Q)$(TEST_LINK)
 
+$(RDMA_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/rdma/%.o $(COMMON_OBJS) $(STATIC_LIB)
+	@mkdir -p $(@D)
+	$(say) LD $@
+	$(Q)$(TEST_LINK)
+
 $(TOOL_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o $(COMMON_OBJS) $(STATIC_LIB)
 	@mkdir -p $(@D)
 	$(say) LD $@
@@ -331,6 +340,12 @@ test: deps
 test-c:
 	$(MAKE) --no-print-directory build-all
 	bash ci/run-tests.sh $(BUILD)
+
+# The RDMA programs need a kernel with RDMA: the harness boots one with
+# soft-RoCE (its host needs ci/deps-rdma.sh) and runs each there.
+test-rdma:
+	$(MAKE) --no-print-directory build-all
+	bash ci/rdma-vm.sh $(BUILD)
 
 check-exports: $(SHARED_LIB)
 	sh tests/abi/check_exports.sh $(SHARED_LIB)

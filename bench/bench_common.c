@@ -519,12 +519,18 @@ void bench_stop_all_servers(void)
             bench_server_stop(g_servers[i]);
 }
 
+const char *bench_ip(void)
+{
+    const char *s = getenv("LLMLINK_BENCH_IP");
+    return s && *s ? s : LOCALHOST;
+}
+
 void bench_server_target(const bench_server_t *s, llmlink_ip_info_t *ip,
                          llmlink_cluster_info_t *ci)
 {
     memset(ip, 0, sizeof *ip);
     memset(ci, 0, sizeof *ci);
-    ip->ip = LOCALHOST;
+    ip->ip = bench_ip();
     ip->port = s->port;
     ci->remote_cluster_id = s->cluster_id;
     ci->remote_role = LLMLINK_ROLE_PROMPT;

@@ -139,8 +139,11 @@ bool bench_server_request(bench_server_t *s, const char *req, char *reply, size_
 long bench_server_rss_kib(bench_server_t *s);
 /* Stops every child still running (not in a child). */
 void bench_stop_all_servers(void);
+/* The address P children listen on and D links to: $LLMLINK_BENCH_IP (the
+ * RDMA section sets a soft-RoCE netdev's), else LOCALHOST. */
+const char *bench_ip(void);
 /* What llmlink_link_clusters needs to reach the child's PROMPT engine on
- * LOCALHOST: ci->remote_ip_infos points at *ip. */
+ * bench_ip(): ci->remote_ip_infos points at *ip. */
 void bench_server_target(const bench_server_t *s, llmlink_ip_info_t *ip,
                          llmlink_cluster_info_t *ci);
 

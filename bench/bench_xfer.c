@@ -22,6 +22,9 @@
  *      (push is symmetric: D's blocks go into P's cache), same cells
  *   c  pull at 256 KiB over tcp with llmlink.StreamsPerLink 1, 2, 4
  *   d  VmRSS of both processes before and after moving 1 GiB each way
+ *   e  pull and push over RDMA (llmlink.Transport=rdma) on $LLMLINK_RDMA_IP0,
+ *      256 KiB and 1 MiB blocks: only with --only e or when LLMLINK_RDMA_IP0
+ *      is set (the soft-RoCE VM: ci/rdma-vm.sh --bench)
  *   r  ratios: shm / tcp, 16 KiB / 1 MiB, and (when run.sh measured them)
  *      tcp pull / iperf3 single stream and / ucx_perftest ucp_get
  * The first transfer of every cell is checked by content (a pattern that
@@ -32,7 +35,7 @@
  * cell could not run (the table then has a FAILED row saying why), 2 for a
  * usage error.
  *
- * Usage: bench_xfer [--quick] [--only a,b,c,d] [--streams N]
+ * Usage: bench_xfer [--quick] [--only a,b,c,d,e] [--streams N]
  *                   [--ref-iperf3 GBPS|TEXT] [--ref-ucx GBPS|TEXT] [--help]
  */
 #include <errno.h>
@@ -47,6 +50,9 @@
 
 #include "bench_common.h"
 #include "llmlink.h"
+
+/* core/xfer.h: requests an engine moved over RDMA (not in the public stats). */
+uint64_t llk_xfer_rdma_requests(llmlink_t *e);
 
 /* llm.SyncKvCacheWaitTime on both engines: one pull of 256 MiB on a busy
  * 2-core machine must never hit the 1000 ms default. */
@@ -257,14 +263,16 @@ typedef struct eopts {
     llmlink_option_t o[4];
     size_t n;
     char streams[16];
+    char listen[80];
 } eopts_t;
 
 /* Fills *eo in place (its options point into it: do not copy it). */
 static void eopts_build(eopts_t *eo, bool listen, const char *transport, int streams)
 {
     eo->n = 0;
+    snprintf(eo->listen, sizeof eo->listen, "%s:0", bench_ip());
     if (listen)
-        eo->o[eo->n++] = (llmlink_option_t){"llm.listenIpInfo", LOCALHOST ":0"};
+        eo->o[eo->n++] = (llmlink_option_t){"llm.listenIpInfo", eo->listen};
     eo->o[eo->n++] = (llmlink_option_t){"llm.SyncKvCacheWaitTime", XFER_WAIT_MS};
     if (transport)
         eo->o[eo->n++] = (llmlink_option_t){"llmlink.Transport", transport};
@@ -680,6 +688,7 @@ static cell_res_t run_cell(const config_t *cfg, char sec, bool push, const char 
     uint64_t tcp = x1.tcp_requests - x0.tcp_requests;
     uint64_t shm = x1.shm_requests - x0.shm_requests;
     uint64_t fb = x1.shm_fallbacks - x0.shm_fallbacks;
+    uint64_t rdma = llk_xfer_rdma_requests(s.d); /* D's engine is fresh for each cell */
     bool closed = session_close(&s, err2, sizeof err2);
 
     double sorted[16];
@@ -708,7 +717,17 @@ static cell_res_t run_cell(const config_t *cfg, char sec, bool push, const char 
 
     /* The counters say which transport really ran. */
     bool want_shm = strcmp(transport, "shm") == 0;
-    if ((want_shm && (shm == 0 || tcp != 0 || fb != 0)) || (!want_shm && (tcp == 0 || shm != 0))) {
+    if (strcmp(transport, "rdma") == 0) {
+        /* every request over RDMA: none on the stream, none by process_vm_* */
+        if (tcp != 0 || shm != 0 || rdma == 0) {
+            bench_failed(sec, figure,
+                         "transport check: asked for rdma, D's counters say %" PRIu64
+                         " tcp / %" PRIu64 " shm / %" PRIu64 " rdma requests",
+                         tcp, shm, rdma);
+            return res;
+        }
+    } else if ((want_shm && (shm == 0 || tcp != 0 || fb != 0)) ||
+               (!want_shm && (tcp == 0 || shm != 0))) {
         bench_failed(sec, figure,
                      "transport check: asked for %s, D's counters say %" PRIu64 " tcp / %" PRIu64
                      " shm requests, %" PRIu64 " shm fallbacks (llmlink_get_xfer_stats)",
@@ -773,6 +792,27 @@ static void section_bw(const config_t *cfg, bool push)
         if (r.ok)
             g_bw_contig[tr] = r.gbps;
     }
+}
+
+/* RDMA: pull and push on a soft-RoCE (or real) netdev's address. */
+static void section_e(const config_t *cfg)
+{
+    const char *ip = getenv("LLMLINK_RDMA_IP0");
+    if (!ip || !*ip) {
+        bench_failed('e', "rdma", "LLMLINK_RDMA_IP0 is not set (the address of an RDMA netdev)");
+        return;
+    }
+    setenv("LLMLINK_BENCH_IP", ip, 1); /* P children inherit it */
+    bench_progress("section e: pull and push over RDMA on %s", ip);
+    static const uint64_t sizes[] = {256 * KIB, 1 * MIB};
+    for (int push = 0; push < 2; push++)
+        for (size_t i = 0; i < 2; i++) {
+            char fig[96], bs[32];
+            snprintf(fig, sizeof fig, "%s, rdma, %s blocks", push ? "push" : "pull",
+                     size_name(sizes[i], bs, sizeof bs));
+            run_cell(cfg, 'e', push, "rdma", 0, sizes[i], 's', fig);
+        }
+    unsetenv("LLMLINK_BENCH_IP");
 }
 
 static void section_c(const config_t *cfg)
@@ -1006,12 +1046,14 @@ static void print_summary(const config_t *cfg)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: bench_xfer [--quick] [--only a,b,c,d] [--streams N]\n"
+            "usage: bench_xfer [--quick] [--only a,b,c,d,e] [--streams N]\n"
             "                  [--ref-iperf3 GBPS|TEXT] [--ref-ucx GBPS|TEXT]\n"
             "  a  pull bandwidth, tcp and shm, 16 KiB .. 4 MiB blocks\n"
             "  b  push bandwidth, the same cells\n"
             "  c  pull at 256 KiB over tcp with 1, 2, 4 streams per link\n"
             "  d  VmRSS of P and D before and after moving 1 GiB each way\n"
+            "  e  pull and push over rdma (llmlink.Transport=rdma) on $LLMLINK_RDMA_IP0,\n"
+            "     256 KiB and 1 MiB blocks; by default only when LLMLINK_RDMA_IP0 is set\n"
             "  (ratios, section r, follow from a, b and the references)\n"
             "  --quick        32 MiB per call, 16 KiB / 256 KiB / 1 MiB blocks (a smoke run)\n"
             "  --streams N    llmlink.StreamsPerLink (1..8) for a, b, d; default: the library's\n"
@@ -1051,7 +1093,7 @@ int main(int argc, char **argv)
         if (strcmp(a, "--quick") == 0) {
             cfg.quick = true;
         } else if ((got = opt_value(argc, argv, &i, "--only", &val)) != 0) {
-            int named = got > 0 ? bench_parse_only(val, 'd', cfg.only) : -1;
+            int named = got > 0 ? bench_parse_only(val, 'e', cfg.only) : -1;
             if (named > 0)
                 cfg.any_only = true;
             if (got < 0)
@@ -1087,9 +1129,12 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!cfg.any_only)
+    if (!cfg.any_only) {
         for (int i = 0; i < 4; i++)
             cfg.only[i] = true;
+        const char *rip = getenv("LLMLINK_RDMA_IP0");
+        cfg.only[4] = rip && *rip; /* in the soft-RoCE VM */
+    }
     cfg.tensor_bytes = cfg.quick ? 4 * MIB : 32 * MIB; /* 8 tensors: 32 / 256 MiB per call */
     cfg.reps = cfg.quick ? 2 : 4;                     /* 64 MiB / 1 GiB per run */
     cfg.runs = 3;
@@ -1116,6 +1161,8 @@ int main(int argc, char **argv)
         section_c(&cfg);
     if (cfg.only[3])
         section_d(&cfg);
+    if (cfg.only[4])
+        section_e(&cfg);
     if (cfg.only[0] || cfg.only[1] || cfg.only[2])
         section_r(&cfg);
     bench_progress("done in %.1f s", (double)(bench_now_ms() - t0) / 1000.0);

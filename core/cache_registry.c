@@ -266,10 +266,14 @@ static llmlink_status_t check_keys(const char *fn, const llmlink_cache_desc_t *d
 
 /* ---- entries ------------------------------------------------------------------------ */
 
-static void cache_free(llk_cache_t *c)
+static void cache_free(llk_registry_t *r, llk_cache_t *c)
 {
     if (c == NULL)
         return;
+    /* The transport reads and clears c->xport under its own lock: the
+     * registry never looks at it. */
+    if (r != NULL && r->xport_free != NULL)
+        r->xport_free(r->xport_ctx, c);
     if (c->mapping != NULL)
         munmap(c->mapping, c->mapping_len);
     free(c->addrs);
@@ -386,7 +390,7 @@ static llmlink_status_t cache_new(const char *fn, const llmlink_cache_desc_t *de
     if (st == LLMLINK_SUCCESS && c->owned)
         st = cache_map(fn, c);
     if (st != LLMLINK_SUCCESS) {
-        cache_free(c);
+        cache_free(NULL, c);
         return st;
     }
     for (uint32_t i = 0; !c->owned && i < c->num_tensors; i++)
@@ -517,7 +521,7 @@ void llk_registry_destroy(llk_registry_t *r)
     r->count = 0;
     while (c != NULL) {
         llk_cache_t *next = c->next;
-        cache_free(c);
+        cache_free(r, c);
         c = next;
     }
     pthread_cond_destroy(&r->cv);
@@ -571,7 +575,7 @@ llmlink_status_t llk_registry_add(llk_registry_t *r, const char *fn,
     }
     pthread_mutex_unlock(&r->mu);
     if (st != LLMLINK_SUCCESS)
-        cache_free(c);
+        cache_free(NULL, c);
     return st;
 }
 
@@ -608,7 +612,7 @@ llmlink_status_t llk_registry_remove(llk_registry_t *r, const char *fn, int64_t 
                                      int32_t wait_ms)
 {
     fn = fname(fn);
-    llk_cache_t *gone = NULL;
+    llk_cache_t *gone = NULL, *revoked = NULL;
     llmlink_status_t st = LLMLINK_SUCCESS;
     pthread_mutex_lock(&r->mu);
     llk_cache_t *c = find_id(r, id);
@@ -632,10 +636,21 @@ llmlink_status_t llk_registry_remove(llk_registry_t *r, const char *fn, int64_t 
         if (st == LLMLINK_SUCCESS) {
             unlink_cache(r, c);
             gone = c;
+        } else if (c->users > 0 && c->users == c->revocable && r->xport_free) {
+            /* Only peers' grants hold it: revoke them rather than keep the
+             * memory pinned for a peer that may never finish. */
+            unlink_cache(r, c);
+            c->dying = true;
+            c->detached = true;
+            revoked = c;
+            st = LLMLINK_SUCCESS;
+            llk_err_clear();
         }
     }
     pthread_mutex_unlock(&r->mu);
-    cache_free(gone);
+    if (revoked)
+        r->xport_free(r->xport_ctx, revoked); /* the memory is still valid here */
+    cache_free(r, gone);
     return st;
 }
 
@@ -671,7 +686,7 @@ llmlink_status_t llk_registry_remove_key(llk_registry_t *r, const char *fn,
         }
     }
     pthread_mutex_unlock(&r->mu);
-    cache_free(gone);
+    cache_free(r, gone);
     return st;
 }
 
@@ -753,6 +768,16 @@ llmlink_status_t llk_registry_acquire_key(llk_registry_t *r, const char *fn,
     return st;
 }
 
+void llk_registry_set_revocable(llk_registry_t *r, llk_cache_t *c, bool on)
+{
+    pthread_mutex_lock(&r->mu);
+    if (on)
+        c->revocable++;
+    else if (c->revocable > 0)
+        c->revocable--;
+    pthread_mutex_unlock(&r->mu);
+}
+
 void llk_registry_release(llk_registry_t *r, llk_cache_t *c, const llmlink_cache_key_t *consume_key)
 {
     if (c == NULL)
@@ -768,9 +793,9 @@ void llk_registry_release(llk_registry_t *r, llk_cache_t *c, const llmlink_cache
         drop_key_slot(c, pos);
         c->refs--;
     }
-    gone = unlink_if_unheld(r, c);
+    gone = c->detached ? (c->users == 0 ? c : NULL) : unlink_if_unheld(r, c);
     /* a remove may be waiting for this cache's last user */
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
-    cache_free(gone);
+    cache_free(r, gone);
 }

@@ -55,6 +55,17 @@ typedef struct llk_cache {
     uint32_t refs;
     bool id_dropped;
 
+    /* Transport state of the cache (the RDMA transport's MRs), made and
+     * freed by the transport through the registry's xport hook; the
+     * registry only hands it back before the entry is freed. */
+    void *xport;
+    /* Users that hold the cache only through a grant a peer may still use
+     * (RDMA: it reads or writes with the grant's rkeys on its own). When an
+     * unregister times out and every user is one of these, the entry is
+     * detached instead (see llk_registry_remove). */
+    uint32_t revocable;
+    bool detached; /* out of the list, freed at its last release */
+
     struct llk_cache *next;
 } llk_cache_t;
 
@@ -65,6 +76,12 @@ typedef struct llk_registry {
     int64_t next_id;    /* starts at 1 */
     size_t count;
     size_t max_caches;  /* llmlink.MaxCaches */
+    /* Called (without r->mu) before any entry is freed, while
+     * its memory is still mapped, and when an unregister revokes it: the
+     * transport releases what it made (after which no peer can reach the
+     * memory through it). */
+    void (*xport_free)(void *ctx, llk_cache_t *c);
+    void *xport_ctx;
 } llk_registry_t;
 
 /* Returns 0, or -1 (pthread init failed). */
@@ -103,7 +120,12 @@ llmlink_status_t llk_registry_add(llk_registry_t *r, const char *fn,
  * an owned cache, or deallocate (true) on a registered one, is
  * PARAM_INVALID. Unknown id: KV_CACHE_NOT_EXIST. unregister waits up to
  * wait_ms for the cache's users to release (then CACHE_IN_USE and nothing
- * changes) and frees the entry. deallocate never waits: it drops the id's
+ * changes) and frees the entry. Except: when the wait ends and every user
+ * left is revocable (llk_registry_set_revocable: a peer's RDMA grant), the
+ * entry leaves the list, the transport's state is released through the
+ * xport hook (the MRs: the peer's READ / WRITE then fails with a remote
+ * access error) and SUCCESS is returned, so that a prefill can always free
+ * its memory; the entry itself is freed at its last release. deallocate never waits: it drops the id's
  * reference; the entry stays, addressable by its keys only, and the memory
  * is freed at the last release once no key is left.
  */
@@ -134,6 +156,9 @@ llmlink_status_t llk_registry_acquire_key(llk_registry_t *r, const char *fn,
  * used, on an owned cache) drops that key as llm_datadist does; the entry
  * is freed if that was its last reference. */
 void llk_registry_release(llk_registry_t *r, llk_cache_t *c, const llmlink_cache_key_t *consume_key);
+
+/* Marks one user of c (acquired) as revocable, or no longer (on = false). */
+void llk_registry_set_revocable(llk_registry_t *r, llk_cache_t *c, bool on);
 
 /* Caches registered now. */
 size_t llk_registry_count(llk_registry_t *r);

@@ -18,6 +18,7 @@
 #include "engine.h"
 #include "err.h"
 #include "log.h"
+#include "rdma.h"
 
 /* Deep enough for the reactor's frames; small so that processes with many
  * engines (tests hold hundreds) stay light. */
@@ -139,6 +140,37 @@ static llmlink_status_t open_listeners(llmlink_t *e)
     return LLMLINK_SUCCESS;
 }
 
+bool llk_engine_offers_rdma(const llmlink_t *e)
+{
+    return e->rdma && (e->opts.transport == LLK_TRANSPORT_AUTO ||
+                       e->opts.transport == LLK_TRANSPORT_RDMA);
+}
+
+/* The devices, for a transport that may use them. Not finding any is no
+ * failure here: auto moves data over tcp/shm, and a forced rdma fails each
+ * link with rdma_why. */
+static void open_rdma(llmlink_t *e)
+{
+    e->rdma_why[0] = '\0';
+    if (e->opts.transport != LLK_TRANSPORT_AUTO && e->opts.transport != LLK_TRANSPORT_RDMA) {
+        snprintf(e->rdma_why, sizeof e->rdma_why, "llmlink.Transport=%s",
+                 llk_transport_name(e->opts.transport));
+        return;
+    }
+    e->rdma = llk_rdma_open(&e->opts, e->incarnation, e->rdma_why, sizeof e->rdma_why);
+    if (!e->rdma) {
+        if (e->opts.transport == LLK_TRANSPORT_RDMA)
+            LLK_WARN("cluster %llu: llmlink.Transport=rdma, but RDMA cannot be used: %s",
+                     (unsigned long long)e->cluster_id, e->rdma_why);
+        else
+            LLK_DEBUG("cluster %llu: no RDMA (%s): tcp/shm", (unsigned long long)e->cluster_id,
+                      e->rdma_why);
+        return;
+    }
+    e->reg.xport_free = llk_rdma_cache_free;
+    e->reg.xport_ctx = e->rdma;
+}
+
 llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
 {
     llmlink_status_t st;
@@ -188,6 +220,7 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
         goto fail_listen;
     }
     e->reg_ready = true;
+    open_rdma(e);
     st = llk_xserver_start(e);
     if (st != LLMLINK_SUCCESS)
         goto fail_xserver;
@@ -213,6 +246,8 @@ fail_thread:
 fail_xserver:
     llk_registry_destroy(&e->reg);
     e->reg_ready = false;
+    llk_rdma_close(e->rdma);
+    e->rdma = NULL;
 fail_listen:
     close_listeners(e);
     close(e->wakefd);
@@ -265,10 +300,15 @@ void llk_engine_finalize(llmlink_t *e)
 
 void llk_engine_free(llmlink_t *e)
 {
+    /* Reverse order of creation: the links' QPs and CQs went with the
+     * links (finalize), the caches' MRs go with the registry, then the
+     * protection domains and devices. */
     if (e->reg_ready) {
         llk_registry_destroy(&e->reg);
         e->reg_ready = false;
     }
+    llk_rdma_close(e->rdma);
+    e->rdma = NULL;
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e);

@@ -102,6 +102,7 @@ typedef struct llk_xstats {
     _Atomic uint64_t transfers, transfers_failed, transfers_timed_out;
     _Atomic uint64_t bytes_requested, bytes_served, requests_served, requests_refused;
     _Atomic uint64_t tcp_requests, shm_requests, shm_fallbacks;
+    _Atomic uint64_t rdma_requests; /* not in llmlink_xfer_stats_t (ABI): see llk_xfer_rdma_requests */
 } llk_xstats_t;
 
 typedef struct llk_listener {
@@ -139,6 +140,11 @@ struct llmlink {
     struct llk_xserver *xsrv;
     llk_host_id_t host;
     llk_xstats_t xstats;
+    /* RDMA devices (rdma.h), opened at init for llmlink.Transport auto /
+     * rdma; NULL when unusable, and rdma_why says why. Set before the
+     * engine runs and unchanged until llk_engine_free. */
+    struct llk_rdma *rdma;
+    char rdma_why[256];
 
     /* server handshake accounting */
     uint32_t hs_in_progress, hs_peak;
@@ -147,6 +153,8 @@ struct llmlink {
 };
 
 /* ---- engine.c: lifecycle ---- */
+/* This engine offers RDMA in its handshakes (LLK_EXT_RDMA). */
+bool llk_engine_offers_rdma(const llmlink_t *e);
 llmlink_status_t llk_engine_create(llmlink_t **out, llmlink_role_t role, uint64_t cluster_id);
 llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts);
 void llk_engine_finalize(llmlink_t *e);

@@ -74,6 +74,10 @@ static void send_hello(llmlink_t *e, llk_conn_t *c, int64_t now)
     m.expected_server_role = c->expected_role;
     m.incarnation = e->incarnation;
     m.liveness_ms = e->opts.liveness_interval_ms;
+    if (llk_engine_offers_rdma(e)) {
+        m.num_ext = 1;
+        m.ext[0].type = LLK_EXT_RDMA;
+    }
     uint8_t f[LLK_WIRE_HEADER_SIZE + 64];
     size_t n = llk_wire_encode_hello(f, sizeof f, LLK_WIRE_VERSION, &m);
     c->rx_len = 0;
@@ -237,6 +241,10 @@ void llk_client_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
                 return;
             }
         }
+    if (c->xlink && llk_engine_offers_rdma(e))
+        for (uint16_t i = 0; i < w.num_ext; i++)
+            if (w.ext[i].type == LLK_EXT_RDMA)
+                llk_xlink_set_rails(c->xlink, c, true);
     c->remote_incarnation = w.incarnation;
     c->liveness_ms = w.liveness_ms < e->opts.liveness_interval_ms ? w.liveness_ms
                                                                    : e->opts.liveness_interval_ms;

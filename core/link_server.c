@@ -168,6 +168,14 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
         reject(e, c, LLMLINK_OUT_OF_MEMORY, "out of memory for the link");
         return;
     }
+    /* RDMA only for a client that offered it (an older one would not know
+     * the setup message) */
+    for (uint16_t i = 0; i < m.num_ext && llk_engine_offers_rdma(e); i++)
+        if (m.ext[i].type == LLK_EXT_RDMA) {
+            w.ext[w.num_ext++].type = LLK_EXT_RDMA;
+            llk_xlink_set_rails(c->xlink, NULL, true);
+            break;
+        }
     uint8_t f[LLK_WIRE_HEADER_SIZE + 64];
     size_t n = llk_wire_encode_welcome(f, sizeof f, LLK_WIRE_VERSION, &w);
     if (!llk_conn_queue(c, f, n)) {

@@ -25,6 +25,7 @@ void llk_options_defaults(llk_options_t *o)
     o->liveness_interval_ms = 3000;
     o->transport = LLK_TRANSPORT_AUTO;
     o->streams_per_link = 2;
+    o->rdma_gid_index = -1;
     o->max_caches = 4096;
 }
 
@@ -86,7 +87,8 @@ static int parse_bool(const char *s, bool *out)
     return -1;
 }
 
-typedef enum { K_INT, K_BOOL, K_LISTEN, K_DEVICES, K_TRANSPORT, K_STRING } kind_t;
+typedef enum { K_INT, K_BOOL, K_LISTEN, K_DEVICES, K_TRANSPORT, K_STRING, K_RDMA_DEVICE,
+               K_RDMA_GID, K_RDMA_MTU } kind_t;
 
 typedef struct {
     const char *key;
@@ -124,6 +126,11 @@ static const key_spec_t specs[] = {
     {"llmlink.Transport", K_TRANSPORT, 0, 0, 0},
     {"llmlink.StreamsPerLink", K_INT, 1, 8, OFF(streams_per_link)},
     {"llmlink.MaxCaches", K_INT, 1, 1048576, OFF(max_caches)},
+    {"llmlink.RdmaDevice", K_RDMA_DEVICE, 0, 0, 0},
+    {"llmlink.RdmaPort", K_INT, 0, 255, OFF(rdma_port)},
+    {"llmlink.RdmaGidIndex", K_RDMA_GID, 0, 0, 0},
+    {"llmlink.RdmaMtu", K_RDMA_MTU, 0, 0, 0},
+    {"llmlink.RdmaDebugPostDelayMs", K_INT, 0, 60000, OFF(rdma_debug_post_delay_ms)},
 };
 
 static int parse_listen(llk_options_t *o, const char *v, char *err, size_t errlen,
@@ -260,6 +267,41 @@ llmlink_status_t llk_options_parse(llk_options_t *o, const llmlink_option_t *opt
                          show(v, shown, sizeof shown));
                 return LLMLINK_PARAM_INVALID;
             }
+            break;
+        }
+        case K_RDMA_DEVICE: {
+            size_t vlen = strlen(v);
+            bool ok = vlen < sizeof o->rdma_device;
+            for (size_t c = 0; ok && c < vlen; c++)
+                ok = (v[c] >= 'a' && v[c] <= 'z') || (v[c] >= 'A' && v[c] <= 'Z') ||
+                     (v[c] >= '0' && v[c] <= '9') || v[c] == '_' || v[c] == '-' || v[c] == '.';
+            if (!ok) {
+                snprintf(err, errlen, "option %s: %s is not a device name (up to 63 of "
+                         "[A-Za-z0-9_.-], \"\" for any)", k, show(v, shown, sizeof shown));
+                return LLMLINK_PARAM_INVALID;
+            }
+            memcpy(o->rdma_device, v, vlen + 1);
+            break;
+        }
+        case K_RDMA_GID: {
+            int64_t x;
+            if (parse_int(v, -1, 255, &x) != 0) {
+                snprintf(err, errlen, "option %s: %s is not -1 (auto) or a GID index 0..255", k,
+                         show(v, shown, sizeof shown));
+                return LLMLINK_PARAM_INVALID;
+            }
+            o->rdma_gid_index = (int32_t)x;
+            break;
+        }
+        case K_RDMA_MTU: {
+            int64_t x;
+            if (parse_int(v, 0, 4096, &x) != 0 ||
+                (x != 0 && x != 256 && x != 512 && x != 1024 && x != 2048 && x != 4096)) {
+                snprintf(err, errlen, "option %s: %s is not one of 0 (no cap), 256, 512, 1024, "
+                         "2048, 4096", k, show(v, shown, sizeof shown));
+                return LLMLINK_PARAM_INVALID;
+            }
+            o->rdma_mtu = (uint32_t)x;
             break;
         }
         case K_STRING:

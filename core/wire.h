@@ -78,6 +78,11 @@ typedef enum llk_msg_type {
 /* WELCOME extension (not critical, empty): the server accepts data streams
  * (ATTACH). A client links to a server without it, but moves no data. */
 #define LLK_EXT_DATA_STREAMS 0x0001u
+/* HELLO / WELCOME extension (not critical, empty): this side can move data
+ * over RDMA (a usable device, llmlink.Transport auto or rdma). The server
+ * sends it only to a client that sent it; when both did, the client sets
+ * up the rails over its first data stream (XRDMA_SETUP, xfer_wire.h). */
+#define LLK_EXT_RDMA 0x0002u
 
 typedef struct llk_msg_attach {
     uint64_t client_cluster_id;

@@ -45,6 +45,9 @@
 
 struct llk_conn;
 struct llk_xserver;
+struct llk_rdma;
+struct llk_rdma_link;
+struct llk_cache;
 
 /* Who this process is, for the same-host test: boot id, pid namespace. */
 typedef struct llk_host_id {
@@ -87,6 +90,20 @@ typedef struct llk_xlink {
     bool shm_forced;     /* this side set llmlink.Transport=shm: no fallback */
     bool shm_refused;    /* the kernel said EPERM once: tcp from now on */
     int8_t peer_proof;   /* 0 not tried yet, 1 the peer's pid is proven, -1 not */
+
+    /* RDMA (rdma.h). rdma_peer: both ends offered it in the handshake
+     * (LLK_EXT_RDMA). The rails are set up once, over the first forward
+     * stream, before it is handed out (client: llk_xfer_attach_streams;
+     * server: the owner thread); then rdma and use_rdma are set under mu
+     * and never change until the xlink is freed, which frees the rails. */
+    bool rdma_peer;
+    bool rdma_forced;    /* either end set llmlink.Transport=rdma: no fallback */
+    bool use_rdma;
+    struct llk_rdma_link *rdma;
+    /* Client: the addresses of its rails (its ip infos, or the control
+     * connection's) and the server addresses they are for. */
+    uint16_t nrail_addrs;
+    struct sockaddr_storage rail_local[4], rail_target[4];
 } llk_xlink_t;
 
 /* ---- xfer_link.c ---------------------------------------------------- */
@@ -100,6 +117,12 @@ void llk_xlink_unref(llk_xlink_t *xl);
 void llk_xlink_break(llk_xlink_t *xl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 bool llk_xlink_is_broken(llk_xlink_t *xl);
+
+/* The peer offered RDMA and so does this side (link handshake). Client (c
+ * its control connection): rail i is for local ip info i (or, without
+ * ip infos, the control connection's address) and remote ip info i (mod
+ * their count); server: c is NULL. Reactor thread, e->mu held. */
+void llk_xlink_set_rails(llk_xlink_t *xl, const struct llk_conn *c, bool peer_offers);
 
 /* True when process `pid` holds the other end of TCP connection fd, on
  * this host (peer_proof.c): the proof shm needs before it trusts the
@@ -178,6 +201,10 @@ typedef struct llk_xfer_req {
  * statuses). Takes no engine lock while bytes move. */
 llmlink_status_t llk_xfer_run(llmlink_t *e, const llk_xfer_req_t *r);
 
+/* Requests this engine moved over RDMA (llmlink_xfer_stats_t has no field
+ * for it, and its ABI does not change): for tests and tools. */
+uint64_t llk_xfer_rdma_requests(llmlink_t *e);
+
 /* ---- xfer_client.c: the requester side of one plan --------------------- */
 
 typedef struct llk_xfer_ctx {
@@ -188,8 +215,12 @@ typedef struct llk_xfer_ctx {
     const llk_plan_t *plan;
     bool consume_key;        /* then send CONSUME (pull_cache by an allocated CacheKey) */
     int64_t deadline_ms;
+    /* RDMA: the engine's devices and the local cache (its MRs) */
+    struct llk_rdma *rdma;
+    struct llk_cache *local_cache;
+    uint32_t rdma_post_delay_ms; /* llmlink.RdmaDebugPostDelayMs */
     /* counters for llmlink_get_xfer_stats */
-    uint64_t tcp_requests, shm_requests, shm_fallbacks;
+    uint64_t tcp_requests, shm_requests, shm_fallbacks, rdma_requests;
 } llk_xfer_ctx_t;
 
 /* Moves every group of the plan over its own borrowed stream (groups run

@@ -1,8 +1,10 @@
 /* xfer_client.c - the requester side of one plan: every borrowed data
  * stream carries its share of the plan's segments, all streams at once from
  * this thread (poll), over tcp (the bytes travel on the stream, straight
- * from and into the registered memory) or shm (process_vm_readv/writev with
- * the addresses the owner answers, one call per batch of runs). */
+ * from and into the registered memory), shm (process_vm_readv/writev with
+ * the addresses the owner answers, one call per batch of runs) or RDMA
+ * (READ / WRITE work requests over the link's rails with the addresses and
+ * rkeys the owner grants, see rdma.h). */
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -12,10 +14,13 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "clock.h"
 #include "err.h"
 #include "log.h"
+#include "rdma.h"
+#include "rdma_plan.h"
 #include "xfer.h"
 
 /* Segments per request frame (a 330 KB frame at most). */
@@ -115,6 +120,20 @@ static bool shm_now(const llk_xfer_ctx_t *ctx)
     return use;
 }
 
+static bool rdma_now(const llk_xfer_ctx_t *ctx)
+{
+    llk_xlink_t *xl = ctx->xl;
+    pthread_mutex_lock(&xl->mu);
+    bool use = xl->use_rdma && xl->rdma && ctx->rdma && ctx->local_cache;
+    pthread_mutex_unlock(&xl->mu);
+    return use;
+}
+
+static bool is_rdma(uint8_t op)
+{
+    return op == LLK_XOP_RDMA_READ || op == LLK_XOP_RDMA_WRITE;
+}
+
 static bool grow(uint8_t **buf, size_t *cap, size_t need)
 {
     if (*cap >= need)
@@ -160,6 +179,8 @@ static bool build_request(run_state_t *rs, stream_run_t *s, uint8_t op)
     bool shm = op == LLK_XOP_SHM_READ || op == LLK_XOP_SHM_WRITE;
     if (r.nseg && shm)
         rs->ctx->shm_requests++;
+    else if (r.nseg && is_rdma(op))
+        rs->ctx->rdma_requests++;
     else if (r.nseg)
         rs->ctx->tcp_requests++;
     return true;
@@ -227,6 +248,8 @@ static void next_request(run_state_t *rs, stream_run_t *s)
                                      "see its descriptors)"))
             return;
     }
+    if (op == rs->ctx->op_tcp && rdma_now(rs->ctx))
+        op = op == LLK_XOP_READ ? LLK_XOP_RDMA_READ : LLK_XOP_RDMA_WRITE;
     build_request(rs, s, op);
 }
 
@@ -247,6 +270,95 @@ static void queue_done(run_state_t *rs, stream_run_t *s, uint32_t status)
     s->tx_off = 0;
     s->ph = PH_SEND;
     s->after_send = PH_FINISHED; /* decided in on_sent */
+}
+
+static uint64_t chunk_bytes(const llk_plan_t *p, const stream_run_t *s);
+
+static void queue_done_gen(run_state_t *rs, stream_run_t *s, uint32_t status, uint64_t gen)
+{
+    if (!grow(&s->tx, &s->tx_cap, LLK_XWIRE_HEADER_SIZE + 12)) {
+        fail(rs, s, LLMLINK_OUT_OF_MEMORY, "out of memory");
+        return;
+    }
+    s->tx_len = llk_xwire_encode_done_gen(s->tx, s->tx_cap, s->req_id, status, gen);
+    s->tx_off = 0;
+    s->ph = PH_SEND;
+    s->after_send = PH_FINISHED;
+}
+
+static bool link_aborted(void *arg)
+{
+    return llk_xlink_is_broken(arg);
+}
+
+/* The owner's grant (XRESP_RDMA) for segs[c0, c1): check it against the
+ * request, post the work requests, wait, then XDONE with the grant's
+ * generation. The grant is used for this request only and forgotten. */
+static void on_rdma_grant(run_state_t *rs, stream_run_t *s)
+{
+    llk_xfer_ctx_t *ctx = rs->ctx;
+    const llk_plan_t *p = ctx->plan;
+    const char *why = NULL;
+    llk_xgrant_t g;
+    if (llk_xwire_decode_grant(s->rx, s->h.length, &g, &why) != 0) {
+        fail(rs, s, LLMLINK_PROTOCOL_ERROR, "bad RDMA grant: %s", why);
+        return;
+    }
+    llk_rdma_link_t *l = ctx->xl->rdma; /* set before streams are handed out */
+    uint16_t nrails = llk_rdma_link_nrails(l);
+    size_t n = s->c1 - s->c0;
+    if (g.niov != n || g.total_bytes != chunk_bytes(p, s) || g.nrails != nrails) {
+        fail(rs, s, LLMLINK_PROTOCOL_ERROR, "RDMA grant of %u regions on %u rails for %zu "
+             "segments on %u rails", g.niov, g.nrails, n, nrails);
+        return;
+    }
+    char msg[512];
+    const llk_rdma_mrs_t *m = llk_rdma_cache_mrs(ctx->rdma, ctx->local_cache, msg, sizeof msg);
+    llk_rdma_sge_t *sg = m ? malloc(n * sizeof *sg) : NULL;
+    if (!sg) {
+        /* this side's failure: the owner hears of it, the link stays */
+        queue_done_gen(rs, s, LLMLINK_FAILED, g.generation);
+        if (rs->refusal == LLMLINK_SUCCESS && rs->failure == LLMLINK_SUCCESS) {
+            rs->refusal = m ? LLMLINK_OUT_OF_MEMORY : LLMLINK_FAILED;
+            snprintf(rs->msg, sizeof rs->msg, "%s: RDMA: %s", ctx->fn,
+                     m ? "out of memory" : msg);
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const llk_xseg_t *seg = &p->segs[s->c0 + i];
+        uint16_t rail = (uint16_t)llk_rdma_rail_of((uint32_t)i, nrails);
+        uint64_t addr, len;
+        uint32_t rkey, lkey = 0;
+        llk_xwire_grant_at(&g, (uint32_t)i, rail, &addr, &len, &rkey);
+        if (len != seg->len || !llk_rdma_lkey(m, l, rail, seg->lptr, len, &lkey)) {
+            free(sg);
+            fail(rs, s, len != seg->len ? LLMLINK_PROTOCOL_ERROR : LLMLINK_FAILED,
+                 len != seg->len ? "RDMA region %zu has %llu bytes, asked %llu"
+                                 : "RDMA: segment %zu (%llu bytes) is outside every local MR",
+                 i, (unsigned long long)len, (unsigned long long)seg->len);
+            return;
+        }
+        sg[i] = (llk_rdma_sge_t){.laddr = (uint64_t)(uintptr_t)seg->lptr, .raddr = addr,
+                                 .len = len, .lkey = lkey, .rkey = rkey, .rail = rail};
+    }
+    /* Test hook: hold the grant before using it (an owner that revokes
+     * meanwhile is then seen deterministically). */
+    for (int64_t until = llk_now_ms() + ctx->rdma_post_delay_ms;
+         llk_now_ms() < until && llk_now_ms() < ctx->deadline_ms;) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    llmlink_status_t st = llk_rdma_move(l, s->op == LLK_XOP_RDMA_WRITE, sg, n, ctx->deadline_ms,
+                                        link_aborted, ctx->xl, msg, sizeof msg);
+    free(sg);
+    if (st == LLMLINK_SUCCESS) {
+        queue_done_gen(rs, s, LLMLINK_SUCCESS, g.generation);
+        return;
+    }
+    /* The rail is unusable after a completion error: the link goes (the
+     * caller kills it), relink makes new QPs. */
+    fail(rs, s, st == LLMLINK_NOT_YET_LINK ? LLMLINK_NETWORK_ERROR : st, "%s", msg);
 }
 
 /* Fills iov from the data cursor; returns the count. */
@@ -377,6 +489,10 @@ static void on_resp(run_state_t *rs, stream_run_t *s)
 {
     const char *why = NULL;
     llk_xresp_t r;
+    if (s->h.type == LLK_XMSG_RESP_RDMA && is_rdma(s->op) && s->h.req_id == s->req_id) {
+        on_rdma_grant(rs, s);
+        return;
+    }
     if (s->h.type != LLK_XMSG_RESP || s->h.req_id != s->req_id) {
         fail(rs, s, LLMLINK_PROTOCOL_ERROR, "unexpected frame (type %u, request %llu)", s->h.type,
              (unsigned long long)s->h.req_id);
@@ -387,6 +503,10 @@ static void on_resp(run_state_t *rs, stream_run_t *s)
         return;
     }
     bool shm = s->op == LLK_XOP_SHM_READ || s->op == LLK_XOP_SHM_WRITE;
+    if (is_rdma(s->op) && r.status == LLMLINK_SUCCESS) {
+        fail(rs, s, LLMLINK_PROTOCOL_ERROR, "an RDMA request answered without a grant");
+        return;
+    }
     if (shm && r.status == LLMLINK_FEATURE_NOT_ENABLED) {
         /* The owner does not allow shm on this link: tcp, unless forced. */
         if (shm_refuse_or_fail(rs, s, r.msg))

@@ -19,6 +19,8 @@
 #include "engine.h"
 #include "err.h"
 #include "log.h"
+#include "rdma.h"
+#include "rdma_plan.h"
 
 /* ---- host identity ------------------------------------------------------ */
 
@@ -112,6 +114,8 @@ void llk_xlink_unref(llk_xlink_t *xl)
     for (int i = 0; i < LLK_MAX_STREAMS; i++)
         if (xl->req_fd[i] >= 0)
             close(xl->req_fd[i]);
+    /* No call and no owner stream uses the rails any more. */
+    llk_rdma_link_free(xl->rdma);
     pthread_cond_destroy(&xl->cv);
     pthread_mutex_destroy(&xl->mu);
     free(xl);
@@ -166,6 +170,32 @@ bool llk_xlink_peer_proven(llk_xlink_t *xl, int fd)
     xl->peer_proof = proof;
     pthread_mutex_unlock(&xl->mu);
     return proof > 0;
+}
+
+void llk_xlink_set_rails(llk_xlink_t *xl, const llk_conn_t *c, bool peer_offers)
+{
+    pthread_mutex_lock(&xl->mu);
+    xl->rdma_peer = peer_offers;
+    xl->nrail_addrs = 0;
+    if (c && c->num_local == 0) {
+        socklen_t len = sizeof xl->rail_local[0];
+        if (c->fd >= 0 &&
+            getsockname(c->fd, (struct sockaddr *)&xl->rail_local[0], &len) == 0) {
+            xl->rail_target[0] = c->remote[c->remote_idx];
+            xl->nrail_addrs = 1;
+        }
+    } else if (c) {
+        for (size_t i = 0; i < c->num_local && xl->nrail_addrs < LLK_XWIRE_MAX_RAILS; i++) {
+            const struct sockaddr_storage *t =
+                &c->remote[c->num_remote ? i % c->num_remote : 0];
+            if (t->ss_family != c->local[i].ss_family)
+                continue; /* a rail joins two addresses of one family */
+            xl->rail_local[xl->nrail_addrs] = c->local[i];
+            xl->rail_target[xl->nrail_addrs] = *t;
+            xl->nrail_addrs++;
+        }
+    }
+    pthread_mutex_unlock(&xl->mu);
 }
 
 /* ---- borrowing requester streams ------------------------------------------- */
@@ -227,18 +257,44 @@ static bool record_transport(llmlink_t *e, llk_xlink_t *xl, const llk_host_id_t 
     xl->remote_transport = remote_transport;
     xl->remote_host = *remote;
     xl->same_host = llk_host_id_same_host(&e->host, remote);
-    bool no_shm = e->opts.transport == LLK_TRANSPORT_TCP || remote_transport == LLK_TRANSPORT_TCP;
+    xl->rdma_forced =
+        e->opts.transport == LLK_TRANSPORT_RDMA || remote_transport == LLK_TRANSPORT_RDMA;
+    bool no_shm = e->opts.transport == LLK_TRANSPORT_TCP || remote_transport == LLK_TRANSPORT_TCP ||
+                  xl->rdma_forced;
     xl->use_shm = xl->same_host && !no_shm;
     xl->shm_forced = e->opts.transport == LLK_TRANSPORT_SHM;
     return true;
 }
 
-/* Why this side cannot run transfers with a peer of that transport, or NULL. */
-static const char *transport_conflict(llmlink_t *e, const llk_host_id_t *remote,
-                                      uint8_t remote_transport)
+/* Why this side cannot run transfers with a peer of that transport, or NULL
+ * (text in buf, or a static string). */
+static const char *transport_conflict(llmlink_t *e, llk_xlink_t *xl, const llk_host_id_t *remote,
+                                      uint8_t remote_transport, char *buf, size_t cap)
 {
-    if (e->opts.transport == LLK_TRANSPORT_RDMA || remote_transport == LLK_TRANSPORT_RDMA)
-        return "llmlink.Transport=rdma: the RDMA transport is not in this version";
+    bool mine = e->opts.transport == LLK_TRANSPORT_RDMA;
+    bool theirs = remote_transport == LLK_TRANSPORT_RDMA;
+    if (mine || theirs) {
+        uint8_t other = mine ? remote_transport : (uint8_t)e->opts.transport;
+        if (other == LLK_TRANSPORT_TCP || other == LLK_TRANSPORT_SHM)
+            return other == LLK_TRANSPORT_TCP ? "one side forces llmlink.Transport=rdma, the other tcp"
+                                              : "one side forces llmlink.Transport=rdma, the other shm";
+        pthread_mutex_lock(&xl->mu);
+        bool peer = xl->rdma_peer;
+        pthread_mutex_unlock(&xl->mu);
+        if (!e->rdma) {
+            snprintf(buf, cap, "%s, but RDMA cannot be used on cluster %llu: %s",
+                     mine ? "llmlink.Transport=rdma" : "the peer forces llmlink.Transport=rdma",
+                     (unsigned long long)e->cluster_id, e->rdma_why);
+            return buf;
+        }
+        if (!peer) {
+            snprintf(buf, cap, "%s, but cluster %llu has no usable RDMA device (or does not "
+                     "offer RDMA)", mine ? "llmlink.Transport=rdma" : "the peer forces "
+                     "llmlink.Transport=rdma", (unsigned long long)xl->remote_id);
+            return buf;
+        }
+        return NULL;
+    }
     bool same = llk_host_id_same_host(&e->host, remote);
     if ((e->opts.transport == LLK_TRANSPORT_SHM || remote_transport == LLK_TRANSPORT_SHM) && !same)
         return "llmlink.Transport=shm, but the two engines are not on the same host";
@@ -400,6 +456,115 @@ static llmlink_status_t read_attach_answer(llk_xlink_t *xl, int fd, int64_t dead
     return LLMLINK_SUCCESS;
 }
 
+/*
+ * The RDMA rails of a new link, over forward stream fd (client side, the
+ * stream not handed out yet): this side's QPs go in XRDMA_SETUP, the
+ * owner thread of the server makes its own, moves them to RTS and answers
+ * with them, then this side moves its QPs to RTS. A failure is the link's
+ * only where a side forces llmlink.Transport=rdma; otherwise the link
+ * moves data over tcp/shm (SUCCESS).
+ */
+static llmlink_status_t rdma_setup_client(llmlink_t *e, llk_xlink_t *xl, int fd,
+                                          int64_t deadline_ms, char *detail, size_t dlen)
+{
+    char why[300] = "";
+    llmlink_status_t st = LLMLINK_LINK_FAILED;
+    llk_rdma_link_t *l = NULL;
+    uint8_t *buf = NULL;
+    pthread_mutex_lock(&xl->mu);
+    uint16_t n = xl->nrail_addrs;
+    struct sockaddr_storage local[LLK_XWIRE_MAX_RAILS], target[LLK_XWIRE_MAX_RAILS];
+    memcpy(local, xl->rail_local, sizeof local);
+    memcpy(target, xl->rail_target, sizeof target);
+    bool forced = xl->rdma_forced;
+    pthread_mutex_unlock(&xl->mu);
+    if (n == 0) {
+        snprintf(why, sizeof why, "no local address for a rail");
+        goto out;
+    }
+    l = llk_rdma_link_create(e->rdma, local, n, e->opts.sync_kv_wait_ms, why, sizeof why);
+    if (!l)
+        goto out;
+    llk_xrail_wire_t rails[LLK_XWIRE_MAX_RAILS];
+    llk_rdma_link_local(l, rails);
+    for (uint16_t i = 0; i < n; i++) {
+        uint8_t gid[16];
+        if (llk_rdma_ip_gid((const struct sockaddr *)&target[i], gid))
+            memcpy(rails[i].target_ip, gid, 16);
+    }
+    uint8_t f[LLK_XWIRE_HEADER_SIZE + 2 + LLK_XWIRE_MAX_RAILS * LLK_XWIRE_RAIL_REQ_SIZE];
+    uint64_t req_id = xl->req_next_id[0]++;
+    size_t len = llk_xwire_encode_rdma_setup(f, sizeof f, req_id, rails, n);
+    if (!len || send_all(xl, fd, f, len, deadline_ms) != 0) {
+        snprintf(why, sizeof why, "sending XRDMA_SETUP: %s", strerror(errno));
+        goto out;
+    }
+    uint8_t hb[LLK_XWIRE_HEADER_SIZE];
+    llk_xframe_header_t h;
+    const char *dwhy = NULL;
+    if (recv_all(xl, fd, hb, sizeof hb, deadline_ms) != 0) {
+        snprintf(why, sizeof why, "no answer to XRDMA_SETUP: %s", strerror(errno));
+        st = errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
+        goto out;
+    }
+    if (llk_xwire_read_header(hb, &h, &dwhy) != 0 || h.type != LLK_XMSG_RDMA_SETUP_OK ||
+        h.req_id != req_id) {
+        snprintf(why, sizeof why, "bad answer to XRDMA_SETUP (%s)", dwhy ? dwhy : "type");
+        st = LLMLINK_PROTOCOL_ERROR;
+        goto out;
+    }
+    buf = malloc(h.length ? h.length : 1);
+    llk_xrdma_setup_ok_t ok;
+    if (!buf || recv_all(xl, fd, buf, h.length, deadline_ms) != 0 ||
+        llk_xwire_decode_rdma_setup_ok(buf, h.length, &ok, &dwhy) != 0) {
+        snprintf(why, sizeof why, "bad XRDMA_SETUP_OK: %s", buf ? (dwhy ? dwhy : strerror(errno))
+                                                                : "out of memory");
+        st = LLMLINK_PROTOCOL_ERROR;
+        goto out;
+    }
+    if (ok.status != LLMLINK_SUCCESS) {
+        snprintf(why, sizeof why, "cluster %llu refused the rails: %s",
+                 (unsigned long long)xl->remote_id, ok.msg);
+        /* LINK_FAILED: the server forces rdma itself */
+        forced = forced || ok.status == LLMLINK_LINK_FAILED;
+        goto out;
+    }
+    /* The server's rails are up: from here a failure leaves the two ends
+     * disagreeing, so it is the link's in any case. */
+    forced = true;
+    if (llk_rdma_link_connect(l, ok.rail, ok.nrails, why, sizeof why) != 0)
+        goto out;
+    char desc[256];
+    llk_rdma_link_describe(l, desc, sizeof desc);
+    LLK_INFO("cluster %llu: link with cluster %llu moves data over RDMA (%u rail%s: %s)",
+             (unsigned long long)e->cluster_id, (unsigned long long)xl->remote_id, n,
+             n == 1 ? "" : "s", desc);
+    pthread_mutex_lock(&xl->mu);
+    xl->rdma = l;
+    xl->use_rdma = true;
+    pthread_mutex_unlock(&xl->mu);
+    free(buf);
+    return LLMLINK_SUCCESS;
+out:
+    free(buf);
+    llk_rdma_link_free(l);
+    if (forced) {
+        snprintf(detail, dlen, "%sthe RDMA rails to cluster %llu could not be set up: %s",
+                 xl->rdma_forced ? "llmlink.Transport=rdma: " : "",
+                 (unsigned long long)xl->remote_id, why);
+        return st == LLMLINK_SUCCESS ? LLMLINK_LINK_FAILED : st;
+    }
+    /* A stream that broke the protocol is of no use for tcp either. */
+    if (st == LLMLINK_PROTOCOL_ERROR || st == LLMLINK_TIMEOUT) {
+        snprintf(detail, dlen, "RDMA setup with cluster %llu: %s",
+                 (unsigned long long)xl->remote_id, why);
+        return st;
+    }
+    LLK_INFO("cluster %llu: no RDMA with cluster %llu (%s): tcp/shm",
+             (unsigned long long)e->cluster_id, (unsigned long long)xl->remote_id, why);
+    return LLMLINK_SUCCESS;
+}
+
 /* Gives an attached stream to its user: the requester pool (forward) or
  * the owner thread (reverse). Closes fd on failure. */
 static llmlink_status_t install_stream(llmlink_t *e, llk_xlink_t *xl, const pending_stream_t *s,
@@ -490,7 +655,8 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
         if (installed == 0) {
             llk_host_id_t rh = {.pidns = ok.pidns, .pid = ok.pid};
             memcpy(rh.boot_id, ok.boot_id, sizeof rh.boot_id);
-            const char *conflict = transport_conflict(e, &rh, ok.transport);
+            char cbuf[512];
+            const char *conflict = transport_conflict(e, xl, &rh, ok.transport, cbuf, sizeof cbuf);
             if (conflict) {
                 snprintf(detail, dlen, "%s", conflict);
                 st = LLMLINK_LINK_FAILED;
@@ -498,7 +664,14 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
             }
             pthread_mutex_lock(&xl->mu);
             record_transport(e, xl, &rh, ok.transport);
+            bool rdma = xl->rdma_peer;
             pthread_mutex_unlock(&xl->mu);
+            /* Before the stream is handed out: nothing else reads it. */
+            if (rdma) {
+                st = rdma_setup_client(e, xl, ps[0].fd, deadline_ms, detail, dlen);
+                if (st != LLMLINK_SUCCESS)
+                    break;
+            }
         }
         st = install_stream(e, xl, &ps[installed], detail, dlen);
         if (st != LLMLINK_SUCCESS) {
@@ -558,7 +731,8 @@ bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, siz
     }
     llk_host_id_t rh = {.pidns = m.pidns, .pid = m.pid};
     memcpy(rh.boot_id, m.boot_id, sizeof rh.boot_id);
-    const char *conflict = transport_conflict(e, &rh, m.transport);
+    char cbuf[512];
+    const char *conflict = transport_conflict(e, lc->xlink, &rh, m.transport, cbuf, sizeof cbuf);
     if (conflict) {
         refuse_attach(e, c, LLMLINK_LINK_FAILED, conflict);
         return false;

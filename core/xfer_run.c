@@ -15,6 +15,8 @@
 /* shm moves a batch per process_vm_* call, which takes at most ~2 GiB:
  * slices of 1 GiB. */
 #define SHM_SLICE_BYTES (1ull << 30)
+/* RDMA: one work request per slice; slices go round robin over the rails. */
+#define RDMA_SLICE_BYTES (1u << 20)
 
 typedef struct {
     uint32_t l0, r0, n; /* local tensor l0 + k <-> remote tensor r0 + k */
@@ -136,7 +138,7 @@ static llmlink_status_t entry_run(const llk_xfer_req_t *r, const llk_cache_t *lc
     return LLMLINK_SUCCESS;
 }
 
-static uint32_t attached_streams(llk_xlink_t *xl, bool *shm_out)
+static uint32_t attached_streams(llk_xlink_t *xl, bool *shm_out, bool *rdma_out)
 {
     uint32_t n = 0;
     pthread_mutex_lock(&xl->mu);
@@ -144,13 +146,21 @@ static uint32_t attached_streams(llk_xlink_t *xl, bool *shm_out)
         if (xl->req_fd[i] >= 0)
             n++;
     bool shm = xl->use_shm && !xl->shm_refused;
+    bool rdma = !shm && xl->use_rdma && xl->rdma;
     pthread_mutex_unlock(&xl->mu);
     *shm_out = shm;
-    /* shm copies in this thread, one batch after another: one stream is
-     * enough to carry the requests. */
-    if (shm || n == 0)
+    *rdma_out = rdma;
+    /* shm copies in this thread, one batch after another, and RDMA spreads
+     * its work requests over the rails itself: one stream is enough to
+     * carry the requests. */
+    if (shm || rdma || n == 0)
         return 1;
     return n;
+}
+
+uint64_t llk_xfer_rdma_requests(llmlink_t *e)
+{
+    return atomic_load(&e->xstats.rdma_requests);
 }
 
 static void count(llmlink_t *e, const llk_xfer_ctx_t *ctx, llmlink_status_t st, uint64_t bytes)
@@ -159,6 +169,7 @@ static void count(llmlink_t *e, const llk_xfer_ctx_t *ctx, llmlink_status_t st, 
     atomic_fetch_add(&x->tcp_requests, ctx->tcp_requests);
     atomic_fetch_add(&x->shm_requests, ctx->shm_requests);
     atomic_fetch_add(&x->shm_fallbacks, ctx->shm_fallbacks);
+    atomic_fetch_add(&x->rdma_requests, ctx->rdma_requests);
     if (st == LLMLINK_SUCCESS) {
         atomic_fetch_add(&x->transfers, 1);
         atomic_fetch_add(&x->bytes_requested, bytes);
@@ -183,8 +194,8 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
                                         : block_runs(r, lc, &runs, &nruns);
     if (st != LLMLINK_SUCCESS)
         return st;
-    bool shm = false;
-    uint32_t streams = attached_streams(xl, &shm);
+    bool shm = false, rdma = false;
+    uint32_t streams = attached_streams(xl, &shm, &rdma);
     /* Every request of the transfer carries its whole extent, so that the
      * owner refuses all of them or none (no partial transfer). */
     uint64_t bound_end = 0;
@@ -194,7 +205,8 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
     llk_plan_t plan;
     memset(&plan, 0, sizeof plan);
     st = llk_plan_build(&plan, runs, nruns, tm.l0, tm.r0, tm.n, lc->addrs, lc->tensor_bytes,
-                        shm ? SHM_SLICE_BYTES : TCP_SLICE_BYTES, streams);
+                        shm ? SHM_SLICE_BYTES : rdma ? RDMA_SLICE_BYTES : TCP_SLICE_BYTES,
+                        streams);
     free(runs);
     if (st != LLMLINK_SUCCESS)
         return st;
@@ -203,6 +215,9 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
     memset(&ctx, 0, sizeof ctx);
     ctx.xl = xl;
     ctx.fn = r->fn;
+    ctx.rdma = e->rdma;
+    ctx.local_cache = lc;
+    ctx.rdma_post_delay_ms = e->opts.rdma_debug_post_delay_ms;
     ctx.op_tcp = r->push ? LLK_XOP_WRITE : LLK_XOP_READ;
     ctx.hdr.kind = (uint8_t)r->kind;
     ctx.hdr.flags = (uint16_t)((r->kind == LLK_XKIND_CACHE && r->size < 0 ? LLK_XREQ_WHOLE : 0) |

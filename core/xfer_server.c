@@ -12,6 +12,8 @@
  *     READ ..................... TX_RESP -> TX_DATA -> done
  *     WRITE .................... TX_RESP(go) -> RX_DATA -> TX_RESP -> done
  *     SHM_READ / SHM_WRITE ..... TX_RESP(iovecs) -> RX_HDR -> RX_BODY(XDONE) -> done
+ *     RDMA_READ / RDMA_WRITE ... TX_RESP(grant) -> RX_HDR -> RX_BODY(XDONE+gen) -> done
+ *   an XRDMA_SETUP (once per link) .. TX_RESP(XRDMA_SETUP_OK) -> done
  *
  * A request is checked before any byte of cache memory is touched: first
  * the bounds of the whole transfer it belongs to (xfer_wire.h), so that a
@@ -46,6 +48,7 @@
 #include "engine.h"
 #include "err.h"
 #include "log.h"
+#include "rdma.h"
 #include "xfer.h"
 #include "xfer_wire.h"
 
@@ -105,6 +108,10 @@ typedef struct xstream {
      * them, and they are the iovec list an SHM answer carries. */
     uint64_t *segv;
     size_t segv_cap; /* in pairs */
+    uint32_t *segt;  /* the tensor of each checked segment (RDMA grants: its rkey) */
+    size_t segt_cap;
+    uint64_t grant_gen; /* RDMA: the generation granted, checked in XDONE */
+    bool revocable;     /* this stream's hold on cache is a grant (registry) */
     uint32_t nseg;
     uint32_t cur_seg; /* cursor: segment, and offset within it */
     uint64_t cur_off;
@@ -201,6 +208,24 @@ static void wake(struct llk_xserver *s)
     (void)r;
 }
 
+/* How long the stream may go without progress. While a peer works with an
+ * RDMA grant nothing moves on the stream by design, however large the
+ * transfer, and the peer's own deadline (its llm.SyncKvCacheWaitTime)
+ * bounds it: give it four times ours and at least a minute. Memory is not
+ * held hostage meanwhile: an unregister here waits ours, then revokes the
+ * grant's MRs (llk_registry_remove), and a dead peer is noticed by the
+ * link's liveness check. */
+#define XS_RDMA_GRANT_MIN_STALL_MS 60000
+static int64_t stall_limit(const struct llk_xserver *s, const xstream_t *st)
+{
+    bool rdma_grant = st->phase == PH_SHM &&
+                      (st->req.op == LLK_XOP_RDMA_READ || st->req.op == LLK_XOP_RDMA_WRITE);
+    if (!rdma_grant)
+        return s->stall_ms;
+    int64_t lim = 4 * (int64_t)s->stall_ms;
+    return lim < XS_RDMA_GRANT_MIN_STALL_MS ? XS_RDMA_GRANT_MIN_STALL_MS : lim;
+}
+
 /* In the middle of a request: from its first header byte until done. */
 static bool busy(const xstream_t *st)
 {
@@ -260,8 +285,7 @@ static void cursor_advance(xstream_t *st, size_t n)
 /* What can be checked before the key is resolved. */
 static llmlink_status_t check_shape(const llk_xreq_t *q, char *msg, size_t cap)
 {
-    if (q->op != LLK_XOP_READ && q->op != LLK_XOP_WRITE && q->op != LLK_XOP_SHM_READ &&
-        q->op != LLK_XOP_SHM_WRITE)
+    if (q->op < LLK_XOP_READ || q->op > LLK_XOP_RDMA_WRITE)
         return refuse(msg, cap, LLMLINK_PARAM_INVALID, "unknown operation %u", q->op);
     uint32_t kt = (uint32_t)q->key.type;
     if (q->kind == LLK_XKIND_BLOCKS) {
@@ -355,7 +379,8 @@ static llmlink_status_t check_segs(xstream_t *st, const llk_cache_t *c, uint64_t
     llmlink_status_t rc = check_bounds(q, c, unit, limit, msg, cap);
     if (rc != LLMLINK_SUCCESS)
         return rc;
-    if (grow((void **)&st->segv, &st->segv_cap, q->nseg ? q->nseg : 1, 2 * sizeof(uint64_t)))
+    if (grow((void **)&st->segv, &st->segv_cap, q->nseg ? q->nseg : 1, 2 * sizeof(uint64_t)) ||
+        grow((void **)&st->segt, &st->segt_cap, q->nseg ? q->nseg : 1, sizeof(uint32_t)))
         return refuse(msg, cap, LLMLINK_OUT_OF_MEMORY, "out of memory for %u segments",
                       q->nseg);
     uint64_t total = 0;
@@ -372,6 +397,7 @@ static llmlink_status_t check_segs(xstream_t *st, const llk_cache_t *c, uint64_t
         }
         st->segv[2 * i] = (uint64_t)(uintptr_t)(c->addrs[sg.tensor] + base + sg.offset);
         st->segv[2 * i + 1] = sg.length;
+        st->segt[i] = sg.tensor;
         total += sg.length; /* <= 2^16 segments of <= 2^48 bytes: no overflow */
     }
     st->nseg = q->nseg;
@@ -464,6 +490,10 @@ static void release_cache(struct llk_xserver *s, xstream_t *st)
 {
     if (!st->cache)
         return;
+    if (st->revocable) {
+        llk_registry_set_revocable(&s->e->reg, st->cache, false);
+        st->revocable = false;
+    }
     llk_registry_release(&s->e->reg, st->cache, st->consume ? &st->req.key : NULL);
     st->cache = NULL;
     st->consume = false;
@@ -496,13 +526,28 @@ static void finish_request(struct llk_xserver *s, xstream_t *st)
     shrink((void **)&st->rx, &st->rx_cap, 1);
     shrink((void **)&st->tx, &st->tx_cap, 1);
     shrink((void **)&st->segv, &st->segv_cap, 2 * sizeof(uint64_t));
+    shrink((void **)&st->segt, &st->segt_cap, sizeof(uint32_t));
+    st->grant_gen = 0;
 }
 
 /* An SHM request gets this side's addresses: only for a peer of this host
  * whose pid is proven to hold the stream's other end (peer_proof.c), on a
  * link that chose shm. FEATURE_NOT_ENABLED sends the requester to tcp. */
+static bool is_rdma(uint8_t op)
+{
+    return op == LLK_XOP_RDMA_READ || op == LLK_XOP_RDMA_WRITE;
+}
+
 static llmlink_status_t shm_allowed(xstream_t *st, char *msg, size_t cap)
 {
+    if (is_rdma(st->req.op)) {
+        pthread_mutex_lock(&st->xl->mu);
+        bool use = st->xl->use_rdma && st->xl->rdma;
+        pthread_mutex_unlock(&st->xl->mu);
+        return use ? LLMLINK_SUCCESS
+                   : refuse(msg, cap, LLMLINK_FEATURE_NOT_ENABLED,
+                            "RDMA is not in use on this link");
+    }
     if (st->req.op != LLK_XOP_SHM_READ && st->req.op != LLK_XOP_SHM_WRITE)
         return LLMLINK_SUCCESS;
     pthread_mutex_lock(&st->xl->mu);
@@ -514,6 +559,134 @@ static llmlink_status_t shm_allowed(xstream_t *st, char *msg, size_t cap)
                   use ? "shm refused: the requester's pid is not proven to hold the other end "
                         "of this data stream"
                       : "shm is not in use on this link (llmlink.Transport, or another host)");
+}
+
+/* The grant of an admitted RDMA request: the owner's address and the rkey
+ * on every rail of each segment, and the generation of the cache's MRs. */
+static int grant(struct llk_xserver *s, xstream_t *st)
+{
+    char why[200] = "";
+    llk_rdma_link_t *l = st->xl->rdma; /* set before any request, never changed */
+    const llk_rdma_mrs_t *m = llk_rdma_cache_mrs(s->e->rdma, st->cache, why, sizeof why);
+    if (!m) {
+        release_cache(s, st);
+        printable(why);
+        atomic_fetch_add(&s->e->xstats.requests_refused, 1);
+        return answer(st, PH_LAST, LLMLINK_FAILED, 0, why, false);
+    }
+    uint16_t nrails = llk_rdma_link_nrails(l);
+    uint32_t *rkeys = malloc((size_t)st->nseg * nrails * sizeof *rkeys);
+    size_t need = llk_xwire_grant_size(nrails, st->nseg);
+    if (!rkeys || grow((void **)&st->tx, &st->tx_cap, need, 1)) {
+        free(rkeys);
+        return fail(st, "out of memory for a %zu-byte RDMA grant", need);
+    }
+    for (uint32_t i = 0; i < st->nseg; i++)
+        for (uint16_t k = 0; k < nrails; k++)
+            rkeys[(size_t)i * nrails + k] = llk_rdma_rkey(m, l, k, st->segt[i]);
+    st->grant_gen = llk_rdma_mrs_generation(m);
+    size_t n = llk_xwire_encode_grant(st->tx, st->tx_cap, st->req_id, st->total, st->grant_gen,
+                                      nrails, st->segv, rkeys, st->nseg);
+    free(rkeys);
+    if (n == 0)
+        return fail(st, "cannot encode a %zu-byte RDMA grant", need);
+    st->tx_len = n;
+    st->tx_off = 0;
+    st->phase = PH_SHM; /* then the peer's XDONE */
+    st->state = XS_TX_RESP;
+    /* From here the peer may read or write on its own: an unregister that
+     * times out on this hold revokes the MRs instead of failing. */
+    llk_registry_set_revocable(&s->e->reg, st->cache, true);
+    st->revocable = true;
+    return 0;
+}
+
+/* XRDMA_SETUP (once per link): this side's rails for the addresses the
+ * client names, connected to its QPs, and the answer with them. */
+static int on_rdma_setup(struct llk_xserver *s, xstream_t *st)
+{
+    llmlink_t *e = s->e;
+    llk_xlink_t *xl = st->xl;
+    const char *dwhy = "?";
+    llk_xrail_wire_t rem[LLK_XWIRE_MAX_RAILS];
+    uint16_t n = 0;
+    if (llk_xwire_decode_rdma_setup(st->rx, st->h.length, rem, &n, &dwhy) != 0)
+        return fail(st, "protocol error: bad XRDMA_SETUP: %s", dwhy);
+    st->req_id = st->h.req_id;
+    llk_xrdma_setup_ok_t ok;
+    memset(&ok, 0, sizeof ok);
+    /* LINK_FAILED tells the client this side forces rdma: no fallback */
+    uint32_t refusal = e->opts.transport == LLK_TRANSPORT_RDMA ? LLMLINK_LINK_FAILED
+                                                               : LLMLINK_FEATURE_NOT_ENABLED;
+    pthread_mutex_lock(&xl->mu);
+    bool allowed = xl->rdma_peer && !xl->rdma && e->rdma;
+    pthread_mutex_unlock(&xl->mu);
+    llk_rdma_link_t *l = NULL;
+    if (!allowed) {
+        ok.status = refusal;
+        snprintf(ok.msg, sizeof ok.msg, "RDMA is not offered on this link, or set up already");
+    } else {
+        struct sockaddr_storage ips[LLK_XWIRE_MAX_RAILS];
+        static const uint8_t zero[16];
+        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        for (uint16_t i = 0; i < n; i++) {
+            memset(&ips[i], 0, sizeof ips[i]);
+            if (!memcmp(rem[i].target_ip, zero, 16)) {
+                socklen_t len = sizeof ips[i];
+                getsockname(st->fd, (struct sockaddr *)&ips[i], &len);
+            } else if (!memcmp(rem[i].target_ip, v4mapped, 12)) {
+                struct sockaddr_in *in = (struct sockaddr_in *)&ips[i];
+                in->sin_family = AF_INET;
+                memcpy(&in->sin_addr, rem[i].target_ip + 12, 4);
+            } else {
+                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ips[i];
+                in6->sin6_family = AF_INET6;
+                memcpy(&in6->sin6_addr, rem[i].target_ip, 16);
+            }
+        }
+        char why[300] = "";
+        l = llk_rdma_link_create(e->rdma, ips, n, e->opts.sync_kv_wait_ms, why, sizeof why);
+        if (l && llk_rdma_link_connect(l, rem, n, why, sizeof why) != 0) {
+            llk_rdma_link_free(l);
+            l = NULL;
+        }
+        if (!l) {
+            ok.status = refusal;
+            snprintf(ok.msg, sizeof ok.msg, "cluster %llu: %.200s", (unsigned long long)e->cluster_id,
+                     why);
+            printable(ok.msg);
+        } else {
+            ok.nrails = n;
+            llk_rdma_link_local(l, ok.rail);
+        }
+    }
+    size_t need = LLK_XWIRE_HEADER_SIZE + 10 + LLK_XWIRE_MAX_MSG +
+                  LLK_XWIRE_MAX_RAILS * LLK_XWIRE_RAIL_ACK_SIZE;
+    if (grow((void **)&st->tx, &st->tx_cap, need, 1)) {
+        llk_rdma_link_free(l);
+        return fail(st, "out of memory for XRDMA_SETUP_OK");
+    }
+    st->tx_len = llk_xwire_encode_rdma_setup_ok(st->tx, st->tx_cap, st->req_id, &ok);
+    if (st->tx_len == 0) {
+        llk_rdma_link_free(l);
+        return fail(st, "cannot encode XRDMA_SETUP_OK");
+    }
+    if (l) {
+        char desc[256];
+        llk_rdma_link_describe(l, desc, sizeof desc);
+        LLK_INFO(XS_FMT ": data over RDMA (%u rail%s: %s)", XS_ARGS(s, st), n, n == 1 ? "" : "s",
+                 desc);
+        pthread_mutex_lock(&xl->mu);
+        xl->rdma = l;
+        xl->use_rdma = true;
+        pthread_mutex_unlock(&xl->mu);
+    } else {
+        LLK_INFO(XS_FMT ": no RDMA: %s", XS_ARGS(s, st), ok.msg);
+    }
+    st->tx_off = 0;
+    st->phase = PH_LAST;
+    st->state = XS_TX_RESP;
+    return 0;
 }
 
 /* An XREQ arrived in rx: refuse it, or start serving it. */
@@ -546,6 +719,9 @@ static int on_request(struct llk_xserver *s, xstream_t *st)
         return answer(st, PH_READ, LLMLINK_SUCCESS, st->total, "", false);
     case LLK_XOP_WRITE:
         return answer(st, PH_WRITE, LLMLINK_SUCCESS, st->total, "go", false);
+    case LLK_XOP_RDMA_READ:
+    case LLK_XOP_RDMA_WRITE:
+        return grant(s, st);
     default: /* SHM: the peer moves the bytes itself, then says how it went */
         return answer(st, PH_SHM, LLMLINK_SUCCESS, st->total, "", true);
     }
@@ -556,11 +732,19 @@ static int on_done(struct llk_xserver *s, xstream_t *st)
 {
     const char *why = "?";
     uint32_t status = 0;
-    if (llk_xwire_decode_done(st->rx, st->h.length, &status, &why) != 0)
+    uint64_t gen = 0;
+    bool has_gen = false;
+    if (llk_xwire_decode_done_gen(st->rx, st->h.length, &status, &gen, &has_gen, &why) != 0)
         return fail(st, "protocol error: bad XDONE: %s", why);
     if (st->h.req_id != st->req_id)
         return fail(st, "protocol error: XDONE for request %llu while serving %llu",
                     (unsigned long long)st->h.req_id, (unsigned long long)st->req_id);
+    /* An RDMA request ends with the generation it was granted: anything
+     * else is a requester that used another registration's keys. */
+    if (is_rdma(st->req.op) != has_gen || (has_gen && gen != st->grant_gen))
+        return fail(st, "protocol error: XDONE of request %llu names generation %llu, the grant "
+                    "was %llu", (unsigned long long)st->req_id, (unsigned long long)gen,
+                    (unsigned long long)st->grant_gen);
     if (status != LLMLINK_SUCCESS)
         LLK_DEBUG(XS_FMT ": the peer's shm transfer of request %llu ended with 0x%x",
                   XS_ARGS(s, st), (unsigned long long)st->req_id, status);
@@ -630,7 +814,8 @@ static int step_rx_hdr(xstream_t *st, int64_t now)
     if (llk_xwire_read_header(st->hdr, &st->h, &why) != 0)
         return fail(st, "protocol error: bad frame header: %s", why);
     uint16_t want = st->phase == PH_SHM ? LLK_XMSG_DONE : LLK_XMSG_REQ;
-    if (st->h.type != want)
+    bool setup = st->phase == PH_IDLE && st->h.type == LLK_XMSG_RDMA_SETUP;
+    if (st->h.type != want && !setup)
         return fail(st, "protocol error: frame type %u where %s was due", st->h.type,
                     want == LLK_XMSG_REQ ? "a request" : "XDONE");
     if (st->h.length > LLK_XWIRE_MAX_PAYLOAD)
@@ -656,7 +841,9 @@ static int step_rx_body(struct llk_xserver *s, xstream_t *st, int64_t now)
         if (st->rx_got < st->h.length)
             return 0;
     }
-    return st->phase == PH_SHM ? on_done(s, st) : on_request(s, st);
+    if (st->phase == PH_SHM)
+        return on_done(s, st);
+    return st->h.type == LLK_XMSG_RDMA_SETUP ? on_rdma_setup(s, st) : on_request(s, st);
 }
 
 static int step_tx_resp(struct llk_xserver *s, xstream_t *st, int64_t now)
@@ -758,6 +945,7 @@ static void free_stream(xstream_t *st)
     free(st->rx);
     free(st->tx);
     free(st->segv);
+    free(st->segt);
     free(st);
 }
 
@@ -774,6 +962,9 @@ static void end_stream(struct llk_xserver *s, xstream_t *st, const char *reason)
 {
     llk_xlink_t *xl = st->xl;
     if (st->cache) {
+        if (st->revocable)
+            llk_registry_set_revocable(&s->e->reg, st->cache, false);
+        st->revocable = false;
         llk_registry_release(&s->e->reg, st->cache, NULL);
         st->cache = NULL;
     }
@@ -837,8 +1028,8 @@ static void serve(struct llk_xserver *s, xstream_t *st, int64_t now)
         end_stream(s, st, st->why);
         return;
     }
-    if (busy(st) && st->progress_ms + s->stall_ms < s->next_check_ms)
-        s->next_check_ms = st->progress_ms + s->stall_ms;
+    if (busy(st) && st->progress_ms + stall_limit(s, st) < s->next_check_ms)
+        s->next_check_ms = st->progress_ms + stall_limit(s, st);
 }
 
 static void on_event(struct llk_xserver *s, xstream_t *st, uint32_t ev, int64_t now)
@@ -870,7 +1061,7 @@ static void check_stalls(struct llk_xserver *s, int64_t now)
         nx = st->next;
         if (!busy(st))
             continue;
-        int64_t deadline = st->progress_ms + s->stall_ms;
+        int64_t deadline = st->progress_ms + stall_limit(s, st);
         if (deadline <= now) {
             fail(st, "peer stalled for %lld ms", (long long)(now - st->progress_ms));
             end_stream(s, st, st->why);

@@ -21,6 +21,11 @@
  *   WRITE     XREQ -> XRESP(go) [requester sends total raw bytes] -> XRESP(final)
  *   SHM_READ  XREQ -> XRESP(status, total, iovecs) -> requester's
  *   SHM_WRITE        process_vm_readv/writev -> XDONE(status)
+ *   RDMA_READ XREQ -> XRESP_RDMA(grant: addresses, rkeys, generation) ->
+ *   RDMA_WRITE       requester's RDMA READs / WRITEs over the link's rails
+ *                    -> XDONE(status, generation)   (refusal: XRESP)
+ *   RDMA_SETUP XRDMA_SETUP -> XRDMA_SETUP_OK: once per link, on the first
+ *                    forward stream, before any request (the rails' QPs)
  *
  * The raw bytes follow the request's segment order. A refused request
  * (XRESP status != SUCCESS) moves no byte and leaves the stream usable; a
@@ -46,7 +51,22 @@
  *   XRESP  u32 status, u64 total_bytes, u16 msg_len, msg (printable ASCII,
  *          <= LLK_XWIRE_MAX_MSG), u32 niov, niov x (u64 addr, u64 len)
  *          (niov is 0 except for a SUCCESS answer to SHM_*)
- *   XDONE  u32 status
+ *   XDONE  u32 status [, u64 generation (RDMA requests: the grant's)]
+ *   XRESP_RDMA  u64 total_bytes, u64 generation, u16 nrails (1..LLK_XWIRE_MAX_RAILS),
+ *          u32 niov, niov x (u64 addr, u64 len, nrails x u32 rkey): the
+ *          owner's addresses of the request's segments, in order, and the
+ *          rkey of each on every rail
+ *   XRDMA_SETUP  u16 nrails, nrails x rail (u32 qpn, u32 psn, 16 bytes gid,
+ *          u16 lid, u8 active mtu (ibv_mtu 1..5), u8 0, 16 bytes target ip:
+ *          the owner's address the rail is for, IPv6 or IPv4-mapped; all
+ *          zero = the address of this stream)
+ *   XRDMA_SETUP_OK  u32 status, u16 msg_len, msg, u16 nrails (0 unless
+ *          SUCCESS, else as many as asked), nrails x rail (u32 qpn, u32 psn,
+ *          16 bytes gid, u16 lid, u8 active mtu, u8 0)
+ *
+ * The RDMA messages and ops are used only on a link whose two ends
+ * announced RDMA in their handshake (LLK_EXT_RDMA, wire.h), so a peer
+ * without them still links (over tcp/shm).
  *
  * Decoders validate every field (enumerations, counts, lengths, that the
  * segment lengths are non-zero and sum without overflow, that a request
@@ -60,6 +80,7 @@
 #ifndef LLK_XFER_WIRE_H
 #define LLK_XFER_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -74,18 +95,27 @@
 #define LLK_XWIRE_MAX_MSG     256u
 #define LLK_XWIRE_REQ_FIXED   76u  /* XREQ bytes before the segments */
 #define LLK_XWIRE_MAX_PAYLOAD (LLK_XWIRE_REQ_FIXED + LLK_XWIRE_MAX_SEGS * LLK_XWIRE_SEG_SIZE)
+#define LLK_XWIRE_MAX_RAILS   4u
+#define LLK_XWIRE_RAIL_REQ_SIZE 44u /* an XRDMA_SETUP rail record */
+#define LLK_XWIRE_RAIL_ACK_SIZE 28u /* an XRDMA_SETUP_OK rail record */
+#define LLK_XWIRE_RDMA_FIXED  22u  /* XRESP_RDMA bytes before the records */
 
 typedef enum llk_xmsg_type {
     LLK_XMSG_REQ = 1,
     LLK_XMSG_RESP = 2,
-    LLK_XMSG_DONE = 3
+    LLK_XMSG_DONE = 3,
+    LLK_XMSG_RDMA_SETUP = 4,
+    LLK_XMSG_RDMA_SETUP_OK = 5,
+    LLK_XMSG_RESP_RDMA = 6
 } llk_xmsg_type_t;
 
 typedef enum llk_xop {
     LLK_XOP_READ = 1,      /* owner -> requester */
     LLK_XOP_WRITE = 2,     /* requester -> owner */
     LLK_XOP_SHM_READ = 3,  /* requester reads owner memory with process_vm_readv */
-    LLK_XOP_SHM_WRITE = 4  /* requester writes owner memory with process_vm_writev */
+    LLK_XOP_SHM_WRITE = 4, /* requester writes owner memory with process_vm_writev */
+    LLK_XOP_RDMA_READ = 5, /* requester RDMA-READs owner memory (XRESP_RDMA grant) */
+    LLK_XOP_RDMA_WRITE = 6 /* requester RDMA-WRITEs owner memory */
 } llk_xop_t;
 
 typedef enum llk_xkind {
@@ -138,6 +168,32 @@ typedef struct llk_xresp {
     const uint8_t *iovs; /* decode: niov records in the buffer */
 } llk_xresp_t;
 
+/* One rail of an RDMA setup (XRDMA_SETUP / XRDMA_SETUP_OK; target_ip only
+ * in the former). */
+typedef struct llk_xrail_wire {
+    uint32_t qpn, psn;
+    uint8_t gid[16];
+    uint16_t lid;
+    uint8_t mtu;
+    uint8_t target_ip[16];
+} llk_xrail_wire_t;
+
+typedef struct llk_xrdma_setup_ok {
+    uint32_t status;
+    char msg[LLK_XWIRE_MAX_MSG + 1];
+    uint16_t nrails;
+    llk_xrail_wire_t rail[LLK_XWIRE_MAX_RAILS];
+} llk_xrdma_setup_ok_t;
+
+/* A decoded XRESP_RDMA; records point into the buffer (llk_xwire_grant_at). */
+typedef struct llk_xgrant {
+    uint64_t total_bytes;
+    uint64_t generation;
+    uint16_t nrails;
+    uint32_t niov;
+    const uint8_t *recs;
+} llk_xgrant_t;
+
 /* Reads and checks the 24 header bytes: 0, or -1 with *why (bad magic,
  * version, type, flags, or a length over the maximum for its type). */
 int llk_xwire_read_header(const uint8_t buf[LLK_XWIRE_HEADER_SIZE], llk_xframe_header_t *h,
@@ -158,6 +214,19 @@ size_t llk_xwire_encode_resp(uint8_t *out, size_t cap, uint64_t req_id, uint32_t
                              uint64_t total_bytes, const char *msg, const uint64_t *iov_pairs,
                              uint32_t niov);
 size_t llk_xwire_encode_done(uint8_t *out, size_t cap, uint64_t req_id, uint32_t status);
+/* XDONE of an RDMA request: with the generation of its grant. */
+size_t llk_xwire_encode_done_gen(uint8_t *out, size_t cap, uint64_t req_id, uint32_t status,
+                                 uint64_t generation);
+/* nrails 1..LLK_XWIRE_MAX_RAILS. */
+size_t llk_xwire_encode_rdma_setup(uint8_t *out, size_t cap, uint64_t req_id,
+                                   const llk_xrail_wire_t *rails, uint16_t nrails);
+size_t llk_xwire_encode_rdma_setup_ok(uint8_t *out, size_t cap, uint64_t req_id,
+                                      const llk_xrdma_setup_ok_t *m);
+/* addr_len: niov (addr, len) pairs; rkeys: niov x nrails, record-major. */
+size_t llk_xwire_encode_grant(uint8_t *out, size_t cap, uint64_t req_id, uint64_t total,
+                              uint64_t generation, uint16_t nrails, const uint64_t *addr_len,
+                              const uint32_t *rkeys, uint32_t niov);
+size_t llk_xwire_grant_size(uint16_t nrails, uint32_t niov);
 
 /* Size of a frame before encoding (header included). */
 size_t llk_xwire_req_size(uint32_t nseg);
@@ -166,6 +235,21 @@ size_t llk_xwire_resp_size(size_t msg_len, uint32_t niov);
 int llk_xwire_decode_req(const uint8_t *payload, size_t len, llk_xreq_t *r, const char **why);
 int llk_xwire_decode_resp(const uint8_t *payload, size_t len, llk_xresp_t *r, const char **why);
 int llk_xwire_decode_done(const uint8_t *payload, size_t len, uint32_t *status, const char **why);
+/* Either form of XDONE; *has_gen says which (generation 0 without). */
+int llk_xwire_decode_done_gen(const uint8_t *payload, size_t len, uint32_t *status,
+                              uint64_t *generation, bool *has_gen, const char **why);
+/* Rail counts 1..LLK_XWIRE_MAX_RAILS, mtu 1..5, flags 0. */
+int llk_xwire_decode_rdma_setup(const uint8_t *payload, size_t len, llk_xrail_wire_t *rails,
+                                uint16_t *nrails, const char **why);
+int llk_xwire_decode_rdma_setup_ok(const uint8_t *payload, size_t len, llk_xrdma_setup_ok_t *m,
+                                   const char **why);
+/* Checks counts, non-empty records, no address overflow, that the lengths
+ * sum to total_bytes. */
+int llk_xwire_decode_grant(const uint8_t *payload, size_t len, llk_xgrant_t *g,
+                           const char **why);
+/* Record i of a decoded grant: address, length, the rkey of `rail`. */
+void llk_xwire_grant_at(const llk_xgrant_t *g, uint32_t i, uint16_t rail, uint64_t *addr,
+                        uint64_t *len, uint32_t *rkey);
 
 /* Record i of a decoded segment / iovec array. */
 void llk_xwire_seg_at(const uint8_t *segs, uint32_t i, llk_xseg_wire_t *out);

@@ -177,7 +177,9 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *                             0..2147483647; 0 = the call's own timeout (0)
  *   llm.LinkRetryCount        connection attempts per cluster and address
  *                             within the call's timeout, 1..100 (1)
- *   llm.RdmaTrafficClass      0..255 (132)     llm.RdmaServiceLevel 0..7 (4)
+ *   llm.RdmaTrafficClass      0..255 (132)     llm.RdmaServiceLevel 0..7 (4):
+ *                             GRH traffic class and service level of the
+ *                             RDMA transport's QPs
  *   ge.exec.deviceId          device id(s) ">= 0" (";"-separated); alias
  *                             llm.DeviceId, ge.session_device_id
  *   llm.EnableCacheManager, llm.EnableRemoteCacheAccessible,
@@ -191,15 +193,51 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *   llmlink.Transport                auto|tcp|shm|rdma (auto): how transfers
  *                             move bytes. auto: shm when both engines are on
  *                             one host (falling back to tcp by itself where the
- *                             kernel refuses process_vm_readv), else tcp.
+ *                             kernel refuses process_vm_readv), else RDMA when
+ *                             both ends have a usable RDMA device for the
+ *                             link's addresses, else tcp.
  *                             tcp/shm force one (a forced shm that the kernel
  *                             refuses fails the transfer with
  *                             LLMLINK_FEATURE_NOT_ENABLED). A peer's word
  *                             that it is on this host is not enough: shm is
  *                             used once its pid is seen to hold the other
  *                             end of the data stream (else tcp, or the
- *                             forced-shm failure). rdma: not yet (links
- *                             fail with a message saying so).
+ *                             forced-shm failure).
+ *                             rdma (on either end) forces RDMA, also on one
+ *                             host: where it cannot be used (no
+ *                             libibverbs.so.1, no device or GID for the
+ *                             link's address, the peer cannot, the QPs do
+ *                             not come up) link_clusters fails that cluster
+ *                             with LLMLINK_LINK_FAILED and a message saying
+ *                             why. libibverbs is loaded at run time
+ *                             (dlopen): no build or binding needs it.
+ *                             RDMA details: one rail (an RC QP pair) per
+ *                             local ip info of the link (or the address its
+ *                             connection left from), paired with remote ip
+ *                             info i (mod their count); the device and GID
+ *                             are those whose RoCE v2 GID is that address.
+ *                             Path MTU: the smaller of both ends' active
+ *                             MTUs (and llmlink.RdmaMtu caps). pull_* are
+ *                             RDMA READs, push_* RDMA WRITEs, spread over
+ *                             the rails; the owner grants addresses and
+ *                             rkeys per request, never reused. A work
+ *                             completion error fails the call with
+ *                             LLMLINK_NETWORK_ERROR naming
+ *                             ibv_wc_status_str, and the link is unusable
+ *                             (NOT_YET_LINK until linked again). An
+ *                             unregister_cache whose wait ends while only
+ *                             peers' RDMA grants hold the cache revokes them
+ *                             (deregisters its memory regions) and succeeds:
+ *                             the peer's transfer then fails as above
+ *                             (remote access error).
+ *   llmlink.RdmaDevice               RDMA device to use ("": any), e.g. mlx5_0
+ *   llmlink.RdmaPort                 its port, 0..255 (0: the first active one)
+ *   llmlink.RdmaGidIndex             GID index, -1..255 (-1: the RoCE v2 GID
+ *                             of the rail's address)
+ *   llmlink.RdmaMtu                  cap on the path MTU: 0 (none), 256, 512,
+ *                             1024, 2048 or 4096 (0)
+ *   llmlink.RdmaDebugPostDelayMs     tests only: ms an RDMA requester waits
+ *                             between a grant and its work requests, 0..60000 (0)
  *   llmlink.StreamsPerLink           data streams per link and direction, 1..8 (2)
  *   llmlink.MaxCaches                registered caches per engine, 1..1048576 (4096)
  * An unknown key, or a value out of range, fails with LLMLINK_PARAM_INVALID
@@ -522,6 +560,9 @@ typedef struct llmlink_xfer_stats {
     uint64_t tcp_requests;           /* requests this engine sent over tcp */
     uint64_t shm_requests;           /* requests this engine moved with process_vm_* */
     uint64_t shm_fallbacks;          /* shm refused by the kernel, redone over tcp */
+    /* Requests moved over RDMA count in transfers and bytes, in none of the
+     * per-transport counters above (version 1 of this struct has no field
+     * for them). */
 } llmlink_xfer_stats_t;
 
 LLMLINK_EXTERN llmlink_status_t llmlink_get_xfer_stats(llmlink_t *dd, llmlink_xfer_stats_t *stats);

@@ -536,16 +536,22 @@ long proc_raise_nofile(void)
 int proc_node_xstats(proc_t *p, proc_xstats_t *s, int timeout_ms)
 {
     memset(s, 0, sizeof *s);
-    return node_scan(p, timeout_ms, "xstats", "XSTATS", 11,
+    return node_scan(p, timeout_ms, "xstats", "XSTATS", 12,
                      "XSTATS caches=%u transfers=%llu failed=%llu timed_out=%llu bytes_req=%llu "
                      "bytes_served=%llu served=%llu refused=%llu tcp=%llu shm=%llu "
-                     "shm_fallbacks=%llu",
+                     "shm_fallbacks=%llu rdma=%llu",
                      &s->caches, &s->transfers, &s->failed, &s->timed_out, &s->bytes_req,
                      &s->bytes_served, &s->served, &s->refused, &s->tcp, &s->shm,
-                     &s->shm_fallbacks);
+                     &s->shm_fallbacks, &s->rdma);
 }
 
 /* ---- what the multi-process tests share ---------------------------------- */
+
+const char *proc_test_ip(void)
+{
+    const char *s = getenv("LLMLINK_TEST_IP");
+    return s && *s ? s : "127.0.0.1";
+}
 
 bool proc_sanitized(void)
 {
@@ -601,7 +607,7 @@ const char *proc_endpoint(const proc_t *p)
     static _Thread_local char ring[8][64];
     static _Thread_local unsigned next;
     char *b = ring[next++ % 8];
-    snprintf(b, sizeof ring[0], "%llu@127.0.0.1:%u", (unsigned long long)p->cluster_id,
+    snprintf(b, sizeof ring[0], "%llu@%s:%u", (unsigned long long)p->cluster_id, proc_test_ip(),
              (unsigned)p->port);
     return b;
 }

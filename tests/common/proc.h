@@ -101,9 +101,14 @@ typedef struct proc_xstats {
     unsigned caches;
     unsigned long long transfers, failed, timed_out, bytes_req, bytes_served, served, refused,
         tcp, shm, shm_fallbacks;
+    unsigned long long rdma; /* requests moved over RDMA (not in the public stats) */
 } proc_xstats_t;
 
 int proc_node_xstats(proc_t *p, proc_xstats_t *s, int timeout_ms);
+
+/* The IPv4 address the multi-process tests listen on and link to:
+ * $LLMLINK_TEST_IP (the RDMA tests set a soft-RoCE netdev's), else 127.0.0.1. */
+const char *proc_test_ip(void);
 
 /* A free TCP port on ip (IPv4 or IPv6 literal): bound, read, closed. Nothing
  * listens there afterwards (until someone else takes it). 0 on failure. */

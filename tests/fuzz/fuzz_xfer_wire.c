@@ -25,9 +25,14 @@
  *    the re-encoded payload gives the same fields again;
  *  - a refusal always comes with a reason.
  *
+ * The RDMA messages (XRDMA_SETUP, XRDMA_SETUP_OK, XRESP_RDMA, XDONE with a
+ * generation) get the same treatment: decoded fields in range, re-encoded
+ * to the same bytes.
+ *
  * Built with tests/fuzz/standalone_main.c (make fuzz-bins) or with
  * libFuzzer (make fuzz-libfuzzer). Seeds: tests/fuzz/corpus/xfer_wire/.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +88,7 @@ static void fuzz_req(const uint8_t *p, size_t len, uint64_t req_id)
         CHECK(why != NULL && why[0] != '\0');
         return;
     }
-    CHECK(r.op >= LLK_XOP_READ && r.op <= LLK_XOP_SHM_WRITE);
+    CHECK(r.op >= LLK_XOP_READ && r.op <= LLK_XOP_RDMA_WRITE);
     CHECK(r.kind >= LLK_XKIND_BLOCKS && r.kind <= LLK_XKIND_CACHE_AS_BLOCKS);
     CHECK((r.flags & ~(LLK_XREQ_WHOLE | LLK_XREQ_CONSUME | LLK_XREQ_ALL_TENSORS)) == 0);
     CHECK(r.key.type >= LLMLINK_KEY_CACHE && r.key.type <= LLMLINK_KEY_BLOCKS);
@@ -184,6 +189,115 @@ static void fuzz_done(const uint8_t *p, size_t len, uint64_t req_id)
     CHECK(again == status);
 }
 
+static void fuzz_done_gen(const uint8_t *p, size_t len, uint64_t req_id)
+{
+    uint32_t status = 0, st2 = 0;
+    uint64_t gen = 0, gen2 = 0;
+    bool has = false, has2 = false;
+    const char *why = NULL;
+    if (llk_xwire_decode_done_gen(p, len, &status, &gen, &has, &why) != 0) {
+        CHECK(why != NULL && why[0] != '\0');
+        return;
+    }
+    CHECK(len == (has ? 12u : 4u));
+    size_t n = has ? llk_xwire_encode_done_gen(reencoded, sizeof reencoded, req_id, status, gen)
+                   : llk_xwire_encode_done(reencoded, sizeof reencoded, req_id, status);
+    CHECK(n == LLK_XWIRE_HEADER_SIZE + len);
+    const uint8_t *q = reencoded_payload(n, LLK_XMSG_DONE, req_id);
+    CHECK(memcmp(q, p, len) == 0);
+    CHECK(llk_xwire_decode_done_gen(q, len, &st2, &gen2, &has2, &why) == 0);
+    CHECK(st2 == status && gen2 == gen && has2 == has);
+}
+
+static void check_rail(const llk_xrail_wire_t *r)
+{
+    CHECK(r->mtu >= 1 && r->mtu <= 5);
+    CHECK(r->qpn >= 1 && r->qpn <= 0xFFFFFFu && r->psn <= 0xFFFFFFu);
+}
+
+static void fuzz_setup(const uint8_t *p, size_t len, uint64_t req_id)
+{
+    llk_xrail_wire_t rails[LLK_XWIRE_MAX_RAILS], again[LLK_XWIRE_MAX_RAILS];
+    uint16_t n = 0, n2 = 0;
+    const char *why = NULL;
+    if (llk_xwire_decode_rdma_setup(p, len, rails, &n, &why) != 0) {
+        CHECK(why != NULL && why[0] != '\0');
+        return;
+    }
+    CHECK(n >= 1 && n <= LLK_XWIRE_MAX_RAILS);
+    CHECK(len == 2u + n * LLK_XWIRE_RAIL_REQ_SIZE);
+    for (uint16_t i = 0; i < n; i++)
+        check_rail(&rails[i]);
+    size_t m = llk_xwire_encode_rdma_setup(reencoded, sizeof reencoded, req_id, rails, n);
+    CHECK(m == LLK_XWIRE_HEADER_SIZE + len);
+    const uint8_t *q = reencoded_payload(m, LLK_XMSG_RDMA_SETUP, req_id);
+    CHECK(memcmp(q, p, len) == 0);
+    CHECK(llk_xwire_decode_rdma_setup(q, len, again, &n2, &why) == 0);
+    CHECK(n2 == n && memcmp(again, rails, n * sizeof rails[0]) == 0);
+}
+
+static void fuzz_setup_ok(const uint8_t *p, size_t len, uint64_t req_id)
+{
+    static llk_xrdma_setup_ok_t m, again;
+    const char *why = NULL;
+    if (llk_xwire_decode_rdma_setup_ok(p, len, &m, &why) != 0) {
+        CHECK(why != NULL && why[0] != '\0');
+        return;
+    }
+    size_t mlen = strlen(m.msg);
+    CHECK(mlen <= LLK_XWIRE_MAX_MSG);
+    for (size_t i = 0; i < mlen; i++)
+        CHECK(m.msg[i] >= 0x20 && m.msg[i] <= 0x7e);
+    CHECK(m.nrails <= LLK_XWIRE_MAX_RAILS);
+    CHECK((m.status == LLMLINK_SUCCESS) == (m.nrails > 0));
+    CHECK(len == 8u + mlen + m.nrails * LLK_XWIRE_RAIL_ACK_SIZE);
+    for (uint16_t i = 0; i < m.nrails; i++)
+        check_rail(&m.rail[i]);
+    size_t n = llk_xwire_encode_rdma_setup_ok(reencoded, sizeof reencoded, req_id, &m);
+    CHECK(n == LLK_XWIRE_HEADER_SIZE + len);
+    const uint8_t *q = reencoded_payload(n, LLK_XMSG_RDMA_SETUP_OK, req_id);
+    memcpy(expected, p, len);
+    for (size_t i = 6; i < 6 + mlen; i++)
+        if (expected[i] < 0x20 || expected[i] > 0x7e)
+            expected[i] = '?';
+    CHECK(memcmp(q, expected, len) == 0);
+    CHECK(llk_xwire_decode_rdma_setup_ok(q, len, &again, &why) == 0);
+    CHECK(again.status == m.status && again.nrails == m.nrails && !strcmp(again.msg, m.msg));
+}
+
+static uint32_t grant_rkeys[LLK_XWIRE_MAX_SEGS * LLK_XWIRE_MAX_RAILS];
+
+static void fuzz_grant(const uint8_t *p, size_t len, uint64_t req_id)
+{
+    llk_xgrant_t g, again;
+    const char *why = NULL;
+    if (llk_xwire_decode_grant(p, len, &g, &why) != 0) {
+        CHECK(why != NULL && why[0] != '\0');
+        return;
+    }
+    CHECK(g.nrails >= 1 && g.nrails <= LLK_XWIRE_MAX_RAILS);
+    CHECK(g.niov >= 1 && g.niov <= LLK_XWIRE_MAX_SEGS);
+    CHECK(g.generation != 0);
+    CHECK(len == LLK_XWIRE_RDMA_FIXED + (size_t)g.niov * (16u + 4u * g.nrails));
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < g.niov; i++) {
+        uint64_t *a = &iov_pairs[2 * (size_t)i];
+        for (uint16_t k = 0; k < g.nrails; k++)
+            llk_xwire_grant_at(&g, i, k, &a[0], &a[1], &grant_rkeys[(size_t)i * g.nrails + k]);
+        CHECK(a[1] > 0 && a[0] <= UINT64_MAX - a[1]);
+        sum += a[1];
+    }
+    CHECK(sum == g.total_bytes);
+    size_t n = llk_xwire_encode_grant(reencoded, sizeof reencoded, req_id, g.total_bytes,
+                                      g.generation, g.nrails, iov_pairs, grant_rkeys, g.niov);
+    CHECK(n == LLK_XWIRE_HEADER_SIZE + len);
+    CHECK(n == llk_xwire_grant_size(g.nrails, g.niov));
+    const uint8_t *q = reencoded_payload(n, LLK_XMSG_RESP_RDMA, req_id);
+    CHECK(memcmp(q, p, len) == 0);
+    CHECK(llk_xwire_decode_grant(q, len, &again, &why) == 0);
+    CHECK(again.niov == g.niov && again.nrails == g.nrails && again.total_bytes == g.total_bytes);
+}
+
 /* Runs fn on an exact-size copy of p[0..len): a decoder that reads one
  * byte too far hits the end of the allocation (ASan) instead of the next
  * frame. */
@@ -205,6 +319,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     on_copy(fuzz_req, data, size, 1);
     on_copy(fuzz_resp, data, size, 2);
     on_copy(fuzz_done, data, size, 3);
+    on_copy(fuzz_done_gen, data, size, 4);
+    on_copy(fuzz_setup, data, size, 5);
+    on_copy(fuzz_setup_ok, data, size, 6);
+    on_copy(fuzz_grant, data, size, 7);
 
     /* 2. the input as a stream of frames */
     size_t pos = 0;
@@ -233,8 +351,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             on_copy(fuzz_resp, data + pos, len, h.req_id);
             break;
         case LLK_XMSG_DONE:
-            CHECK(h.length == 4);
+            CHECK(h.length == 4 || h.length == 12);
             on_copy(fuzz_done, data + pos, len, h.req_id);
+            on_copy(fuzz_done_gen, data + pos, len, h.req_id);
+            break;
+        case LLK_XMSG_RDMA_SETUP:
+            on_copy(fuzz_setup, data + pos, len, h.req_id);
+            break;
+        case LLK_XMSG_RDMA_SETUP_OK:
+            on_copy(fuzz_setup_ok, data + pos, len, h.req_id);
+            break;
+        case LLK_XMSG_RESP_RDMA:
+            on_copy(fuzz_grant, data + pos, len, h.req_id);
             break;
         default: abort(); /* llk_xwire_read_header let an unknown type through */
         }

@@ -13,8 +13,9 @@
  * and exits 1). Then one reply line per command, flushed at once.
  *
  * Links
- *   link <timeout_ms> <id>@<ip>:<port>[,<ip>:<port>...] ...
+ *   link <timeout_ms> <id>@<ip>:<port>[,<ip>:<port>...][/<local ip>[,<local ip>...]] ...
  *                         -> LINK <overall status> <per-cluster statuses...>
+ *       After "/": the cluster's local_ip_infos (port 0), e.g. one per rail.
  *   unlink <timeout_ms> <force 0|1> <id>...
  *                         -> UNLINK <overall status> <per-cluster statuses...>
  *   check <id>            -> CHECK <status>
@@ -74,7 +75,9 @@
  *       of each thread.
  *   xstats                -> XSTATS caches=.. transfers=.. failed=.. timed_out=..
  *                            bytes_req=.. bytes_served=.. served=.. refused=..
- *                            tcp=.. shm=.. shm_fallbacks=..
+ *                            tcp=.. shm=.. shm_fallbacks=.. rdma=..
+ *       (rdma= is not in llmlink_xfer_stats_t: it comes from the internal
+ *       llk_xfer_rdma_requests, the one exception to "public header only")
  *
  * Verification (what a destination cache must hold after transfers)
  *   verify <id> <seed>    -> the whole cache holds the pattern of seed
@@ -126,6 +129,9 @@
 
 #include "kvfill.h"
 #include "llmlink.h"
+
+/* core/xfer.h: requests this engine moved over RDMA (see xstats). */
+uint64_t llk_xfer_rdma_requests(llmlink_t *e);
 
 #define LINE_MAX_LEN (64 * 1024)
 #define MAX_OPTS 32
@@ -567,6 +573,7 @@ static void print_statuses(const char *verb, llmlink_status_t overall,
 static void cmd_link(char **argv, int argc)
 {
     static llmlink_ip_info_t ips[LLMLINK_MAX_CLUSTERS_PER_CALL][LLMLINK_MAX_IP_INFOS];
+    static llmlink_ip_info_t lips[LLMLINK_MAX_CLUSTERS_PER_CALL][LLMLINK_MAX_IP_INFOS];
     llmlink_cluster_info_t ci[LLMLINK_MAX_CLUSTERS_PER_CALL];
     llmlink_status_t st[LLMLINK_MAX_CLUSTERS_PER_CALL];
     int32_t timeout;
@@ -592,6 +599,24 @@ static void cmd_link(char **argv, int argc)
             reply("ERR link: bad cluster id '%s'", spec);
             return;
         }
+        size_t nl = 0;
+        char *slash = strchr(at + 1, '/');
+        if (slash) {
+            *slash = '\0';
+            for (char *save = NULL, *ip = strtok_r(slash + 1, ",", &save); ip;
+                 ip = strtok_r(NULL, ",", &save)) {
+                if (nl == LLMLINK_MAX_IP_INFOS) {
+                    reply("ERR link: at most %d local addresses per cluster",
+                          LLMLINK_MAX_IP_INFOS);
+                    return;
+                }
+                lips[i][nl].ip = ip;
+                lips[i][nl].port = 0;
+                nl++;
+            }
+        }
+        ci[i].local_ip_infos = nl ? lips[i] : NULL;
+        ci[i].num_local_ip_infos = nl;
         size_t k = 0;
         for (char *save = NULL, *ep = strtok_r(at + 1, ",", &save); ep;
              ep = strtok_r(NULL, ",", &save)) {
@@ -927,10 +952,10 @@ static void cmd_xstats(void)
     }
     reply("XSTATS caches=%u transfers=%" PRIu64 " failed=%" PRIu64 " timed_out=%" PRIu64
           " bytes_req=%" PRIu64 " bytes_served=%" PRIu64 " served=%" PRIu64 " refused=%" PRIu64
-          " tcp=%" PRIu64 " shm=%" PRIu64 " shm_fallbacks=%" PRIu64,
+          " tcp=%" PRIu64 " shm=%" PRIu64 " shm_fallbacks=%" PRIu64 " rdma=%" PRIu64,
           s.caches, s.transfers, s.transfers_failed, s.transfers_timed_out, s.bytes_requested,
           s.bytes_served, s.requests_served, s.requests_refused, s.tcp_requests, s.shm_requests,
-          s.shm_fallbacks);
+          s.shm_fallbacks, llk_xfer_rdma_requests(g_engine));
 }
 
 /* ------------------------------------------------------------------ */

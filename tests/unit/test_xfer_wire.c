@@ -530,7 +530,7 @@ static void test_read_header_failures(void **state)
         {"version little-endian", LLK_XWIRE_MAGIC, 0x0100, 1, 100, 0},
         {"version 0xFFFF", LLK_XWIRE_MAGIC, 0xFFFF, 1, 100, 0},
         {"type 0", LLK_XWIRE_MAGIC, 1, 0, 4, 0},
-        {"type 4", LLK_XWIRE_MAGIC, 1, 4, 4, 0},
+        {"type 7 (after the RDMA types 4..6)", LLK_XWIRE_MAGIC, 1, 7, 4, 0},
         {"type little-endian REQ", LLK_XWIRE_MAGIC, 1, 0x0100, 100, 0},
         {"type 0xFFFF", LLK_XWIRE_MAGIC, 1, 0xFFFF, 4, 0},
         {"flags 1", LLK_XWIRE_MAGIC, 1, 1, 100, 1},
@@ -1038,12 +1038,12 @@ static void test_req_op_validated(void **state)
 {
     xw_fixture_t *fx = *state;
     llk_xreq_t r = fx->req;
-    for (uint8_t op = LLK_XOP_READ; op <= LLK_XOP_SHM_WRITE; op++) {
+    for (uint8_t op = LLK_XOP_READ; op <= LLK_XOP_RDMA_WRITE; op++) {
         r.op = op;
         assert_int_equal(req_through_wire(fx, &r, fx->segs), 0);
         assert_int_equal(fx->req_out.op, op);
     }
-    static const uint8_t bad[] = {0, 5, 0x80, 0xFF};
+    static const uint8_t bad[] = {0, 7, 0x80, 0xFF};
     for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
         r.op = bad[i];
         assert_int_equal(req_through_wire(fx, &r, fx->segs), -1);

@@ -1,0 +1,380 @@
+/*
+ * test_xfer_wire_rdma.c - unit tests of the RDMA messages of the
+ * data-stream codec (core/xfer_wire.c): XRDMA_SETUP, XRDMA_SETUP_OK,
+ * XRESP_RDMA (the grant) and XDONE with a generation.
+ *
+ * What these decoders accept becomes QP numbers and remote addresses the
+ * NIC acts on, so most tests refuse bad input; each refused case differs
+ * from a valid one in the one field checked. Layouts are checked against
+ * the hand-written frames below, not against the encoder's output.
+ * Decoders run on exact-size heap copies (ASan catches reads past the end).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llmlink.h"
+#include "xfer_wire.h"
+
+#define HDR LLK_XWIRE_HEADER_SIZE
+
+/* XRDMA_SETUP, one rail: qpn 0x1234, psn 0xABCDEF, gid fe80::1, lid 7,
+ * mtu 3 (1024), target ip 10.0.0.1 (IPv4-mapped). req_id 0x0102030405060708. */
+static const uint8_t vec_setup[] = {
+    0x4C, 0x4C, 0x4D, 0x44, 0x00, 0x01, 0x00, 0x04, 0x00, 0x00, 0x00, 0x2E,
+    0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
+    0x00, 0x01,                                     /* nrails */
+    0x00, 0x00, 0x12, 0x34, 0x00, 0xAB, 0xCD, 0xEF, /* qpn, psn */
+    0xFE, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, /* gid */
+    0x00, 0x07, 0x03, 0x00,                         /* lid, mtu, 0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x0A, 0x00, 0x00, 0x01, /* target */
+};
+
+/* XRDMA_SETUP_OK, SUCCESS, no message, one rail: qpn 0x5678, psn 0x112233,
+ * gid ::ffff:10.0.0.2, lid 8, mtu 5 (4096). */
+static const uint8_t vec_setup_ok[] = {
+    0x4C, 0x4C, 0x4D, 0x44, 0x00, 0x01, 0x00, 0x05, 0x00, 0x00, 0x00, 0x24,
+    0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, /* status, msg_len, nrails */
+    0x00, 0x00, 0x56, 0x78, 0x00, 0x11, 0x22, 0x33,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x0A, 0x00, 0x00, 0x02,
+    0x00, 0x08, 0x05, 0x00,
+};
+
+/* XRESP_RDMA: total 0x3000, generation 0x0000010000000002, two rails, one
+ * region at 0x7F0000001000 of 0x3000 bytes, rkeys 0xAABBCCDD / 0x11223344. */
+static const uint8_t vec_grant[] = {
+    0x4C, 0x4C, 0x4D, 0x44, 0x00, 0x01, 0x00, 0x06, 0x00, 0x00, 0x00, 0x2E,
+    0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
+    0, 0, 0, 0, 0, 0, 0x30, 0x00,                   /* total */
+    0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x02, /* generation */
+    0x00, 0x02, 0x00, 0x00, 0x00, 0x01,             /* nrails, niov */
+    0x00, 0x00, 0x7F, 0x00, 0x00, 0x00, 0x10, 0x00, /* addr */
+    0, 0, 0, 0, 0, 0, 0x30, 0x00,                   /* len */
+    0xAA, 0xBB, 0xCC, 0xDD, 0x11, 0x22, 0x33, 0x44, /* rkeys */
+};
+
+/* XDONE, SUCCESS, generation 0x0000010000000002. */
+static const uint8_t vec_done_gen[] = {
+    0x4C, 0x4C, 0x4D, 0x44, 0x00, 0x01, 0x00, 0x03, 0x00, 0x00, 0x00, 0x0C,
+    0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x02,
+};
+
+#define REQ_ID 0x0102030405060708ull
+
+static uint8_t *g_copy;
+
+/* An exact-size copy of a vector's payload, after editing byte `at` to
+ * `val` (at < 0: no edit); with `extra` bytes appended (0) or cut (<0). */
+static const uint8_t *payload(const uint8_t *vec, size_t vec_len, long at, uint8_t val,
+                              long extra, size_t *len)
+{
+    free(g_copy);
+    size_t n = vec_len - HDR;
+    size_t m = (size_t)((long)n + extra);
+    g_copy = calloc(1, m ? m : 1);
+    assert_non_null(g_copy);
+    memcpy(g_copy, vec + HDR, m < n ? m : n);
+    if (at >= 0 && (size_t)at < m)
+        g_copy[at] = val;
+    *len = m;
+    return g_copy;
+}
+
+static void test_headers(void **state)
+{
+    (void)state;
+    const uint8_t *vecs[] = {vec_setup, vec_setup_ok, vec_grant, vec_done_gen};
+    const uint16_t types[] = {LLK_XMSG_RDMA_SETUP, LLK_XMSG_RDMA_SETUP_OK, LLK_XMSG_RESP_RDMA,
+                              LLK_XMSG_DONE};
+    for (int i = 0; i < 4; i++) {
+        llk_xframe_header_t h;
+        const char *why = NULL;
+        assert_int_equal(llk_xwire_read_header(vecs[i], &h, &why), 0);
+        assert_int_equal(h.type, types[i]);
+        assert_int_equal(h.req_id, REQ_ID);
+    }
+    /* type 7 is not a message; XDONE of 8 bytes is neither form */
+    uint8_t h7[HDR];
+    memcpy(h7, vec_setup, HDR);
+    h7[7] = 7;
+    llk_xframe_header_t h;
+    const char *why = NULL;
+    assert_int_equal(llk_xwire_read_header(h7, &h, &why), -1);
+    uint8_t d8[HDR];
+    memcpy(d8, vec_done_gen, HDR);
+    d8[11] = 8;
+    assert_int_equal(llk_xwire_read_header(d8, &h, &why), -1);
+    /* a setup larger than 4 rails cannot be announced */
+    uint8_t big[HDR];
+    memcpy(big, vec_setup, HDR);
+    big[11] = (uint8_t)(2 + 5 * LLK_XWIRE_RAIL_REQ_SIZE);
+    assert_int_equal(llk_xwire_read_header(big, &h, &why), -1);
+}
+
+static void test_setup_vector(void **state)
+{
+    (void)state;
+    size_t len;
+    const uint8_t *p = payload(vec_setup, sizeof vec_setup, -1, 0, 0, &len);
+    llk_xrail_wire_t r[LLK_XWIRE_MAX_RAILS];
+    uint16_t n = 0;
+    const char *why = NULL;
+    assert_int_equal(llk_xwire_decode_rdma_setup(p, len, r, &n, &why), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(r[0].qpn, 0x1234);
+    assert_int_equal(r[0].psn, 0xABCDEF);
+    assert_int_equal(r[0].gid[0], 0xFE);
+    assert_int_equal(r[0].gid[15], 0x01);
+    assert_int_equal(r[0].lid, 7);
+    assert_int_equal(r[0].mtu, 3);
+    assert_int_equal(r[0].target_ip[10], 0xFF);
+    assert_int_equal(r[0].target_ip[12], 10);
+    uint8_t out[sizeof vec_setup];
+    assert_int_equal(llk_xwire_encode_rdma_setup(out, sizeof out, REQ_ID, r, 1), sizeof vec_setup);
+    assert_memory_equal(out, vec_setup, sizeof vec_setup);
+    /* one byte short of room: nothing */
+    assert_int_equal(llk_xwire_encode_rdma_setup(out, sizeof out - 1, REQ_ID, r, 1), 0);
+    assert_int_equal(llk_xwire_encode_rdma_setup(out, sizeof out, REQ_ID, r, 0), 0);
+}
+
+/* Payload offsets of the one-rail XRDMA_SETUP: nrails 0..1, qpn 2..5,
+ * psn 6..9, gid 10..25, lid 26..27, mtu 28, reserved 29, target 30..45. */
+static void test_setup_refusals(void **state)
+{
+    (void)state;
+    const struct {
+        long at;
+        uint8_t val;
+        long extra;
+        const char *what;
+    } bad[] = {
+        {1, 0, 0, "nrails 0"},
+        {1, 5, 0, "nrails 5"},
+        {1, 2, 0, "nrails 2 with one record"},
+        {28, 0, 0, "mtu 0"},
+        {28, 6, 0, "mtu 6"},
+        {29, 1, 0, "reserved byte set"},
+        {2, 0x01, 0, "qpn above 24 bits (0x01001234)"},
+        {6, 0x01, 0, "psn above 24 bits (0x01ABCDEF)"},
+        {-1, 0, -1, "truncated by one byte"},
+        {-1, 0, 1, "one trailing byte"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t len;
+        const uint8_t *p = payload(vec_setup, sizeof vec_setup, bad[i].at, bad[i].val,
+                                   bad[i].extra, &len);
+        llk_xrail_wire_t r[LLK_XWIRE_MAX_RAILS];
+        uint16_t n = 0;
+        const char *why = NULL;
+        if (llk_xwire_decode_rdma_setup(p, len, r, &n, &why) != -1)
+            fail_msg("accepted: %s", bad[i].what);
+        if (why == NULL || why[0] == '\0')
+            fail_msg("refused without a reason: %s", bad[i].what);
+    }
+    /* qpn 0: bytes 2..5 all zero */
+    size_t len;
+    uint8_t *p = (uint8_t *)payload(vec_setup, sizeof vec_setup, 4, 0, 0, &len);
+    p[5] = 0;
+    llk_xrail_wire_t r[LLK_XWIRE_MAX_RAILS];
+    uint16_t n;
+    const char *why = NULL;
+    assert_int_equal(llk_xwire_decode_rdma_setup(p, len, r, &n, &why), -1);
+    /* the control: the unedited vector decodes */
+    p = (uint8_t *)payload(vec_setup, sizeof vec_setup, -1, 0, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_setup(p, len, r, &n, &why), 0);
+}
+
+static void test_setup_ok(void **state)
+{
+    (void)state;
+    size_t len;
+    const uint8_t *p = payload(vec_setup_ok, sizeof vec_setup_ok, -1, 0, 0, &len);
+    llk_xrdma_setup_ok_t m;
+    const char *why = NULL;
+    assert_int_equal(llk_xwire_decode_rdma_setup_ok(p, len, &m, &why), 0);
+    assert_int_equal(m.status, 0);
+    assert_string_equal(m.msg, "");
+    assert_int_equal(m.nrails, 1);
+    assert_int_equal(m.rail[0].qpn, 0x5678);
+    assert_int_equal(m.rail[0].psn, 0x112233);
+    assert_int_equal(m.rail[0].lid, 8);
+    assert_int_equal(m.rail[0].mtu, 5);
+    uint8_t out[sizeof vec_setup_ok];
+    assert_int_equal(llk_xwire_encode_rdma_setup_ok(out, sizeof out, REQ_ID, &m),
+                     sizeof vec_setup_ok);
+    assert_memory_equal(out, vec_setup_ok, sizeof vec_setup_ok);
+
+    /* a refusal carries its reason and no rail */
+    llk_xrdma_setup_ok_t r = {.status = LLMLINK_LINK_FAILED, .nrails = 0};
+    snprintf(r.msg, sizeof r.msg, "no device");
+    uint8_t f[128];
+    size_t n = llk_xwire_encode_rdma_setup_ok(f, sizeof f, 9, &r);
+    assert_int_equal(n, HDR + 4 + 2 + 9 + 2);
+    llk_xrdma_setup_ok_t back;
+    assert_int_equal(llk_xwire_decode_rdma_setup_ok(f + HDR, n - HDR, &back, &why), 0);
+    assert_int_equal(back.status, LLMLINK_LINK_FAILED);
+    assert_string_equal(back.msg, "no device");
+    /* neither a refusal with rails nor a success without is encoded or accepted */
+    r.nrails = 1;
+    assert_int_equal(llk_xwire_encode_rdma_setup_ok(f, sizeof f, 9, &r), 0);
+    p = payload(vec_setup_ok, sizeof vec_setup_ok, 3, 9, 0, &len); /* status 9 with a rail */
+    assert_int_equal(llk_xwire_decode_rdma_setup_ok(p, len, &m, &why), -1);
+    p = payload(vec_setup_ok, sizeof vec_setup_ok, 7, 0, -LLK_XWIRE_RAIL_ACK_SIZE, &len);
+    assert_int_equal(llk_xwire_decode_rdma_setup_ok(p, len, &m, &why), -1); /* success, 0 rails */
+    p = payload(vec_setup_ok, sizeof vec_setup_ok, 7, 5, 0, &len); /* 5 rails */
+    assert_int_equal(llk_xwire_decode_rdma_setup_ok(p, len, &m, &why), -1);
+    p = payload(vec_setup_ok, sizeof vec_setup_ok, 5, 1, 0, &len); /* message longer than left */
+    assert_int_equal(llk_xwire_decode_rdma_setup_ok(p, len, &m, &why), -1);
+    p = payload(vec_setup_ok, sizeof vec_setup_ok, 8 + 26, 0, 0, &len); /* rail mtu 0 */
+    assert_int_equal(llk_xwire_decode_rdma_setup_ok(p, len, &m, &why), -1);
+}
+
+static void test_grant(void **state)
+{
+    (void)state;
+    size_t len;
+    const uint8_t *p = payload(vec_grant, sizeof vec_grant, -1, 0, 0, &len);
+    llk_xgrant_t g;
+    const char *why = NULL;
+    assert_int_equal(llk_xwire_decode_grant(p, len, &g, &why), 0);
+    assert_int_equal(g.total_bytes, 0x3000);
+    assert_int_equal(g.generation, 0x0000010000000002ull);
+    assert_int_equal(g.nrails, 2);
+    assert_int_equal(g.niov, 1);
+    uint64_t addr, ilen;
+    uint32_t rkey;
+    llk_xwire_grant_at(&g, 0, 0, &addr, &ilen, &rkey);
+    assert_int_equal(addr, 0x7F0000001000ull);
+    assert_int_equal(ilen, 0x3000);
+    assert_int_equal(rkey, 0xAABBCCDDu);
+    llk_xwire_grant_at(&g, 0, 1, &addr, &ilen, &rkey);
+    assert_int_equal(rkey, 0x11223344u);
+    uint64_t al[2] = {0x7F0000001000ull, 0x3000};
+    uint32_t keys[2] = {0xAABBCCDDu, 0x11223344u};
+    uint8_t out[sizeof vec_grant];
+    assert_int_equal(llk_xwire_grant_size(2, 1), sizeof vec_grant);
+    assert_int_equal(llk_xwire_encode_grant(out, sizeof out, REQ_ID, 0x3000,
+                                            0x0000010000000002ull, 2, al, keys, 1),
+                     sizeof vec_grant);
+    assert_memory_equal(out, vec_grant, sizeof vec_grant);
+
+    struct {
+        long at;
+        uint8_t val;
+        const char *what;
+    } bad[] = {
+        {7, 0x01, "total differs from the regions"},
+        {15, 0x00, "generation 0 (with byte 13 zeroed below)"},
+        {17, 0x00, "nrails 0"},
+        {17, 0x05, "nrails 5"},
+        {21, 0x00, "niov 0"},
+        {21, 0x02, "niov 2 with one record"},
+        {36, 0x00, "empty region (len 0 with total fixed below)"},
+        {22, 0xFF, "region end overflows"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint8_t *q = (uint8_t *)payload(vec_grant, sizeof vec_grant, bad[i].at, bad[i].val, 0,
+                                        &len);
+        if (bad[i].at == 15)
+            q[10] = 0; /* generation bytes 8..15 all zero */
+        if (bad[i].at == 36) {
+            q[37] = 0;
+            q[6] = 0; /* total 0 too, so only the empty region is wrong */
+        }
+        if (bad[i].at == 22)
+            for (int k = 22; k < 30; k++)
+                q[k] = 0xFF;
+        if (llk_xwire_decode_grant(q, len, &g, &why) != -1)
+            fail_msg("accepted: %s", bad[i].what);
+        assert_non_null(why);
+    }
+    p = payload(vec_grant, sizeof vec_grant, -1, 0, 1, &len);
+    assert_int_equal(llk_xwire_decode_grant(p, len, &g, &why), -1);
+    p = payload(vec_grant, sizeof vec_grant, -1, 0, -1, &len);
+    assert_int_equal(llk_xwire_decode_grant(p, len, &g, &why), -1);
+}
+
+static void test_done_gen(void **state)
+{
+    (void)state;
+    size_t len;
+    const uint8_t *p = payload(vec_done_gen, sizeof vec_done_gen, -1, 0, 0, &len);
+    uint32_t status = 1;
+    uint64_t gen = 0;
+    bool has = false;
+    const char *why = NULL;
+    assert_int_equal(llk_xwire_decode_done_gen(p, len, &status, &gen, &has, &why), 0);
+    assert_int_equal(status, 0);
+    assert_true(has);
+    assert_int_equal(gen, 0x0000010000000002ull);
+    uint8_t out[sizeof vec_done_gen];
+    assert_int_equal(llk_xwire_encode_done_gen(out, sizeof out, REQ_ID, 0, gen),
+                     sizeof vec_done_gen);
+    assert_memory_equal(out, vec_done_gen, sizeof vec_done_gen);
+    /* the shm form (4 bytes) has no generation */
+    p = payload(vec_done_gen, sizeof vec_done_gen, -1, 0, -8, &len);
+    assert_int_equal(llk_xwire_decode_done_gen(p, len, &status, &gen, &has, &why), 0);
+    assert_false(has);
+    assert_int_equal(gen, 0);
+    /* the plain decoder refuses a generation it does not expect */
+    p = payload(vec_done_gen, sizeof vec_done_gen, -1, 0, 0, &len);
+    assert_int_equal(llk_xwire_decode_done(p, len, &status, &why), -1);
+    /* 8 bytes is neither */
+    p = payload(vec_done_gen, sizeof vec_done_gen, -1, 0, -4, &len);
+    assert_int_equal(llk_xwire_decode_done_gen(p, len, &status, &gen, &has, &why), -1);
+}
+
+/* RDMA ops are XREQ ops 5 and 6; 7 is not. */
+static void test_rdma_ops(void **state)
+{
+    (void)state;
+    llk_xreq_t r;
+    memset(&r, 0, sizeof r);
+    r.kind = LLK_XKIND_BLOCKS;
+    r.key.type = LLMLINK_KEY_BLOCKS;
+    r.unit_bytes = 64;
+    r.num_tensors_hint = 1;
+    r.bound_end = 64;
+    r.nseg = 1;
+    llk_xseg_wire_t seg = {0, 0, 64};
+    uint8_t f[256];
+    for (uint8_t op = LLK_XOP_RDMA_READ; op <= LLK_XOP_RDMA_WRITE + 1; op++) {
+        r.op = op;
+        size_t n = llk_xwire_encode_req(f, sizeof f, 1, &r, &seg);
+        assert_true(n > HDR);
+        llk_xreq_t back;
+        const char *why = NULL;
+        int rc = llk_xwire_decode_req(f + HDR, n - HDR, &back, &why);
+        assert_int_equal(rc, op <= LLK_XOP_RDMA_WRITE ? 0 : -1);
+    }
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    free(g_copy);
+    g_copy = NULL;
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_headers),
+        cmocka_unit_test_teardown(test_setup_vector, teardown),
+        cmocka_unit_test_teardown(test_setup_refusals, teardown),
+        cmocka_unit_test_teardown(test_setup_ok, teardown),
+        cmocka_unit_test_teardown(test_grant, teardown),
+        cmocka_unit_test_teardown(test_done_gen, teardown),
+        cmocka_unit_test(test_rdma_ops),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
