@@ -9,7 +9,9 @@
 #   make fuzz            standalone fuzz drivers; libFuzzer runs when clang exists
 #   make demo / bench    run examples/pd_demo, bench/run.sh
 #   make check-exports   the shared library exports only llmlink_*
-#   make test-rdma       tests/rdma/ programs in a soft-RoCE QEMU VM (ci/rdma-vm.sh)
+#   make test-rdma       tests/rdma/ programs in a soft-RoCE QEMU VM (ci/rdma-vm.sh);
+#                        part of make test, and of make asan / tsan sanitized
+#   make test-rdma-harness   the VM harness's own tests
 #   make install / uninstall   PREFIX, DESTDIR, LIBDIR, INCLUDEDIR, PKGCONFIGDIR
 #   make clean
 #
@@ -203,7 +205,7 @@ $(FLAGS_STAMP): FORCE
 # Top-level targets
 # ---------------------------------------------------------------
 .PHONY: all lib static shared pc tests tools fuzz-bins examples bench-bins \
-        build-all deps test test-c test-rdma check-exports asan tsan san-run fuzz \
+        build-all deps test test-c test-rdma test-rdma-harness check-exports asan tsan san-run fuzz \
         fuzz-run-standalone fuzz-libfuzzer demo bench install uninstall clean \
         print-version FORCE
 
@@ -332,7 +334,7 @@ deps:
 # recursive make rather than prerequisites (which -j could reorder).
 test: deps
 	@status=0; \
-	for suite in test-c $(TEST_SUITES_EXTRA); do \
+	for suite in test-c test-rdma $(TEST_SUITES_EXTRA); do \
 	    $(MAKE) --no-print-directory $$suite || status=1; \
 	done; \
 	exit $$status
@@ -347,6 +349,12 @@ test-rdma:
 	$(MAKE) --no-print-directory build-all
 	bash ci/rdma-vm.sh $(BUILD)
 
+# The harness's own tests: stand-in programs that pass, fail, hang, leak a
+# child, check the VM's environment; a crashed kernel; the host-side bound.
+test-rdma-harness:
+	$(MAKE) --no-print-directory build-all
+	bash ci/rdma-vm/selftest.sh $(BUILD)
+
 check-exports: $(SHARED_LIB)
 	sh tests/abi/check_exports.sh $(SHARED_LIB)
 
@@ -358,12 +366,17 @@ asan: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	LLMLINK_SANITIZER=asan bash ci/run-tests.sh build-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	LLMLINK_SANITIZER=asan bash ci/rdma-vm.sh build-asan
 
 tsan: deps
 	$(MAKE) --no-print-directory BUILD=build-tsan CFLAGS="$(SAN_CFLAGS)" \
 	    SAN_FLAGS="$(TSAN_FLAGS)" build-all
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	LLMLINK_SANITIZER=tsan bash ci/run-tests.sh build-tsan
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	LLMLINK_SANITIZER=tsan bash ci/rdma-vm.sh build-tsan
 
 # ---------------------------------------------------------------
 # Fuzzing: the standalone drivers (replay corpus + random + mutations),
