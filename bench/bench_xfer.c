@@ -51,9 +51,6 @@
 #include "bench_common.h"
 #include "llmlink.h"
 
-/* core/xfer.h: requests an engine moved over RDMA (not in the public stats). */
-uint64_t llk_xfer_rdma_requests(llmlink_t *e);
-
 /* llm.SyncKvCacheWaitTime on both engines: one pull of 256 MiB on a busy
  * 2-core machine must never hit the 1000 ms default. */
 #define XFER_WAIT_MS "30000"
@@ -688,7 +685,7 @@ static cell_res_t run_cell(const config_t *cfg, char sec, bool push, const char 
     uint64_t tcp = x1.tcp_requests - x0.tcp_requests;
     uint64_t shm = x1.shm_requests - x0.shm_requests;
     uint64_t fb = x1.shm_fallbacks - x0.shm_fallbacks;
-    uint64_t rdma = llk_xfer_rdma_requests(s.d); /* D's engine is fresh for each cell */
+    uint64_t rdma = x1.rdma_requests - x0.rdma_requests;
     bool closed = session_close(&s, err2, sizeof err2);
 
     double sorted[16];

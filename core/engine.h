@@ -102,7 +102,7 @@ typedef struct llk_xstats {
     _Atomic uint64_t transfers, transfers_failed, transfers_timed_out;
     _Atomic uint64_t bytes_requested, bytes_served, requests_served, requests_refused;
     _Atomic uint64_t tcp_requests, shm_requests, shm_fallbacks;
-    _Atomic uint64_t rdma_requests; /* not in llmlink_xfer_stats_t (ABI): see llk_xfer_rdma_requests */
+    _Atomic uint64_t rdma_requests;
 } llk_xstats_t;
 
 typedef struct llk_listener {

@@ -509,6 +509,7 @@ llmlink_status_t llk_engine_xfer_stats(llmlink_t *e, llmlink_xfer_stats_t *s)
     s->tcp_requests = atomic_load(&x->tcp_requests);
     s->shm_requests = atomic_load(&x->shm_requests);
     s->shm_fallbacks = atomic_load(&x->shm_fallbacks);
+    s->rdma_requests = atomic_load(&x->rdma_requests);
     return LLMLINK_SUCCESS;
 }
 

@@ -201,10 +201,6 @@ typedef struct llk_xfer_req {
  * statuses). Takes no engine lock while bytes move. */
 llmlink_status_t llk_xfer_run(llmlink_t *e, const llk_xfer_req_t *r);
 
-/* Requests this engine moved over RDMA (llmlink_xfer_stats_t has no field
- * for it, and its ABI does not change): for tests and tools. */
-uint64_t llk_xfer_rdma_requests(llmlink_t *e);
-
 /* ---- xfer_client.c: the requester side of one plan --------------------- */
 
 typedef struct llk_xfer_ctx {

@@ -158,11 +158,6 @@ static uint32_t attached_streams(llk_xlink_t *xl, bool *shm_out, bool *rdma_out)
     return n;
 }
 
-uint64_t llk_xfer_rdma_requests(llmlink_t *e)
-{
-    return atomic_load(&e->xstats.rdma_requests);
-}
-
 static void count(llmlink_t *e, const llk_xfer_ctx_t *ctx, llmlink_status_t st, uint64_t bytes)
 {
     llk_xstats_t *x = &e->xstats;

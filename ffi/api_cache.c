@@ -9,6 +9,7 @@
  * side that holds it. The four transfer calls share one set of helpers. */
 #include "llmlink.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -559,18 +560,25 @@ LLMLINK_EXTERN llmlink_status_t llmlink_get_xfer_stats(llmlink_t *dd, llmlink_xf
     static const char fn[] = "llmlink_get_xfer_stats";
     if (!dd || !stats)
         return llk_err(LLMLINK_PARAM_INVALID, "%s: %s is NULL", fn, dd ? "stats" : "dd");
-    if (stats->version != LLMLINK_XFER_STATS_VERSION)
+    uint32_t version = stats->version;
+    if (version != 1 && version != LLMLINK_XFER_STATS_VERSION)
         return llk_err(LLMLINK_PARAM_INVALID,
-                       "%s: stats->version is %u, expected LLMLINK_XFER_STATS_VERSION (%u)", fn,
-                       stats->version, LLMLINK_XFER_STATS_VERSION);
+                       "%s: stats->version is %u, expected LLMLINK_XFER_STATS_VERSION (%u) or 1",
+                       fn, version, LLMLINK_XFER_STATS_VERSION);
+    /* Filled whole here, then copied as far as the caller's version goes:
+     * a version-1 caller's struct ends before rdma_requests. */
+    llmlink_xfer_stats_t all;
+    memset(&all, 0, sizeof all);
     /* Answers on a finalized engine too (as llmlink_get_stats). */
-    llmlink_status_t st = llk_engine_xfer_stats(dd, stats);
+    llmlink_status_t st = llk_engine_xfer_stats(dd, &all);
     if (st != LLMLINK_SUCCESS)
         return st;
     pthread_mutex_lock(&dd->mu);
     size_t n = dd->reg_ready ? llk_registry_count(&dd->reg) : 0;
     pthread_mutex_unlock(&dd->mu);
-    stats->version = LLMLINK_XFER_STATS_VERSION;
-    stats->caches = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+    all.version = version;
+    all.caches = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+    memcpy(stats, &all,
+           version == 1 ? offsetof(llmlink_xfer_stats_t, rdma_requests) : sizeof all);
     return LLMLINK_SUCCESS;
 }

@@ -47,12 +47,12 @@ extern "C" {
 /* ------------------------------------------------------------------ */
 
 #define LLMLINK_VERSION_MAJOR 0
-#define LLMLINK_VERSION_MINOR 2
+#define LLMLINK_VERSION_MINOR 3
 #define LLMLINK_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH, as the library reports it. */
 #define LLMLINK_VERSION_NUMBER \
     (LLMLINK_VERSION_MAJOR * 10000 + LLMLINK_VERSION_MINOR * 100 + LLMLINK_VERSION_PATCH)
-#define LLMLINK_VERSION_STRING "0.2.0"
+#define LLMLINK_VERSION_STRING "0.3.0"
 
 /* The version of the library actually loaded; bindings compare it with
  * LLMLINK_VERSION_NUMBER to catch a header/library mismatch. */
@@ -545,8 +545,11 @@ LLMLINK_EXTERN llmlink_status_t llmlink_push_cache(llmlink_t *dd, const llmlink_
                                                    int64_t src_cache_id, uint32_t src_batch_index,
                                                    int64_t size, const llmlink_layer_range_t *layers);
 
-/* Transfer counters of one engine. Versioned like llmlink_stats_t. */
-#define LLMLINK_XFER_STATS_VERSION 1
+/* Transfer counters of one engine. Versioned like llmlink_stats_t: set
+ * version to LLMLINK_XFER_STATS_VERSION (2). Version 1, the struct without
+ * rdma_requests (llmlink 0.2), is still accepted: then only its fields are
+ * written. */
+#define LLMLINK_XFER_STATS_VERSION 2
 typedef struct llmlink_xfer_stats {
     uint32_t version;
     uint32_t caches;                 /* registered or allocated now */
@@ -560,9 +563,8 @@ typedef struct llmlink_xfer_stats {
     uint64_t tcp_requests;           /* requests this engine sent over tcp */
     uint64_t shm_requests;           /* requests this engine moved with process_vm_* */
     uint64_t shm_fallbacks;          /* shm refused by the kernel, redone over tcp */
-    /* Requests moved over RDMA count in transfers and bytes, in none of the
-     * per-transport counters above (version 1 of this struct has no field
-     * for them). */
+    /* version >= 2 */
+    uint64_t rdma_requests;          /* requests this engine moved with RDMA READ / WRITE */
 } llmlink_xfer_stats_t;
 
 LLMLINK_EXTERN llmlink_status_t llmlink_get_xfer_stats(llmlink_t *dd, llmlink_xfer_stats_t *stats);

@@ -259,6 +259,7 @@ type XferStats struct {
 	Transfers, TransfersFailed, TransfersTimedOut           uint64
 	BytesRequested, BytesServed, RequestsServed             uint64
 	RequestsRefused, TCPRequests, SHMRequests, SHMFallbacks uint64
+	RDMARequests                                            uint64 // moved with RDMA READ / WRITE
 }
 
 // XferStats reads the engine's transfer counters.
@@ -280,6 +281,6 @@ func (e *Engine) XferStats() (XferStats, error) {
 		BytesRequested: uint64(s.bytes_requested), BytesServed: uint64(s.bytes_served),
 		RequestsServed: uint64(s.requests_served), RequestsRefused: uint64(s.requests_refused),
 		TCPRequests: uint64(s.tcp_requests), SHMRequests: uint64(s.shm_requests),
-		SHMFallbacks: uint64(s.shm_fallbacks),
+		SHMFallbacks: uint64(s.shm_fallbacks), RDMARequests: uint64(s.rdma_requests),
 	}, nil
 }

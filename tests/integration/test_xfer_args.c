@@ -1272,6 +1272,21 @@ static void test_xfer_stats(void **state)
     s.version = 0xFFFFFFFFu;
     REFUSED("version ~0", llmlink_get_xfer_stats(fx->dec, &s), "LLMLINK_XFER_STATS_VERSION");
 
+    /* Version 1 (llmlink 0.2: no rdma_requests) is still served, and
+     * nothing past its end is written: the caller's struct ends there. */
+    memset(&s, 0xA5, sizeof s);
+    s.version = 1;
+    assert_status(llmlink_get_xfer_stats(fx->dec, &s), LLMLINK_SUCCESS);
+    assert_int_equal(s.version, 1);
+    assert_int_equal(s.caches, 2);
+    assert_int_equal(s.shm_fallbacks, 0);
+    assert_int_equal(s.rdma_requests, 0xA5A5A5A5A5A5A5A5ull);
+    memset(&s, 0xA5, sizeof s);
+    s.version = LLMLINK_XFER_STATS_VERSION;
+    assert_status(llmlink_get_xfer_stats(fx->dec, &s), LLMLINK_SUCCESS);
+    assert_int_equal(s.version, 2);
+    assert_int_equal(s.rdma_requests, 0); /* no RDMA on this host */
+
     s = xstats_of(fx->dec);
     assert_int_equal(s.caches, 2);
     assert_int_equal(xstats_of(fx->prompt).caches, 2);

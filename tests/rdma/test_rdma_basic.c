@@ -143,7 +143,7 @@ static void round_trip(side_t *p, side_t *d, uint64_t pid, uint64_t ps, uint64_t
     db[3] = 0, db[4] = 1, db[5] = 2;   /* a consecutive run merges into one WR chain */
     sb[3] = 10, sb[4] = 11, sb[5] = 12;
     llmlink_cache_key_t k = {.type = LLMLINK_KEY_BLOCKS, .cluster_id = pid, .model_id = 1};
-    uint64_t before = llk_xfer_rdma_requests(d->e);
+    uint64_t before = xs(d->e).rdma_requests;
     assert_status(llmlink_pull_blocks(d->e, &k, d->cache, sb, NB / 2, db, NB / 2, NULL),
                   LLMLINK_SUCCESS);
     verify(d, db, sb, NB / 2, ds, ps);
@@ -157,7 +157,7 @@ static void round_trip(side_t *p, side_t *d, uint64_t pid, uint64_t ps, uint64_t
     llmlink_xfer_stats_t s = xs(d->e);
     assert_int_equal(s.tcp_requests, 0);
     assert_int_equal(s.shm_requests, 0);
-    assert_true(llk_xfer_rdma_requests(d->e) >= before + 2);
+    assert_true(s.rdma_requests >= before + 2);
     assert_true(xs(p->e).bytes_served >= (uint64_t)(NB / 2 + 4) * NT * BS);
 }
 

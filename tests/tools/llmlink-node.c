@@ -76,8 +76,6 @@
  *   xstats                -> XSTATS caches=.. transfers=.. failed=.. timed_out=..
  *                            bytes_req=.. bytes_served=.. served=.. refused=..
  *                            tcp=.. shm=.. shm_fallbacks=.. rdma=..
- *       (rdma= is not in llmlink_xfer_stats_t: it comes from the internal
- *       llk_xfer_rdma_requests, the one exception to "public header only")
  *
  * Verification (what a destination cache must hold after transfers)
  *   verify <id> <seed>    -> the whole cache holds the pattern of seed
@@ -129,9 +127,6 @@
 
 #include "kvfill.h"
 #include "llmlink.h"
-
-/* core/xfer.h: requests this engine moved over RDMA (see xstats). */
-uint64_t llk_xfer_rdma_requests(llmlink_t *e);
 
 #define LINE_MAX_LEN (64 * 1024)
 #define MAX_OPTS 32
@@ -955,7 +950,7 @@ static void cmd_xstats(void)
           " tcp=%" PRIu64 " shm=%" PRIu64 " shm_fallbacks=%" PRIu64 " rdma=%" PRIu64,
           s.caches, s.transfers, s.transfers_failed, s.transfers_timed_out, s.bytes_requested,
           s.bytes_served, s.requests_served, s.requests_refused, s.tcp_requests, s.shm_requests,
-          s.shm_fallbacks, llk_xfer_rdma_requests(g_engine));
+          s.shm_fallbacks, s.rdma_requests);
 }
 
 /* ------------------------------------------------------------------ */

@@ -503,10 +503,10 @@ PyObject *llk_py_stats_dict(const llmlink_stats_t *s)
 
 PyObject *llk_py_xfer_stats_dict(const llmlink_xfer_stats_t *s)
 {
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsK}", U(caches), U(transfers), U(transfers_failed),
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsK}", U(caches), U(transfers), U(transfers_failed),
                          U(transfers_timed_out), U(bytes_requested), U(bytes_served),
                          U(requests_served), U(requests_refused), U(tcp_requests),
-                         U(shm_requests), U(shm_fallbacks));
+                         U(shm_requests), U(shm_fallbacks), U(rdma_requests));
 }
 
 #undef U

@@ -93,6 +93,8 @@ pub struct XferStats {
     pub shm_requests: u64,
     /// shm refused by the kernel, redone over tcp.
     pub shm_fallbacks: u64,
+    /// Requests this engine moved with RDMA READ / WRITE.
+    pub rdma_requests: u64,
 }
 
 /// One llmlink engine.
@@ -237,6 +239,7 @@ impl DataDist {
             tcp_requests: s.tcp_requests,
             shm_requests: s.shm_requests,
             shm_fallbacks: s.shm_fallbacks,
+            rdma_requests: s.rdma_requests,
         })
     }
 

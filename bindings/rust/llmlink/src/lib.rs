@@ -50,7 +50,7 @@ pub use llmlink_sys;
 /// Most clusters one link or unlink call takes.
 pub const MAX_CLUSTERS_PER_CALL: usize = llmlink_sys::LLMLINK_MAX_CLUSTERS_PER_CALL as usize;
 
-/// The version of the loaded C library, e.g. `"0.2.0"`.
+/// The version of the loaded C library, e.g. `"0.3.0"`.
 pub fn version() -> &'static str {
     // A string literal of the library.
     unsafe { std::ffi::CStr::from_ptr(llmlink_sys::llmlink_version_string()) }

@@ -60,6 +60,7 @@ fn pull_blocks_moves_exactly_the_asked_blocks() {
     assert_eq!(xs.transfers, 1);
     assert_eq!(xs.bytes_requested, (3 * BLOCK * 4) as u64);
     assert_eq!(xs.caches, 1);
+    assert_eq!(xs.rdma_requests, 0, "no RDMA device on a test host");
 }
 
 #[test]
