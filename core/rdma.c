@@ -81,6 +81,7 @@ typedef struct rail {
     pthread_mutex_t mu;
     uint32_t free_wr, rd_max, rd_inflight, seq;
     bool failed;
+    bool in_err; /* the QP was moved to IBV_QPS_ERR (rail_abort) */
     slot_t slot[RAIL_SLOTS];
 } rail_t;
 
@@ -514,7 +515,7 @@ static void mrs_free(const llk_verbs_t *v, llk_rdma_mrs_t *m)
 {
     if (!m)
         return;
-    for (int k = m->ndev * (int)m->nt - 1; k >= 0; k--)
+    for (int k = m->mr ? m->ndev * (int)m->nt - 1 : -1; k >= 0; k--)
         if (m->mr[k])
             v->dereg_mr(m->mr[k]);
     free(m->mr);
@@ -734,6 +735,23 @@ static int post_chain(rail_t *rl, bool write, const llk_rdma_sge_t *sg, size_t n
     if (rc != 0) {
         rl->failed = true;
         snprintf(msg, cap, "ibv_post_send on %s: %s", rl->dev->name, strerror(rc));
+        /* The WRs before `bad` are on the send queue and may still move
+         * bytes: keep the slot busy for them, so that the failing call
+         * waits for their (flush) completion before it returns. */
+        uint32_t posted = 0;
+        while (posted < len && &wr[posted] != bad)
+            posted++;
+        if (bad && posted > 0) {
+            s->busy = true;
+            s->read = !write;
+            s->seq = seq;
+            s->nwr = posted;
+            s->op = op;
+            atomic_fetch_add(&op->chains, 1);
+            rl->free_wr -= posted;
+            if (!write)
+                rl->rd_inflight += posted;
+        }
         return -1;
     }
     /* sges of other rails between next and i stay for their rails: the
@@ -749,6 +767,61 @@ static int post_chain(rail_t *rl, bool write, const llk_rdma_sge_t *sg, size_t n
     if (!write)
         rl->rd_inflight += len;
     return 1;
+}
+
+/* Moves the rail's QP to the error state (rl->mu held): the device stops
+ * every work request on it and completes them (flushed), and the peer can
+ * no longer reach this side's memory through it. Once per rail. */
+static void rail_abort(const llk_rdma_t *r, rail_t *rl)
+{
+    rl->failed = true;
+    if (rl->in_err || !rl->qp)
+        return;
+    struct ibv_qp_attr a;
+    memset(&a, 0, sizeof a);
+    a.qp_state = IBV_QPS_ERR;
+    (void)r->v->modify_qp(rl->qp, &a, IBV_QP_STATE);
+    rl->in_err = true;
+}
+
+void llk_rdma_link_abort(llk_rdma_link_t *l)
+{
+    if (!l)
+        return;
+    for (uint16_t k = 0; k < l->nrails; k++) {
+        rail_t *rl = &l->rail[k];
+        pthread_mutex_lock(&rl->mu);
+        rail_abort(l->r, rl);
+        pthread_mutex_unlock(&rl->mu);
+    }
+}
+
+static void nap(unsigned *us);
+
+/* A call that gives up (completion error, post failure, deadline, broken
+ * link) must not return while its work requests can still move bytes into
+ * or out of memory the caller is about to reuse: abort every rail of the
+ * link (the link is dead anyway: the caller kills it), then reap the
+ * flushed completions of this call's chains, bounded by DRAIN_MS. Only
+ * what is still left after that (a device that never flushes) is orphaned. */
+#define DRAIN_MS 2000
+static void quiesce(llk_rdma_link_t *l, move_op_t *op)
+{
+    llk_rdma_link_abort(l);
+    int64_t until = llk_now_ms() + DRAIN_MS;
+    unsigned us = 10;
+    while (atomic_load(&op->chains) > 0 && llk_now_ms() < until) {
+        bool got = false;
+        for (uint16_t k = 0; k < l->nrails; k++) {
+            rail_t *rl = &l->rail[k];
+            pthread_mutex_lock(&rl->mu);
+            if (poll_rail(l->r, rl, k) > 0)
+                got = true;
+            pthread_mutex_unlock(&rl->mu);
+        }
+        if (!got)
+            nap(&us);
+    }
 }
 
 static void orphan(llk_rdma_link_t *l, move_op_t *op)
@@ -790,7 +863,12 @@ llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sg
             pthread_mutex_lock(&rl->mu);
             if (rl->failed && !atomic_load(&op.failed)) {
                 pthread_mutex_unlock(&rl->mu);
+                quiesce(l, &op);
                 orphan(l, &op);
+                if (aborted && aborted(actx)) {
+                    snprintf(msg, cap, "%s: the link broke during the transfer", what);
+                    return LLMLINK_NOT_YET_LINK;
+                }
                 snprintf(msg, cap, "%s: rail %u (%s) failed in another transfer", what, k,
                          rl->dev->name);
                 return LLMLINK_NETWORK_ERROR;
@@ -801,6 +879,7 @@ llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sg
                 progress = true;
             if (!atomic_load(&op.failed) && posted < 0) {
                 pthread_mutex_unlock(&rl->mu);
+                quiesce(l, &op);
                 orphan(l, &op);
                 return LLMLINK_NETWORK_ERROR;
             }
@@ -814,7 +893,13 @@ llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sg
             pthread_mutex_unlock(&rl->mu);
         }
         if (atomic_load(&op.failed)) {
+            quiesce(l, &op);
             orphan(l, &op);
+            /* flushed because the link broke (llk_xlink_break aborts the QPs) */
+            if (op.st == IBV_WC_WR_FLUSH_ERR && aborted && aborted(actx)) {
+                snprintf(msg, cap, "%s: the link broke during the transfer", what);
+                return LLMLINK_NOT_YET_LINK;
+            }
             snprintf(msg, cap, "%s completion on rail %u (%s): %s (status %d)", what, op.rail,
                      l->rail[op.rail].dev->name, l->r->v->wc_status_str(op.st), (int)op.st);
             return LLMLINK_NETWORK_ERROR;
@@ -822,12 +907,15 @@ llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sg
         if (all_posted && atomic_load(&op.chains) == 0)
             return LLMLINK_SUCCESS;
         if (llk_now_ms() >= deadline_ms) {
+            unsigned pending = (unsigned)atomic_load(&op.chains);
+            quiesce(l, &op);
             orphan(l, &op);
             snprintf(msg, cap, "%s: %u chain(s) not completed within llm.SyncKvCacheWaitTime",
-                     what, (unsigned)atomic_load(&op.chains));
+                     what, pending);
             return LLMLINK_WAIT_PROCESS_TIMEOUT;
         }
         if ((round & 63) == 0 && aborted && aborted(actx)) {
+            quiesce(l, &op);
             orphan(l, &op);
             snprintf(msg, cap, "%s: the link broke during the transfer", what);
             return LLMLINK_NOT_YET_LINK;
@@ -870,6 +958,7 @@ void llk_rdma_link_describe(const llk_rdma_link_t *l, char *out, size_t cap)
         out[0] = '\0';
 }
 void llk_rdma_link_free(llk_rdma_link_t *l) {}
+void llk_rdma_link_abort(llk_rdma_link_t *l) {}
 const llk_rdma_mrs_t *llk_rdma_cache_mrs(llk_rdma_t *r, llk_cache_t *c, char *why, size_t cap)
 {
     snprintf(why, cap, "built without libibverbs headers");

@@ -75,6 +75,11 @@ int llk_rdma_link_connect(llk_rdma_link_t *l, const llk_xrail_wire_t *remote, ui
                           char *why, size_t cap);
 /* "rxe0 port 1 gid 1 mtu 1024, ..." for messages. */
 void llk_rdma_link_describe(const llk_rdma_link_t *l, char *out, size_t cap);
+/* Moves every rail's QP to the error state: posted work requests stop and
+ * complete flushed, and the peer can no longer reach this side's memory
+ * over the link. For a link that broke (llk_xlink_break) or a transfer that
+ * gave up. Any thread; NULL: no-op. */
+void llk_rdma_link_abort(llk_rdma_link_t *l);
 /* Destroys QPs, then CQs. No call may be using the link. NULL: no-op. */
 void llk_rdma_link_free(llk_rdma_link_t *l);
 

@@ -131,6 +131,10 @@ void llk_xlink_break(llk_xlink_t *xl, const char *fmt, ...)
         va_end(ap);
         xl->broken = true;
     }
+    /* RDMA: stop the QPs now, not at the last unref, so that no work
+     * request of a call that gave up keeps moving bytes, and a peer's old
+     * rkeys reach nothing over this link (rail locks are leaves). */
+    llk_rdma_link_abort(xl->rdma);
     /* shutdown, not close: a borrower or the owner thread may be inside a
      * call on the descriptor; it sees EOF/EPIPE and lets go. */
     for (int i = 0; i < LLK_MAX_STREAMS; i++) {
@@ -542,6 +546,8 @@ static llmlink_status_t rdma_setup_client(llmlink_t *e, llk_xlink_t *xl, int fd,
     pthread_mutex_lock(&xl->mu);
     xl->rdma = l;
     xl->use_rdma = true;
+    if (xl->broken) /* broke while the rails came up: llk_xlink_break saw none */
+        llk_rdma_link_abort(l);
     pthread_mutex_unlock(&xl->mu);
     free(buf);
     return LLMLINK_SUCCESS;

@@ -679,6 +679,8 @@ static int on_rdma_setup(struct llk_xserver *s, xstream_t *st)
         pthread_mutex_lock(&xl->mu);
         xl->rdma = l;
         xl->use_rdma = true;
+        if (xl->broken) /* broke while the rails came up: llk_xlink_break saw none */
+            llk_rdma_link_abort(l);
         pthread_mutex_unlock(&xl->mu);
     } else {
         LLK_INFO(XS_FMT ": no RDMA: %s", XS_ARGS(s, st), ok.msg);
