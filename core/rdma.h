@@ -31,7 +31,15 @@
  * through its transport hook; it knows nothing of verbs). Each MR set has a
  * generation, engine-wide and never reused, that grants carry: the owner
  * checks it in the requester's XDONE, and the requester never keeps a grant
- * past its request, so no stale rkey is ever used.
+ * past its request, so a well-behaved peer never uses a stale rkey.
+ *
+ * What the hardware enforces is less than what a grant says: an rkey
+ * covers its whole tensor, for REMOTE_READ and REMOTE_WRITE, until the
+ * cache is freed (or the link breaks: llk_rdma_link_abort). A hostile peer
+ * that was granted once may read or write anywhere in that tensor over its
+ * QP without asking again; it cannot reach memory that was not registered.
+ * Narrowing that (read-only MRs for READ grants, memory windows bound per
+ * grant) is future work.
  *
  * Threads: rails are shared by every call on the link; a rail's mutex
  * covers posting, polling and its slot table, and a completion is handed
