@@ -23,8 +23,10 @@
  *   c  pull at 256 KiB over tcp with llmlink.StreamsPerLink 1, 2, 4
  *   d  VmRSS of both processes before and after moving 1 GiB each way
  *   e  pull and push over RDMA (llmlink.Transport=rdma) on $LLMLINK_RDMA_IP0,
- *      256 KiB and 1 MiB blocks: only with --only e or when LLMLINK_RDMA_IP0
- *      is set (the soft-RoCE VM: ci/rdma-vm.sh --bench)
+ *      64 KiB, 256 KiB and 1 MiB blocks on one rail, with work requests per
+ *      second; 256 KiB blocks on two rails when $LLMLINK_RDMA_IP1 is set too:
+ *      only with --only e or when LLMLINK_RDMA_IP0 is set (the soft-RoCE VM:
+ *      ci/rdma-vm.sh --bench)
  *   r  ratios: shm / tcp, 16 KiB / 1 MiB, and (when run.sh measured them)
  *      tcp pull / iperf3 single stream and / ucx_perftest ucp_get
  * The first transfer of every cell is checked by content (a pattern that
@@ -267,7 +269,10 @@ typedef struct eopts {
 static void eopts_build(eopts_t *eo, bool listen, const char *transport, int streams)
 {
     eo->n = 0;
-    snprintf(eo->listen, sizeof eo->listen, "%s:0", bench_ip());
+    /* Two-rail RDMA cells: P listens on every address (LLMLINK_BENCH_LISTEN_IP
+     * 0.0.0.0), D reaches it on both rails' addresses. */
+    const char *lip = getenv("LLMLINK_BENCH_LISTEN_IP");
+    snprintf(eo->listen, sizeof eo->listen, "%s:0", lip && *lip ? lip : bench_ip());
     if (listen)
         eo->o[eo->n++] = (llmlink_option_t){"llm.listenIpInfo", eo->listen};
     eo->o[eo->n++] = (llmlink_option_t){"llm.SyncKvCacheWaitTime", XFER_WAIT_MS};
@@ -449,6 +454,7 @@ typedef struct session {
     int64_t cache_id;
     bool linked;
     llmlink_ip_info_t ip;
+    llmlink_ip_info_t rails_remote[2], rails_local[2]; /* two-rail RDMA cells */
     llmlink_cluster_info_t ci;
     llmlink_cache_key_t pkey;
     char map; /* 's' or 'c' */
@@ -458,6 +464,9 @@ typedef struct session {
 } session_t;
 
 static uint64_t g_next_cluster = 1000;
+/* Section e's two-rail cells: the second rail's address (LLMLINK_RDMA_IP1),
+ * NULL for one rail. */
+static const char *g_rail2_ip;
 
 typedef struct config {
     bool quick;
@@ -529,6 +538,16 @@ static bool session_open(session_t *s, const config_t *cfg, const char *transpor
         return false;
     }
     bench_server_target(&s->srv, &s->ip, &s->ci);
+    if (g_rail2_ip) { /* rail k: D's address k to P's address k (same port: P listens on all) */
+        s->rails_remote[0] = s->ip;
+        s->rails_remote[1] = (llmlink_ip_info_t){g_rail2_ip, s->ip.port};
+        s->rails_local[0] = (llmlink_ip_info_t){s->ip.ip, 0};
+        s->rails_local[1] = (llmlink_ip_info_t){g_rail2_ip, 0};
+        s->ci.remote_ip_infos = s->rails_remote;
+        s->ci.num_remote_ip_infos = 2;
+        s->ci.local_ip_infos = s->rails_local;
+        s->ci.num_local_ip_infos = 2;
+    }
     llmlink_status_t per = LLMLINK_FAILED;
     st = llmlink_link_clusters(s->d, &s->ci, 1, LINK_TIMEOUT_MS, &per);
     if (st != LLMLINK_SUCCESS) {
@@ -709,6 +728,17 @@ static cell_res_t run_cell(const config_t *cfg, char sec, bool push, const char 
         ts[0] = '\0';
     strncat(d, ts, sizeof d - strlen(d) - 1);
     bench_add_row(sec, figure, "GB/s", d, "%.2f", med);
+    if (strcmp(transport, "rdma") == 0 && map == 's' && block_bytes <= MIB) {
+        /* Scattered blocks never merge and none exceeds a 1 MiB slice: one
+         * work request per block per tensor, so WR/s follows from the rate. */
+        char wfig[128], wd[200];
+        snprintf(wfig, sizeof wfig, "%s: work requests", figure);
+        snprintf(wd, sizeof wd,
+                 "derived from the GB/s row: one RDMA %s per %s block per tensor (%" PRIu64
+                 " per call)",
+                 push ? "WRITE" : "READ", bs, s.n * NTENSORS);
+        bench_add_row(sec, wfig, "WR/s", wd, "%.0f", med * 1e9 / (double)block_bytes);
+    }
     bench_progress("%c %s: %.2f GB/s (runs %s; first %.2f; verified)", sec, figure, med, runs_s,
                    first);
 
@@ -801,14 +831,29 @@ static void section_e(const config_t *cfg)
     }
     setenv("LLMLINK_BENCH_IP", ip, 1); /* P children inherit it */
     bench_progress("section e: pull and push over RDMA on %s", ip);
-    static const uint64_t sizes[] = {256 * KIB, 1 * MIB};
+    static const uint64_t sizes[] = {64 * KIB, 256 * KIB, 1 * MIB};
+    const size_t nsizes = sizeof sizes / sizeof sizes[0];
     for (int push = 0; push < 2; push++)
-        for (size_t i = 0; i < 2; i++) {
+        for (size_t i = 0; i < nsizes; i++) {
             char fig[96], bs[32];
-            snprintf(fig, sizeof fig, "%s, rdma, %s blocks", push ? "push" : "pull",
+            snprintf(fig, sizeof fig, "%s, rdma, %s blocks, 1 rail", push ? "push" : "pull",
                      size_name(sizes[i], bs, sizeof bs));
             run_cell(cfg, 'e', push, "rdma", 0, sizes[i], 's', fig);
         }
+    /* Two rails (one per local ip info) when a second RDMA address exists. */
+    const char *ip1 = getenv("LLMLINK_RDMA_IP1");
+    if (ip1 && *ip1) {
+        g_rail2_ip = ip1;
+        setenv("LLMLINK_BENCH_LISTEN_IP", "0.0.0.0", 1);
+        for (int push = 0; push < 2; push++) {
+            char fig[128];
+            snprintf(fig, sizeof fig, "%s, rdma, 256 KiB blocks, 2 rails (%s + %s)",
+                     push ? "push" : "pull", ip, ip1);
+            run_cell(cfg, 'e', push, "rdma", 0, 256 * KIB, 's', fig);
+        }
+        unsetenv("LLMLINK_BENCH_LISTEN_IP");
+        g_rail2_ip = NULL;
+    }
     unsetenv("LLMLINK_BENCH_IP");
 }
 
@@ -1050,7 +1095,9 @@ static void usage(FILE *f)
             "  c  pull at 256 KiB over tcp with 1, 2, 4 streams per link\n"
             "  d  VmRSS of P and D before and after moving 1 GiB each way\n"
             "  e  pull and push over rdma (llmlink.Transport=rdma) on $LLMLINK_RDMA_IP0,\n"
-            "     256 KiB and 1 MiB blocks; by default only when LLMLINK_RDMA_IP0 is set\n"
+            "     64 KiB / 256 KiB / 1 MiB blocks, one rail, with work requests per second;\n"
+            "     two rails when LLMLINK_RDMA_IP1 is set; by default only when\n"
+            "     LLMLINK_RDMA_IP0 is set\n"
             "  (ratios, section r, follow from a, b and the references)\n"
             "  --quick        32 MiB per call, 16 KiB / 256 KiB / 1 MiB blocks (a smoke run)\n"
             "  --streams N    llmlink.StreamsPerLink (1..8) for a, b, d; default: the library's\n"
