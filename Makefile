@@ -368,7 +368,8 @@ asan: deps
 	LLMLINK_SANITIZER=asan bash ci/run-tests.sh build-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	LLMLINK_SANITIZER=asan bash ci/rdma-vm.sh build-asan
+	@# sanitizer shadow memory needs the VM's largest size (2 GiB)
+	LLMLINK_SANITIZER=asan LLMLINK_RDMA_VM_MEM=2048 bash ci/rdma-vm.sh build-asan
 
 tsan: deps
 	$(MAKE) --no-print-directory BUILD=build-tsan CFLAGS="$(SAN_CFLAGS)" \
@@ -376,7 +377,7 @@ tsan: deps
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	LLMLINK_SANITIZER=tsan bash ci/run-tests.sh build-tsan
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-	LLMLINK_SANITIZER=tsan bash ci/rdma-vm.sh build-tsan
+	LLMLINK_SANITIZER=tsan LLMLINK_RDMA_VM_MEM=2048 bash ci/rdma-vm.sh build-tsan
 
 # ---------------------------------------------------------------
 # Fuzzing: the standalone drivers (replay corpus + random + mutations),
