@@ -360,6 +360,8 @@ check-exports: $(SHARED_LIB)
 
 # Sanitizer runs: the same rules, another build directory and extra flags.
 # LLMLINK_SANITIZER lets slow tests scale themselves down; nothing is skipped.
+# Sanitized RDMA programs run in a VM of 2 GiB (LLMLINK_RDMA_VM_MEM): the
+# sanitizers' shadow memory ran the default 1 GiB guest out of memory.
 asan: deps
 	$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(SAN_CFLAGS)" \
 	    SAN_FLAGS="$(ASAN_FLAGS)" build-all
@@ -368,7 +370,6 @@ asan: deps
 	LLMLINK_SANITIZER=asan bash ci/run-tests.sh build-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	@# sanitizer shadow memory needs the VM's largest size (2 GiB)
 	LLMLINK_SANITIZER=asan LLMLINK_RDMA_VM_MEM=2048 bash ci/rdma-vm.sh build-asan
 
 tsan: deps
