@@ -260,31 +260,27 @@ static void redo_over_tcp(run_state_t *rs, stream_run_t *s)
     build_request(rs, s, rs->ctx->op_tcp);
 }
 
-static void queue_done(run_state_t *rs, stream_run_t *s, uint32_t status)
-{
-    if (!grow(&s->tx, &s->tx_cap, LLK_XWIRE_HEADER_SIZE + 4)) {
-        fail(rs, s, LLMLINK_OUT_OF_MEMORY, "out of memory");
-        return;
-    }
-    s->tx_len = llk_xwire_encode_done(s->tx, s->tx_cap, s->req_id, status);
-    s->tx_off = 0;
-    s->ph = PH_SEND;
-    s->after_send = PH_FINISHED; /* decided in on_sent */
-}
-
-static uint64_t chunk_bytes(const llk_plan_t *p, const stream_run_t *s);
-
-static void queue_done_gen(run_state_t *rs, stream_run_t *s, uint32_t status, uint64_t gen)
+/* XDONE, or for an RDMA grant XDONE with the grant's generation. */
+static void queue_done_frame(run_state_t *rs, stream_run_t *s, uint32_t status, bool rdma,
+                             uint64_t gen)
 {
     if (!grow(&s->tx, &s->tx_cap, LLK_XWIRE_HEADER_SIZE + 12)) {
         fail(rs, s, LLMLINK_OUT_OF_MEMORY, "out of memory");
         return;
     }
-    s->tx_len = llk_xwire_encode_done_gen(s->tx, s->tx_cap, s->req_id, status, gen);
+    s->tx_len = rdma ? llk_xwire_encode_done_gen(s->tx, s->tx_cap, s->req_id, status, gen)
+                     : llk_xwire_encode_done(s->tx, s->tx_cap, s->req_id, status);
     s->tx_off = 0;
     s->ph = PH_SEND;
-    s->after_send = PH_FINISHED;
+    s->after_send = PH_FINISHED; /* decided in on_sent */
 }
+
+static void queue_done(run_state_t *rs, stream_run_t *s, uint32_t status)
+{
+    queue_done_frame(rs, s, status, false, 0);
+}
+
+static uint64_t chunk_bytes(const llk_plan_t *p, const stream_run_t *s);
 
 static bool link_aborted(void *arg)
 {
@@ -317,7 +313,7 @@ static void on_rdma_grant(run_state_t *rs, stream_run_t *s)
     llk_rdma_sge_t *sg = m ? malloc(n * sizeof *sg) : NULL;
     if (!sg) {
         /* this side's failure: the owner hears of it, the link stays */
-        queue_done_gen(rs, s, LLMLINK_FAILED, g.generation);
+        queue_done_frame(rs, s, LLMLINK_FAILED, true, g.generation);
         if (rs->refusal == LLMLINK_SUCCESS && rs->failure == LLMLINK_SUCCESS) {
             rs->refusal = m ? LLMLINK_OUT_OF_MEMORY : LLMLINK_FAILED;
             snprintf(rs->msg, sizeof rs->msg, "%s: RDMA: %s", ctx->fn,
@@ -344,16 +340,17 @@ static void on_rdma_grant(run_state_t *rs, stream_run_t *s)
     }
     /* Test hook: hold the grant before using it (an owner that revokes
      * meanwhile is then seen deterministically). */
-    for (int64_t until = llk_now_ms() + ctx->rdma_post_delay_ms;
-         llk_now_ms() < until && llk_now_ms() < ctx->deadline_ms;) {
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
+    if (ctx->rdma_post_delay_ms > 0)
+        for (int64_t until = llk_now_ms() + ctx->rdma_post_delay_ms;
+             llk_now_ms() < until && llk_now_ms() < ctx->deadline_ms;) {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
     llmlink_status_t st = llk_rdma_move(l, s->op == LLK_XOP_RDMA_WRITE, sg, n, ctx->deadline_ms,
                                         link_aborted, ctx->xl, msg, sizeof msg);
     free(sg);
     if (st == LLMLINK_SUCCESS) {
-        queue_done_gen(rs, s, LLMLINK_SUCCESS, g.generation);
+        queue_done_frame(rs, s, LLMLINK_SUCCESS, true, g.generation);
         return;
     }
     /* The rail is unusable after a completion error: the link goes (the

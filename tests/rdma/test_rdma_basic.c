@@ -72,22 +72,28 @@ static llmlink_t *engine(llmlink_role_t role, uint64_t id, const char *listen,
     return engine_x(role, id, listen, transport, mtu, NULL, NULL);
 }
 
-static void reg(side_t *s, uint64_t key_cluster, uint64_t seed)
+/* NT tensors of NB blocks of bs bytes, filled with seed's pattern. */
+static void reg_bs(side_t *s, uint64_t key_cluster, uint64_t seed, uint64_t bs)
 {
     llmlink_cache_desc_t d = {.num_tensors = NT, .data_type = LLMLINK_DT_UINT8,
                               .placement = LLMLINK_PLACEMENT_HOST, .num_dims = 2,
-                              .shape = {NB, BS}};
+                              .shape = {NB, (int64_t)bs}};
     uint64_t addrs[NT];
     for (int t = 0; t < NT; t++) {
-        s->mem[t] = aligned_alloc(4096, (size_t)NB * BS);
+        s->mem[t] = aligned_alloc(4096, (size_t)NB * bs);
         assert_non_null(s->mem[t]);
-        kvfill_fill(s->mem[t], (size_t)NB * BS, seed, (uint32_t)t, 0);
+        kvfill_fill(s->mem[t], (size_t)NB * bs, seed, (uint32_t)t, 0);
         addrs[t] = (uint64_t)(uintptr_t)s->mem[t];
     }
     llmlink_cache_key_t k = {.type = LLMLINK_KEY_BLOCKS, .cluster_id = key_cluster, .model_id = 1};
     assert_status(llmlink_register_blocks_cache(s->e, &d, addrs, NT, key_cluster ? &k : NULL,
                                                 &s->cache),
                   LLMLINK_SUCCESS);
+}
+
+static void reg(side_t *s, uint64_t key_cluster, uint64_t seed)
+{
+    reg_bs(s, key_cluster, seed, BS);
 }
 
 static void unreg(side_t *s)
@@ -594,24 +600,6 @@ static uint64_t fingerprint(const uint8_t *p, size_t n)
     return h;
 }
 
-static void reg_big(side_t *s, uint64_t key_cluster, uint64_t seed)
-{
-    llmlink_cache_desc_t d = {.num_tensors = NT, .data_type = LLMLINK_DT_UINT8,
-                              .placement = LLMLINK_PLACEMENT_HOST, .num_dims = 2,
-                              .shape = {NB, BIG_BS}};
-    uint64_t addrs[NT];
-    for (int t = 0; t < NT; t++) {
-        s->mem[t] = aligned_alloc(4096, (size_t)NB * BIG_BS);
-        assert_non_null(s->mem[t]);
-        kvfill_fill(s->mem[t], (size_t)NB * BIG_BS, seed, (uint32_t)t, 0);
-        addrs[t] = (uint64_t)(uintptr_t)s->mem[t];
-    }
-    llmlink_cache_key_t k = {.type = LLMLINK_KEY_BLOCKS, .cluster_id = key_cluster, .model_id = 1};
-    assert_status(llmlink_register_blocks_cache(s->e, &d, addrs, NT, key_cluster ? &k : NULL,
-                                                &s->cache),
-                  LLMLINK_SUCCESS);
-}
-
 static void test_timed_out_pull_stops_writing(void **state)
 {
     (void)state;
@@ -619,8 +607,8 @@ static void test_timed_out_pull_stops_writing(void **state)
     snprintf(listen, sizeof listen, "%s:0", ip0());
     side_t p = {.e = engine_x(LLMLINK_ROLE_PROMPT, 51, listen, "rdma", NULL, "30000", NULL)};
     side_t d = {.e = engine_x(LLMLINK_ROLE_DECODER, 52, NULL, "rdma", NULL, "100", NULL)};
-    reg_big(&p, 51, kvfill_seed(51, 1));
-    reg_big(&d, 0, kvfill_seed(52, 1));
+    reg_bs(&p, 51, kvfill_seed(51, 1), BIG_BS);
+    reg_bs(&d, 0, kvfill_seed(52, 1), BIG_BS);
     uint16_t port = 0;
     assert_status(llmlink_get_listen_port(p.e, 0, &port), LLMLINK_SUCCESS);
     llmlink_ip_info_t r = {ip0(), port};
