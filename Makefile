@@ -77,8 +77,17 @@ LLK_WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 
 # Library code: what the ABI requires (hidden by default, llmlink_* exported
 # through LLMLINK_EXTERN when LLMLINK_BUILDING is defined).
-LLK_CPPFLAGS := -D_GNU_SOURCE -DLLMLINK_BUILDING -Iffi -Icore
-LLK_CFLAGS   := -std=c11 $(LLK_WARN) -fvisibility=hidden -fPIC -pthread
+# Sources, include directories, defines and the flags the code needs come
+# from core/sources.list, which setup.py and build.rs read too.
+SOURCES_LIST := core/sources.list
+llk_list = $(shell sed -n 's/^$(1)[[:space:]]\{1,\}\([^[:space:]#]*\).*/\1/p' $(SOURCES_LIST))
+LLK_SRC_LIST := $(call llk_list,src)
+LLK_INCLUDES := $(addprefix -I,$(call llk_list,include))
+LLK_CPPFLAGS := $(addprefix -D,$(call llk_list,define)) $(LLK_INCLUDES)
+LLK_CFLAGS   := $(addprefix -std=,$(call llk_list,std)) $(LLK_WARN) $(call llk_list,flag) -fPIC
+ifeq ($(strip $(LLK_SRC_LIST)),)
+$(error no "src" line in $(SOURCES_LIST))
+endif
 
 # Programs (tests, tools, fuzz targets, examples, bench): same dialect and
 # warnings, but no prototype requirement for their file-local helpers and
@@ -88,7 +97,7 @@ CMOCKA_LIBS   := $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null || echo -lcmock
 ifeq ($(strip $(CMOCKA_LIBS)),)
 CMOCKA_LIBS := -lcmocka
 endif
-PROG_CPPFLAGS := -D_GNU_SOURCE -Iffi -Icore -Itests/common $(CMOCKA_CFLAGS)
+PROG_CPPFLAGS := -D_GNU_SOURCE $(LLK_INCLUDES) -Itests/common $(CMOCKA_CFLAGS)
 PROG_CFLAGS   := -std=c11 $(LLK_WARN) -Wno-missing-prototypes -pthread
 
 DEPFLAGS = -MMD -MP -MF $(@:.o=.d) -MT $@
@@ -100,7 +109,7 @@ LIB_LDLIBS := -Wl,--push-state,--as-needed -lm -Wl,--pop-state
 # ---------------------------------------------------------------
 # Sources and outputs
 # ---------------------------------------------------------------
-LIB_SRCS    := $(sort $(wildcard core/*.c ffi/*.c))
+LIB_SRCS    := $(LLK_SRC_LIST)
 COMMON_SRCS := $(sort $(wildcard tests/common/*.c))
 UNIT_SRCS   := $(sort $(wildcard tests/unit/test_*.c))
 INTEG_SRCS  := $(sort $(wildcard tests/integration/test_*.c))
@@ -282,7 +291,7 @@ $(PC_FILE): ffi/llmlink.pc.in $(HEADER) FORCE
 
 # ---------------------------------------------------------------
 # Programs. All link the STATIC library, so tests may call the internal
-# llk_* functions declared in core/*.h.
+# llk_* functions declared in the headers under core/.
 # ---------------------------------------------------------------
 TEST_LINK = $(CC) $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) -pthread -o $@ $(filter %.o,$^) \
             $(STATIC_LIB) $(CMOCKA_LIBS) -lm $(LDLIBS)

@@ -14,10 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache_registry.h"
-#include "engine.h"
-#include "err.h"
-#include "xfer.h"
+#include "xfer/cache_registry.h"
+#include "link/engine.h"
+#include "base/err.h"
+#include "xfer/xfer.h"
 
 /* A block index at or above this is refused at once: no registrable cache
  * has that many blocks (a tensor is at most 2^48 bytes), and the bound

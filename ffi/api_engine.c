@@ -3,9 +3,9 @@
 
 #include <stdio.h>
 
-#include "engine.h"
-#include "err.h"
-#include "options.h"
+#include "link/engine.h"
+#include "base/err.h"
+#include "base/options.h"
 
 static bool role_valid(llmlink_role_t r)
 {

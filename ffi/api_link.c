@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "addr.h"
-#include "engine.h"
-#include "err.h"
+#include "base/addr.h"
+#include "link/engine.h"
+#include "base/err.h"
 
 static void fill(llmlink_status_t *statuses, size_t n, llmlink_status_t st)
 {

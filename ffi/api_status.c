@@ -1,8 +1,8 @@
 /* api_status.c - version, status names and sentences, errors, logging. */
 #include "llmlink.h"
 
-#include "err.h"
-#include "log.h"
+#include "base/err.h"
+#include "base/log.h"
 
 typedef struct {
     llmlink_status_t code;

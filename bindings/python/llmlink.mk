@@ -20,7 +20,7 @@ PY_TEST_TIMEOUT ?= 900
 PY_SOURCES := $(sort $(wildcard $(PY_DIR)/src/llmlink/*.py $(PY_DIR)/src/llmlink/*.pyi \
                                 $(PY_DIR)/swig/*)) \
               $(PY_DIR)/setup.py $(PY_DIR)/pyproject.toml $(LIB_SRCS) \
-              $(wildcard core/*.h) $(HEADER)
+              $(shell find core -name "*.h") $(SOURCES_LIST) $(HEADER)
 
 TEST_SUITES_EXTRA += test-python
 .PHONY: test-python python

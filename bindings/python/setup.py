@@ -1,6 +1,7 @@
 """Builds llmlink.capi: SWIG runs at build time over swig/llmlink.i, and the
-C library is compiled into the extension from its sources (core/*.c and
-ffi/*.c of the repository, found by glob, so new files need no change here).
+C library is compiled into the extension from its sources, with the
+includes, defines and flags listed in the repository's core/sources.list
+(the one list the Makefile and llmlink-sys's build.rs read too).
 
 Where the sources are: LLMLINK_SOURCE_DIR, else the repository this
 directory sits in (bindings/python -> ../..).
@@ -8,7 +9,6 @@ LLMLINK_PY_BUILD_DIR moves setuptools' build directory (the Makefile puts
 it under its own BUILD directory).
 """
 import ctypes
-import glob
 import os
 import re
 import shutil
@@ -46,10 +46,29 @@ def header_version():
     return ".".join(parts)
 
 
+def read_sources_list():
+    """core/sources.list as {kind: [values]}: "src FILE", "include DIR",
+    "define NAME", "std NAME", "flag FLAG"; '#' starts a comment."""
+    entries = {}
+    path = os.path.join(ROOT, "core", "sources.list")
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            words = line.split("#", 1)[0].split()
+            if not words:
+                continue
+            if len(words) != 2:
+                raise SystemExit(f"{path}: bad line: {line.strip()!r}")
+            entries.setdefault(words[0], []).append(words[1])
+    if not entries.get("src"):
+        raise SystemExit(f"{path}: no src lines")
+    return entries
+
+
+SOURCES = read_sources_list()
+
+
 def library_sources():
-    # Same set as the top Makefile's LIB_SRCS.
-    return sorted(glob.glob(os.path.join(ROOT, "core", "*.c")) +
-                  glob.glob(os.path.join(ROOT, "ffi", "*.c")))
+    return [os.path.join(ROOT, s) for s in SOURCES["src"]]
 
 
 class BuildExtWithSwig(build_ext):
@@ -90,13 +109,13 @@ class BuildExtWithSwig(build_ext):
             shutil.copyfile(os.path.join(gen_dir, "capi.py"), os.path.join(target, "capi.py"))
 
 
-# What the Makefile's LLK_CPPFLAGS / LLK_CFLAGS give the library.
+# The library's includes, defines and flags, as the Makefile applies them.
 extension = Extension(
     "llmlink._capi",
     sources=["swig/llmlink.i", "swig/llk_py_convert.c"],
-    include_dirs=[os.path.join(ROOT, "ffi"), os.path.join(ROOT, "core"), SWIG_DIR],
-    define_macros=[("_GNU_SOURCE", None), ("LLMLINK_BUILDING", None)],
-    extra_compile_args=["-std=c11", "-fvisibility=hidden", "-pthread"],
+    include_dirs=[os.path.join(ROOT, d) for d in SOURCES.get("include", [])] + [SWIG_DIR],
+    define_macros=[(d, None) for d in SOURCES.get("define", [])],
+    extra_compile_args=["-std=" + s for s in SOURCES.get("std", [])] + SOURCES.get("flag", []),
     extra_link_args=["-pthread"],
     libraries=["m"],
 )

@@ -24,7 +24,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "wire.h"
+#include "link/wire.h"
 
 /* Result codes (rawpeer_recv returns a byte count > 0 or one of these). */
 #define RAWPEER_OK 0

@@ -33,7 +33,7 @@
 #include <sys/socket.h>
 
 #include "llmlink.h"
-#include "options.h"
+#include "base/options.h"
 
 #define CHECK(cond)      \
     do {                 \

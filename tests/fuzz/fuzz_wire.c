@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "wire.h"
+#include "link/wire.h"
 
 #define CHECK(cond)      \
     do {                 \

@@ -37,7 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "xfer_wire.h"
+#include "xfer/xfer_wire.h"
 
 #define CHECK(cond)      \
     do {                 \

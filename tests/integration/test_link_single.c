@@ -951,7 +951,7 @@ static void test_link_retry_count(void **state)
 
     /* Count 3: the server starts listening ~70 ms after the call. The
      * attempts are at ~0, >= 50 and >= 100 ms (RETRY_BACKOFF_MS 50 in
-     * core/link_client.c): the first surely fails, the third finds the
+     * core/link/client.c): the first surely fails, the third finds the
      * listener. */
     delayed_init_t *di = &fx->di;
     t0 = rawpeer_now_ms();

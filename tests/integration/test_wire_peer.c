@@ -31,7 +31,7 @@
 #include "llmlink.h"
 #include "llk_test.h"
 #include "rawpeer.h"
-#include "wire.h"
+#include "link/wire.h"
 
 #define PROMPT_ID 1u
 #define DECODER_ID 2u

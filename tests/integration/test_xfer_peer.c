@@ -34,9 +34,9 @@
 #include "llmlink.h"
 #include "llk_test.h"
 #include "rawpeer.h"
-#include "wire.h"
-#include "xfer.h"
-#include "xfer_wire.h"
+#include "link/wire.h"
+#include "xfer/xfer.h"
+#include "xfer/xfer_wire.h"
 
 #define PROMPT_ID 1u
 #define CLIENT_ID 500u

@@ -40,7 +40,7 @@
 
 #include "llmlink.h"
 #include "llk_test.h"
-#include "xfer.h"
+#include "xfer/xfer.h"
 
 #define PROMPT_ID 1u
 #define DECODER_ID 2u

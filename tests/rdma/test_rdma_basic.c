@@ -23,7 +23,7 @@
 #include "kvfill.h"
 #include "llk_test.h"
 #include "llmlink.h"
-#include "xfer.h"
+#include "xfer/xfer.h"
 
 #define NT 8
 #define NB 32

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <sys/un.h>
 
-#include "addr.h"
+#include "base/addr.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

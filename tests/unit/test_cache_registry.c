@@ -22,8 +22,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cache_registry.h"
-#include "clock.h"
+#include "xfer/cache_registry.h"
+#include "base/clock.h"
 #include "llmlink.h"
 #include "llk_test.h"
 

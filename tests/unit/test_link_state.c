@@ -1,7 +1,7 @@
 /*
  * test_link_state.c - deterministic unit tests of the connection state
- * machine and its limits (core/conn.c, link_server.c, link_client.c,
- * link_manager.c), without sockets and without the I/O thread.
+ * machine and its limits (core/conn.c, link/server.c, link/client.c,
+ * link/manager.c), without sockets and without the I/O thread.
  *
  * Each test owns an engine made by llk_engine_create (never llk_engine_init:
  * no epoll instance, no eventfd, no listener, no thread; e->epfd and
@@ -41,12 +41,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine.h"
-#include "err.h"
+#include "link/engine.h"
+#include "base/err.h"
 #include "llmlink.h"
 #include "llk_test.h"
-#include "log.h"
-#include "wire.h"
+#include "base/log.h"
+#include "link/wire.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -64,7 +64,7 @@
 #define OPT_HS_TIMEOUT 500u
 #define OPT_LIVENESS 3000u
 
-/* How long a CLOSING connection may take to flush (link_manager.c). */
+/* How long a CLOSING connection may take to flush (link/manager.c). */
 #define CLOSE_GRACE_MS 1000
 
 /* ---- log capture ------------------------------------------------------------ */
@@ -1432,7 +1432,7 @@ static void test_liveness_queue_full_link_lost(void **state)
 }
 
 /*
- * KNOWN LIBRARY BUG (fails until core/link_manager.c is fixed).
+ * KNOWN LIBRARY BUG (fails until core/link/manager.c is fixed).
  *
  * llk_link_on_timer declares "peer stopped reading" only when the heartbeat
  * cannot be queued AND c->tx_len == LLK_TX_CAP exactly. llk_conn_flush

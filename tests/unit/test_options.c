@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "llmlink.h"
-#include "options.h"
+#include "base/options.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

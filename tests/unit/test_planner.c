@@ -20,7 +20,7 @@
 
 #include "llmlink.h"
 #include "llk_test.h"
-#include "planner.h"
+#include "xfer/planner.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "llmlink.h"
-#include "wire.h"
+#include "link/wire.h"
 #include "wire_vectors.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

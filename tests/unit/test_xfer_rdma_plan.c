@@ -16,11 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "addr.h"
-#include "engine.h"
+#include "base/addr.h"
+#include "link/engine.h"
 #include "llmlink.h"
-#include "planner.h"
-#include "rdma_plan.h"
+#include "xfer/planner.h"
+#include "transport/rdma_plan.h"
 
 static void test_mtu_values(void **state)
 {

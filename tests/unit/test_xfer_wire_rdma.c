@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "llmlink.h"
-#include "xfer_wire.h"
+#include "xfer/xfer_wire.h"
 
 #define HDR LLK_XWIRE_HEADER_SIZE
 

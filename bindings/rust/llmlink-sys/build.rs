@@ -1,9 +1,10 @@
 //! Build script of llmlink-sys.
 //!
 //! Two ways to get the C library, as libgit2-sys and zstd-sys do:
-//!  - default: compile the repository's C sources (`core/*.c ffi/*.c`, found
-//!    by glob so new files need no change here) with the `cc` crate and link
-//!    them statically;
+//!  - default: compile the repository's C sources, with the includes,
+//!    defines and flags that `core/sources.list` lists (the one list the
+//!    Makefile and the Python setup.py read too), with the `cc` crate and
+//!    link them statically;
 //!  - `LLMLINK_SYS_USE_PKG_CONFIG=1` (or the `pkg-config` feature): link an
 //!    installed llmlink found through pkg-config, whose version must lie in
 //!    the range this crate was written for.
@@ -57,20 +58,26 @@ fn source_root() -> PathBuf {
     manifest.join("../../..")
 }
 
-/// Sorted `dir/*.c`: a glob, so files added to core/ or ffi/ are built too.
-fn c_sources(dir: &Path) -> Vec<PathBuf> {
-    let entries = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("llmlink-sys: cannot read {}: {e}", dir.display()));
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "c"))
-        .collect();
-    files.sort();
-    files
+/// core/sources.list: "KIND VALUE" lines (src, include, define, std, flag);
+/// '#' starts a comment. Returns (kind, value) pairs in file order.
+fn read_sources_list(path: &Path) -> Vec<(String, String)> {
+    let text = fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("llmlink-sys: cannot read {}: {e}", path.display()));
+    let mut entries = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [] => {}
+            [kind, value] => entries.push((kind.to_string(), value.to_string())),
+            _ => panic!("llmlink-sys: {}: bad line: {line:?}", path.display()),
+        }
+    }
+    entries
 }
 
-/// Compiles core/*.c ffi/*.c with the flags the top Makefile uses for the
-/// library (hidden visibility: only llmlink_* is exported, through
+/// Compiles the sources of core/sources.list with its flags, as the top
+/// Makefile does (hidden visibility: only llmlink_* is exported, through
 /// LLMLINK_EXTERN). Returns the header to generate bindings from.
 fn build_from_source(root: &Path) -> PathBuf {
     let core = root.join("core");
@@ -87,28 +94,39 @@ fn build_from_source(root: &Path) -> PathBuf {
     println!("cargo:rerun-if-changed={}", core.display());
     println!("cargo:rerun-if-changed={}", ffi.display());
 
-    let mut sources = c_sources(&core);
-    sources.extend(c_sources(&ffi));
-    if sources.is_empty() {
-        panic!(
-            "llmlink-sys: no C sources in {} or {}",
-            core.display(),
-            ffi.display()
-        );
-    }
-
+    let list = core.join("sources.list");
+    let entries = read_sources_list(&list);
     let mut build = cc::Build::new();
-    build
-        .files(&sources)
-        .include(&ffi)
-        .include(&core)
-        .std("c11")
-        .define("_GNU_SOURCE", None)
-        .define("LLMLINK_BUILDING", None)
-        .pic(true)
-        .flag("-fvisibility=hidden")
-        .flag("-pthread")
-        .flag_if_supported("-Wno-unused-parameter");
+    let mut nsrc = 0;
+    for (kind, value) in &entries {
+        match kind.as_str() {
+            "src" => {
+                let src = root.join(value);
+                // Files in subfolders of core/ are not seen by the directory
+                // watch above: name each.
+                println!("cargo:rerun-if-changed={}", src.display());
+                build.file(src);
+                nsrc += 1;
+            }
+            "include" => {
+                build.include(root.join(value));
+            }
+            "define" => {
+                build.define(value, None);
+            }
+            "std" => {
+                build.std(value);
+            }
+            "flag" => {
+                build.flag(value);
+            }
+            _ => panic!("llmlink-sys: {}: unknown kind {kind:?}", list.display()),
+        }
+    }
+    if nsrc == 0 {
+        panic!("llmlink-sys: no src line in {}", list.display());
+    }
+    build.pic(true).flag_if_supported("-Wno-unused-parameter");
     build.compile("llmlink");
     // The shared library's own link line: -pthread and (as needed) -lm.
     println!("cargo:rustc-link-lib=pthread");

@@ -13,12 +13,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "addr.h"
-#include "clock.h"
-#include "engine.h"
-#include "err.h"
-#include "log.h"
-#include "rdma.h"
+#include "base/addr.h"
+#include "base/clock.h"
+#include "link/engine.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "transport/rdma.h"
 
 /* Deep enough for the reactor's frames; small so that processes with many
  * engines (tests hold hundreds) stay light. */

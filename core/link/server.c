@@ -1,4 +1,4 @@
-/* link_server.c - accepting connections and the server side of the
+/* link/server.c - accepting connections and the server side of the
  * handshake, within the engine's handshake and link limits. */
 #include <errno.h>
 #include <netinet/in.h>
@@ -9,10 +9,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "addr.h"
-#include "clock.h"
-#include "engine.h"
-#include "log.h"
+#include "base/addr.h"
+#include "base/clock.h"
+#include "link/engine.h"
+#include "base/log.h"
 
 /* Listeners are armed only while a handshake slot is free: clients beyond
  * the limit wait in the kernel's accept queue, inside their own timeout,

@@ -1,5 +1,5 @@
 /* err.c - thread-local error detail. */
-#include "err.h"
+#include "base/err.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -6,9 +6,9 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "engine.h"
-#include "log.h"
+#include "base/clock.h"
+#include "link/engine.h"
+#include "base/log.h"
 
 #define MAX_EVENTS 64
 

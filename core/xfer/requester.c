@@ -1,4 +1,4 @@
-/* xfer_client.c - the requester side of one plan: every borrowed data
+/* xfer/requester.c - the requester side of one plan: every borrowed data
  * stream carries its share of the plan's segments, all streams at once from
  * this thread (poll), over tcp (the bytes travel on the stream, straight
  * from and into the registered memory), shm (process_vm_readv/writev with
@@ -16,12 +16,12 @@
 #include <sys/uio.h>
 #include <time.h>
 
-#include "clock.h"
-#include "err.h"
-#include "log.h"
-#include "rdma.h"
-#include "rdma_plan.h"
-#include "xfer.h"
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "transport/rdma.h"
+#include "transport/rdma_plan.h"
+#include "xfer/xfer.h"
 
 /* Segments per request frame (a 330 KB frame at most). */
 #define CHUNK_SEGS 16384u

@@ -1,5 +1,5 @@
 /* rdma_plan.c - device-independent rules of the RDMA transport (rdma_plan.h). */
-#include "rdma_plan.h"
+#include "transport/rdma_plan.h"
 
 #include <netinet/in.h>
 #include <string.h>

@@ -53,10 +53,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "cache_registry.h"
+#include "xfer/cache_registry.h"
 #include "llmlink.h"
-#include "options.h"
-#include "xfer_wire.h"
+#include "base/options.h"
+#include "xfer/xfer_wire.h"
 
 typedef struct llk_rdma llk_rdma_t;
 typedef struct llk_rdma_link llk_rdma_link_t;

@@ -1,5 +1,5 @@
 /* addr.c - numeric IP literals and endpoints. */
-#include "addr.h"
+#include "base/addr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -6,14 +6,14 @@
  * size is computed exactly up front, so the emitting loops are bounded by
  * that count and never reallocate.
  */
-#include "planner.h"
+#include "xfer/planner.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
+#include "base/err.h"
 
 /* Segments one plan may hold (32 bytes each: 2 GiB). A request needing more
  * is refused rather than half-built. */

@@ -12,7 +12,7 @@
  * lookup is then a binary search per cache, and the duplicate check of a
  * register call with many keys stays O(n log n) instead of O(n^2).
  */
-#include "cache_registry.h"
+#include "xfer/cache_registry.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -23,8 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "err.h"
+#include "base/clock.h"
+#include "base/err.h"
 
 /* Owned tensors start on this boundary (or the page size, if larger). */
 #define LLK_ALLOC_ALIGN 4096u

@@ -1,16 +1,16 @@
 /* rdma.c - devices, rails, MRs and the data path of the RDMA transport
  * (rdma.h), through the dlopen'ed verbs table (verbs.h). */
-#include "rdma.h"
+#include "transport/rdma.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "addr.h"
-#include "log.h"
-#include "rdma_plan.h"
-#include "verbs.h"
+#include "base/addr.h"
+#include "base/log.h"
+#include "transport/rdma_plan.h"
+#include "transport/verbs.h"
 
 #if LLK_HAVE_VERBS
 #include <pthread.h>
@@ -18,7 +18,7 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "clock.h"
+#include "base/clock.h"
 
 #define MAX_DEVS 8
 #define MAX_GIDS 256

@@ -8,8 +8,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "engine.h"
-#include "log.h"
+#include "link/engine.h"
+#include "base/log.h"
 
 const char *llk_conn_state_name(llk_conn_state_t s)
 {

@@ -1,5 +1,5 @@
 /*
- * xfer_server.c - the owner thread ("xserver") of one engine: it serves
+ * xfer/owner.c - the owner thread ("xserver") of one engine: it serves
  * the peers' requests on the owner streams of every link (xfer.h), in the
  * protocol of xfer_wire.h.
  *
@@ -43,14 +43,14 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "cache_registry.h"
-#include "clock.h"
-#include "engine.h"
-#include "err.h"
-#include "log.h"
-#include "rdma.h"
-#include "xfer.h"
-#include "xfer_wire.h"
+#include "xfer/cache_registry.h"
+#include "base/clock.h"
+#include "link/engine.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "transport/rdma.h"
+#include "xfer/xfer.h"
+#include "xfer/xfer_wire.h"
 
 /* As the reactor's: deep enough for our frames, small for many engines. */
 #define XS_THREAD_STACK (256u * 1024u)

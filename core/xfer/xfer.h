@@ -4,9 +4,9 @@
  * this engine's pull/push calls.
  *
  * Data flow: ffi/api_cache.c validates arguments -> llk_xfer_run()
- * (xfer_run.c: resolves the local cache and the link, plans with planner.c)
- * -> xfer_client.c (requester: drives borrowed streams, tcp or shm) ->
- * wire <- xfer_server.c (owner thread: checks every request against
+ * (xfer/run.c: resolves the local cache and the link, plans with planner.c)
+ * -> xfer/requester.c (requester: drives borrowed streams, tcp or shm) ->
+ * wire <- xfer/owner.c (owner thread: checks every request against
  * cache_registry.c, moves the bytes).
  *
  * Streams. When a link is made, the client opens 2 x llmlink.StreamsPerLink
@@ -39,9 +39,9 @@
 #include <sys/types.h>
 
 #include "llmlink.h"
-#include "options.h"
-#include "planner.h"
-#include "xfer_wire.h"
+#include "base/options.h"
+#include "xfer/planner.h"
+#include "xfer/xfer_wire.h"
 
 struct llk_conn;
 struct llk_xserver;
@@ -106,7 +106,7 @@ typedef struct llk_xlink {
     struct sockaddr_storage rail_local[4], rail_target[4];
 } llk_xlink_t;
 
-/* ---- xfer_link.c ---------------------------------------------------- */
+/* ---- xfer/streams.c ---------------------------------------------------- */
 
 llk_xlink_t *llk_xlink_new(uint64_t remote_id, bool outbound, uint32_t nstreams,
                            const char *peer);
@@ -170,7 +170,7 @@ llk_xlink_t *llk_xfer_find_link(llmlink_t *e, uint64_t remote_id, const char *fn
  * connection closes); later calls get NOT_YET_LINK. Takes e->mu. */
 void llk_xfer_kill_link(llmlink_t *e, llk_xlink_t *xl, const char *why);
 
-/* ---- xfer_server.c: the owner thread ---------------------------------- */
+/* ---- xfer/owner.c: the owner thread ---------------------------------- */
 
 llmlink_status_t llk_xserver_start(llmlink_t *e);
 /* Stops the thread and closes every owner stream. */
@@ -178,7 +178,7 @@ void llk_xserver_stop(llmlink_t *e);
 /* Hands an attached owner stream (fd, non-blocking) of xl to the thread. */
 llmlink_status_t llk_xserver_adopt(llmlink_t *e, llk_xlink_t *xl, int slot, int fd);
 
-/* ---- xfer_run.c: one pull / push call ---------------------------------- */
+/* ---- xfer/run.c: one pull / push call ---------------------------------- */
 
 typedef struct llk_xfer_req {
     const char *fn;        /* API name, for messages */
@@ -201,7 +201,7 @@ typedef struct llk_xfer_req {
  * statuses). Takes no engine lock while bytes move. */
 llmlink_status_t llk_xfer_run(llmlink_t *e, const llk_xfer_req_t *r);
 
-/* ---- xfer_client.c: the requester side of one plan --------------------- */
+/* ---- xfer/requester.c: the requester side of one plan --------------------- */
 
 typedef struct llk_xfer_ctx {
     llk_xlink_t *xl;

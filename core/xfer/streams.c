@@ -1,4 +1,4 @@
-/* xfer_link.c - the transfer side of one link: its data streams, the
+/* xfer/streams.c - the transfer side of one link: its data streams, the
  * attach handshake that joins them to the link, borrowing, teardown. */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,13 +14,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "addr.h"
-#include "clock.h"
-#include "engine.h"
-#include "err.h"
-#include "log.h"
-#include "rdma.h"
-#include "rdma_plan.h"
+#include "base/addr.h"
+#include "base/clock.h"
+#include "link/engine.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "transport/rdma.h"
+#include "transport/rdma_plan.h"
 
 /* ---- host identity ------------------------------------------------------ */
 

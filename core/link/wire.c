@@ -1,9 +1,9 @@
 /* wire.c - control-plane frame and message codecs (see wire.h). */
-#include "wire.h"
+#include "link/wire.h"
 
 #include <string.h>
 
-#include "bytes.h"
+#include "base/bytes.h"
 #include "llmlink.h"
 
 /* ---- header ------------------------------------------------------------ */

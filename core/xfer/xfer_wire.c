@@ -1,7 +1,7 @@
 /* xfer_wire.c - data-stream frame and message codecs (see xfer_wire.h). */
-#include "xfer_wire.h"
+#include "xfer/xfer_wire.h"
 
-#include "bytes.h"
+#include "base/bytes.h"
 
 #define XREQ_KNOWN_FLAGS (LLK_XREQ_WHOLE | LLK_XREQ_CONSUME | LLK_XREQ_ALL_TENSORS)
 /* XRESP bytes around the message and the iovecs: status, total, msg_len, niov. */

@@ -1,14 +1,14 @@
-/* xfer_run.c - one pull or push call: the local cache and the link are
+/* xfer/run.c - one pull or push call: the local cache and the link are
  * resolved and held, the local side of the request is checked, the planner
- * lays it out, xfer_client.c moves it; a stream failure kills the link. */
+ * lays it out, xfer/requester.c moves it; a stream failure kills the link. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "engine.h"
-#include "err.h"
-#include "log.h"
+#include "base/clock.h"
+#include "link/engine.h"
+#include "base/err.h"
+#include "base/log.h"
 
 /* Slices no longer than this spread a large run over the streams. */
 #define TCP_SLICE_BYTES (1u << 20)

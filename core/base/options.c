@@ -1,5 +1,5 @@
 /* options.c - key/value options to llk_options_t. */
-#include "options.h"
+#include "base/options.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "addr.h"
-#include "wire.h"
+#include "base/addr.h"
+#include "link/wire.h"
 
 void llk_options_defaults(llk_options_t *o)
 {

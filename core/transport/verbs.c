@@ -1,5 +1,5 @@
 /* verbs.c - dlopen("libibverbs.so.1") and the table of verbs (verbs.h). */
-#include "verbs.h"
+#include "transport/verbs.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* log.c - process-wide log sink. */
-#include "log.h"
+#include "base/log.h"
 
 #include <pthread.h>
 #include <stdarg.h>

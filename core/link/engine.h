@@ -9,8 +9,8 @@
  * reactor frees a connection, so an API thread holding the mutex may use any
  * connection it finds in the list.
  *
- * Data flow: ffi/ validates and converts arguments -> link_manager.c (API
- * side) -> reactor.c (event loop) -> link_client.c / link_server.c
+ * Data flow: ffi/ validates and converts arguments -> link/manager.c (API
+ * side) -> reactor.c (event loop) -> link/client.c / link/server.c
  * (handshake state machines) -> conn.c (framing on a non-blocking socket)
  * -> wire.c (codec). Transfers leave this path once a link is made: its
  * data streams, the owner thread and the requester are in xfer.h; the
@@ -26,11 +26,11 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "cache_registry.h"
+#include "xfer/cache_registry.h"
 #include "llmlink.h"
-#include "options.h"
-#include "wire.h"
-#include "xfer.h"
+#include "base/options.h"
+#include "link/wire.h"
+#include "xfer/xfer.h"
 
 typedef enum llk_engine_state {
     LLK_ENGINE_CREATED = 0,
@@ -199,19 +199,19 @@ llk_conn_t *llk_conn_find(llmlink_t *e, uint64_t remote_id, bool outbound);
 uint32_t llk_conn_count_links(const llmlink_t *e, bool include_pending);
 const char *llk_conn_state_name(llk_conn_state_t s);
 
-/* ---- link_server.c: accepting and the server handshake ---- */
+/* ---- link/server.c: accepting and the server handshake ---- */
 void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now);
 void llk_server_arm_listeners(llmlink_t *e, int64_t now);
 void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
                          const uint8_t *payload, int64_t now);
 
-/* ---- link_client.c: connecting and the client handshake ---- */
+/* ---- link/client.c: connecting and the client handshake ---- */
 void llk_client_start(llmlink_t *e, llk_conn_t *c, int64_t now);
 void llk_client_on_writable(llmlink_t *e, llk_conn_t *c, int64_t now);
 void llk_client_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
                          const uint8_t *payload, int64_t now);
 
-/* ---- link_manager.c: established links, liveness, API side ---- */
+/* ---- link/manager.c: established links, liveness, API side ---- */
 void llk_link_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
                        const uint8_t *payload, int64_t now);
 /* Peer closed (EOF or socket error `err`, 0 for EOF). */

@@ -1,4 +1,4 @@
-/* link_client.c - opening a link: connect (with retries and fallback over
+/* link/client.c - opening a link: connect (with retries and fallback over
  * the remote ip infos), HELLO, then WELCOME or REJECT. */
 #include <errno.h>
 #include <netinet/in.h>
@@ -9,9 +9,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "addr.h"
-#include "engine.h"
-#include "log.h"
+#include "base/addr.h"
+#include "link/engine.h"
+#include "base/log.h"
 
 /* Pause between two connection attempts to the same address, so that
  * llm.LinkRetryCount retries span a server's restart rather than burn out

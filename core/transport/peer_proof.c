@@ -23,7 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "xfer.h"
+#include "xfer/xfer.h"
 
 /* Descriptors looked at in /proc/<pid>/fd, lines in /proc/net/tcp*: the
  * proof is bounded whatever the process or the host holds. */

@@ -1,14 +1,14 @@
-/* link_manager.c - established links (heartbeats, liveness, unlink) and
+/* link/manager.c - established links (heartbeats, liveness, unlink) and
  * the API side of link / unlink / check / stats. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "engine.h"
-#include "err.h"
-#include "log.h"
+#include "base/clock.h"
+#include "link/engine.h"
+#include "base/err.h"
+#include "base/log.h"
 
 /* How long a CLOSING connection may take to flush its last frame. */
 #define CLOSE_GRACE_MS 1000
