@@ -221,8 +221,7 @@ void llk_conn_destroy(llmlink_t *e, llk_conn_t *c)
     free(c);
 }
 
-/* Hands one whole frame to the state machine that owns c's state. */
-static void dispatch(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
+void llk_conn_dispatch(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
                      const uint8_t *payload, int64_t now)
 {
     switch (c->state) {
@@ -297,7 +296,7 @@ static void drain_frames(llmlink_t *e, llk_conn_t *c, int64_t now)
         if (c->rx_len - off < LLK_WIRE_HEADER_SIZE + h.length)
             break;
         c->last_rx_ms = now;
-        dispatch(e, c, &h, c->rx + off + LLK_WIRE_HEADER_SIZE, now);
+        llk_conn_dispatch(e, c, &h, c->rx + off + LLK_WIRE_HEADER_SIZE, now);
         off += LLK_WIRE_HEADER_SIZE + h.length;
     }
     if (off) {

@@ -190,6 +190,11 @@ void llk_conn_set_events(llmlink_t *e, llk_conn_t *c, bool want_out);
  * machine. Returns when the socket is drained, the peer closed, or the
  * connection left a readable state. */
 void llk_conn_on_readable(llmlink_t *e, llk_conn_t *c, int64_t now);
+/* Hands one whole frame (header checked, payload complete) to the state
+ * machine that owns c's state; what the reactor does for every frame, and
+ * what the state-machine unit tests call. */
+void llk_conn_dispatch(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
+                       const uint8_t *payload, int64_t now);
 bool llk_conn_is_link(const llk_conn_t *c); /* LINKED or UNLINKING */
 /* The status an unlink of c reports when the peer was not told. */
 llmlink_status_t llk_conn_unlink_failure(const llk_conn_t *c);
