@@ -236,8 +236,6 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *                             of the rail's address)
  *   llmlink.RdmaMtu                  cap on the path MTU: 0 (none), 256, 512,
  *                             1024, 2048 or 4096 (0)
- *   llmlink.RdmaDebugPostDelayMs     tests only: ms an RDMA requester waits
- *                             between a grant and its work requests, 0..60000 (0)
  *   llmlink.StreamsPerLink           data streams per link and direction, 1..8 (2)
  *   llmlink.MaxCaches                registered caches per engine, 1..1048576 (4096)
  * An unknown key, or a value out of range, fails with LLMLINK_PARAM_INVALID

@@ -130,7 +130,6 @@ static const key_spec_t specs[] = {
     {"llmlink.RdmaPort", K_INT, 0, 255, OFF(rdma_port)},
     {"llmlink.RdmaGidIndex", K_RDMA_GID, 0, 0, 0},
     {"llmlink.RdmaMtu", K_RDMA_MTU, 0, 0, 0},
-    {"llmlink.RdmaDebugPostDelayMs", K_INT, 0, 60000, OFF(rdma_debug_post_delay_ms)},
 };
 
 static int parse_listen(llk_options_t *o, const char *v, char *err, size_t errlen,

@@ -57,7 +57,6 @@ typedef struct llk_options {
     uint32_t rdma_port;               /* llmlink.RdmaPort: 0 = first active port */
     int32_t rdma_gid_index;           /* llmlink.RdmaGidIndex: -1 = the RoCE v2 GID of the IP */
     uint32_t rdma_mtu;                /* llmlink.RdmaMtu: cap in bytes, 0 = none */
-    uint32_t rdma_debug_post_delay_ms; /* llmlink.RdmaDebugPostDelayMs: tests only */
 } llk_options_t;
 
 void llk_options_defaults(llk_options_t *o);

@@ -1,979 +1,539 @@
-/* rdma.c - devices, rails, MRs and the data path of the RDMA transport
- * (rdma.h), through the dlopen'ed verbs table (verbs.h). */
-#include "transport/rdma.h"
-
+/*
+ * transport/rdma.c - the RDMA transport's table (transport.h): rails set
+ * up once per link over its first forward stream (XRDMA_SETUP), grants
+ * (XRESP_RDMA: addresses, rkeys, the generation of the cache's MRs) that
+ * the requester uses with READ / WRITE work requests, and an XDONE that
+ * names the generation. Devices, rails, MRs and the data path are in
+ * rdma_verbs_link.c (rdma.h).
+ */
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "base/addr.h"
-#include "base/log.h"
-#include "transport/rdma_plan.h"
-#include "transport/verbs.h"
-
-#if LLK_HAVE_VERBS
-#include <pthread.h>
-#include <stdatomic.h>
-#include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "base/clock.h"
+#include "base/log.h"
+#include "link/engine.h"
+#include "transport/rdma.h"
+#include "transport/rdma_plan.h"
+#include "transport/transport.h"
+#include "transport/transport_testing.h"
 
-#define MAX_DEVS 8
-#define MAX_GIDS 256
-/* Send queue depth of a rail's QP, and WRs per chain (one signaled). */
-#define SQ_DEPTH 128u
-#define MAX_CHAIN 8u
-#define RD_ATOM_CAP 16u
-#define RAIL_SLOTS 64u /* chains in flight per rail: SQ_DEPTH / 2 */
-#define RETRY_CNT 7
-#define POLL_BATCH 16
+/* One work request per slice; slices go round robin over the rails. */
+#define RDMA_SLICE_BYTES (1u << 20)
 
-typedef struct rdma_dev {
-    int index;
-    char name[64];
-    struct ibv_context *ctx;
-    struct ibv_pd *pd;
-    uint8_t port;
-    uint8_t active_mtu; /* ibv_mtu */
-    uint16_t lid;
-    bool is_ib;
-    int gid_tbl_len;
-    uint32_t max_qp_wr, max_rd_atom, max_init_rd_atom;
-} rdma_dev_t;
-
-struct llk_rdma {
-    const llk_verbs_t *v;
-    pthread_mutex_t mu; /* MR sets */
-    rdma_dev_t dev[MAX_DEVS];
-    int ndev;
-    _Atomic uint64_t next_gen;
-    llk_options_t o;
-};
-
-struct llk_rdma_mrs {
-    uint64_t gen;
-    uint32_t nt;
-    int ndev;
-    struct ibv_mr **mr;  /* [dev * nt + tensor] */
-    uint32_t *order;     /* tensors by address, for lkey lookups */
-    uint8_t **addrs;     /* the cache's tensor bases (its array) */
-    uint64_t tensor_bytes;
-};
-
-struct move_op;
-typedef struct slot {
-    bool busy;
-    bool read;
-    uint32_t seq, nwr;
-    struct move_op *op; /* NULL: orphaned by a call that gave up */
-} slot_t;
-
-typedef struct rail {
-    rdma_dev_t *dev;
-    int gid_index;
-    union ibv_gid gid;
-    struct ibv_cq *cq;
-    struct ibv_qp *qp;
-    uint32_t psn;
-    uint8_t mtu; /* negotiated path MTU, 0 before connect */
-    pthread_mutex_t mu;
-    uint32_t free_wr, rd_max, rd_inflight, seq;
-    bool failed;
-    bool in_err; /* the QP was moved to IBV_QPS_ERR (rail_abort) */
-    slot_t slot[RAIL_SLOTS];
-} rail_t;
-
-struct llk_rdma_link {
-    llk_rdma_t *r;
-    uint16_t nrails;
-    int32_t wait_ms;
-    rail_t rail[LLK_XWIRE_MAX_RAILS];
-};
-
-/* ---- devices ------------------------------------------------------------------- */
-
-static void close_dev(const llk_verbs_t *v, rdma_dev_t *d)
+llk_rdma_xlink_t *llk_rdma_xlink(llk_xlink_t *xl)
 {
-    if (d->pd)
-        v->dealloc_pd(d->pd);
-    if (d->ctx)
-        v->close_device(d->ctx);
-    d->pd = NULL;
-    d->ctx = NULL;
+    return xl->xport.state[LLK_XPORT_RDMA];
 }
 
-/* Opens dev if it has a usable port: true and *d filled. */
-static bool open_dev(const llk_verbs_t *v, struct ibv_device *dev, const llk_options_t *o,
-                     rdma_dev_t *d, char *why, size_t cap)
+void llk_test_set_rdma_post_delay_ms(llmlink_t *e, uint32_t ms)
 {
-    memset(d, 0, sizeof *d);
-    const char *name = v->get_device_name(dev);
-    snprintf(d->name, sizeof d->name, "%s", name ? name : "?");
-    d->ctx = v->open_device(dev);
-    if (!d->ctx) {
-        snprintf(why, cap, "%s: ibv_open_device: %s", d->name, strerror(errno));
-        return false;
-    }
-    struct ibv_device_attr da;
-    memset(&da, 0, sizeof da);
-    if (v->query_device(d->ctx, &da) != 0) {
-        snprintf(why, cap, "%s: ibv_query_device failed", d->name);
-        close_dev(v, d);
-        return false;
-    }
-    for (uint8_t p = 1; p <= da.phys_port_cnt && p != 0; p++) {
-        if (o->rdma_port && p != o->rdma_port)
-            continue;
-        struct ibv_port_attr pa;
-        memset(&pa, 0, sizeof pa);
-        if (v->query_port(d->ctx, p, &pa) != 0 || pa.state != IBV_PORT_ACTIVE)
-            continue;
-        d->port = p;
-        d->active_mtu = (uint8_t)pa.active_mtu;
-        d->lid = pa.lid;
-        d->is_ib = pa.link_layer == IBV_LINK_LAYER_INFINIBAND;
-        d->gid_tbl_len = pa.gid_tbl_len > MAX_GIDS ? MAX_GIDS : pa.gid_tbl_len;
-        break;
-    }
-    if (!d->port) {
-        snprintf(why, cap, "%s: no active port%s", d->name,
-                 o->rdma_port ? " (llmlink.RdmaPort)" : "");
-        close_dev(v, d);
-        return false;
-    }
-    d->max_qp_wr = (uint32_t)da.max_qp_wr;
-    d->max_rd_atom = (uint32_t)da.max_qp_rd_atom;
-    d->max_init_rd_atom = (uint32_t)da.max_qp_init_rd_atom;
-    d->pd = v->alloc_pd(d->ctx);
-    if (!d->pd) {
-        snprintf(why, cap, "%s: ibv_alloc_pd: %s", d->name, strerror(errno));
-        close_dev(v, d);
-        return false;
-    }
-    return true;
+    llk_rdma_set_post_delay_ms(e->rdma, ms);
 }
 
-llk_rdma_t *llk_rdma_open(const llk_options_t *o, uint64_t gen_seed, char *why, size_t cap)
+/* ---- per link -------------------------------------------------------------- */
+
+static void *rdma_link_new(void)
 {
-    const char *lwhy = NULL;
-    const llk_verbs_t *v = llk_verbs_load(&lwhy);
-    if (!v) {
-        snprintf(why, cap, "%s", lwhy);
-        return NULL;
-    }
-    int num = 0;
-    struct ibv_device **list = v->get_device_list(&num);
-    if (!list || num <= 0) {
-        snprintf(why, cap, "no RDMA device (ibv_get_device_list: %s)",
-                 list ? "empty" : strerror(errno));
-        if (list)
-            v->free_device_list(list);
-        return NULL;
-    }
-    llk_rdma_t *r = calloc(1, sizeof *r);
-    if (!r) {
-        v->free_device_list(list);
-        snprintf(why, cap, "out of memory");
-        return NULL;
-    }
-    r->v = v;
-    r->o = *o;
-    pthread_mutex_init(&r->mu, NULL);
-    /* 2^40 generations per incarnation; never 0 */
-    atomic_store(&r->next_gen, ((gen_seed & 0xFFFFFFull) << 40) | 1);
-    char last[256] = "";
-    for (int i = 0; i < num && r->ndev < MAX_DEVS; i++) {
-        const char *name = v->get_device_name(list[i]);
-        if (o->rdma_device[0] && (!name || strcmp(name, o->rdma_device) != 0))
-            continue;
-        if (open_dev(v, list[i], o, &r->dev[r->ndev], last, sizeof last)) {
-            r->dev[r->ndev].index = r->ndev;
-            LLK_DEBUG("rdma: %s port %u active (mtu %u)", r->dev[r->ndev].name,
-                      r->dev[r->ndev].port, llk_rdma_mtu_bytes(r->dev[r->ndev].active_mtu));
-            r->ndev++;
-        } else {
-            LLK_DEBUG("rdma: %s", last);
-        }
-    }
-    v->free_device_list(list);
-    if (r->ndev == 0) {
-        if (o->rdma_device[0] && !last[0])
-            snprintf(why, cap, "no RDMA device named %s (llmlink.RdmaDevice)", o->rdma_device);
-        else
-            snprintf(why, cap, "no usable RDMA device (%s)", last[0] ? last : "none");
-        pthread_mutex_destroy(&r->mu);
-        free(r);
-        return NULL;
-    }
-    return r;
+    return calloc(1, sizeof(llk_rdma_xlink_t));
 }
 
-void llk_rdma_close(llk_rdma_t *r)
+static void rdma_link_free(void *p)
 {
-    if (!r)
-        return;
-    for (int i = r->ndev - 1; i >= 0; i--)
-        close_dev(r->v, &r->dev[i]);
-    pthread_mutex_destroy(&r->mu);
+    llk_rdma_xlink_t *r = p;
+    llk_rdma_link_free(r->link);
     free(r);
 }
 
-/* ---- GIDs and rails ------------------------------------------------------------------ */
-
-/* RoCE v2? From the verbs when they can say, else sysfs. */
-static bool gid_is_v2(const llk_verbs_t *v, const rdma_dev_t *d, int idx)
+void llk_xlink_set_rails(llk_xlink_t *xl, const llk_conn_t *c, bool peer_offers)
 {
-    if (v->query_gid_ex) {
-        struct ibv_gid_entry ent;
-        memset(&ent, 0, sizeof ent);
-        if (v->query_gid_ex(d->ctx, d->port, (uint32_t)idx, &ent, 0, sizeof ent) == 0)
-            return ent.gid_type == IBV_GID_TYPE_ROCE_V2;
-    }
-    char path[160], text[32] = "";
-    snprintf(path, sizeof path, "/sys/class/infiniband/%s/ports/%u/gid_attrs/types/%d", d->name,
-             d->port, idx);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return false;
-    bool ok = fgets(text, sizeof text, f) != NULL;
-    fclose(f);
-    return ok && strstr(text, "v2") != NULL;
-}
-
-/* The GID index of d for ip_gid, or -1. */
-static int find_gid(const llk_rdma_t *r, const rdma_dev_t *d, const uint8_t ip_gid[16],
-                    union ibv_gid *out)
-{
-    static const uint8_t zero[16];
-    llk_gid_info_t *tbl = calloc((size_t)d->gid_tbl_len + 1, sizeof *tbl);
-    if (!tbl)
-        return -1;
-    for (int i = 0; i < d->gid_tbl_len; i++) {
-        union ibv_gid g;
-        if (r->v->query_gid(d->ctx, d->port, i, &g) != 0)
-            continue;
-        memcpy(tbl[i].gid, g.raw, 16);
-        tbl[i].valid = memcmp(g.raw, zero, 16) != 0;
-        /* only the entries that could match need their type */
-        tbl[i].roce_v2 = tbl[i].valid && (r->o.rdma_gid_index >= 0 || !memcmp(g.raw, ip_gid, 16))
-                             ? gid_is_v2(r->v, d, i)
-                             : false;
-    }
-    int idx = llk_rdma_pick_gid(tbl, d->gid_tbl_len, ip_gid, r->o.rdma_gid_index, d->is_ib);
-    if (idx >= 0)
-        memcpy(out->raw, tbl[idx].gid, 16);
-    free(tbl);
-    return idx;
-}
-
-static int to_init(const llk_verbs_t *v, rail_t *rl)
-{
-    struct ibv_qp_attr a;
-    memset(&a, 0, sizeof a);
-    a.qp_state = IBV_QPS_INIT;
-    a.pkey_index = 0;
-    a.port_num = rl->dev->port;
-    a.qp_access_flags = IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE;
-    return v->modify_qp(rl->qp, &a,
-                        IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
-}
-
-static void rail_free(const llk_verbs_t *v, rail_t *rl)
-{
-    if (rl->qp)
-        v->destroy_qp(rl->qp);
-    if (rl->cq)
-        v->destroy_cq(rl->cq);
-    rl->qp = NULL;
-    rl->cq = NULL;
-    pthread_mutex_destroy(&rl->mu);
-}
-
-static bool rail_create(llk_rdma_t *r, rail_t *rl, const struct sockaddr *ip, char *why,
-                        size_t cap)
-{
-    uint8_t ip_gid[16];
-    if (!llk_rdma_ip_gid(ip, ip_gid)) {
-        snprintf(why, cap, "not an IP address");
-        return false;
-    }
-    memset(rl, 0, sizeof *rl);
-    for (int i = 0; i < r->ndev && !rl->dev; i++) {
-        int idx = find_gid(r, &r->dev[i], ip_gid, &rl->gid);
-        if (idx >= 0) {
-            rl->dev = &r->dev[i];
-            rl->gid_index = idx;
+    llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
+    pthread_mutex_lock(&xl->mu);
+    r->peer = peer_offers;
+    r->nrail_addrs = 0;
+    if (c && c->num_local == 0) {
+        socklen_t len = sizeof r->rail_local[0];
+        if (c->fd >= 0 &&
+            getsockname(c->fd, (struct sockaddr *)&r->rail_local[0], &len) == 0) {
+            r->rail_target[0] = c->remote[c->remote_idx];
+            r->nrail_addrs = 1;
+        }
+    } else if (c) {
+        for (size_t i = 0; i < c->num_local && r->nrail_addrs < LLK_XWIRE_MAX_RAILS; i++) {
+            const struct sockaddr_storage *t =
+                &c->remote[c->num_remote ? i % c->num_remote : 0];
+            if (t->ss_family != c->local[i].ss_family)
+                continue; /* a rail joins two addresses of one family */
+            r->rail_local[r->nrail_addrs] = c->local[i];
+            r->rail_target[r->nrail_addrs] = *t;
+            r->nrail_addrs++;
         }
     }
-    if (!rl->dev) {
-        snprintf(why, cap, "no RDMA device has a RoCE v2 GID for this address%s",
-                 r->o.rdma_gid_index >= 0 ? " (or GID index llmlink.RdmaGidIndex)" : "");
-        return false;
-    }
-    rdma_dev_t *d = rl->dev;
-    uint32_t depth = SQ_DEPTH;
-    if (d->max_qp_wr && depth > d->max_qp_wr)
-        depth = d->max_qp_wr;
-    rl->cq = r->v->create_cq(d->ctx, (int)(2 * depth), NULL, NULL, 0);
-    if (!rl->cq) {
-        snprintf(why, cap, "%s: ibv_create_cq: %s", d->name, strerror(errno));
-        return false;
-    }
-    struct ibv_qp_init_attr ia;
-    memset(&ia, 0, sizeof ia);
-    ia.send_cq = rl->cq;
-    ia.recv_cq = rl->cq;
-    ia.qp_type = IBV_QPT_RC;
-    ia.cap.max_send_wr = depth;
-    ia.cap.max_recv_wr = 1;
-    ia.cap.max_send_sge = 1;
-    ia.cap.max_recv_sge = 1;
-    ia.sq_sig_all = 0;
-    rl->qp = r->v->create_qp(d->pd, &ia);
-    if (!rl->qp) {
-        snprintf(why, cap, "%s: ibv_create_qp: %s", d->name, strerror(errno));
-        r->v->destroy_cq(rl->cq);
-        rl->cq = NULL;
-        return false;
-    }
-    if (to_init(r->v, rl) != 0) {
-        snprintf(why, cap, "%s: QP to INIT: %s", d->name, strerror(errno));
-        r->v->destroy_qp(rl->qp);
-        r->v->destroy_cq(rl->cq);
-        rl->qp = NULL;
-        rl->cq = NULL;
-        return false;
-    }
-    uint32_t rnd = 0;
-    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
-        rnd = (uint32_t)llk_now_ms() * 2654435761u;
-    rl->psn = rnd & 0xFFFFFFu;
-    rl->free_wr = depth;
-    uint32_t rd = d->max_init_rd_atom < d->max_rd_atom ? d->max_init_rd_atom : d->max_rd_atom;
-    rl->rd_max = rd == 0 ? 1 : rd > RD_ATOM_CAP ? RD_ATOM_CAP : rd;
-    pthread_mutex_init(&rl->mu, NULL);
-    return true;
+    pthread_mutex_unlock(&xl->mu);
 }
 
-llk_rdma_link_t *llk_rdma_link_create(llk_rdma_t *r, const struct sockaddr_storage *ips,
-                                      size_t n, int32_t wait_ms, char *why, size_t cap)
+static void rdma_link_record(llmlink_t *e, llk_xlink_t *xl)
 {
-    llk_rdma_link_t *l = calloc(1, sizeof *l);
-    if (!l) {
-        snprintf(why, cap, "out of memory");
+    llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
+    r->forced = e->opts.transport == LLK_TRANSPORT_RDMA ||
+                xl->xport.remote_transport == LLK_TRANSPORT_RDMA;
+}
+
+static const char *rdma_link_conflict(llmlink_t *e, llk_xlink_t *xl, const llk_host_id_t *remote,
+                                      uint8_t remote_transport, char *buf, size_t cap)
+{
+    (void)remote;
+    bool mine = e->opts.transport == LLK_TRANSPORT_RDMA;
+    bool theirs = remote_transport == LLK_TRANSPORT_RDMA;
+    if (!mine && !theirs)
         return NULL;
+    uint8_t other = mine ? remote_transport : (uint8_t)e->opts.transport;
+    if (other == LLK_TRANSPORT_TCP || other == LLK_TRANSPORT_SHM)
+        return other == LLK_TRANSPORT_TCP ? "one side forces llmlink.Transport=rdma, the other tcp"
+                                          : "one side forces llmlink.Transport=rdma, the other shm";
+    pthread_mutex_lock(&xl->mu);
+    bool peer = llk_rdma_xlink(xl)->peer;
+    pthread_mutex_unlock(&xl->mu);
+    if (!e->rdma) {
+        snprintf(buf, cap, "%s, but RDMA cannot be used on cluster %llu: %s",
+                 mine ? "llmlink.Transport=rdma" : "the peer forces llmlink.Transport=rdma",
+                 (unsigned long long)e->cluster_id, e->rdma_why);
+        return buf;
     }
-    l->r = r;
-    l->wait_ms = wait_ms;
-    for (size_t i = 0; i < n && l->nrails < LLK_XWIRE_MAX_RAILS; i++) {
-        char one[200];
-        if (rail_create(r, &l->rail[l->nrails], (const struct sockaddr *)&ips[i], one,
-                        sizeof one)) {
-            l->nrails++;
-            continue;
-        }
-        /* Every address gets its rail or none does: the two ends pair
-         * their rails by position. */
-        char ip[72];
-        llk_addr_format((const struct sockaddr *)&ips[i], ip, sizeof ip);
-        snprintf(why, cap, "address %s: %s", ip, one);
-        llk_rdma_link_free(l);
-        return NULL;
+    if (!peer) {
+        snprintf(buf, cap, "%s, but cluster %llu has no usable RDMA device (or does not "
+                 "offer RDMA)", mine ? "llmlink.Transport=rdma" : "the peer forces "
+                 "llmlink.Transport=rdma", (unsigned long long)xl->remote_id);
+        return buf;
     }
-    if (l->nrails == 0) {
-        snprintf(why, cap, "no local address");
-        free(l);
-        return NULL;
-    }
-    return l;
+    return NULL;
 }
 
-uint16_t llk_rdma_link_nrails(const llk_rdma_link_t *l)
+/*
+ * The RDMA rails of a new link, over forward stream fd (client side, the
+ * stream not handed out yet): this side's QPs go in XRDMA_SETUP, the
+ * owner thread of the server makes its own, moves them to RTS and answers
+ * with them, then this side moves its QPs to RTS. A failure is the link's
+ * only where a side forces llmlink.Transport=rdma; otherwise the link
+ * moves data over tcp/shm (SUCCESS).
+ */
+static llmlink_status_t rdma_setup_client(llmlink_t *e, llk_xlink_t *xl, int fd,
+                                          int64_t deadline_ms, char *detail, size_t dlen)
 {
-    return l ? l->nrails : 0;
-}
-
-void llk_rdma_link_local(const llk_rdma_link_t *l, llk_xrail_wire_t *out)
-{
-    for (uint16_t i = 0; i < l->nrails; i++) {
-        const rail_t *rl = &l->rail[i];
-        memset(&out[i], 0, sizeof out[i]);
-        out[i].qpn = rl->qp->qp_num;
-        out[i].psn = rl->psn;
-        memcpy(out[i].gid, rl->gid.raw, 16);
-        out[i].lid = rl->dev->lid;
-        /* What this side can take, cap included: both ends then reach the
-         * same path MTU (a one-sided cap would leave them disagreeing, and
-         * the larger side's packets would be dropped). */
-        out[i].mtu = llk_rdma_mtu_negotiate(rl->dev->active_mtu, rl->dev->active_mtu,
-                                            l->r->o.rdma_mtu);
+    llk_rdma_xlink_t *rx = llk_rdma_xlink(xl);
+    char why[300] = "";
+    llmlink_status_t st = LLMLINK_LINK_FAILED;
+    llk_rdma_link_t *l = NULL;
+    uint8_t *buf = NULL;
+    pthread_mutex_lock(&xl->mu);
+    bool peer = rx->peer;
+    uint16_t n = rx->nrail_addrs;
+    struct sockaddr_storage local[LLK_XWIRE_MAX_RAILS], target[LLK_XWIRE_MAX_RAILS];
+    memcpy(local, rx->rail_local, sizeof local);
+    memcpy(target, rx->rail_target, sizeof target);
+    bool forced = rx->forced;
+    pthread_mutex_unlock(&xl->mu);
+    if (!peer)
+        return LLMLINK_SUCCESS; /* not offered by both ends: nothing to set up */
+    if (n == 0) {
+        snprintf(why, sizeof why, "no local address for a rail");
+        goto out;
     }
-}
-
-static int rail_connect(llk_rdma_link_t *l, rail_t *rl, const llk_xrail_wire_t *rem, char *why,
-                        size_t cap)
-{
-    const llk_rdma_t *r = l->r;
-    rl->mtu = llk_rdma_mtu_negotiate(rl->dev->active_mtu, rem->mtu, r->o.rdma_mtu);
-    if (!rl->mtu) {
-        snprintf(why, cap, "no common MTU (local %u, remote %u)", rl->dev->active_mtu, rem->mtu);
-        return -1;
-    }
-    struct ibv_qp_attr a;
-    memset(&a, 0, sizeof a);
-    a.qp_state = IBV_QPS_RTR;
-    a.path_mtu = (enum ibv_mtu)rl->mtu;
-    a.dest_qp_num = rem->qpn;
-    a.rq_psn = rem->psn;
-    a.max_dest_rd_atomic = (uint8_t)rl->rd_max;
-    a.min_rnr_timer = 12;
-    a.ah_attr.is_global = 1;
-    memcpy(a.ah_attr.grh.dgid.raw, rem->gid, 16);
-    a.ah_attr.grh.sgid_index = (uint8_t)rl->gid_index;
-    a.ah_attr.grh.hop_limit = 64;
-    a.ah_attr.grh.traffic_class = (uint8_t)r->o.rdma_traffic_class;
-    a.ah_attr.grh.flow_label = 0;
-    a.ah_attr.sl = (uint8_t)r->o.rdma_service_level;
-    a.ah_attr.dlid = rem->lid;
-    a.ah_attr.port_num = rl->dev->port;
-    if (r->v->modify_qp(rl->qp, &a,
-                        IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
-                            IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC |
-                            IBV_QP_MIN_RNR_TIMER) != 0) {
-        snprintf(why, cap, "%s: QP to RTR: %s", rl->dev->name, strerror(errno));
-        return -1;
-    }
-    memset(&a, 0, sizeof a);
-    a.qp_state = IBV_QPS_RTS;
-    a.timeout = llk_rdma_ack_timeout(l->wait_ms, RETRY_CNT);
-    a.retry_cnt = RETRY_CNT;
-    a.rnr_retry = 7;
-    a.sq_psn = rl->psn;
-    a.max_rd_atomic = (uint8_t)rl->rd_max;
-    if (r->v->modify_qp(rl->qp, &a,
-                        IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-                            IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC) != 0) {
-        snprintf(why, cap, "%s: QP to RTS: %s", rl->dev->name, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-int llk_rdma_link_connect(llk_rdma_link_t *l, const llk_xrail_wire_t *remote, uint16_t n,
-                          char *why, size_t cap)
-{
-    if (n != l->nrails) {
-        snprintf(why, cap, "the peer has %u rails, this side %u", n, l->nrails);
-        return -1;
-    }
+    l = llk_rdma_link_create(e->rdma, local, n, e->opts.sync_kv_wait_ms, why, sizeof why);
+    if (!l)
+        goto out;
+    llk_xrail_wire_t rails[LLK_XWIRE_MAX_RAILS];
+    llk_rdma_link_local(l, rails);
     for (uint16_t i = 0; i < n; i++) {
-        char one[160];
-        if (rail_connect(l, &l->rail[i], &remote[i], one, sizeof one) != 0) {
-            snprintf(why, cap, "rail %u: %s", i, one);
-            return -1;
-        }
-        LLK_DEBUG("rdma: rail %u: QP %u (psn %u) on %s -> QP %u (psn %u), mtu %u, timeout %u",
-                  i, l->rail[i].qp->qp_num, l->rail[i].psn, l->rail[i].dev->name, remote[i].qpn,
-                  remote[i].psn, llk_rdma_mtu_bytes(l->rail[i].mtu),
-                  llk_rdma_ack_timeout(l->wait_ms, RETRY_CNT));
+        uint8_t gid[16];
+        if (llk_rdma_ip_gid((const struct sockaddr *)&target[i], gid))
+            memcpy(rails[i].target_ip, gid, 16);
     }
-    return 0;
-}
-
-void llk_rdma_link_describe(const llk_rdma_link_t *l, char *out, size_t cap)
-{
-    size_t off = 0;
-    out[0] = '\0';
-    for (uint16_t i = 0; i < l->nrails && off < cap; i++) {
-        const rail_t *rl = &l->rail[i];
-        int w = snprintf(out + off, cap - off, "%s%s port %u gid %d mtu %u", i ? ", " : "",
-                         rl->dev->name, rl->dev->port, rl->gid_index,
-                         llk_rdma_mtu_bytes(rl->mtu ? rl->mtu : rl->dev->active_mtu));
-        if (w < 0)
-            break;
-        off += (size_t)w;
+    uint8_t f[LLK_XWIRE_HEADER_SIZE + 2 + LLK_XWIRE_MAX_RAILS * LLK_XWIRE_RAIL_REQ_SIZE];
+    uint64_t req_id = xl->req_next_id[0]++;
+    size_t len = llk_xwire_encode_rdma_setup(f, sizeof f, req_id, rails, n);
+    if (!len || llk_xlink_send_all(xl, fd, f, len, deadline_ms) != 0) {
+        snprintf(why, sizeof why, "sending XRDMA_SETUP: %s", strerror(errno));
+        goto out;
     }
-}
-
-void llk_rdma_link_free(llk_rdma_link_t *l)
-{
-    if (!l)
-        return;
-    for (int i = (int)l->nrails - 1; i >= 0; i--) {
-        LLK_DEBUG("rdma: rail %d: QP %u on %s destroyed", i,
-                  l->rail[i].qp ? l->rail[i].qp->qp_num : 0, l->rail[i].dev->name);
-        rail_free(l->r->v, &l->rail[i]);
+    uint8_t hb[LLK_XWIRE_HEADER_SIZE];
+    llk_xframe_header_t h;
+    const char *dwhy = NULL;
+    if (llk_xlink_recv_all(xl, fd, hb, sizeof hb, deadline_ms) != 0) {
+        snprintf(why, sizeof why, "no answer to XRDMA_SETUP: %s", strerror(errno));
+        st = errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
+        goto out;
     }
-    free(l);
-}
-
-/* ---- memory regions ------------------------------------------------------------------------ */
-
-static void mrs_free(const llk_verbs_t *v, llk_rdma_mrs_t *m)
-{
-    if (!m)
-        return;
-    for (int k = m->mr ? m->ndev * (int)m->nt - 1 : -1; k >= 0; k--)
-        if (m->mr[k])
-            v->dereg_mr(m->mr[k]);
-    free(m->mr);
-    free(m->order);
-    free(m);
-}
-
-static int by_addr(const void *a, const void *b, void *arg)
-{
-    uint8_t *const *addrs = arg;
-    uintptr_t x = (uintptr_t)addrs[*(const uint32_t *)a];
-    uintptr_t y = (uintptr_t)addrs[*(const uint32_t *)b];
-    return x < y ? -1 : x > y;
-}
-
-const llk_rdma_mrs_t *llk_rdma_cache_mrs(llk_rdma_t *r, llk_cache_t *c, char *why, size_t cap)
-{
-    pthread_mutex_lock(&r->mu);
-    llk_rdma_mrs_t *m = c->xport;
-    if (m) {
-        pthread_mutex_unlock(&r->mu);
-        return m;
+    if (llk_xwire_read_header(hb, &h, &dwhy) != 0 || h.type != LLK_XMSG_RDMA_SETUP_OK ||
+        h.req_id != req_id) {
+        snprintf(why, sizeof why, "bad answer to XRDMA_SETUP (%s)", dwhy ? dwhy : "type");
+        st = LLMLINK_PROTOCOL_ERROR;
+        goto out;
     }
-    m = calloc(1, sizeof *m);
-    if (m) {
-        m->nt = c->num_tensors;
-        m->ndev = r->ndev;
-        m->addrs = c->addrs;
-        m->tensor_bytes = c->tensor_bytes;
-        m->mr = calloc((size_t)m->ndev * m->nt, sizeof *m->mr);
-        m->order = calloc(m->nt, sizeof *m->order);
+    buf = malloc(h.length ? h.length : 1);
+    llk_xrdma_setup_ok_t ok;
+    if (!buf || llk_xlink_recv_all(xl, fd, buf, h.length, deadline_ms) != 0 ||
+        llk_xwire_decode_rdma_setup_ok(buf, h.length, &ok, &dwhy) != 0) {
+        snprintf(why, sizeof why, "bad XRDMA_SETUP_OK: %s", buf ? (dwhy ? dwhy : strerror(errno))
+                                                                : "out of memory");
+        st = LLMLINK_PROTOCOL_ERROR;
+        goto out;
     }
-    if (!m || !m->mr || !m->order) {
-        snprintf(why, cap, "out of memory for the MRs of cache %lld", (long long)c->id);
-        mrs_free(r->v, m);
-        pthread_mutex_unlock(&r->mu);
-        return NULL;
+    if (ok.status != LLMLINK_SUCCESS) {
+        snprintf(why, sizeof why, "cluster %llu refused the rails: %s",
+                 (unsigned long long)xl->remote_id, ok.msg);
+        /* LINK_FAILED: the server forces rdma itself */
+        forced = forced || ok.status == LLMLINK_LINK_FAILED;
+        goto out;
     }
-    int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE;
-    for (int d = 0; d < m->ndev; d++)
-        for (uint32_t t = 0; t < m->nt; t++) {
-            struct ibv_mr *mr = r->v->reg_mr(r->dev[d].pd, c->addrs[t], (size_t)c->tensor_bytes,
-                                             access);
-            if (!mr) {
-                snprintf(why, cap, "%s: ibv_reg_mr of tensor %u of cache %lld (%llu bytes): %s",
-                         r->dev[d].name, t, (long long)c->id,
-                         (unsigned long long)c->tensor_bytes, strerror(errno));
-                mrs_free(r->v, m);
-                pthread_mutex_unlock(&r->mu);
-                return NULL;
-            }
-            m->mr[(size_t)d * m->nt + t] = mr;
-        }
-    for (uint32_t t = 0; t < m->nt; t++)
-        m->order[t] = t;
-    qsort_r(m->order, m->nt, sizeof *m->order, by_addr, c->addrs);
-    m->gen = atomic_fetch_add(&r->next_gen, 1);
-    c->xport = m;
-    pthread_mutex_unlock(&r->mu);
-    LLK_DEBUG("rdma: cache %lld registered on %d device(s), generation %llu", (long long)c->id,
-              m->ndev, (unsigned long long)m->gen);
-    return m;
-}
-
-void llk_rdma_cache_free(void *rdma, llk_cache_t *c)
-{
-    llk_rdma_t *r = rdma;
-    if (!r)
-        return;
-    pthread_mutex_lock(&r->mu);
-    llk_rdma_mrs_t *m = c->xport;
-    c->xport = NULL;
-    pthread_mutex_unlock(&r->mu);
-    if (m)
-        LLK_DEBUG("rdma: cache %lld: MRs of generation %llu released", (long long)c->id,
-                  (unsigned long long)m->gen);
-    mrs_free(r->v, m);
-}
-
-uint64_t llk_rdma_mrs_generation(const llk_rdma_mrs_t *m)
-{
-    return m->gen;
-}
-
-uint32_t llk_rdma_rkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
-                       uint32_t tensor)
-{
-    return m->mr[(size_t)l->rail[rail].dev->index * m->nt + tensor]->rkey;
-}
-
-bool llk_rdma_lkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
-                   const uint8_t *addr, uint64_t len, uint32_t *lkey)
-{
-    /* the last tensor that starts at or before addr */
-    size_t lo = 0, hi = m->nt;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if ((uintptr_t)m->addrs[m->order[mid]] <= (uintptr_t)addr)
-            lo = mid + 1;
-        else
-            hi = mid;
+    /* The server's rails are up: from here a failure leaves the two ends
+     * disagreeing, so it is the link's in any case. */
+    forced = true;
+    if (llk_rdma_link_connect(l, ok.rail, ok.nrails, why, sizeof why) != 0)
+        goto out;
+    char desc[256];
+    llk_rdma_link_describe(l, desc, sizeof desc);
+    LLK_INFO("cluster %llu: link with cluster %llu moves data over RDMA (%u rail%s: %s)",
+             (unsigned long long)e->cluster_id, (unsigned long long)xl->remote_id, n,
+             n == 1 ? "" : "s", desc);
+    pthread_mutex_lock(&xl->mu);
+    rx->link = l;
+    rx->use = true;
+    if (xl->broken) /* broke while the rails came up: llk_xlink_break saw none */
+        llk_rdma_link_abort(l);
+    pthread_mutex_unlock(&xl->mu);
+    free(buf);
+    return LLMLINK_SUCCESS;
+out:
+    free(buf);
+    llk_rdma_link_free(l);
+    if (forced) {
+        snprintf(detail, dlen, "%sthe RDMA rails to cluster %llu could not be set up: %s",
+                 rx->forced ? "llmlink.Transport=rdma: " : "",
+                 (unsigned long long)xl->remote_id, why);
+        return st == LLMLINK_SUCCESS ? LLMLINK_LINK_FAILED : st;
     }
-    if (lo == 0)
+    /* A stream that broke the protocol is of no use for tcp either. */
+    if (st == LLMLINK_PROTOCOL_ERROR || st == LLMLINK_TIMEOUT) {
+        snprintf(detail, dlen, "RDMA setup with cluster %llu: %s",
+                 (unsigned long long)xl->remote_id, why);
+        return st;
+    }
+    LLK_INFO("cluster %llu: no RDMA with cluster %llu (%s): tcp/shm",
+             (unsigned long long)e->cluster_id, (unsigned long long)xl->remote_id, why);
+    return LLMLINK_SUCCESS;
+}
+
+/* Grows the owner's answer buffer (false: out of memory). */
+static bool tx_room(llk_xserve_t *q, size_t need)
+{
+    if (*q->tx_cap >= need && *q->tx)
+        return true;
+    uint8_t *p = realloc(*q->tx, need);
+    if (!p)
         return false;
-    uint32_t t = m->order[lo - 1];
-    uintptr_t base = (uintptr_t)m->addrs[t];
-    if ((uintptr_t)addr - base > m->tensor_bytes || len > m->tensor_bytes - ((uintptr_t)addr - base))
-        return false;
-    *lkey = m->mr[(size_t)l->rail[rail].dev->index * m->nt + t]->lkey;
+    *q->tx = p;
+    *q->tx_cap = need;
     return true;
 }
 
-/* ---- the data path --------------------------------------------------------------------------- */
-
-/* One llk_rdma_move call. Other calls may hand it completions (under the
- * lock of the rail they poll) while it looks at another rail: chains and
- * failed are atomic, st and rail are written before failed is set. */
-typedef struct move_op {
-    _Atomic uint32_t chains; /* in flight */
-    _Atomic bool failed;
-    enum ibv_wc_status st;
-    uint16_t rail;
-} move_op_t;
-
-/* Hands one completion to the chain it ends (rl->mu held). */
-static void on_wc(const llk_rdma_t *r, rail_t *rl, const struct ibv_wc *wc, uint16_t rail_no)
+/* The wire wants printable ASCII. */
+static void printable(char *msg)
 {
-    uint32_t si = (uint32_t)(wc->wr_id & 0xFFFFu), seq = (uint32_t)(wc->wr_id >> 16);
-    if (si >= RAIL_SLOTS)
-        return;
-    slot_t *s = &rl->slot[si];
-    /* After an error every later WR of the chain completes too (flushed):
-     * those find the slot free or reused (another seq) and are dropped. */
-    if (!s->busy || s->seq != seq)
-        return;
-    if (wc->status != IBV_WC_SUCCESS) {
-        rl->failed = true;
-        if (s->op && !atomic_load(&s->op->failed)) {
-            s->op->st = wc->status;
-            s->op->rail = rail_no;
-            atomic_store(&s->op->failed, true);
-        }
-    }
-    if (s->op)
-        atomic_fetch_sub(&s->op->chains, 1);
-    rl->free_wr += s->nwr;
-    if (s->read)
-        rl->rd_inflight -= s->nwr;
-    s->busy = false;
-    s->op = NULL;
+    for (char *p = msg; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            *p = '?';
 }
 
-static int poll_rail(const llk_rdma_t *r, rail_t *rl, uint16_t rail_no)
+/* XRDMA_SETUP (once per link, owner thread): this side's rails for the
+ * addresses the client names, connected to its QPs, and the answer with
+ * them. */
+static int rdma_serve_setup(llk_xserve_t *q)
 {
-    struct ibv_wc wc[POLL_BATCH];
-    int got = ibv_poll_cq(rl->cq, POLL_BATCH, wc);
-    if (got < 0) {
-        rl->failed = true;
+    llmlink_t *e = q->e;
+    llk_xlink_t *xl = q->xl;
+    llk_rdma_xlink_t *rx = llk_rdma_xlink(xl);
+    const char *dwhy = "?";
+    llk_xrail_wire_t rem[LLK_XWIRE_MAX_RAILS];
+    uint16_t n = 0;
+    if (llk_xwire_decode_rdma_setup(q->rx, q->rx_len, rem, &n, &dwhy) != 0) {
+        snprintf(q->why, sizeof q->why, "protocol error: bad XRDMA_SETUP: %s", dwhy);
         return -1;
     }
-    for (int i = 0; i < got; i++)
-        on_wc(r, rl, &wc[i], rail_no);
-    return got;
-}
-
-static int free_slot(rail_t *rl)
-{
-    for (uint32_t i = 0; i < RAIL_SLOTS; i++)
-        if (!rl->slot[i].busy)
-            return (int)i;
-    return -1;
-}
-
-/* Posts the next chain of rail k's sges from *next (rl->mu held). 1 posted,
- * 0 no room now, -1 post failed (msg). */
-static int post_chain(rail_t *rl, bool write, const llk_rdma_sge_t *sg, size_t n, size_t *next,
-                      uint16_t k, move_op_t *op, char *msg, size_t cap)
-{
-    uint32_t left = 0;
-    for (size_t i = *next; i < n && left < MAX_CHAIN; i++)
-        if (sg[i].rail == k)
-            left++;
-    if (left == 0)
-        return 0;
-    uint32_t credits = rl->free_wr;
-    if (!write && rl->rd_max - rl->rd_inflight < credits)
-        credits = rl->rd_max - rl->rd_inflight;
-    uint32_t len = llk_rdma_chain_len(left, credits, MAX_CHAIN);
-    int si = free_slot(rl);
-    if (len == 0 || si < 0)
-        return 0;
-    struct ibv_send_wr wr[MAX_CHAIN];
-    struct ibv_sge sge[MAX_CHAIN];
-    slot_t *s = &rl->slot[si];
-    uint32_t seq = ++rl->seq;
-    uint64_t wr_id = ((uint64_t)seq << 16) | (uint32_t)si;
-    size_t i = *next;
-    for (uint32_t w = 0; w < len; i++) {
-        if (sg[i].rail != k)
-            continue;
-        memset(&wr[w], 0, sizeof wr[w]);
-        sge[w].addr = sg[i].laddr;
-        sge[w].length = (uint32_t)sg[i].len;
-        sge[w].lkey = sg[i].lkey;
-        wr[w].wr_id = wr_id;
-        wr[w].sg_list = &sge[w];
-        wr[w].num_sge = 1;
-        wr[w].opcode = write ? IBV_WR_RDMA_WRITE : IBV_WR_RDMA_READ;
-        wr[w].wr.rdma.remote_addr = sg[i].raddr;
-        wr[w].wr.rdma.rkey = sg[i].rkey;
-        wr[w].next = w + 1 < len ? &wr[w + 1] : NULL;
-        w++;
-    }
-    wr[len - 1].send_flags = IBV_SEND_SIGNALED;
-    struct ibv_send_wr *bad = NULL;
-    int rc = ibv_post_send(rl->qp, wr, &bad);
-    if (rc != 0) {
-        rl->failed = true;
-        snprintf(msg, cap, "ibv_post_send on %s: %s", rl->dev->name, strerror(rc));
-        /* The WRs before `bad` are on the send queue and may still move
-         * bytes: keep the slot busy for them, so that the failing call
-         * waits for their (flush) completion before it returns. */
-        uint32_t posted = 0;
-        while (posted < len && &wr[posted] != bad)
-            posted++;
-        if (bad && posted > 0) {
-            s->busy = true;
-            s->read = !write;
-            s->seq = seq;
-            s->nwr = posted;
-            s->op = op;
-            atomic_fetch_add(&op->chains, 1);
-            rl->free_wr -= posted;
-            if (!write)
-                rl->rd_inflight += posted;
+    llk_xrdma_setup_ok_t ok;
+    memset(&ok, 0, sizeof ok);
+    /* LINK_FAILED tells the client this side forces rdma: no fallback */
+    uint32_t refusal = e->opts.transport == LLK_TRANSPORT_RDMA ? LLMLINK_LINK_FAILED
+                                                               : LLMLINK_FEATURE_NOT_ENABLED;
+    pthread_mutex_lock(&xl->mu);
+    bool allowed = rx->peer && !rx->link && e->rdma;
+    pthread_mutex_unlock(&xl->mu);
+    llk_rdma_link_t *l = NULL;
+    if (!allowed) {
+        ok.status = refusal;
+        snprintf(ok.msg, sizeof ok.msg, "RDMA is not offered on this link, or set up already");
+    } else {
+        struct sockaddr_storage ips[LLK_XWIRE_MAX_RAILS];
+        static const uint8_t zero[16];
+        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        for (uint16_t i = 0; i < n; i++) {
+            memset(&ips[i], 0, sizeof ips[i]);
+            if (!memcmp(rem[i].target_ip, zero, 16)) {
+                socklen_t len = sizeof ips[i];
+                getsockname(q->fd, (struct sockaddr *)&ips[i], &len);
+            } else if (!memcmp(rem[i].target_ip, v4mapped, 12)) {
+                struct sockaddr_in *in = (struct sockaddr_in *)&ips[i];
+                in->sin_family = AF_INET;
+                memcpy(&in->sin_addr, rem[i].target_ip + 12, 4);
+            } else {
+                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ips[i];
+                in6->sin6_family = AF_INET6;
+                memcpy(&in6->sin6_addr, rem[i].target_ip, 16);
+            }
         }
+        char why[300] = "";
+        l = llk_rdma_link_create(e->rdma, ips, n, e->opts.sync_kv_wait_ms, why, sizeof why);
+        if (l && llk_rdma_link_connect(l, rem, n, why, sizeof why) != 0) {
+            llk_rdma_link_free(l);
+            l = NULL;
+        }
+        if (!l) {
+            ok.status = refusal;
+            snprintf(ok.msg, sizeof ok.msg, "cluster %llu: %.200s", (unsigned long long)e->cluster_id,
+                     why);
+            printable(ok.msg);
+        } else {
+            ok.nrails = n;
+            llk_rdma_link_local(l, ok.rail);
+        }
+    }
+    size_t need = LLK_XWIRE_HEADER_SIZE + 10 + LLK_XWIRE_MAX_MSG +
+                  LLK_XWIRE_MAX_RAILS * LLK_XWIRE_RAIL_ACK_SIZE;
+    if (!tx_room(q, need)) {
+        llk_rdma_link_free(l);
+        snprintf(q->why, sizeof q->why, "out of memory for XRDMA_SETUP_OK");
         return -1;
     }
-    /* sges of other rails between next and i stay for their rails: the
-     * cursor of this rail is what moved */
-    *next = i;
-    s->busy = true;
-    s->read = !write;
-    s->seq = seq;
-    s->nwr = len;
-    s->op = op;
-    atomic_fetch_add(&op->chains, 1);
-    rl->free_wr -= len;
-    if (!write)
-        rl->rd_inflight += len;
-    return 1;
+    q->tx_len = llk_xwire_encode_rdma_setup_ok(*q->tx, *q->tx_cap, q->req_id, &ok);
+    if (q->tx_len == 0) {
+        llk_rdma_link_free(l);
+        snprintf(q->why, sizeof q->why, "cannot encode XRDMA_SETUP_OK");
+        return -1;
+    }
+#define OWNER_FMT "cluster %llu: owner stream %d of the link with cluster %llu (%s)"
+    if (l) {
+        char desc[256];
+        llk_rdma_link_describe(l, desc, sizeof desc);
+        LLK_INFO(OWNER_FMT ": data over RDMA (%u rail%s: %s)", (unsigned long long)e->cluster_id,
+                 q->slot, (unsigned long long)xl->remote_id, xl->peer, n, n == 1 ? "" : "s",
+                 desc);
+        pthread_mutex_lock(&xl->mu);
+        rx->link = l;
+        rx->use = true;
+        if (xl->broken) /* broke while the rails came up: llk_xlink_break saw none */
+            llk_rdma_link_abort(l);
+        pthread_mutex_unlock(&xl->mu);
+    } else {
+        LLK_INFO(OWNER_FMT ": no RDMA: %s", (unsigned long long)e->cluster_id, q->slot,
+                 (unsigned long long)xl->remote_id, xl->peer, ok.msg);
+    }
+#undef OWNER_FMT
+    return 0;
 }
 
-/* Moves the rail's QP to the error state (rl->mu held): the device stops
- * every work request on it and completes them (flushed), and the peer can
- * no longer reach this side's memory through it. Once per rail. */
-static void rail_abort(const llk_rdma_t *r, rail_t *rl)
+/* Stops the QPs now, not at the last unref, so that no work request of a
+ * call that gave up keeps moving bytes, and a peer's old rkeys reach
+ * nothing over this link (rail locks are leaves). */
+static void rdma_fence(llk_xlink_t *xl)
 {
-    rl->failed = true;
-    if (rl->in_err || !rl->qp)
+    llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
+    if (r)
+        llk_rdma_link_abort(r->link);
+}
+
+/* ---- choosing -------------------------------------------------------------- */
+
+static bool rdma_link_usable(llk_xlink_t *xl)
+{
+    llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
+    pthread_mutex_lock(&xl->mu);
+    bool use = r->use && r->link;
+    pthread_mutex_unlock(&xl->mu);
+    return use;
+}
+
+static llk_xuse_t rdma_request_usable(llk_xfer_ctx_t *ctx, int fd, llk_xmove_out_t *out)
+{
+    (void)fd;
+    (void)out;
+    return rdma_link_usable(ctx->xl) && ctx->e->rdma && ctx->local_cache ? LLK_XUSE_YES
+                                                                          : LLK_XUSE_NO;
+}
+
+/* ---- moving ---------------------------------------------------------------- */
+
+static bool link_aborted(void *arg)
+{
+    return llk_xlink_is_broken(arg);
+}
+
+/* The owner's grant (XRESP_RDMA) for the request: check it, post the work
+ * requests, wait, then XDONE with the grant's generation. The grant is
+ * used for this request only and forgotten. */
+static void rdma_move(llk_xmove_t *m, llk_xmove_out_t *out)
+{
+    llk_xfer_ctx_t *ctx = m->ctx;
+    const char *why = NULL;
+    llk_xgrant_t g;
+    if (llk_xwire_decode_grant(m->payload, m->h->length, &g, &why) != 0) {
+        out->failure = LLMLINK_PROTOCOL_ERROR;
+        snprintf(out->msg, sizeof out->msg, "bad RDMA grant: %s", why);
         return;
-    struct ibv_qp_attr a;
-    memset(&a, 0, sizeof a);
-    a.qp_state = IBV_QPS_ERR;
-    (void)r->v->modify_qp(rl->qp, &a, IBV_QP_STATE);
-    rl->in_err = true;
-}
-
-void llk_rdma_link_abort(llk_rdma_link_t *l)
-{
-    if (!l)
+    }
+    llk_rdma_link_t *l = llk_rdma_xlink(ctx->xl)->link; /* set before streams are handed out */
+    uint16_t nrails = llk_rdma_link_nrails(l);
+    size_t n = m->nseg;
+    if (g.niov != n || g.total_bytes != m->bytes || g.nrails != nrails) {
+        out->failure = LLMLINK_PROTOCOL_ERROR;
+        snprintf(out->msg, sizeof out->msg, "RDMA grant of %u regions on %u rails for %zu "
+                 "segments on %u rails", g.niov, g.nrails, n, nrails);
         return;
-    for (uint16_t k = 0; k < l->nrails; k++) {
-        rail_t *rl = &l->rail[k];
-        pthread_mutex_lock(&rl->mu);
-        rail_abort(l->r, rl);
-        pthread_mutex_unlock(&rl->mu);
     }
-}
-
-static void nap(unsigned *us);
-
-/* A call that gives up (completion error, post failure, deadline, broken
- * link) must not return while its work requests can still move bytes into
- * or out of memory the caller is about to reuse: abort every rail of the
- * link (the link is dead anyway: the caller kills it), then reap the
- * flushed completions of this call's chains, bounded by DRAIN_MS. Only
- * what is still left after that (a device that never flushes) is orphaned. */
-#define DRAIN_MS 2000
-static void quiesce(llk_rdma_link_t *l, move_op_t *op)
-{
-    llk_rdma_link_abort(l);
-    int64_t until = llk_now_ms() + DRAIN_MS;
-    unsigned us = 10;
-    while (atomic_load(&op->chains) > 0 && llk_now_ms() < until) {
-        bool got = false;
-        for (uint16_t k = 0; k < l->nrails; k++) {
-            rail_t *rl = &l->rail[k];
-            pthread_mutex_lock(&rl->mu);
-            if (poll_rail(l->r, rl, k) > 0)
-                got = true;
-            pthread_mutex_unlock(&rl->mu);
-        }
-        if (!got)
-            nap(&us);
+    char msg[512];
+    const llk_rdma_mrs_t *mrs = llk_rdma_cache_mrs(ctx->e->rdma, ctx->local_cache, msg, sizeof msg);
+    llk_rdma_sge_t *sg = mrs ? malloc(n * sizeof *sg) : NULL;
+    if (!sg) {
+        /* this side's failure: the owner hears of it, the link stays */
+        out->send_done = out->done_gen = true;
+        out->done_status = LLMLINK_FAILED;
+        out->gen = g.generation;
+        out->refusal = mrs ? LLMLINK_OUT_OF_MEMORY : LLMLINK_FAILED;
+        snprintf(out->msg, sizeof out->msg, "%s: RDMA: %s", ctx->fn, mrs ? "out of memory" : msg);
+        return;
     }
-}
-
-static void orphan(llk_rdma_link_t *l, move_op_t *op)
-{
-    for (uint16_t k = 0; k < l->nrails; k++) {
-        rail_t *rl = &l->rail[k];
-        pthread_mutex_lock(&rl->mu);
-        for (uint32_t i = 0; i < RAIL_SLOTS; i++)
-            if (rl->slot[i].busy && rl->slot[i].op == op)
-                rl->slot[i].op = NULL;
-        pthread_mutex_unlock(&rl->mu);
+    for (size_t i = 0; i < n; i++) {
+        const llk_xseg_t *seg = &m->segs[i];
+        uint16_t rail = (uint16_t)llk_rdma_rail_of((uint32_t)i, nrails);
+        uint64_t addr, len;
+        uint32_t rkey, lkey = 0;
+        llk_xwire_grant_at(&g, (uint32_t)i, rail, &addr, &len, &rkey);
+        if (len != seg->len || !llk_rdma_lkey(mrs, l, rail, seg->lptr, len, &lkey)) {
+            free(sg);
+            out->failure = len != seg->len ? LLMLINK_PROTOCOL_ERROR : LLMLINK_FAILED;
+            snprintf(out->msg, sizeof out->msg,
+                     len != seg->len ? "RDMA region %zu has %llu bytes, asked %llu"
+                                     : "RDMA: segment %zu (%llu bytes) is outside every local MR",
+                     i, (unsigned long long)len, (unsigned long long)seg->len);
+            return;
+        }
+        sg[i] = (llk_rdma_sge_t){.laddr = (uint64_t)(uintptr_t)seg->lptr, .raddr = addr,
+                                 .len = len, .lkey = lkey, .rkey = rkey, .rail = rail};
     }
-}
-
-static void nap(unsigned *us)
-{
-    struct timespec ts = {0, (long)*us * 1000};
-    nanosleep(&ts, NULL);
-    if (*us < 1000)
-        *us *= 2;
-}
-
-llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sge_t *sg,
-                               size_t n, int64_t deadline_ms, bool (*aborted)(void *), void *actx,
-                               char *msg, size_t cap)
-{
-    move_op_t op;
-    atomic_init(&op.chains, 0);
-    atomic_init(&op.failed, false);
-    op.st = IBV_WC_SUCCESS;
-    op.rail = 0;
-    size_t next[LLK_XWIRE_MAX_RAILS] = {0};
-    unsigned us = 10;
-    const char *what = write ? "RDMA WRITE" : "RDMA READ";
-    for (uint64_t round = 0;; round++) {
-        bool all_posted = true, progress = false;
-        for (uint16_t k = 0; k < l->nrails; k++) {
-            rail_t *rl = &l->rail[k];
-            pthread_mutex_lock(&rl->mu);
-            if (rl->failed && !atomic_load(&op.failed)) {
-                pthread_mutex_unlock(&rl->mu);
-                quiesce(l, &op);
-                orphan(l, &op);
-                if (aborted && aborted(actx)) {
-                    snprintf(msg, cap, "%s: the link broke during the transfer", what);
-                    return LLMLINK_NOT_YET_LINK;
-                }
-                snprintf(msg, cap, "%s: rail %u (%s) failed in another transfer", what, k,
-                         rl->dev->name);
-                return LLMLINK_NETWORK_ERROR;
-            }
-            int posted = 0;
-            while (!atomic_load(&op.failed) &&
-                   (posted = post_chain(rl, write, sg, n, &next[k], k, &op, msg, cap)) > 0)
-                progress = true;
-            if (!atomic_load(&op.failed) && posted < 0) {
-                pthread_mutex_unlock(&rl->mu);
-                quiesce(l, &op);
-                orphan(l, &op);
-                return LLMLINK_NETWORK_ERROR;
-            }
-            /* skip past sges of other rails only when this rail has none left */
-            while (next[k] < n && sg[next[k]].rail != k)
-                next[k]++;
-            if (next[k] < n)
-                all_posted = false;
-            if (poll_rail(l->r, rl, k) > 0)
-                progress = true;
-            pthread_mutex_unlock(&rl->mu);
+    /* Test seam: hold the grant before using it (an owner that revokes
+     * meanwhile is then seen deterministically). */
+    uint32_t delay = llk_rdma_post_delay_ms(ctx->e->rdma);
+    if (delay > 0)
+        for (int64_t until = llk_now_ms() + delay;
+             llk_now_ms() < until && llk_now_ms() < ctx->deadline_ms;) {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
         }
-        if (atomic_load(&op.failed)) {
-            quiesce(l, &op);
-            orphan(l, &op);
-            /* flushed because the link broke (llk_xlink_break aborts the QPs) */
-            if (op.st == IBV_WC_WR_FLUSH_ERR && aborted && aborted(actx)) {
-                snprintf(msg, cap, "%s: the link broke during the transfer", what);
-                return LLMLINK_NOT_YET_LINK;
-            }
-            snprintf(msg, cap, "%s completion on rail %u (%s): %s (status %d)", what, op.rail,
-                     l->rail[op.rail].dev->name, l->r->v->wc_status_str(op.st), (int)op.st);
-            return LLMLINK_NETWORK_ERROR;
-        }
-        if (all_posted && atomic_load(&op.chains) == 0)
-            return LLMLINK_SUCCESS;
-        if (llk_now_ms() >= deadline_ms) {
-            unsigned pending = (unsigned)atomic_load(&op.chains);
-            quiesce(l, &op);
-            orphan(l, &op);
-            snprintf(msg, cap, "%s: %u chain(s) not completed within llm.SyncKvCacheWaitTime",
-                     what, pending);
-            return LLMLINK_WAIT_PROCESS_TIMEOUT;
-        }
-        if ((round & 63) == 0 && aborted && aborted(actx)) {
-            quiesce(l, &op);
-            orphan(l, &op);
-            snprintf(msg, cap, "%s: the link broke during the transfer", what);
-            return LLMLINK_NOT_YET_LINK;
-        }
-        if (progress)
-            us = 10;
-        else
-            nap(&us);
+    llmlink_status_t st = llk_rdma_move(l, m->op == LLK_XOP_RDMA_WRITE, sg, n, ctx->deadline_ms,
+                                        link_aborted, ctx->xl, msg, sizeof msg);
+    free(sg);
+    if (st == LLMLINK_SUCCESS) {
+        out->send_done = out->done_gen = true;
+        out->done_status = LLMLINK_SUCCESS;
+        out->gen = g.generation;
+        return;
     }
+    /* The rail is unusable after a completion error: the link goes (the
+     * caller kills it), relink makes new QPs. */
+    out->failure = st == LLMLINK_NOT_YET_LINK ? LLMLINK_NETWORK_ERROR : st;
+    snprintf(out->msg, sizeof out->msg, "%s", msg);
 }
 
-#else /* !LLK_HAVE_VERBS */
-
-llk_rdma_t *llk_rdma_open(const llk_options_t *o, uint64_t gen_seed, char *why, size_t cap)
+static llmlink_status_t rdma_serve_allowed(llk_xlink_t *xl, int fd, char *msg, size_t cap)
 {
-    const char *w = NULL;
-    llk_verbs_load(&w);
-    snprintf(why, cap, "%s", w);
-    return NULL;
-}
-void llk_rdma_close(llk_rdma_t *r) {}
-void llk_rdma_cache_free(void *rdma, llk_cache_t *c) {}
-llk_rdma_link_t *llk_rdma_link_create(llk_rdma_t *r, const struct sockaddr_storage *ips,
-                                      size_t n, int32_t wait_ms, char *why, size_t cap)
-{
-    snprintf(why, cap, "built without libibverbs headers");
-    return NULL;
-}
-uint16_t llk_rdma_link_nrails(const llk_rdma_link_t *l) { return 0; }
-void llk_rdma_link_local(const llk_rdma_link_t *l, llk_xrail_wire_t *out) {}
-int llk_rdma_link_connect(llk_rdma_link_t *l, const llk_xrail_wire_t *remote, uint16_t n,
-                          char *why, size_t cap)
-{
-    snprintf(why, cap, "built without libibverbs headers");
-    return -1;
-}
-void llk_rdma_link_describe(const llk_rdma_link_t *l, char *out, size_t cap)
-{
-    if (cap)
-        out[0] = '\0';
-}
-void llk_rdma_link_free(llk_rdma_link_t *l) {}
-void llk_rdma_link_abort(llk_rdma_link_t *l) {}
-const llk_rdma_mrs_t *llk_rdma_cache_mrs(llk_rdma_t *r, llk_cache_t *c, char *why, size_t cap)
-{
-    snprintf(why, cap, "built without libibverbs headers");
-    return NULL;
-}
-uint64_t llk_rdma_mrs_generation(const llk_rdma_mrs_t *m) { return 0; }
-uint32_t llk_rdma_rkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
-                       uint32_t tensor) { return 0; }
-bool llk_rdma_lkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
-                   const uint8_t *addr, uint64_t len, uint32_t *lkey) { return false; }
-llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sge_t *sg,
-                               size_t n, int64_t deadline_ms, bool (*aborted)(void *), void *actx,
-                               char *msg, size_t cap)
-{
-    snprintf(msg, cap, "built without libibverbs headers");
+    (void)fd;
+    if (rdma_link_usable(xl))
+        return LLMLINK_SUCCESS;
+    snprintf(msg, cap, "RDMA is not in use on this link");
     return LLMLINK_FEATURE_NOT_ENABLED;
 }
-#endif
+
+/* The grant of an admitted request: the owner's address and the rkey on
+ * every rail of each segment, and the generation of the cache's MRs. */
+static int rdma_serve_grant(llk_xserve_t *q)
+{
+    llk_rdma_link_t *l = llk_rdma_xlink(q->xl)->link; /* set before any request, never changed */
+    const llk_rdma_mrs_t *m = llk_rdma_cache_mrs(q->e->rdma, q->cache, q->msg, sizeof q->msg);
+    if (!m) {
+        q->refusal = LLMLINK_FAILED;
+        return 1;
+    }
+    uint16_t nrails = llk_rdma_link_nrails(l);
+    uint32_t *rkeys = malloc((size_t)q->nseg * nrails * sizeof *rkeys);
+    size_t need = llk_xwire_grant_size(nrails, q->nseg);
+    if (!rkeys || !tx_room(q, need)) {
+        free(rkeys);
+        snprintf(q->why, sizeof q->why, "out of memory for a %zu-byte RDMA grant", need);
+        return -1;
+    }
+    for (uint32_t i = 0; i < q->nseg; i++)
+        for (uint16_t k = 0; k < nrails; k++)
+            rkeys[(size_t)i * nrails + k] = llk_rdma_rkey(m, l, k, q->segt[i]);
+    q->grant_gen = llk_rdma_mrs_generation(m);
+    q->tx_len = llk_xwire_encode_grant(*q->tx, *q->tx_cap, q->req_id, q->total, q->grant_gen,
+                                       nrails, q->segv, rkeys, q->nseg);
+    free(rkeys);
+    if (q->tx_len == 0) {
+        snprintf(q->why, sizeof q->why, "cannot encode a %zu-byte RDMA grant", need);
+        return -1;
+    }
+    /* From here the peer may read or write on its own: an unregister that
+     * times out on this hold revokes the MRs instead of failing. */
+    q->revocable = true;
+    return 0;
+}
+
+static void rdma_add_stats(llk_xstats_t *x, uint64_t requests, uint64_t fallbacks)
+{
+    (void)fallbacks;
+    atomic_fetch_add(&x->rdma_requests, requests);
+}
+
+const llk_transport_ops_t llk_transport_rdma = {
+    .name = "rdma",
+    .title = "RDMA",
+    .index = LLK_XPORT_RDMA,
+    .id = LLK_TRANSPORT_RDMA,
+    .op_read = LLK_XOP_RDMA_READ,
+    .op_write = LLK_XOP_RDMA_WRITE,
+    .answer_type = LLK_XMSG_RESP_RDMA,
+    .done_gen = true,
+    /* While the peer works with a grant nothing moves on the stream. */
+    .long_grant = true,
+    /* The rails carry the bytes, spread by the transport itself: one
+     * stream carries the requests. */
+    .slice_bytes = RDMA_SLICE_BYTES,
+    .one_stream = true,
+    .link_new = rdma_link_new,
+    .link_free = rdma_link_free,
+    .link_record = rdma_link_record,
+    .link_conflict = rdma_link_conflict,
+    .setup_client = rdma_setup_client,
+    .setup_type = LLK_XMSG_RDMA_SETUP,
+    .serve_setup = rdma_serve_setup,
+    .fence = rdma_fence,
+    .link_usable = rdma_link_usable,
+    .request_usable = rdma_request_usable,
+    .move = rdma_move,
+    .serve_allowed = rdma_serve_allowed,
+    .serve_grant = rdma_serve_grant,
+    .add_stats = rdma_add_stats,
+};

@@ -67,6 +67,10 @@ typedef struct llk_rdma_mrs llk_rdma_mrs_t;
  * engine incarnations. */
 llk_rdma_t *llk_rdma_open(const llk_options_t *o, uint64_t gen_seed, char *why, size_t cap);
 void llk_rdma_close(llk_rdma_t *r);
+/* Test seam (transport_testing.h): ms a requester waits between a grant
+ * and its work requests. 0 (the default) costs nothing. NULL r: no-op / 0. */
+void llk_rdma_set_post_delay_ms(llk_rdma_t *r, uint32_t ms);
+uint32_t llk_rdma_post_delay_ms(llk_rdma_t *r);
 /* Registry hook (llk_registry_t.xport_free): deregisters c's MRs. */
 void llk_rdma_cache_free(void *rdma, llk_cache_t *c);
 
@@ -122,5 +126,29 @@ typedef struct llk_rdma_sge {
 llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sge_t *sg,
                                size_t n, int64_t deadline_ms, bool (*aborted)(void *), void *actx,
                                char *msg, size_t cap);
+
+/* ---- the transport's link state (rdma.c) ---------------------------------- */
+
+struct llk_xlink;
+
+/* What the RDMA transport keeps per link, under the xlink's mu. peer: both
+ * ends offered RDMA in the handshake (LLK_EXT_RDMA). The rails are set up
+ * once, over the first forward stream, before it is handed out (client:
+ * setup_client; server: the owner thread answers XRDMA_SETUP); then link
+ * and use are set and never change until the xlink is freed, which frees
+ * the rails. */
+typedef struct llk_rdma_xlink {
+    bool peer;
+    bool forced; /* either end set llmlink.Transport=rdma: no fallback */
+    bool use;
+    llk_rdma_link_t *link;
+    /* Client: the addresses of its rails (its ip infos, or the control
+     * connection's) and the server addresses they are for. */
+    uint16_t nrail_addrs;
+    struct sockaddr_storage rail_local[LLK_XWIRE_MAX_RAILS], rail_target[LLK_XWIRE_MAX_RAILS];
+} llk_rdma_xlink_t;
+
+/* xl's RDMA state (tests read it). */
+llk_rdma_xlink_t *llk_rdma_xlink(struct llk_xlink *xl);
 
 #endif /* LLK_RDMA_H */

@@ -27,7 +27,9 @@ static bool resolve(void *lib, const char *name, void **slot, bool required)
 
 static void load_once(void)
 {
-    const char *name = getenv("LLMLINK_IBVERBS");
+    /* secure_getenv: a setuid program must not dlopen a library its
+     * caller names. */
+    const char *name = secure_getenv("LLMLINK_IBVERBS");
     if (!name || !*name)
         name = "libibverbs.so.1";
     /* RTLD_LOCAL: the verbs stay out of the global namespace of the

@@ -11,9 +11,12 @@
  *     refused / consume ........ TX_RESP -> done
  *     READ ..................... TX_RESP -> TX_DATA -> done
  *     WRITE .................... TX_RESP(go) -> RX_DATA -> TX_RESP -> done
- *     SHM_READ / SHM_WRITE ..... TX_RESP(iovecs) -> RX_HDR -> RX_BODY(XDONE) -> done
- *     RDMA_READ / RDMA_WRITE ... TX_RESP(grant) -> RX_HDR -> RX_BODY(XDONE+gen) -> done
- *   an XRDMA_SETUP (once per link) .. TX_RESP(XRDMA_SETUP_OK) -> done
+ *     another transport's op ... TX_RESP(its grant) -> RX_HDR -> RX_BODY(XDONE) -> done
+ *   a transport's setup frame (once per link) .. TX_RESP(its answer) -> done
+ *
+ * READ and WRITE move the bytes on the stream (tcp); for any other op the
+ * transport (transport.h) says whether the link may use it, and makes the
+ * grant; the requester moves the bytes itself and ends with XDONE.
  *
  * A request is checked before any byte of cache memory is touched: first
  * the bounds of the whole transfer it belongs to (xfer_wire.h), so that a
@@ -29,6 +32,7 @@
  * epoll_wait. The thread never takes e->mu (lock order, see xfer.h).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -48,7 +52,6 @@
 #include "link/engine.h"
 #include "base/err.h"
 #include "base/log.h"
-#include "transport/rdma.h"
 #include "xfer/xfer.h"
 #include "xfer/xfer_wire.h"
 
@@ -67,7 +70,7 @@
 #define XS_MIN_RX 64u
 
 typedef enum xs_state {
-    XS_RX_HDR,  /* reading a frame header: a request, or XDONE in PH_SHM */
+    XS_RX_HDR,  /* reading a frame header: a request, or XDONE in PH_GRANTED */
     XS_RX_BODY, /* reading its payload */
     XS_TX_RESP, /* sending tx[] */
     XS_TX_DATA, /* READ: sending the segments' bytes */
@@ -79,7 +82,7 @@ typedef enum xs_phase {
     PH_LAST,  /* the answer in tx[] ends the request (refusal, consume, WRITE's final) */
     PH_READ,  /* XRESP, then the bytes go out */
     PH_WRITE, /* XRESP(go), then the bytes come in */
-    PH_SHM    /* XRESP(iovecs), then the peer's XDONE */
+    PH_GRANTED /* the transport's grant, then the peer's XDONE */
 } xs_phase_t;
 
 typedef struct xstream {
@@ -100,17 +103,18 @@ typedef struct xstream {
     /* The request being served. req.segs points into rx, but is only read
      * while checking: the checked segments live in segv. */
     llk_xreq_t req;
+    const llk_transport_ops_t *t; /* the transport its op names */
     uint64_t req_id;
     llk_cache_t *cache; /* held from acquire until the request is done */
     bool consume;       /* release with the key: a CacheKey pulled */
 
     /* Checked segments as (address, length) pairs: the I/O cursor reads
-     * them, and they are the iovec list an SHM answer carries. */
+     * them, and grants carry them. */
     uint64_t *segv;
     size_t segv_cap; /* in pairs */
-    uint32_t *segt;  /* the tensor of each checked segment (RDMA grants: its rkey) */
+    uint32_t *segt;  /* the tensor of each checked segment (grants name it) */
     size_t segt_cap;
-    uint64_t grant_gen; /* RDMA: the generation granted, checked in XDONE */
+    uint64_t grant_gen; /* the generation granted, checked in XDONE */
     bool revocable;     /* this stream's hold on cache is a grant (registry) */
     uint32_t nseg;
     uint32_t cur_seg; /* cursor: segment, and offset within it */
@@ -208,22 +212,21 @@ static void wake(struct llk_xserver *s)
     (void)r;
 }
 
-/* How long the stream may go without progress. While a peer works with an
- * RDMA grant nothing moves on the stream by design, however large the
- * transfer, and the peer's own deadline (its llm.SyncKvCacheWaitTime)
- * bounds it: give it four times ours and at least a minute. Memory is not
- * held hostage meanwhile: an unregister here waits ours, then revokes the
- * grant's MRs (llk_registry_remove), and a dead peer is noticed by the
- * link's liveness check. */
-#define XS_RDMA_GRANT_MIN_STALL_MS 60000
+/* How long the stream may go without progress. While a peer works with a
+ * long grant (transport.h) nothing moves on the stream by design, however
+ * large the transfer, and the peer's own deadline (its
+ * llm.SyncKvCacheWaitTime) bounds it: give it four times ours and at least
+ * a minute. Memory is not held hostage meanwhile: an unregister here waits
+ * ours, then revokes the grant (llk_registry_remove), and a dead peer is
+ * noticed by the link's liveness check. */
+#define XS_LONG_GRANT_MIN_STALL_MS 60000
 static int64_t stall_limit(const struct llk_xserver *s, const xstream_t *st)
 {
-    bool rdma_grant = st->phase == PH_SHM &&
-                      (st->req.op == LLK_XOP_RDMA_READ || st->req.op == LLK_XOP_RDMA_WRITE);
-    if (!rdma_grant)
+    bool long_grant = st->phase == PH_GRANTED && st->t && st->t->long_grant;
+    if (!long_grant)
         return s->stall_ms;
     int64_t lim = 4 * (int64_t)s->stall_ms;
-    return lim < XS_RDMA_GRANT_MIN_STALL_MS ? XS_RDMA_GRANT_MIN_STALL_MS : lim;
+    return lim < XS_LONG_GRANT_MIN_STALL_MS ? XS_LONG_GRANT_MIN_STALL_MS : lim;
 }
 
 /* In the middle of a request: from its first header byte until done. */
@@ -285,7 +288,7 @@ static void cursor_advance(xstream_t *st, size_t n)
 /* What can be checked before the key is resolved. */
 static llmlink_status_t check_shape(const llk_xreq_t *q, char *msg, size_t cap)
 {
-    if (q->op < LLK_XOP_READ || q->op > LLK_XOP_RDMA_WRITE)
+    if (!llk_transport_by_op(q->op))
         return refuse(msg, cap, LLMLINK_PARAM_INVALID, "unknown operation %u", q->op);
     uint32_t kt = (uint32_t)q->key.type;
     if (q->kind == LLK_XKIND_BLOCKS) {
@@ -464,17 +467,17 @@ static llmlink_status_t admit(struct llk_xserver *s, xstream_t *st, char *msg, s
 
 /* ---- answers and the end of a request ---------------------------------------- */
 
-/* Encodes an XRESP into tx (the iovec list from segv when with_iov) and
- * moves to TX_RESP; `phase` says what follows once it is sent. */
+/* Encodes an XRESP into tx and moves to TX_RESP; `phase` says what
+ * follows once it is sent. */
 static int answer(xstream_t *st, xs_phase_t phase, uint32_t status, uint64_t total,
-                  const char *msg, bool with_iov)
+                  const char *msg)
 {
-    uint32_t niov = with_iov ? st->nseg : 0;
+    uint32_t niov = 0;
     size_t need = llk_xwire_resp_size(strnlen(msg, LLK_XWIRE_MAX_MSG), niov);
     if (grow((void **)&st->tx, &st->tx_cap, need, 1))
         return fail(st, "out of memory for a %zu-byte answer", need);
     size_t n = llk_xwire_encode_resp(st->tx, st->tx_cap, st->req_id, status, total, msg,
-                                     with_iov ? st->segv : NULL, niov);
+                                     NULL, niov);
     if (n == 0)
         return fail(st, "cannot encode a %zu-byte answer", need);
     st->tx_len = n;
@@ -505,7 +508,7 @@ static void release_cache(struct llk_xserver *s, xstream_t *st)
  * keys already say so (a test may read them at once, and its next call may
  * come over another stream). Only a READ's release has to wait for the
  * last byte (sendmsg reads the cache); its counters are taken ahead, see
- * step_tx_data. SHM requests are counted on XDONE, after the peer is done.
+ * step_tx_data. Granted requests are counted on XDONE, after the peer is done.
  */
 static void count_served(struct llk_xserver *s, uint64_t bytes)
 {
@@ -530,161 +533,66 @@ static void finish_request(struct llk_xserver *s, xstream_t *st)
     st->grant_gen = 0;
 }
 
-/* An SHM request gets this side's addresses: only for a peer of this host
- * whose pid is proven to hold the stream's other end (peer_proof.c), on a
- * link that chose shm. FEATURE_NOT_ENABLED sends the requester to tcp. */
-static bool is_rdma(uint8_t op)
+/* What the transport needs to answer st's request or setup frame. */
+static llk_xserve_t serve_args(struct llk_xserver *s, xstream_t *st)
 {
-    return op == LLK_XOP_RDMA_READ || op == LLK_XOP_RDMA_WRITE;
+    llk_xserve_t q;
+    memset(&q, 0, offsetof(llk_xserve_t, msg));
+    q.msg[0] = q.why[0] = '\0';
+    q.e = s->e;
+    q.xl = st->xl;
+    q.slot = st->slot;
+    q.fd = st->fd;
+    q.req_id = st->req_id;
+    q.op = st->req.op;
+    q.cache = st->cache;
+    q.segv = st->segv;
+    q.segt = st->segt;
+    q.nseg = st->nseg;
+    q.total = st->total;
+    q.rx = st->rx;
+    q.rx_len = st->h.length;
+    q.tx = &st->tx;
+    q.tx_cap = &st->tx_cap;
+    return q;
 }
 
-static llmlink_status_t shm_allowed(xstream_t *st, char *msg, size_t cap)
-{
-    if (is_rdma(st->req.op)) {
-        pthread_mutex_lock(&st->xl->mu);
-        bool use = st->xl->use_rdma && st->xl->rdma;
-        pthread_mutex_unlock(&st->xl->mu);
-        return use ? LLMLINK_SUCCESS
-                   : refuse(msg, cap, LLMLINK_FEATURE_NOT_ENABLED,
-                            "RDMA is not in use on this link");
-    }
-    if (st->req.op != LLK_XOP_SHM_READ && st->req.op != LLK_XOP_SHM_WRITE)
-        return LLMLINK_SUCCESS;
-    pthread_mutex_lock(&st->xl->mu);
-    bool use = st->xl->use_shm;
-    pthread_mutex_unlock(&st->xl->mu);
-    if (use && llk_xlink_peer_proven(st->xl, st->fd))
-        return LLMLINK_SUCCESS;
-    return refuse(msg, cap, LLMLINK_FEATURE_NOT_ENABLED,
-                  use ? "shm refused: the requester's pid is not proven to hold the other end "
-                        "of this data stream"
-                      : "shm is not in use on this link (llmlink.Transport, or another host)");
-}
-
-/* The grant of an admitted RDMA request: the owner's address and the rkey
- * on every rail of each segment, and the generation of the cache's MRs. */
+/* An admitted request of a transport that moves the bytes off the stream:
+ * its grant, then the peer's XDONE. */
 static int grant(struct llk_xserver *s, xstream_t *st)
 {
-    char why[200] = "";
-    llk_rdma_link_t *l = st->xl->rdma; /* set before any request, never changed */
-    const llk_rdma_mrs_t *m = llk_rdma_cache_mrs(s->e->rdma, st->cache, why, sizeof why);
-    if (!m) {
+    llk_xserve_t q = serve_args(s, st);
+    int rc = st->t->serve_grant(&q);
+    if (rc < 0)
+        return fail(st, "%s", q.why);
+    if (rc > 0) {
         release_cache(s, st);
-        printable(why);
+        printable(q.msg);
         atomic_fetch_add(&s->e->xstats.requests_refused, 1);
-        return answer(st, PH_LAST, LLMLINK_FAILED, 0, why, false);
+        return answer(st, PH_LAST, q.refusal, 0, q.msg);
     }
-    uint16_t nrails = llk_rdma_link_nrails(l);
-    uint32_t *rkeys = malloc((size_t)st->nseg * nrails * sizeof *rkeys);
-    size_t need = llk_xwire_grant_size(nrails, st->nseg);
-    if (!rkeys || grow((void **)&st->tx, &st->tx_cap, need, 1)) {
-        free(rkeys);
-        return fail(st, "out of memory for a %zu-byte RDMA grant", need);
-    }
-    for (uint32_t i = 0; i < st->nseg; i++)
-        for (uint16_t k = 0; k < nrails; k++)
-            rkeys[(size_t)i * nrails + k] = llk_rdma_rkey(m, l, k, st->segt[i]);
-    st->grant_gen = llk_rdma_mrs_generation(m);
-    size_t n = llk_xwire_encode_grant(st->tx, st->tx_cap, st->req_id, st->total, st->grant_gen,
-                                      nrails, st->segv, rkeys, st->nseg);
-    free(rkeys);
-    if (n == 0)
-        return fail(st, "cannot encode a %zu-byte RDMA grant", need);
-    st->tx_len = n;
+    st->tx_len = q.tx_len;
     st->tx_off = 0;
-    st->phase = PH_SHM; /* then the peer's XDONE */
+    st->grant_gen = q.grant_gen;
+    st->phase = PH_GRANTED; /* then the peer's XDONE */
     st->state = XS_TX_RESP;
-    /* From here the peer may read or write on its own: an unregister that
-     * times out on this hold revokes the MRs instead of failing. */
-    llk_registry_set_revocable(&s->e->reg, st->cache, true);
-    st->revocable = true;
+    if (q.revocable) {
+        /* From here the peer may touch the cache on its own: an unregister
+         * that times out on this hold revokes the grant instead of failing. */
+        llk_registry_set_revocable(&s->e->reg, st->cache, true);
+        st->revocable = true;
+    }
     return 0;
 }
 
-/* XRDMA_SETUP (once per link): this side's rails for the addresses the
- * client names, connected to its QPs, and the answer with them. */
-static int on_rdma_setup(struct llk_xserver *s, xstream_t *st)
+/* A transport's setup frame (t->setup_type) arrived in rx: its answer. */
+static int on_setup(struct llk_xserver *s, xstream_t *st, const llk_transport_ops_t *t)
 {
-    llmlink_t *e = s->e;
-    llk_xlink_t *xl = st->xl;
-    const char *dwhy = "?";
-    llk_xrail_wire_t rem[LLK_XWIRE_MAX_RAILS];
-    uint16_t n = 0;
-    if (llk_xwire_decode_rdma_setup(st->rx, st->h.length, rem, &n, &dwhy) != 0)
-        return fail(st, "protocol error: bad XRDMA_SETUP: %s", dwhy);
     st->req_id = st->h.req_id;
-    llk_xrdma_setup_ok_t ok;
-    memset(&ok, 0, sizeof ok);
-    /* LINK_FAILED tells the client this side forces rdma: no fallback */
-    uint32_t refusal = e->opts.transport == LLK_TRANSPORT_RDMA ? LLMLINK_LINK_FAILED
-                                                               : LLMLINK_FEATURE_NOT_ENABLED;
-    pthread_mutex_lock(&xl->mu);
-    bool allowed = xl->rdma_peer && !xl->rdma && e->rdma;
-    pthread_mutex_unlock(&xl->mu);
-    llk_rdma_link_t *l = NULL;
-    if (!allowed) {
-        ok.status = refusal;
-        snprintf(ok.msg, sizeof ok.msg, "RDMA is not offered on this link, or set up already");
-    } else {
-        struct sockaddr_storage ips[LLK_XWIRE_MAX_RAILS];
-        static const uint8_t zero[16];
-        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        for (uint16_t i = 0; i < n; i++) {
-            memset(&ips[i], 0, sizeof ips[i]);
-            if (!memcmp(rem[i].target_ip, zero, 16)) {
-                socklen_t len = sizeof ips[i];
-                getsockname(st->fd, (struct sockaddr *)&ips[i], &len);
-            } else if (!memcmp(rem[i].target_ip, v4mapped, 12)) {
-                struct sockaddr_in *in = (struct sockaddr_in *)&ips[i];
-                in->sin_family = AF_INET;
-                memcpy(&in->sin_addr, rem[i].target_ip + 12, 4);
-            } else {
-                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ips[i];
-                in6->sin6_family = AF_INET6;
-                memcpy(&in6->sin6_addr, rem[i].target_ip, 16);
-            }
-        }
-        char why[300] = "";
-        l = llk_rdma_link_create(e->rdma, ips, n, e->opts.sync_kv_wait_ms, why, sizeof why);
-        if (l && llk_rdma_link_connect(l, rem, n, why, sizeof why) != 0) {
-            llk_rdma_link_free(l);
-            l = NULL;
-        }
-        if (!l) {
-            ok.status = refusal;
-            snprintf(ok.msg, sizeof ok.msg, "cluster %llu: %.200s", (unsigned long long)e->cluster_id,
-                     why);
-            printable(ok.msg);
-        } else {
-            ok.nrails = n;
-            llk_rdma_link_local(l, ok.rail);
-        }
-    }
-    size_t need = LLK_XWIRE_HEADER_SIZE + 10 + LLK_XWIRE_MAX_MSG +
-                  LLK_XWIRE_MAX_RAILS * LLK_XWIRE_RAIL_ACK_SIZE;
-    if (grow((void **)&st->tx, &st->tx_cap, need, 1)) {
-        llk_rdma_link_free(l);
-        return fail(st, "out of memory for XRDMA_SETUP_OK");
-    }
-    st->tx_len = llk_xwire_encode_rdma_setup_ok(st->tx, st->tx_cap, st->req_id, &ok);
-    if (st->tx_len == 0) {
-        llk_rdma_link_free(l);
-        return fail(st, "cannot encode XRDMA_SETUP_OK");
-    }
-    if (l) {
-        char desc[256];
-        llk_rdma_link_describe(l, desc, sizeof desc);
-        LLK_INFO(XS_FMT ": data over RDMA (%u rail%s: %s)", XS_ARGS(s, st), n, n == 1 ? "" : "s",
-                 desc);
-        pthread_mutex_lock(&xl->mu);
-        xl->rdma = l;
-        xl->use_rdma = true;
-        if (xl->broken) /* broke while the rails came up: llk_xlink_break saw none */
-            llk_rdma_link_abort(l);
-        pthread_mutex_unlock(&xl->mu);
-    } else {
-        LLK_INFO(XS_FMT ": no RDMA: %s", XS_ARGS(s, st), ok.msg);
-    }
+    llk_xserve_t q = serve_args(s, st);
+    if (t->serve_setup(&q) < 0)
+        return fail(st, "%s", q.why);
+    st->tx_len = q.tx_len;
     st->tx_off = 0;
     st->phase = PH_LAST;
     st->state = XS_TX_RESP;
@@ -700,7 +608,11 @@ static int on_request(struct llk_xserver *s, xstream_t *st)
     st->req_id = st->h.req_id;
     char msg[LLK_XWIRE_MAX_MSG + 1];
     msg[0] = '\0';
-    llmlink_status_t rc = shm_allowed(st, msg, sizeof msg);
+    /* NULL for an unknown op: check_shape refuses it. */
+    st->t = llk_transport_by_op(st->req.op);
+    llmlink_status_t rc = LLMLINK_SUCCESS;
+    if (st->t && st->t->serve_allowed)
+        rc = st->t->serve_allowed(st->xl, st->fd, msg, sizeof msg);
     if (rc == LLMLINK_SUCCESS)
         rc = admit(s, st, msg, sizeof msg);
     if (rc != LLMLINK_SUCCESS) {
@@ -708,28 +620,22 @@ static int on_request(struct llk_xserver *s, xstream_t *st)
         atomic_fetch_add(&s->e->xstats.requests_refused, 1);
         LLK_DEBUG(XS_FMT ": refused request %llu (0x%x): %s", XS_ARGS(s, st),
                   (unsigned long long)st->req_id, rc, msg);
-        return answer(st, PH_LAST, rc, 0, msg, false);
+        return answer(st, PH_LAST, rc, 0, msg);
     }
     if (st->req.flags & LLK_XREQ_CONSUME) {
         st->consume = st->req.key.type == LLMLINK_KEY_CACHE && st->cache->owned;
         release_cache(s, st);
         count_served(s, 0);
-        return answer(st, PH_LAST, LLMLINK_SUCCESS, 0, "", false);
+        return answer(st, PH_LAST, LLMLINK_SUCCESS, 0, "");
     }
-    switch (st->req.op) {
-    case LLK_XOP_READ:
-        return answer(st, PH_READ, LLMLINK_SUCCESS, st->total, "", false);
-    case LLK_XOP_WRITE:
-        return answer(st, PH_WRITE, LLMLINK_SUCCESS, st->total, "go", false);
-    case LLK_XOP_RDMA_READ:
-    case LLK_XOP_RDMA_WRITE:
+    if (!st->t->on_stream) /* the peer moves the bytes itself, then says how it went */
         return grant(s, st);
-    default: /* SHM: the peer moves the bytes itself, then says how it went */
-        return answer(st, PH_SHM, LLMLINK_SUCCESS, st->total, "", true);
-    }
+    if (st->req.op == st->t->op_read)
+        return answer(st, PH_READ, LLMLINK_SUCCESS, st->total, "");
+    return answer(st, PH_WRITE, LLMLINK_SUCCESS, st->total, "go");
 }
 
-/* The XDONE of an SHM request arrived in rx. */
+/* The XDONE of a granted request arrived in rx. */
 static int on_done(struct llk_xserver *s, xstream_t *st)
 {
     const char *why = "?";
@@ -741,15 +647,15 @@ static int on_done(struct llk_xserver *s, xstream_t *st)
     if (st->h.req_id != st->req_id)
         return fail(st, "protocol error: XDONE for request %llu while serving %llu",
                     (unsigned long long)st->h.req_id, (unsigned long long)st->req_id);
-    /* An RDMA request ends with the generation it was granted: anything
+    /* A transport whose grants carry a generation ends with it: anything
      * else is a requester that used another registration's keys. */
-    if (is_rdma(st->req.op) != has_gen || (has_gen && gen != st->grant_gen))
+    if (st->t->done_gen != has_gen || (has_gen && gen != st->grant_gen))
         return fail(st, "protocol error: XDONE of request %llu names generation %llu, the grant "
                     "was %llu", (unsigned long long)st->req_id, (unsigned long long)gen,
                     (unsigned long long)st->grant_gen);
     if (status != LLMLINK_SUCCESS)
-        LLK_DEBUG(XS_FMT ": the peer's shm transfer of request %llu ended with 0x%x",
-                  XS_ARGS(s, st), (unsigned long long)st->req_id, status);
+        LLK_DEBUG(XS_FMT ": the peer's %s transfer of request %llu ended with 0x%x",
+                  XS_ARGS(s, st), st->t->title, (unsigned long long)st->req_id, status);
     release_cache(s, st);
     if (status == LLMLINK_SUCCESS)
         count_served(s, st->total);
@@ -768,7 +674,7 @@ static void on_answer_sent(struct llk_xserver *s, xstream_t *st)
     case PH_WRITE:
         st->state = XS_RX_DATA;
         break;
-    case PH_SHM:
+    case PH_GRANTED:
         st->state = XS_RX_HDR;
         st->hdr_got = 0;
         break;
@@ -815,8 +721,8 @@ static int step_rx_hdr(xstream_t *st, int64_t now)
     const char *why = "?";
     if (llk_xwire_read_header(st->hdr, &st->h, &why) != 0)
         return fail(st, "protocol error: bad frame header: %s", why);
-    uint16_t want = st->phase == PH_SHM ? LLK_XMSG_DONE : LLK_XMSG_REQ;
-    bool setup = st->phase == PH_IDLE && st->h.type == LLK_XMSG_RDMA_SETUP;
+    uint16_t want = st->phase == PH_GRANTED ? LLK_XMSG_DONE : LLK_XMSG_REQ;
+    bool setup = st->phase == PH_IDLE && llk_transport_by_setup(st->h.type);
     if (st->h.type != want && !setup)
         return fail(st, "protocol error: frame type %u where %s was due", st->h.type,
                     want == LLK_XMSG_REQ ? "a request" : "XDONE");
@@ -843,9 +749,10 @@ static int step_rx_body(struct llk_xserver *s, xstream_t *st, int64_t now)
         if (st->rx_got < st->h.length)
             return 0;
     }
-    if (st->phase == PH_SHM)
+    if (st->phase == PH_GRANTED)
         return on_done(s, st);
-    return st->h.type == LLK_XMSG_RDMA_SETUP ? on_rdma_setup(s, st) : on_request(s, st);
+    const llk_transport_ops_t *setup = llk_transport_by_setup(st->h.type);
+    return setup ? on_setup(s, st, setup) : on_request(s, st);
 }
 
 static int step_tx_resp(struct llk_xserver *s, xstream_t *st, int64_t now)
@@ -925,7 +832,7 @@ static int step_rx_data(struct llk_xserver *s, xstream_t *st, size_t *budget, in
     }
     release_cache(s, st); /* no more bytes land in it */
     count_served(s, st->total);
-    return answer(st, PH_LAST, LLMLINK_SUCCESS, st->total, "", false);
+    return answer(st, PH_LAST, LLMLINK_SUCCESS, st->total, "");
 }
 
 static int step(struct llk_xserver *s, xstream_t *st, size_t *budget, int64_t now)

@@ -1,11 +1,12 @@
 /* xfer/requester.c - the requester side of one plan: every borrowed data
  * stream carries its share of the plan's segments, all streams at once from
- * this thread (poll), over tcp (the bytes travel on the stream, straight
- * from and into the registered memory), shm (process_vm_readv/writev with
- * the addresses the owner answers, one call per batch of runs) or RDMA
- * (READ / WRITE work requests over the link's rails with the addresses and
- * rkeys the owner grants, see rdma.h). */
+ * this thread (poll). Each request goes over the transport that
+ * llk_transport_choose picks (transport.h): one whose bytes travel on the
+ * stream itself is driven by the poll loop here, straight from and into the
+ * registered memory; any other gets the owner's answer and moves the bytes
+ * itself (its move hook), then this side sends XDONE. */
 #include <errno.h>
+#include <stddef.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -19,16 +20,12 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
-#include "transport/rdma.h"
-#include "transport/rdma_plan.h"
 #include "xfer/xfer.h"
 
 /* Segments per request frame (a 330 KB frame at most). */
 #define CHUNK_SEGS 16384u
-/* iovecs per sendmsg/recvmsg; process_vm_* take at most IOV_MAX. */
+/* iovecs per sendmsg/recvmsg. */
 #define IOV_BATCH 64
-#define VM_BATCH 1024
-#define VM_BATCH_BYTES (1ull << 30)
 /* Bytes moved on one stream before looking at the others. */
 #define PASS_BYTES (8u << 20)
 /* SO_RCVLOWAT while receiving bytes (see set_lowat). */
@@ -46,9 +43,10 @@ typedef struct stream_run {
     int slot, fd;
     size_t seg_next, seg_end; /* this stream's share of the plan still to start */
     size_t c0, c1;            /* the request in flight covers segs[c0, c1) */
+    const llk_transport_ops_t *t; /* its transport */
     uint8_t op;               /* its op */
     bool final_resp;          /* WRITE: the RESP now awaited is the final one */
-    bool redo_tcp;            /* after the DONE in tx: redo the request over tcp */
+    bool redo_tcp;            /* after the DONE in tx: redo the request on the stream */
     bool consume;             /* this stream sends the CONSUME request */
     phase_t ph, after_send;
     uint64_t req_id;
@@ -111,29 +109,6 @@ static void refuse(run_state_t *rs, stream_run_t *s, uint32_t status, const char
     s->ph = PH_FINISHED;
 }
 
-static bool shm_now(const llk_xfer_ctx_t *ctx)
-{
-    llk_xlink_t *xl = ctx->xl;
-    pthread_mutex_lock(&xl->mu);
-    bool use = xl->use_shm && !xl->shm_refused;
-    pthread_mutex_unlock(&xl->mu);
-    return use;
-}
-
-static bool rdma_now(const llk_xfer_ctx_t *ctx)
-{
-    llk_xlink_t *xl = ctx->xl;
-    pthread_mutex_lock(&xl->mu);
-    bool use = xl->use_rdma && xl->rdma && ctx->rdma && ctx->local_cache;
-    pthread_mutex_unlock(&xl->mu);
-    return use;
-}
-
-static bool is_rdma(uint8_t op)
-{
-    return op == LLK_XOP_RDMA_READ || op == LLK_XOP_RDMA_WRITE;
-}
-
 static bool grow(uint8_t **buf, size_t *cap, size_t need)
 {
     if (*cap >= need)
@@ -146,9 +121,10 @@ static bool grow(uint8_t **buf, size_t *cap, size_t need)
     return true;
 }
 
-/* Puts the request for segs[c0, c1) in tx. */
-static bool build_request(run_state_t *rs, stream_run_t *s, uint8_t op)
+/* Puts the request for segs[c0, c1) over transport t in tx. */
+static bool build_request(run_state_t *rs, stream_run_t *s, const llk_transport_ops_t *t)
 {
+    uint8_t op = rs->ctx->push ? t->op_write : t->op_read;
     const llk_plan_t *p = rs->ctx->plan;
     llk_xreq_t r = rs->ctx->hdr;
     r.op = op;
@@ -169,49 +145,26 @@ static bool build_request(run_state_t *rs, stream_run_t *s, uint8_t op)
         fail(rs, s, LLMLINK_FAILED, "cannot encode a request of %u segments", r.nseg);
         return false;
     }
+    s->t = t;
     s->op = op;
     s->tx_off = 0;
     s->final_resp = false;
     s->ph = PH_SEND;
     s->after_send = PH_RESP;
     s->hdr_got = s->rx_got = 0;
-    /* CONSUME (no segment) moves no data: neither transport's request. */
-    bool shm = op == LLK_XOP_SHM_READ || op == LLK_XOP_SHM_WRITE;
-    if (r.nseg && shm)
-        rs->ctx->shm_requests++;
-    else if (r.nseg && is_rdma(op))
-        rs->ctx->rdma_requests++;
-    else if (r.nseg)
-        rs->ctx->tcp_requests++;
+    /* CONSUME (no segment) moves no data: no transport's request. */
+    if (r.nseg)
+        rs->ctx->requests[t->index]++;
     return true;
 }
 
-/* shm cannot be used with this peer (why): without llmlink.Transport=shm
- * the link moves to tcp for good (true: go on over tcp); with it the
- * transfer fails (false). */
-static bool shm_refuse_or_fail(run_state_t *rs, stream_run_t *s, const char *why)
+/* A transport refused the call (out): the first refusal is the call's. */
+static void take_refusal(run_state_t *rs, const llk_xmove_out_t *out)
 {
-    llk_xlink_t *xl = rs->ctx->xl;
-    if (xl->shm_forced) {
-        if (rs->refusal == LLMLINK_SUCCESS && rs->failure == LLMLINK_SUCCESS) {
-            rs->refusal = LLMLINK_FEATURE_NOT_ENABLED;
-            snprintf(rs->msg, sizeof rs->msg, "%s: llmlink.Transport=shm, but "
-                     "process_vm_readv/writev with pid %u of cluster %llu cannot be used: %s",
-                     rs->ctx->fn, xl->remote_host.pid, (unsigned long long)xl->remote_id, why);
-        }
-        s->ph = PH_FINISHED;
-        return false;
+    if (rs->refusal == LLMLINK_SUCCESS && rs->failure == LLMLINK_SUCCESS) {
+        rs->refusal = out->refusal;
+        snprintf(rs->msg, sizeof rs->msg, "%s", out->msg);
     }
-    pthread_mutex_lock(&xl->mu);
-    bool first = !xl->shm_refused;
-    xl->shm_refused = true;
-    pthread_mutex_unlock(&xl->mu);
-    if (first) {
-        LLK_INFO("%s: no shm with cluster %llu: %s; tcp from now on", rs->ctx->fn,
-                 (unsigned long long)xl->remote_id, why);
-        rs->ctx->shm_fallbacks++;
-    }
-    return true;
 }
 
 /* Starts this stream's next request, or finishes it. */
@@ -227,9 +180,12 @@ static void next_request(run_state_t *rs, stream_run_t *s)
         s->c0 = s->c1 = 0;
         llk_xfer_ctx_t *ctx = rs->ctx;
         uint16_t keep = ctx->hdr.flags;
+        bool push = ctx->push;
         ctx->hdr.flags = LLK_XREQ_CONSUME;
-        build_request(rs, s, LLK_XOP_READ);
+        ctx->push = false; /* a READ on the stream */
+        build_request(rs, s, &llk_transport_tcp);
         ctx->hdr.flags = keep;
+        ctx->push = push;
         return;
     }
     if (s->seg_next >= s->seg_end) {
@@ -239,123 +195,71 @@ static void next_request(run_state_t *rs, stream_run_t *s)
     s->c0 = s->seg_next;
     s->c1 = s->c0 + CHUNK_SEGS < s->seg_end ? s->c0 + CHUNK_SEGS : s->seg_end;
     s->seg_next = s->c1;
-    uint8_t op = rs->ctx->op_tcp;
-    if (shm_now(rs->ctx)) {
-        if (llk_xlink_peer_proven(rs->ctx->xl, s->fd))
-            op = op == LLK_XOP_READ ? LLK_XOP_SHM_READ : LLK_XOP_SHM_WRITE;
-        else if (!shm_refuse_or_fail(rs, s, "its pid could not be proven to hold the other end "
-                                     "of the data stream (another host, or no permission to "
-                                     "see its descriptors)"))
-            return;
+    llk_xmove_out_t out;
+    out.refusal = LLMLINK_SUCCESS;
+    const llk_transport_ops_t *t = llk_transport_choose(rs->ctx, s->fd, &out);
+    if (!t) {
+        take_refusal(rs, &out);
+        s->ph = PH_FINISHED;
+        return;
     }
-    if (op == rs->ctx->op_tcp && rdma_now(rs->ctx))
-        op = op == LLK_XOP_READ ? LLK_XOP_RDMA_READ : LLK_XOP_RDMA_WRITE;
-    build_request(rs, s, op);
+    build_request(rs, s, t);
 }
 
-/* The request for segs[c0, c1) again, over tcp (after the kernel refused shm). */
+/* The request for segs[c0, c1) again, on the stream (after its transport
+ * gave up on this link). */
 static void redo_over_tcp(run_state_t *rs, stream_run_t *s)
 {
     s->redo_tcp = false;
-    build_request(rs, s, rs->ctx->op_tcp);
+    build_request(rs, s, &llk_transport_tcp);
 }
 
-/* XDONE, or for an RDMA grant XDONE with the grant's generation. */
-static void queue_done_frame(run_state_t *rs, stream_run_t *s, uint32_t status, bool rdma,
+/* XDONE, or XDONE with the generation of the grant it ends. */
+static void queue_done_frame(run_state_t *rs, stream_run_t *s, uint32_t status, bool with_gen,
                              uint64_t gen)
 {
     if (!grow(&s->tx, &s->tx_cap, LLK_XWIRE_HEADER_SIZE + 12)) {
         fail(rs, s, LLMLINK_OUT_OF_MEMORY, "out of memory");
         return;
     }
-    s->tx_len = rdma ? llk_xwire_encode_done_gen(s->tx, s->tx_cap, s->req_id, status, gen)
+    s->tx_len = with_gen ? llk_xwire_encode_done_gen(s->tx, s->tx_cap, s->req_id, status, gen)
                      : llk_xwire_encode_done(s->tx, s->tx_cap, s->req_id, status);
     s->tx_off = 0;
     s->ph = PH_SEND;
     s->after_send = PH_FINISHED; /* decided in on_sent */
 }
 
-static void queue_done(run_state_t *rs, stream_run_t *s, uint32_t status)
-{
-    queue_done_frame(rs, s, status, false, 0);
-}
-
 static uint64_t chunk_bytes(const llk_plan_t *p, const stream_run_t *s);
 
-static bool link_aborted(void *arg)
+/* The owner granted the request (its answer in hdr/rx, r the decoded
+ * XRESP or NULL for the transport's own answer type): the transport moves
+ * the bytes; then XDONE, a redo on the stream, a refusal or a failure. */
+static void transport_move(run_state_t *rs, stream_run_t *s, const llk_xresp_t *r)
 {
-    return llk_xlink_is_broken(arg);
-}
-
-/* The owner's grant (XRESP_RDMA) for segs[c0, c1): check it against the
- * request, post the work requests, wait, then XDONE with the grant's
- * generation. The grant is used for this request only and forgotten. */
-static void on_rdma_grant(run_state_t *rs, stream_run_t *s)
-{
-    llk_xfer_ctx_t *ctx = rs->ctx;
-    const llk_plan_t *p = ctx->plan;
-    const char *why = NULL;
-    llk_xgrant_t g;
-    if (llk_xwire_decode_grant(s->rx, s->h.length, &g, &why) != 0) {
-        fail(rs, s, LLMLINK_PROTOCOL_ERROR, "bad RDMA grant: %s", why);
+    const llk_plan_t *p = rs->ctx->plan;
+    llk_xmove_t m = {.ctx = rs->ctx, .slot = s->slot, .fd = s->fd, .op = s->op,
+                     .segs = &p->segs[s->c0], .nseg = s->c1 - s->c0, .bytes = chunk_bytes(p, s),
+                     .h = &s->h, .payload = s->rx, .resp = r};
+    llk_xmove_out_t out;
+    memset(&out, 0, offsetof(llk_xmove_out_t, msg));
+    out.msg[0] = '\0';
+    s->t->move(&m, &out);
+    if (out.failure != LLMLINK_SUCCESS) {
+        fail(rs, s, out.failure, "%s", out.msg);
         return;
     }
-    llk_rdma_link_t *l = ctx->xl->rdma; /* set before streams are handed out */
-    uint16_t nrails = llk_rdma_link_nrails(l);
-    size_t n = s->c1 - s->c0;
-    if (g.niov != n || g.total_bytes != chunk_bytes(p, s) || g.nrails != nrails) {
-        fail(rs, s, LLMLINK_PROTOCOL_ERROR, "RDMA grant of %u regions on %u rails for %zu "
-             "segments on %u rails", g.niov, g.nrails, n, nrails);
+    if (out.send_done)
+        queue_done_frame(rs, s, out.done_status, out.done_gen, out.gen);
+    if (out.refusal != LLMLINK_SUCCESS)
+        take_refusal(rs, &out);
+    if (out.send_done) {
+        s->redo_tcp = out.redo_on_stream;
         return;
     }
-    char msg[512];
-    const llk_rdma_mrs_t *m = llk_rdma_cache_mrs(ctx->rdma, ctx->local_cache, msg, sizeof msg);
-    llk_rdma_sge_t *sg = m ? malloc(n * sizeof *sg) : NULL;
-    if (!sg) {
-        /* this side's failure: the owner hears of it, the link stays */
-        queue_done_frame(rs, s, LLMLINK_FAILED, true, g.generation);
-        if (rs->refusal == LLMLINK_SUCCESS && rs->failure == LLMLINK_SUCCESS) {
-            rs->refusal = m ? LLMLINK_OUT_OF_MEMORY : LLMLINK_FAILED;
-            snprintf(rs->msg, sizeof rs->msg, "%s: RDMA: %s", ctx->fn,
-                     m ? "out of memory" : msg);
-        }
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const llk_xseg_t *seg = &p->segs[s->c0 + i];
-        uint16_t rail = (uint16_t)llk_rdma_rail_of((uint32_t)i, nrails);
-        uint64_t addr, len;
-        uint32_t rkey, lkey = 0;
-        llk_xwire_grant_at(&g, (uint32_t)i, rail, &addr, &len, &rkey);
-        if (len != seg->len || !llk_rdma_lkey(m, l, rail, seg->lptr, len, &lkey)) {
-            free(sg);
-            fail(rs, s, len != seg->len ? LLMLINK_PROTOCOL_ERROR : LLMLINK_FAILED,
-                 len != seg->len ? "RDMA region %zu has %llu bytes, asked %llu"
-                                 : "RDMA: segment %zu (%llu bytes) is outside every local MR",
-                 i, (unsigned long long)len, (unsigned long long)seg->len);
-            return;
-        }
-        sg[i] = (llk_rdma_sge_t){.laddr = (uint64_t)(uintptr_t)seg->lptr, .raddr = addr,
-                                 .len = len, .lkey = lkey, .rkey = rkey, .rail = rail};
-    }
-    /* Test hook: hold the grant before using it (an owner that revokes
-     * meanwhile is then seen deterministically). */
-    if (ctx->rdma_post_delay_ms > 0)
-        for (int64_t until = llk_now_ms() + ctx->rdma_post_delay_ms;
-             llk_now_ms() < until && llk_now_ms() < ctx->deadline_ms;) {
-            struct timespec ts = {0, 10 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-    llmlink_status_t st = llk_rdma_move(l, s->op == LLK_XOP_RDMA_WRITE, sg, n, ctx->deadline_ms,
-                                        link_aborted, ctx->xl, msg, sizeof msg);
-    free(sg);
-    if (st == LLMLINK_SUCCESS) {
-        queue_done_frame(rs, s, LLMLINK_SUCCESS, true, g.generation);
-        return;
-    }
-    /* The rail is unusable after a completion error: the link goes (the
-     * caller kills it), relink makes new QPs. */
-    fail(rs, s, st == LLMLINK_NOT_YET_LINK ? LLMLINK_NETWORK_ERROR : st, "%s", msg);
+    if (out.redo_on_stream)
+        redo_over_tcp(rs, s);
+    else if (out.refusal != LLMLINK_SUCCESS)
+        s->ph = PH_FINISHED;
 }
 
 /* Fills iov from the data cursor; returns the count. */
@@ -395,99 +299,16 @@ static uint64_t chunk_bytes(const llk_plan_t *p, const stream_run_t *s)
     return t;
 }
 
-/* The kernel moves the chunk between this process and the owner's, with
- * the owner's addresses from its answer: one call per batch of at most
- * VM_BATCH runs and VM_BATCH_BYTES (the kernel moves at most ~2 GiB per
- * call; segments are sliced to 1 GiB). Returns 0, or an errno (ETIMEDOUT
- * past the call's deadline). */
-static int shm_move(run_state_t *rs, stream_run_t *s, const llk_xresp_t *r)
-{
-    const llk_plan_t *p = rs->ctx->plan;
-    pid_t pid = (pid_t)rs->ctx->xl->remote_host.pid;
-    struct iovec liov[VM_BATCH], riov[VM_BATCH];
-    size_t done = s->c0;
-    while (done < s->c1) {
-        if (llk_now_ms() >= rs->ctx->deadline_ms)
-            return ETIMEDOUT;
-        int n = 0;
-        uint64_t want = 0;
-        for (size_t i = done; i < s->c1 && n < VM_BATCH; i++, n++) {
-            uint64_t addr, len;
-            llk_xwire_iov_at(r->iovs, (uint32_t)(i - s->c0), &addr, &len);
-            if (n > 0 && want + len > VM_BATCH_BYTES)
-                break;
-            liov[n].iov_base = p->segs[i].lptr;
-            liov[n].iov_len = (size_t)p->segs[i].len;
-            riov[n].iov_base = (void *)(uintptr_t)addr;
-            riov[n].iov_len = (size_t)len;
-            want += len;
-        }
-        ssize_t got = s->op == LLK_XOP_SHM_READ
-                          ? process_vm_readv(pid, liov, (unsigned long)n, riov, (unsigned long)n, 0)
-                          : process_vm_writev(pid, liov, (unsigned long)n, riov, (unsigned long)n, 0);
-        if (got < 0)
-            return errno;
-        if ((uint64_t)got != want)
-            return EFAULT; /* a partial copy: part of a region is not mapped */
-        done += (size_t)n;
-    }
-    return 0;
-}
-
-/* An answer with iovecs: check them against the request, then copy. */
-static void on_shm_answer(run_state_t *rs, stream_run_t *s, const llk_xresp_t *r)
-{
-    const llk_plan_t *p = rs->ctx->plan;
-    if (r->niov != s->c1 - s->c0 || r->total_bytes != chunk_bytes(p, s)) {
-        fail(rs, s, LLMLINK_PROTOCOL_ERROR, "shm answer with %u regions for %zu segments",
-             r->niov, s->c1 - s->c0);
-        return;
-    }
-    for (uint32_t i = 0; i < r->niov; i++) {
-        uint64_t addr, len;
-        llk_xwire_iov_at(r->iovs, i, &addr, &len);
-        if (len != p->segs[s->c0 + i].len) {
-            fail(rs, s, LLMLINK_PROTOCOL_ERROR, "shm region %u has %llu bytes, asked %llu", i,
-                 (unsigned long long)len, (unsigned long long)p->segs[s->c0 + i].len);
-            return;
-        }
-    }
-    int err = shm_move(rs, s, r);
-    if (err == 0) {
-        queue_done(rs, s, LLMLINK_SUCCESS);
-        return;
-    }
-    if (err == ETIMEDOUT) {
-        fail(rs, s, LLMLINK_WAIT_PROCESS_TIMEOUT, "shm copy not done within "
-             "llm.SyncKvCacheWaitTime");
-        return;
-    }
-    const char *call = s->op == LLK_XOP_SHM_READ ? "process_vm_readv" : "process_vm_writev";
-    llk_xlink_t *xl = rs->ctx->xl;
-    if ((err == EPERM || err == ENOSYS) && !xl->shm_forced) {
-        char why[128];
-        snprintf(why, sizeof why, "%s of pid %u: %s", call, xl->remote_host.pid, strerror(err));
-        shm_refuse_or_fail(rs, s, why);
-        queue_done(rs, s, LLMLINK_FEATURE_NOT_ENABLED);
-        s->redo_tcp = true;
-        return;
-    }
-    queue_done(rs, s, LLMLINK_FAILED);
-    if (rs->refusal == LLMLINK_SUCCESS && rs->failure == LLMLINK_SUCCESS) {
-        rs->refusal = err == EPERM || err == ENOSYS ? LLMLINK_FEATURE_NOT_ENABLED : LLMLINK_FAILED;
-        snprintf(rs->msg, sizeof rs->msg, "%s: %s of pid %u (cluster %llu): %s%s", rs->ctx->fn,
-                 call, xl->remote_host.pid, (unsigned long long)xl->remote_id, strerror(err),
-                 err == EPERM ? " (llmlink.Transport=shm forbids the tcp fallback)" : "");
-    }
-}
-
 /* A whole RESP frame is in hdr/rx. */
 static void on_resp(run_state_t *rs, stream_run_t *s)
 {
     const char *why = NULL;
     llk_xresp_t r;
-    if (s->h.type == LLK_XMSG_RESP_RDMA && is_rdma(s->op) && s->h.req_id == s->req_id) {
-        on_rdma_grant(rs, s);
+    const llk_transport_ops_t *t = s->t;
+    /* A grant of the transport's own answer type. */
+    bool own_answer = !t->on_stream && t->answer_type != LLK_XMSG_RESP;
+    if (own_answer && s->h.type == t->answer_type && s->h.req_id == s->req_id) {
+        transport_move(rs, s, NULL);
         return;
     }
     if (s->h.type != LLK_XMSG_RESP || s->h.req_id != s->req_id) {
@@ -499,15 +320,21 @@ static void on_resp(run_state_t *rs, stream_run_t *s)
         fail(rs, s, LLMLINK_PROTOCOL_ERROR, "bad answer: %s", why);
         return;
     }
-    bool shm = s->op == LLK_XOP_SHM_READ || s->op == LLK_XOP_SHM_WRITE;
-    if (is_rdma(s->op) && r.status == LLMLINK_SUCCESS) {
-        fail(rs, s, LLMLINK_PROTOCOL_ERROR, "an RDMA request answered without a grant");
+    if (own_answer && r.status == LLMLINK_SUCCESS) {
+        fail(rs, s, LLMLINK_PROTOCOL_ERROR, "an %s request answered without a grant", t->title);
         return;
     }
-    if (shm && r.status == LLMLINK_FEATURE_NOT_ENABLED) {
-        /* The owner does not allow shm on this link: tcp, unless forced. */
-        if (shm_refuse_or_fail(rs, s, r.msg))
+    if (!t->on_stream && r.status == LLMLINK_FEATURE_NOT_ENABLED && t->refused) {
+        /* The owner does not allow this transport on this link. */
+        llk_xmove_out_t out;
+        memset(&out, 0, offsetof(llk_xmove_out_t, msg));
+        t->refused(rs->ctx, r.msg, &out);
+        if (out.redo_on_stream) {
             redo_over_tcp(rs, s);
+        } else {
+            take_refusal(rs, &out);
+            s->ph = PH_FINISHED;
+        }
         return;
     }
     if (r.status != LLMLINK_SUCCESS) {
@@ -515,8 +342,8 @@ static void on_resp(run_state_t *rs, stream_run_t *s)
         return;
     }
     const llk_plan_t *p = rs->ctx->plan;
-    if (shm) {
-        on_shm_answer(rs, s, &r);
+    if (!t->on_stream) {
+        transport_move(rs, s, &r);
         return;
     }
     if (s->c0 == s->c1) { /* CONSUME answered */
@@ -528,13 +355,13 @@ static void on_resp(run_state_t *rs, stream_run_t *s)
              (unsigned long long)r.total_bytes, (unsigned long long)chunk_bytes(p, s));
         return;
     }
-    if (s->op == LLK_XOP_WRITE && s->final_resp) {
+    if (s->op == t->op_write && s->final_resp) {
         next_request(rs, s);
         return;
     }
     s->cur = s->c0;
     s->cur_off = 0;
-    s->ph = s->op == LLK_XOP_READ ? PH_DATA_IN : PH_DATA_OUT;
+    s->ph = s->op == t->op_read ? PH_DATA_IN : PH_DATA_OUT;
 }
 
 /* What follows a frame fully sent from tx. */

@@ -10,14 +10,6 @@
 #include "base/err.h"
 #include "base/log.h"
 
-/* Slices no longer than this spread a large run over the streams. */
-#define TCP_SLICE_BYTES (1u << 20)
-/* shm moves a batch per process_vm_* call, which takes at most ~2 GiB:
- * slices of 1 GiB. */
-#define SHM_SLICE_BYTES (1ull << 30)
-/* RDMA: one work request per slice; slices go round robin over the rails. */
-#define RDMA_SLICE_BYTES (1u << 20)
-
 typedef struct {
     uint32_t l0, r0, n; /* local tensor l0 + k <-> remote tensor r0 + k */
     bool all;           /* every tensor of both caches */
@@ -138,22 +130,18 @@ static llmlink_status_t entry_run(const llk_xfer_req_t *r, const llk_cache_t *lc
     return LLMLINK_SUCCESS;
 }
 
-static uint32_t attached_streams(llk_xlink_t *xl, bool *shm_out, bool *rdma_out)
+/* The streams a call spreads its plan over: every attached one, unless the
+ * transport the link uses now moves the bytes off the streams (one stream
+ * then carries the requests). */
+static uint32_t attached_streams(llk_xlink_t *xl, const llk_transport_ops_t *t)
 {
     uint32_t n = 0;
     pthread_mutex_lock(&xl->mu);
     for (int i = 0; i < LLK_MAX_STREAMS; i++)
         if (xl->req_fd[i] >= 0)
             n++;
-    bool shm = xl->use_shm && !xl->shm_refused;
-    bool rdma = !shm && xl->use_rdma && xl->rdma;
     pthread_mutex_unlock(&xl->mu);
-    *shm_out = shm;
-    *rdma_out = rdma;
-    /* shm copies in this thread, one batch after another, and RDMA spreads
-     * its work requests over the rails itself: one stream is enough to
-     * carry the requests. */
-    if (shm || rdma || n == 0)
+    if (t->one_stream || n == 0)
         return 1;
     return n;
 }
@@ -161,10 +149,8 @@ static uint32_t attached_streams(llk_xlink_t *xl, bool *shm_out, bool *rdma_out)
 static void count(llmlink_t *e, const llk_xfer_ctx_t *ctx, llmlink_status_t st, uint64_t bytes)
 {
     llk_xstats_t *x = &e->xstats;
-    atomic_fetch_add(&x->tcp_requests, ctx->tcp_requests);
-    atomic_fetch_add(&x->shm_requests, ctx->shm_requests);
-    atomic_fetch_add(&x->shm_fallbacks, ctx->shm_fallbacks);
-    atomic_fetch_add(&x->rdma_requests, ctx->rdma_requests);
+    for (int i = 0; i < LLK_NXPORTS; i++)
+        llk_transports[i]->add_stats(x, ctx->requests[i], ctx->fallbacks[i]);
     if (st == LLMLINK_SUCCESS) {
         atomic_fetch_add(&x->transfers, 1);
         atomic_fetch_add(&x->bytes_requested, bytes);
@@ -189,8 +175,8 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
                                         : block_runs(r, lc, &runs, &nruns);
     if (st != LLMLINK_SUCCESS)
         return st;
-    bool shm = false, rdma = false;
-    uint32_t streams = attached_streams(xl, &shm, &rdma);
+    const llk_transport_ops_t *t = llk_transport_for_link(xl);
+    uint32_t streams = attached_streams(xl, t);
     /* Every request of the transfer carries its whole extent, so that the
      * owner refuses all of them or none (no partial transfer). */
     uint64_t bound_end = 0;
@@ -200,20 +186,18 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
     llk_plan_t plan;
     memset(&plan, 0, sizeof plan);
     st = llk_plan_build(&plan, runs, nruns, tm.l0, tm.r0, tm.n, lc->addrs, lc->tensor_bytes,
-                        shm ? SHM_SLICE_BYTES : rdma ? RDMA_SLICE_BYTES : TCP_SLICE_BYTES,
-                        streams);
+                        t->slice_bytes, streams);
     free(runs);
     if (st != LLMLINK_SUCCESS)
         return st;
 
     llk_xfer_ctx_t ctx;
     memset(&ctx, 0, sizeof ctx);
+    ctx.e = e;
     ctx.xl = xl;
     ctx.fn = r->fn;
-    ctx.rdma = e->rdma;
     ctx.local_cache = lc;
-    ctx.rdma_post_delay_ms = e->opts.rdma_debug_post_delay_ms;
-    ctx.op_tcp = r->push ? LLK_XOP_WRITE : LLK_XOP_READ;
+    ctx.push = r->push;
     ctx.hdr.kind = (uint8_t)r->kind;
     ctx.hdr.flags = (uint16_t)((r->kind == LLK_XKIND_CACHE && r->size < 0 ? LLK_XREQ_WHOLE : 0) |
                                (tm.all ? LLK_XREQ_ALL_TENSORS : 0));

@@ -1,7 +1,6 @@
 /* xfer/streams.c - the transfer side of one link: its data streams, the
  * attach handshake that joins them to the link, borrowing, teardown. */
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -11,7 +10,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/addr.h"
@@ -19,47 +17,6 @@
 #include "link/engine.h"
 #include "base/err.h"
 #include "base/log.h"
-#include "transport/rdma.h"
-#include "transport/rdma_plan.h"
-
-/* ---- host identity ------------------------------------------------------ */
-
-void llk_host_id_self(llk_host_id_t *h)
-{
-    memset(h, 0, sizeof *h);
-    h->pid = (uint32_t)getpid();
-    /* boot_id is "xxxxxxxx-xxxx-...": 32 hex digits, dashes skipped. */
-    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        char text[64] = {0};
-        ssize_t n = read(fd, text, sizeof text - 1);
-        close(fd);
-        size_t o = 0;
-        for (ssize_t i = 0; i + 1 < n && o < sizeof h->boot_id; i++) {
-            if (text[i] == '-')
-                continue;
-            unsigned v;
-            if (sscanf(text + i, "%2x", &v) != 1)
-                break;
-            h->boot_id[o++] = (uint8_t)v;
-            i++;
-        }
-    }
-    struct stat st;
-    if (stat("/proc/self/ns/pid", &st) == 0)
-        h->pidns = (uint64_t)st.st_ino;
-}
-
-bool llk_host_id_same_host(const llk_host_id_t *a, const llk_host_id_t *b)
-{
-    static const uint8_t zero[16];
-    /* Without a boot id nothing proves the same kernel: say no. The pid
-     * namespace must match too, or the pid would name another process. */
-    if (!memcmp(a->boot_id, zero, sizeof zero))
-        return false;
-    return !memcmp(a->boot_id, b->boot_id, sizeof a->boot_id) && a->pidns == b->pidns &&
-           a->pidns != 0;
-}
 
 /* ---- lifetime -------------------------------------------------------------- */
 
@@ -90,6 +47,12 @@ llk_xlink_t *llk_xlink_new(uint64_t remote_id, bool outbound, uint32_t nstreams,
     snprintf(xl->peer, sizeof xl->peer, "%s", peer ? peer : "?");
     for (int i = 0; i < LLK_MAX_STREAMS; i++)
         xl->req_fd[i] = xl->own_fd[i] = -1;
+    if (llk_transport_link_new(&xl->xport) != 0) {
+        pthread_cond_destroy(&xl->cv);
+        pthread_mutex_destroy(&xl->mu);
+        free(xl);
+        return NULL;
+    }
     return xl;
 }
 
@@ -114,8 +77,8 @@ void llk_xlink_unref(llk_xlink_t *xl)
     for (int i = 0; i < LLK_MAX_STREAMS; i++)
         if (xl->req_fd[i] >= 0)
             close(xl->req_fd[i]);
-    /* No call and no owner stream uses the rails any more. */
-    llk_rdma_link_free(xl->rdma);
+    /* No call and no owner stream uses the transports' link state any more. */
+    llk_transport_link_free(&xl->xport);
     pthread_cond_destroy(&xl->cv);
     pthread_mutex_destroy(&xl->mu);
     free(xl);
@@ -131,18 +94,10 @@ void llk_xlink_break(llk_xlink_t *xl, const char *fmt, ...)
         va_end(ap);
         xl->broken = true;
     }
-    /* RDMA: stop the QPs now, not at the last unref, so that no work
-     * request of a call that gave up keeps moving bytes, and a peer's old
-     * rkeys reach nothing over this link (rail locks are leaves). */
-    llk_rdma_link_abort(xl->rdma);
-    /* shutdown, not close: a borrower or the owner thread may be inside a
-     * call on the descriptor; it sees EOF/EPIPE and lets go. */
-    for (int i = 0; i < LLK_MAX_STREAMS; i++) {
-        if (xl->req_fd[i] >= 0)
-            shutdown(xl->req_fd[i], SHUT_RDWR);
-        if (xl->own_fd[i] >= 0)
-            shutdown(xl->own_fd[i], SHUT_RDWR);
-    }
+    /* Now, not at the last unref: no transport moves a further byte of a
+     * call that gave up (tcp: the streams are shut down, so a borrower or
+     * the owner thread inside a call on one sees EOF/EPIPE and lets go). */
+    llk_transport_fence(xl);
     pthread_cond_broadcast(&xl->cv);
     pthread_mutex_unlock(&xl->mu);
 }
@@ -153,53 +108,6 @@ bool llk_xlink_is_broken(llk_xlink_t *xl)
     bool b = xl->broken;
     pthread_mutex_unlock(&xl->mu);
     return b;
-}
-
-bool llk_xlink_peer_proven(llk_xlink_t *xl, int fd)
-{
-    pthread_mutex_lock(&xl->mu);
-    int8_t proof = xl->peer_proof;
-    uint32_t pid = xl->remote_host.pid;
-    pthread_mutex_unlock(&xl->mu);
-    if (proof != 0)
-        return proof > 0;
-    /* Outside the lock: it reads /proc (a few ms on a busy host). Two
-     * threads may both try once; they reach the same answer. */
-    proof = llk_peer_proof(fd, pid) ? 1 : -1;
-    if (proof < 0)
-        LLK_INFO("link with cluster %llu (%s): pid %u is not proven to hold the other end of "
-                 "its data stream; no shm on this link", (unsigned long long)xl->remote_id,
-                 xl->peer, pid);
-    pthread_mutex_lock(&xl->mu);
-    xl->peer_proof = proof;
-    pthread_mutex_unlock(&xl->mu);
-    return proof > 0;
-}
-
-void llk_xlink_set_rails(llk_xlink_t *xl, const llk_conn_t *c, bool peer_offers)
-{
-    pthread_mutex_lock(&xl->mu);
-    xl->rdma_peer = peer_offers;
-    xl->nrail_addrs = 0;
-    if (c && c->num_local == 0) {
-        socklen_t len = sizeof xl->rail_local[0];
-        if (c->fd >= 0 &&
-            getsockname(c->fd, (struct sockaddr *)&xl->rail_local[0], &len) == 0) {
-            xl->rail_target[0] = c->remote[c->remote_idx];
-            xl->nrail_addrs = 1;
-        }
-    } else if (c) {
-        for (size_t i = 0; i < c->num_local && xl->nrail_addrs < LLK_XWIRE_MAX_RAILS; i++) {
-            const struct sockaddr_storage *t =
-                &c->remote[c->num_remote ? i % c->num_remote : 0];
-            if (t->ss_family != c->local[i].ss_family)
-                continue; /* a rail joins two addresses of one family */
-            xl->rail_local[xl->nrail_addrs] = c->local[i];
-            xl->rail_target[xl->nrail_addrs] = *t;
-            xl->nrail_addrs++;
-        }
-    }
-    pthread_mutex_unlock(&xl->mu);
 }
 
 /* ---- borrowing requester streams ------------------------------------------- */
@@ -245,67 +153,6 @@ void llk_xlink_give_back(llk_xlink_t *xl, const int *idx, int n)
         xl->req_busy[idx[k]] = false;
     pthread_cond_broadcast(&xl->cv);
     pthread_mutex_unlock(&xl->mu);
-}
-
-/* Decides how this side's requests move, from the first stream that
- * attaches (xl->mu held). A later stream that names another host or
- * transport is refused (false): the transport of a link never changes
- * under a running transfer. */
-static bool record_transport(llmlink_t *e, llk_xlink_t *xl, const llk_host_id_t *remote,
-                             uint8_t remote_transport)
-{
-    if (xl->transport_set)
-        return !memcmp(&xl->remote_host, remote, sizeof *remote) &&
-               xl->remote_transport == remote_transport;
-    xl->transport_set = true;
-    xl->remote_transport = remote_transport;
-    xl->remote_host = *remote;
-    xl->same_host = llk_host_id_same_host(&e->host, remote);
-    xl->rdma_forced =
-        e->opts.transport == LLK_TRANSPORT_RDMA || remote_transport == LLK_TRANSPORT_RDMA;
-    bool no_shm = e->opts.transport == LLK_TRANSPORT_TCP || remote_transport == LLK_TRANSPORT_TCP ||
-                  xl->rdma_forced;
-    xl->use_shm = xl->same_host && !no_shm;
-    xl->shm_forced = e->opts.transport == LLK_TRANSPORT_SHM;
-    return true;
-}
-
-/* Why this side cannot run transfers with a peer of that transport, or NULL
- * (text in buf, or a static string). */
-static const char *transport_conflict(llmlink_t *e, llk_xlink_t *xl, const llk_host_id_t *remote,
-                                      uint8_t remote_transport, char *buf, size_t cap)
-{
-    bool mine = e->opts.transport == LLK_TRANSPORT_RDMA;
-    bool theirs = remote_transport == LLK_TRANSPORT_RDMA;
-    if (mine || theirs) {
-        uint8_t other = mine ? remote_transport : (uint8_t)e->opts.transport;
-        if (other == LLK_TRANSPORT_TCP || other == LLK_TRANSPORT_SHM)
-            return other == LLK_TRANSPORT_TCP ? "one side forces llmlink.Transport=rdma, the other tcp"
-                                              : "one side forces llmlink.Transport=rdma, the other shm";
-        pthread_mutex_lock(&xl->mu);
-        bool peer = xl->rdma_peer;
-        pthread_mutex_unlock(&xl->mu);
-        if (!e->rdma) {
-            snprintf(buf, cap, "%s, but RDMA cannot be used on cluster %llu: %s",
-                     mine ? "llmlink.Transport=rdma" : "the peer forces llmlink.Transport=rdma",
-                     (unsigned long long)e->cluster_id, e->rdma_why);
-            return buf;
-        }
-        if (!peer) {
-            snprintf(buf, cap, "%s, but cluster %llu has no usable RDMA device (or does not "
-                     "offer RDMA)", mine ? "llmlink.Transport=rdma" : "the peer forces "
-                     "llmlink.Transport=rdma", (unsigned long long)xl->remote_id);
-            return buf;
-        }
-        return NULL;
-    }
-    bool same = llk_host_id_same_host(&e->host, remote);
-    if ((e->opts.transport == LLK_TRANSPORT_SHM || remote_transport == LLK_TRANSPORT_SHM) && !same)
-        return "llmlink.Transport=shm, but the two engines are not on the same host";
-    if ((e->opts.transport == LLK_TRANSPORT_SHM && remote_transport == LLK_TRANSPORT_TCP) ||
-        (e->opts.transport == LLK_TRANSPORT_TCP && remote_transport == LLK_TRANSPORT_SHM))
-        return "one side forces llmlink.Transport=shm, the other tcp";
-    return NULL;
 }
 
 /* ---- client side: open and attach the data streams -------------------------- */
@@ -367,8 +214,8 @@ static int open_stream(const struct sockaddr_storage *remote, socklen_t remote_l
     return fd;
 }
 
-/* Sends all of buf on a non-blocking socket before the deadline. */
-static int send_all(llk_xlink_t *xl, int fd, const uint8_t *buf, size_t len, int64_t deadline_ms)
+int llk_xlink_send_all(llk_xlink_t *xl, int fd, const uint8_t *buf, size_t len,
+                       int64_t deadline_ms)
 {
     size_t off = 0;
     while (off < len) {
@@ -391,7 +238,7 @@ static int send_all(llk_xlink_t *xl, int fd, const uint8_t *buf, size_t len, int
     return 0;
 }
 
-static int recv_all(llk_xlink_t *xl, int fd, uint8_t *buf, size_t len, int64_t deadline_ms)
+int llk_xlink_recv_all(llk_xlink_t *xl, int fd, uint8_t *buf, size_t len, int64_t deadline_ms)
 {
     size_t off = 0;
     while (off < len) {
@@ -424,7 +271,7 @@ static llmlink_status_t read_attach_answer(llk_xlink_t *xl, int fd, int64_t dead
                                            llk_msg_attach_ok_t *ok, char *detail, size_t dlen)
 {
     uint8_t buf[LLK_WIRE_HEADER_SIZE + LLK_WIRE_MAX_REJECT_MSG + 8];
-    if (recv_all(xl, fd, buf, LLK_WIRE_HEADER_SIZE, deadline_ms) != 0) {
+    if (llk_xlink_recv_all(xl, fd, buf, LLK_WIRE_HEADER_SIZE, deadline_ms) != 0) {
         snprintf(detail, dlen, "no answer to ATTACH: %s", strerror(errno));
         return errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
     }
@@ -438,7 +285,7 @@ static llmlink_status_t read_attach_answer(llk_xlink_t *xl, int fd, int64_t dead
         return LLMLINK_PROTOCOL_ERROR;
     }
     uint8_t *payload = buf + LLK_WIRE_HEADER_SIZE;
-    if (recv_all(xl, fd, payload, h.length, deadline_ms) != 0) {
+    if (llk_xlink_recv_all(xl, fd, payload, h.length, deadline_ms) != 0) {
         snprintf(detail, dlen, "truncated answer to ATTACH: %s", strerror(errno));
         return errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
     }
@@ -457,117 +304,6 @@ static llmlink_status_t read_attach_answer(llk_xlink_t *xl, int fd, int64_t dead
         snprintf(detail, dlen, "bad ATTACH_OK: %s", why);
         return LLMLINK_PROTOCOL_ERROR;
     }
-    return LLMLINK_SUCCESS;
-}
-
-/*
- * The RDMA rails of a new link, over forward stream fd (client side, the
- * stream not handed out yet): this side's QPs go in XRDMA_SETUP, the
- * owner thread of the server makes its own, moves them to RTS and answers
- * with them, then this side moves its QPs to RTS. A failure is the link's
- * only where a side forces llmlink.Transport=rdma; otherwise the link
- * moves data over tcp/shm (SUCCESS).
- */
-static llmlink_status_t rdma_setup_client(llmlink_t *e, llk_xlink_t *xl, int fd,
-                                          int64_t deadline_ms, char *detail, size_t dlen)
-{
-    char why[300] = "";
-    llmlink_status_t st = LLMLINK_LINK_FAILED;
-    llk_rdma_link_t *l = NULL;
-    uint8_t *buf = NULL;
-    pthread_mutex_lock(&xl->mu);
-    uint16_t n = xl->nrail_addrs;
-    struct sockaddr_storage local[LLK_XWIRE_MAX_RAILS], target[LLK_XWIRE_MAX_RAILS];
-    memcpy(local, xl->rail_local, sizeof local);
-    memcpy(target, xl->rail_target, sizeof target);
-    bool forced = xl->rdma_forced;
-    pthread_mutex_unlock(&xl->mu);
-    if (n == 0) {
-        snprintf(why, sizeof why, "no local address for a rail");
-        goto out;
-    }
-    l = llk_rdma_link_create(e->rdma, local, n, e->opts.sync_kv_wait_ms, why, sizeof why);
-    if (!l)
-        goto out;
-    llk_xrail_wire_t rails[LLK_XWIRE_MAX_RAILS];
-    llk_rdma_link_local(l, rails);
-    for (uint16_t i = 0; i < n; i++) {
-        uint8_t gid[16];
-        if (llk_rdma_ip_gid((const struct sockaddr *)&target[i], gid))
-            memcpy(rails[i].target_ip, gid, 16);
-    }
-    uint8_t f[LLK_XWIRE_HEADER_SIZE + 2 + LLK_XWIRE_MAX_RAILS * LLK_XWIRE_RAIL_REQ_SIZE];
-    uint64_t req_id = xl->req_next_id[0]++;
-    size_t len = llk_xwire_encode_rdma_setup(f, sizeof f, req_id, rails, n);
-    if (!len || send_all(xl, fd, f, len, deadline_ms) != 0) {
-        snprintf(why, sizeof why, "sending XRDMA_SETUP: %s", strerror(errno));
-        goto out;
-    }
-    uint8_t hb[LLK_XWIRE_HEADER_SIZE];
-    llk_xframe_header_t h;
-    const char *dwhy = NULL;
-    if (recv_all(xl, fd, hb, sizeof hb, deadline_ms) != 0) {
-        snprintf(why, sizeof why, "no answer to XRDMA_SETUP: %s", strerror(errno));
-        st = errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
-        goto out;
-    }
-    if (llk_xwire_read_header(hb, &h, &dwhy) != 0 || h.type != LLK_XMSG_RDMA_SETUP_OK ||
-        h.req_id != req_id) {
-        snprintf(why, sizeof why, "bad answer to XRDMA_SETUP (%s)", dwhy ? dwhy : "type");
-        st = LLMLINK_PROTOCOL_ERROR;
-        goto out;
-    }
-    buf = malloc(h.length ? h.length : 1);
-    llk_xrdma_setup_ok_t ok;
-    if (!buf || recv_all(xl, fd, buf, h.length, deadline_ms) != 0 ||
-        llk_xwire_decode_rdma_setup_ok(buf, h.length, &ok, &dwhy) != 0) {
-        snprintf(why, sizeof why, "bad XRDMA_SETUP_OK: %s", buf ? (dwhy ? dwhy : strerror(errno))
-                                                                : "out of memory");
-        st = LLMLINK_PROTOCOL_ERROR;
-        goto out;
-    }
-    if (ok.status != LLMLINK_SUCCESS) {
-        snprintf(why, sizeof why, "cluster %llu refused the rails: %s",
-                 (unsigned long long)xl->remote_id, ok.msg);
-        /* LINK_FAILED: the server forces rdma itself */
-        forced = forced || ok.status == LLMLINK_LINK_FAILED;
-        goto out;
-    }
-    /* The server's rails are up: from here a failure leaves the two ends
-     * disagreeing, so it is the link's in any case. */
-    forced = true;
-    if (llk_rdma_link_connect(l, ok.rail, ok.nrails, why, sizeof why) != 0)
-        goto out;
-    char desc[256];
-    llk_rdma_link_describe(l, desc, sizeof desc);
-    LLK_INFO("cluster %llu: link with cluster %llu moves data over RDMA (%u rail%s: %s)",
-             (unsigned long long)e->cluster_id, (unsigned long long)xl->remote_id, n,
-             n == 1 ? "" : "s", desc);
-    pthread_mutex_lock(&xl->mu);
-    xl->rdma = l;
-    xl->use_rdma = true;
-    if (xl->broken) /* broke while the rails came up: llk_xlink_break saw none */
-        llk_rdma_link_abort(l);
-    pthread_mutex_unlock(&xl->mu);
-    free(buf);
-    return LLMLINK_SUCCESS;
-out:
-    free(buf);
-    llk_rdma_link_free(l);
-    if (forced) {
-        snprintf(detail, dlen, "%sthe RDMA rails to cluster %llu could not be set up: %s",
-                 xl->rdma_forced ? "llmlink.Transport=rdma: " : "",
-                 (unsigned long long)xl->remote_id, why);
-        return st == LLMLINK_SUCCESS ? LLMLINK_LINK_FAILED : st;
-    }
-    /* A stream that broke the protocol is of no use for tcp either. */
-    if (st == LLMLINK_PROTOCOL_ERROR || st == LLMLINK_TIMEOUT) {
-        snprintf(detail, dlen, "RDMA setup with cluster %llu: %s",
-                 (unsigned long long)xl->remote_id, why);
-        return st;
-    }
-    LLK_INFO("cluster %llu: no RDMA with cluster %llu (%s): tcp/shm",
-             (unsigned long long)e->cluster_id, (unsigned long long)xl->remote_id, why);
     return LLMLINK_SUCCESS;
 }
 
@@ -647,7 +383,7 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
         m.stream_index = ps[i].slot;
         m.direction = ps[i].dir;
         size_t len = llk_wire_encode_attach(f, sizeof f, LLK_WIRE_VERSION, &m);
-        if (!len || send_all(xl, ps[i].fd, f, len, deadline_ms) != 0) {
+        if (!len || llk_xlink_send_all(xl, ps[i].fd, f, len, deadline_ms) != 0) {
             snprintf(detail, dlen, "ATTACH to %s: %s", addr, strerror(errno));
             st = errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
         }
@@ -662,22 +398,18 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
             llk_host_id_t rh = {.pidns = ok.pidns, .pid = ok.pid};
             memcpy(rh.boot_id, ok.boot_id, sizeof rh.boot_id);
             char cbuf[512];
-            const char *conflict = transport_conflict(e, xl, &rh, ok.transport, cbuf, sizeof cbuf);
+            const char *conflict =
+                llk_transport_conflict(e, xl, &rh, ok.transport, cbuf, sizeof cbuf);
             if (conflict) {
                 snprintf(detail, dlen, "%s", conflict);
                 st = LLMLINK_LINK_FAILED;
                 break;
             }
-            pthread_mutex_lock(&xl->mu);
-            record_transport(e, xl, &rh, ok.transport);
-            bool rdma = xl->rdma_peer;
-            pthread_mutex_unlock(&xl->mu);
+            llk_transport_record(e, xl, &rh, ok.transport);
             /* Before the stream is handed out: nothing else reads it. */
-            if (rdma) {
-                st = rdma_setup_client(e, xl, ps[0].fd, deadline_ms, detail, dlen);
-                if (st != LLMLINK_SUCCESS)
-                    break;
-            }
+            st = llk_transport_setup_client(e, xl, ps[0].fd, deadline_ms, detail, dlen);
+            if (st != LLMLINK_SUCCESS)
+                break;
         }
         st = install_stream(e, xl, &ps[installed], detail, dlen);
         if (st != LLMLINK_SUCCESS) {
@@ -693,7 +425,7 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
     else
         LLK_DEBUG("cluster %llu: %u data streams attached to cluster %llu (%s, %s)",
                   (unsigned long long)e->cluster_id, n, (unsigned long long)xl->remote_id, addr,
-                  xl->use_shm ? "shm" : "tcp");
+                  llk_transport_for_link(xl)->name);
     return st;
 }
 
@@ -738,15 +470,14 @@ bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, siz
     llk_host_id_t rh = {.pidns = m.pidns, .pid = m.pid};
     memcpy(rh.boot_id, m.boot_id, sizeof rh.boot_id);
     char cbuf[512];
-    const char *conflict = transport_conflict(e, lc->xlink, &rh, m.transport, cbuf, sizeof cbuf);
+    const char *conflict =
+        llk_transport_conflict(e, lc->xlink, &rh, m.transport, cbuf, sizeof cbuf);
     if (conflict) {
         refuse_attach(e, c, LLMLINK_LINK_FAILED, conflict);
         return false;
     }
     llk_xlink_t *xl = lc->xlink;
-    pthread_mutex_lock(&xl->mu);
-    bool agrees = record_transport(e, xl, &rh, m.transport);
-    pthread_mutex_unlock(&xl->mu);
+    bool agrees = llk_transport_record(e, xl, &rh, m.transport);
     if (!agrees) {
         refuse_attach(e, c, LLMLINK_PROTOCOL_ERROR,
                       "this stream names another host or transport than the link's first");

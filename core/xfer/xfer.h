@@ -5,9 +5,10 @@
  *
  * Data flow: ffi/api_cache.c validates arguments -> llk_xfer_run()
  * (xfer/run.c: resolves the local cache and the link, plans with planner.c)
- * -> xfer/requester.c (requester: drives borrowed streams, tcp or shm) ->
- * wire <- xfer/owner.c (owner thread: checks every request against
- * cache_registry.c, moves the bytes).
+ * -> xfer/requester.c (requester: drives borrowed streams) -> wire <-
+ * xfer/owner.c (owner thread: checks every request against
+ * cache_registry.c). How the bytes of a granted request move is the
+ * transport's (transport/transport.h).
  *
  * Streams. When a link is made, the client opens 2 x llmlink.StreamsPerLink
  * TCP connections to the server's listener and attaches each (control
@@ -19,8 +20,9 @@
  * Lifetime. An llk_xlink_t hangs off the control connection of a link
  * (conn->xlink) and is reference-counted: the connection holds one
  * reference, every call using it one, the owner thread one per owner
- * stream. llk_xlink_break() (any thread) marks it unusable and shuts its
- * sockets down, which ends every transfer on it at once; only the holder
+ * stream. llk_xlink_break() (any thread) marks it unusable and fences every
+ * transport (tcp: shuts its sockets down), which ends every transfer on it
+ * at once; only the holder
  * of a stream closes its descriptor. The connection breaks its xlink when
  * it dies (unlink, liveness, peer gone, finalize); a transfer that fails
  * on a link breaks the link too (llk_xfer_kill_link), so that the next call
@@ -42,22 +44,11 @@
 #include "base/options.h"
 #include "xfer/planner.h"
 #include "xfer/xfer_wire.h"
+#include "transport/transport.h"
 
 struct llk_conn;
 struct llk_xserver;
-struct llk_rdma;
-struct llk_rdma_link;
 struct llk_cache;
-
-/* Who this process is, for the same-host test: boot id, pid namespace. */
-typedef struct llk_host_id {
-    uint8_t boot_id[16];
-    uint64_t pidns; /* inode of /proc/self/ns/pid */
-    uint32_t pid;
-} llk_host_id_t;
-
-void llk_host_id_self(llk_host_id_t *h);
-bool llk_host_id_same_host(const llk_host_id_t *a, const llk_host_id_t *b);
 
 typedef struct llk_xlink {
     pthread_mutex_t mu;
@@ -79,31 +70,9 @@ typedef struct llk_xlink {
      * can shut them down; the owner thread closes them). */
     int own_fd[LLK_MAX_STREAMS];
 
-    /* Transport: the requester uses shm when use_shm and not shm_refused.
-     * Set once, by the first stream to attach (transport_set), before any
-     * stream is handed out; later streams must agree. */
-    bool transport_set;
-    uint8_t remote_transport;
-    llk_host_id_t remote_host;
-    bool same_host;
-    bool use_shm;        /* same host and neither side forces tcp */
-    bool shm_forced;     /* this side set llmlink.Transport=shm: no fallback */
-    bool shm_refused;    /* the kernel said EPERM once: tcp from now on */
-    int8_t peer_proof;   /* 0 not tried yet, 1 the peer's pid is proven, -1 not */
-
-    /* RDMA (rdma.h). rdma_peer: both ends offered it in the handshake
-     * (LLK_EXT_RDMA). The rails are set up once, over the first forward
-     * stream, before it is handed out (client: llk_xfer_attach_streams;
-     * server: the owner thread); then rdma and use_rdma are set under mu
-     * and never change until the xlink is freed, which frees the rails. */
-    bool rdma_peer;
-    bool rdma_forced;    /* either end set llmlink.Transport=rdma: no fallback */
-    bool use_rdma;
-    struct llk_rdma_link *rdma;
-    /* Client: the addresses of its rails (its ip infos, or the control
-     * connection's) and the server addresses they are for. */
-    uint16_t nrail_addrs;
-    struct sockaddr_storage rail_local[4], rail_target[4];
+    /* What the transports decided for this link, and their own state
+     * (transport/transport.h). */
+    llk_xport_link_t xport;
 } llk_xlink_t;
 
 /* ---- xfer/streams.c ---------------------------------------------------- */
@@ -118,19 +87,12 @@ void llk_xlink_break(llk_xlink_t *xl, const char *fmt, ...) __attribute__((forma
 
 bool llk_xlink_is_broken(llk_xlink_t *xl);
 
-/* The peer offered RDMA and so does this side (link handshake). Client (c
- * its control connection): rail i is for local ip info i (or, without
- * ip infos, the control connection's address) and remote ip info i (mod
- * their count); server: c is NULL. Reactor thread, e->mu held. */
-void llk_xlink_set_rails(llk_xlink_t *xl, const struct llk_conn *c, bool peer_offers);
-
-/* True when process `pid` holds the other end of TCP connection fd, on
- * this host (peer_proof.c): the proof shm needs before it trusts the
- * peer's claimed host id. */
-bool llk_peer_proof(int fd, uint32_t pid);
-/* The same for xl's peer, tried once per link (over stream fd) and
- * remembered. */
-bool llk_xlink_peer_proven(llk_xlink_t *xl, int fd);
+/* Sends / receives all of buf on a non-blocking stream of xl before the
+ * deadline: 0, or -1 with errno (ETIMEDOUT; ECONNABORTED when the link
+ * broke meanwhile). For handshakes on a stream nobody else reads yet. */
+int llk_xlink_send_all(llk_xlink_t *xl, int fd, const uint8_t *buf, size_t len,
+                       int64_t deadline_ms);
+int llk_xlink_recv_all(llk_xlink_t *xl, int fd, uint8_t *buf, size_t len, int64_t deadline_ms);
 
 /* Borrows free requester streams, waiting until deadline_ms (monotonic) for
  * at least one: up to `want` indexes go to idx[]. Returns how many, or -1:
@@ -204,19 +166,17 @@ llmlink_status_t llk_xfer_run(llmlink_t *e, const llk_xfer_req_t *r);
 /* ---- xfer/requester.c: the requester side of one plan --------------------- */
 
 typedef struct llk_xfer_ctx {
+    llmlink_t *e;
     llk_xlink_t *xl;
     const char *fn;
-    uint8_t op_tcp;          /* LLK_XOP_READ or LLK_XOP_WRITE */
-    llk_xreq_t hdr;          /* op, kind, flags, key, unit_bytes (segments from the plan) */
+    bool push;               /* requests write (else read) */
+    llk_xreq_t hdr;          /* kind, flags, key, unit_bytes (segments from the plan) */
     const llk_plan_t *plan;
     bool consume_key;        /* then send CONSUME (pull_cache by an allocated CacheKey) */
     int64_t deadline_ms;
-    /* RDMA: the engine's devices and the local cache (its MRs) */
-    struct llk_rdma *rdma;
-    struct llk_cache *local_cache;
-    uint32_t rdma_post_delay_ms; /* llmlink.RdmaDebugPostDelayMs */
-    /* counters for llmlink_get_xfer_stats */
-    uint64_t tcp_requests, shm_requests, shm_fallbacks, rdma_requests;
+    struct llk_cache *local_cache; /* held by the call (transports may register it) */
+    /* per transport (LLK_XPORT_*), for llmlink_get_xfer_stats */
+    uint64_t requests[LLK_NXPORTS], fallbacks[LLK_NXPORTS];
 } llk_xfer_ctx_t;
 
 /* Moves every group of the plan over its own borrowed stream (groups run

@@ -23,6 +23,7 @@
 #include "kvfill.h"
 #include "llk_test.h"
 #include "llmlink.h"
+#include "transport/transport_testing.h"
 #include "xfer/xfer.h"
 
 #define NT 8
@@ -56,13 +57,14 @@ static llmlink_t *engine_x(llmlink_role_t role, uint64_t id, const char *listen,
     llmlink_option_t o[5] = {{"llmlink.Transport", transport},
                              {"llm.SyncKvCacheWaitTime", wait ? wait : "30000"}};
     size_t n = 2;
-    if (post_delay)
-        o[n++] = (llmlink_option_t){"llmlink.RdmaDebugPostDelayMs", post_delay};
     if (listen)
         o[n++] = (llmlink_option_t){"llm.listenIpInfo", listen};
     if (mtu)
         o[n++] = (llmlink_option_t){"llmlink.RdmaMtu", mtu};
     assert_status(llmlink_init(e, o, n), LLMLINK_SUCCESS);
+    /* The seam is internal (transport_testing.h), not an option. */
+    if (post_delay)
+        llk_test_set_rdma_post_delay_ms(e, (uint32_t)strtoul(post_delay, NULL, 10));
     return e;
 }
 
@@ -374,7 +376,7 @@ static int64_t now_ms(void)
 }
 
 /* P unregisters a cache while D holds a grant for it and has not read yet
- * (D waits 1.4 s between grant and READ: llmlink.RdmaDebugPostDelayMs). P's
+ * (D waits 1.4 s between grant and READ: llk_test_set_rdma_post_delay_ms). P's
  * unregister waits its SyncKvCacheWaitTime (500 ms), then revokes the MRs
  * and returns SUCCESS (the memory is P's again), long before P's owner
  * stream would give up on the grant (a minute); D's READ fails with a

@@ -20,6 +20,7 @@
 #include "link/engine.h"
 #include "llmlink.h"
 #include "xfer/planner.h"
+#include "transport/rdma.h"
 #include "transport/rdma_plan.h"
 
 static void test_mtu_values(void **state)
@@ -202,25 +203,26 @@ static void test_rail_addresses(void **state)
     c->num_remote = 2;
     llk_xlink_t *xl = llk_xlink_new(1, true, 2, "peer");
     assert_non_null(xl);
+    const llk_rdma_xlink_t *rx = llk_rdma_xlink(xl); /* the RDMA transport's link state */
     llk_xlink_set_rails(xl, c, true);
-    assert_true(xl->rdma_peer);
+    assert_true(rx->peer);
     /* fd00::1 has no IPv6 remote to pair with (remote 2 % 2 = 10.0.0.9): skipped */
-    assert_int_equal(xl->nrail_addrs, 4);
-    assert_ip(&xl->rail_local[0], "10.0.0.1");
-    assert_ip(&xl->rail_target[0], "10.0.0.9");
-    assert_ip(&xl->rail_local[1], "10.0.1.1");
-    assert_ip(&xl->rail_target[1], "10.0.1.9");
-    assert_ip(&xl->rail_local[2], "10.0.2.1");
-    assert_ip(&xl->rail_target[2], "10.0.1.9"); /* local 3 -> remote 3 % 2 */
-    assert_ip(&xl->rail_local[3], "10.0.3.1");
-    assert_ip(&xl->rail_target[3], "10.0.0.9");
+    assert_int_equal(rx->nrail_addrs, 4);
+    assert_ip(&rx->rail_local[0], "10.0.0.1");
+    assert_ip(&rx->rail_target[0], "10.0.0.9");
+    assert_ip(&rx->rail_local[1], "10.0.1.1");
+    assert_ip(&rx->rail_target[1], "10.0.1.9");
+    assert_ip(&rx->rail_local[2], "10.0.2.1");
+    assert_ip(&rx->rail_target[2], "10.0.1.9"); /* local 3 -> remote 3 % 2 */
+    assert_ip(&rx->rail_local[3], "10.0.3.1");
+    assert_ip(&rx->rail_target[3], "10.0.0.9");
     /* no ip infos and no connected socket: no rail address (auto falls back) */
     c->num_local = 0;
     llk_xlink_set_rails(xl, c, true);
-    assert_int_equal(xl->nrail_addrs, 0);
+    assert_int_equal(rx->nrail_addrs, 0);
     /* the server side only learns that the peer offers RDMA */
     llk_xlink_set_rails(xl, NULL, false);
-    assert_false(xl->rdma_peer);
+    assert_false(rx->peer);
     llk_xlink_unref(xl);
     free(c);
 }
