@@ -56,7 +56,7 @@
 #include "xfer/cache_registry.h"
 #include "llmlink.h"
 #include "base/options.h"
-#include "xfer/xfer_wire.h"
+#include "transport/rdma_wire.h"
 
 typedef struct llk_rdma llk_rdma_t;
 typedef struct llk_rdma_link llk_rdma_link_t;

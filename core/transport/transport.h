@@ -85,6 +85,16 @@ bool llk_host_id_same_host(const llk_host_id_t *a, const llk_host_id_t *b);
  * peer's claimed host id. */
 bool llk_peer_proof(int fd, uint32_t pid);
 
+/* The wire's op codes of the transports that move bytes off the stream
+ * (xfer_wire.h keeps 3..LLK_XOP_LAST for them); tcp's are LLK_XOP_READ and
+ * LLK_XOP_WRITE. Values are the wire's: never renumber. */
+enum {
+    LLK_XOP_SHM_READ = 3,  /* requester reads owner memory with process_vm_readv */
+    LLK_XOP_SHM_WRITE = 4, /* requester writes owner memory with process_vm_writev */
+    LLK_XOP_RDMA_READ = 5, /* requester RDMA-READs owner memory (XRESP_RDMA grant) */
+    LLK_XOP_RDMA_WRITE = 6 /* requester RDMA-WRITEs owner memory */
+};
+
 /* Indexes into llk_transports[] and llk_xport_link_t.state. */
 enum { LLK_XPORT_SHM = 0, LLK_XPORT_RDMA = 1, LLK_XPORT_TCP = 2, LLK_NXPORTS = 3 };
 

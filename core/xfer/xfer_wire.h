@@ -27,6 +27,11 @@
  *   RDMA_SETUP XRDMA_SETUP -> XRDMA_SETUP_OK: once per link, on the first
  *                    forward stream, before any request (the rails' QPs)
  *
+ * This file frames every message and codes those of the stream itself;
+ * the op codes 3..6 and the RDMA messages' payloads belong to their
+ * transports (transport/transport.h names them; the RDMA messages are
+ * coded next to that transport).
+ *
  * The raw bytes follow the request's segment order. A refused request
  * (XRESP status != SUCCESS) moves no byte and leaves the stream usable; a
  * malformed frame ends the stream (and the link).
@@ -99,6 +104,7 @@
 #define LLK_XWIRE_RAIL_REQ_SIZE 44u /* an XRDMA_SETUP rail record */
 #define LLK_XWIRE_RAIL_ACK_SIZE 28u /* an XRDMA_SETUP_OK rail record */
 #define LLK_XWIRE_RDMA_FIXED  22u  /* XRESP_RDMA bytes before the records */
+#define LLK_XWIRE_GRANT_REC(nrails) (16u + 4u * (uint32_t)(nrails)) /* an XRESP_RDMA record */
 
 typedef enum llk_xmsg_type {
     LLK_XMSG_REQ = 1,
@@ -110,12 +116,11 @@ typedef enum llk_xmsg_type {
 } llk_xmsg_type_t;
 
 typedef enum llk_xop {
-    LLK_XOP_READ = 1,      /* owner -> requester */
-    LLK_XOP_WRITE = 2,     /* requester -> owner */
-    LLK_XOP_SHM_READ = 3,  /* requester reads owner memory with process_vm_readv */
-    LLK_XOP_SHM_WRITE = 4, /* requester writes owner memory with process_vm_writev */
-    LLK_XOP_RDMA_READ = 5, /* requester RDMA-READs owner memory (XRESP_RDMA grant) */
-    LLK_XOP_RDMA_WRITE = 6 /* requester RDMA-WRITEs owner memory */
+    LLK_XOP_READ = 1,      /* owner -> requester, on the stream */
+    LLK_XOP_WRITE = 2,     /* requester -> owner, on the stream */
+    /* 3..6: the ops of the transports that move bytes off the stream
+     * (transport/transport.h names them) */
+    LLK_XOP_LAST = 6
 } llk_xop_t;
 
 typedef enum llk_xkind {
@@ -168,32 +173,6 @@ typedef struct llk_xresp {
     const uint8_t *iovs; /* decode: niov records in the buffer */
 } llk_xresp_t;
 
-/* One rail of an RDMA setup (XRDMA_SETUP / XRDMA_SETUP_OK; target_ip only
- * in the former). */
-typedef struct llk_xrail_wire {
-    uint32_t qpn, psn;
-    uint8_t gid[16];
-    uint16_t lid;
-    uint8_t mtu;
-    uint8_t target_ip[16];
-} llk_xrail_wire_t;
-
-typedef struct llk_xrdma_setup_ok {
-    uint32_t status;
-    char msg[LLK_XWIRE_MAX_MSG + 1];
-    uint16_t nrails;
-    llk_xrail_wire_t rail[LLK_XWIRE_MAX_RAILS];
-} llk_xrdma_setup_ok_t;
-
-/* A decoded XRESP_RDMA; records point into the buffer (llk_xwire_grant_at). */
-typedef struct llk_xgrant {
-    uint64_t total_bytes;
-    uint64_t generation;
-    uint16_t nrails;
-    uint32_t niov;
-    const uint8_t *recs;
-} llk_xgrant_t;
-
 /* Reads and checks the 24 header bytes: 0, or -1 with *why (bad magic,
  * version, type, flags, or a length over the maximum for its type). */
 int llk_xwire_read_header(const uint8_t buf[LLK_XWIRE_HEADER_SIZE], llk_xframe_header_t *h,
@@ -214,19 +193,9 @@ size_t llk_xwire_encode_resp(uint8_t *out, size_t cap, uint64_t req_id, uint32_t
                              uint64_t total_bytes, const char *msg, const uint64_t *iov_pairs,
                              uint32_t niov);
 size_t llk_xwire_encode_done(uint8_t *out, size_t cap, uint64_t req_id, uint32_t status);
-/* XDONE of an RDMA request: with the generation of its grant. */
+/* XDONE of a request whose grant named a generation: with it. */
 size_t llk_xwire_encode_done_gen(uint8_t *out, size_t cap, uint64_t req_id, uint32_t status,
                                  uint64_t generation);
-/* nrails 1..LLK_XWIRE_MAX_RAILS. */
-size_t llk_xwire_encode_rdma_setup(uint8_t *out, size_t cap, uint64_t req_id,
-                                   const llk_xrail_wire_t *rails, uint16_t nrails);
-size_t llk_xwire_encode_rdma_setup_ok(uint8_t *out, size_t cap, uint64_t req_id,
-                                      const llk_xrdma_setup_ok_t *m);
-/* addr_len: niov (addr, len) pairs; rkeys: niov x nrails, record-major. */
-size_t llk_xwire_encode_grant(uint8_t *out, size_t cap, uint64_t req_id, uint64_t total,
-                              uint64_t generation, uint16_t nrails, const uint64_t *addr_len,
-                              const uint32_t *rkeys, uint32_t niov);
-size_t llk_xwire_grant_size(uint16_t nrails, uint32_t niov);
 
 /* Size of a frame before encoding (header included). */
 size_t llk_xwire_req_size(uint32_t nseg);
@@ -238,18 +207,6 @@ int llk_xwire_decode_done(const uint8_t *payload, size_t len, uint32_t *status, 
 /* Either form of XDONE; *has_gen says which (generation 0 without). */
 int llk_xwire_decode_done_gen(const uint8_t *payload, size_t len, uint32_t *status,
                               uint64_t *generation, bool *has_gen, const char **why);
-/* Rail counts 1..LLK_XWIRE_MAX_RAILS, mtu 1..5, flags 0. */
-int llk_xwire_decode_rdma_setup(const uint8_t *payload, size_t len, llk_xrail_wire_t *rails,
-                                uint16_t *nrails, const char **why);
-int llk_xwire_decode_rdma_setup_ok(const uint8_t *payload, size_t len, llk_xrdma_setup_ok_t *m,
-                                   const char **why);
-/* Checks counts, non-empty records, no address overflow, that the lengths
- * sum to total_bytes. */
-int llk_xwire_decode_grant(const uint8_t *payload, size_t len, llk_xgrant_t *g,
-                           const char **why);
-/* Record i of a decoded grant: address, length, the rkey of `rail`. */
-void llk_xwire_grant_at(const llk_xgrant_t *g, uint32_t i, uint16_t rail, uint64_t *addr,
-                        uint64_t *len, uint32_t *rkey);
 
 /* Record i of a decoded segment / iovec array. */
 void llk_xwire_seg_at(const uint8_t *segs, uint32_t i, llk_xseg_wire_t *out);

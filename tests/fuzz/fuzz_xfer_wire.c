@@ -37,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "transport/rdma_wire.h"
+#include "transport/transport.h"
 #include "xfer/xfer_wire.h"
 
 #define CHECK(cond)      \

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "llmlink.h"
+#include "transport/transport.h"
 #include "xfer/xfer_wire.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

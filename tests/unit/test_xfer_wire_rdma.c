@@ -20,6 +20,8 @@
 #include <string.h>
 
 #include "llmlink.h"
+#include "transport/rdma_wire.h"
+#include "transport/transport.h"
 #include "xfer/xfer_wire.h"
 
 #define HDR LLK_XWIRE_HEADER_SIZE
