@@ -46,9 +46,16 @@
  * for a later change; this is the place.
  *
  * Adding a transport: one new file that defines an llk_transport_ops_t
- * (name, op codes, answer type, the hooks below; a NULL hook means "none
- * needed"), and one entry in llk_transports[] (transport.c), at its rank
- * of preference. Give it the next LLK_XPORT_* index.
+ * (name, the LLK_TRANSPORT_* value that forces it, its op codes and answer
+ * type, the hooks below: a NULL hook means "none needed"), and one entry
+ * in llk_transports[] (transport.c) at its rank of preference, with an
+ * LLK_XPORT_* index equal to that position. It must implement link_usable,
+ * add_stats and, unless its bytes travel on the stream (on_stream), move,
+ * serve_grant and a fence that keeps the guarantee above; link_new /
+ * link_free when it keeps state per link, link_record / link_conflict when
+ * llmlink.Transport or the peer's host decide whether a link may use it,
+ * setup_client / serve_setup when a link needs a handshake of its own.
+ * New op codes and message types are wire changes (xfer_wire.h).
  */
 #ifndef LLK_TRANSPORT_H
 #define LLK_TRANSPORT_H
