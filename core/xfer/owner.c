@@ -32,11 +32,11 @@
  * epoll_wait. The thread never takes e->mu (lock order, see xfer.h).
  */
 #include <errno.h>
-#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

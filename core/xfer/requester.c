@@ -6,16 +6,15 @@
  * registered memory; any other gets the owner's answer and moves the bytes
  * itself (its move hook), then this side sends XDONE. */
 #include <errno.h>
-#include <stddef.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
 
 #include "base/clock.h"
 #include "base/err.h"
@@ -46,7 +45,7 @@ typedef struct stream_run {
     const llk_transport_ops_t *t; /* its transport */
     uint8_t op;               /* its op */
     bool final_resp;          /* WRITE: the RESP now awaited is the final one */
-    bool redo_tcp;            /* after the DONE in tx: redo the request on the stream */
+    bool redo;                /* after the DONE in tx: redo the request on the stream */
     bool consume;             /* this stream sends the CONSUME request */
     phase_t ph, after_send;
     uint64_t req_id;
@@ -208,9 +207,9 @@ static void next_request(run_state_t *rs, stream_run_t *s)
 
 /* The request for segs[c0, c1) again, on the stream (after its transport
  * gave up on this link). */
-static void redo_over_tcp(run_state_t *rs, stream_run_t *s)
+static void redo_on_stream(run_state_t *rs, stream_run_t *s)
 {
-    s->redo_tcp = false;
+    s->redo = false;
     build_request(rs, s, &llk_transport_tcp);
 }
 
@@ -253,11 +252,11 @@ static void transport_move(run_state_t *rs, stream_run_t *s, const llk_xresp_t *
     if (out.refusal != LLMLINK_SUCCESS)
         take_refusal(rs, &out);
     if (out.send_done) {
-        s->redo_tcp = out.redo_on_stream;
+        s->redo = out.redo_on_stream;
         return;
     }
     if (out.redo_on_stream)
-        redo_over_tcp(rs, s);
+        redo_on_stream(rs, s);
     else if (out.refusal != LLMLINK_SUCCESS)
         s->ph = PH_FINISHED;
 }
@@ -330,7 +329,7 @@ static void on_resp(run_state_t *rs, stream_run_t *s)
         memset(&out, 0, offsetof(llk_xmove_out_t, msg));
         t->refused(rs->ctx, r.msg, &out);
         if (out.redo_on_stream) {
-            redo_over_tcp(rs, s);
+            redo_on_stream(rs, s);
         } else {
             take_refusal(rs, &out);
             s->ph = PH_FINISHED;
@@ -373,8 +372,8 @@ static void on_sent(run_state_t *rs, stream_run_t *s)
         return;
     }
     /* A DONE went out. */
-    if (s->redo_tcp)
-        redo_over_tcp(rs, s);
+    if (s->redo)
+        redo_on_stream(rs, s);
     else
         next_request(rs, s);
 }
