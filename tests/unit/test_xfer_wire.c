@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "llmlink.h"
+#include "codec_check.h"
 #include "xfer/xfer_wire.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -1597,33 +1598,33 @@ static void test_done_length_validated(void **state)
 
 /* ---- encoders ------------------------------------------------------------------ */
 
-typedef size_t (*encode_fn)(uint8_t *out, size_t cap, xw_fixture_t *fx);
-
-static size_t enc_cap_req(uint8_t *out, size_t cap, xw_fixture_t *fx)
+static size_t enc_cap_req(uint8_t *out, size_t cap, void *ctx)
 {
+    const xw_fixture_t *fx = ctx;
     return llk_xwire_encode_req(out, cap, REQ_ID, &fx->req, fx->segs);
 }
-static size_t enc_cap_req_consume(uint8_t *out, size_t cap, xw_fixture_t *fx)
+static size_t enc_cap_req_consume(uint8_t *out, size_t cap, void *ctx)
 {
+    const xw_fixture_t *fx = ctx;
     llk_xreq_t r = fx->req;
     r.flags = LLK_XREQ_CONSUME;
     r.nseg = 0;
     return llk_xwire_encode_req(out, cap, REQ_ID, &r, NULL);
 }
-static size_t enc_cap_resp(uint8_t *out, size_t cap, xw_fixture_t *fx)
+static size_t enc_cap_resp(uint8_t *out, size_t cap, void *ctx)
 {
-    (void)fx;
+    (void)ctx;
     return llk_xwire_encode_resp(out, cap, REQ_ID, LLMLINK_SUCCESS, 0x1020, "ok",
                                  vec_xresp_iovs, 2);
 }
-static size_t enc_cap_resp_bare(uint8_t *out, size_t cap, xw_fixture_t *fx)
+static size_t enc_cap_resp_bare(uint8_t *out, size_t cap, void *ctx)
 {
-    (void)fx;
+    (void)ctx;
     return llk_xwire_encode_resp(out, cap, REQ_ID, LLMLINK_FAILED, 0, NULL, NULL, 0);
 }
-static size_t enc_cap_done(uint8_t *out, size_t cap, xw_fixture_t *fx)
+static size_t enc_cap_done(uint8_t *out, size_t cap, void *ctx)
 {
-    (void)fx;
+    (void)ctx;
     return llk_xwire_encode_done(out, cap, REQ_ID, LLMLINK_SUCCESS);
 }
 
@@ -1636,28 +1637,15 @@ static void test_encoders_refuse_small_buffers(void **state)
     xw_fixture_t *fx = *state;
     static const struct {
         const char *what;
-        encode_fn enc;
+        codec_encode_fn enc;
     } cases[] = {
         {"XREQ", enc_cap_req},   {"XREQ consume", enc_cap_req_consume},
         {"XRESP", enc_cap_resp}, {"XRESP bare", enc_cap_resp_bare},
         {"XDONE", enc_cap_done},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
-        size_t full = cases[i].enc(fx->frame, FRAME_CAP, fx);
+        size_t full = codec_check_capacity(cases[i].what, cases[i].enc, fx, fx->frame, FRAME_CAP);
         assert_true(full >= LLK_XWIRE_HEADER_SIZE);
-        for (size_t cap = 0; cap < full; cap++) {
-            memset(fx->frame, CANARY, full + 8);
-            size_t got = cases[i].enc(fx->frame, cap, fx);
-            if (got != 0)
-                fail_msg("%s: capacity %zu of %zu returned %zu", cases[i].what, cap, full, got);
-            for (size_t b = cap; b < full + 8; b++)
-                if (fx->frame[b] != CANARY)
-                    fail_msg("%s: capacity %zu: byte %zu written", cases[i].what, cap, b);
-        }
-        memset(fx->frame, CANARY, full + 8);
-        assert_int_equal(cases[i].enc(fx->frame, full, fx), full);
-        for (size_t b = full; b < full + 8; b++)
-            assert_int_equal(fx->frame[b], CANARY);
     }
 }
 
