@@ -95,6 +95,10 @@
 #define LLK_XWIRE_MAX_MSG     256u
 #define LLK_XWIRE_REQ_FIXED   76u  /* XREQ bytes before the segments */
 #define LLK_XWIRE_MAX_PAYLOAD (LLK_XWIRE_REQ_FIXED + LLK_XWIRE_MAX_SEGS * LLK_XWIRE_SEG_SIZE)
+/* XRESP bytes around the message and the iovecs: status, total, msg_len, niov. */
+#define LLK_XWIRE_RESP_FIXED  (4u + 8u + 2u + 4u)
+#define LLK_XWIRE_RESP_MAX_PAYLOAD \
+    (LLK_XWIRE_RESP_FIXED + LLK_XWIRE_MAX_MSG + LLK_XWIRE_MAX_SEGS * LLK_XWIRE_IOV_SIZE)
 #define LLK_XWIRE_MAX_RAILS   4u
 #define LLK_XWIRE_RAIL_REQ_SIZE 44u /* an XRDMA_SETUP rail record */
 #define LLK_XWIRE_RAIL_ACK_SIZE 28u /* an XRDMA_SETUP_OK rail record */

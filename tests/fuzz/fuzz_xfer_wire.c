@@ -45,8 +45,6 @@
             abort();     \
     } while (0)
 
-#define XRESP_FIXED 18u
-#define XRESP_MAX_PAYLOAD (XRESP_FIXED + LLK_XWIRE_MAX_MSG + LLK_XWIRE_MAX_SEGS * LLK_XWIRE_IOV_SIZE)
 #define REENCODE_CAP (LLK_XWIRE_HEADER_SIZE + LLK_XWIRE_MAX_PAYLOAD)
 
 /* Static: the largest frames are over a megabyte. */
@@ -136,16 +134,16 @@ static void fuzz_resp(const uint8_t *p, size_t len, uint64_t req_id)
     }
     /* The message goes into llmlink_last_error(): printable and bounded.
      * Its length is what the frame said, so no byte became a NUL. */
-    CHECK(len >= XRESP_FIXED);
+    CHECK(len >= LLK_XWIRE_RESP_FIXED);
     size_t mlen = ((size_t)p[12] << 8) | p[13];
     CHECK(mlen <= LLK_XWIRE_MAX_MSG);
     CHECK(strlen(r.msg) == mlen);
     for (size_t i = 0; i < mlen; i++)
         CHECK(r.msg[i] >= 0x20 && r.msg[i] <= 0x7e);
     CHECK(r.niov <= LLK_XWIRE_MAX_SEGS);
-    CHECK(len == XRESP_FIXED + mlen + (size_t)r.niov * LLK_XWIRE_IOV_SIZE);
+    CHECK(len == LLK_XWIRE_RESP_FIXED + mlen + (size_t)r.niov * LLK_XWIRE_IOV_SIZE);
     CHECK(r.niov == 0 || r.status == LLMLINK_SUCCESS);
-    CHECK(r.iovs == p + XRESP_FIXED + mlen);
+    CHECK(r.iovs == p + LLK_XWIRE_RESP_FIXED + mlen);
     for (uint32_t i = 0; i < r.niov; i++) {
         uint64_t *a = &iov_pairs[2 * (size_t)i];
         llk_xwire_iov_at(r.iovs, i, &a[0], &a[1]);
@@ -347,7 +345,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             on_copy(fuzz_req, data + pos, len, h.req_id);
             break;
         case LLK_XMSG_RESP:
-            CHECK(h.length <= XRESP_MAX_PAYLOAD);
+            CHECK(h.length <= LLK_XWIRE_RESP_MAX_PAYLOAD);
             on_copy(fuzz_resp, data + pos, len, h.req_id);
             break;
         case LLK_XMSG_DONE:
