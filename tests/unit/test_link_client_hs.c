@@ -289,6 +289,6 @@ int main(void)
         D(test_client_timeouts),
         D(test_client_pending_retry_deadline),
     };
-    return cmocka_run_group_tests_name("link_client_hs: client handshake and time-outs", tests, link_fx_group_setup,
-                                       link_fx_group_teardown);
+    return cmocka_run_group_tests_name("link_client_hs: client handshake and time-outs", tests,
+                                       link_fx_group_setup, link_fx_group_teardown);
 }

@@ -282,6 +282,6 @@ int main(void)
         D(test_api_link_limits),
         D(test_api_unlink_immediate),
     };
-    return cmocka_run_group_tests_name("link_conn_api: connection list and API side", tests, link_fx_group_setup,
-                                       link_fx_group_teardown);
+    return cmocka_run_group_tests_name("link_conn_api: connection list and API side", tests,
+                                       link_fx_group_setup, link_fx_group_teardown);
 }

@@ -544,6 +544,6 @@ int main(void)
         D(test_closed_other_states),
         D(test_destroy_completes_waiter),
     };
-    return cmocka_run_group_tests_name("link_established: liveness, unlink, lost links", tests, link_fx_group_setup,
-                                       link_fx_group_teardown);
+    return cmocka_run_group_tests_name("link_established: liveness, unlink, lost links", tests,
+                                       link_fx_group_setup, link_fx_group_teardown);
 }

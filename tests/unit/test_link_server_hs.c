@@ -675,6 +675,6 @@ int main(void)
         P(test_server_hello_replaces_at_limit),
         M(test_server_hello_keeps_outbound_link),
     };
-    return cmocka_run_group_tests_name("link_server_hs: server handshake and limits", tests, link_fx_group_setup,
-                                       link_fx_group_teardown);
+    return cmocka_run_group_tests_name("link_server_hs: server handshake and limits", tests,
+                                       link_fx_group_setup, link_fx_group_teardown);
 }

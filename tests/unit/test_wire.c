@@ -23,6 +23,7 @@
 
 #include "llmlink.h"
 #include "link/wire.h"
+#include "be_put.h"
 #include "codec_check.h"
 #include "wire_vectors.h"
 
@@ -224,12 +225,6 @@ static int welcome_through_wire(wire_fixture_t *fx, const llk_msg_welcome_t *m)
     assert_true(n > LLK_WIRE_HEADER_SIZE);
     return decode_exact(dec_welcome, payload_of(fx->frame, n, LLK_MSG_WELCOME),
                         n - LLK_WIRE_HEADER_SIZE, fx);
-}
-
-static void put_be16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
 }
 
 /* ---- header ---------------------------------------------------------------- */
