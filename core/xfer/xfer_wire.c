@@ -355,22 +355,6 @@ int llk_xwire_decode_resp(const uint8_t *payload, size_t len, llk_xresp_t *r, co
     return 0;
 }
 
-int llk_xwire_decode_done(const uint8_t *payload, size_t len, uint32_t *status, const char **why)
-{
-    rbuf_t b = {payload, len, 0, 0};
-    *status = get_u32(&b);
-    if (b.short_read) {
-        *status = 0;
-        *why = "truncated XDONE";
-        return -1;
-    }
-    if (b.pos != b.len) {
-        *why = "trailing bytes after XDONE";
-        return -1;
-    }
-    return 0;
-}
-
 /* ---- RDMA messages --------------------------------------------------------------- */
 
 size_t llk_xwire_encode_done_gen(uint8_t *out, size_t cap, uint64_t req_id, uint32_t status,

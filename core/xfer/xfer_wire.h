@@ -238,7 +238,6 @@ size_t llk_xwire_resp_size(size_t msg_len, uint32_t niov);
 
 int llk_xwire_decode_req(const uint8_t *payload, size_t len, llk_xreq_t *r, const char **why);
 int llk_xwire_decode_resp(const uint8_t *payload, size_t len, llk_xresp_t *r, const char **why);
-int llk_xwire_decode_done(const uint8_t *payload, size_t len, uint32_t *status, const char **why);
 /* Either form of XDONE; *has_gen says which (generation 0 without). */
 int llk_xwire_decode_done_gen(const uint8_t *payload, size_t len, uint32_t *status,
                               uint64_t *generation, bool *has_gen, const char **why);

@@ -12,6 +12,7 @@
 
 #include "be_put.h"
 #include "xfer_wire_fixture.h"
+#include "xwire_decode_done.h"
 
 int xw_setup(void **state)
 {

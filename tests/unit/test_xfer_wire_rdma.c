@@ -21,6 +21,7 @@
 
 #include "llmlink.h"
 #include "codec_check.h"
+#include "xwire_decode_done.h"
 #include "xfer/xfer_wire.h"
 
 #define HDR LLK_XWIRE_HEADER_SIZE
