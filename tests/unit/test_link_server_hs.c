@@ -13,13 +13,8 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "base/err.h"
-#include "base/log.h"
 #include "link_fixture.h"
 
 /* ================================================================================ */
