@@ -104,7 +104,7 @@ int dec_done(const uint8_t *p, size_t n, xw_fixture_t *fx)
     return llk_xwire_decode_done(p, n, &fx->done_out, &fx->why);
 }
 
-/* Runs a decoder on an exact-size heap copy of p[0..n) (see file comment). */
+/* Runs a decoder on an exact-size heap copy of p[0..n) (see xfer_wire_fixture.h). */
 int decode_exact(decode_fn fn, const uint8_t *p, size_t n, xw_fixture_t *fx)
 {
     free(fx->copy);
