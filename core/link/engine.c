@@ -86,21 +86,6 @@ llmlink_status_t llk_engine_create(llmlink_t **out, llmlink_role_t role, uint64_
     return LLMLINK_SUCCESS;
 }
 
-llmlink_status_t llk_engine_check_running(const llmlink_t *e, const char *fn)
-{
-    switch (e->state) {
-    case LLK_ENGINE_RUNNING:
-        return LLMLINK_SUCCESS;
-    case LLK_ENGINE_CREATED:
-        return llk_err(LLMLINK_NOT_INITIALIZED, "%s: engine (cluster %llu) is not initialized; "
-                       "call llmlink_init first", fn, (unsigned long long)e->cluster_id);
-    case LLK_ENGINE_FINALIZED:
-    default:
-        return llk_err(LLMLINK_ENGINE_FINALIZED, "%s: engine (cluster %llu) has been finalized",
-                       fn, (unsigned long long)e->cluster_id);
-    }
-}
-
 llmlink_role_t llk_engine_role(const llmlink_t *e)
 {
     return e->role;

@@ -200,7 +200,7 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts);
 void llk_engine_finalize(llmlink_t *e);
 void llk_engine_free(llmlink_t *e);
 /* Requires e->mu. LLMLINK_SUCCESS when running, else the status to return
- * (with llmlink_last_error set). */
+ * (with llmlink_last_error set). Defined in link_api.c (see there). */
 llmlink_status_t llk_engine_check_running(const llmlink_t *e, const char *fn);
 /* For ffi/: what the engine was created as. No lock (set at create). */
 llmlink_role_t llk_engine_role(const llmlink_t *e);
@@ -213,6 +213,7 @@ llmlink_status_t llk_engine_listen_port(llmlink_t *e, size_t index, uint16_t *po
 
 /* ---- reactor.c: the I/O thread ---- */
 void *llk_reactor_main(void *arg);
+/* Any thread: the reactor runs a pass soon. Defined in link_api.c. */
 void llk_reactor_wake(llmlink_t *e);
 
 /* ---- conn.c: connections, framing, state changes (all need e->mu) ---- */

@@ -3,10 +3,39 @@
 #include "link/link_api.h"
 
 #include <sys/epoll.h>
+#include <unistd.h>
 
 #include "base/clock.h"
+#include "base/err.h"
 #include "base/log.h"
 #include "link/engine.h"
+
+/* The two engine calls the transfer plane makes live here, not in
+ * engine.c or reactor.c: those call into the transfer plane, and a call
+ * back into them would close a loop between the planes' files. */
+
+llmlink_status_t llk_engine_check_running(const llmlink_t *e, const char *fn)
+{
+    switch (e->state) {
+    case LLK_ENGINE_RUNNING:
+        return LLMLINK_SUCCESS;
+    case LLK_ENGINE_CREATED:
+        return llk_err(LLMLINK_NOT_INITIALIZED, "%s: engine (cluster %llu) is not initialized; "
+                       "call llmlink_init first", fn, (unsigned long long)e->cluster_id);
+    case LLK_ENGINE_FINALIZED:
+    default:
+        return llk_err(LLMLINK_ENGINE_FINALIZED, "%s: engine (cluster %llu) has been finalized",
+                       fn, (unsigned long long)e->cluster_id);
+    }
+}
+
+void llk_reactor_wake(llmlink_t *e)
+{
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already non-zero: a wake is pending. */
+    ssize_t r = write(e->wakefd, &one, sizeof one);
+    (void)r;
+}
 
 void llk_link_lock(llmlink_t *e)
 {
