@@ -69,8 +69,7 @@ void llk_conn_set_state(llmlink_t *e, llk_conn_t *c, llk_conn_state_t s)
     if (was_hs) {
         /* A handshake slot frees up: let the next waiting client in. */
         e->hs_in_progress--;
-        if (e->conn_handlers && e->conn_handlers->on_handshake_slot_free)
-            e->conn_handlers->on_handshake_slot_free(e);
+        e->conn_handlers->on_handshake_slot_free(e);
     }
 }
 
@@ -236,9 +235,8 @@ void llk_conn_dispatch(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
                      const uint8_t *payload, int64_t now)
 {
     /* No handler (CLOSING): whatever still arrives is dropped. */
-    llk_conn_frame_fn *fn = e->conn_handlers && (unsigned)c->state < LLK_CONN_NUM_STATES
-                                ? e->conn_handlers->on_frame[c->state]
-                                : NULL;
+    llk_conn_frame_fn *fn =
+        (unsigned)c->state < LLK_CONN_NUM_STATES ? e->conn_handlers->on_frame[c->state] : NULL;
     if (fn)
         fn(e, c, h, payload, now);
 }
@@ -330,8 +328,7 @@ void llk_conn_on_readable(llmlink_t *e, llk_conn_t *c, int64_t now)
             continue;
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
-        if (e->conn_handlers && e->conn_handlers->on_closed)
-            e->conn_handlers->on_closed(e, c, r == 0 ? 0 : errno);
+        e->conn_handlers->on_closed(e, c, r == 0 ? 0 : errno);
         return;
     }
 }

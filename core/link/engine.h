@@ -132,13 +132,14 @@ typedef void llk_conn_frame_fn(llmlink_t *e, struct llk_conn *c, const llk_frame
 /*
  * What conn.c hands on to the modules that own a connection's states, so
  * that it names none of them: set once per engine at create time
- * (engine.c), read-only after. Every handler runs with e->mu held.
+ * (engine.c), read-only after. Every handler runs with e->mu held; all but
+ * the on_frame entries are required.
  */
 typedef struct llk_conn_handlers {
     /* A whole frame (header checked) on a connection in that state; NULL:
      * the frame is dropped (CLOSING and the client's pre-socket states). */
     llk_conn_frame_fn *on_frame[LLK_CONN_NUM_STATES];
-    /* The peer closed (EOF: err 0) or the socket failed (err). */
+    /* The peer closed (EOF: err 0) or recv failed (err). */
     void (*on_closed)(llmlink_t *e, struct llk_conn *c, int err);
     /* A server handshake ended (its slot is free): let the next one in. */
     void (*on_handshake_slot_free)(llmlink_t *e);
