@@ -115,7 +115,9 @@ llk_xlink_t *llk_xlink_new(uint64_t remote_id, bool outbound, uint32_t nstreams,
                            const char *peer);
 /* A new xlink hung on control connection c (llk_conn_set_xfer), which holds
  * the first reference: c breaks it when it stops being a link and drops the
- * reference when freed. NULL when out of memory. e->mu held. */
+ * reference when freed. NULL when out of memory. e->mu held. The only
+ * attachment ever hung on a connection: the opaque pointers link_api.h
+ * hands back are xlinks. */
 llk_xlink_t *llk_xlink_install(struct llk_conn *c, uint64_t remote_id, bool outbound,
                                uint32_t nstreams, const char *peer);
 /* The xlink hung on c by llk_xlink_install, or NULL. e->mu held. */
