@@ -132,15 +132,16 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
         return 0;
     }
     int64_t next = c->deadline_ms;
-    if (c->state == LLK_CONN_LINKED && c->xlink && llk_xlink_is_broken(c->xlink)) {
+    llk_xlink_t *xl = llk_xlink_of(c);
+    if (c->state == LLK_CONN_LINKED && xl && llk_xlink_is_broken(xl)) {
         /* A data stream failed (the owner thread broke the xlink): close
          * the whole link so that both ends free it. While UNLINKING the
          * streams end anyway (the peer closes them as it unlinks): the
          * acknowledgement or the closed connection decides then. */
         char why[232];
-        pthread_mutex_lock(&c->xlink->mu);
-        snprintf(why, sizeof why, "data stream failed: %s", c->xlink->why);
-        pthread_mutex_unlock(&c->xlink->mu);
+        pthread_mutex_lock(&xl->mu);
+        snprintf(why, sizeof why, "data stream failed: %s", xl->why);
+        pthread_mutex_unlock(&xl->mu);
         if (c->waiter)
             llk_conn_complete(e, c, llk_conn_unlink_failure(c), "%s", why);
         link_lost(e, c, why);
@@ -284,9 +285,9 @@ typedef struct {
 static bool prepare_attach(llmlink_t *e, uint64_t id, attach_job_t *j)
 {
     llk_conn_t *c = llk_conn_find(e, id, true);
-    if (!c || c->state != LLK_CONN_LINKED || !c->xlink)
+    if (!c || c->state != LLK_CONN_LINKED || !llk_xlink_of(c))
         return false;
-    j->xl = c->xlink;
+    j->xl = llk_xlink_of(c);
     llk_xlink_ref(j->xl);
     j->remote = c->remote[c->remote_idx];
     j->remote_len = c->remote_len[c->remote_idx];

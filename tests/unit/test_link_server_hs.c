@@ -271,9 +271,9 @@ static void test_server_hello_success(void **state)
     assert_int_equal(w.num_ext, 1);
     assert_int_equal(w.ext[0].type, LLK_EXT_DATA_STREAMS);
     assert_int_equal(w.ext[0].length, 0);
-    assert_non_null(c->xlink);
-    assert_int_equal(c->xlink->remote_id, CLI_ID);
-    assert_false(c->xlink->outbound);
+    assert_non_null(llk_xlink_of(c));
+    assert_int_equal(llk_xlink_of(c)->remote_id, CLI_ID);
+    assert_false(llk_xlink_of(c)->outbound);
 
     assert_ptr_equal(llk_conn_find(e, CLI_ID, false), c);
     assert_null(llk_conn_find(e, CLI_ID, true));
