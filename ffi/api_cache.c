@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "xfer/cache_registry.h"
 #include "link/engine.h"
+#include "xfer/engine_caches.h"
 #include "base/err.h"
 #include "xfer/xfer.h"
 
@@ -31,18 +31,6 @@ _Static_assert(LLMLINK_MAX_BLOCKS_PER_CALL <= (1 << POS_BITS), "block list posit
 #define KBIT(t) (1u << (unsigned)(t))
 
 /* ---- engine and keys -------------------------------------------------- */
-
-/* The engine runs and its registry is usable. */
-static llmlink_status_t engine_ready(llmlink_t *dd, const char *fn)
-{
-    pthread_mutex_lock(&dd->mu);
-    llmlink_status_t st = llk_engine_check_running(dd, fn);
-    if (st == LLMLINK_SUCCESS && !dd->reg_ready)
-        st = llk_err(LLMLINK_FAILED, "%s: engine (cluster %llu) has no cache registry", fn,
-                     (unsigned long long)dd->cluster_id);
-    pthread_mutex_unlock(&dd->mu);
-    return st;
-}
 
 static const char *key_type_name(llmlink_cache_key_type_t t)
 {
@@ -135,11 +123,8 @@ static llmlink_status_t add_cache(llmlink_t *dd, const char *fn, const llmlink_c
                                   const llmlink_cache_key_t *keys, size_t num_keys, bool blocks,
                                   int64_t *cache_id, uint64_t *out_addrs)
 {
-    llmlink_status_t st = engine_ready(dd, fn);
-    if (st != LLMLINK_SUCCESS)
-        return st;
-    return llk_registry_add(&dd->reg, fn, desc, addrs, num_addrs, keys, num_keys, blocks,
-                            cache_id, out_addrs);
+    return llk_engine_cache_add(dd, fn, desc, addrs, num_addrs, keys, num_keys, blocks, cache_id,
+                                out_addrs);
 }
 
 LLMLINK_EXTERN llmlink_status_t llmlink_register_blocks_cache(llmlink_t *dd,
@@ -237,11 +222,9 @@ static llmlink_status_t remove_cache(llmlink_t *dd, const char *fn, int64_t cach
     if (!dd)
         return llk_err(LLMLINK_PARAM_INVALID, "%s: dd is NULL", fn);
     llmlink_status_t st = check_cache_id(fn, "cache_id", cache_id);
-    if (st == LLMLINK_SUCCESS)
-        st = engine_ready(dd, fn);
     if (st != LLMLINK_SUCCESS)
         return st;
-    return llk_registry_remove(&dd->reg, fn, cache_id, owned, dd->opts.sync_kv_wait_ms);
+    return llk_engine_cache_remove(dd, fn, cache_id, owned);
 }
 
 LLMLINK_EXTERN llmlink_status_t llmlink_unregister_cache(llmlink_t *dd, int64_t cache_id)
@@ -262,11 +245,9 @@ LLMLINK_EXTERN llmlink_status_t llmlink_remove_cache_key(llmlink_t *dd,
         return llk_err(LLMLINK_PARAM_INVALID, "%s: dd is NULL", fn);
     llmlink_status_t st = check_key(fn, "key", key, KBIT(LLMLINK_KEY_CACHE) | KBIT(LLMLINK_KEY_BLOCKS),
                                     "LLMLINK_KEY_CACHE or LLMLINK_KEY_BLOCKS");
-    if (st == LLMLINK_SUCCESS)
-        st = engine_ready(dd, fn);
     if (st != LLMLINK_SUCCESS)
         return st;
-    return llk_registry_remove_key(&dd->reg, fn, key);
+    return llk_engine_cache_remove_key(dd, fn, key);
 }
 
 /* ---- transfers: block lists ------------------------------------------- */
@@ -448,7 +429,7 @@ static llmlink_status_t check_block_pairs(const char *fn, const uint64_t *src, s
 
 static llmlink_status_t run(llmlink_t *dd, const llk_xfer_req_t *req)
 {
-    llmlink_status_t st = engine_ready(dd, req->fn);
+    llmlink_status_t st = llk_engine_caches_ready(dd, req->fn);
     if (st != LLMLINK_SUCCESS)
         return st;
     return llk_xfer_run(dd, req);
@@ -573,9 +554,7 @@ LLMLINK_EXTERN llmlink_status_t llmlink_get_xfer_stats(llmlink_t *dd, llmlink_xf
     llmlink_status_t st = llk_engine_xfer_stats(dd, &all);
     if (st != LLMLINK_SUCCESS)
         return st;
-    pthread_mutex_lock(&dd->mu);
-    size_t n = dd->reg_ready ? llk_registry_count(&dd->reg) : 0;
-    pthread_mutex_unlock(&dd->mu);
+    size_t n = llk_engine_cache_count(dd);
     all.version = version;
     all.caches = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
     memcpy(stats, &all,

@@ -61,7 +61,7 @@ LLMLINK_EXTERN llmlink_status_t llmlink_get_role(const llmlink_t *dd, llmlink_ro
 {
     if (!dd || !role)
         return llk_err(LLMLINK_PARAM_INVALID, "llmlink_get_role: %s is NULL", dd ? "role" : "dd");
-    *role = dd->role;
+    *role = llk_engine_role(dd);
     return LLMLINK_SUCCESS;
 }
 
@@ -70,7 +70,7 @@ LLMLINK_EXTERN llmlink_status_t llmlink_get_cluster_id(const llmlink_t *dd, uint
     if (!dd || !cluster_id)
         return llk_err(LLMLINK_PARAM_INVALID, "llmlink_get_cluster_id: %s is NULL",
                        dd ? "cluster_id" : "dd");
-    *cluster_id = dd->cluster_id;
+    *cluster_id = llk_engine_cluster_id(dd);
     return LLMLINK_SUCCESS;
 }
 
@@ -80,18 +80,7 @@ LLMLINK_EXTERN llmlink_status_t llmlink_get_listen_port(llmlink_t *dd, size_t in
     if (!dd || !port)
         return llk_err(LLMLINK_PARAM_INVALID, "llmlink_get_listen_port: %s is NULL",
                        dd ? "port" : "dd");
-    pthread_mutex_lock(&dd->mu);
-    llmlink_status_t st = llk_engine_check_running(dd, "llmlink_get_listen_port");
-    if (st == LLMLINK_SUCCESS) {
-        if (index >= dd->num_listeners)
-            st = llk_err(LLMLINK_PARAM_INVALID,
-                         "llmlink_get_listen_port: index %zu, but the engine listens on %zu "
-                         "address(es)", index, dd->num_listeners);
-        else
-            *port = dd->listeners[index].port;
-    }
-    pthread_mutex_unlock(&dd->mu);
-    return st;
+    return llk_engine_listen_port(dd, index, port, "llmlink_get_listen_port");
 }
 
 LLMLINK_EXTERN llmlink_status_t llmlink_get_stats(llmlink_t *dd, llmlink_stats_t *stats)

@@ -85,7 +85,7 @@ LLMLINK_EXTERN llmlink_status_t llmlink_link_clusters(llmlink_t *dd,
             fill(cluster_statuses, num_clusters, st);
         return st;
     }
-    if (dd->role == LLMLINK_ROLE_PROMPT) {
+    if (llk_engine_role(dd) == LLMLINK_ROLE_PROMPT) {
         st = llk_err(LLMLINK_ROLE_NOT_ALLOWED, "%s: a PROMPT engine does not link; decode "
                      "engines (DECODER or MIX) link to it", fn);
         fill(cluster_statuses, num_clusters, st);

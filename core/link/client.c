@@ -232,19 +232,20 @@ void llk_client_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
     }
     /* A server that accepts data streams says so; the streams are attached
      * by the API thread once the link is up (llk_engine_link). */
-    for (uint16_t i = 0; i < w.num_ext && !c->xlink; i++)
+    llk_xlink_t *xl = NULL;
+    for (uint16_t i = 0; i < w.num_ext && !xl; i++)
         if (w.ext[i].type == LLK_EXT_DATA_STREAMS) {
-            c->xlink = llk_xlink_new(c->remote_id, true, e->opts.streams_per_link, c->peer);
-            if (!c->xlink) {
+            xl = llk_xlink_install(c, c->remote_id, true, e->opts.streams_per_link, c->peer);
+            if (!xl) {
                 llk_conn_complete(e, c, LLMLINK_OUT_OF_MEMORY, "out of memory for the link");
                 llk_conn_set_state(e, c, LLK_CONN_DEAD);
                 return;
             }
         }
-    if (c->xlink && llk_engine_offers_rdma(e))
+    if (xl && llk_engine_offers_rdma(e))
         for (uint16_t i = 0; i < w.num_ext; i++)
             if (w.ext[i].type == LLK_EXT_RDMA)
-                llk_xlink_set_rails(c->xlink, c, true);
+                llk_xlink_set_rails(xl, c, true);
     c->remote_incarnation = w.incarnation;
     c->liveness_ms = w.liveness_ms < e->opts.liveness_interval_ms ? w.liveness_ms
                                                                    : e->opts.liveness_interval_ms;

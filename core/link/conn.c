@@ -44,6 +44,12 @@ llk_conn_t *llk_conn_new(llmlink_t *e, int fd, bool outbound, llk_conn_state_t s
     return c;
 }
 
+void llk_conn_set_xfer(llk_conn_t *c, void *ctx, const llk_conn_xfer_ops_t *ops)
+{
+    c->xfer_ctx = ctx;
+    c->xfer_ops = ops;
+}
+
 void llk_conn_set_state(llmlink_t *e, llk_conn_t *c, llk_conn_state_t s)
 {
     if (c->state == s)
@@ -55,12 +61,15 @@ void llk_conn_set_state(llmlink_t *e, llk_conn_t *c, llk_conn_state_t s)
     /* A link that stops being one ends its transfers at once. Not on
      * UNLINKING: the peer must read our UNLINK before it sees the streams
      * end, or it would take the closed streams for a failure. */
-    if (c->xlink && (s == LLK_CONN_CLOSING || s == LLK_CONN_DEAD))
-        llk_xlink_break(c->xlink, "the link was closed (%s)", llk_conn_state_name(s));
+    if (c->xfer_ops && (s == LLK_CONN_CLOSING || s == LLK_CONN_DEAD)) {
+        char why[64];
+        snprintf(why, sizeof why, "the link was closed (%s)", llk_conn_state_name(s));
+        c->xfer_ops->broken(c->xfer_ctx, why);
+    }
     if (was_hs) {
         /* A handshake slot frees up: let the next waiting client in. */
         e->hs_in_progress--;
-        llk_server_arm_listeners(e, 0);
+        e->conn_handlers->on_handshake_slot_free(e);
     }
 }
 
@@ -207,10 +216,11 @@ void llk_conn_destroy(llmlink_t *e, llk_conn_t *c)
     if (c->state == LLK_CONN_SRV_HANDSHAKE)
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
     llk_conn_close_fd(e, c);
-    if (c->xlink) {
-        llk_xlink_break(c->xlink, "the link was freed");
-        llk_xlink_unref(c->xlink);
-        c->xlink = NULL;
+    if (c->xfer_ops) {
+        c->xfer_ops->broken(c->xfer_ctx, "the link was freed");
+        c->xfer_ops->release(c->xfer_ctx);
+        c->xfer_ctx = NULL;
+        c->xfer_ops = NULL;
     }
     if (c->prev)
         c->prev->next = c->next;
@@ -224,20 +234,11 @@ void llk_conn_destroy(llmlink_t *e, llk_conn_t *c)
 void llk_conn_dispatch(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
                      const uint8_t *payload, int64_t now)
 {
-    switch (c->state) {
-    case LLK_CONN_SRV_HANDSHAKE:
-        llk_server_on_frame(e, c, h, payload, now);
-        break;
-    case LLK_CONN_CLI_HELLO_SENT:
-        llk_client_on_frame(e, c, h, payload, now);
-        break;
-    case LLK_CONN_LINKED:
-    case LLK_CONN_UNLINKING:
-        llk_link_on_frame(e, c, h, payload, now);
-        break;
-    default:
-        break; /* CLOSING: whatever still arrives is dropped */
-    }
+    /* No handler (CLOSING): whatever still arrives is dropped. */
+    llk_conn_frame_fn *fn =
+        (unsigned)c->state < LLK_CONN_NUM_STATES ? e->conn_handlers->on_frame[c->state] : NULL;
+    if (fn)
+        fn(e, c, h, payload, now);
 }
 
 /* A bad header: answer a version mismatch in a way any version can read,
@@ -327,7 +328,7 @@ void llk_conn_on_readable(llmlink_t *e, llk_conn_t *c, int64_t now)
             continue;
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
-        llk_link_on_closed(e, c, r == 0 ? 0 : errno);
+        e->conn_handlers->on_closed(e, c, r == 0 ? 0 : errno);
         return;
     }
 }

@@ -25,6 +25,24 @@
 #define IO_THREAD_STACK (256u * 1024u)
 #define LISTEN_BACKLOG 4096
 
+/* Who handles what conn.c hands on (llk_conn_handlers_t): the server
+ * handshake, the client handshake, and established links (manager.c). */
+static void server_slot_free(llmlink_t *e)
+{
+    llk_server_arm_listeners(e, 0);
+}
+
+static const llk_conn_handlers_t conn_handlers = {
+    .on_frame = {
+        [LLK_CONN_SRV_HANDSHAKE] = llk_server_on_frame,
+        [LLK_CONN_CLI_HELLO_SENT] = llk_client_on_frame,
+        [LLK_CONN_LINKED] = llk_link_on_frame,
+        [LLK_CONN_UNLINKING] = llk_link_on_frame,
+    },
+    .on_closed = llk_link_on_closed,
+    .on_handshake_slot_free = server_slot_free,
+};
+
 static uint64_t random_u64(void)
 {
     uint64_t v;
@@ -61,25 +79,38 @@ llmlink_status_t llk_engine_create(llmlink_t **out, llmlink_role_t role, uint64_
     e->epfd = e->wakefd = -1;
     e->wake_tag = LLK_EV_WAKE;
     e->state = LLK_ENGINE_CREATED;
+    e->conn_handlers = &conn_handlers;
     llk_options_defaults(&e->opts);
     llk_host_id_self(&e->host);
     *out = e;
     return LLMLINK_SUCCESS;
 }
 
-llmlink_status_t llk_engine_check_running(const llmlink_t *e, const char *fn)
+llmlink_role_t llk_engine_role(const llmlink_t *e)
 {
-    switch (e->state) {
-    case LLK_ENGINE_RUNNING:
-        return LLMLINK_SUCCESS;
-    case LLK_ENGINE_CREATED:
-        return llk_err(LLMLINK_NOT_INITIALIZED, "%s: engine (cluster %llu) is not initialized; "
-                       "call llmlink_init first", fn, (unsigned long long)e->cluster_id);
-    case LLK_ENGINE_FINALIZED:
-    default:
-        return llk_err(LLMLINK_ENGINE_FINALIZED, "%s: engine (cluster %llu) has been finalized",
-                       fn, (unsigned long long)e->cluster_id);
+    return e->role;
+}
+
+uint64_t llk_engine_cluster_id(const llmlink_t *e)
+{
+    return e->cluster_id;
+}
+
+llmlink_status_t llk_engine_listen_port(llmlink_t *e, size_t index, uint16_t *port,
+                                        const char *fn)
+{
+    pthread_mutex_lock(&e->mu);
+    llmlink_status_t st = llk_engine_check_running(e, fn);
+    if (st == LLMLINK_SUCCESS) {
+        if (index >= e->num_listeners)
+            st = llk_err(LLMLINK_PARAM_INVALID,
+                         "%s: index %zu, but the engine listens on %zu address(es)", fn, index,
+                         e->num_listeners);
+        else
+            *port = e->listeners[index].port;
     }
+    pthread_mutex_unlock(&e->mu);
+    return st;
 }
 
 static void close_listeners(llmlink_t *e)

@@ -14,8 +14,10 @@
  * (handshake state machines) -> conn.c (framing on a non-blocking socket)
  * -> wire.c (codec). Transfers leave this path once a link is made: its
  * data streams, the owner thread and the requester are in xfer.h; the
- * control connection only carries their ATTACH and, when it dies, breaks
- * them (conn->xlink).
+ * control connection only carries their ATTACH and, when it dies, tells
+ * them through the callbacks the transfer plane hung on it (conn->xfer_ops).
+ * conn.c names no other module: frames, closes and freed handshake slots
+ * go through e->conn_handlers, which engine.c fills in.
  */
 #ifndef LLK_ENGINE_H
 #define LLK_ENGINE_H
@@ -48,6 +50,23 @@ typedef enum llk_conn_state {
     LLK_CONN_CLOSING,           /* flush what is queued, then close */
     LLK_CONN_DEAD               /* the reactor closes and frees it */
 } llk_conn_state_t;
+#define LLK_CONN_NUM_STATES (LLK_CONN_DEAD + 1)
+
+struct llk_conn;
+
+/*
+ * The transfer side of an established link, as the connection layer sees
+ * it: an opaque attachment and what to call when the link dies. conn.c
+ * calls broken() when the connection goes CLOSING or DEAD (and again when
+ * it is freed; the first reason is the one kept), then release() once
+ * when it frees the connection. Both run with e->mu held, on the thread
+ * that changes the state (reactor or API thread): they must not take
+ * e->mu, nor call back into the link plane.
+ */
+typedef struct llk_conn_xfer_ops {
+    void (*broken)(void *ctx, const char *why);
+    void (*release)(void *ctx);
+} llk_conn_xfer_ops_t;
 
 /* What an API call waits for; lives on the API thread's stack and is
  * detached (conn->waiter = NULL) when completed. */
@@ -89,8 +108,10 @@ typedef struct llk_conn {
     size_t num_local;
 
     /* Transfer side of an established link (NULL before, and on handshake
-     * connections); see xfer.h. */
-    llk_xlink_t *xlink;
+     * connections): installed by the transfer plane (llk_conn_set_xfer),
+     * opaque here; see llk_conn_xfer_ops_t. */
+    void *xfer_ctx;
+    const llk_conn_xfer_ops_t *xfer_ops;
 
     size_t rx_len, tx_len;
     uint8_t tx[LLK_TX_CAP];
@@ -104,6 +125,25 @@ typedef struct llk_xstats {
     _Atomic uint64_t tcp_requests, shm_requests, shm_fallbacks;
     _Atomic uint64_t rdma_requests;
 } llk_xstats_t;
+
+typedef void llk_conn_frame_fn(llmlink_t *e, struct llk_conn *c, const llk_frame_header_t *h,
+                                const uint8_t *payload, int64_t now);
+
+/*
+ * What conn.c hands on to the modules that own a connection's states, so
+ * that it names none of them: set once per engine at create time
+ * (engine.c), read-only after. Every handler runs with e->mu held; all but
+ * the on_frame entries are required.
+ */
+typedef struct llk_conn_handlers {
+    /* A whole frame (header checked) on a connection in that state; NULL:
+     * the frame is dropped (CLOSING and the client's pre-socket states). */
+    llk_conn_frame_fn *on_frame[LLK_CONN_NUM_STATES];
+    /* The peer closed (EOF: err 0) or recv failed (err). */
+    void (*on_closed)(llmlink_t *e, struct llk_conn *c, int err);
+    /* A server handshake ended (its slot is free): let the next one in. */
+    void (*on_handshake_slot_free)(llmlink_t *e);
+} llk_conn_handlers_t;
 
 typedef struct llk_listener {
     llk_ev_kind_t kind; /* LLK_EV_LISTENER */
@@ -133,6 +173,7 @@ struct llmlink {
     int64_t listen_retry_at_ms; /* after EMFILE: re-arm listeners then */
 
     llk_conn_t *conns; /* every connection, any state */
+    const llk_conn_handlers_t *conn_handlers; /* see llk_conn_handlers_t */
 
     /* transfers (xfer.h) */
     llk_registry_t reg;
@@ -160,15 +201,26 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts);
 void llk_engine_finalize(llmlink_t *e);
 void llk_engine_free(llmlink_t *e);
 /* Requires e->mu. LLMLINK_SUCCESS when running, else the status to return
- * (with llmlink_last_error set). */
+ * (with llmlink_last_error set). Defined in link_api.c (see there). */
 llmlink_status_t llk_engine_check_running(const llmlink_t *e, const char *fn);
+/* For ffi/: what the engine was created as. No lock (set at create). */
+llmlink_role_t llk_engine_role(const llmlink_t *e);
+uint64_t llk_engine_cluster_id(const llmlink_t *e);
+/* The port listener `index` is bound to (the kernel's choice for port 0).
+ * Takes e->mu; NOT_INITIALIZED / ENGINE_FINALIZED, or PARAM_INVALID for an
+ * index past the listeners, with llmlink_last_error set. */
+llmlink_status_t llk_engine_listen_port(llmlink_t *e, size_t index, uint16_t *port,
+                                        const char *fn);
 
 /* ---- reactor.c: the I/O thread ---- */
 void *llk_reactor_main(void *arg);
+/* Any thread: the reactor runs a pass soon. Defined in link_api.c. */
 void llk_reactor_wake(llmlink_t *e);
 
 /* ---- conn.c: connections, framing, state changes (all need e->mu) ---- */
 llk_conn_t *llk_conn_new(llmlink_t *e, int fd, bool outbound, llk_conn_state_t state);
+/* Hangs the transfer side of a link on c (c must have none yet). */
+void llk_conn_set_xfer(llk_conn_t *c, void *ctx, const llk_conn_xfer_ops_t *ops);
 void llk_conn_set_state(llmlink_t *e, llk_conn_t *c, llk_conn_state_t s);
 /* Queues a frame; false if the queue is full (the peer stopped reading). */
 bool llk_conn_queue(llk_conn_t *c, const uint8_t *frame, size_t len);
@@ -191,8 +243,8 @@ void llk_conn_set_events(llmlink_t *e, llk_conn_t *c, bool want_out);
  * connection left a readable state. */
 void llk_conn_on_readable(llmlink_t *e, llk_conn_t *c, int64_t now);
 /* Hands one whole frame (header checked, payload complete) to the state
- * machine that owns c's state; what the reactor does for every frame, and
- * what the state-machine unit tests call. */
+ * machine that owns c's state (e->conn_handlers); what the reactor does for
+ * every frame, and what the state-machine unit tests call. */
 void llk_conn_dispatch(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
                        const uint8_t *payload, int64_t now);
 bool llk_conn_is_link(const llk_conn_t *c); /* LINKED or UNLINKING */

@@ -132,15 +132,16 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
         return 0;
     }
     int64_t next = c->deadline_ms;
-    if (c->state == LLK_CONN_LINKED && c->xlink && llk_xlink_is_broken(c->xlink)) {
+    llk_xlink_t *xl = llk_xlink_of(c);
+    if (c->state == LLK_CONN_LINKED && xl && llk_xlink_is_broken(xl)) {
         /* A data stream failed (the owner thread broke the xlink): close
          * the whole link so that both ends free it. While UNLINKING the
          * streams end anyway (the peer closes them as it unlinks): the
          * acknowledgement or the closed connection decides then. */
         char why[232];
-        pthread_mutex_lock(&c->xlink->mu);
-        snprintf(why, sizeof why, "data stream failed: %s", c->xlink->why);
-        pthread_mutex_unlock(&c->xlink->mu);
+        pthread_mutex_lock(&xl->mu);
+        snprintf(why, sizeof why, "data stream failed: %s", xl->why);
+        pthread_mutex_unlock(&xl->mu);
         if (c->waiter)
             llk_conn_complete(e, c, llk_conn_unlink_failure(c), "%s", why);
         link_lost(e, c, why);
@@ -284,9 +285,9 @@ typedef struct {
 static bool prepare_attach(llmlink_t *e, uint64_t id, attach_job_t *j)
 {
     llk_conn_t *c = llk_conn_find(e, id, true);
-    if (!c || c->state != LLK_CONN_LINKED || !c->xlink)
+    if (!c || c->state != LLK_CONN_LINKED || !llk_xlink_of(c))
         return false;
-    j->xl = c->xlink;
+    j->xl = llk_xlink_of(c);
     llk_xlink_ref(j->xl);
     j->remote = c->remote[c->remote_idx];
     j->remote_len = c->remote_len[c->remote_idx];
@@ -316,16 +317,54 @@ static void attach_one(llmlink_t *e, llk_waiter_t *w, attach_job_t *j, int64_t d
     llk_xlink_unref(j->xl);
 }
 
+/* Attaching the data streams of several clusters of one call concurrently.
+ *
+ * Attaching one cluster is a few round trips on its own sockets, most of
+ * it waiting for the peer (llk_xfer_attach_streams blocks in poll). Done
+ * one cluster after another on the calling thread, a 16-cluster call cost
+ * as much as 16 one-cluster calls. Each cluster that links while another
+ * is still linking or attaching gets a short-lived attach thread of its
+ * own; the call joins them all before it returns. Threads rather than one
+ * loop polling every cluster's streams, so llk_xfer_attach_streams (and
+ * its transport choice, RDMA setup included) stays one straight-line
+ * function per link, and threads rather than the reactor, so the reactor
+ * never blocks on a peer. The last (or only) cluster is attached on the
+ * calling thread: a one-cluster call starts no thread at all. A thread that
+ * cannot start degrades to the same attach on the calling thread. */
+typedef struct {
+    llmlink_t *e;
+    llk_waiter_t *w;
+    attach_job_t job;
+    int64_t deadline;
+    bool running; /* under e->mu */
+    pthread_t th;
+} attach_task_t;
+
+static void *attach_thread(void *arg)
+{
+    attach_task_t *t = arg;
+    attach_one(t->e, t->w, &t->job, t->deadline);
+    pthread_mutex_lock(&t->e->mu);
+    t->running = false;
+    pthread_cond_broadcast(&t->e->cv);
+    pthread_mutex_unlock(&t->e->mu);
+    return NULL;
+}
+
 /* Waits (holding e->mu) for the clusters of a link call, attaching each
  * one's data streams as soon as it links: a cluster that links fast must
- * not wait for a slow one to time out before its streams may open. */
+ * not wait for a slow one to time out before its streams may open, and
+ * the clusters that link together attach together (above). Returns when
+ * every cluster is done and every attach finished. */
 static void wait_and_attach(llmlink_t *e, llk_waiter_t *w, const uint64_t *ids, size_t n,
                             int64_t deadline)
 {
     bool handled[LLMLINK_MAX_CLUSTERS_PER_CALL] = {false};
+    attach_task_t tasks[LLMLINK_MAX_CLUSTERS_PER_CALL];
+    size_t ntasks = 0;
     int64_t backstop = deadline + WAIT_BACKSTOP_MS;
     for (;;) {
-        bool all = true;
+        bool all = true, attaching = false;
         int ready = -1;
         for (size_t i = 0; i < n && ready < 0; i++) {
             if (!w[i].done)
@@ -336,20 +375,51 @@ static void wait_and_attach(llmlink_t *e, llk_waiter_t *w, const uint64_t *ids, 
                     ready = (int)i;
             }
         }
+        for (size_t k = 0; k < ntasks; k++)
+            if (tasks[k].running)
+                attaching = true;
         if (ready >= 0) {
-            attach_job_t j;
-            if (prepare_attach(e, ids[ready], &j)) {
-                pthread_mutex_unlock(&e->mu);
-                attach_one(e, &w[ready], &j, deadline);
-                pthread_mutex_lock(&e->mu);
+            attach_job_t job;
+            if (!prepare_attach(e, ids[ready], &job))
+                continue;
+            attach_task_t *t = &tasks[ntasks];
+            *t = (attach_task_t){.e = e, .w = &w[ready], .job = job, .deadline = deadline};
+            /* Is anything else still to come? Then this one goes to a
+             * thread; otherwise the calling thread has nothing else to do. */
+            bool others = attaching;
+            for (size_t i = 0; i < n && !others; i++)
+                if (!handled[i] && (!w[i].done || w[i].status == LLMLINK_SUCCESS))
+                    others = true;
+            if (others) {
+                t->running = true;
+                if (pthread_create(&t->th, NULL, attach_thread, t) == 0) {
+                    ntasks++;
+                    continue;
+                }
+                t->running = false;
             }
+            pthread_mutex_unlock(&e->mu);
+            attach_one(e, t->w, &t->job, deadline);
+            pthread_mutex_lock(&e->mu);
             continue;
         }
-        if (all || llk_now_ms() >= backstop)
+        /* Attach threads end by the deadline (every wait in
+         * llk_xfer_attach_streams is bounded by it): no backstop for them. */
+        int64_t now = llk_now_ms();
+        if ((all || now >= backstop) && !attaching)
             break;
-        struct timespec ts = llk_ms_timespec(backstop);
+        /* Past the backstop only attach threads are waited for: each
+         * broadcasts as it ends, the timed wait only guards against a
+         * lost wake-up without spinning. */
+        struct timespec ts = llk_ms_timespec(now >= backstop ? now + 10 : backstop);
         pthread_cond_timedwait(&e->cv, &e->mu, &ts);
     }
+    /* Every thread has finished (running == false); join them, outside
+     * e->mu as a finished thread needs nothing more. */
+    pthread_mutex_unlock(&e->mu);
+    for (size_t k = 0; k < ntasks; k++)
+        pthread_join(tasks[k].th, NULL);
+    pthread_mutex_lock(&e->mu);
     /* Stragglers (a reactor bug) are detached and failed here. */
     wait_all(e, w, n, deadline, LLMLINK_TIMEOUT);
 }

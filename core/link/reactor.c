@@ -12,14 +12,6 @@
 
 #define MAX_EVENTS 64
 
-void llk_reactor_wake(llmlink_t *e)
-{
-    uint64_t one = 1;
-    /* EAGAIN means the counter is already non-zero: a wake is pending. */
-    ssize_t r = write(e->wakefd, &one, sizeof one);
-    (void)r;
-}
-
 static void on_conn_event(llmlink_t *e, llk_conn_t *c, uint32_t ev, int64_t now)
 {
     if (c->state == LLK_CONN_DEAD || c->fd < 0)

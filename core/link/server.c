@@ -163,8 +163,8 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
     w.incarnation = e->incarnation;
     w.num_ext = 1;
     w.ext[0].type = LLK_EXT_DATA_STREAMS;
-    c->xlink = llk_xlink_new(m.client_cluster_id, false, 0, c->peer);
-    if (!c->xlink) {
+    llk_xlink_t *xl = llk_xlink_install(c, m.client_cluster_id, false, 0, c->peer);
+    if (!xl) {
         reject(e, c, LLMLINK_OUT_OF_MEMORY, "out of memory for the link");
         return;
     }
@@ -173,7 +173,7 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
     for (uint16_t i = 0; i < m.num_ext && llk_engine_offers_rdma(e); i++)
         if (m.ext[i].type == LLK_EXT_RDMA) {
             w.ext[w.num_ext++].type = LLK_EXT_RDMA;
-            llk_xlink_set_rails(c->xlink, NULL, true);
+            llk_xlink_set_rails(xl, NULL, true);
             break;
         }
     uint8_t f[LLK_WIRE_HEADER_SIZE + 64];

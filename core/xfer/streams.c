@@ -15,6 +15,7 @@
 #include "base/addr.h"
 #include "base/clock.h"
 #include "link/engine.h"
+#include "link/link_api.h"
 #include "base/err.h"
 #include "base/log.h"
 
@@ -54,6 +55,34 @@ llk_xlink_t *llk_xlink_new(uint64_t remote_id, bool outbound, uint32_t nstreams,
         return NULL;
     }
     return xl;
+}
+
+/* What the control connection calls (llk_conn_xfer_ops_t): a link that
+ * dies breaks its transfers; a freed connection drops its reference. */
+static void conn_broken(void *ctx, const char *why)
+{
+    llk_xlink_break(ctx, "%s", why);
+}
+
+static void conn_release(void *ctx)
+{
+    llk_xlink_unref(ctx);
+}
+
+static const llk_conn_xfer_ops_t conn_ops = {.broken = conn_broken, .release = conn_release};
+
+llk_xlink_t *llk_xlink_install(llk_conn_t *c, uint64_t remote_id, bool outbound,
+                               uint32_t nstreams, const char *peer)
+{
+    llk_xlink_t *xl = llk_xlink_new(remote_id, outbound, nstreams, peer);
+    if (xl)
+        llk_conn_set_xfer(c, xl, &conn_ops); /* the connection's reference */
+    return xl;
+}
+
+llk_xlink_t *llk_xlink_of(const llk_conn_t *c)
+{
+    return c->xfer_ops == &conn_ops ? c->xfer_ctx : NULL;
 }
 
 void llk_xlink_ref(llk_xlink_t *xl)
@@ -431,56 +460,42 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
 
 /* ---- server side: an ATTACH on a fresh connection ----------------------------- */
 
-static void refuse_attach(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char *msg)
-{
-    LLK_WARN("cluster %llu: refused data stream from %s: %s", (unsigned long long)e->cluster_id,
-             c->peer, msg);
-    llk_conn_queue_reject(c, st, "%s", msg);
-    llk_conn_set_state(e, c, LLK_CONN_CLOSING);
-    c->deadline_ms = 0;
-}
-
 bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, size_t len)
 {
     char msg[200];
     const char *why = NULL;
     llk_msg_attach_t m;
-    /* A data stream is not a handshake: keep the handshake counters about
-     * links only. */
-    e->hs_accepted--;
+    llk_link_stream_begin_locked(e);
     if (llk_wire_decode_attach(payload, len, &m, &why) != 0) {
-        e->protocol_errors++;
-        refuse_attach(e, c, LLMLINK_PROTOCOL_ERROR, why);
+        llk_link_stream_refuse_locked(e, c, LLMLINK_PROTOCOL_ERROR, true, why);
         return false;
     }
-    llk_conn_t *lc = llk_conn_find(e, m.client_cluster_id, false);
-    if (m.server_cluster_id != e->cluster_id || !lc || lc->state != LLK_CONN_LINKED ||
-        !lc->xlink || lc->remote_incarnation != m.client_incarnation ||
-        m.server_incarnation != e->incarnation) {
+    llk_xlink_t *xl = llk_link_attach_target_locked(e, m.server_cluster_id, m.server_incarnation,
+                                                    m.client_cluster_id, m.client_incarnation);
+    if (!xl) {
         snprintf(msg, sizeof msg, "no link from cluster %llu to cluster %llu to attach to",
                  (unsigned long long)m.client_cluster_id, (unsigned long long)m.server_cluster_id);
-        refuse_attach(e, c, LLMLINK_NOT_YET_LINK, msg);
+        llk_link_stream_refuse_locked(e, c, LLMLINK_NOT_YET_LINK, false, msg);
         return false;
     }
     if (m.stream_index >= LLK_MAX_STREAMS) {
         snprintf(msg, sizeof msg, "stream index %u out of range", m.stream_index);
-        refuse_attach(e, c, LLMLINK_PARAM_INVALID, msg);
+        llk_link_stream_refuse_locked(e, c, LLMLINK_PARAM_INVALID, false, msg);
         return false;
     }
     llk_host_id_t rh = {.pidns = m.pidns, .pid = m.pid};
     memcpy(rh.boot_id, m.boot_id, sizeof rh.boot_id);
     char cbuf[512];
-    const char *conflict =
-        llk_transport_conflict(e, lc->xlink, &rh, m.transport, cbuf, sizeof cbuf);
+    const char *conflict = llk_transport_conflict(e, xl, &rh, m.transport, cbuf, sizeof cbuf);
     if (conflict) {
-        refuse_attach(e, c, LLMLINK_LINK_FAILED, conflict);
+        llk_link_stream_refuse_locked(e, c, LLMLINK_LINK_FAILED, false, conflict);
         return false;
     }
-    llk_xlink_t *xl = lc->xlink;
     bool agrees = llk_transport_record(e, xl, &rh, m.transport);
     if (!agrees) {
-        refuse_attach(e, c, LLMLINK_PROTOCOL_ERROR,
-                      "this stream names another host or transport than the link's first");
+        llk_link_stream_refuse_locked(
+            e, c, LLMLINK_PROTOCOL_ERROR, false,
+            "this stream names another host or transport than the link's first");
         return false;
     }
     llk_msg_attach_ok_t ok = {.transport = (uint8_t)e->opts.transport,
@@ -489,17 +504,11 @@ bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, siz
     memcpy(ok.boot_id, e->host.boot_id, sizeof ok.boot_id);
     uint8_t f[LLK_WIRE_HEADER_SIZE + 40];
     size_t n = llk_wire_encode_attach_ok(f, sizeof f, LLK_WIRE_VERSION, &ok);
-    /* The socket is new and empty: a 48-byte answer goes out at once. */
-    if (!llk_conn_queue(c, f, n) || llk_conn_flush(e, c, llk_now_ms()) != 0 || c->tx_len) {
-        llk_conn_set_state(e, c, LLK_CONN_DEAD);
+    /* The socket is new and empty: a 48-byte answer goes out at once; then
+     * the descriptor is taken away from the reactor. */
+    int fd = llk_link_stream_take_fd_locked(e, c, f, n);
+    if (fd < 0)
         return false;
-    }
-    /* Take the descriptor away from the reactor. */
-    int fd = c->fd;
-    epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
-    c->fd = -1;
-    c->want_out = false;
-    llk_conn_set_state(e, c, LLK_CONN_DEAD);
 
     llmlink_status_t st;
     if (m.direction == 0) {
@@ -529,45 +538,30 @@ bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, siz
 
 llk_xlink_t *llk_xfer_find_link(llmlink_t *e, uint64_t remote_id, const char *fn)
 {
-    pthread_mutex_lock(&e->mu);
+    llk_link_lock(e);
     llk_xlink_t *xl = NULL;
-    llmlink_status_t st = llk_engine_check_running(e, fn);
+    void *ctx;
+    const char *peer;
+    llmlink_status_t st = llk_link_find_locked(e, remote_id, fn, &ctx, &peer);
     if (st == LLMLINK_SUCCESS) {
-        /* A MIX engine may hold both directions: prefer the one it made. */
-        llk_conn_t *c = e->role != LLMLINK_ROLE_PROMPT ? llk_conn_find(e, remote_id, true) : NULL;
-        if (!c || c->state != LLK_CONN_LINKED)
-            c = llk_conn_find(e, remote_id, false);
-        if (c && c->state == LLK_CONN_LINKED && c->xlink && !llk_xlink_is_broken(c->xlink)) {
-            xl = c->xlink;
+        if (ctx && !llk_xlink_is_broken(ctx)) {
+            xl = ctx;
             llk_xlink_ref(xl);
-        } else if (c && c->state == LLK_CONN_LINKED && !c->xlink) {
+        } else if (peer && !ctx) {
             llk_err(LLMLINK_FEATURE_NOT_ENABLED, "%s: cluster %llu (%s) does not accept data "
                     "streams (an llmlink peer without transfers?)", fn,
-                    (unsigned long long)remote_id, c->peer);
+                    (unsigned long long)remote_id, peer);
         } else {
             llk_err(LLMLINK_NOT_YET_LINK, "%s: no link with cluster %llu (the key's cluster id)",
                     fn, (unsigned long long)remote_id);
         }
     }
-    pthread_mutex_unlock(&e->mu);
+    llk_link_unlock(e);
     return xl;
 }
 
 void llk_xfer_kill_link(llmlink_t *e, llk_xlink_t *xl, const char *why)
 {
     llk_xlink_break(xl, "%s", why);
-    pthread_mutex_lock(&e->mu);
-    for (llk_conn_t *c = e->conns; c; c = c->next)
-        if (c->xlink == xl && llk_conn_is_link(c)) {
-            LLK_WARN("cluster %llu: link with cluster %llu (%s) closed: %s",
-                     (unsigned long long)e->cluster_id, (unsigned long long)c->remote_id, c->peer,
-                     why);
-            if (c->waiter)
-                llk_conn_complete(e, c, llk_conn_unlink_failure(c), "transfer failed: %s", why);
-            e->links_lost++;
-            llk_conn_set_state(e, c, LLK_CONN_DEAD);
-        }
-    if (e->state == LLK_ENGINE_RUNNING)
-        llk_reactor_wake(e);
-    pthread_mutex_unlock(&e->mu);
+    llk_link_kill(e, xl, why);
 }

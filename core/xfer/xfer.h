@@ -18,7 +18,8 @@
  * call at a time; its owner streams belong to its owner thread.
  *
  * Lifetime. An llk_xlink_t hangs off the control connection of a link
- * (conn->xlink) and is reference-counted: the connection holds one
+ * (llk_xlink_install: an opaque attachment there, with the callbacks by
+ * which the connection breaks and releases it) and is reference-counted: the connection holds one
  * reference, every call using it one, the owner thread one per owner
  * stream. llk_xlink_break() (any thread) marks it unusable and fences every
  * transport (tcp: shuts its sockets down), which ends every transfer on it
@@ -26,7 +27,9 @@
  * of a stream closes its descriptor. The connection breaks its xlink when
  * it dies (unlink, liveness, peer gone, finalize); a transfer that fails
  * on a link breaks the link too (llk_xfer_kill_link), so that the next call
- * sees NOT_YET_LINK until link_clusters links it again.
+ * sees NOT_YET_LINK until link_clusters links it again. What this plane asks
+ * of the link plane (find a link, kill one, take an ATTACH'd descriptor)
+ * goes through link/link_api.h.
  *
  * Locks: e->mu before xl->mu; the owner thread never takes e->mu. The
  * registry's mutex is a leaf.
@@ -79,6 +82,15 @@ typedef struct llk_xlink {
 
 llk_xlink_t *llk_xlink_new(uint64_t remote_id, bool outbound, uint32_t nstreams,
                            const char *peer);
+/* A new xlink hung on control connection c (llk_conn_set_xfer), which holds
+ * the first reference: c breaks it when it stops being a link and drops the
+ * reference when freed. NULL when out of memory. e->mu held. The only
+ * attachment ever hung on a connection: the opaque pointers link_api.h
+ * hands back are xlinks. */
+llk_xlink_t *llk_xlink_install(struct llk_conn *c, uint64_t remote_id, bool outbound,
+                               uint32_t nstreams, const char *peer);
+/* The xlink hung on c by llk_xlink_install, or NULL. e->mu held. */
+llk_xlink_t *llk_xlink_of(const struct llk_conn *c);
 void llk_xlink_ref(llk_xlink_t *xl);
 /* Drops a reference; the last one closes the requester fds and frees. */
 void llk_xlink_unref(llk_xlink_t *xl);

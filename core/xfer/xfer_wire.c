@@ -5,9 +5,6 @@
 #include "xfer/xfer_wire_codec.h"
 
 #define XREQ_KNOWN_FLAGS (LLK_XREQ_WHOLE | LLK_XREQ_CONSUME | LLK_XREQ_ALL_TENSORS)
-/* XRESP bytes around the message and the iovecs: status, total, msg_len, niov. */
-#define XRESP_FIXED      (4u + 8u + 2u + 4u)
-#define XRESP_MAX_PAYLOAD (XRESP_FIXED + LLK_XWIRE_MAX_MSG + LLK_XWIRE_MAX_SEGS * LLK_XWIRE_IOV_SIZE)
 #define XDONE_PAYLOAD    4u
 #define XDONE_GEN_PAYLOAD 12u
 #define XSETUP_MAX_PAYLOAD (2u + LLK_XWIRE_MAX_RAILS * LLK_XWIRE_RAIL_REQ_SIZE)
@@ -54,7 +51,7 @@ int llk_xwire_read_header(const uint8_t buf[LLK_XWIRE_HEADER_SIZE], llk_xframe_h
         }
         break;
     case LLK_XMSG_RESP:
-        if (h->length > XRESP_MAX_PAYLOAD) {
+        if (h->length > LLK_XWIRE_RESP_MAX_PAYLOAD) {
             *why = "XRESP frame larger than the maximum";
             return -1;
         }
@@ -119,7 +116,8 @@ size_t llk_xwire_resp_size(size_t msg_len, uint32_t niov)
         return 0;
     if (msg_len > LLK_XWIRE_MAX_MSG)
         msg_len = LLK_XWIRE_MAX_MSG; /* as encode_resp truncates */
-    return LLK_XWIRE_HEADER_SIZE + XRESP_FIXED + msg_len + (size_t)niov * LLK_XWIRE_IOV_SIZE;
+    return LLK_XWIRE_HEADER_SIZE + LLK_XWIRE_RESP_FIXED + msg_len +
+           (size_t)niov * LLK_XWIRE_IOV_SIZE;
 }
 
 /* ---- encoders --------------------------------------------------------------- */
@@ -341,22 +339,6 @@ int llk_xwire_decode_resp(const uint8_t *payload, size_t len, llk_xresp_t *r, co
             *why = "XRESP: iovec end overflows";
             return -1;
         }
-    }
-    return 0;
-}
-
-int llk_xwire_decode_done(const uint8_t *payload, size_t len, uint32_t *status, const char **why)
-{
-    rbuf_t b = {payload, len, 0, 0};
-    *status = get_u32(&b);
-    if (b.short_read) {
-        *status = 0;
-        *why = "truncated XDONE";
-        return -1;
-    }
-    if (b.pos != b.len) {
-        *why = "trailing bytes after XDONE";
-        return -1;
     }
     return 0;
 }

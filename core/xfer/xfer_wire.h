@@ -100,6 +100,10 @@
 #define LLK_XWIRE_MAX_MSG     256u
 #define LLK_XWIRE_REQ_FIXED   76u  /* XREQ bytes before the segments */
 #define LLK_XWIRE_MAX_PAYLOAD (LLK_XWIRE_REQ_FIXED + LLK_XWIRE_MAX_SEGS * LLK_XWIRE_SEG_SIZE)
+/* XRESP bytes around the message and the iovecs: status, total, msg_len, niov. */
+#define LLK_XWIRE_RESP_FIXED  (4u + 8u + 2u + 4u)
+#define LLK_XWIRE_RESP_MAX_PAYLOAD \
+    (LLK_XWIRE_RESP_FIXED + LLK_XWIRE_MAX_MSG + LLK_XWIRE_MAX_SEGS * LLK_XWIRE_IOV_SIZE)
 #define LLK_XWIRE_MAX_RAILS   4u
 #define LLK_XWIRE_RAIL_REQ_SIZE 44u /* an XRDMA_SETUP rail record */
 #define LLK_XWIRE_RAIL_ACK_SIZE 28u /* an XRDMA_SETUP_OK rail record */
@@ -203,7 +207,6 @@ size_t llk_xwire_resp_size(size_t msg_len, uint32_t niov);
 
 int llk_xwire_decode_req(const uint8_t *payload, size_t len, llk_xreq_t *r, const char **why);
 int llk_xwire_decode_resp(const uint8_t *payload, size_t len, llk_xresp_t *r, const char **why);
-int llk_xwire_decode_done(const uint8_t *payload, size_t len, uint32_t *status, const char **why);
 /* Either form of XDONE; *has_gen says which (generation 0 without). */
 int llk_xwire_decode_done_gen(const uint8_t *payload, size_t len, uint32_t *status,
                               uint64_t *generation, bool *has_gen, const char **why);

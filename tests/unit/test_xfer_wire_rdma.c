@@ -20,8 +20,10 @@
 #include <string.h>
 
 #include "llmlink.h"
+#include "codec_check.h"
 #include "transport/rdma_wire.h"
 #include "transport/transport.h"
+#include "xwire_decode_done.h"
 #include "xfer/xfer_wire.h"
 
 #define HDR LLK_XWIRE_HEADER_SIZE
@@ -359,6 +361,78 @@ static void test_rdma_ops(void **state)
     }
 }
 
+/* ---- encoders refuse small buffers ---------------------------------------- */
+
+/* The messages of the vectors above, decoded once, for the encoders. */
+typedef struct rdma_msgs {
+    llk_xrail_wire_t rails[LLK_XWIRE_MAX_RAILS];
+    uint16_t nrails;
+    llk_xrdma_setup_ok_t ok;
+    llk_xrdma_setup_ok_t refused;
+} rdma_msgs_t;
+
+static size_t enc_cap_setup(uint8_t *out, size_t cap, void *ctx)
+{
+    const rdma_msgs_t *m = ctx;
+    return llk_xwire_encode_rdma_setup(out, cap, REQ_ID, m->rails, m->nrails);
+}
+static size_t enc_cap_setup_ok(uint8_t *out, size_t cap, void *ctx)
+{
+    const rdma_msgs_t *m = ctx;
+    return llk_xwire_encode_rdma_setup_ok(out, cap, REQ_ID, &m->ok);
+}
+static size_t enc_cap_setup_refused(uint8_t *out, size_t cap, void *ctx)
+{
+    const rdma_msgs_t *m = ctx;
+    return llk_xwire_encode_rdma_setup_ok(out, cap, REQ_ID, &m->refused);
+}
+static size_t enc_cap_grant(uint8_t *out, size_t cap, void *ctx)
+{
+    (void)ctx;
+    static const uint64_t al[2] = {0x7F0000001000ull, 0x3000};
+    static const uint32_t keys[2] = {0xAABBCCDDu, 0x11223344u};
+    return llk_xwire_encode_grant(out, cap, REQ_ID, 0x3000, 0x0000010000000002ull, 2, al, keys,
+                                  1);
+}
+static size_t enc_cap_done_gen(uint8_t *out, size_t cap, void *ctx)
+{
+    (void)ctx;
+    return llk_xwire_encode_done_gen(out, cap, REQ_ID, 0, 0x0000010000000002ull);
+}
+
+/* Below its frame size every RDMA encoder returns 0 and writes nothing at or
+ * past out[cap]; the sizes are the vectors'. */
+static void test_rdma_encoders_refuse_small_buffers(void **state)
+{
+    (void)state;
+    rdma_msgs_t m;
+    memset(&m, 0, sizeof m);
+    size_t len;
+    const char *why = NULL;
+    const uint8_t *p = payload(vec_setup, sizeof vec_setup, -1, 0, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_setup(p, len, m.rails, &m.nrails, &why), 0);
+    p = payload(vec_setup_ok, sizeof vec_setup_ok, -1, 0, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_setup_ok(p, len, &m.ok, &why), 0);
+    m.refused.status = LLMLINK_LINK_FAILED;
+    snprintf(m.refused.msg, sizeof m.refused.msg, "no device");
+
+    static const struct {
+        const char *what;
+        codec_encode_fn enc;
+        size_t size;
+    } cases[] = {
+        {"XRDMA_SETUP", enc_cap_setup, sizeof vec_setup},
+        {"XRDMA_SETUP_OK", enc_cap_setup_ok, sizeof vec_setup_ok},
+        {"XRDMA_SETUP_OK refused", enc_cap_setup_refused, HDR + 4 + 2 + 9 + 2},
+        {"XRESP_RDMA", enc_cap_grant, sizeof vec_grant},
+        {"XDONE gen", enc_cap_done_gen, sizeof vec_done_gen},
+    };
+    uint8_t buf[256];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_int_equal(codec_check_capacity(cases[i].what, cases[i].enc, &m, buf, sizeof buf),
+                         cases[i].size);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -377,6 +451,7 @@ int main(void)
         cmocka_unit_test_teardown(test_grant, teardown),
         cmocka_unit_test_teardown(test_done_gen, teardown),
         cmocka_unit_test(test_rdma_ops),
+        cmocka_unit_test_teardown(test_rdma_encoders_refuse_small_buffers, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
