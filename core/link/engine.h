@@ -258,6 +258,10 @@ const char *llk_conn_state_name(llk_conn_state_t s);
 
 /* ---- link/server.c: accepting and the server handshake ---- */
 void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now);
+/* An accepted connection c (SRV_HANDSHAKE) starts its handshake: its
+ * half-open deadline and the handshake counters (the unit tests' fake
+ * accept calls it too). */
+void llk_server_begin_handshake(llmlink_t *e, llk_conn_t *c, int64_t now);
 void llk_server_arm_listeners(llmlink_t *e, int64_t now);
 void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
                          const uint8_t *payload, int64_t now);

@@ -37,6 +37,16 @@ void llk_server_arm_listeners(llmlink_t *e, int64_t now)
     }
 }
 
+void llk_server_begin_handshake(llmlink_t *e, llk_conn_t *c, int64_t now)
+{
+    c->deadline_ms = now + e->opts.handshake_timeout_ms;
+    c->last_rx_ms = c->last_tx_ms = now;
+    e->hs_in_progress++;
+    e->hs_accepted++;
+    if (e->hs_in_progress > e->hs_peak)
+        e->hs_peak = e->hs_in_progress;
+}
+
 void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now)
 {
     while (e->hs_in_progress < e->opts.max_concurrent_handshakes) {
@@ -73,12 +83,7 @@ void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now)
             c->state = LLK_CONN_DEAD; /* never counted as a handshake */
             continue;
         }
-        c->deadline_ms = now + e->opts.handshake_timeout_ms;
-        c->last_rx_ms = c->last_tx_ms = now;
-        e->hs_in_progress++;
-        e->hs_accepted++;
-        if (e->hs_in_progress > e->hs_peak)
-            e->hs_peak = e->hs_in_progress;
+        llk_server_begin_handshake(e, c, now);
         LLK_DEBUG("cluster %llu: accepted %s (%u handshakes in progress)",
                   (unsigned long long)e->cluster_id, c->peer, e->hs_in_progress);
     }

@@ -113,6 +113,18 @@ static const char *rdma_link_conflict(llmlink_t *e, llk_xlink_t *xl, const llk_h
     return NULL;
 }
 
+/* The rails of link xl are up (client or owner side): from now on its
+ * requests may use them. */
+static void install_rails(llk_xlink_t *xl, llk_rdma_xlink_t *rx, llk_rdma_link_t *l)
+{
+    pthread_mutex_lock(&xl->mu);
+    rx->link = l;
+    rx->use = true;
+    if (xl->broken) /* broke while the rails came up: llk_xlink_break saw none */
+        llk_rdma_link_abort(l);
+    pthread_mutex_unlock(&xl->mu);
+}
+
 /*
  * The RDMA rails of a new link, over forward stream fd (client side, the
  * stream not handed out yet): this side's QPs go in XRDMA_SETUP, the
@@ -200,12 +212,7 @@ static llmlink_status_t rdma_setup_client(llmlink_t *e, llk_xlink_t *xl, int fd,
     LLK_INFO("cluster %llu: link with cluster %llu moves data over RDMA (%u rail%s: %s)",
              (unsigned long long)e->cluster_id, (unsigned long long)xl->remote_id, n,
              n == 1 ? "" : "s", desc);
-    pthread_mutex_lock(&xl->mu);
-    rx->link = l;
-    rx->use = true;
-    if (xl->broken) /* broke while the rails came up: llk_xlink_break saw none */
-        llk_rdma_link_abort(l);
-    pthread_mutex_unlock(&xl->mu);
+    install_rails(xl, rx, l);
     free(buf);
     return LLMLINK_SUCCESS;
 out:
@@ -331,12 +338,7 @@ static int rdma_serve_setup(llk_xserve_t *q)
         LLK_INFO(OWNER_FMT ": data over RDMA (%u rail%s: %s)", (unsigned long long)e->cluster_id,
                  q->slot, (unsigned long long)xl->remote_id, xl->peer, n, n == 1 ? "" : "s",
                  desc);
-        pthread_mutex_lock(&xl->mu);
-        rx->link = l;
-        rx->use = true;
-        if (xl->broken) /* broke while the rails came up: llk_xlink_break saw none */
-            llk_rdma_link_abort(l);
-        pthread_mutex_unlock(&xl->mu);
+        install_rails(xl, rx, l);
     } else {
         LLK_INFO(OWNER_FMT ": no RDMA: %s", (unsigned long long)e->cluster_id, q->slot,
                  (unsigned long long)xl->remote_id, xl->peer, ok.msg);

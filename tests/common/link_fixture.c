@@ -190,12 +190,7 @@ llk_conn_t *accept_conn(fx_t *fx, int64_t now)
     llk_conn_t *c = conn_new(fx, false, LLK_CONN_SRV_HANDSHAKE, 0);
     snprintf(c->peer, sizeof c->peer, "10.0.0.%u:%u", (unsigned)(e->hs_accepted % 250) + 1,
              40000u + (unsigned)e->hs_accepted);
-    c->deadline_ms = now + e->opts.handshake_timeout_ms;
-    c->last_rx_ms = c->last_tx_ms = now;
-    e->hs_in_progress++;
-    e->hs_accepted++;
-    if (e->hs_in_progress > e->hs_peak)
-        e->hs_peak = e->hs_in_progress;
+    llk_server_begin_handshake(e, c, now);
     return c;
 }
 
