@@ -10,6 +10,8 @@
 #include "link/engine.h"
 #include "transport/transport.h"
 
+/* tcp last: it serves every link (LLK_TRANSPORT_ON_STREAM). */
+_Static_assert(LLK_XPORT_TCP == LLK_NXPORTS - 1, "tcp is the last resort");
 const llk_transport_ops_t *const llk_transports[LLK_NXPORTS] = {
     [LLK_XPORT_SHM] = &llk_transport_shm,
     [LLK_XPORT_RDMA] = &llk_transport_rdma,

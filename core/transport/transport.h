@@ -261,6 +261,11 @@ extern const llk_transport_ops_t llk_transport_tcp;
 /* In order of preference; indexed by LLK_XPORT_*. */
 extern const llk_transport_ops_t *const llk_transports[LLK_NXPORTS];
 
+/* The transport every link can use, whose bytes travel on the stream (tcp):
+ * what carries the CONSUME request, and a request again after another
+ * transport declined it. */
+#define LLK_TRANSPORT_ON_STREAM (llk_transports[LLK_NXPORTS - 1])
+
 /* The transport that uses op code `op`, or NULL (an unknown op). */
 const llk_transport_ops_t *llk_transport_by_op(uint8_t op);
 /* The transport that answers setup frame `type`, or NULL. */

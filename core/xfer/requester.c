@@ -182,7 +182,7 @@ static void next_request(run_state_t *rs, stream_run_t *s)
         bool push = ctx->push;
         ctx->hdr.flags = LLK_XREQ_CONSUME;
         ctx->push = false; /* a READ on the stream */
-        build_request(rs, s, &llk_transport_tcp);
+        build_request(rs, s, LLK_TRANSPORT_ON_STREAM);
         ctx->hdr.flags = keep;
         ctx->push = push;
         return;
@@ -210,7 +210,7 @@ static void next_request(run_state_t *rs, stream_run_t *s)
 static void redo_on_stream(run_state_t *rs, stream_run_t *s)
 {
     s->redo = false;
-    build_request(rs, s, &llk_transport_tcp);
+    build_request(rs, s, LLK_TRANSPORT_ON_STREAM);
 }
 
 /* XDONE, or XDONE with the generation of the grant it ends. */
