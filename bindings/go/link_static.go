@@ -1,11 +1,13 @@
-//go:build cgo && !llmlink_pkgconfig
+//go:build cgo && llmlink_static
 
 package llmlink
 
-// Default: the static library of the source tree, found through -L so that
-// a build directory other than build/ can come first on the search path
-// (CGO_LDFLAGS="-L/abs/path/to/BUILD", which is what `make test-go` does);
-// a -L directory that does not exist is no error.
+// -tags llmlink_static: the static library that `make` built in the source
+// tree instead of the C sources compiled by cgo (zllk_cgo.go), found through
+// -L so that a build directory other than build/ can come first on the
+// search path (CGO_LDFLAGS="-L/abs/path/to/BUILD", which is what
+// `make go-test-static` does); a -L directory that does not exist is no
+// error.
 
 /*
 #cgo CFLAGS: -I${SRCDIR}/../../ffi

@@ -1,0 +1,302 @@
+/*
+ * engine.h - the engine behind an llmlink_t, shared by the core modules.
+ *
+ * Threads: one I/O thread per engine (the reactor) owns every socket: it
+ * accepts, connects, reads, writes, runs timers and closes. API threads
+ * never touch a socket; under the engine mutex they create connection
+ * objects, change their state, queue small frames, then wake the reactor
+ * through an eventfd and wait on the engine condition variable. Only the
+ * reactor frees a connection, so an API thread holding the mutex may use any
+ * connection it finds in the list.
+ *
+ * Data flow: ffi/ validates and converts arguments -> link/manager.c (API
+ * side) -> reactor.c (event loop) -> link/client.c / link/server.c
+ * (handshake state machines) -> conn.c (framing on a non-blocking socket)
+ * -> wire.c (codec). Transfers leave this path once a link is made: its
+ * data streams, the owner thread and the requester are in xfer.h; the
+ * control connection only carries their ATTACH and, when it dies, tells
+ * them through the callbacks the transfer plane hung on it (conn->xfer_ops).
+ * conn.c names no other module: frames, closes and freed handshake slots
+ * go through e->conn_handlers, which engine.c fills in.
+ */
+#ifndef LLK_ENGINE_H
+#define LLK_ENGINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "xfer/cache_registry.h"
+#include "llmlink.h"
+#include "base/options.h"
+#include "link/wire.h"
+#include "xfer/xfer.h"
+
+typedef enum llk_engine_state {
+    LLK_ENGINE_CREATED = 0,
+    LLK_ENGINE_RUNNING,
+    LLK_ENGINE_FINALIZED
+} llk_engine_state_t;
+
+typedef enum llk_conn_state {
+    LLK_CONN_SRV_HANDSHAKE = 0, /* accepted, waiting for HELLO */
+    LLK_CONN_CLI_PENDING,       /* link requested, socket not opened yet */
+    LLK_CONN_CLI_CONNECTING,    /* non-blocking connect in flight */
+    LLK_CONN_CLI_HELLO_SENT,    /* waiting for WELCOME or REJECT */
+    LLK_CONN_LINKED,
+    LLK_CONN_UNLINKING,         /* UNLINK sent, waiting for UNLINK_ACK */
+    LLK_CONN_CLOSING,           /* flush what is queued, then close */
+    LLK_CONN_DEAD               /* the reactor closes and frees it */
+} llk_conn_state_t;
+#define LLK_CONN_NUM_STATES (LLK_CONN_DEAD + 1)
+
+struct llk_conn;
+
+/*
+ * The transfer side of an established link, as the connection layer sees
+ * it: an opaque attachment and what to call when the link dies. conn.c
+ * calls broken() when the connection goes CLOSING or DEAD (and again when
+ * it is freed; the first reason is the one kept), then release() once
+ * when it frees the connection. Both run with e->mu held, on the thread
+ * that changes the state (reactor or API thread): they must not take
+ * e->mu, nor call back into the link plane.
+ */
+typedef struct llk_conn_xfer_ops {
+    void (*broken)(void *ctx, const char *why);
+    void (*release)(void *ctx);
+} llk_conn_xfer_ops_t;
+
+/* What an API call waits for; lives on the API thread's stack and is
+ * detached (conn->waiter = NULL) when completed. */
+typedef struct llk_waiter {
+    llmlink_status_t status;
+    bool done;
+    char detail[320];
+} llk_waiter_t;
+
+/* epoll user data points at one of these tags. */
+typedef enum { LLK_EV_WAKE = 1, LLK_EV_LISTENER, LLK_EV_CONN } llk_ev_kind_t;
+
+#define LLK_TX_CAP 1024u
+
+typedef struct llk_conn {
+    llk_ev_kind_t kind; /* LLK_EV_CONN; first member, see reactor.c */
+    struct llk_conn *prev, *next;
+    int fd;
+    bool outbound;
+    bool want_out; /* EPOLLOUT is armed */
+    llk_conn_state_t state;
+    uint64_t remote_id;
+    uint64_t remote_incarnation;
+    char peer[72];
+    int64_t deadline_ms; /* 0 = none; meaning depends on state */
+    int64_t retry_at_ms; /* CLI_PENDING: do not connect before */
+    int64_t last_rx_ms, last_tx_ms;
+    uint32_t liveness_ms;
+    llk_waiter_t *waiter;
+
+    /* Client side: where to connect, in order. */
+    uint32_t expected_role;
+    struct sockaddr_storage remote[LLMLINK_MAX_IP_INFOS];
+    socklen_t remote_len[LLMLINK_MAX_IP_INFOS];
+    size_t num_remote, remote_idx;
+    uint32_t tries_left; /* for remote[remote_idx] */
+    struct sockaddr_storage local[LLMLINK_MAX_IP_INFOS];
+    socklen_t local_len[LLMLINK_MAX_IP_INFOS];
+    size_t num_local;
+
+    /* Transfer side of an established link (NULL before, and on handshake
+     * connections): installed by the transfer plane (llk_conn_set_xfer),
+     * opaque here; see llk_conn_xfer_ops_t. */
+    void *xfer_ctx;
+    const llk_conn_xfer_ops_t *xfer_ops;
+
+    size_t rx_len, tx_len;
+    uint8_t tx[LLK_TX_CAP];
+    uint8_t rx[LLK_WIRE_MAX_FRAME];
+} llk_conn_t;
+
+/* Transfer counters, updated without the engine lock. */
+typedef struct llk_xstats {
+    _Atomic uint64_t transfers, transfers_failed, transfers_timed_out;
+    _Atomic uint64_t bytes_requested, bytes_served, requests_served, requests_refused;
+    _Atomic uint64_t tcp_requests, shm_requests, shm_fallbacks;
+    _Atomic uint64_t rdma_requests;
+} llk_xstats_t;
+
+typedef void llk_conn_frame_fn(llmlink_t *e, struct llk_conn *c, const llk_frame_header_t *h,
+                                const uint8_t *payload, int64_t now);
+
+/*
+ * What conn.c hands on to the modules that own a connection's states, so
+ * that it names none of them: set once per engine at create time
+ * (engine.c), read-only after. Every handler runs with e->mu held; all but
+ * the on_frame entries are required.
+ */
+typedef struct llk_conn_handlers {
+    /* A whole frame (header checked) on a connection in that state; NULL:
+     * the frame is dropped (CLOSING and the client's pre-socket states). */
+    llk_conn_frame_fn *on_frame[LLK_CONN_NUM_STATES];
+    /* The peer closed (EOF: err 0) or recv failed (err). */
+    void (*on_closed)(llmlink_t *e, struct llk_conn *c, int err);
+    /* A server handshake ended (its slot is free): let the next one in. */
+    void (*on_handshake_slot_free)(llmlink_t *e);
+} llk_conn_handlers_t;
+
+typedef struct llk_listener {
+    llk_ev_kind_t kind; /* LLK_EV_LISTENER */
+    int fd;
+    uint16_t port;
+    bool armed;
+    char text[72];
+} llk_listener_t;
+
+struct llmlink {
+    llmlink_role_t role;
+    uint64_t cluster_id;
+    uint64_t incarnation; /* random per engine: tells a restarted peer apart */
+    llk_options_t opts;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC; broadcast when a waiter completes */
+    llk_engine_state_t state;
+
+    int epfd, wakefd;
+    llk_ev_kind_t wake_tag;
+    pthread_t io_thread;
+    bool io_started, stop;
+
+    llk_listener_t listeners[LLMLINK_MAX_LISTEN_ADDRS];
+    size_t num_listeners;
+    int64_t listen_retry_at_ms; /* after EMFILE: re-arm listeners then */
+
+    llk_conn_t *conns; /* every connection, any state */
+    const llk_conn_handlers_t *conn_handlers; /* see llk_conn_handlers_t */
+
+    /* transfers (xfer.h) */
+    llk_registry_t reg;
+    bool reg_ready;
+    struct llk_xserver *xsrv;
+    llk_host_id_t host;
+    llk_xstats_t xstats;
+    /* RDMA devices (rdma.h), opened at init for llmlink.Transport auto /
+     * rdma; NULL when unusable, and rdma_why says why. Set before the
+     * engine runs and unchanged until llk_engine_free. */
+    struct llk_rdma *rdma;
+    char rdma_why[256];
+
+    /* server handshake accounting */
+    uint32_t hs_in_progress, hs_peak;
+    uint64_t hs_accepted, hs_completed, hs_rejected, hs_timed_out;
+    uint64_t protocol_errors, links_lost;
+};
+
+/* ---- engine.c: lifecycle ---- */
+/* This engine offers RDMA in its handshakes (LLK_EXT_RDMA). */
+bool llk_engine_offers_rdma(const llmlink_t *e);
+llmlink_status_t llk_engine_create(llmlink_t **out, llmlink_role_t role, uint64_t cluster_id);
+llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts);
+void llk_engine_finalize(llmlink_t *e);
+void llk_engine_free(llmlink_t *e);
+/* Requires e->mu. LLMLINK_SUCCESS when running, else the status to return
+ * (with llmlink_last_error set). Defined in link_api.c (see there). */
+llmlink_status_t llk_engine_check_running(const llmlink_t *e, const char *fn);
+/* For ffi/: what the engine was created as. No lock (set at create). */
+llmlink_role_t llk_engine_role(const llmlink_t *e);
+uint64_t llk_engine_cluster_id(const llmlink_t *e);
+/* The port listener `index` is bound to (the kernel's choice for port 0).
+ * Takes e->mu; NOT_INITIALIZED / ENGINE_FINALIZED, or PARAM_INVALID for an
+ * index past the listeners, with llmlink_last_error set. */
+llmlink_status_t llk_engine_listen_port(llmlink_t *e, size_t index, uint16_t *port,
+                                        const char *fn);
+
+/* ---- reactor.c: the I/O thread ---- */
+void *llk_reactor_main(void *arg);
+/* Any thread: the reactor runs a pass soon. Defined in link_api.c. */
+void llk_reactor_wake(llmlink_t *e);
+
+/* ---- conn.c: connections, framing, state changes (all need e->mu) ---- */
+llk_conn_t *llk_conn_new(llmlink_t *e, int fd, bool outbound, llk_conn_state_t state);
+/* Hangs the transfer side of a link on c (c must have none yet). */
+void llk_conn_set_xfer(llk_conn_t *c, void *ctx, const llk_conn_xfer_ops_t *ops);
+void llk_conn_set_state(llmlink_t *e, llk_conn_t *c, llk_conn_state_t s);
+/* Queues a frame; false if the queue is full (the peer stopped reading). */
+bool llk_conn_queue(llk_conn_t *c, const uint8_t *frame, size_t len);
+bool llk_conn_queue_simple(llk_conn_t *c, llk_msg_type_t type);
+bool llk_conn_queue_reject(llk_conn_t *c, llmlink_status_t status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Writes what is queued; arms EPOLLOUT when the socket is full. Returns -1
+ * (and errno) on a socket error. */
+int llk_conn_flush(llmlink_t *e, llk_conn_t *c, int64_t now);
+/* Completes c's waiter (if any) and wakes the API threads. */
+void llk_conn_complete(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Deregisters, shuts down and closes c's socket, if any. */
+void llk_conn_close_fd(llmlink_t *e, llk_conn_t *c);
+/* Closes the socket and frees c (reactor only). */
+void llk_conn_destroy(llmlink_t *e, llk_conn_t *c);
+void llk_conn_set_events(llmlink_t *e, llk_conn_t *c, bool want_out);
+/* Reads what the socket has and hands every whole frame to the state
+ * machine. Returns when the socket is drained, the peer closed, or the
+ * connection left a readable state. */
+void llk_conn_on_readable(llmlink_t *e, llk_conn_t *c, int64_t now);
+/* Hands one whole frame (header checked, payload complete) to the state
+ * machine that owns c's state (e->conn_handlers); what the reactor does for
+ * every frame, and what the state-machine unit tests call. */
+void llk_conn_dispatch(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
+                       const uint8_t *payload, int64_t now);
+bool llk_conn_is_link(const llk_conn_t *c); /* LINKED or UNLINKING */
+/* The status an unlink of c reports when the peer was not told. */
+llmlink_status_t llk_conn_unlink_failure(const llk_conn_t *c);
+/* The live (not CLOSING/DEAD) connection for remote_id in that direction. */
+llk_conn_t *llk_conn_find(llmlink_t *e, uint64_t remote_id, bool outbound);
+/* Links plus outbound attempts in progress: what llmlink.MaxLinks bounds. */
+uint32_t llk_conn_count_links(const llmlink_t *e, bool include_pending);
+const char *llk_conn_state_name(llk_conn_state_t s);
+
+/* ---- link/server.c: accepting and the server handshake ---- */
+void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now);
+/* An accepted connection c (SRV_HANDSHAKE) starts its handshake: its
+ * half-open deadline and the handshake counters (the unit tests' fake
+ * accept calls it too). */
+void llk_server_begin_handshake(llmlink_t *e, llk_conn_t *c, int64_t now);
+void llk_server_arm_listeners(llmlink_t *e, int64_t now);
+void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
+                         const uint8_t *payload, int64_t now);
+
+/* ---- link/client.c: connecting and the client handshake ---- */
+void llk_client_start(llmlink_t *e, llk_conn_t *c, int64_t now);
+void llk_client_on_writable(llmlink_t *e, llk_conn_t *c, int64_t now);
+void llk_client_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
+                         const uint8_t *payload, int64_t now);
+
+/* ---- link/manager.c: established links, liveness, API side ---- */
+void llk_link_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
+                       const uint8_t *payload, int64_t now);
+/* Peer closed (EOF or socket error `err`, 0 for EOF). */
+void llk_link_on_closed(llmlink_t *e, llk_conn_t *c, int err);
+/* Timers of one connection; returns its next deadline (0 = none). */
+int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now);
+
+typedef struct llk_link_req {
+    uint64_t remote_id;
+    uint32_t remote_role; /* 0 = any */
+    struct sockaddr_storage remote[LLMLINK_MAX_IP_INFOS];
+    socklen_t remote_len[LLMLINK_MAX_IP_INFOS];
+    size_t num_remote;
+    struct sockaddr_storage local[LLMLINK_MAX_IP_INFOS];
+    socklen_t local_len[LLMLINK_MAX_IP_INFOS];
+    size_t num_local;
+} llk_link_req_t;
+
+llmlink_status_t llk_engine_link(llmlink_t *e, const llk_link_req_t *reqs, size_t n,
+                                 int32_t timeout_ms, llmlink_status_t *statuses);
+llmlink_status_t llk_engine_unlink(llmlink_t *e, const uint64_t *ids, size_t n,
+                                   int32_t timeout_ms, bool force, llmlink_status_t *statuses);
+llmlink_status_t llk_engine_check_link(llmlink_t *e, uint64_t remote_id);
+llmlink_status_t llk_engine_stats(llmlink_t *e, llmlink_stats_t *s);
+llmlink_status_t llk_engine_xfer_stats(llmlink_t *e, llmlink_xfer_stats_t *s);
+
+#endif /* LLK_ENGINE_H */

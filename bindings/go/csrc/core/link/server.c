@@ -1,0 +1,201 @@
+/* link/server.c - accepting connections and the server side of the
+ * handshake, within the engine's handshake and link limits. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/addr.h"
+#include "base/clock.h"
+#include "link/engine.h"
+#include "base/log.h"
+
+/* Listeners are armed only while a handshake slot is free: clients beyond
+ * the limit wait in the kernel's accept queue, inside their own timeout,
+ * instead of being refused. `now` = 0 means "not in a timer pass". */
+void llk_server_arm_listeners(llmlink_t *e, int64_t now)
+{
+    bool want = e->hs_in_progress < e->opts.max_concurrent_handshakes &&
+                e->state == LLK_ENGINE_RUNNING;
+    if (e->listen_retry_at_ms) {
+        if (now == 0 || now < e->listen_retry_at_ms)
+            want = false;
+        else
+            e->listen_retry_at_ms = 0;
+    }
+    for (size_t i = 0; i < e->num_listeners; i++) {
+        llk_listener_t *l = &e->listeners[i];
+        if (l->armed == want)
+            continue;
+        struct epoll_event ev = {.events = want ? EPOLLIN : 0, .data.ptr = l};
+        if (epoll_ctl(e->epfd, EPOLL_CTL_MOD, l->fd, &ev) == 0)
+            l->armed = want;
+    }
+}
+
+void llk_server_begin_handshake(llmlink_t *e, llk_conn_t *c, int64_t now)
+{
+    c->deadline_ms = now + e->opts.handshake_timeout_ms;
+    c->last_rx_ms = c->last_tx_ms = now;
+    e->hs_in_progress++;
+    e->hs_accepted++;
+    if (e->hs_in_progress > e->hs_peak)
+        e->hs_peak = e->hs_in_progress;
+}
+
+void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now)
+{
+    while (e->hs_in_progress < e->opts.max_concurrent_handshakes) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof sa;
+        int fd = accept4(l->fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            /* Out of descriptors or memory: pause accepting for a moment
+             * rather than spin on a listener that stays readable. */
+            LLK_ERROR("cluster %llu: accept on %s: %s; pausing accepts for 100 ms",
+                      (unsigned long long)e->cluster_id, l->text, strerror(errno));
+            e->listen_retry_at_ms = now + 100;
+            llk_server_arm_listeners(e, 0);
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        llk_conn_t *c = llk_conn_new(e, fd, false, LLK_CONN_SRV_HANDSHAKE);
+        if (!c) {
+            close(fd);
+            LLK_ERROR("cluster %llu: out of memory accepting a connection",
+                      (unsigned long long)e->cluster_id);
+            return;
+        }
+        llk_addr_format((struct sockaddr *)&sa, c->peer, sizeof c->peer);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            LLK_ERROR("cluster %llu: epoll_ctl: %s", (unsigned long long)e->cluster_id,
+                      strerror(errno));
+            c->state = LLK_CONN_DEAD; /* never counted as a handshake */
+            continue;
+        }
+        llk_server_begin_handshake(e, c, now);
+        LLK_DEBUG("cluster %llu: accepted %s (%u handshakes in progress)",
+                  (unsigned long long)e->cluster_id, c->peer, e->hs_in_progress);
+    }
+    llk_server_arm_listeners(e, 0);
+}
+
+static void reject(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char *msg)
+{
+    LLK_WARN("cluster %llu: refused link from %s: %s (%s)", (unsigned long long)e->cluster_id,
+             c->peer, msg, llmlink_status_name(st));
+    e->hs_rejected++;
+    llk_conn_queue_reject(c, st, "%s", msg);
+    llk_conn_set_state(e, c, LLK_CONN_CLOSING);
+    c->deadline_ms = 0;
+}
+
+void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
+                         const uint8_t *payload, int64_t now)
+{
+    char msg[200];
+    if (h->type == LLK_MSG_ATTACH) {
+        llk_xfer_on_attach(e, c, payload, h->length);
+        return;
+    }
+    if (h->type != LLK_MSG_HELLO) {
+        e->protocol_errors++;
+        snprintf(msg, sizeof msg, "expected HELLO, got message type %u", h->type);
+        reject(e, c, LLMLINK_PROTOCOL_ERROR, msg);
+        return;
+    }
+    llk_msg_hello_t m;
+    const char *why = NULL;
+    if (llk_wire_decode_hello(payload, h->length, &m, &why) != 0) {
+        e->protocol_errors++;
+        reject(e, c, LLMLINK_PROTOCOL_ERROR, why);
+        return;
+    }
+    int crit = llk_wire_find_unknown_critical(m.ext, m.num_ext);
+    if (crit >= 0) {
+        snprintf(msg, sizeof msg, "unsupported critical extension 0x%04x", m.ext[crit].type);
+        reject(e, c, LLMLINK_PROTOCOL_ERROR, msg);
+        return;
+    }
+    if (m.target_cluster_id != e->cluster_id) {
+        snprintf(msg, sizeof msg, "this is cluster %llu, not cluster %llu",
+                 (unsigned long long)e->cluster_id, (unsigned long long)m.target_cluster_id);
+        reject(e, c, LLMLINK_CLUSTER_ID_MISMATCH, msg);
+        return;
+    }
+    if (m.expected_server_role != 0 && m.expected_server_role != (uint32_t)e->role) {
+        snprintf(msg, sizeof msg, "this engine has role %u, the client expects role %u",
+                 (unsigned)e->role, m.expected_server_role);
+        reject(e, c, LLMLINK_ROLE_NOT_ALLOWED, msg);
+        return;
+    }
+    if (m.client_role == LLMLINK_ROLE_PROMPT) {
+        reject(e, c, LLMLINK_ROLE_NOT_ALLOWED, "a PROMPT engine cannot initiate links");
+        return;
+    }
+    /* The same decode cluster again: it restarted (or force-unlinked) before
+     * this side noticed. Its own word is authoritative: drop the old link. */
+    llk_conn_t *old = llk_conn_find(e, m.client_cluster_id, false);
+    if (old && old != c) {
+        LLK_INFO("cluster %llu: cluster %llu linked again from %s; dropping its old link from %s",
+                 (unsigned long long)e->cluster_id, (unsigned long long)m.client_cluster_id,
+                 c->peer, old->peer);
+        if (old->waiter)
+            llk_conn_complete(e, old, LLMLINK_UNLINK_FAILED, "peer linked again");
+        llk_conn_set_state(e, old, LLK_CONN_DEAD);
+    }
+    uint32_t links = llk_conn_count_links(e, true);
+    if (links >= e->opts.max_links) {
+        snprintf(msg, sizeof msg, "cluster %llu holds %u links, the limit (llmlink.MaxLinks)",
+                 (unsigned long long)e->cluster_id, links);
+        reject(e, c, LLMLINK_CLUSTER_NUM_EXCEED_LIMIT, msg);
+        return;
+    }
+    llk_msg_welcome_t w = {0};
+    w.server_cluster_id = e->cluster_id;
+    w.server_role = (uint32_t)e->role;
+    w.liveness_ms = e->opts.liveness_interval_ms;
+    w.incarnation = e->incarnation;
+    w.num_ext = 1;
+    w.ext[0].type = LLK_EXT_DATA_STREAMS;
+    llk_xlink_t *xl = llk_xlink_install(c, m.client_cluster_id, false, 0, c->peer);
+    if (!xl) {
+        reject(e, c, LLMLINK_OUT_OF_MEMORY, "out of memory for the link");
+        return;
+    }
+    /* RDMA only for a client that offered it (an older one would not know
+     * the setup message) */
+    for (uint16_t i = 0; i < m.num_ext && llk_engine_offers_rdma(e); i++)
+        if (m.ext[i].type == LLK_EXT_RDMA) {
+            w.ext[w.num_ext++].type = LLK_EXT_RDMA;
+            llk_xlink_set_rails(xl, NULL, true);
+            break;
+        }
+    uint8_t f[LLK_WIRE_HEADER_SIZE + 64];
+    size_t n = llk_wire_encode_welcome(f, sizeof f, LLK_WIRE_VERSION, &w);
+    if (!llk_conn_queue(c, f, n)) {
+        llk_conn_set_state(e, c, LLK_CONN_DEAD);
+        return;
+    }
+    c->remote_id = m.client_cluster_id;
+    c->remote_incarnation = m.incarnation;
+    c->liveness_ms = m.liveness_ms < e->opts.liveness_interval_ms ? m.liveness_ms
+                                                                   : e->opts.liveness_interval_ms;
+    c->deadline_ms = 0;
+    c->last_rx_ms = c->last_tx_ms = now;
+    e->hs_completed++;
+    llk_conn_set_state(e, c, LLK_CONN_LINKED);
+    LLK_INFO("cluster %llu: linked with cluster %llu from %s (liveness %u ms)",
+             (unsigned long long)e->cluster_id, (unsigned long long)c->remote_id, c->peer,
+             c->liveness_ms);
+}

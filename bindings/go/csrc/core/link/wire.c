@@ -1,0 +1,369 @@
+/* wire.c - control-plane frame and message codecs (see wire.h). */
+#include "link/wire.h"
+
+#include <string.h>
+
+#include "base/bytes.h"
+#include "llmlink.h"
+
+/* ---- header ------------------------------------------------------------ */
+
+void llk_wire_read_header(const uint8_t buf[LLK_WIRE_HEADER_SIZE], llk_frame_header_t *h)
+{
+    rbuf_t r = {buf, LLK_WIRE_HEADER_SIZE, 0, 0};
+    h->magic = get_u32(&r);
+    h->version = get_u16(&r);
+    h->type = get_u16(&r);
+    h->length = get_u32(&r);
+    h->flags = get_u32(&r);
+}
+
+llk_header_check_t llk_wire_check_header(const llk_frame_header_t *h)
+{
+    if (h->magic != LLK_WIRE_MAGIC)
+        return LLK_HDR_BAD_MAGIC;
+    /* Version before the rest: the fields after it may mean something else
+     * in another version. */
+    if (h->version != LLK_WIRE_VERSION)
+        return LLK_HDR_BAD_VERSION;
+    if (h->length > LLK_WIRE_MAX_PAYLOAD)
+        return LLK_HDR_TOO_LARGE;
+    if (h->type < LLK_MSG_HELLO || h->type > LLK_MSG_ATTACH_OK)
+        return LLK_HDR_BAD_TYPE;
+    if (h->flags != 0)
+        return LLK_HDR_BAD_FLAGS;
+    return LLK_HDR_OK;
+}
+
+const char *llk_wire_header_check_str(llk_header_check_t c)
+{
+    switch (c) {
+    case LLK_HDR_OK: return "ok";
+    case LLK_HDR_BAD_MAGIC: return "bad magic (not an llmlink peer)";
+    case LLK_HDR_BAD_VERSION: return "unsupported protocol version";
+    case LLK_HDR_TOO_LARGE: return "frame larger than the maximum";
+    case LLK_HDR_BAD_TYPE: return "unknown message type";
+    case LLK_HDR_BAD_FLAGS: return "reserved flags set";
+    }
+    return "?";
+}
+
+/* Frame = header with a length patched in once the payload is written. */
+static void begin_frame(wbuf_t *w, uint16_t version, llk_msg_type_t type)
+{
+    put_u32(w, LLK_WIRE_MAGIC);
+    put_u16(w, version);
+    put_u16(w, (uint16_t)type);
+    put_u32(w, 0); /* length, patched by end_frame */
+    put_u32(w, 0); /* flags */
+}
+
+static size_t end_frame(wbuf_t *w)
+{
+    if (w->overflow)
+        return 0;
+    size_t payload = w->len - LLK_WIRE_HEADER_SIZE;
+    if (payload > LLK_WIRE_MAX_PAYLOAD)
+        return 0;
+    w->p[8] = (uint8_t)(payload >> 24);
+    w->p[9] = (uint8_t)(payload >> 16);
+    w->p[10] = (uint8_t)(payload >> 8);
+    w->p[11] = (uint8_t)payload;
+    return w->len;
+}
+
+/* ---- extensions ---------------------------------------------------------- */
+
+static void put_exts(wbuf_t *w, const llk_ext_t *ext, uint16_t n)
+{
+    if (n > LLK_WIRE_MAX_EXTENSIONS) {
+        w->overflow = 1;
+        return;
+    }
+    put_u16(w, n);
+    for (uint16_t i = 0; i < n; i++) {
+        put_u16(w, ext[i].type);
+        put_u16(w, ext[i].length);
+        if (ext[i].length)
+            put_bytes(w, ext[i].data, ext[i].length);
+    }
+}
+
+static int get_exts(rbuf_t *r, llk_ext_t *ext, uint16_t *n, const char **why)
+{
+    uint16_t count = get_u16(r);
+    if (r->short_read) {
+        *why = "truncated extension count";
+        return -1;
+    }
+    if (count > LLK_WIRE_MAX_EXTENSIONS) {
+        *why = "too many extensions";
+        return -1;
+    }
+    for (uint16_t i = 0; i < count; i++) {
+        ext[i].type = get_u16(r);
+        ext[i].length = get_u16(r);
+        if (r->short_read) {
+            *why = "truncated extension header";
+            return -1;
+        }
+        ext[i].data = r->p + r->pos;
+        if (get_bytes(r, NULL, ext[i].length) != 0) {
+            *why = "extension longer than the frame";
+            return -1;
+        }
+    }
+    *n = count;
+    return 0;
+}
+
+int llk_wire_find_unknown_critical(const llk_ext_t *ext, uint16_t n)
+{
+    /* Version 1 defines no extension types yet. */
+    for (uint16_t i = 0; i < n; i++)
+        if (ext[i].type & LLK_WIRE_EXT_CRITICAL)
+            return i;
+    return -1;
+}
+
+/* ---- messages ------------------------------------------------------------ */
+
+size_t llk_wire_encode_hello(uint8_t *out, size_t cap, uint16_t version, const llk_msg_hello_t *m)
+{
+    wbuf_t w = {out, 0, cap, 0};
+    begin_frame(&w, version, LLK_MSG_HELLO);
+    put_u64(&w, m->client_cluster_id);
+    put_u64(&w, m->target_cluster_id);
+    put_u32(&w, m->client_role);
+    put_u32(&w, m->expected_server_role);
+    put_u64(&w, m->incarnation);
+    put_u32(&w, m->liveness_ms);
+    put_exts(&w, m->ext, m->num_ext);
+    return end_frame(&w);
+}
+
+size_t llk_wire_encode_welcome(uint8_t *out, size_t cap, uint16_t version,
+                               const llk_msg_welcome_t *m)
+{
+    wbuf_t w = {out, 0, cap, 0};
+    begin_frame(&w, version, LLK_MSG_WELCOME);
+    put_u64(&w, m->server_cluster_id);
+    put_u32(&w, m->server_role);
+    put_u32(&w, m->liveness_ms);
+    put_u64(&w, m->incarnation);
+    put_exts(&w, m->ext, m->num_ext);
+    return end_frame(&w);
+}
+
+size_t llk_wire_encode_reject(uint8_t *out, size_t cap, uint16_t version, uint32_t status,
+                              const char *message)
+{
+    wbuf_t w = {out, 0, cap, 0};
+    size_t n = message ? strlen(message) : 0;
+    if (n > LLK_WIRE_MAX_REJECT_MSG)
+        n = LLK_WIRE_MAX_REJECT_MSG;
+    begin_frame(&w, version, LLK_MSG_REJECT);
+    put_u32(&w, status);
+    put_u16(&w, (uint16_t)n);
+    if (n)
+        put_bytes(&w, message, n);
+    return end_frame(&w);
+}
+
+size_t llk_wire_encode_simple(uint8_t *out, size_t cap, uint16_t version, llk_msg_type_t type)
+{
+    wbuf_t w = {out, 0, cap, 0};
+    if (type != LLK_MSG_HEARTBEAT && type != LLK_MSG_UNLINK && type != LLK_MSG_UNLINK_ACK)
+        return 0;
+    begin_frame(&w, version, type);
+    if (type == LLK_MSG_UNLINK)
+        put_u32(&w, 0);
+    return end_frame(&w);
+}
+
+static int finish(rbuf_t *r, const char **why)
+{
+    if (r->short_read) {
+        *why = "truncated payload";
+        return -1;
+    }
+    if (r->pos != r->len) {
+        *why = "trailing bytes after payload";
+        return -1;
+    }
+    return 0;
+}
+
+int llk_wire_decode_hello(const uint8_t *payload, size_t len, llk_msg_hello_t *m, const char **why)
+{
+    rbuf_t r = {payload, len, 0, 0};
+    memset(m, 0, sizeof *m);
+    m->client_cluster_id = get_u64(&r);
+    m->target_cluster_id = get_u64(&r);
+    m->client_role = get_u32(&r);
+    m->expected_server_role = get_u32(&r);
+    m->incarnation = get_u64(&r);
+    m->liveness_ms = get_u32(&r);
+    if (r.short_read) {
+        *why = "truncated HELLO";
+        return -1;
+    }
+    if (m->client_role < LLMLINK_ROLE_PROMPT || m->client_role > LLMLINK_ROLE_MIX) {
+        *why = "HELLO: client role out of range";
+        return -1;
+    }
+    if (m->expected_server_role > LLMLINK_ROLE_MIX) {
+        *why = "HELLO: expected server role out of range";
+        return -1;
+    }
+    if (m->liveness_ms < LLK_LIVENESS_MIN_MS || m->liveness_ms > LLK_LIVENESS_MAX_MS) {
+        *why = "HELLO: liveness interval out of range";
+        return -1;
+    }
+    if (get_exts(&r, m->ext, &m->num_ext, why) != 0)
+        return -1;
+    return finish(&r, why);
+}
+
+int llk_wire_decode_welcome(const uint8_t *payload, size_t len, llk_msg_welcome_t *m,
+                            const char **why)
+{
+    rbuf_t r = {payload, len, 0, 0};
+    memset(m, 0, sizeof *m);
+    m->server_cluster_id = get_u64(&r);
+    m->server_role = get_u32(&r);
+    m->liveness_ms = get_u32(&r);
+    m->incarnation = get_u64(&r);
+    if (r.short_read) {
+        *why = "truncated WELCOME";
+        return -1;
+    }
+    if (m->server_role < LLMLINK_ROLE_PROMPT || m->server_role > LLMLINK_ROLE_MIX) {
+        *why = "WELCOME: server role out of range";
+        return -1;
+    }
+    if (m->liveness_ms < LLK_LIVENESS_MIN_MS || m->liveness_ms > LLK_LIVENESS_MAX_MS) {
+        *why = "WELCOME: liveness interval out of range";
+        return -1;
+    }
+    if (get_exts(&r, m->ext, &m->num_ext, why) != 0)
+        return -1;
+    return finish(&r, why);
+}
+
+int llk_wire_decode_reject(const uint8_t *payload, size_t len, llk_msg_reject_t *m,
+                           const char **why)
+{
+    rbuf_t r = {payload, len, 0, 0};
+    memset(m, 0, sizeof *m);
+    m->status = get_u32(&r);
+    static const text_why_t w = {"truncated REJECT", "REJECT: message too long",
+                                 "REJECT: message longer than the frame"};
+    if (get_text(&r, m->message, LLK_WIRE_MAX_REJECT_MSG, &w, why) != 0)
+        return -1;
+    return finish(&r, why);
+}
+
+int llk_wire_decode_simple(llk_msg_type_t type, const uint8_t *payload, size_t len,
+                           const char **why)
+{
+    rbuf_t r = {payload, len, 0, 0};
+    if (type == LLK_MSG_UNLINK) {
+        if (get_u32(&r) != 0 && !r.short_read) {
+            *why = "UNLINK: reserved field not zero";
+            return -1;
+        }
+    } else if (type != LLK_MSG_HEARTBEAT && type != LLK_MSG_UNLINK_ACK) {
+        *why = "not a simple message type";
+        return -1;
+    }
+    return finish(&r, why);
+}
+
+/* ---- data-stream attach -------------------------------------------------- */
+
+size_t llk_wire_encode_attach(uint8_t *out, size_t cap, uint16_t version, const llk_msg_attach_t *m)
+{
+    wbuf_t w = {out, 0, cap, 0};
+    begin_frame(&w, version, LLK_MSG_ATTACH);
+    put_u64(&w, m->client_cluster_id);
+    put_u64(&w, m->server_cluster_id);
+    put_u64(&w, m->client_incarnation);
+    put_u64(&w, m->server_incarnation);
+    put_u16(&w, m->stream_index);
+    put_bytes(&w, &m->direction, 1);
+    put_bytes(&w, &m->transport, 1);
+    put_bytes(&w, m->boot_id, sizeof m->boot_id);
+    put_u64(&w, m->pidns);
+    put_u32(&w, m->pid);
+    return end_frame(&w);
+}
+
+size_t llk_wire_encode_attach_ok(uint8_t *out, size_t cap, uint16_t version,
+                                 const llk_msg_attach_ok_t *m)
+{
+    static const uint8_t zero[3];
+    wbuf_t w = {out, 0, cap, 0};
+    begin_frame(&w, version, LLK_MSG_ATTACH_OK);
+    put_bytes(&w, &m->transport, 1);
+    put_bytes(&w, zero, sizeof zero);
+    put_bytes(&w, m->boot_id, sizeof m->boot_id);
+    put_u64(&w, m->pidns);
+    put_u32(&w, m->pid);
+    return end_frame(&w);
+}
+
+int llk_wire_decode_attach(const uint8_t *payload, size_t len, llk_msg_attach_t *m, const char **why)
+{
+    rbuf_t r = {payload, len, 0, 0};
+    memset(m, 0, sizeof *m);
+    m->client_cluster_id = get_u64(&r);
+    m->server_cluster_id = get_u64(&r);
+    m->client_incarnation = get_u64(&r);
+    m->server_incarnation = get_u64(&r);
+    m->stream_index = get_u16(&r);
+    get_bytes(&r, &m->direction, 1);
+    get_bytes(&r, &m->transport, 1);
+    get_bytes(&r, m->boot_id, sizeof m->boot_id);
+    m->pidns = get_u64(&r);
+    m->pid = get_u32(&r);
+    if (r.short_read) {
+        *why = "truncated ATTACH";
+        return -1;
+    }
+    if (m->direction > 1) {
+        *why = "ATTACH: direction out of range";
+        return -1;
+    }
+    if (m->transport > 3) {
+        *why = "ATTACH: transport out of range";
+        return -1;
+    }
+    return finish(&r, why);
+}
+
+int llk_wire_decode_attach_ok(const uint8_t *payload, size_t len, llk_msg_attach_ok_t *m,
+                              const char **why)
+{
+    rbuf_t r = {payload, len, 0, 0};
+    uint8_t pad[3] = {0, 0, 0};
+    memset(m, 0, sizeof *m);
+    get_bytes(&r, &m->transport, 1);
+    get_bytes(&r, pad, sizeof pad);
+    get_bytes(&r, m->boot_id, sizeof m->boot_id);
+    m->pidns = get_u64(&r);
+    m->pid = get_u32(&r);
+    if (r.short_read) {
+        *why = "truncated ATTACH_OK";
+        return -1;
+    }
+    if (m->transport > 3) {
+        *why = "ATTACH_OK: transport out of range";
+        return -1;
+    }
+    if (pad[0] | pad[1] | pad[2]) {
+        *why = "ATTACH_OK: reserved bytes not zero";
+        return -1;
+    }
+    return finish(&r, why);
+}

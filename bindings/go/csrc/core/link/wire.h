@@ -1,0 +1,194 @@
+/*
+ * wire.h - the control-plane protocol: framing and message codecs.
+ *
+ * Every frame is a 16-byte header followed by `length` payload bytes, all
+ * integers big-endian:
+ *
+ *   offset size field
+ *   0      4    magic    "LLMK" (0x4C4C4D4B)
+ *   4      2    version  LLK_WIRE_VERSION
+ *   6      2    type     llk_msg_type_t
+ *   8      4    length   payload bytes, <= LLK_WIRE_MAX_PAYLOAD
+ *   12     4    flags    must be 0 in version 1
+ *
+ * magic, version and length keep their place in every future version, so a
+ * peer can always tell "another version" from "garbage" and answer with a
+ * REJECT that the other side can read.
+ *
+ * Payloads (version 1):
+ *   HELLO     u64 client_cluster_id, u64 target_cluster_id, u32 client_role,
+ *             u32 expected_server_role (0 = any), u64 incarnation,
+ *             u32 liveness_ms, extensions
+ *   WELCOME   u64 server_cluster_id, u32 server_role, u32 liveness_ms,
+ *             u64 incarnation, extensions
+ *   REJECT    u32 status, u16 message length, message bytes (printable ASCII)
+ *   HEARTBEAT (empty)
+ *   UNLINK    u32 reserved (0)
+ *   UNLINK_ACK (empty)
+ *   ATTACH    u64 client_cluster_id, u64 server_cluster_id,
+ *             u64 client_incarnation, u64 server_incarnation,
+ *             u16 stream_index, u8 direction (0 forward: the client
+ *             requests; 1 reverse: the server requests), u8 transport
+ *             (the client's llmlink.Transport), host id (16 bytes boot id,
+ *             u64 pid namespace, u32 pid). The first frame of a data stream:
+ *             a new connection to the listener that joins an existing link
+ *             (xfer.h) instead of making one.
+ *   ATTACH_OK u8 transport (the server's), 3 zero bytes, host id
+ *
+ * extensions: u16 count, then per extension u16 type, u16 length, bytes.
+ * They carry transport parameters and authentication in later versions.
+ * An extension whose type has bit 15 set is critical: a receiver that does
+ * not know it must refuse the handshake; others are skipped.
+ *
+ * The decoders validate every field before it is used and never read past
+ * the given buffer. They return 0 on success and -1 on malformed input,
+ * with a reason in *why (a static string).
+ */
+#ifndef LLK_WIRE_H
+#define LLK_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LLK_WIRE_MAGIC        0x4C4C4D4Bu
+#define LLK_WIRE_VERSION      1u
+#define LLK_WIRE_HEADER_SIZE  16u
+#define LLK_WIRE_MAX_PAYLOAD  4096u
+#define LLK_WIRE_MAX_FRAME    (LLK_WIRE_HEADER_SIZE + LLK_WIRE_MAX_PAYLOAD)
+#define LLK_WIRE_MAX_REJECT_MSG 256u
+#define LLK_WIRE_MAX_EXTENSIONS 32u
+#define LLK_WIRE_EXT_CRITICAL 0x8000u
+/* Bounds of a liveness interval, on the wire and in llmlink.LivenessIntervalMs. */
+#define LLK_LIVENESS_MIN_MS   30u
+#define LLK_LIVENESS_MAX_MS   600000u
+
+typedef enum llk_msg_type {
+    LLK_MSG_HELLO = 1,
+    LLK_MSG_WELCOME = 2,
+    LLK_MSG_REJECT = 3,
+    LLK_MSG_HEARTBEAT = 4,
+    LLK_MSG_UNLINK = 5,
+    LLK_MSG_UNLINK_ACK = 6,
+    LLK_MSG_ATTACH = 7,
+    LLK_MSG_ATTACH_OK = 8
+} llk_msg_type_t;
+
+#define LLK_WIRE_HOST_ID_SIZE 28u
+
+/* WELCOME extension (not critical, empty): the server accepts data streams
+ * (ATTACH). A client links to a server without it, but moves no data. */
+#define LLK_EXT_DATA_STREAMS 0x0001u
+/* HELLO / WELCOME extension (not critical, empty): this side can move data
+ * over RDMA (a usable device, llmlink.Transport auto or rdma). The server
+ * sends it only to a client that sent it; when both did, the client sets
+ * up the rails over its first data stream (XRDMA_SETUP, xfer_wire.h). */
+#define LLK_EXT_RDMA 0x0002u
+
+typedef struct llk_msg_attach {
+    uint64_t client_cluster_id;
+    uint64_t server_cluster_id;
+    uint64_t client_incarnation;
+    uint64_t server_incarnation;
+    uint16_t stream_index;
+    uint8_t direction;
+    uint8_t transport;
+    uint8_t boot_id[16];
+    uint64_t pidns;
+    uint32_t pid;
+} llk_msg_attach_t;
+
+typedef struct llk_msg_attach_ok {
+    uint8_t transport;
+    uint8_t boot_id[16];
+    uint64_t pidns;
+    uint32_t pid;
+} llk_msg_attach_ok_t;
+
+typedef struct llk_frame_header {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t type;
+    uint32_t length;
+    uint32_t flags;
+} llk_frame_header_t;
+
+/* Result of llk_wire_check_header. */
+typedef enum llk_header_check {
+    LLK_HDR_OK = 0,
+    LLK_HDR_BAD_MAGIC,     /* not our protocol: drop the connection */
+    LLK_HDR_BAD_VERSION,   /* our protocol, another version: REJECT then drop */
+    LLK_HDR_TOO_LARGE,     /* length > LLK_WIRE_MAX_PAYLOAD */
+    LLK_HDR_BAD_TYPE,      /* unknown message type */
+    LLK_HDR_BAD_FLAGS      /* reserved flags set */
+} llk_header_check_t;
+
+typedef struct llk_ext {
+    uint16_t type;
+    uint16_t length;
+    const uint8_t *data; /* points into the decoded buffer */
+} llk_ext_t;
+
+typedef struct llk_msg_hello {
+    uint64_t client_cluster_id;
+    uint64_t target_cluster_id;
+    uint32_t client_role;
+    uint32_t expected_server_role;
+    uint64_t incarnation;
+    uint32_t liveness_ms;
+    uint16_t num_ext;
+    llk_ext_t ext[LLK_WIRE_MAX_EXTENSIONS];
+} llk_msg_hello_t;
+
+typedef struct llk_msg_welcome {
+    uint64_t server_cluster_id;
+    uint32_t server_role;
+    uint32_t liveness_ms;
+    uint64_t incarnation;
+    uint16_t num_ext;
+    llk_ext_t ext[LLK_WIRE_MAX_EXTENSIONS];
+} llk_msg_welcome_t;
+
+typedef struct llk_msg_reject {
+    uint32_t status;
+    char message[LLK_WIRE_MAX_REJECT_MSG + 1]; /* NUL-terminated */
+} llk_msg_reject_t;
+
+/* Decodes the 16 header bytes at buf (no validation). */
+void llk_wire_read_header(const uint8_t buf[LLK_WIRE_HEADER_SIZE], llk_frame_header_t *h);
+/* Validates a decoded header. */
+llk_header_check_t llk_wire_check_header(const llk_frame_header_t *h);
+const char *llk_wire_header_check_str(llk_header_check_t c);
+
+/* Encoders write a whole frame (header + payload) into out (capacity cap)
+ * and return its size, or 0 if it does not fit. `version` is written as
+ * given so tests can speak other versions; the library passes
+ * LLK_WIRE_VERSION. */
+size_t llk_wire_encode_hello(uint8_t *out, size_t cap, uint16_t version, const llk_msg_hello_t *m);
+size_t llk_wire_encode_welcome(uint8_t *out, size_t cap, uint16_t version, const llk_msg_welcome_t *m);
+/* message may be NULL; it is truncated to LLK_WIRE_MAX_REJECT_MSG bytes. */
+size_t llk_wire_encode_reject(uint8_t *out, size_t cap, uint16_t version, uint32_t status,
+                              const char *message);
+/* HEARTBEAT, UNLINK, UNLINK_ACK. */
+size_t llk_wire_encode_simple(uint8_t *out, size_t cap, uint16_t version, llk_msg_type_t type);
+
+size_t llk_wire_encode_attach(uint8_t *out, size_t cap, uint16_t version, const llk_msg_attach_t *m);
+size_t llk_wire_encode_attach_ok(uint8_t *out, size_t cap, uint16_t version,
+                                 const llk_msg_attach_ok_t *m);
+/* direction must be 0 or 1, transport a llk_transport_t value. */
+int llk_wire_decode_attach(const uint8_t *payload, size_t len, llk_msg_attach_t *m, const char **why);
+int llk_wire_decode_attach_ok(const uint8_t *payload, size_t len, llk_msg_attach_ok_t *m,
+                              const char **why);
+
+/* Payload decoders: payload/len is what follows a header that passed
+ * llk_wire_check_header. */
+int llk_wire_decode_hello(const uint8_t *payload, size_t len, llk_msg_hello_t *m, const char **why);
+int llk_wire_decode_welcome(const uint8_t *payload, size_t len, llk_msg_welcome_t *m, const char **why);
+int llk_wire_decode_reject(const uint8_t *payload, size_t len, llk_msg_reject_t *m, const char **why);
+/* HEARTBEAT / UNLINK_ACK must be empty, UNLINK exactly 4 zero bytes. */
+int llk_wire_decode_simple(llk_msg_type_t type, const uint8_t *payload, size_t len, const char **why);
+
+/* Index of the first critical extension in ext[0..n) that this version does
+ * not understand, or -1 if none. */
+int llk_wire_find_unknown_critical(const llk_ext_t *ext, uint16_t n);
+
+#endif /* LLK_WIRE_H */

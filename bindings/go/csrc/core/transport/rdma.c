@@ -1,0 +1,541 @@
+/*
+ * transport/rdma.c - the RDMA transport's table (transport.h): rails set
+ * up once per link over its first forward stream (XRDMA_SETUP), grants
+ * (XRESP_RDMA: addresses, rkeys, the generation of the cache's MRs) that
+ * the requester uses with READ / WRITE work requests, and an XDONE that
+ * names the generation. Devices, rails, MRs and the data path are in
+ * rdma_verbs_link.c (rdma.h).
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "link/engine.h"
+#include "transport/rdma.h"
+#include "transport/rdma_plan.h"
+#include "transport/transport.h"
+#include "transport/transport_testing.h"
+
+/* One work request per slice; slices go round robin over the rails. */
+#define RDMA_SLICE_BYTES (1u << 20)
+
+llk_rdma_xlink_t *llk_rdma_xlink(llk_xlink_t *xl)
+{
+    return xl->xport.state[LLK_XPORT_RDMA];
+}
+
+void llk_test_set_rdma_post_delay_ms(llmlink_t *e, uint32_t ms)
+{
+    llk_rdma_set_post_delay_ms(e->rdma, ms);
+}
+
+/* ---- per link -------------------------------------------------------------- */
+
+static void *rdma_link_new(void)
+{
+    return calloc(1, sizeof(llk_rdma_xlink_t));
+}
+
+static void rdma_link_free(void *p)
+{
+    llk_rdma_xlink_t *r = p;
+    llk_rdma_link_free(r->link);
+    free(r);
+}
+
+void llk_xlink_set_rails(llk_xlink_t *xl, const llk_conn_t *c, bool peer_offers)
+{
+    llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
+    pthread_mutex_lock(&xl->mu);
+    r->peer = peer_offers;
+    r->nrail_addrs = 0;
+    if (c && c->num_local == 0) {
+        socklen_t len = sizeof r->rail_local[0];
+        if (c->fd >= 0 &&
+            getsockname(c->fd, (struct sockaddr *)&r->rail_local[0], &len) == 0) {
+            r->rail_target[0] = c->remote[c->remote_idx];
+            r->nrail_addrs = 1;
+        }
+    } else if (c) {
+        for (size_t i = 0; i < c->num_local && r->nrail_addrs < LLK_XWIRE_MAX_RAILS; i++) {
+            const struct sockaddr_storage *t =
+                &c->remote[c->num_remote ? i % c->num_remote : 0];
+            if (t->ss_family != c->local[i].ss_family)
+                continue; /* a rail joins two addresses of one family */
+            r->rail_local[r->nrail_addrs] = c->local[i];
+            r->rail_target[r->nrail_addrs] = *t;
+            r->nrail_addrs++;
+        }
+    }
+    pthread_mutex_unlock(&xl->mu);
+}
+
+static void rdma_link_record(llmlink_t *e, llk_xlink_t *xl)
+{
+    llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
+    r->forced = e->opts.transport == LLK_TRANSPORT_RDMA ||
+                xl->xport.remote_transport == LLK_TRANSPORT_RDMA;
+}
+
+static const char *rdma_link_conflict(llmlink_t *e, llk_xlink_t *xl, const llk_host_id_t *remote,
+                                      uint8_t remote_transport, char *buf, size_t cap)
+{
+    (void)remote;
+    bool mine = e->opts.transport == LLK_TRANSPORT_RDMA;
+    bool theirs = remote_transport == LLK_TRANSPORT_RDMA;
+    if (!mine && !theirs)
+        return NULL;
+    uint8_t other = mine ? remote_transport : (uint8_t)e->opts.transport;
+    if (other == LLK_TRANSPORT_TCP || other == LLK_TRANSPORT_SHM)
+        return other == LLK_TRANSPORT_TCP ? "one side forces llmlink.Transport=rdma, the other tcp"
+                                          : "one side forces llmlink.Transport=rdma, the other shm";
+    pthread_mutex_lock(&xl->mu);
+    bool peer = llk_rdma_xlink(xl)->peer;
+    pthread_mutex_unlock(&xl->mu);
+    if (!e->rdma) {
+        snprintf(buf, cap, "%s, but RDMA cannot be used on cluster %llu: %s",
+                 mine ? "llmlink.Transport=rdma" : "the peer forces llmlink.Transport=rdma",
+                 (unsigned long long)e->cluster_id, e->rdma_why);
+        return buf;
+    }
+    if (!peer) {
+        snprintf(buf, cap, "%s, but cluster %llu has no usable RDMA device (or does not "
+                 "offer RDMA)", mine ? "llmlink.Transport=rdma" : "the peer forces "
+                 "llmlink.Transport=rdma", (unsigned long long)xl->remote_id);
+        return buf;
+    }
+    return NULL;
+}
+
+/* The rails of link xl are up (client or owner side): from now on its
+ * requests may use them. */
+static void install_rails(llk_xlink_t *xl, llk_rdma_xlink_t *rx, llk_rdma_link_t *l)
+{
+    pthread_mutex_lock(&xl->mu);
+    rx->link = l;
+    rx->use = true;
+    if (xl->broken) /* broke while the rails came up: llk_xlink_break saw none */
+        llk_rdma_link_abort(l);
+    pthread_mutex_unlock(&xl->mu);
+}
+
+/*
+ * The RDMA rails of a new link, over forward stream fd (client side, the
+ * stream not handed out yet): this side's QPs go in XRDMA_SETUP, the
+ * owner thread of the server makes its own, moves them to RTS and answers
+ * with them, then this side moves its QPs to RTS. A failure is the link's
+ * only where a side forces llmlink.Transport=rdma; otherwise the link
+ * moves data over tcp/shm (SUCCESS).
+ */
+static llmlink_status_t rdma_setup_client(llmlink_t *e, llk_xlink_t *xl, int fd,
+                                          int64_t deadline_ms, char *detail, size_t dlen)
+{
+    llk_rdma_xlink_t *rx = llk_rdma_xlink(xl);
+    char why[300] = "";
+    llmlink_status_t st = LLMLINK_LINK_FAILED;
+    llk_rdma_link_t *l = NULL;
+    uint8_t *buf = NULL;
+    pthread_mutex_lock(&xl->mu);
+    bool peer = rx->peer;
+    uint16_t n = rx->nrail_addrs;
+    struct sockaddr_storage local[LLK_XWIRE_MAX_RAILS], target[LLK_XWIRE_MAX_RAILS];
+    memcpy(local, rx->rail_local, sizeof local);
+    memcpy(target, rx->rail_target, sizeof target);
+    bool forced = rx->forced;
+    pthread_mutex_unlock(&xl->mu);
+    if (!peer)
+        return LLMLINK_SUCCESS; /* not offered by both ends: nothing to set up */
+    if (n == 0) {
+        snprintf(why, sizeof why, "no local address for a rail");
+        goto out;
+    }
+    l = llk_rdma_link_create(e->rdma, local, n, e->opts.sync_kv_wait_ms, why, sizeof why);
+    if (!l)
+        goto out;
+    llk_xrail_wire_t rails[LLK_XWIRE_MAX_RAILS];
+    llk_rdma_link_local(l, rails);
+    for (uint16_t i = 0; i < n; i++) {
+        uint8_t gid[16];
+        if (llk_rdma_ip_gid((const struct sockaddr *)&target[i], gid))
+            memcpy(rails[i].target_ip, gid, 16);
+    }
+    uint8_t f[LLK_XWIRE_HEADER_SIZE + 2 + LLK_XWIRE_MAX_RAILS * LLK_XWIRE_RAIL_REQ_SIZE];
+    uint64_t req_id = xl->req_next_id[0]++;
+    size_t len = llk_xwire_encode_rdma_setup(f, sizeof f, req_id, rails, n);
+    if (!len || llk_xlink_send_all(xl, fd, f, len, deadline_ms) != 0) {
+        snprintf(why, sizeof why, "sending XRDMA_SETUP: %s", strerror(errno));
+        goto out;
+    }
+    uint8_t hb[LLK_XWIRE_HEADER_SIZE];
+    llk_xframe_header_t h;
+    const char *dwhy = NULL;
+    if (llk_xlink_recv_all(xl, fd, hb, sizeof hb, deadline_ms) != 0) {
+        snprintf(why, sizeof why, "no answer to XRDMA_SETUP: %s", strerror(errno));
+        st = errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
+        goto out;
+    }
+    if (llk_xwire_read_header(hb, &h, &dwhy) != 0 || h.type != LLK_XMSG_RDMA_SETUP_OK ||
+        h.req_id != req_id) {
+        snprintf(why, sizeof why, "bad answer to XRDMA_SETUP (%s)", dwhy ? dwhy : "type");
+        st = LLMLINK_PROTOCOL_ERROR;
+        goto out;
+    }
+    buf = malloc(h.length ? h.length : 1);
+    llk_xrdma_setup_ok_t ok;
+    if (!buf || llk_xlink_recv_all(xl, fd, buf, h.length, deadline_ms) != 0 ||
+        llk_xwire_decode_rdma_setup_ok(buf, h.length, &ok, &dwhy) != 0) {
+        snprintf(why, sizeof why, "bad XRDMA_SETUP_OK: %s", buf ? (dwhy ? dwhy : strerror(errno))
+                                                                : "out of memory");
+        st = LLMLINK_PROTOCOL_ERROR;
+        goto out;
+    }
+    if (ok.status != LLMLINK_SUCCESS) {
+        snprintf(why, sizeof why, "cluster %llu refused the rails: %s",
+                 (unsigned long long)xl->remote_id, ok.msg);
+        /* LINK_FAILED: the server forces rdma itself */
+        forced = forced || ok.status == LLMLINK_LINK_FAILED;
+        goto out;
+    }
+    /* The server's rails are up: from here a failure leaves the two ends
+     * disagreeing, so it is the link's in any case. */
+    forced = true;
+    if (llk_rdma_link_connect(l, ok.rail, ok.nrails, why, sizeof why) != 0)
+        goto out;
+    char desc[256];
+    llk_rdma_link_describe(l, desc, sizeof desc);
+    LLK_INFO("cluster %llu: link with cluster %llu moves data over RDMA (%u rail%s: %s)",
+             (unsigned long long)e->cluster_id, (unsigned long long)xl->remote_id, n,
+             n == 1 ? "" : "s", desc);
+    install_rails(xl, rx, l);
+    free(buf);
+    return LLMLINK_SUCCESS;
+out:
+    free(buf);
+    llk_rdma_link_free(l);
+    if (forced) {
+        snprintf(detail, dlen, "%sthe RDMA rails to cluster %llu could not be set up: %s",
+                 rx->forced ? "llmlink.Transport=rdma: " : "",
+                 (unsigned long long)xl->remote_id, why);
+        return st == LLMLINK_SUCCESS ? LLMLINK_LINK_FAILED : st;
+    }
+    /* A stream that broke the protocol is of no use for tcp either. */
+    if (st == LLMLINK_PROTOCOL_ERROR || st == LLMLINK_TIMEOUT) {
+        snprintf(detail, dlen, "RDMA setup with cluster %llu: %s",
+                 (unsigned long long)xl->remote_id, why);
+        return st;
+    }
+    LLK_INFO("cluster %llu: no RDMA with cluster %llu (%s): tcp/shm",
+             (unsigned long long)e->cluster_id, (unsigned long long)xl->remote_id, why);
+    return LLMLINK_SUCCESS;
+}
+
+/* Grows the owner's answer buffer (false: out of memory). */
+static bool tx_room(llk_xserve_t *q, size_t need)
+{
+    if (*q->tx_cap >= need && *q->tx)
+        return true;
+    uint8_t *p = realloc(*q->tx, need);
+    if (!p)
+        return false;
+    *q->tx = p;
+    *q->tx_cap = need;
+    return true;
+}
+
+/* The wire wants printable ASCII. */
+static void printable(char *msg)
+{
+    for (char *p = msg; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            *p = '?';
+}
+
+/* XRDMA_SETUP (once per link, owner thread): this side's rails for the
+ * addresses the client names, connected to its QPs, and the answer with
+ * them. */
+static int rdma_serve_setup(llk_xserve_t *q)
+{
+    llmlink_t *e = q->e;
+    llk_xlink_t *xl = q->xl;
+    llk_rdma_xlink_t *rx = llk_rdma_xlink(xl);
+    const char *dwhy = "?";
+    llk_xrail_wire_t rem[LLK_XWIRE_MAX_RAILS];
+    uint16_t n = 0;
+    if (llk_xwire_decode_rdma_setup(q->rx, q->rx_len, rem, &n, &dwhy) != 0) {
+        snprintf(q->why, sizeof q->why, "protocol error: bad XRDMA_SETUP: %s", dwhy);
+        return -1;
+    }
+    llk_xrdma_setup_ok_t ok;
+    memset(&ok, 0, sizeof ok);
+    /* LINK_FAILED tells the client this side forces rdma: no fallback */
+    uint32_t refusal = e->opts.transport == LLK_TRANSPORT_RDMA ? LLMLINK_LINK_FAILED
+                                                               : LLMLINK_FEATURE_NOT_ENABLED;
+    pthread_mutex_lock(&xl->mu);
+    bool allowed = rx->peer && !rx->link && e->rdma;
+    pthread_mutex_unlock(&xl->mu);
+    llk_rdma_link_t *l = NULL;
+    if (!allowed) {
+        ok.status = refusal;
+        snprintf(ok.msg, sizeof ok.msg, "RDMA is not offered on this link, or set up already");
+    } else {
+        struct sockaddr_storage ips[LLK_XWIRE_MAX_RAILS];
+        static const uint8_t zero[16];
+        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        for (uint16_t i = 0; i < n; i++) {
+            memset(&ips[i], 0, sizeof ips[i]);
+            if (!memcmp(rem[i].target_ip, zero, 16)) {
+                socklen_t len = sizeof ips[i];
+                getsockname(q->fd, (struct sockaddr *)&ips[i], &len);
+            } else if (!memcmp(rem[i].target_ip, v4mapped, 12)) {
+                struct sockaddr_in *in = (struct sockaddr_in *)&ips[i];
+                in->sin_family = AF_INET;
+                memcpy(&in->sin_addr, rem[i].target_ip + 12, 4);
+            } else {
+                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ips[i];
+                in6->sin6_family = AF_INET6;
+                memcpy(&in6->sin6_addr, rem[i].target_ip, 16);
+            }
+        }
+        char why[300] = "";
+        l = llk_rdma_link_create(e->rdma, ips, n, e->opts.sync_kv_wait_ms, why, sizeof why);
+        if (l && llk_rdma_link_connect(l, rem, n, why, sizeof why) != 0) {
+            llk_rdma_link_free(l);
+            l = NULL;
+        }
+        if (!l) {
+            ok.status = refusal;
+            snprintf(ok.msg, sizeof ok.msg, "cluster %llu: %.200s", (unsigned long long)e->cluster_id,
+                     why);
+            printable(ok.msg);
+        } else {
+            ok.nrails = n;
+            llk_rdma_link_local(l, ok.rail);
+        }
+    }
+    size_t need = LLK_XWIRE_HEADER_SIZE + 10 + LLK_XWIRE_MAX_MSG +
+                  LLK_XWIRE_MAX_RAILS * LLK_XWIRE_RAIL_ACK_SIZE;
+    if (!tx_room(q, need)) {
+        llk_rdma_link_free(l);
+        snprintf(q->why, sizeof q->why, "out of memory for XRDMA_SETUP_OK");
+        return -1;
+    }
+    q->tx_len = llk_xwire_encode_rdma_setup_ok(*q->tx, *q->tx_cap, q->req_id, &ok);
+    if (q->tx_len == 0) {
+        llk_rdma_link_free(l);
+        snprintf(q->why, sizeof q->why, "cannot encode XRDMA_SETUP_OK");
+        return -1;
+    }
+#define OWNER_FMT "cluster %llu: owner stream %d of the link with cluster %llu (%s)"
+    if (l) {
+        char desc[256];
+        llk_rdma_link_describe(l, desc, sizeof desc);
+        LLK_INFO(OWNER_FMT ": data over RDMA (%u rail%s: %s)", (unsigned long long)e->cluster_id,
+                 q->slot, (unsigned long long)xl->remote_id, xl->peer, n, n == 1 ? "" : "s",
+                 desc);
+        install_rails(xl, rx, l);
+    } else {
+        LLK_INFO(OWNER_FMT ": no RDMA: %s", (unsigned long long)e->cluster_id, q->slot,
+                 (unsigned long long)xl->remote_id, xl->peer, ok.msg);
+    }
+#undef OWNER_FMT
+    return 0;
+}
+
+/* Stops the QPs now, not at the last unref, so that no work request of a
+ * call that gave up keeps moving bytes, and a peer's old rkeys reach
+ * nothing over this link (rail locks are leaves). */
+static void rdma_fence(llk_xlink_t *xl)
+{
+    llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
+    if (r)
+        llk_rdma_link_abort(r->link);
+}
+
+/* ---- choosing -------------------------------------------------------------- */
+
+static bool rdma_link_usable(llk_xlink_t *xl)
+{
+    llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
+    pthread_mutex_lock(&xl->mu);
+    bool use = r->use && r->link;
+    pthread_mutex_unlock(&xl->mu);
+    return use;
+}
+
+static llk_xuse_t rdma_request_usable(llk_xfer_ctx_t *ctx, int fd, llk_xmove_out_t *out)
+{
+    (void)fd;
+    (void)out;
+    return rdma_link_usable(ctx->xl) && ctx->e->rdma && ctx->local_cache ? LLK_XUSE_YES
+                                                                          : LLK_XUSE_NO;
+}
+
+/* ---- moving ---------------------------------------------------------------- */
+
+static bool link_aborted(void *arg)
+{
+    return llk_xlink_is_broken(arg);
+}
+
+/* The owner's grant (XRESP_RDMA) for the request: check it, post the work
+ * requests, wait, then XDONE with the grant's generation. The grant is
+ * used for this request only and forgotten. */
+static void rdma_move(llk_xmove_t *m, llk_xmove_out_t *out)
+{
+    llk_xfer_ctx_t *ctx = m->ctx;
+    const char *why = NULL;
+    llk_xgrant_t g;
+    if (llk_xwire_decode_grant(m->payload, m->h->length, &g, &why) != 0) {
+        out->failure = LLMLINK_PROTOCOL_ERROR;
+        snprintf(out->msg, sizeof out->msg, "bad RDMA grant: %s", why);
+        return;
+    }
+    llk_rdma_link_t *l = llk_rdma_xlink(ctx->xl)->link; /* set before streams are handed out */
+    uint16_t nrails = llk_rdma_link_nrails(l);
+    size_t n = m->nseg;
+    if (g.niov != n || g.total_bytes != m->bytes || g.nrails != nrails) {
+        out->failure = LLMLINK_PROTOCOL_ERROR;
+        snprintf(out->msg, sizeof out->msg, "RDMA grant of %u regions on %u rails for %zu "
+                 "segments on %u rails", g.niov, g.nrails, n, nrails);
+        return;
+    }
+    char msg[512];
+    const llk_rdma_mrs_t *mrs = llk_rdma_cache_mrs(ctx->e->rdma, ctx->local_cache, msg, sizeof msg);
+    llk_rdma_sge_t *sg = mrs ? malloc(n * sizeof *sg) : NULL;
+    if (!sg) {
+        /* this side's failure: the owner hears of it, the link stays */
+        out->send_done = out->done_gen = true;
+        out->done_status = LLMLINK_FAILED;
+        out->gen = g.generation;
+        out->refusal = mrs ? LLMLINK_OUT_OF_MEMORY : LLMLINK_FAILED;
+        snprintf(out->msg, sizeof out->msg, "%s: RDMA: %s", ctx->fn, mrs ? "out of memory" : msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const llk_xseg_t *seg = &m->segs[i];
+        uint16_t rail = (uint16_t)llk_rdma_rail_of((uint32_t)i, nrails);
+        uint64_t addr, len;
+        uint32_t rkey, lkey = 0;
+        llk_xwire_grant_at(&g, (uint32_t)i, rail, &addr, &len, &rkey);
+        if (len != seg->len || !llk_rdma_lkey(mrs, l, rail, seg->lptr, len, &lkey)) {
+            free(sg);
+            out->failure = len != seg->len ? LLMLINK_PROTOCOL_ERROR : LLMLINK_FAILED;
+            snprintf(out->msg, sizeof out->msg,
+                     len != seg->len ? "RDMA region %zu has %llu bytes, asked %llu"
+                                     : "RDMA: segment %zu (%llu bytes) is outside every local MR",
+                     i, (unsigned long long)len, (unsigned long long)seg->len);
+            return;
+        }
+        sg[i] = (llk_rdma_sge_t){.laddr = (uint64_t)(uintptr_t)seg->lptr, .raddr = addr,
+                                 .len = len, .lkey = lkey, .rkey = rkey, .rail = rail};
+    }
+    /* Test seam: hold the grant before using it (an owner that revokes
+     * meanwhile is then seen deterministically). */
+    uint32_t delay = llk_rdma_post_delay_ms(ctx->e->rdma);
+    if (delay > 0)
+        for (int64_t until = llk_now_ms() + delay;
+             llk_now_ms() < until && llk_now_ms() < ctx->deadline_ms;) {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    llmlink_status_t st = llk_rdma_move(l, m->op == LLK_XOP_RDMA_WRITE, sg, n, ctx->deadline_ms,
+                                        link_aborted, ctx->xl, msg, sizeof msg);
+    free(sg);
+    if (st == LLMLINK_SUCCESS) {
+        out->send_done = out->done_gen = true;
+        out->done_status = LLMLINK_SUCCESS;
+        out->gen = g.generation;
+        return;
+    }
+    /* The rail is unusable after a completion error: the link goes (the
+     * caller kills it), relink makes new QPs. */
+    out->failure = st == LLMLINK_NOT_YET_LINK ? LLMLINK_NETWORK_ERROR : st;
+    snprintf(out->msg, sizeof out->msg, "%s", msg);
+}
+
+static llmlink_status_t rdma_serve_allowed(llk_xlink_t *xl, int fd, char *msg, size_t cap)
+{
+    (void)fd;
+    if (rdma_link_usable(xl))
+        return LLMLINK_SUCCESS;
+    snprintf(msg, cap, "RDMA is not in use on this link");
+    return LLMLINK_FEATURE_NOT_ENABLED;
+}
+
+/* The grant of an admitted request: the owner's address and the rkey on
+ * every rail of each segment, and the generation of the cache's MRs. */
+static int rdma_serve_grant(llk_xserve_t *q)
+{
+    llk_rdma_link_t *l = llk_rdma_xlink(q->xl)->link; /* set before any request, never changed */
+    const llk_rdma_mrs_t *m = llk_rdma_cache_mrs(q->e->rdma, q->cache, q->msg, sizeof q->msg);
+    if (!m) {
+        q->refusal = LLMLINK_FAILED;
+        return 1;
+    }
+    uint16_t nrails = llk_rdma_link_nrails(l);
+    uint32_t *rkeys = malloc((size_t)q->nseg * nrails * sizeof *rkeys);
+    size_t need = llk_xwire_grant_size(nrails, q->nseg);
+    if (!rkeys || !tx_room(q, need)) {
+        free(rkeys);
+        snprintf(q->why, sizeof q->why, "out of memory for a %zu-byte RDMA grant", need);
+        return -1;
+    }
+    for (uint32_t i = 0; i < q->nseg; i++)
+        for (uint16_t k = 0; k < nrails; k++)
+            rkeys[(size_t)i * nrails + k] = llk_rdma_rkey(m, l, k, q->segt[i]);
+    q->grant_gen = llk_rdma_mrs_generation(m);
+    q->tx_len = llk_xwire_encode_grant(*q->tx, *q->tx_cap, q->req_id, q->total, q->grant_gen,
+                                       nrails, q->segv, rkeys, q->nseg);
+    free(rkeys);
+    if (q->tx_len == 0) {
+        snprintf(q->why, sizeof q->why, "cannot encode a %zu-byte RDMA grant", need);
+        return -1;
+    }
+    /* From here the peer may read or write on its own: an unregister that
+     * times out on this hold revokes the MRs instead of failing. */
+    q->revocable = true;
+    return 0;
+}
+
+static void rdma_add_stats(llk_xstats_t *x, uint64_t requests, uint64_t fallbacks)
+{
+    (void)fallbacks;
+    atomic_fetch_add(&x->rdma_requests, requests);
+}
+
+const llk_transport_ops_t llk_transport_rdma = {
+    .name = "rdma",
+    .title = "RDMA",
+    .index = LLK_XPORT_RDMA,
+    .id = LLK_TRANSPORT_RDMA,
+    .op_read = LLK_XOP_RDMA_READ,
+    .op_write = LLK_XOP_RDMA_WRITE,
+    .answer_type = LLK_XMSG_RESP_RDMA,
+    .done_gen = true,
+    /* While the peer works with a grant nothing moves on the stream. */
+    .long_grant = true,
+    /* The rails carry the bytes, spread by the transport itself: one
+     * stream carries the requests. */
+    .slice_bytes = RDMA_SLICE_BYTES,
+    .one_stream = true,
+    .link_new = rdma_link_new,
+    .link_free = rdma_link_free,
+    .link_record = rdma_link_record,
+    .link_conflict = rdma_link_conflict,
+    .setup_client = rdma_setup_client,
+    .setup_type = LLK_XMSG_RDMA_SETUP,
+    .serve_setup = rdma_serve_setup,
+    .fence = rdma_fence,
+    .link_usable = rdma_link_usable,
+    .request_usable = rdma_request_usable,
+    .move = rdma_move,
+    .serve_allowed = rdma_serve_allowed,
+    .serve_grant = rdma_serve_grant,
+    .add_stats = rdma_add_stats,
+};

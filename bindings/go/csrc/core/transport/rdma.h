@@ -1,0 +1,154 @@
+/*
+ * rdma.h - the RDMA transport: devices, rails (one RC QP pair per rail),
+ * memory regions of registered caches, and the data path (chained RDMA
+ * READ / WRITE work requests).
+ *
+ * Everything goes through the verbs table of verbs.h (dlopen), so this
+ * compiles to stubs that report "built without libibverbs headers" where
+ * <infiniband/verbs.h> is missing, and fails cleanly at run time where
+ * libibverbs.so.1 or a device is missing.
+ *
+ * Engine: llk_rdma_open() at llmlink_init (llmlink.Transport auto or rdma)
+ * opens every device with an active port (or llmlink.RdmaDevice /
+ * llmlink.RdmaPort) and a protection domain on each; llk_rdma_close() at
+ * llmlink_destroy releases them, after every link and cache (reverse order
+ * of creation: QPs, CQs of the links -> MRs of the caches -> PDs ->
+ * device contexts).
+ *
+ * Link: one rail per local address of the link (the client's ip infos, or
+ * the address its control connection left from). A rail takes the device
+ * and GID whose RoCE v2 GID is that address (llmlink.RdmaGidIndex names
+ * the index instead), creates a CQ and an RC QP and moves it to INIT;
+ * llk_rdma_link_connect() moves it to RTR and RTS with the peer's QP
+ * number, PSN, GID, LID and active MTU (path MTU = the smaller active MTU,
+ * capped by llmlink.RdmaMtu), GRH traffic class llm.RdmaTrafficClass,
+ * service level llm.RdmaServiceLevel, ACK timeout / retry count from
+ * llm.SyncKvCacheWaitTime (rdma_plan.h).
+ *
+ * Caches: a cache's MRs (one per tensor and device, REMOTE_READ |
+ * REMOTE_WRITE | LOCAL_WRITE) are made on its first RDMA use and live until
+ * the registry frees the cache (the registry calls llk_rdma_cache_free
+ * through its transport hook; it knows nothing of verbs). Each MR set has a
+ * generation, engine-wide and never reused, that grants carry: the owner
+ * checks it in the requester's XDONE, and the requester never keeps a grant
+ * past its request, so a well-behaved peer never uses a stale rkey.
+ *
+ * What the hardware enforces is less than what a grant says: an rkey
+ * covers its whole tensor, for REMOTE_READ and REMOTE_WRITE, until the
+ * cache is freed (or the link breaks: llk_rdma_link_abort). A hostile peer
+ * that was granted once may read or write anywhere in that tensor over its
+ * QP without asking again; it cannot reach memory that was not registered.
+ * Narrowing that (read-only MRs for READ grants, memory windows bound per
+ * grant) is future work.
+ *
+ * Threads: rails are shared by every call on the link; a rail's mutex
+ * covers posting, polling and its slot table, and a completion is handed
+ * to whichever call owns its chain, so calls may poll for each other.
+ */
+#ifndef LLK_RDMA_H
+#define LLK_RDMA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "xfer/cache_registry.h"
+#include "llmlink.h"
+#include "base/options.h"
+#include "transport/rdma_wire.h"
+
+typedef struct llk_rdma llk_rdma_t;
+typedef struct llk_rdma_link llk_rdma_link_t;
+typedef struct llk_rdma_mrs llk_rdma_mrs_t;
+
+/* The engine's devices, or NULL with the reason in why (no library, no
+ * device, no active port, ...). gen_seed makes generations differ between
+ * engine incarnations. */
+llk_rdma_t *llk_rdma_open(const llk_options_t *o, uint64_t gen_seed, char *why, size_t cap);
+void llk_rdma_close(llk_rdma_t *r);
+/* Test seam (transport_testing.h): ms a requester waits between a grant
+ * and its work requests. 0 (the default) costs nothing. NULL r: no-op / 0. */
+void llk_rdma_set_post_delay_ms(llk_rdma_t *r, uint32_t ms);
+uint32_t llk_rdma_post_delay_ms(llk_rdma_t *r);
+/* Registry hook (llk_registry_t.xport_free): deregisters c's MRs. */
+void llk_rdma_cache_free(void *rdma, llk_cache_t *c);
+
+/* A link's rails for these local addresses (1..LLK_XWIRE_MAX_RAILS), QPs in
+ * INIT. All or nothing (the ends pair rails by position): NULL with why
+ * naming the first address no device serves. */
+llk_rdma_link_t *llk_rdma_link_create(llk_rdma_t *r, const struct sockaddr_storage *ips,
+                                      size_t n, int32_t wait_ms, char *why, size_t cap);
+uint16_t llk_rdma_link_nrails(const llk_rdma_link_t *l);
+/* This side's rail records (target_ip left zero), nrails of them. */
+void llk_rdma_link_local(const llk_rdma_link_t *l, llk_xrail_wire_t *out);
+/* INIT -> RTR -> RTS against the peer's records (as many as this side's rails). */
+int llk_rdma_link_connect(llk_rdma_link_t *l, const llk_xrail_wire_t *remote, uint16_t n,
+                          char *why, size_t cap);
+/* "rxe0 port 1 gid 1 mtu 1024, ..." for messages. */
+void llk_rdma_link_describe(const llk_rdma_link_t *l, char *out, size_t cap);
+/* Moves every rail's QP to the error state: posted work requests stop and
+ * complete flushed, and the peer can no longer reach this side's memory
+ * over the link. For a link that broke (llk_xlink_break) or a transfer that
+ * gave up. Any thread; NULL: no-op. */
+void llk_rdma_link_abort(llk_rdma_link_t *l);
+/* Destroys QPs, then CQs. No call may be using the link. NULL: no-op. */
+void llk_rdma_link_free(llk_rdma_link_t *l);
+
+/* c's MRs on every device (made on first use). Valid while c is acquired.
+ * NULL with why on failure. */
+const llk_rdma_mrs_t *llk_rdma_cache_mrs(llk_rdma_t *r, llk_cache_t *c, char *why, size_t cap);
+uint64_t llk_rdma_mrs_generation(const llk_rdma_mrs_t *m);
+/* The rkey of tensor t for rail `rail` of l. */
+uint32_t llk_rdma_rkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
+                       uint32_t tensor);
+/* The lkey covering [addr, addr + len) for rail `rail`; false if no tensor does. */
+bool llk_rdma_lkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
+                   const uint8_t *addr, uint64_t len, uint32_t *lkey);
+
+/* One work request: len bytes between local laddr (lkey) and remote raddr
+ * (rkey), on rail `rail`. */
+typedef struct llk_rdma_sge {
+    uint64_t laddr, raddr, len;
+    uint32_t lkey, rkey;
+    uint16_t rail;
+} llk_rdma_sge_t;
+
+/*
+ * Posts every sge as RDMA READ (remote -> local) or WRITE, in chains of a
+ * few WRs with only the last signaled, never more in flight per rail than
+ * its send queue (READs: its max_rd_atomic), and waits for all. Returns
+ * SUCCESS; NETWORK_ERROR for a completion error (msg names
+ * ibv_wc_status_str) or a post failure; WAIT_PROCESS_TIMEOUT past
+ * deadline_ms; NOT_YET_LINK when aborted(actx) turns true (the link broke).
+ * After a failure the rail is unusable: the caller kills the link.
+ */
+llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sge_t *sg,
+                               size_t n, int64_t deadline_ms, bool (*aborted)(void *), void *actx,
+                               char *msg, size_t cap);
+
+/* ---- the transport's link state (rdma.c) ---------------------------------- */
+
+struct llk_xlink;
+
+/* What the RDMA transport keeps per link, under the xlink's mu. peer: both
+ * ends offered RDMA in the handshake (LLK_EXT_RDMA). The rails are set up
+ * once, over the first forward stream, before it is handed out (client:
+ * setup_client; server: the owner thread answers XRDMA_SETUP); then link
+ * and use are set and never change until the xlink is freed, which frees
+ * the rails. */
+typedef struct llk_rdma_xlink {
+    bool peer;
+    bool forced; /* either end set llmlink.Transport=rdma: no fallback */
+    bool use;
+    llk_rdma_link_t *link;
+    /* Client: the addresses of its rails (its ip infos, or the control
+     * connection's) and the server addresses they are for. */
+    uint16_t nrail_addrs;
+    struct sockaddr_storage rail_local[LLK_XWIRE_MAX_RAILS], rail_target[LLK_XWIRE_MAX_RAILS];
+} llk_rdma_xlink_t;
+
+/* xl's RDMA state (tests read it). */
+llk_rdma_xlink_t *llk_rdma_xlink(struct llk_xlink *xl);
+
+#endif /* LLK_RDMA_H */

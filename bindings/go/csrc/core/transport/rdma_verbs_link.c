@@ -1,0 +1,994 @@
+/* rdma_verbs_link.c - devices, rails, MRs and the data path of the RDMA
+ * transport (rdma.h), through the dlopen'ed verbs table (verbs.h). The
+ * transport's table (transport.h) is in rdma.c. */
+#include "transport/rdma.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/addr.h"
+#include "base/log.h"
+#include "transport/rdma_plan.h"
+#include "transport/verbs.h"
+
+#if LLK_HAVE_VERBS
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "base/clock.h"
+
+#define MAX_DEVS 8
+#define MAX_GIDS 256
+/* Send queue depth of a rail's QP, and WRs per chain (one signaled). */
+#define SQ_DEPTH 128u
+#define MAX_CHAIN 8u
+#define RD_ATOM_CAP 16u
+#define RAIL_SLOTS 64u /* chains in flight per rail: SQ_DEPTH / 2 */
+#define RETRY_CNT 7
+#define POLL_BATCH 16
+
+typedef struct rdma_dev {
+    int index;
+    char name[64];
+    struct ibv_context *ctx;
+    struct ibv_pd *pd;
+    uint8_t port;
+    uint8_t active_mtu; /* ibv_mtu */
+    uint16_t lid;
+    bool is_ib;
+    int gid_tbl_len;
+    uint32_t max_qp_wr, max_rd_atom, max_init_rd_atom;
+} rdma_dev_t;
+
+struct llk_rdma {
+    const llk_verbs_t *v;
+    pthread_mutex_t mu; /* MR sets */
+    rdma_dev_t dev[MAX_DEVS];
+    int ndev;
+    _Atomic uint64_t next_gen;
+    llk_options_t o;
+    _Atomic uint32_t post_delay_ms; /* test seam (transport_testing.h) */
+};
+
+void llk_rdma_set_post_delay_ms(llk_rdma_t *r, uint32_t ms)
+{
+    if (r)
+        atomic_store(&r->post_delay_ms, ms);
+}
+
+uint32_t llk_rdma_post_delay_ms(llk_rdma_t *r)
+{
+    return r ? atomic_load_explicit(&r->post_delay_ms, memory_order_relaxed) : 0;
+}
+
+struct llk_rdma_mrs {
+    uint64_t gen;
+    uint32_t nt;
+    int ndev;
+    struct ibv_mr **mr;  /* [dev * nt + tensor] */
+    uint32_t *order;     /* tensors by address, for lkey lookups */
+    uint8_t **addrs;     /* the cache's tensor bases (its array) */
+    uint64_t tensor_bytes;
+};
+
+struct move_op;
+typedef struct slot {
+    bool busy;
+    bool read;
+    uint32_t seq, nwr;
+    struct move_op *op; /* NULL: orphaned by a call that gave up */
+} slot_t;
+
+typedef struct rail {
+    rdma_dev_t *dev;
+    int gid_index;
+    union ibv_gid gid;
+    struct ibv_cq *cq;
+    struct ibv_qp *qp;
+    uint32_t psn;
+    uint8_t mtu; /* negotiated path MTU, 0 before connect */
+    pthread_mutex_t mu;
+    uint32_t free_wr, rd_max, rd_inflight, seq;
+    bool failed;
+    bool in_err; /* the QP was moved to IBV_QPS_ERR (rail_abort) */
+    slot_t slot[RAIL_SLOTS];
+} rail_t;
+
+struct llk_rdma_link {
+    llk_rdma_t *r;
+    uint16_t nrails;
+    int32_t wait_ms;
+    rail_t rail[LLK_XWIRE_MAX_RAILS];
+};
+
+/* ---- devices ------------------------------------------------------------------- */
+
+static void close_dev(const llk_verbs_t *v, rdma_dev_t *d)
+{
+    if (d->pd)
+        v->dealloc_pd(d->pd);
+    if (d->ctx)
+        v->close_device(d->ctx);
+    d->pd = NULL;
+    d->ctx = NULL;
+}
+
+/* Opens dev if it has a usable port: true and *d filled. */
+static bool open_dev(const llk_verbs_t *v, struct ibv_device *dev, const llk_options_t *o,
+                     rdma_dev_t *d, char *why, size_t cap)
+{
+    memset(d, 0, sizeof *d);
+    const char *name = v->get_device_name(dev);
+    snprintf(d->name, sizeof d->name, "%s", name ? name : "?");
+    d->ctx = v->open_device(dev);
+    if (!d->ctx) {
+        snprintf(why, cap, "%s: ibv_open_device: %s", d->name, strerror(errno));
+        return false;
+    }
+    struct ibv_device_attr da;
+    memset(&da, 0, sizeof da);
+    if (v->query_device(d->ctx, &da) != 0) {
+        snprintf(why, cap, "%s: ibv_query_device failed", d->name);
+        close_dev(v, d);
+        return false;
+    }
+    for (uint8_t p = 1; p <= da.phys_port_cnt && p != 0; p++) {
+        if (o->rdma_port && p != o->rdma_port)
+            continue;
+        struct ibv_port_attr pa;
+        memset(&pa, 0, sizeof pa);
+        if (v->query_port(d->ctx, p, &pa) != 0 || pa.state != IBV_PORT_ACTIVE)
+            continue;
+        d->port = p;
+        d->active_mtu = (uint8_t)pa.active_mtu;
+        d->lid = pa.lid;
+        d->is_ib = pa.link_layer == IBV_LINK_LAYER_INFINIBAND;
+        d->gid_tbl_len = pa.gid_tbl_len > MAX_GIDS ? MAX_GIDS : pa.gid_tbl_len;
+        break;
+    }
+    if (!d->port) {
+        snprintf(why, cap, "%s: no active port%s", d->name,
+                 o->rdma_port ? " (llmlink.RdmaPort)" : "");
+        close_dev(v, d);
+        return false;
+    }
+    d->max_qp_wr = (uint32_t)da.max_qp_wr;
+    d->max_rd_atom = (uint32_t)da.max_qp_rd_atom;
+    d->max_init_rd_atom = (uint32_t)da.max_qp_init_rd_atom;
+    d->pd = v->alloc_pd(d->ctx);
+    if (!d->pd) {
+        snprintf(why, cap, "%s: ibv_alloc_pd: %s", d->name, strerror(errno));
+        close_dev(v, d);
+        return false;
+    }
+    return true;
+}
+
+llk_rdma_t *llk_rdma_open(const llk_options_t *o, uint64_t gen_seed, char *why, size_t cap)
+{
+    const char *lwhy = NULL;
+    const llk_verbs_t *v = llk_verbs_load(&lwhy);
+    if (!v) {
+        snprintf(why, cap, "%s", lwhy);
+        return NULL;
+    }
+    int num = 0;
+    struct ibv_device **list = v->get_device_list(&num);
+    if (!list || num <= 0) {
+        snprintf(why, cap, "no RDMA device (ibv_get_device_list: %s)",
+                 list ? "empty" : strerror(errno));
+        if (list)
+            v->free_device_list(list);
+        return NULL;
+    }
+    llk_rdma_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        v->free_device_list(list);
+        snprintf(why, cap, "out of memory");
+        return NULL;
+    }
+    r->v = v;
+    r->o = *o;
+    pthread_mutex_init(&r->mu, NULL);
+    /* 2^40 generations per incarnation; never 0 */
+    atomic_store(&r->next_gen, ((gen_seed & 0xFFFFFFull) << 40) | 1);
+    char last[256] = "";
+    for (int i = 0; i < num && r->ndev < MAX_DEVS; i++) {
+        const char *name = v->get_device_name(list[i]);
+        if (o->rdma_device[0] && (!name || strcmp(name, o->rdma_device) != 0))
+            continue;
+        if (open_dev(v, list[i], o, &r->dev[r->ndev], last, sizeof last)) {
+            r->dev[r->ndev].index = r->ndev;
+            LLK_DEBUG("rdma: %s port %u active (mtu %u)", r->dev[r->ndev].name,
+                      r->dev[r->ndev].port, llk_rdma_mtu_bytes(r->dev[r->ndev].active_mtu));
+            r->ndev++;
+        } else {
+            LLK_DEBUG("rdma: %s", last);
+        }
+    }
+    v->free_device_list(list);
+    if (r->ndev == 0) {
+        if (o->rdma_device[0] && !last[0])
+            snprintf(why, cap, "no RDMA device named %s (llmlink.RdmaDevice)", o->rdma_device);
+        else
+            snprintf(why, cap, "no usable RDMA device (%s)", last[0] ? last : "none");
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void llk_rdma_close(llk_rdma_t *r)
+{
+    if (!r)
+        return;
+    for (int i = r->ndev - 1; i >= 0; i--)
+        close_dev(r->v, &r->dev[i]);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+/* ---- GIDs and rails ------------------------------------------------------------------ */
+
+/* RoCE v2? From the verbs when they can say, else sysfs. */
+static bool gid_is_v2(const llk_verbs_t *v, const rdma_dev_t *d, int idx)
+{
+    if (v->query_gid_ex) {
+        struct ibv_gid_entry ent;
+        memset(&ent, 0, sizeof ent);
+        if (v->query_gid_ex(d->ctx, d->port, (uint32_t)idx, &ent, 0, sizeof ent) == 0)
+            return ent.gid_type == IBV_GID_TYPE_ROCE_V2;
+    }
+    char path[160], text[32] = "";
+    snprintf(path, sizeof path, "/sys/class/infiniband/%s/ports/%u/gid_attrs/types/%d", d->name,
+             d->port, idx);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    bool ok = fgets(text, sizeof text, f) != NULL;
+    fclose(f);
+    return ok && strstr(text, "v2") != NULL;
+}
+
+/* The GID index of d for ip_gid, or -1. */
+static int find_gid(const llk_rdma_t *r, const rdma_dev_t *d, const uint8_t ip_gid[16],
+                    union ibv_gid *out)
+{
+    static const uint8_t zero[16];
+    llk_gid_info_t *tbl = calloc((size_t)d->gid_tbl_len + 1, sizeof *tbl);
+    if (!tbl)
+        return -1;
+    for (int i = 0; i < d->gid_tbl_len; i++) {
+        union ibv_gid g;
+        if (r->v->query_gid(d->ctx, d->port, i, &g) != 0)
+            continue;
+        memcpy(tbl[i].gid, g.raw, 16);
+        tbl[i].valid = memcmp(g.raw, zero, 16) != 0;
+        /* only the entries that could match need their type */
+        tbl[i].roce_v2 = tbl[i].valid && (r->o.rdma_gid_index >= 0 || !memcmp(g.raw, ip_gid, 16))
+                             ? gid_is_v2(r->v, d, i)
+                             : false;
+    }
+    int idx = llk_rdma_pick_gid(tbl, d->gid_tbl_len, ip_gid, r->o.rdma_gid_index, d->is_ib);
+    if (idx >= 0)
+        memcpy(out->raw, tbl[idx].gid, 16);
+    free(tbl);
+    return idx;
+}
+
+static int to_init(const llk_verbs_t *v, rail_t *rl)
+{
+    struct ibv_qp_attr a;
+    memset(&a, 0, sizeof a);
+    a.qp_state = IBV_QPS_INIT;
+    a.pkey_index = 0;
+    a.port_num = rl->dev->port;
+    a.qp_access_flags = IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE;
+    return v->modify_qp(rl->qp, &a,
+                        IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
+}
+
+static void rail_free(const llk_verbs_t *v, rail_t *rl)
+{
+    if (rl->qp)
+        v->destroy_qp(rl->qp);
+    if (rl->cq)
+        v->destroy_cq(rl->cq);
+    rl->qp = NULL;
+    rl->cq = NULL;
+    pthread_mutex_destroy(&rl->mu);
+}
+
+static bool rail_create(llk_rdma_t *r, rail_t *rl, const struct sockaddr *ip, char *why,
+                        size_t cap)
+{
+    uint8_t ip_gid[16];
+    if (!llk_rdma_ip_gid(ip, ip_gid)) {
+        snprintf(why, cap, "not an IP address");
+        return false;
+    }
+    memset(rl, 0, sizeof *rl);
+    for (int i = 0; i < r->ndev && !rl->dev; i++) {
+        int idx = find_gid(r, &r->dev[i], ip_gid, &rl->gid);
+        if (idx >= 0) {
+            rl->dev = &r->dev[i];
+            rl->gid_index = idx;
+        }
+    }
+    if (!rl->dev) {
+        snprintf(why, cap, "no RDMA device has a RoCE v2 GID for this address%s",
+                 r->o.rdma_gid_index >= 0 ? " (or GID index llmlink.RdmaGidIndex)" : "");
+        return false;
+    }
+    rdma_dev_t *d = rl->dev;
+    uint32_t depth = SQ_DEPTH;
+    if (d->max_qp_wr && depth > d->max_qp_wr)
+        depth = d->max_qp_wr;
+    rl->cq = r->v->create_cq(d->ctx, (int)(2 * depth), NULL, NULL, 0);
+    if (!rl->cq) {
+        snprintf(why, cap, "%s: ibv_create_cq: %s", d->name, strerror(errno));
+        return false;
+    }
+    struct ibv_qp_init_attr ia;
+    memset(&ia, 0, sizeof ia);
+    ia.send_cq = rl->cq;
+    ia.recv_cq = rl->cq;
+    ia.qp_type = IBV_QPT_RC;
+    ia.cap.max_send_wr = depth;
+    ia.cap.max_recv_wr = 1;
+    ia.cap.max_send_sge = 1;
+    ia.cap.max_recv_sge = 1;
+    ia.sq_sig_all = 0;
+    rl->qp = r->v->create_qp(d->pd, &ia);
+    if (!rl->qp) {
+        snprintf(why, cap, "%s: ibv_create_qp: %s", d->name, strerror(errno));
+        r->v->destroy_cq(rl->cq);
+        rl->cq = NULL;
+        return false;
+    }
+    if (to_init(r->v, rl) != 0) {
+        snprintf(why, cap, "%s: QP to INIT: %s", d->name, strerror(errno));
+        r->v->destroy_qp(rl->qp);
+        r->v->destroy_cq(rl->cq);
+        rl->qp = NULL;
+        rl->cq = NULL;
+        return false;
+    }
+    uint32_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
+        rnd = (uint32_t)llk_now_ms() * 2654435761u;
+    rl->psn = rnd & 0xFFFFFFu;
+    rl->free_wr = depth;
+    uint32_t rd = d->max_init_rd_atom < d->max_rd_atom ? d->max_init_rd_atom : d->max_rd_atom;
+    rl->rd_max = rd == 0 ? 1 : rd > RD_ATOM_CAP ? RD_ATOM_CAP : rd;
+    pthread_mutex_init(&rl->mu, NULL);
+    return true;
+}
+
+llk_rdma_link_t *llk_rdma_link_create(llk_rdma_t *r, const struct sockaddr_storage *ips,
+                                      size_t n, int32_t wait_ms, char *why, size_t cap)
+{
+    llk_rdma_link_t *l = calloc(1, sizeof *l);
+    if (!l) {
+        snprintf(why, cap, "out of memory");
+        return NULL;
+    }
+    l->r = r;
+    l->wait_ms = wait_ms;
+    for (size_t i = 0; i < n && l->nrails < LLK_XWIRE_MAX_RAILS; i++) {
+        char one[200];
+        if (rail_create(r, &l->rail[l->nrails], (const struct sockaddr *)&ips[i], one,
+                        sizeof one)) {
+            l->nrails++;
+            continue;
+        }
+        /* Every address gets its rail or none does: the two ends pair
+         * their rails by position. */
+        char ip[72];
+        llk_addr_format((const struct sockaddr *)&ips[i], ip, sizeof ip);
+        snprintf(why, cap, "address %s: %s", ip, one);
+        llk_rdma_link_free(l);
+        return NULL;
+    }
+    if (l->nrails == 0) {
+        snprintf(why, cap, "no local address");
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+uint16_t llk_rdma_link_nrails(const llk_rdma_link_t *l)
+{
+    return l ? l->nrails : 0;
+}
+
+void llk_rdma_link_local(const llk_rdma_link_t *l, llk_xrail_wire_t *out)
+{
+    for (uint16_t i = 0; i < l->nrails; i++) {
+        const rail_t *rl = &l->rail[i];
+        memset(&out[i], 0, sizeof out[i]);
+        out[i].qpn = rl->qp->qp_num;
+        out[i].psn = rl->psn;
+        memcpy(out[i].gid, rl->gid.raw, 16);
+        out[i].lid = rl->dev->lid;
+        /* What this side can take, cap included: both ends then reach the
+         * same path MTU (a one-sided cap would leave them disagreeing, and
+         * the larger side's packets would be dropped). */
+        out[i].mtu = llk_rdma_mtu_negotiate(rl->dev->active_mtu, rl->dev->active_mtu,
+                                            l->r->o.rdma_mtu);
+    }
+}
+
+static int rail_connect(llk_rdma_link_t *l, rail_t *rl, const llk_xrail_wire_t *rem, char *why,
+                        size_t cap)
+{
+    const llk_rdma_t *r = l->r;
+    rl->mtu = llk_rdma_mtu_negotiate(rl->dev->active_mtu, rem->mtu, r->o.rdma_mtu);
+    if (!rl->mtu) {
+        snprintf(why, cap, "no common MTU (local %u, remote %u)", rl->dev->active_mtu, rem->mtu);
+        return -1;
+    }
+    struct ibv_qp_attr a;
+    memset(&a, 0, sizeof a);
+    a.qp_state = IBV_QPS_RTR;
+    a.path_mtu = (enum ibv_mtu)rl->mtu;
+    a.dest_qp_num = rem->qpn;
+    a.rq_psn = rem->psn;
+    a.max_dest_rd_atomic = (uint8_t)rl->rd_max;
+    a.min_rnr_timer = 12;
+    a.ah_attr.is_global = 1;
+    memcpy(a.ah_attr.grh.dgid.raw, rem->gid, 16);
+    a.ah_attr.grh.sgid_index = (uint8_t)rl->gid_index;
+    a.ah_attr.grh.hop_limit = 64;
+    a.ah_attr.grh.traffic_class = (uint8_t)r->o.rdma_traffic_class;
+    a.ah_attr.grh.flow_label = 0;
+    a.ah_attr.sl = (uint8_t)r->o.rdma_service_level;
+    a.ah_attr.dlid = rem->lid;
+    a.ah_attr.port_num = rl->dev->port;
+    if (r->v->modify_qp(rl->qp, &a,
+                        IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
+                            IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC |
+                            IBV_QP_MIN_RNR_TIMER) != 0) {
+        snprintf(why, cap, "%s: QP to RTR: %s", rl->dev->name, strerror(errno));
+        return -1;
+    }
+    memset(&a, 0, sizeof a);
+    a.qp_state = IBV_QPS_RTS;
+    a.timeout = llk_rdma_ack_timeout(l->wait_ms, RETRY_CNT);
+    a.retry_cnt = RETRY_CNT;
+    a.rnr_retry = 7;
+    a.sq_psn = rl->psn;
+    a.max_rd_atomic = (uint8_t)rl->rd_max;
+    if (r->v->modify_qp(rl->qp, &a,
+                        IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                            IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC) != 0) {
+        snprintf(why, cap, "%s: QP to RTS: %s", rl->dev->name, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int llk_rdma_link_connect(llk_rdma_link_t *l, const llk_xrail_wire_t *remote, uint16_t n,
+                          char *why, size_t cap)
+{
+    if (n != l->nrails) {
+        snprintf(why, cap, "the peer has %u rails, this side %u", n, l->nrails);
+        return -1;
+    }
+    for (uint16_t i = 0; i < n; i++) {
+        char one[160];
+        if (rail_connect(l, &l->rail[i], &remote[i], one, sizeof one) != 0) {
+            snprintf(why, cap, "rail %u: %s", i, one);
+            return -1;
+        }
+        LLK_DEBUG("rdma: rail %u: QP %u (psn %u) on %s -> QP %u (psn %u), mtu %u, timeout %u",
+                  i, l->rail[i].qp->qp_num, l->rail[i].psn, l->rail[i].dev->name, remote[i].qpn,
+                  remote[i].psn, llk_rdma_mtu_bytes(l->rail[i].mtu),
+                  llk_rdma_ack_timeout(l->wait_ms, RETRY_CNT));
+    }
+    return 0;
+}
+
+void llk_rdma_link_describe(const llk_rdma_link_t *l, char *out, size_t cap)
+{
+    size_t off = 0;
+    out[0] = '\0';
+    for (uint16_t i = 0; i < l->nrails && off < cap; i++) {
+        const rail_t *rl = &l->rail[i];
+        int w = snprintf(out + off, cap - off, "%s%s port %u gid %d mtu %u", i ? ", " : "",
+                         rl->dev->name, rl->dev->port, rl->gid_index,
+                         llk_rdma_mtu_bytes(rl->mtu ? rl->mtu : rl->dev->active_mtu));
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+}
+
+void llk_rdma_link_free(llk_rdma_link_t *l)
+{
+    if (!l)
+        return;
+    for (int i = (int)l->nrails - 1; i >= 0; i--) {
+        LLK_DEBUG("rdma: rail %d: QP %u on %s destroyed", i,
+                  l->rail[i].qp ? l->rail[i].qp->qp_num : 0, l->rail[i].dev->name);
+        rail_free(l->r->v, &l->rail[i]);
+    }
+    free(l);
+}
+
+/* ---- memory regions ------------------------------------------------------------------------ */
+
+static void mrs_free(const llk_verbs_t *v, llk_rdma_mrs_t *m)
+{
+    if (!m)
+        return;
+    for (int k = m->mr ? m->ndev * (int)m->nt - 1 : -1; k >= 0; k--)
+        if (m->mr[k])
+            v->dereg_mr(m->mr[k]);
+    free(m->mr);
+    free(m->order);
+    free(m);
+}
+
+static int by_addr(const void *a, const void *b, void *arg)
+{
+    uint8_t *const *addrs = arg;
+    uintptr_t x = (uintptr_t)addrs[*(const uint32_t *)a];
+    uintptr_t y = (uintptr_t)addrs[*(const uint32_t *)b];
+    return x < y ? -1 : x > y;
+}
+
+const llk_rdma_mrs_t *llk_rdma_cache_mrs(llk_rdma_t *r, llk_cache_t *c, char *why, size_t cap)
+{
+    pthread_mutex_lock(&r->mu);
+    llk_rdma_mrs_t *m = c->xport;
+    if (m) {
+        pthread_mutex_unlock(&r->mu);
+        return m;
+    }
+    m = calloc(1, sizeof *m);
+    if (m) {
+        m->nt = c->num_tensors;
+        m->ndev = r->ndev;
+        m->addrs = c->addrs;
+        m->tensor_bytes = c->tensor_bytes;
+        m->mr = calloc((size_t)m->ndev * m->nt, sizeof *m->mr);
+        m->order = calloc(m->nt, sizeof *m->order);
+    }
+    if (!m || !m->mr || !m->order) {
+        snprintf(why, cap, "out of memory for the MRs of cache %lld", (long long)c->id);
+        mrs_free(r->v, m);
+        pthread_mutex_unlock(&r->mu);
+        return NULL;
+    }
+    int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE;
+    for (int d = 0; d < m->ndev; d++)
+        for (uint32_t t = 0; t < m->nt; t++) {
+            struct ibv_mr *mr = r->v->reg_mr(r->dev[d].pd, c->addrs[t], (size_t)c->tensor_bytes,
+                                             access);
+            if (!mr) {
+                snprintf(why, cap, "%s: ibv_reg_mr of tensor %u of cache %lld (%llu bytes): %s",
+                         r->dev[d].name, t, (long long)c->id,
+                         (unsigned long long)c->tensor_bytes, strerror(errno));
+                mrs_free(r->v, m);
+                pthread_mutex_unlock(&r->mu);
+                return NULL;
+            }
+            m->mr[(size_t)d * m->nt + t] = mr;
+        }
+    for (uint32_t t = 0; t < m->nt; t++)
+        m->order[t] = t;
+    qsort_r(m->order, m->nt, sizeof *m->order, by_addr, c->addrs);
+    m->gen = atomic_fetch_add(&r->next_gen, 1);
+    c->xport = m;
+    pthread_mutex_unlock(&r->mu);
+    LLK_DEBUG("rdma: cache %lld registered on %d device(s), generation %llu", (long long)c->id,
+              m->ndev, (unsigned long long)m->gen);
+    return m;
+}
+
+void llk_rdma_cache_free(void *rdma, llk_cache_t *c)
+{
+    llk_rdma_t *r = rdma;
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    llk_rdma_mrs_t *m = c->xport;
+    c->xport = NULL;
+    pthread_mutex_unlock(&r->mu);
+    if (m)
+        LLK_DEBUG("rdma: cache %lld: MRs of generation %llu released", (long long)c->id,
+                  (unsigned long long)m->gen);
+    mrs_free(r->v, m);
+}
+
+uint64_t llk_rdma_mrs_generation(const llk_rdma_mrs_t *m)
+{
+    return m->gen;
+}
+
+uint32_t llk_rdma_rkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
+                       uint32_t tensor)
+{
+    return m->mr[(size_t)l->rail[rail].dev->index * m->nt + tensor]->rkey;
+}
+
+bool llk_rdma_lkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
+                   const uint8_t *addr, uint64_t len, uint32_t *lkey)
+{
+    /* the last tensor that starts at or before addr */
+    size_t lo = 0, hi = m->nt;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if ((uintptr_t)m->addrs[m->order[mid]] <= (uintptr_t)addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0)
+        return false;
+    uint32_t t = m->order[lo - 1];
+    uintptr_t base = (uintptr_t)m->addrs[t];
+    if ((uintptr_t)addr - base > m->tensor_bytes || len > m->tensor_bytes - ((uintptr_t)addr - base))
+        return false;
+    *lkey = m->mr[(size_t)l->rail[rail].dev->index * m->nt + t]->lkey;
+    return true;
+}
+
+/* ---- the data path --------------------------------------------------------------------------- */
+
+/* One llk_rdma_move call. Other calls may hand it completions (under the
+ * lock of the rail they poll) while it looks at another rail: chains and
+ * failed are atomic, st and rail are written before failed is set. */
+typedef struct move_op {
+    _Atomic uint32_t chains; /* in flight */
+    _Atomic bool failed;
+    enum ibv_wc_status st;
+    uint16_t rail;
+} move_op_t;
+
+/* Hands one completion to the chain it ends (rl->mu held). */
+static void on_wc(const llk_rdma_t *r, rail_t *rl, const struct ibv_wc *wc, uint16_t rail_no)
+{
+    uint32_t si = (uint32_t)(wc->wr_id & 0xFFFFu), seq = (uint32_t)(wc->wr_id >> 16);
+    if (si >= RAIL_SLOTS)
+        return;
+    slot_t *s = &rl->slot[si];
+    /* After an error every later WR of the chain completes too (flushed):
+     * those find the slot free or reused (another seq) and are dropped. */
+    if (!s->busy || s->seq != seq)
+        return;
+    if (wc->status != IBV_WC_SUCCESS) {
+        rl->failed = true;
+        if (s->op && !atomic_load(&s->op->failed)) {
+            s->op->st = wc->status;
+            s->op->rail = rail_no;
+            atomic_store(&s->op->failed, true);
+        }
+    }
+    if (s->op)
+        atomic_fetch_sub(&s->op->chains, 1);
+    rl->free_wr += s->nwr;
+    if (s->read)
+        rl->rd_inflight -= s->nwr;
+    s->busy = false;
+    s->op = NULL;
+}
+
+static int poll_rail(const llk_rdma_t *r, rail_t *rl, uint16_t rail_no)
+{
+    struct ibv_wc wc[POLL_BATCH];
+    int got = ibv_poll_cq(rl->cq, POLL_BATCH, wc);
+    if (got < 0) {
+        rl->failed = true;
+        return -1;
+    }
+    for (int i = 0; i < got; i++)
+        on_wc(r, rl, &wc[i], rail_no);
+    return got;
+}
+
+static int free_slot(rail_t *rl)
+{
+    for (uint32_t i = 0; i < RAIL_SLOTS; i++)
+        if (!rl->slot[i].busy)
+            return (int)i;
+    return -1;
+}
+
+/* Posts the next chain of rail k's sges from *next (rl->mu held). 1 posted,
+ * 0 no room now, -1 post failed (msg). */
+static int post_chain(rail_t *rl, bool write, const llk_rdma_sge_t *sg, size_t n, size_t *next,
+                      uint16_t k, move_op_t *op, char *msg, size_t cap)
+{
+    uint32_t left = 0;
+    for (size_t i = *next; i < n && left < MAX_CHAIN; i++)
+        if (sg[i].rail == k)
+            left++;
+    if (left == 0)
+        return 0;
+    uint32_t credits = rl->free_wr;
+    if (!write && rl->rd_max - rl->rd_inflight < credits)
+        credits = rl->rd_max - rl->rd_inflight;
+    uint32_t len = llk_rdma_chain_len(left, credits, MAX_CHAIN);
+    int si = free_slot(rl);
+    if (len == 0 || si < 0)
+        return 0;
+    struct ibv_send_wr wr[MAX_CHAIN];
+    struct ibv_sge sge[MAX_CHAIN];
+    slot_t *s = &rl->slot[si];
+    uint32_t seq = ++rl->seq;
+    uint64_t wr_id = ((uint64_t)seq << 16) | (uint32_t)si;
+    size_t i = *next;
+    for (uint32_t w = 0; w < len; i++) {
+        if (sg[i].rail != k)
+            continue;
+        memset(&wr[w], 0, sizeof wr[w]);
+        sge[w].addr = sg[i].laddr;
+        sge[w].length = (uint32_t)sg[i].len;
+        sge[w].lkey = sg[i].lkey;
+        wr[w].wr_id = wr_id;
+        wr[w].sg_list = &sge[w];
+        wr[w].num_sge = 1;
+        wr[w].opcode = write ? IBV_WR_RDMA_WRITE : IBV_WR_RDMA_READ;
+        wr[w].wr.rdma.remote_addr = sg[i].raddr;
+        wr[w].wr.rdma.rkey = sg[i].rkey;
+        wr[w].next = w + 1 < len ? &wr[w + 1] : NULL;
+        w++;
+    }
+    wr[len - 1].send_flags = IBV_SEND_SIGNALED;
+    struct ibv_send_wr *bad = NULL;
+    int rc = ibv_post_send(rl->qp, wr, &bad);
+    if (rc != 0) {
+        rl->failed = true;
+        snprintf(msg, cap, "ibv_post_send on %s: %s", rl->dev->name, strerror(rc));
+        /* The WRs before `bad` are on the send queue and may still move
+         * bytes: keep the slot busy for them, so that the failing call
+         * waits for their (flush) completion before it returns. */
+        uint32_t posted = 0;
+        while (posted < len && &wr[posted] != bad)
+            posted++;
+        if (bad && posted > 0) {
+            s->busy = true;
+            s->read = !write;
+            s->seq = seq;
+            s->nwr = posted;
+            s->op = op;
+            atomic_fetch_add(&op->chains, 1);
+            rl->free_wr -= posted;
+            if (!write)
+                rl->rd_inflight += posted;
+        }
+        return -1;
+    }
+    /* sges of other rails between next and i stay for their rails: the
+     * cursor of this rail is what moved */
+    *next = i;
+    s->busy = true;
+    s->read = !write;
+    s->seq = seq;
+    s->nwr = len;
+    s->op = op;
+    atomic_fetch_add(&op->chains, 1);
+    rl->free_wr -= len;
+    if (!write)
+        rl->rd_inflight += len;
+    return 1;
+}
+
+/* Moves the rail's QP to the error state (rl->mu held): the device stops
+ * every work request on it and completes them (flushed), and the peer can
+ * no longer reach this side's memory through it. Once per rail. */
+static void rail_abort(const llk_rdma_t *r, rail_t *rl)
+{
+    rl->failed = true;
+    if (rl->in_err || !rl->qp)
+        return;
+    struct ibv_qp_attr a;
+    memset(&a, 0, sizeof a);
+    a.qp_state = IBV_QPS_ERR;
+    (void)r->v->modify_qp(rl->qp, &a, IBV_QP_STATE);
+    rl->in_err = true;
+}
+
+void llk_rdma_link_abort(llk_rdma_link_t *l)
+{
+    if (!l)
+        return;
+    for (uint16_t k = 0; k < l->nrails; k++) {
+        rail_t *rl = &l->rail[k];
+        pthread_mutex_lock(&rl->mu);
+        rail_abort(l->r, rl);
+        pthread_mutex_unlock(&rl->mu);
+    }
+}
+
+static void nap(unsigned *us);
+
+/* A call that gives up (completion error, post failure, deadline, broken
+ * link) must not return while its work requests can still move bytes into
+ * or out of memory the caller is about to reuse: abort every rail of the
+ * link (the link is dead anyway: the caller kills it), then reap the
+ * flushed completions of this call's chains, bounded by DRAIN_MS. Only
+ * what is still left after that (a device that never flushes) is orphaned. */
+#define DRAIN_MS 2000
+static void quiesce(llk_rdma_link_t *l, move_op_t *op)
+{
+    llk_rdma_link_abort(l);
+    int64_t until = llk_now_ms() + DRAIN_MS;
+    unsigned us = 10;
+    while (atomic_load(&op->chains) > 0 && llk_now_ms() < until) {
+        bool got = false;
+        for (uint16_t k = 0; k < l->nrails; k++) {
+            rail_t *rl = &l->rail[k];
+            pthread_mutex_lock(&rl->mu);
+            if (poll_rail(l->r, rl, k) > 0)
+                got = true;
+            pthread_mutex_unlock(&rl->mu);
+        }
+        if (!got)
+            nap(&us);
+    }
+}
+
+static void orphan(llk_rdma_link_t *l, move_op_t *op)
+{
+    for (uint16_t k = 0; k < l->nrails; k++) {
+        rail_t *rl = &l->rail[k];
+        pthread_mutex_lock(&rl->mu);
+        for (uint32_t i = 0; i < RAIL_SLOTS; i++)
+            if (rl->slot[i].busy && rl->slot[i].op == op)
+                rl->slot[i].op = NULL;
+        pthread_mutex_unlock(&rl->mu);
+    }
+}
+
+static void nap(unsigned *us)
+{
+    struct timespec ts = {0, (long)*us * 1000};
+    nanosleep(&ts, NULL);
+    if (*us < 1000)
+        *us *= 2;
+}
+
+llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sge_t *sg,
+                               size_t n, int64_t deadline_ms, bool (*aborted)(void *), void *actx,
+                               char *msg, size_t cap)
+{
+    move_op_t op;
+    atomic_init(&op.chains, 0);
+    atomic_init(&op.failed, false);
+    op.st = IBV_WC_SUCCESS;
+    op.rail = 0;
+    size_t next[LLK_XWIRE_MAX_RAILS] = {0};
+    unsigned us = 10;
+    const char *what = write ? "RDMA WRITE" : "RDMA READ";
+    for (uint64_t round = 0;; round++) {
+        bool all_posted = true, progress = false;
+        for (uint16_t k = 0; k < l->nrails; k++) {
+            rail_t *rl = &l->rail[k];
+            pthread_mutex_lock(&rl->mu);
+            if (rl->failed && !atomic_load(&op.failed)) {
+                pthread_mutex_unlock(&rl->mu);
+                quiesce(l, &op);
+                orphan(l, &op);
+                if (aborted && aborted(actx)) {
+                    snprintf(msg, cap, "%s: the link broke during the transfer", what);
+                    return LLMLINK_NOT_YET_LINK;
+                }
+                snprintf(msg, cap, "%s: rail %u (%s) failed in another transfer", what, k,
+                         rl->dev->name);
+                return LLMLINK_NETWORK_ERROR;
+            }
+            int posted = 0;
+            while (!atomic_load(&op.failed) &&
+                   (posted = post_chain(rl, write, sg, n, &next[k], k, &op, msg, cap)) > 0)
+                progress = true;
+            if (!atomic_load(&op.failed) && posted < 0) {
+                pthread_mutex_unlock(&rl->mu);
+                quiesce(l, &op);
+                orphan(l, &op);
+                return LLMLINK_NETWORK_ERROR;
+            }
+            /* skip past sges of other rails only when this rail has none left */
+            while (next[k] < n && sg[next[k]].rail != k)
+                next[k]++;
+            if (next[k] < n)
+                all_posted = false;
+            if (poll_rail(l->r, rl, k) > 0)
+                progress = true;
+            pthread_mutex_unlock(&rl->mu);
+        }
+        if (atomic_load(&op.failed)) {
+            quiesce(l, &op);
+            orphan(l, &op);
+            /* flushed because the link broke (llk_xlink_break aborts the QPs) */
+            if (op.st == IBV_WC_WR_FLUSH_ERR && aborted && aborted(actx)) {
+                snprintf(msg, cap, "%s: the link broke during the transfer", what);
+                return LLMLINK_NOT_YET_LINK;
+            }
+            snprintf(msg, cap, "%s completion on rail %u (%s): %s (status %d)", what, op.rail,
+                     l->rail[op.rail].dev->name, l->r->v->wc_status_str(op.st), (int)op.st);
+            return LLMLINK_NETWORK_ERROR;
+        }
+        if (all_posted && atomic_load(&op.chains) == 0)
+            return LLMLINK_SUCCESS;
+        if (llk_now_ms() >= deadline_ms) {
+            unsigned pending = (unsigned)atomic_load(&op.chains);
+            quiesce(l, &op);
+            orphan(l, &op);
+            snprintf(msg, cap, "%s: %u chain(s) not completed within llm.SyncKvCacheWaitTime",
+                     what, pending);
+            return LLMLINK_WAIT_PROCESS_TIMEOUT;
+        }
+        if ((round & 63) == 0 && aborted && aborted(actx)) {
+            quiesce(l, &op);
+            orphan(l, &op);
+            snprintf(msg, cap, "%s: the link broke during the transfer", what);
+            return LLMLINK_NOT_YET_LINK;
+        }
+        if (progress)
+            us = 10;
+        else
+            nap(&us);
+    }
+}
+
+#else /* !LLK_HAVE_VERBS */
+
+llk_rdma_t *llk_rdma_open(const llk_options_t *o, uint64_t gen_seed, char *why, size_t cap)
+{
+    const char *w = NULL;
+    llk_verbs_load(&w);
+    snprintf(why, cap, "%s", w);
+    return NULL;
+}
+void llk_rdma_close(llk_rdma_t *r) {}
+void llk_rdma_set_post_delay_ms(llk_rdma_t *r, uint32_t ms) {}
+uint32_t llk_rdma_post_delay_ms(llk_rdma_t *r) { return 0; }
+void llk_rdma_cache_free(void *rdma, llk_cache_t *c) {}
+llk_rdma_link_t *llk_rdma_link_create(llk_rdma_t *r, const struct sockaddr_storage *ips,
+                                      size_t n, int32_t wait_ms, char *why, size_t cap)
+{
+    snprintf(why, cap, "built without libibverbs headers");
+    return NULL;
+}
+uint16_t llk_rdma_link_nrails(const llk_rdma_link_t *l) { return 0; }
+void llk_rdma_link_local(const llk_rdma_link_t *l, llk_xrail_wire_t *out) {}
+int llk_rdma_link_connect(llk_rdma_link_t *l, const llk_xrail_wire_t *remote, uint16_t n,
+                          char *why, size_t cap)
+{
+    snprintf(why, cap, "built without libibverbs headers");
+    return -1;
+}
+void llk_rdma_link_describe(const llk_rdma_link_t *l, char *out, size_t cap)
+{
+    if (cap)
+        out[0] = '\0';
+}
+void llk_rdma_link_free(llk_rdma_link_t *l) {}
+void llk_rdma_link_abort(llk_rdma_link_t *l) {}
+const llk_rdma_mrs_t *llk_rdma_cache_mrs(llk_rdma_t *r, llk_cache_t *c, char *why, size_t cap)
+{
+    snprintf(why, cap, "built without libibverbs headers");
+    return NULL;
+}
+uint64_t llk_rdma_mrs_generation(const llk_rdma_mrs_t *m) { return 0; }
+uint32_t llk_rdma_rkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
+                       uint32_t tensor) { return 0; }
+bool llk_rdma_lkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
+                   const uint8_t *addr, uint64_t len, uint32_t *lkey) { return false; }
+llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sge_t *sg,
+                               size_t n, int64_t deadline_ms, bool (*aborted)(void *), void *actx,
+                               char *msg, size_t cap)
+{
+    snprintf(msg, cap, "built without libibverbs headers");
+    return LLMLINK_FEATURE_NOT_ENABLED;
+}
+#endif

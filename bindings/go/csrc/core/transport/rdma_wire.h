@@ -1,0 +1,66 @@
+/*
+ * rdma_wire.h - the RDMA transport's own data-stream messages (framed as
+ * every message of xfer_wire.h, which lists their types and limits):
+ * XRDMA_SETUP / XRDMA_SETUP_OK (the rails of a link, once, on its first
+ * forward stream) and XRESP_RDMA (the grant of one request).
+ */
+#ifndef LLK_RDMA_WIRE_H
+#define LLK_RDMA_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "xfer/xfer_wire.h"
+
+/* One rail of an RDMA setup (XRDMA_SETUP / XRDMA_SETUP_OK; target_ip only
+ * in the former). */
+typedef struct llk_xrail_wire {
+    uint32_t qpn, psn;
+    uint8_t gid[16];
+    uint16_t lid;
+    uint8_t mtu;
+    uint8_t target_ip[16];
+} llk_xrail_wire_t;
+
+typedef struct llk_xrdma_setup_ok {
+    uint32_t status;
+    char msg[LLK_XWIRE_MAX_MSG + 1];
+    uint16_t nrails;
+    llk_xrail_wire_t rail[LLK_XWIRE_MAX_RAILS];
+} llk_xrdma_setup_ok_t;
+
+/* A decoded XRESP_RDMA; records point into the buffer (llk_xwire_grant_at). */
+typedef struct llk_xgrant {
+    uint64_t total_bytes;
+    uint64_t generation;
+    uint16_t nrails;
+    uint32_t niov;
+    const uint8_t *recs;
+} llk_xgrant_t;
+
+/* nrails 1..LLK_XWIRE_MAX_RAILS. */
+size_t llk_xwire_encode_rdma_setup(uint8_t *out, size_t cap, uint64_t req_id,
+                                   const llk_xrail_wire_t *rails, uint16_t nrails);
+size_t llk_xwire_encode_rdma_setup_ok(uint8_t *out, size_t cap, uint64_t req_id,
+                                      const llk_xrdma_setup_ok_t *m);
+/* addr_len: niov (addr, len) pairs; rkeys: niov x nrails, record-major. */
+size_t llk_xwire_encode_grant(uint8_t *out, size_t cap, uint64_t req_id, uint64_t total,
+                              uint64_t generation, uint16_t nrails, const uint64_t *addr_len,
+                              const uint32_t *rkeys, uint32_t niov);
+size_t llk_xwire_grant_size(uint16_t nrails, uint32_t niov);
+
+/* Rail counts 1..LLK_XWIRE_MAX_RAILS, mtu 1..5, flags 0. */
+int llk_xwire_decode_rdma_setup(const uint8_t *payload, size_t len, llk_xrail_wire_t *rails,
+                                uint16_t *nrails, const char **why);
+int llk_xwire_decode_rdma_setup_ok(const uint8_t *payload, size_t len, llk_xrdma_setup_ok_t *m,
+                                   const char **why);
+/* Checks counts, non-empty records, no address overflow, that the lengths
+ * sum to total_bytes. */
+int llk_xwire_decode_grant(const uint8_t *payload, size_t len, llk_xgrant_t *g,
+                           const char **why);
+/* Record i of a decoded grant: address, length, the rkey of `rail`. */
+void llk_xwire_grant_at(const llk_xgrant_t *g, uint32_t i, uint16_t rail, uint64_t *addr,
+                        uint64_t *len, uint32_t *rkey);
+
+#endif /* LLK_RDMA_WIRE_H */

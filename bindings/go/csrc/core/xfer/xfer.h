@@ -1,0 +1,200 @@
+/*
+ * xfer.h - the transfer half of the engine: data streams per link, the
+ * owner thread that serves peers' requests, and the requester that runs
+ * this engine's pull/push calls.
+ *
+ * Data flow: ffi/api_cache.c validates arguments -> llk_xfer_run()
+ * (xfer/run.c: resolves the local cache and the link, plans with planner.c)
+ * -> xfer/requester.c (requester: drives borrowed streams) -> wire <-
+ * xfer/owner.c (owner thread: checks every request against
+ * cache_registry.c). How the bytes of a granted request move is the
+ * transport's (transport/transport.h).
+ *
+ * Streams. When a link is made, the client opens 2 x llmlink.StreamsPerLink
+ * TCP connections to the server's listener and attaches each (control
+ * messages ATTACH / ATTACH_OK, see wire.h): half are "forward" streams (the
+ * client requests, the server owns), half "reverse" (the server requests,
+ * the client owns). A side's requester streams are borrowed whole by one
+ * call at a time; its owner streams belong to its owner thread.
+ *
+ * Lifetime. An llk_xlink_t hangs off the control connection of a link
+ * (llk_xlink_install: an opaque attachment there, with the callbacks by
+ * which the connection breaks and releases it) and is reference-counted: the connection holds one
+ * reference, every call using it one, the owner thread one per owner
+ * stream. llk_xlink_break() (any thread) marks it unusable and fences every
+ * transport (tcp: shuts its sockets down), which ends every transfer on it
+ * at once; only the holder
+ * of a stream closes its descriptor. The connection breaks its xlink when
+ * it dies (unlink, liveness, peer gone, finalize); a transfer that fails
+ * on a link breaks the link too (llk_xfer_kill_link), so that the next call
+ * sees NOT_YET_LINK until link_clusters links it again. What this plane asks
+ * of the link plane (find a link, kill one, take an ATTACH'd descriptor)
+ * goes through link/link_api.h.
+ *
+ * Locks: e->mu before xl->mu; the owner thread never takes e->mu. The
+ * registry's mutex is a leaf.
+ */
+#ifndef LLK_XFER_H
+#define LLK_XFER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "llmlink.h"
+#include "base/options.h"
+#include "xfer/planner.h"
+#include "xfer/xfer_wire.h"
+#include "transport/transport.h"
+
+struct llk_conn;
+struct llk_xserver;
+struct llk_cache;
+
+typedef struct llk_xlink {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC: a stream came back, attached, or the link broke */
+    uint32_t refs;
+    bool broken;
+    char why[192];
+
+    uint64_t remote_id;
+    bool outbound;     /* this side is the client of the link */
+    uint32_t nstreams; /* client: streams it opens per direction; 0 on the server */
+    char peer[72];     /* for messages */
+
+    /* Streams this side requests on: fd -1 when not (yet) attached. */
+    int req_fd[LLK_MAX_STREAMS];
+    bool req_busy[LLK_MAX_STREAMS];
+    uint64_t req_next_id[LLK_MAX_STREAMS];
+    /* Streams the owner thread serves (fds also kept here so that a break
+     * can shut them down; the owner thread closes them). */
+    int own_fd[LLK_MAX_STREAMS];
+
+    /* What the transports decided for this link, and their own state
+     * (transport/transport.h). */
+    llk_xport_link_t xport;
+} llk_xlink_t;
+
+/* ---- xfer/streams.c ---------------------------------------------------- */
+
+llk_xlink_t *llk_xlink_new(uint64_t remote_id, bool outbound, uint32_t nstreams,
+                           const char *peer);
+/* A new xlink hung on control connection c (llk_conn_set_xfer), which holds
+ * the first reference: c breaks it when it stops being a link and drops the
+ * reference when freed. NULL when out of memory. e->mu held. The only
+ * attachment ever hung on a connection: the opaque pointers link_api.h
+ * hands back are xlinks. */
+llk_xlink_t *llk_xlink_install(struct llk_conn *c, uint64_t remote_id, bool outbound,
+                               uint32_t nstreams, const char *peer);
+/* The xlink hung on c by llk_xlink_install, or NULL. e->mu held. */
+llk_xlink_t *llk_xlink_of(const struct llk_conn *c);
+void llk_xlink_ref(llk_xlink_t *xl);
+/* Drops a reference; the last one closes the requester fds and frees. */
+void llk_xlink_unref(llk_xlink_t *xl);
+/* Marks the link unusable (first reason wins) and shuts every stream down. */
+void llk_xlink_break(llk_xlink_t *xl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+bool llk_xlink_is_broken(llk_xlink_t *xl);
+
+/* Sends / receives all of buf on a non-blocking stream of xl before the
+ * deadline: 0, or -1 with errno (ETIMEDOUT; ECONNABORTED when the link
+ * broke meanwhile). For handshakes on a stream nobody else reads yet. */
+int llk_xlink_send_all(llk_xlink_t *xl, int fd, const uint8_t *buf, size_t len,
+                       int64_t deadline_ms);
+int llk_xlink_recv_all(llk_xlink_t *xl, int fd, uint8_t *buf, size_t len, int64_t deadline_ms);
+
+/* Borrows free requester streams, waiting until deadline_ms (monotonic) for
+ * at least one: up to `want` indexes go to idx[]. Returns how many, or -1:
+ * link broken (NOT_YET_LINK) or no stream came free in time
+ * (WAIT_PROCESS_TIMEOUT), with llk_err() set. */
+int llk_xlink_borrow(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_ms,
+                     const char *fn);
+void llk_xlink_give_back(llk_xlink_t *xl, const int *idx, int n);
+
+/*
+ * Client side, after the control link is up: opens and attaches the
+ * 2 x nstreams data streams to `remote` (the address the control connection
+ * used), within deadline_ms. On failure returns LINK_FAILED / TIMEOUT with
+ * a message in *detail (detail_len) and attaches nothing.
+ */
+llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
+                                         const struct sockaddr_storage *remote,
+                                         socklen_t remote_len,
+                                         const struct sockaddr_storage *local, socklen_t local_len,
+                                         uint64_t remote_incarnation, int64_t deadline_ms,
+                                         char *detail, size_t detail_len);
+
+/*
+ * Server side: an ATTACH arrived on a handshake connection c (reactor
+ * thread, e->mu held). Validates it against the inbound link it names,
+ * answers ATTACH_OK or REJECT, and on success takes the descriptor: the
+ * caller must then forget c->fd (the function sets it to -1) and let the
+ * connection die. Returns true when the stream was adopted.
+ */
+bool llk_xfer_on_attach(llmlink_t *e, struct llk_conn *c, const uint8_t *payload, size_t len);
+
+/* A live, usable xlink to/from remote_id, with a reference (release with
+ * llk_xlink_unref), or NULL with llk_err(NOT_YET_LINK). Takes e->mu. */
+llk_xlink_t *llk_xfer_find_link(llmlink_t *e, uint64_t remote_id, const char *fn);
+
+/* Kills the link that xl belongs to (both ends free it: the control
+ * connection closes); later calls get NOT_YET_LINK. Takes e->mu. */
+void llk_xfer_kill_link(llmlink_t *e, llk_xlink_t *xl, const char *why);
+
+/* ---- xfer/owner.c: the owner thread ---------------------------------- */
+
+llmlink_status_t llk_xserver_start(llmlink_t *e);
+/* Stops the thread and closes every owner stream. */
+void llk_xserver_stop(llmlink_t *e);
+/* Hands an attached owner stream (fd, non-blocking) of xl to the thread. */
+llmlink_status_t llk_xserver_adopt(llmlink_t *e, llk_xlink_t *xl, int slot, int fd);
+
+/* ---- xfer/run.c: one pull / push call ---------------------------------- */
+
+typedef struct llk_xfer_req {
+    const char *fn;        /* API name, for messages */
+    bool push;             /* local -> remote (else remote -> local) */
+    llmlink_cache_key_t key; /* the remote cache; key.cluster_id picks the link */
+    int64_t local_id;      /* the local cache */
+    llk_xkind_t kind;
+    /* BLOCKS: local_blocks[i] <-> remote_blocks[i]; CACHE_AS_BLOCKS:
+     * remote_blocks NULL, the remote entry's block i <-> local_blocks[i]. */
+    const uint64_t *local_blocks;
+    const uint64_t *remote_blocks;
+    size_t nblocks;
+    uint32_t local_batch;  /* CACHE: the local batch entry */
+    int64_t size;          /* CACHE: bytes per tensor, -1 = whole entry */
+    bool has_layers;
+    llmlink_layer_range_t layers; /* "local"/"remote" are src/dst per push */
+} llk_xfer_req_t;
+
+/* Runs one transfer within llm.SyncKvCacheWaitTime (see llmlink.h for the
+ * statuses). Takes no engine lock while bytes move. */
+llmlink_status_t llk_xfer_run(llmlink_t *e, const llk_xfer_req_t *r);
+
+/* ---- xfer/requester.c: the requester side of one plan --------------------- */
+
+typedef struct llk_xfer_ctx {
+    llmlink_t *e;
+    llk_xlink_t *xl;
+    const char *fn;
+    bool push;               /* requests write (else read) */
+    llk_xreq_t hdr;          /* kind, flags, key, unit_bytes (segments from the plan) */
+    const llk_plan_t *plan;
+    bool consume_key;        /* then send CONSUME (pull_cache by an allocated CacheKey) */
+    int64_t deadline_ms;
+    struct llk_cache *local_cache; /* held by the call (transports may register it) */
+    /* per transport (LLK_XPORT_*), for llmlink_get_xfer_stats */
+    uint64_t requests[LLK_NXPORTS], fallbacks[LLK_NXPORTS];
+} llk_xfer_ctx_t;
+
+/* Moves every group of the plan over its own borrowed stream (groups run
+ * in parallel). Returns SUCCESS, the owner's refusal status (stream still
+ * usable), or a stream failure (NETWORK_ERROR, PROTOCOL_ERROR,
+ * WAIT_PROCESS_TIMEOUT: the caller kills the link). *link_failed tells which. */
+llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed);
+
+#endif /* LLK_XFER_H */

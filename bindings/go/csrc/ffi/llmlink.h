@@ -1,0 +1,574 @@
+/*
+ * llmlink.h - the one public header of llmlink.
+ *
+ * llmlink links decode clusters (DECODER, the client) to prefill clusters
+ * (PROMPT, the server) and moves KV cache between them.
+ * The contract follows Huawei's llm_datadist: the same status codes, roles,
+ * option keys and link semantics, as a C ABI.
+ *
+ * Conventions
+ *  - Every function and type is prefixed llmlink_, every macro LLMLINK_.
+ *  - Handles are opaque. llmlink_destroy(NULL) is a no-op.
+ *  - Every call that can fail returns llmlink_status_t. On failure,
+ *    llmlink_last_error() returns a message for the calling thread that names
+ *    the argument, peer or errno behind the failure. It is never NULL.
+ *  - Status values are never renumbered. Codes of llmlink's own lie above
+ *    0x5010B100.
+ *
+ * Thread safety
+ *  - One engine may be called from many threads at once; calls on different
+ *    engines are independent. Link and unlink calls for different clusters
+ *    run in parallel; a call that touches a cluster another call is linking
+ *    or unlinking gets LLMLINK_PROCESSING_LINK for that cluster.
+ *  - llmlink_finalize() and llmlink_destroy() must not race with other calls
+ *    on the same engine: the caller ends its other uses first.
+ *  - The log callback may be invoked from any thread, including the engine's
+ *    internal I/O thread; it must not call back into the same engine.
+ */
+#ifndef LLMLINK_H
+#define LLMLINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(LLMLINK_BUILDING) && defined(__GNUC__)
+#define LLMLINK_EXTERN __attribute__((visibility("default")))
+#else
+#define LLMLINK_EXTERN
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Version                                                             */
+/* ------------------------------------------------------------------ */
+
+#define LLMLINK_VERSION_MAJOR 0
+#define LLMLINK_VERSION_MINOR 3
+#define LLMLINK_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH, as the library reports it. */
+#define LLMLINK_VERSION_NUMBER \
+    (LLMLINK_VERSION_MAJOR * 10000 + LLMLINK_VERSION_MINOR * 100 + LLMLINK_VERSION_PATCH)
+#define LLMLINK_VERSION_STRING "0.3.0"
+
+/* The version of the library actually loaded; bindings compare it with
+ * LLMLINK_VERSION_NUMBER to catch a header/library mismatch. */
+LLMLINK_EXTERN uint32_t llmlink_version_number(void);
+LLMLINK_EXTERN const char *llmlink_version_string(void);
+
+/* ------------------------------------------------------------------ */
+/* Status codes (values of llm_datadist's LLMStatusCode)               */
+/* ------------------------------------------------------------------ */
+
+typedef uint32_t llmlink_status_t;
+
+#define LLMLINK_SUCCESS                      0x00000000u
+#define LLMLINK_FAILED                       0xFFFFFFFFu
+#define LLMLINK_WAIT_PROCESS_TIMEOUT         0x5010B001u
+#define LLMLINK_KV_CACHE_NOT_EXIST           0x5010B002u
+#define LLMLINK_REPEAT_REQUEST               0x5010B003u
+#define LLMLINK_REQUEST_ALREADY_COMPLETED    0x5010B004u
+#define LLMLINK_PARAM_INVALID                0x5010B005u
+#define LLMLINK_ENGINE_FINALIZED             0x5010B006u
+#define LLMLINK_NOT_YET_LINK                 0x5010B007u
+#define LLMLINK_ALREADY_LINK                 0x5010B008u
+#define LLMLINK_LINK_FAILED                  0x5010B009u
+#define LLMLINK_UNLINK_FAILED                0x5010B00Au
+#define LLMLINK_NOTIFY_PROMPT_UNLINK_FAILED  0x5010B00Bu
+#define LLMLINK_CLUSTER_NUM_EXCEED_LIMIT     0x5010B00Cu
+#define LLMLINK_PROCESSING_LINK              0x5010B00Du
+#define LLMLINK_DEVICE_OUT_OF_MEMORY         0x5010B00Eu
+#define LLMLINK_PREFIX_ALREADY_EXIST         0x5010B00Fu
+#define LLMLINK_PREFIX_NOT_EXIST             0x5010B010u
+#define LLMLINK_SEQ_LEN_OVER_LIMIT           0x5010B011u
+#define LLMLINK_NO_FREE_BLOCK                0x5010B012u
+#define LLMLINK_BLOCKS_OUT_OF_MEMORY         0x5010B013u
+#define LLMLINK_EXIST_LINK                   0x5010B018u
+#define LLMLINK_FEATURE_NOT_ENABLED          0x5010B019u
+#define LLMLINK_TIMEOUT                      0x5010B01Au
+#define LLMLINK_LINK_BUSY                    0x5010B01Bu
+#define LLMLINK_OUT_OF_MEMORY                0x5010B01Cu
+
+/* llmlink's own codes. Never renumbered; new ones are appended. */
+#define LLMLINK_NOT_INITIALIZED              0x5010B101u /* call needs llmlink_init() first */
+#define LLMLINK_ALREADY_INITIALIZED          0x5010B102u /* llmlink_init() called twice */
+#define LLMLINK_VERSION_MISMATCH             0x5010B103u /* peer speaks another protocol version */
+#define LLMLINK_PROTOCOL_ERROR               0x5010B104u /* peer sent a malformed frame */
+#define LLMLINK_ROLE_NOT_ALLOWED             0x5010B105u /* operation not allowed for this role */
+#define LLMLINK_CLUSTER_ID_MISMATCH          0x5010B106u /* peer is not the cluster asked for */
+#define LLMLINK_NETWORK_ERROR                0x5010B107u /* socket-level failure (see last_error) */
+#define LLMLINK_CACHE_KEY_ALREADY_EXIST      0x5010B108u /* a registered cache already has that key */
+#define LLMLINK_CACHE_IN_USE                 0x5010B109u /* cache still used by a transfer */
+
+/* "LLM_SUCCESS", "LLM_PARAM_INVALID", ...: the LLMStatusCode name, or
+ * "LLMLINK_..." for llmlink's own codes, or "LLM_UNKNOWN_STATUS". Never NULL. */
+LLMLINK_EXTERN const char *llmlink_status_name(llmlink_status_t status);
+/* One sentence describing the status. Never NULL. */
+LLMLINK_EXTERN const char *llmlink_strerror(llmlink_status_t status);
+/* Detail of the last failure on the calling thread ("" if none). Valid until
+ * the next llmlink call on this thread. Never NULL. */
+LLMLINK_EXTERN const char *llmlink_last_error(void);
+/* Status of the last failure on the calling thread (LLMLINK_SUCCESS if none). */
+LLMLINK_EXTERN llmlink_status_t llmlink_last_error_status(void);
+/* Forget the calling thread's last error. */
+LLMLINK_EXTERN void llmlink_clear_error(void);
+
+/* ------------------------------------------------------------------ */
+/* Logging                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef enum llmlink_log_level {
+    LLMLINK_LOG_NONE = 0,
+    LLMLINK_LOG_ERROR = 1,
+    LLMLINK_LOG_WARN = 2,
+    LLMLINK_LOG_INFO = 3,
+    LLMLINK_LOG_DEBUG = 4
+} llmlink_log_level_t;
+
+typedef void (*llmlink_log_fn)(llmlink_log_level_t level, const char *message, void *user_data);
+
+/* Process-wide. Messages at or below max_level reach fn (NULL disables; a
+ * max_level above LLMLINK_LOG_DEBUG means DEBUG). fn is called with an
+ * internal lock held, so that fn and user_data change together: it must
+ * return quickly and must not call llmlink_set_log_callback.
+ * Without a callback the library prints nothing, unless the environment
+ * variable LLMLINK_LOG is set to error|warn|info|debug (then: stderr). */
+LLMLINK_EXTERN void llmlink_set_log_callback(llmlink_log_fn fn, void *user_data,
+                                             llmlink_log_level_t max_level);
+
+/* ------------------------------------------------------------------ */
+/* Engine                                                              */
+/* ------------------------------------------------------------------ */
+
+typedef struct llmlink llmlink_t;
+
+/* Values of llm_datadist's LLMRole. */
+typedef enum llmlink_role {
+    LLMLINK_ROLE_PROMPT = 1,  /* prefill: the server, accepts links */
+    LLMLINK_ROLE_DECODER = 2, /* decode: the client, initiates links */
+    LLMLINK_ROLE_MIX = 3      /* both */
+} llmlink_role_t;
+
+typedef struct llmlink_option {
+    const char *key;
+    const char *value;
+} llmlink_option_t;
+
+/* Limits of the link contract. */
+#define LLMLINK_MAX_CLUSTERS_PER_CALL 16
+#define LLMLINK_MAX_IP_INFOS          16
+#define LLMLINK_MAX_LISTEN_ADDRS      8
+
+/* Creates an engine. cluster_id identifies this engine to its peers. */
+LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t role,
+                                               uint64_t cluster_id);
+
+/*
+ * Applies options and starts the engine. Keys (values are strings):
+ *   llm.listenIpInfo          "ip:port[;ip:port...]" ("[v6]:port" for IPv6).
+ *                             PROMPT and MIX engines listen there; port 0
+ *                             picks a free port (see llmlink_get_listen_port).
+ *                             Alias: llm.ListenIpInfo.
+ *   llm.SyncKvCacheWaitTime   transfer timeout, ms, 1..2147483647 (1000)
+ *   llm.LinkTotalTime         cap on one link_clusters call, ms,
+ *                             0..2147483647; 0 = the call's own timeout (0)
+ *   llm.LinkRetryCount        connection attempts per cluster and address
+ *                             within the call's timeout, 1..100 (1)
+ *   llm.RdmaTrafficClass      0..255 (132)     llm.RdmaServiceLevel 0..7 (4):
+ *                             GRH traffic class and service level of the
+ *                             RDMA transport's QPs
+ *   ge.exec.deviceId          device id(s) ">= 0" (";"-separated); alias
+ *                             llm.DeviceId, ge.session_device_id
+ *   llm.EnableCacheManager, llm.EnableRemoteCacheAccessible,
+ *   llm.EnableSwitchRole      "0" or "1"
+ *   llm.MemPoolConfig, llm.HostMemPoolConfig, llm.BufPoolCfg,
+ *   llm.LocalCommRes, llm.deployResPath   accepted as in llm_datadist
+ *   llmlink.MaxLinks                 links per engine, 1..65536 (512)
+ *   llmlink.MaxConcurrentHandshakes  server handshakes at once, 1..4096 (16)
+ *   llmlink.HandshakeTimeoutMs       half-open handshake age-out, 10..600000 (10000)
+ *   llmlink.LivenessIntervalMs       a dead peer is noticed within this, 30..600000 (3000)
+ *   llmlink.Transport                auto|tcp|shm|rdma (auto): how transfers
+ *                             move bytes. auto: shm when both engines are on
+ *                             one host (falling back to tcp by itself where the
+ *                             kernel refuses process_vm_readv), else RDMA when
+ *                             both ends have a usable RDMA device for the
+ *                             link's addresses, else tcp.
+ *                             tcp/shm force one (a forced shm that the kernel
+ *                             refuses fails the transfer with
+ *                             LLMLINK_FEATURE_NOT_ENABLED). A peer's word
+ *                             that it is on this host is not enough: shm is
+ *                             used once its pid is seen to hold the other
+ *                             end of the data stream (else tcp, or the
+ *                             forced-shm failure).
+ *                             rdma (on either end) forces RDMA, also on one
+ *                             host: where it cannot be used (no
+ *                             libibverbs.so.1, no device or GID for the
+ *                             link's address, the peer cannot, the QPs do
+ *                             not come up) link_clusters fails that cluster
+ *                             with LLMLINK_LINK_FAILED and a message saying
+ *                             why. libibverbs is loaded at run time
+ *                             (dlopen): no build or binding needs it.
+ *                             RDMA details: one rail (an RC QP pair) per
+ *                             local ip info of the link (or the address its
+ *                             connection left from), paired with remote ip
+ *                             info i (mod their count); the device and GID
+ *                             are those whose RoCE v2 GID is that address.
+ *                             Path MTU: the smaller of both ends' active
+ *                             MTUs (and llmlink.RdmaMtu caps). pull_* are
+ *                             RDMA READs, push_* RDMA WRITEs, spread over
+ *                             the rails; the owner grants addresses and
+ *                             rkeys per request, never reused. A work
+ *                             completion error fails the call with
+ *                             LLMLINK_NETWORK_ERROR naming
+ *                             ibv_wc_status_str, and the link is unusable
+ *                             (NOT_YET_LINK until linked again). An
+ *                             unregister_cache whose wait ends while only
+ *                             peers' RDMA grants hold the cache revokes them
+ *                             (deregisters its memory regions) and succeeds:
+ *                             the peer's transfer then fails as above
+ *                             (remote access error).
+ *   llmlink.RdmaDevice               RDMA device to use ("": any), e.g. mlx5_0
+ *   llmlink.RdmaPort                 its port, 0..255 (0: the first active one)
+ *   llmlink.RdmaGidIndex             GID index, -1..255 (-1: the RoCE v2 GID
+ *                             of the rail's address)
+ *   llmlink.RdmaMtu                  cap on the path MTU: 0 (none), 256, 512,
+ *                             1024, 2048 or 4096 (0)
+ *   llmlink.StreamsPerLink           data streams per link and direction, 1..8 (2)
+ *   llmlink.MaxCaches                registered caches per engine, 1..1048576 (4096)
+ * An unknown key, or a value out of range, fails with LLMLINK_PARAM_INVALID
+ * and a message that names the key.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_init(llmlink_t *dd, const llmlink_option_t *options,
+                                             size_t num_options);
+
+/* Closes every link (peers notice at once) and stops the engine. Later
+ * calls that need a running engine (init, link, unlink, check,
+ * get_listen_port) return LLMLINK_ENGINE_FINALIZED; get_role,
+ * get_cluster_id and get_stats keep answering, so counters can be read after
+ * shutdown. Idempotent; NULL is a no-op. */
+LLMLINK_EXTERN void llmlink_finalize(llmlink_t *dd);
+/* llmlink_finalize() and free. NULL is a no-op. */
+LLMLINK_EXTERN void llmlink_destroy(llmlink_t *dd);
+
+LLMLINK_EXTERN llmlink_status_t llmlink_get_role(const llmlink_t *dd, llmlink_role_t *role);
+LLMLINK_EXTERN llmlink_status_t llmlink_get_cluster_id(const llmlink_t *dd, uint64_t *cluster_id);
+/* The port the engine listens on for listen address number `index` (in the
+ * order of llm.listenIpInfo): the chosen one when 0 was asked for. */
+LLMLINK_EXTERN llmlink_status_t llmlink_get_listen_port(llmlink_t *dd, size_t index,
+                                                        uint16_t *port);
+
+/* Counters of one engine, for monitoring and tests. Versioned: set
+ * `version` to LLMLINK_STATS_VERSION before the call. */
+#define LLMLINK_STATS_VERSION 1
+typedef struct llmlink_stats {
+    uint32_t version;
+    uint32_t links;                  /* established links, both directions */
+    uint32_t inbound_links;          /* links peers made to this engine */
+    uint32_t outbound_links;         /* links this engine made */
+    uint32_t handshakes_in_progress; /* server side, now */
+    uint32_t handshakes_peak;        /* server side, highest ever */
+    uint64_t handshakes_accepted;    /* connections accepted for a handshake */
+    uint64_t handshakes_completed;   /* handshakes that made a link */
+    uint64_t handshakes_rejected;    /* refused: limit, version, cluster id */
+    uint64_t handshakes_timed_out;   /* half-open, dropped by age-out */
+    uint64_t protocol_errors;        /* connections dropped for bad frames */
+    uint64_t links_lost;             /* links freed because the peer died */
+} llmlink_stats_t;
+
+LLMLINK_EXTERN llmlink_status_t llmlink_get_stats(llmlink_t *dd, llmlink_stats_t *stats);
+
+/* ------------------------------------------------------------------ */
+/* Links                                                               */
+/* ------------------------------------------------------------------ */
+
+typedef struct llmlink_ip_info {
+    const char *ip; /* IPv4 or IPv6 literal */
+    uint16_t port;
+} llmlink_ip_info_t;
+
+typedef struct llmlink_cluster_info {
+    uint64_t remote_cluster_id;
+    /* Role the remote engine must have, or 0 for any. */
+    llmlink_role_t remote_role;
+    /* Local interfaces to use, one per NIC (may be NULL with 0). The port
+     * is advisory: the connection binds to the ip with a port chosen by
+     * the kernel, so equal ip:port on both sides never fails on one host. */
+    const llmlink_ip_info_t *local_ip_infos;
+    size_t num_local_ip_infos;
+    /* Where the remote engine listens, one per NIC; tried in order. */
+    const llmlink_ip_info_t *remote_ip_infos;
+    size_t num_remote_ip_infos;
+} llmlink_cluster_info_t;
+
+/*
+ * Links this engine (DECODER or MIX) to up to 16 clusters in parallel, all
+ * within timeout_ms. Returns LLMLINK_SUCCESS when every cluster linked,
+ * LLMLINK_LINK_FAILED when some did not (those that did stay linked). When
+ * cluster_statuses is not NULL it receives num_clusters per-cluster statuses:
+ * SUCCESS, ALREADY_LINK, PROCESSING_LINK, LINK_FAILED, TIMEOUT,
+ * CLUSTER_NUM_EXCEED_LIMIT, VERSION_MISMATCH, CLUSTER_ID_MISMATCH.
+ * Bad arguments fail with PARAM_INVALID before any network traffic, more
+ * than 16 clusters with CLUSTER_NUM_EXCEED_LIMIT, a PROMPT engine with
+ * ROLE_NOT_ALLOWED; then every per-cluster status is that status.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_link_clusters(llmlink_t *dd,
+                                                      const llmlink_cluster_info_t *clusters,
+                                                      size_t num_clusters, int32_t timeout_ms,
+                                                      llmlink_status_t *cluster_statuses);
+
+/*
+ * Unlinks up to 16 clusters. force=false tells the peer and waits (within
+ * timeout_ms) for its acknowledgement, so both ends are freed; force=true
+ * frees only the local end at once (the peer notices the closed connection).
+ * A DECODER unlinks the links it made; a PROMPT engine may unlink the links
+ * made to it (by the decoder's cluster id). Per-cluster statuses: SUCCESS,
+ * NOT_YET_LINK, PROCESSING_LINK, NOTIFY_PROMPT_UNLINK_FAILED (local end freed,
+ * peer not told), UNLINK_FAILED. Overall: SUCCESS or UNLINK_FAILED.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_unlink_clusters(llmlink_t *dd,
+                                                        const llmlink_cluster_info_t *clusters,
+                                                        size_t num_clusters, int32_t timeout_ms,
+                                                        bool force,
+                                                        llmlink_status_t *cluster_statuses);
+
+/* LLMLINK_SUCCESS when a live link with remote_cluster_id exists (in either
+ * direction), LLMLINK_NOT_YET_LINK otherwise. */
+LLMLINK_EXTERN llmlink_status_t llmlink_check_link_status(llmlink_t *dd,
+                                                          uint64_t remote_cluster_id);
+
+/* ------------------------------------------------------------------ */
+/* KV caches (llm_datadist's CacheManager)                             */
+/* ------------------------------------------------------------------ */
+
+/* Values of llm_datadist's DataType (ge::DataType). */
+typedef enum llmlink_data_type {
+    LLMLINK_DT_FLOAT = 0,
+    LLMLINK_DT_FLOAT16 = 1,
+    LLMLINK_DT_INT8 = 2,
+    LLMLINK_DT_INT32 = 3,
+    LLMLINK_DT_UINT8 = 4,
+    LLMLINK_DT_INT16 = 6,
+    LLMLINK_DT_UINT16 = 7,
+    LLMLINK_DT_UINT32 = 8,
+    LLMLINK_DT_INT64 = 9,
+    LLMLINK_DT_UINT64 = 10,
+    LLMLINK_DT_DOUBLE = 11,
+    LLMLINK_DT_BOOL = 12,
+    LLMLINK_DT_BF16 = 27
+} llmlink_data_type_t;
+
+/* Values of llm_datadist's Placement. Only HOST memory can be registered
+ * in this version (DEVICE: LLMLINK_FEATURE_NOT_ENABLED). */
+typedef enum llmlink_placement {
+    LLMLINK_PLACEMENT_HOST = 0,
+    LLMLINK_PLACEMENT_DEVICE = 1
+} llmlink_placement_t;
+
+#define LLMLINK_MAX_DIMS             8
+#define LLMLINK_MAX_TENSORS          4096    /* per cache */
+#define LLMLINK_MAX_KEYS             65536   /* CacheKeys per register/allocate call */
+#define LLMLINK_MAX_BLOCKS_PER_CALL  1048576 /* entries of a block list */
+
+/*
+ * A cache: num_tensors tensors (K and V of each layer: K0 V0 K1 V1 ...),
+ * each of shape shape[0..num_dims) and data_type, at one address each.
+ * shape[0] is the batch size (register_cache) or the number of blocks
+ * (register_blocks_cache): a tensor is shape[0] equal items, and one item
+ * (one batch entry, or one block) is the unit that transfers address.
+ * Every dimension is >= 1; a tensor is at most 2^48 bytes.
+ */
+typedef struct llmlink_cache_desc {
+    uint32_t num_tensors;
+    llmlink_data_type_t data_type;
+    llmlink_placement_t placement;
+    uint32_t num_dims;
+    int64_t shape[LLMLINK_MAX_DIMS];
+} llmlink_cache_desc_t;
+
+/* The three key types of llm_datadist. */
+typedef enum llmlink_cache_key_type {
+    LLMLINK_KEY_CACHE = 1,        /* CacheKey(prompt_cluster_id, req_id, model_id, prefix_id) */
+    LLMLINK_KEY_ID_AND_INDEX = 2, /* CacheKeyByIdAndIndex(cluster_id, cache_id, batch_index) */
+    LLMLINK_KEY_BLOCKS = 3        /* BlocksCacheKey(prompt_cluster_id, model_id) */
+} llmlink_cache_key_type_t;
+
+/*
+ * A key. cluster_id names the engine that holds the cache: a transfer goes
+ * over the link to that cluster. The holder matches a key on its other
+ * fields (req_id, model_id, prefix_id for LLMLINK_KEY_CACHE; model_id for
+ * LLMLINK_KEY_BLOCKS; cache_id and batch_index for LLMLINK_KEY_ID_AND_INDEX);
+ * fields a type does not use are ignored.
+ */
+typedef struct llmlink_cache_key {
+    llmlink_cache_key_type_t type;
+    uint64_t cluster_id;
+    uint64_t req_id;
+    uint64_t model_id;
+    int64_t prefix_id;     /* -1: none */
+    int64_t cache_id;
+    uint32_t batch_index;
+} llmlink_cache_key_t;
+
+/*
+ * Which layers a transfer moves (llm_datadist's src_layer_range,
+ * dst_layer_range, tensor_num_per_layer). A layer is tensors_per_layer
+ * consecutive tensors (0 means 2: K and V). Ranges are [start, end) in
+ * layers; start = end = -1 means every layer of that cache. Both ranges
+ * must cover the same number of layers (or both be "every layer" with equal
+ * tensor counts); a cache addressed by a range needs a tensor count that is
+ * a multiple of tensors_per_layer. Passing NULL for a layer range means
+ * every tensor of both caches, which then have the same tensor count.
+ */
+typedef struct llmlink_layer_range {
+    int32_t src_start, src_end;
+    int32_t dst_start, dst_end;
+    uint32_t tensors_per_layer;
+} llmlink_layer_range_t;
+
+/*
+ * Registers caller memory as a blocks cache (PagedAttention): tensor i is
+ * desc->shape[0] blocks at addrs[i]. blocks_key (LLMLINK_KEY_BLOCKS) lets
+ * peers address it; it may be NULL for a cache that only receives. On
+ * success *cache_id is a new id (>= 1). num_addrs must equal
+ * desc->num_tensors; no address may be 0. A blocks key another cache has
+ * already: LLMLINK_CACHE_KEY_ALREADY_EXIST. The memory stays the caller's;
+ * it must stay valid until llmlink_unregister_cache returns.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_register_blocks_cache(llmlink_t *dd,
+                                                              const llmlink_cache_desc_t *desc,
+                                                              const uint64_t *addrs, size_t num_addrs,
+                                                              const llmlink_cache_key_t *blocks_key,
+                                                              int64_t *cache_id);
+
+/*
+ * Registers caller memory as a cache of desc->shape[0] batch entries.
+ * keys[i] (LLMLINK_KEY_CACHE) names batch entry i (num_keys <= shape[0]);
+ * keys may be NULL with num_keys 0 (the cache is then addressed by
+ * LLMLINK_KEY_ID_AND_INDEX, or only receives). A key registered twice, in
+ * one call or across calls: LLMLINK_CACHE_KEY_ALREADY_EXIST.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_register_cache(llmlink_t *dd,
+                                                       const llmlink_cache_desc_t *desc,
+                                                       const uint64_t *addrs, size_t num_addrs,
+                                                       const llmlink_cache_key_t *keys,
+                                                       size_t num_keys, int64_t *cache_id);
+
+/*
+ * Forgets a registered cache and its keys. A transfer that uses it is
+ * waited for (up to llm.SyncKvCacheWaitTime, then LLMLINK_CACHE_IN_USE and
+ * nothing changes); later requests for it get LLMLINK_KV_CACHE_NOT_EXIST.
+ * A cache from llmlink_allocate_cache: PARAM_INVALID (deallocate it).
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_unregister_cache(llmlink_t *dd, int64_t cache_id);
+
+/*
+ * Memory the library owns (page-aligned, zeroed): as register_cache /
+ * register_blocks_cache, and tensor_addrs[0..num_tensors) receives the
+ * address of each tensor (num_tensor_addrs >= desc->num_tensors).
+ * As in llm_datadist, an allocated cache is held by its id and by each of
+ * its CacheKeys: llmlink_deallocate_cache drops the id, a successful
+ * pull_cache by a CacheKey (or llmlink_remove_cache_key) drops that key,
+ * and the memory is freed when nothing holds it.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_allocate_cache(llmlink_t *dd,
+                                                       const llmlink_cache_desc_t *desc,
+                                                       const llmlink_cache_key_t *keys,
+                                                       size_t num_keys, int64_t *cache_id,
+                                                       uint64_t *tensor_addrs,
+                                                       size_t num_tensor_addrs);
+LLMLINK_EXTERN llmlink_status_t llmlink_allocate_blocks_cache(llmlink_t *dd,
+                                                              const llmlink_cache_desc_t *desc,
+                                                              const llmlink_cache_key_t *blocks_key,
+                                                              int64_t *cache_id,
+                                                              uint64_t *tensor_addrs,
+                                                              size_t num_tensor_addrs);
+/* Drops the id of an allocated cache. It never waits: the memory stays
+ * valid until running transfers end and its keys are gone. */
+LLMLINK_EXTERN llmlink_status_t llmlink_deallocate_cache(llmlink_t *dd, int64_t cache_id);
+/* Removes one key (LLMLINK_KEY_CACHE or LLMLINK_KEY_BLOCKS) from the cache
+ * that has it: peers can no longer address it. Unknown: KV_CACHE_NOT_EXIST. */
+LLMLINK_EXTERN llmlink_status_t llmlink_remove_cache_key(llmlink_t *dd,
+                                                         const llmlink_cache_key_t *key);
+
+/*
+ * Transfers. Every call blocks until the bytes have moved, within
+ * llm.SyncKvCacheWaitTime. A transfer that times out returns
+ * LLMLINK_WAIT_PROCESS_TIMEOUT and leaves the link unusable: later calls
+ * over it get LLMLINK_NOT_YET_LINK until link_clusters links it again (as
+ * llm_datadist). A peer that dies or breaks the protocol mid-transfer:
+ * LLMLINK_NETWORK_ERROR / LLMLINK_PROTOCOL_ERROR, and the link is freed.
+ * The side that holds the remote cache checks every request against what
+ * it registered: an unknown key or id is LLMLINK_KV_CACHE_NOT_EXIST, a block
+ * index past the end, a size past the item, a block size that differs
+ * between the two caches are LLMLINK_PARAM_INVALID; the message (with the
+ * remote side's words) is in llmlink_last_error(). Nothing outside a
+ * registered region is ever read or written, and a refused request moves
+ * no byte.
+ *
+ * pull_blocks: src_key is LLMLINK_KEY_BLOCKS with src_blocks[i] -> dst_blocks[i]
+ *   (num_src_blocks == num_dst_blocks >= 1), or LLMLINK_KEY_CACHE /
+ *   LLMLINK_KEY_ID_AND_INDEX with no src_blocks (NULL, 0): that batch entry,
+ *   seen as consecutive blocks of the destination's block size, fills
+ *   dst_blocks in order. A destination block may appear only once.
+ * pull_cache: src_key is LLMLINK_KEY_CACHE or LLMLINK_KEY_ID_AND_INDEX; the
+ *   entry fills batch entry batch_index of dst_cache_id; size is the bytes
+ *   per tensor to move (-1: the whole entry, and both entries have the same
+ *   size). A CacheKey of an allocated cache is dropped by the holder after a
+ *   successful pull (LLMLINK_KV_CACHE_NOT_EXIST if pulled again).
+ * push_blocks / push_cache mirror them: the local cache src_cache_id is
+ *   written into the remote cache named by dst_key (LLMLINK_KEY_BLOCKS for
+ *   push_blocks; LLMLINK_KEY_ID_AND_INDEX or LLMLINK_KEY_CACHE for
+ *   push_cache, which writes from batch entry src_batch_index).
+ * layers may be NULL (every tensor).
+ * Any engine that holds a link with the key's cluster may call these, in
+ * either direction of the link, from many threads at once.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_pull_blocks(llmlink_t *dd, const llmlink_cache_key_t *src_key,
+                                                    int64_t dst_cache_id, const uint64_t *src_blocks,
+                                                    size_t num_src_blocks, const uint64_t *dst_blocks,
+                                                    size_t num_dst_blocks,
+                                                    const llmlink_layer_range_t *layers);
+LLMLINK_EXTERN llmlink_status_t llmlink_pull_cache(llmlink_t *dd, const llmlink_cache_key_t *src_key,
+                                                   int64_t dst_cache_id, uint32_t batch_index,
+                                                   int64_t size, const llmlink_layer_range_t *layers);
+LLMLINK_EXTERN llmlink_status_t llmlink_push_blocks(llmlink_t *dd, const llmlink_cache_key_t *dst_key,
+                                                    int64_t src_cache_id, const uint64_t *src_blocks,
+                                                    size_t num_src_blocks, const uint64_t *dst_blocks,
+                                                    size_t num_dst_blocks,
+                                                    const llmlink_layer_range_t *layers);
+LLMLINK_EXTERN llmlink_status_t llmlink_push_cache(llmlink_t *dd, const llmlink_cache_key_t *dst_key,
+                                                   int64_t src_cache_id, uint32_t src_batch_index,
+                                                   int64_t size, const llmlink_layer_range_t *layers);
+
+/* Transfer counters of one engine. Versioned like llmlink_stats_t: set
+ * version to LLMLINK_XFER_STATS_VERSION (2). Version 1, the struct without
+ * rdma_requests (llmlink 0.2), is still accepted: then only its fields are
+ * written. */
+#define LLMLINK_XFER_STATS_VERSION 2
+typedef struct llmlink_xfer_stats {
+    uint32_t version;
+    uint32_t caches;                 /* registered or allocated now */
+    uint64_t transfers;              /* pull/push calls that succeeded */
+    uint64_t transfers_failed;       /* ... that failed after arguments passed */
+    uint64_t transfers_timed_out;    /* ... with WAIT_PROCESS_TIMEOUT */
+    uint64_t bytes_requested;        /* moved by this engine's calls (both ways) */
+    uint64_t bytes_served;           /* moved for peers' requests (both ways) */
+    uint64_t requests_served;        /* peer requests completed */
+    uint64_t requests_refused;       /* peer requests refused (bad key, range...) */
+    uint64_t tcp_requests;           /* requests this engine sent over tcp */
+    uint64_t shm_requests;           /* requests this engine moved with process_vm_* */
+    uint64_t shm_fallbacks;          /* shm refused by the kernel, redone over tcp */
+    /* version >= 2 */
+    uint64_t rdma_requests;          /* requests this engine moved with RDMA READ / WRITE */
+} llmlink_xfer_stats_t;
+
+LLMLINK_EXTERN llmlink_status_t llmlink_get_xfer_stats(llmlink_t *dd, llmlink_xfer_stats_t *stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LLMLINK_H */
