@@ -1,16 +1,21 @@
 //! Build script of llmlink-sys.
 //!
 //! Two ways to get the C library, as libgit2-sys and zstd-sys do:
-//!  - default: compile the repository's C sources, with the includes,
-//!    defines and flags that `core/sources.list` lists (the one list the
-//!    Makefile and the Python setup.py read too), with the `cc` crate and
-//!    link them statically;
+//!  - default: compile the C sources, with the includes, defines and flags
+//!    that `core/sources.list` lists (the one list the Makefile and the
+//!    Python setup.py read too), with the `cc` crate and link them
+//!    statically. The sources are, in this order: `LLMLINK_SRC_DIR` if set;
+//!    the repository when this crate is the one inside it
+//!    (bindings/rust/llmlink-sys of a checkout: edits to core/ are seen at
+//!    once); else the crate's own `csrc/`, the copy of core/ and ffi/ that
+//!    `make rust-vendor` writes and the published crate carries;
 //!  - `LLMLINK_SYS_USE_PKG_CONFIG=1` (or the `pkg-config` feature): link an
 //!    installed llmlink found through pkg-config, whose version must lie in
 //!    the range this crate was written for.
 //!
-//! Either way bindgen generates the bindings from the `llmlink.h` that
-//! belongs to the library being linked.
+//! The bindings are src/bindings.rs, generated from ffi/llmlink.h and
+//! shipped (no bindgen, no libclang needed); with the `bindgen` feature they
+//! are generated at build time from the header of the library being linked.
 
 use std::env;
 use std::fs;
@@ -26,16 +31,16 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed={ENV_USE_PKG_CONFIG}");
     println!("cargo:rerun-if-env-changed={ENV_SRC_DIR}");
-    // clang-sys reads these to find libclang; cc reads CC/CFLAGS itself.
-    println!("cargo:rerun-if-env-changed=LIBCLANG_PATH");
-    println!("cargo:rerun-if-env-changed=BINDGEN_EXTRA_CLANG_ARGS");
 
     let header = if use_pkg_config() {
         link_installed()
     } else {
         build_from_source(&source_root())
     };
+    #[cfg(feature = "bindgen")]
     generate_bindings(&header);
+    #[cfg(not(feature = "bindgen"))]
+    let _ = header; // the shipped src/bindings.rs is used
 }
 
 fn use_pkg_config() -> bool {
@@ -48,14 +53,29 @@ fn use_pkg_config() -> bool {
     )
 }
 
-/// The llmlink checkout this crate lives in (bindings/rust/llmlink-sys is
-/// three levels below it), unless LLMLINK_SRC_DIR names another.
+/// Where the C sources are: LLMLINK_SRC_DIR; else the repository, when
+/// this crate is its bindings/rust/llmlink-sys (not a copy elsewhere, such
+/// as the unpacked .crate that `cargo package` verifies); else csrc/.
 fn source_root() -> PathBuf {
-    if let Some(dir) = env::var_os(ENV_SRC_DIR) {
-        return PathBuf::from(dir);
-    }
-    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    manifest.join("../../..")
+    let root = if let Some(dir) = env::var_os(ENV_SRC_DIR) {
+        PathBuf::from(dir)
+    } else {
+        let manifest =
+            PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+        let repo = manifest.join("../../..");
+        let in_repo = repo.join("core/sources.list").is_file()
+            && fs::canonicalize(repo.join("bindings/rust/llmlink-sys")).ok()
+                == fs::canonicalize(&manifest).ok();
+        if in_repo {
+            repo
+        } else {
+            manifest.join("csrc")
+        }
+    };
+    // For whoever reads the build script's output (the out-of-tree test
+    // checks that a packaged crate compiles its own csrc/).
+    println!("cargo:c_sources={}", root.display());
+    root
 }
 
 /// core/sources.list: "KIND VALUE" lines (src, include, define, std, flag);
@@ -85,7 +105,8 @@ fn build_from_source(root: &Path) -> PathBuf {
     let header = ffi.join("llmlink.h");
     if !header.is_file() {
         panic!(
-            "llmlink-sys: {} not found; set {ENV_SRC_DIR} to an llmlink source tree \
+            "llmlink-sys: {} not found (a crate without its csrc/: run `make rust-vendor` \
+             before packaging); set {ENV_SRC_DIR} to an llmlink source tree \
              or {ENV_USE_PKG_CONFIG}=1 to use an installed llmlink",
             header.display()
         );
@@ -194,7 +215,11 @@ fn link_installed() -> PathBuf {
     header
 }
 
+#[cfg(feature = "bindgen")]
 fn generate_bindings(header: &Path) {
+    // clang-sys reads these to find libclang.
+    println!("cargo:rerun-if-env-changed=LIBCLANG_PATH");
+    println!("cargo:rerun-if-env-changed=BINDGEN_EXTRA_CLANG_ARGS");
     let bindings = bindgen::Builder::default()
         .header(header.to_string_lossy())
         .allowlist_function("llmlink_.*")
@@ -210,6 +235,7 @@ fn generate_bindings(header: &Path) {
         .derive_debug(true)
         .derive_copy(true)
         .generate_comments(true)
+        .formatter(bindgen::Formatter::Prettyplease)
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
         .generate()
         .unwrap_or_else(|e| panic!("llmlink-sys: bindgen failed on {}: {e}", header.display()));
