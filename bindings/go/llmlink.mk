@@ -92,22 +92,28 @@ go-test-pkgconfig: $(SHARED_LIB) $(SHARED_SO) $(STATIC_LIB) go-test
 	    -run 'TestLinkedThroughPkgConfig|TestVersions|TestLinkCheckUnlink|TestPullBlocksBytes|TestErrorIsAndAs' .
 
 # As a user does: a module of its own outside the tree that requires the
-# package (a replace to this checkout stands for `go get`), built and run
+# package (a replace stands for `go get`), built and run
 # with a plain `go run`: no make, no library, no CGO_* flags, no download
 # (GOPROXY=off), a private GOCACHE/GOPATH (the cache is kept between runs:
 # it only saves the standard library's rebuild). The program is the
 # scheduler example: it links to two prefill engines (itself again, as
 # child processes) on loopback, pulls blocks from each and checks every
-# byte; it exits non-zero on any failure. Needs no target of make: it
-# depends on go-vendor-check only so that it runs the tree's sources.
+# byte; it exits non-zero on any failure. The replace points at a copy of
+# the files git tracks under bindings/go (their working-tree contents), not
+# at the checkout: what `go get` fetches is the committed module directory
+# alone, so a file left uncommitted or a path reaching out of the module
+# (../../) fails here. Needs no target of make: it depends on
+# go-vendor-check only so that it runs the tree's sources.
 GO_OUTSIDE := $(GO_BUILD_ABS)/go-outside
 GO_OUTSIDE_TIMEOUT ?= 600
 go-test-outside: go-vendor-check
 	$(say) GORUN 'a module outside the tree (go run, no make)'
-	$(Q)rm -rf $(GO_OUTSIDE)/mod && mkdir -p $(GO_OUTSIDE)/mod $(GO_OUTSIDE)/cache $(GO_OUTSIDE)/path
+	$(Q)rm -rf $(GO_OUTSIDE)/mod $(GO_OUTSIDE)/src && mkdir -p $(GO_OUTSIDE)/mod $(GO_OUTSIDE)/src $(GO_OUTSIDE)/cache $(GO_OUTSIDE)/path
+	$(Q)git ls-files -z bindings/go | xargs -0 cp --parents -t $(GO_OUTSIDE)/src
+	$(Q)echo "go-test-outside: the module as go get takes it: $$(find $(GO_OUTSIDE)/src -type f | wc -l) files git tracks under bindings/go"
 	$(Q)printf '%s\n' 'module example.com/llmlink-outside' '' 'go 1.19' '' \
 	    'require github.com/llmlink/llmlink/bindings/go v0.0.0' '' \
-	    'replace github.com/llmlink/llmlink/bindings/go => $(GO_PKG_ABS)' > $(GO_OUTSIDE)/mod/go.mod
+	    'replace github.com/llmlink/llmlink/bindings/go => $(GO_OUTSIDE)/src/bindings/go' > $(GO_OUTSIDE)/mod/go.mod
 	$(Q)cp bindings/go/examples/scheduler/main.go $(GO_OUTSIDE)/mod/main.go
 	$(Q)cd $(GO_OUTSIDE)/mod && env -u CGO_CFLAGS -u CGO_LDFLAGS -u CGO_CPPFLAGS -u LIBRARY_PATH -u PKG_CONFIG_PATH \
 	    CGO_ENABLED=1 GOFLAGS=-mod=mod GOPROXY=off GOCACHE=$(GO_OUTSIDE)/cache GOPATH=$(GO_OUTSIDE)/path \

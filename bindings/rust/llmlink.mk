@@ -29,8 +29,10 @@ TEST_SUITES_EXTRA += test-rust rust-bindings-check rust-test-outside
 RUST_ABS_BUILD := $(abspath $(BUILD))
 RUST_TARGET    := $(RUST_ABS_BUILD)/rust-target
 RUST_CSRC      := bindings/rust/llmlink-sys/csrc
-RUST_CARGO     = cd bindings/rust && CARGO_TARGET_DIR=$(RUST_TARGET) cargo
+# Every cargo run of these targets is bounded (a first build of the
+# dependencies on 2 cores takes a few minutes at most).
 RUST_TIMEOUT   ?= 900
+RUST_CARGO     = cd bindings/rust && CARGO_TARGET_DIR=$(RUST_TARGET) timeout $(RUST_TIMEOUT) cargo
 
 .PHONY: test-rust rust-vendor rust-bindings rust-bindings-check rust-package rust-test-outside
 # The crates compile the C sources themselves (build.rs, cc crate); the
