@@ -33,9 +33,13 @@ import zipfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 PKG_DIR = os.path.dirname(HERE)
 REPO = os.path.dirname(os.path.dirname(PKG_DIR))
-SEED_DRIVER = os.path.join(PKG_DIR, "tests", "fixtures", "run_seed_example.py")
+FIXTURES = os.path.join(PKG_DIR, "tests", "fixtures")
+SEED_DRIVER = os.path.join(FIXTURES, "run_seed_example.py")
 PIP_QUIET = ["--quiet", "--disable-pip-version-check"]
 START = time.monotonic()
+
+sys.path.insert(0, FIXTURES)
+from netns import own_netns_command  # noqa: E402
 
 
 def say(msg):
@@ -127,19 +131,6 @@ def check_wheel(wheel, version):
         "METADATA has the license (Apache-2.0), Requires-Python, Typing :: Typed, the README")
 
 
-def netns_prefix():
-    """unshare -n with loopback up where this machine allows it (root, or
-    user namespaces), as tests/test_seed_example.py does; else []."""
-    unshare, ip = shutil.which("unshare"), shutil.which("ip")
-    if unshare and ip:
-        for prefix in ([unshare, "-n"], [unshare, "-rn"]):
-            probe = subprocess.run(prefix + [ip, "link", "set", "lo", "up"],
-                                   capture_output=True, timeout=30)
-            if probe.returncode == 0:
-                return prefix + ["sh", "-c", f'"{ip}" link set lo up && exec "$0" "$@"']
-    return []
-
-
 def check_installed(name, venv, python, run_dir, version, env):
     where = run([python, "-c", "import llmlink; print(llmlink.__file__); "
                  "print(llmlink.__version__)"], timeout=60, cwd=run_dir, env=env).stdout.split("\n")
@@ -148,7 +139,7 @@ def check_installed(name, venv, python, run_dir, version, env):
         fail(f"{name}: llmlink imported from {path}, not from the venv {venv}")
     if got_version != version:
         fail(f"{name}: llmlink.__version__ {got_version}, the header says {version}")
-    prefix = netns_prefix()
+    prefix = own_netns_command() or []
     res = run(prefix + [python, SEED_DRIVER], timeout=150, cwd=run_dir, env=env)
     result = json.loads(res.stdout.strip().splitlines()[-1])
     if result["rc"] != 0 or "link failed" in result["stdout"] or \
