@@ -4,6 +4,10 @@
 #                       numpy` into it (SWIG runs and the C library is compiled
 #                       into the extension), then the pytest suite
 #   make python         only the venv with the package installed
+#   make test-python-dist   `python -m build` the sdist and the wheel (from the
+#                       sdist), check what they carry, install each into a
+#                       fresh venv under $(BUILD)/py-dist (the sdist with swig
+#                       made to fail) and run the seed example from each
 #
 # The venv sees the system's site-packages, so a preinstalled pytest is used
 # (pip installs one when there is none). setuptools builds under
@@ -22,8 +26,13 @@ PY_SOURCES := $(sort $(wildcard $(PY_DIR)/src/llmlink/*.py $(PY_DIR)/src/llmlink
               $(PY_DIR)/setup.py $(PY_DIR)/pyproject.toml $(LIB_SRCS) \
               $(shell find core -name "*.h") $(SOURCES_LIST) $(HEADER)
 
-TEST_SUITES_EXTRA += test-python
-.PHONY: test-python python
+# Two C builds of the extension (the wheel from the sdist, then the sdist's
+# install) and pip downloads (setuptools, build, numpy, pytest); each step
+# has its own limit in check_dist.py, and this bounds the whole run.
+PY_DIST_TIMEOUT ?= 1200
+
+TEST_SUITES_EXTRA += test-python test-python-dist
+.PHONY: test-python python test-python-dist
 
 python: $(PY_STAMP)
 
@@ -42,3 +51,6 @@ $(PY_STAMP): $(PY_SOURCES) | $(PY_VENV_PYTHON)
 
 test-python: $(PY_STAMP)
 	cd $(PY_DIR)/tests && timeout $(PY_TEST_TIMEOUT) $(abspath $(PY_VENV_PYTHON)) -m pytest -q -p no:cacheprovider .
+
+test-python-dist:
+	timeout -k 10 $(PY_DIST_TIMEOUT) $(PYTHON3) $(PY_DIR)/tools/check_dist.py $(abspath $(BUILD))/py-dist

@@ -1,10 +1,17 @@
-"""Builds llmlink.capi: SWIG runs at build time over swig/llmlink.i, and the
-C library is compiled into the extension from its sources, with the
-includes, defines and flags listed in the repository's core/sources.list
-(the one list the Makefile and llmlink-sys's build.rs read too).
+"""Builds llmlink.capi: the C library is compiled into the extension from
+its sources, with the includes, defines and flags listed in core/sources.list
+(the one list the Makefile and llmlink-sys's build.rs read too), together
+with SWIG's wrapper of swig/llmlink.i.
 
-Where the sources are: LLMLINK_SOURCE_DIR, else the repository this
-directory sits in (bindings/python -> ../..).
+Where the sources and the wrapper come from:
+  - an sdist (this directory has a PKG-INFO): csrc/, the C sources and
+    core/sources.list copied in when the sdist was made, and gen/, the
+    wrapper SWIG generated then; so installing an sdist needs a C compiler
+    and the Python headers, not SWIG and not the repository;
+  - a checkout: LLMLINK_SOURCE_DIR, else the repository this directory sits
+    in (bindings/python -> ../..), and SWIG runs at build time.
+`python -m build` (or `setup.py sdist`) stages csrc/ and gen/ for the sdist
+and removes them afterwards: they are build outputs, never committed.
 LLMLINK_PY_BUILD_DIR moves setuptools' build directory (the Makefile puts
 it under its own BUILD directory).
 """
@@ -16,13 +23,24 @@ import subprocess
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.sdist import sdist
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SWIG_DIR = os.path.join(HERE, "swig")
+CSRC_DIR = os.path.join(HERE, "csrc")
+GEN_DIR = os.path.join(HERE, "gen")
+# SWIG's C output (it writes capi.py beside it); an sdist carries both in gen/.
+WRAPPER_C = "llmlink_wrap.c"
+# setuptools writes PKG-INFO at the top of every sdist and never in a
+# checkout (there it goes into the egg-info directory).
+IN_SDIST = os.path.isfile(os.path.join(HERE, "PKG-INFO"))
 
 
 def source_dir():
-    root = os.environ.get("LLMLINK_SOURCE_DIR") or os.path.join(HERE, "..", "..")
+    if IN_SDIST:
+        root = CSRC_DIR
+    else:
+        root = os.environ.get("LLMLINK_SOURCE_DIR") or os.path.join(HERE, "..", "..")
     root = os.path.abspath(root)
     if not os.path.isfile(os.path.join(root, "ffi", "llmlink.h")):
         raise SystemExit(
@@ -71,29 +89,40 @@ def library_sources():
     return [os.path.join(ROOT, s) for s in SOURCES["src"]]
 
 
+def run_swig(out_dir):
+    """SWIG over swig/llmlink.i into out_dir: llmlink_wrap.c and capi.py."""
+    swig = shutil.which(os.environ.get("SWIG", "swig"))
+    if not swig:
+        raise SystemExit("swig not found: install it (Debian: apt-get install swig)")
+    os.makedirs(out_dir, exist_ok=True)
+    subprocess.check_call([
+        swig, "-python", "-threads", *WORDSIZE, "-I" + os.path.join(ROOT, "ffi"),
+        "-outdir", out_dir, "-o", os.path.join(out_dir, WRAPPER_C),
+        os.path.join(SWIG_DIR, "llmlink.i"),
+    ])
+
+
 class BuildExtWithSwig(build_ext):
-    """Runs SWIG first: the C wrapper is compiled into the extension, and
-    the generated capi.py is copied next to the package's other modules."""
+    """Takes SWIG's output (gen/ in an sdist, else SWIG runs now): the C
+    wrapper is compiled into the extension, and capi.py is copied next to
+    the package's other modules."""
 
     def run(self):
-        swig = shutil.which(os.environ.get("SWIG", "swig"))
-        if not swig:
-            raise SystemExit("swig not found: install it (Debian: apt-get install swig)")
-        gen_dir = os.path.join(self.build_temp, "swig")
-        os.makedirs(gen_dir, exist_ok=True)
-        wrapper = os.path.join(gen_dir, "llmlink_wrap.c")
-        subprocess.check_call([
-            swig, "-python", "-threads", *WORDSIZE, "-I" + os.path.join(ROOT, "ffi"),
-            "-outdir", gen_dir, "-o", wrapper, os.path.join(SWIG_DIR, "llmlink.i"),
-        ])
+        if IN_SDIST:
+            gen_dir = GEN_DIR
+        else:
+            gen_dir = os.path.join(self.build_temp, "swig")
+            run_swig(gen_dir)
+        wrapper = os.path.join(gen_dir, WRAPPER_C)
         # The extension carries its own copy of the library: export only the
         # module's init, so that another libllmlink in the process (or its
         # symbols) can neither interpose on nor clash with this one.
-        version_script = os.path.join(gen_dir, "capi.map")
+        os.makedirs(self.build_temp, exist_ok=True)
+        version_script = os.path.join(self.build_temp, "capi.map")
         with open(version_script, "w", encoding="utf-8") as f:
             f.write("{ global: PyInit__capi; local: *; };\n")
-        # The library sources are added only now: they lie outside this
-        # directory, which the sdist/egg-info steps before this refuse.
+        # The library sources are added only now: in a checkout they lie
+        # outside this directory, which the sdist/egg-info steps refuse.
         for ext in self.extensions:
             ext.sources = ([wrapper] + [s for s in ext.sources if not s.endswith(".i")] +
                            library_sources())
@@ -107,6 +136,42 @@ class BuildExtWithSwig(build_ext):
         for target in targets:
             os.makedirs(target, exist_ok=True)
             shutil.copyfile(os.path.join(gen_dir, "capi.py"), os.path.join(target, "capi.py"))
+
+
+def stage_c_sources(dest):
+    """Copies into dest, in the repository's layout, what the extension is
+    built from: core/sources.list, each "src" file it lists, and every header
+    under its "include" directories (the sources include path-qualified
+    headers from there: "base/err.h", "llmlink.h")."""
+    files = ["core/sources.list"] + SOURCES["src"]
+    for inc in SOURCES.get("include", []):
+        for top, _, names in os.walk(os.path.join(ROOT, inc)):
+            files += [os.path.relpath(os.path.join(top, n), ROOT)
+                      for n in names if n.endswith(".h")]
+    for rel in sorted(set(files)):
+        os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, rel), os.path.join(dest, rel))
+
+
+class SdistWithSources(sdist):
+    """Makes an sdist that builds on its own: the C sources copied into
+    csrc/ and SWIG's output into gen/ (MANIFEST.in grafts both), removed
+    again once the archive is written. From an unpacked sdist both are
+    already there and are packed as they are."""
+
+    def run(self):
+        if IN_SDIST:
+            super().run()
+            return
+        for d in (CSRC_DIR, GEN_DIR):
+            shutil.rmtree(d, ignore_errors=True)
+        try:
+            stage_c_sources(CSRC_DIR)
+            run_swig(GEN_DIR)
+            super().run()
+        finally:
+            for d in (CSRC_DIR, GEN_DIR):
+                shutil.rmtree(d, ignore_errors=True)
 
 
 # The library's includes, defines and flags, as the Makefile applies them.
@@ -130,6 +195,6 @@ if build_dir:
 setup(
     version=header_version(),
     ext_modules=[extension],
-    cmdclass={"build_ext": BuildExtWithSwig},
+    cmdclass={"build_ext": BuildExtWithSwig, "sdist": SdistWithSources},
     options=options,
 )

@@ -2,27 +2,14 @@
 the addresses and the init call (see fixtures/seed_example.py)."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
+from fixtures.netns import own_netns_command
+
 DRIVER = os.path.join(os.path.dirname(__file__), "fixtures", "run_seed_example.py")
-
-
-def own_netns_command():
-    """unshare -n with loopback up, when this machine allows it (root, or
-    user namespaces); else None and the host's loopback is used."""
-    unshare, ip = shutil.which("unshare"), shutil.which("ip")
-    if not unshare or not ip:
-        return None
-    for prefix in ([unshare, "-n"], [unshare, "-rn"]):
-        probe = subprocess.run(prefix + [ip, "link", "set", "lo", "up"], capture_output=True,
-                               timeout=30)
-        if probe.returncode == 0:
-            return prefix + ["sh", "-c", f'"{ip}" link set lo up && exec "$0" "$@"']
-    return None
 
 
 def test_seed_example_links_to_a_prompt_engine_in_another_process():
