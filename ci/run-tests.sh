@@ -154,6 +154,12 @@ if [ -f "$build_dir/libllmlink.so" ] && [ -z "${LLMLINK_SANITIZER:-}" ]; then
     run_prog check_install sh tests/abi/check_install.sh "$build_dir"
 fi
 
+# The build rebuilds what a newly installed (or removed) libibverbs-dev
+# affects: its own throwaway build directory, plain builds only.
+if [ -z "${LLMLINK_SANITIZER:-}" ]; then
+    run_prog check_rebuild sh ci/check-rebuild.sh
+fi
+
 echo
 echo "======== summary (${build_dir})"
 for i in "${!names[@]}"; do
