@@ -13,7 +13,8 @@
 #   make test-rdma       tests/rdma/ programs in a soft-RoCE QEMU VM (ci/rdma-vm.sh);
 #                        part of make test, and of make asan / tsan sanitized
 #   make test-rdma-harness   the VM harness's own tests
-#   make install / uninstall   PREFIX, DESTDIR, LIBDIR, INCLUDEDIR, PKGCONFIGDIR
+#   make man             man pages from ffi/llmlink.h's comments ($(BUILD)/man/man3)
+#   make install / uninstall   PREFIX, DESTDIR, LIBDIR, INCLUDEDIR, PKGCONFIGDIR, MANDIR
 #   make clean
 #
 # Flags: CFLAGS (default -O2 -g), CPPFLAGS, LDFLAGS, LDLIBS are yours to
@@ -169,6 +170,7 @@ EXEC_PREFIX  ?= $(PREFIX)
 LIBDIR       ?= $(EXEC_PREFIX)/lib
 INCLUDEDIR   ?= $(PREFIX)/include
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+MANDIR       ?= $(PREFIX)/share/man
 DESTDIR      ?=
 INSTALL      ?= install
 
@@ -240,7 +242,7 @@ $(CONFIG_H): FORCE
 # ---------------------------------------------------------------
 .PHONY: all lib static shared pc tests tools fuzz-bins examples bench-bins \
         build-all deps test test-c test-rdma test-rdma-harness check-exports check-rebuild asan tsan san-run fuzz \
-        fuzz-run-standalone fuzz-libfuzzer demo bench install uninstall clean \
+        fuzz-run-standalone fuzz-libfuzzer demo bench man install uninstall clean \
         print-version FORCE
 
 all: static shared pc
@@ -472,16 +474,37 @@ bench: bench-bins examples
 	fi
 
 # ---------------------------------------------------------------
+# Man pages (section 3), generated from the comments of $(HEADER):
+# llmlink.3 (overview, status codes, option keys) and one per function.
+# PYTHON only runs tools/gen_man.py (standard library).
+# ---------------------------------------------------------------
+PYTHON    ?= python3
+MAN_BUILD := $(BUILD)/man/man3
+MAN_STAMP := $(MAN_BUILD)/.stamp
+GEN_MAN   := tools/gen_man.py
+# The page names, from the header (deferred: only install/uninstall ask).
+MAN_PAGES  = $(shell $(PYTHON) $(GEN_MAN) --header $(HEADER) --list)
+
+man: $(MAN_STAMP)
+
+$(MAN_STAMP): $(HEADER) core/base/status.c $(GEN_MAN)
+	$(say) GEN $(MAN_BUILD)
+	$(Q)$(PYTHON) $(GEN_MAN) --header $(HEADER) --status core/base/status.c --out $(MAN_BUILD) >/dev/null
+	@touch $@
+
+# ---------------------------------------------------------------
 # Install
 # ---------------------------------------------------------------
-install: all
-	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+install: all man
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+	    $(DESTDIR)$(MANDIR)/man3
 	$(INSTALL) -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/libllmlink.a
 	$(INSTALL) -m 755 $(SHARED_REAL) $(DESTDIR)$(LIBDIR)/libllmlink.so.$(VERSION)
 	ln -sf libllmlink.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libllmlink.so.$(MAJOR)
 	ln -sf libllmlink.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libllmlink.so
 	$(INSTALL) -m 644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/llmlink.h
 	$(INSTALL) -m 644 $(PC_FILE) $(DESTDIR)$(PKGCONFIGDIR)/llmlink.pc
+	$(INSTALL) -m 644 $(addprefix $(MAN_BUILD)/,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man3/
 	@echo "llmlink $(VERSION) installed in $(DESTDIR)$(LIBDIR)"
 
 uninstall:
@@ -490,7 +513,8 @@ uninstall:
 	      $(DESTDIR)$(LIBDIR)/libllmlink.so.$(MAJOR) \
 	      $(DESTDIR)$(LIBDIR)/libllmlink.so.$(VERSION) \
 	      $(DESTDIR)$(INCLUDEDIR)/llmlink.h \
-	      $(DESTDIR)$(PKGCONFIGDIR)/llmlink.pc
+	      $(DESTDIR)$(PKGCONFIGDIR)/llmlink.pc \
+	      $(addprefix $(DESTDIR)$(MANDIR)/man3/,$(MAN_PAGES))
 	@echo "llmlink $(VERSION) removed from $(DESTDIR)$(LIBDIR)"
 
 clean:
