@@ -476,26 +476,32 @@ bench: bench-bins examples
 # ---------------------------------------------------------------
 # Man pages (section 3), generated from the comments of $(HEADER):
 # llmlink.3 (overview, status codes, option keys) and one per function.
-# PYTHON only runs tools/gen_man.py (standard library).
+# PYTHON3 only runs tools/gen_man.py (standard library).
 # ---------------------------------------------------------------
-PYTHON    ?= python3
+PYTHON3   ?= python3
 MAN_BUILD := $(BUILD)/man/man3
 MAN_STAMP := $(MAN_BUILD)/.stamp
 GEN_MAN   := tools/gen_man.py
-# The page names, from the header (deferred: only install/uninstall ask).
-MAN_PAGES  = $(shell $(PYTHON) $(GEN_MAN) --header $(HEADER) --list)
+# The page names, from the header (deferred: only install asks).
+MAN_PAGES  = $(shell $(PYTHON3) $(GEN_MAN) --header $(HEADER) --list)
+# `make install` worked without Python before the man pages: without it,
+# it still installs the rest and says the pages were left out.
+HAVE_PYTHON := $(if $(filter install,$(MAKECMDGOALS)),$(shell command -v $(PYTHON3) 2>/dev/null))
 
 man: $(MAN_STAMP)
 
 $(MAN_STAMP): $(HEADER) core/base/status.c $(GEN_MAN)
 	$(say) GEN $(MAN_BUILD)
-	$(Q)$(PYTHON) $(GEN_MAN) --header $(HEADER) --status core/base/status.c --out $(MAN_BUILD) >/dev/null
+	$(Q)$(PYTHON3) $(GEN_MAN) --header $(HEADER) --status core/base/status.c --out $(MAN_BUILD) >/dev/null
 	@touch $@
 
 # ---------------------------------------------------------------
 # Install
 # ---------------------------------------------------------------
-install: all man
+MAN_INSTALL = $(if $(HAVE_PYTHON),$(INSTALL) -m 644 $(addprefix $(MAN_BUILD)/,$(MAN_PAGES)) \
+    $(DESTDIR)$(MANDIR)/man3/,echo "make install: $(PYTHON3) not found, man pages not installed")
+
+install: all $(if $(HAVE_PYTHON),man)
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 	    $(DESTDIR)$(MANDIR)/man3
 	$(INSTALL) -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/libllmlink.a
@@ -504,7 +510,7 @@ install: all man
 	ln -sf libllmlink.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libllmlink.so
 	$(INSTALL) -m 644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/llmlink.h
 	$(INSTALL) -m 644 $(PC_FILE) $(DESTDIR)$(PKGCONFIGDIR)/llmlink.pc
-	$(INSTALL) -m 644 $(addprefix $(MAN_BUILD)/,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man3/
+	$(MAN_INSTALL)
 	@echo "llmlink $(VERSION) installed in $(DESTDIR)$(LIBDIR)"
 
 uninstall:
@@ -514,7 +520,7 @@ uninstall:
 	      $(DESTDIR)$(LIBDIR)/libllmlink.so.$(VERSION) \
 	      $(DESTDIR)$(INCLUDEDIR)/llmlink.h \
 	      $(DESTDIR)$(PKGCONFIGDIR)/llmlink.pc \
-	      $(addprefix $(DESTDIR)$(MANDIR)/man3/,$(MAN_PAGES))
+	      $(DESTDIR)$(MANDIR)/man3/llmlink.3 $(DESTDIR)$(MANDIR)/man3/llmlink_*.3
 	@echo "llmlink $(VERSION) removed from $(DESTDIR)$(LIBDIR)"
 
 clean:
