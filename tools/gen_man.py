@@ -26,12 +26,8 @@ def die(msg):
 
 def comment_text(block):
     """The text of a /* ... */ block, without the comment markers."""
-    lines = block.splitlines()
     out = []
-    for line in lines:
-        s = line.strip()
-        s = re.sub(r"^/\*+", "", s)
-        s = re.sub(r"\*+/$", "", s)
+    for line in block.splitlines():
         line = re.sub(r"^\s*/?\*+/?( ?)", "", line.rstrip())
         line = re.sub(r"\s*\*+/$", "", line)
         out.append(line)
@@ -58,13 +54,12 @@ def parse(header_text):
             while "*/" not in lines[j]:
                 j += 1
             text = comment_text("\n".join(lines[i:j + 1]))
+            # Section banners: a rule of dashes, or a title padded to it.
+            banner = i == j and re.fullmatch(r"/\* (-+|.*\S {3,}) \*/", s)
             if top is None:
                 top = text
-            elif not re.fullmatch(r"-*\s*", text) and not re.fullmatch(r"[\w ()',.]+", text.strip()) \
-                    or "\n" in text or len(text) > 40:
-                pending = text
             else:
-                pending = None  # a section banner ("Version", "----")
+                pending = None if banner else text
             group = None
             i = j + 1
             continue
