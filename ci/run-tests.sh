@@ -154,6 +154,16 @@ if [ -f "$build_dir/libllmlink.so" ] && [ -z "${LLMLINK_SANITIZER:-}" ]; then
     run_prog check_install sh tests/abi/check_install.sh "$build_dir"
 fi
 
+# The user docs (docs/options.md, status-codes.md, migration.md) list exactly
+# the option keys, statuses and Python names the code has.
+run_prog check_docs python3 tests/docs/check_docs.py
+
+# The build rebuilds what a newly installed (or removed) libibverbs-dev
+# affects: its own throwaway build directory, plain builds only.
+if [ -z "${LLMLINK_SANITIZER:-}" ]; then
+    run_prog check_rebuild sh ci/check-rebuild.sh
+fi
+
 echo
 echo "======== summary (${build_dir})"
 for i in "${!names[@]}"; do

@@ -1,7 +1,9 @@
 #!/bin/sh
 # check_install.sh BUILD_DIR - install into a staging DESTDIR, build a small
 # program against the installed header through pkg-config (shared and
-# static), run it, then uninstall and check that nothing is left behind.
+# static), run it, check the man pages (every page of tools/gen_man.py
+# --list installed under MANDIR/man3, rendered without warnings by man or
+# groff when one is there), then uninstall and check that nothing is left.
 # What a packager or a binding's build.rs does with `make install`.
 set -eu
 build=${1:?usage: check_install.sh BUILD_DIR}
@@ -40,9 +42,36 @@ cc -static-libgcc -o "$stage/consumer-static" "$stage/consumer.c" \
     $(pkg-config --cflags llmlink) "$stage$prefix/lib/libllmlink.a" $(pkg-config --static --libs-only-other llmlink)
 out=$("$stage/consumer-static")
 [ "$out" = "LLM_SUCCESS" ] || { echo "check_install: static consumer printed '$out'"; exit 1; }
+# Man pages: the names come from the header, as `make install` takes them.
+mandir="$stage$prefix/share/man/man3"
+pages=$(python3 tools/gen_man.py --header ffi/llmlink.h --list)
+npages=0
+for p in $pages; do
+    [ -s "$mandir/$p" ] || { echo "check_install: man page $mandir/$p not installed"; exit 1; }
+    npages=$((npages + 1))
+done
+[ "$npages" -gt 1 ] || { echo "check_install: only $npages man pages listed"; exit 1; }
+# Render with warnings on; any warning (or failure) fails the check.
+render=none
+if command -v man >/dev/null 2>&1; then
+    render="man --warnings -l"
+elif command -v groff >/dev/null 2>&1; then
+    render="groff -man -Tutf8 -ww"
+fi
+if [ "$render" != none ]; then
+    for p in $pages; do
+        warn=$(MANPAGER=cat MAN_DISABLE_SECCOMP=1 MANWIDTH=80 $render "$mandir/$p" 2>&1 >/dev/null) &&
+            [ -z "$warn" ] || { echo "check_install: $render $p: ${warn:-failed}"; exit 1; }
+    done
+    rendered="rendered by ${render%% *} without warnings"
+else
+    rendered="not rendered (neither man nor groff installed)"
+fi
+
 soname=$(readelf -d "$stage$prefix/lib/libllmlink.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
 
 make -s --no-print-directory uninstall BUILD="$build" DESTDIR="$stage" PREFIX="$prefix" >/dev/null
 left=$(find "$stage$prefix" -type f 2>/dev/null | head -5)
 [ -z "$left" ] || { echo "check_install: left after uninstall: $left"; exit 1; }
 echo "check_install: installed, built (pkg-config, shared + static), ran, uninstalled; soname $soname"
+echo "check_install: $npages man pages installed in MANDIR/man3, $rendered, removed by uninstall"
