@@ -21,8 +21,18 @@
 #include <stdbool.h>
 
 /* -DLLK_NO_VERBS builds the stubs even where the headers exist (to check
- * that configuration compiles). */
-#if defined(__has_include) && !defined(LLK_NO_VERBS)
+ * that configuration compiles).
+ * The Makefile probes for the headers on every run and records the answer
+ * in $(BUILD)/gen/llk_config.h (-DLLK_HAVE_CONFIG_H): the objects' dependency
+ * files then name that header, so installing or removing libibverbs-dev
+ * rebuilds what includes this file. Builds without it (setup.py, build.rs,
+ * cgo) compile from scratch each time and ask the compiler directly. */
+#if defined(LLK_HAVE_CONFIG_H)
+#include "llk_config.h"
+#if LLK_HAVE_VERBS_H && !defined(LLK_NO_VERBS)
+#define LLK_HAVE_VERBS 1
+#endif
+#elif defined(__has_include) && !defined(LLK_NO_VERBS)
 #if __has_include(<infiniband/verbs.h>)
 #define LLK_HAVE_VERBS 1
 #endif
