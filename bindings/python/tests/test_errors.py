@@ -162,6 +162,54 @@ def test_cache_arguments(decoder, blocks_cache):
         blocks_cache.tensor_buffer(1)
 
 
+def test_upstream_and_older_argument_names(decoder):
+    """llm_datadist's names, and llmlink's earlier ones as keyword aliases."""
+    assert CacheKey(cluster_id=5, req_id=6).cluster_id == 5
+    assert CacheKey(prompt_cluster_id=5, req_id=6).prompt_cluster_id == 5
+    assert BlocksCacheKey(cluster_id=5, model_id=1).cluster_id == 5
+    assert BlocksCacheKey(prompt_cluster_id=5).model_id == 0
+    assert "cluster_id=5" in repr(BlocksCacheKey(5))
+    # prefix_id: llm_datadist's default 2**64-1 is llmlink's -1, no prefix.
+    assert CacheKey(1, 2).prefix_id == -1
+    assert CacheKey(1, 2, prefix_id=2**64 - 1).prefix_id == -1
+    assert CacheKey(1, 2, 0, np.uint64(2**64 - 1)).prefix_id == -1
+    assert CacheKey(1, 2, prefix_id=2**63 - 1).prefix_id == 2**63 - 1
+    for bad in (2**63, 2**64 - 2, 2**64, -2):
+        with pytest.raises(ValueError):
+            CacheKey(1, 2, prefix_id=bad)
+    with pytest.raises(TypeError):
+        CacheKey(1, 2, prefix_id=True)
+    # Both names at once: a TypeError that names both.
+    both = [lambda: CacheKey(1, 2, prompt_cluster_id=1),
+            lambda: CacheKey(cluster_id=1, prompt_cluster_id=1, req_id=2),
+            lambda: BlocksCacheKey(1, prompt_cluster_id=1)]
+    for call in both:
+        with pytest.raises(TypeError, match="cluster_id.*prompt_cluster_id"):
+            call()
+    cm = decoder.cache_manager
+    desc = CacheDesc(1, [4, 16], DataType.DT_UINT8)
+    keep = np.zeros(64, np.uint8)
+    for call in (lambda k: cm.register_blocks_cache(desc, [keep.ctypes.data], k, blocks_key=k),
+                 lambda k: cm.register_blocks_cache(desc, [keep.ctypes.data],
+                                                    blocks_cache_key=None, blocks_key=k),
+                 lambda k: cm.allocate_blocks_cache(desc, blocks_cache_key=k, blocks_key=k)):
+        with pytest.raises(TypeError, match="blocks_cache_key.*blocks_key"):
+            call(BlocksCacheKey(decoder.cluster_id))
+    # Missing required arguments, and wrong types under either name.
+    for call in (lambda: CacheKey(), lambda: CacheKey(1), lambda: CacheKey(req_id=1),
+                 lambda: BlocksCacheKey(), lambda: BlocksCacheKey(model_id=0),
+                 lambda: CacheKey(prompt_cluster_id="1", req_id=1),
+                 lambda: cm.allocate_blocks_cache(desc, blocks_key=CacheKey(1, 1)),
+                 lambda: cm.allocate_blocks_cache(desc, blocks_cache_key=CacheKey(1, 1)),
+                 lambda: cm.allocate_blocks_cache(desc, blocks_kee=None)):
+        with pytest.raises(TypeError):
+            call()
+    # None under either name: no key.
+    for kw in ("blocks_cache_key", "blocks_key"):
+        cm.deallocate_blocks_cache(cm.allocate_blocks_cache(desc, **{kw: None}))
+    cm.unregister_cache(cm.register_blocks_cache(desc, [keep.ctypes.data], blocks_key=None))
+
+
 def test_calls_before_init_raise_runtime_error():
     engine = LLMDataDist(LLMRole.DECODER, 4)
     for call in (lambda: engine.link_clusters([a_cluster()]),

@@ -233,3 +233,72 @@ def test_unregistered_cache_is_gone(make_decoder):
     with pytest.raises(LLMException) as e:
         decoder.cache_manager.unregister_cache(cache.cache_id)
     assert e.value.status_code == S.LLM_KV_CACHE_NOT_EXIST
+
+
+# -- llm_datadist's argument names, and llmlink's earlier ones as aliases ----
+
+UNGIVEN = object()
+
+
+@pytest.mark.parametrize("names", ["llm_datadist", "llmlink"])
+def test_keyword_names_of_keys_and_blocks_caches(linked, names):
+    """A script that passes keys by keyword, with llm_datadist's names
+    (cluster_id, blocks_cache_key) or llmlink's earlier ones
+    (prompt_cluster_id, blocks_key), on both sides of a link."""
+    decoder, peer = linked
+    cluster, key_arg = (("cluster_id", "blocks_cache_key") if names == "llm_datadist"
+                        else ("prompt_cluster_id", "blocks_key"))
+    peer.request("register_blocks", num_tensors=TENSORS, shape=[BLOCKS, BLOCK_ELEMS],
+                 dtype="DT_FLOAT16", key={cluster: peer.cluster_id, "model_id": 3}, seed=8,
+                 key_arg=key_arg)
+    cache, arrays = register_dst_blocks(decoder)
+    key = BlocksCacheKey(**{cluster: peer.cluster_id}, model_id=3)
+    assert key.cluster_id == key.prompt_cluster_id == peer.cluster_id
+    decoder.cache_manager.pull_blocks(src_cache_key=key, dst_cache=cache, src_blocks=[2],
+                                      dst_blocks=[5])
+    assert np.array_equal(block_bytes(arrays[1], 5), src_block(8, 1, 2))
+    # Blocks caches of the decoder keyed by keyword: the key is taken (a
+    # second cache under it is refused).
+    desc = CacheDesc(1, [2, 8], DataType.DT_UINT8)
+    own_key = BlocksCacheKey(**{cluster: decoder.cluster_id})
+    allocated = decoder.cache_manager.allocate_blocks_cache(desc, **{key_arg: own_key})
+    keep = np.zeros(16, np.uint8)
+    with pytest.raises(LLMException) as e:
+        decoder.cache_manager.register_blocks_cache(desc, [keep.ctypes.data],
+                                                    **{key_arg: own_key})
+    assert e.value.status_code == S.LLMLINK_CACHE_KEY_ALREADY_EXIST
+    decoder.cache_manager.remove_cache_key(own_key)
+    decoder.cache_manager.deallocate_blocks_cache(allocated)
+    # CacheKey by keyword, pulled whole into blocks with src_blocks left out,
+    # (): llm_datadist's default, and None: llmlink's earlier one.
+    entry = 2 * BLOCK_BYTES
+    peer.request("register_cache", num_tensors=TENSORS, shape=[1, entry], dtype="DT_UINT8",
+                 keys=[{cluster: peer.cluster_id, "req_id": 40, "model_id": 3}], seed=12)
+    ckey = CacheKey(**{cluster: peer.cluster_id}, req_id=40, model_id=3)
+    for src_blocks, dst in (((), [0, 1]), (None, [2, 3]), (UNGIVEN, [4, 5])):
+        kwargs = {} if src_blocks is UNGIVEN else {"src_blocks": src_blocks}
+        decoder.cache_manager.pull_blocks(ckey, cache, dst_blocks=dst, **kwargs)
+        for t, array in enumerate(arrays):
+            got = array.view(np.uint8)[dst[0] * BLOCK_BYTES:(dst[1] + 1) * BLOCK_BYTES]
+            assert np.array_equal(got, pattern(entry, 12, t))
+
+
+@pytest.mark.parametrize("peer_prefix, my_prefix", [(2**64 - 1, None), (None, 2**64 - 1),
+                                                    (2**64 - 1, -1), (7, 7)])
+def test_prefix_id_sentinel_of_llm_datadist_is_no_prefix(linked, peer_prefix, my_prefix):
+    """llm_datadist's CacheKey defaults prefix_id to 2**64-1; llmlink's
+    "no prefix" is -1: the two name the same key across the link."""
+    decoder, peer = linked
+    fields = {"cluster_id": peer.cluster_id, "req_id": 9}
+    peer_key = dict(fields, **({} if peer_prefix is None else {"prefix_id": peer_prefix}))
+    peer.request("register_cache", num_tensors=2, shape=[1, 64], dtype="DT_UINT8",
+                 keys=[peer_key], seed=13)
+    key = CacheKey(**fields) if my_prefix is None else CacheKey(**fields, prefix_id=my_prefix)
+    cache = decoder.cache_manager.allocate_cache(CacheDesc(2, [1, 64], DataType.DT_UINT8))
+    decoder.cache_manager.pull_cache(key, cache)
+    assert np.array_equal(np.frombuffer(cache.tensor_buffer(1), np.uint8), pattern(64, 13, 1))
+    if peer_prefix == 7:  # a real prefix is not "no prefix"
+        with pytest.raises(LLMException) as e:
+            decoder.cache_manager.pull_cache(CacheKey(**fields), cache)
+        assert e.value.status_code == S.LLM_KV_CACHE_NOT_EXIST
+    decoder.cache_manager.deallocate_cache(cache)

@@ -1,7 +1,7 @@
 """Type hints for the public names of llmlink (the llm_datadist API)."""
 import logging
 from enum import Enum, IntEnum
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union, overload
 
 __version__: str
 
@@ -121,8 +121,15 @@ class CacheDesc:
     def size(self) -> int: ...
 
 class CacheKey:
-    def __init__(self, prompt_cluster_id: int, req_id: int, model_id: int = ...,
+    # prompt_cluster_id: llmlink's earlier name of cluster_id, a keyword alias.
+    # prefix_id: -1 or 2**64-1 for no prefix (read back as -1).
+    @overload
+    def __init__(self, cluster_id: int, req_id: int, model_id: int = ...,
                  prefix_id: int = ...) -> None: ...
+    @overload
+    def __init__(self, *, prompt_cluster_id: int, req_id: int, model_id: int = ...,
+                 prefix_id: int = ...) -> None: ...
+    cluster_id: int
     prompt_cluster_id: int
     req_id: int
     model_id: int
@@ -135,7 +142,12 @@ class CacheKeyByIdAndIndex:
     batch_index: int
 
 class BlocksCacheKey:
-    def __init__(self, prompt_cluster_id: int, model_id: int = ...) -> None: ...
+    # prompt_cluster_id: llmlink's earlier name of cluster_id, a keyword alias.
+    @overload
+    def __init__(self, cluster_id: int, model_id: int = ...) -> None: ...
+    @overload
+    def __init__(self, *, prompt_cluster_id: int, model_id: int = ...) -> None: ...
+    cluster_id: int
     prompt_cluster_id: int
     model_id: int
 
@@ -156,14 +168,18 @@ class CacheManager:
     def register_cache(self, cache_desc: CacheDesc, addrs: Sequence[int],
                        cache_keys: Sequence[CacheKey] = ...,
                        remote_accessible: Optional[bool] = ...) -> Cache: ...
+    # blocks_key: llmlink's earlier name of blocks_cache_key, a keyword alias.
     def register_blocks_cache(self, cache_desc: CacheDesc, addrs: Sequence[int],
-                              blocks_key: Optional[BlocksCacheKey] = ...,
-                              remote_accessible: Optional[bool] = ...) -> Cache: ...
+                              blocks_cache_key: Optional[BlocksCacheKey] = ...,
+                              remote_accessible: Optional[bool] = ..., *,
+                              blocks_key: Optional[BlocksCacheKey] = ...) -> Cache: ...
     def unregister_cache(self, cache_id: Union[int, Cache]) -> None: ...
     def allocate_cache(self, cache_desc: CacheDesc, cache_keys: Sequence[CacheKey] = ...) -> Cache: ...
     def allocate_blocks_cache(self, cache_desc: CacheDesc,
+                              blocks_cache_key: Optional[BlocksCacheKey] = ..., *,
                               blocks_key: Optional[BlocksCacheKey] = ...) -> Cache: ...
     def deallocate_cache(self, cache: Union[Cache, int]) -> None: ...
+    def deallocate_blocks_cache(self, cache: Union[Cache, int]) -> None: ...
     def remove_cache_key(self, cache_key: Union[CacheKey, BlocksCacheKey]) -> None: ...
     def pull_cache(self, cache_key: PullKey, cache: Cache, batch_index: int = ..., size: int = ...,
                    src_layer_range: Optional[range] = ..., dst_layer_range: Optional[range] = ...,

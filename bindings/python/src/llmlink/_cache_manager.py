@@ -4,8 +4,8 @@ Tensor addresses are plain ints (numpy's arr.ctypes.data,
 torch.Tensor.data_ptr(), Cache.tensor_addrs...). Transfers block until the
 bytes have moved (bounded by llm.SyncKvCacheWaitTime), without the GIL."""
 from . import capi
-from ._checks import (INT32_MAX, INT64_MAX, UINT32_MAX, UINT64_MAX, check_int, check_int_list,
-                      check_list_of, check_type)
+from ._checks import (INT32_MAX, INT64_MAX, UINT32_MAX, UINT64_MAX, UNSET, check_int,
+                      check_int_list, check_list_of, check_type, renamed)
 from ._types import BlocksCacheKey, Cache, CacheDesc, CacheKey, CacheKeyByIdAndIndex
 
 _PULL_CACHE_KEYS = (CacheKey, CacheKeyByIdAndIndex)
@@ -27,12 +27,14 @@ class CacheManager:
                               [k._c() for k in keys])
         return Cache(cache_id, desc, c_addrs)
 
-    def register_blocks_cache(self, cache_desc, addrs, blocks_key=None, remote_accessible=None):
+    def register_blocks_cache(self, cache_desc, addrs, blocks_cache_key=UNSET,
+                              remote_accessible=None, *, blocks_key=UNSET):
         """Caller memory as a blocks cache (shape[0] blocks per tensor);
-        blocks_key lets peers address it."""
+        blocks_cache_key (default None; blocks_key is its older name, a
+        keyword alias) lets peers address it."""
         desc = check_type("cache_desc", cache_desc, CacheDesc)
         c_addrs = _addrs(addrs)
-        key = _optional_key("blocks_key", blocks_key, BlocksCacheKey)
+        key = _blocks_cache_key(blocks_cache_key, blocks_key)
         cache_id = self._call(capi.llmlink_register_blocks_cache, desc._c(), c_addrs, key)
         return Cache(cache_id, desc, c_addrs)
 
@@ -49,9 +51,11 @@ class CacheManager:
                                      [k._c() for k in keys])
         return Cache(cache_id, desc, addrs, allocated=True)
 
-    def allocate_blocks_cache(self, cache_desc, blocks_key=None):
+    def allocate_blocks_cache(self, cache_desc, blocks_cache_key=UNSET, *, blocks_key=UNSET):
+        """As allocate_cache, for a blocks cache; blocks_cache_key as in
+        register_blocks_cache."""
         desc = check_type("cache_desc", cache_desc, CacheDesc)
-        key = _optional_key("blocks_key", blocks_key, BlocksCacheKey)
+        key = _blocks_cache_key(blocks_cache_key, blocks_key)
         cache_id, addrs = self._call(capi.llmlink_allocate_blocks_cache, desc._c(), key)
         return Cache(cache_id, desc, addrs, allocated=True)
 
@@ -59,6 +63,11 @@ class CacheManager:
         """Drops the id of an allocated cache (a Cache or its id). The memory
         is freed once running transfers end and its keys are gone."""
         self._call(capi.llmlink_deallocate_cache, _cache_id(cache))
+
+    def deallocate_blocks_cache(self, cache):
+        """llm_datadist's name for deallocate_cache on a blocks cache: the
+        same call (deallocate_cache frees blocks caches too)."""
+        self.deallocate_cache(cache)
 
     def remove_cache_key(self, cache_key):
         key = check_type("cache_key", cache_key, (CacheKey, BlocksCacheKey))
@@ -76,11 +85,11 @@ class CacheManager:
         layers = _layers(src_layer_range, dst_layer_range, tensor_num_per_layer)
         self._call(capi.llmlink_pull_cache, key._c(), dst.cache_id, batch_index, size, layers)
 
-    def pull_blocks(self, src_cache_key, dst_cache, src_blocks=None, dst_blocks=(),
+    def pull_blocks(self, src_cache_key, dst_cache, src_blocks=(), dst_blocks=(),
                     src_layer_range=None, dst_layer_range=None, tensor_num_per_layer=2):
         """src_blocks[i] of the remote cache into dst_blocks[i] of dst_cache;
-        with a CacheKey/CacheKeyByIdAndIndex and no src_blocks, that entry
-        fills dst_blocks in order."""
+        with a CacheKey/CacheKeyByIdAndIndex and no src_blocks (() or None,
+        the same), that entry fills dst_blocks in order."""
         key = check_type("src_cache_key", src_cache_key, _PULL_BLOCKS_KEYS)
         dst = check_type("dst_cache", dst_cache, Cache)
         src = None if src_blocks is None else _blocks("src_blocks", src_blocks)
@@ -123,8 +132,9 @@ def _blocks(name, blocks):
     return check_int_list(name, blocks, 0, UINT64_MAX)
 
 
-def _optional_key(name, key, key_type):
-    return None if key is None else check_type(name, key, key_type)._c()
+def _blocks_cache_key(blocks_cache_key, blocks_key):
+    key = renamed("blocks_cache_key", blocks_cache_key, "blocks_key", blocks_key, None)
+    return None if key is None else check_type("blocks_cache_key", key, BlocksCacheKey)._c()
 
 
 def _cache_id(cache):

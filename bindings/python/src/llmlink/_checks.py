@@ -10,6 +10,34 @@ INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 
 
+class _Unset:
+    """The default of an argument that has two names: llm_datadist's and
+    llmlink's earlier one (see renamed)."""
+    __slots__ = ()
+
+    def __repr__(self):
+        return "<unset>"
+
+
+UNSET = _Unset()
+
+
+def renamed(name, value, old_name, old_value, default=UNSET):
+    """One argument under llm_datadist's name and under llmlink's earlier
+    name, kept as a keyword alias: the value given under either name, else
+    default (none: the argument is required). Both at once is a TypeError,
+    as Python's own "multiple values" is."""
+    if old_value is not UNSET:
+        if value is not UNSET:
+            raise TypeError(f"got both {name} and {old_name} (its older name): pass one")
+        value = old_value
+    if value is UNSET:
+        if default is UNSET:
+            raise TypeError(f"missing required argument: {name}")
+        value = default
+    return value
+
+
 def check_type(name, value, types):
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
         raise TypeError(f"{name} must be {_names(types)}, not {type(value).__name__}")

@@ -5,8 +5,12 @@ from enum import Enum
 from math import prod
 
 from . import capi
-from ._checks import (INT64_MAX, UINT32_MAX, check_int, check_int_list, check_type,
-                      check_uint64)
+from ._checks import (INT64_MAX, UINT32_MAX, UINT64_MAX, UNSET, check_int, check_int_list,
+                      check_type, check_uint64, renamed)
+
+# CacheKey's "no prefix": llmlink's -1 (the C ABI's int64 prefix_id), or
+# llm_datadist's 2**64-1 (its uint64 default), which is the same bits.
+NO_PREFIX = -1
 
 
 class LLMRole(Enum):
@@ -82,26 +86,44 @@ class CacheDesc:
 
 
 class CacheKey:
-    """Names one batch entry of a cache held by prompt_cluster_id."""
+    """Names one batch entry of a cache held by cluster_id (llm_datadist's
+    name; prompt_cluster_id, llmlink's earlier one, is a keyword alias).
+    prefix_id -1 or 2**64-1 (llm_datadist's default) both mean no prefix,
+    read back as -1."""
 
-    def __init__(self, prompt_cluster_id, req_id, model_id=0, prefix_id=-1):
-        self._prompt_cluster_id = check_uint64("prompt_cluster_id", prompt_cluster_id)
+    def __init__(self, cluster_id=UNSET, req_id=UNSET, model_id=0, prefix_id=NO_PREFIX, *,
+                 prompt_cluster_id=UNSET):
+        cluster_id = renamed("cluster_id", cluster_id, "prompt_cluster_id", prompt_cluster_id)
+        if req_id is UNSET:
+            raise TypeError("missing required argument: req_id")
+        self._cluster_id = check_uint64("cluster_id", cluster_id)
         self._req_id = check_uint64("req_id", req_id)
         self._model_id = check_uint64("model_id", model_id)
-        self._prefix_id = check_int("prefix_id", prefix_id, -1, INT64_MAX)
+        self._prefix_id = _prefix_id(prefix_id)
 
-    prompt_cluster_id = property(lambda self: self._prompt_cluster_id)
+    cluster_id = property(lambda self: self._cluster_id)
+    prompt_cluster_id = cluster_id
     req_id = property(lambda self: self._req_id)
     model_id = property(lambda self: self._model_id)
     prefix_id = property(lambda self: self._prefix_id)
 
     def _c(self):
-        return (capi.LLMLINK_KEY_CACHE, self._prompt_cluster_id, self._req_id, self._model_id,
+        return (capi.LLMLINK_KEY_CACHE, self._cluster_id, self._req_id, self._model_id,
                 self._prefix_id, 0, 0)
 
     def __repr__(self):
-        return (f"CacheKey(prompt_cluster_id={self._prompt_cluster_id}, req_id={self._req_id}, "
+        return (f"CacheKey(cluster_id={self._cluster_id}, req_id={self._req_id}, "
                 f"model_id={self._model_id}, prefix_id={self._prefix_id})")
+
+
+def _prefix_id(prefix_id):
+    check_int("prefix_id", prefix_id, -1, UINT64_MAX)
+    if prefix_id == UINT64_MAX:
+        return NO_PREFIX
+    if prefix_id > INT64_MAX:
+        raise ValueError(f"prefix_id is {prefix_id}, must be in [-1, {INT64_MAX}] "
+                         f"or {UINT64_MAX} (no prefix)")
+    return int(prefix_id)
 
 
 class CacheKeyByIdAndIndex:
@@ -117,8 +139,8 @@ class CacheKeyByIdAndIndex:
     batch_index = property(lambda self: self._batch_index)
 
     def _c(self):
-        return (capi.LLMLINK_KEY_ID_AND_INDEX, self._cluster_id, 0, 0, -1, self._cache_id,
-                self._batch_index)
+        return (capi.LLMLINK_KEY_ID_AND_INDEX, self._cluster_id, 0, 0, NO_PREFIX,
+                self._cache_id, self._batch_index)
 
     def __repr__(self):
         return (f"CacheKeyByIdAndIndex(cluster_id={self._cluster_id}, cache_id={self._cache_id}, "
@@ -126,21 +148,23 @@ class CacheKeyByIdAndIndex:
 
 
 class BlocksCacheKey:
-    """Names the blocks cache of model_id held by prompt_cluster_id."""
+    """Names the blocks cache of model_id held by cluster_id (llm_datadist's
+    name; prompt_cluster_id, llmlink's earlier one, is a keyword alias)."""
 
-    def __init__(self, prompt_cluster_id, model_id=0):
-        self._prompt_cluster_id = check_uint64("prompt_cluster_id", prompt_cluster_id)
+    def __init__(self, cluster_id=UNSET, model_id=0, *, prompt_cluster_id=UNSET):
+        cluster_id = renamed("cluster_id", cluster_id, "prompt_cluster_id", prompt_cluster_id)
+        self._cluster_id = check_uint64("cluster_id", cluster_id)
         self._model_id = check_uint64("model_id", model_id)
 
-    prompt_cluster_id = property(lambda self: self._prompt_cluster_id)
+    cluster_id = property(lambda self: self._cluster_id)
+    prompt_cluster_id = cluster_id
     model_id = property(lambda self: self._model_id)
 
     def _c(self):
-        return (capi.LLMLINK_KEY_BLOCKS, self._prompt_cluster_id, 0, self._model_id, -1, 0, 0)
+        return (capi.LLMLINK_KEY_BLOCKS, self._cluster_id, 0, self._model_id, NO_PREFIX, 0, 0)
 
     def __repr__(self):
-        return (f"BlocksCacheKey(prompt_cluster_id={self._prompt_cluster_id}, "
-                f"model_id={self._model_id})")
+        return f"BlocksCacheKey(cluster_id={self._cluster_id}, model_id={self._model_id})"
 
 
 class Cache:

@@ -8,7 +8,7 @@ First line out: {"ready": true, "port": <listen port>} (or {"ready": false,
 "error": ...}). Requests: {"op": NAME, ...}; replies {"ok": true, ...} or
 {"ok": false, "error": TEXT, "status": LLMStatusCode name}.
 
-  register_blocks  num_tensors shape dtype key=[cluster, model]|null seed
+  register_blocks  num_tensors shape dtype key=[cluster, model]|null seed [key_arg]
   register_cache   num_tensors shape dtype keys=[[cluster, req, model], ...] seed
   allocate_cache   num_tensors shape dtype keys=[...] seed
                    -> cache_id   (memory filled with kvpattern.pattern(seed))
@@ -17,6 +17,9 @@ First line out: {"ready": true, "port": <listen port>} (or {"ready": false,
   unlink  clusters=[id...] force -> ret, rets (status names)
   quit                       -> finalizes, replies, exits 0
 EOF stdin is quit.
+A key given as a JSON object instead of a list is built with keywords
+(CacheKey(**key)); key_arg names the keyword register_blocks passes the
+blocks key under (blocks_cache_key or blocks_key) instead of by position.
 """
 import argparse
 import json
@@ -47,10 +50,13 @@ class Peer:
         addrs = [a.ctypes.data for a in arrays]
         if blocks:
             key = req.get("key")
-            cache = self.cm.register_blocks_cache(desc, addrs,
-                                                  BlocksCacheKey(*key) if key else None)
+            key = _key(BlocksCacheKey, key) if key else None
+            if req.get("key_arg"):
+                cache = self.cm.register_blocks_cache(desc, addrs, **{req["key_arg"]: key})
+            else:
+                cache = self.cm.register_blocks_cache(desc, addrs, key)
         else:
-            keys = [CacheKey(*k) for k in req.get("keys", [])]
+            keys = [_key(CacheKey, k) for k in req.get("keys", [])]
             cache = self.cm.register_cache(desc, addrs, keys)
         self.caches[cache.cache_id] = (cache, arrays)
         return {"cache_id": cache.cache_id}
@@ -63,7 +69,7 @@ class Peer:
 
     def op_allocate_cache(self, req):
         desc = self._desc(req)
-        cache = self.cm.allocate_cache(desc, [CacheKey(*k) for k in req.get("keys", [])])
+        cache = self.cm.allocate_cache(desc, [_key(CacheKey, k) for k in req.get("keys", [])])
         for t in range(desc.num_tensors):
             np.frombuffer(cache.tensor_buffer(t), dtype=np.uint8)[:] = \
                 pattern(desc.size, req.get("seed", 0), t)
@@ -87,6 +93,10 @@ class Peer:
         ret, rets = self.engine.unlink_clusters(clusters, req.get("timeout", 3000),
                                                 req.get("force", False))
         return {"ret": ret.name, "rets": [r.name for r in rets]}
+
+
+def _key(key_type, fields):
+    return key_type(**fields) if isinstance(fields, dict) else key_type(*fields)
 
 
 def main():
