@@ -156,6 +156,13 @@ llk_xlink_t *llk_xfer_find_link(llmlink_t *e, uint64_t remote_id, const char *fn
  * connection closes); later calls get NOT_YET_LINK. Takes e->mu. */
 void llk_xfer_kill_link(llmlink_t *e, llk_xlink_t *xl, const char *why);
 
+/* ---- xfer/link_stats.c ------------------------------------------------- */
+
+/* llmlink_get_link_stats (everything but version): NOT_YET_LINK when no
+ * usable link with cluster_id exists (llk_err set). */
+llmlink_status_t llk_xfer_link_stats(llmlink_t *e, uint64_t cluster_id, const char *fn,
+                                     llmlink_link_stats_t *out);
+
 /* ---- xfer/owner.c: the owner thread ---------------------------------- */
 
 llmlink_status_t llk_xserver_start(llmlink_t *e);

@@ -473,6 +473,10 @@ static void test_finalized(void **state)
     /* The counters keep answering after shutdown (as llmlink_get_stats). */
     (void)xstats_of(d);
     (void)xstats_of(p);
+    /* A finalized engine has no link to count. */
+    llmlink_link_stats_t ls = {.version = LLMLINK_LINK_STATS_VERSION};
+    EXPECT("get_link_stats after finalize", llmlink_get_link_stats(d, PROMPT_ID, &ls),
+           LLMLINK_ENGINE_FINALIZED, "finalized");
 }
 
 /* ---- registration: argument refusals ----------------------------------- */
@@ -1309,6 +1313,30 @@ static void test_xfer_stats(void **state)
     assert_nothing_moved(fx, "stats");
 }
 
+static void test_link_stats_args(void **state)
+{
+    fx_t *fx = *state;
+    llmlink_link_stats_t s;
+    memset(&s, 0, sizeof s);
+    s.version = LLMLINK_LINK_STATS_VERSION;
+    REFUSED("stats NULL", llmlink_get_link_stats(fx->dec, PROMPT_ID, NULL), "stats is NULL");
+    REFUSED("dd NULL", llmlink_get_link_stats(NULL, PROMPT_ID, &s), "dd is NULL");
+    s.version = 0;
+    REFUSED("version 0", llmlink_get_link_stats(fx->dec, PROMPT_ID, &s),
+            "LLMLINK_LINK_STATS_VERSION");
+    s.version = LLMLINK_LINK_STATS_VERSION + 1;
+    REFUSED("version + 1", llmlink_get_link_stats(fx->dec, PROMPT_ID, &s), "version");
+    s.version = LLMLINK_LINK_STATS_VERSION;
+    EXPECT("unlinked cluster", llmlink_get_link_stats(fx->dec, UNLINKED_ID, &s),
+           LLMLINK_NOT_YET_LINK, "77");
+    /* (test_xfer_single reads the counters of real links.) */
+    /* not initialized */
+    llmlink_t *e = new_engine(fx, LLMLINK_ROLE_MIX, 81);
+    EXPECT("not initialized", llmlink_get_link_stats(e, PROMPT_ID, &s), LLMLINK_NOT_INITIALIZED,
+           "init");
+    assert_nothing_moved(fx, "link stats");
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1336,6 +1364,7 @@ int main(void)
         T(test_xfer_no_link),
         T(test_xfer_other_cluster_not_linked),
         T(test_xfer_stats),
+        T(test_link_stats_args),
     };
 #undef T
     return cmocka_run_group_tests_name("transfer arguments", tests, NULL, NULL);

@@ -12,7 +12,10 @@
  *  - engines destroyed with links and caches in place free everything
  *    (the sanitizer runs check the "free");
  *  - the proof shm needs before it believes a peer's claim to be on this
- *    host (llk_peer_proof: the claimed pid holds the stream's other end).
+ *    host (llk_peer_proof: the claimed pid holds the stream's other end);
+ *  - every byte a peer writes into or reads from an engine's caches is
+ *    counted on the link it came over (llmlink_get_link_stats), and nothing
+ *    else is.
  *
  * Each test runs over tcp (with 4 streams per link, so a transfer is cut
  * into several requests) and over shm. Single process, loopback only, ports
@@ -244,6 +247,54 @@ static void test_refused_push_moves_nothing(void **state)
     assert_untouched(fx->pmem, NT, "refused push");
 }
 
+/* ---- what each link's peer did, counted --------------------------------------- */
+
+static llmlink_link_stats_t link_stats(llmlink_t *e, uint64_t peer)
+{
+    llmlink_link_stats_t s;
+    memset(&s, 0xA5, sizeof s); /* every field must be written */
+    s.version = LLMLINK_LINK_STATS_VERSION;
+    assert_status(llmlink_get_link_stats(e, peer, &s), LLMLINK_SUCCESS);
+    assert_int_equal(s.version, LLMLINK_LINK_STATS_VERSION);
+    return s;
+}
+
+static void test_link_stats_count_peer_bytes(void **state)
+{
+    fx_t *fx = *state;
+    llmlink_link_stats_t p0 = link_stats(fx->p, DECODER_ID), d0 = link_stats(fx->d, PROMPT_ID);
+    assert_int_equal(p0.peer_write_bytes, 0);
+    assert_int_equal(p0.peer_read_bytes, 0);
+    assert_int_equal(p0.requests_fenced, 0);
+    assert_int_equal(p0.rdma_protection, LLMLINK_RDMA_PROTECTION_NONE);
+    uint64_t src[5] = {3, 9, 10, 11, 40}, dst[5] = {0, 1, 2, 3, 63};
+    /* A pull of 5 blocks of every tensor: P's memory was read, D's not. */
+    assert_status(llmlink_pull_blocks(fx->d, &fx->key, fx->dcache, src, 5, dst, 5, NULL),
+                  LLMLINK_SUCCESS);
+    uint64_t moved = 5ull * BS * NT;
+    llmlink_link_stats_t p1 = link_stats(fx->p, DECODER_ID), d1 = link_stats(fx->d, PROMPT_ID);
+    assert_int_equal(p1.peer_read_bytes, moved);
+    assert_int_equal(p1.peer_write_bytes, 0);
+    assert_int_equal(d1.peer_read_bytes, d0.peer_read_bytes);
+    assert_int_equal(d1.peer_write_bytes, d0.peer_write_bytes);
+    /* A push of the last tensor's 5 blocks (layer 7): written into P. */
+    assert_status(llmlink_push_blocks(fx->d, &fx->key, fx->dcache, dst, 5, src, 5, &one_tensor),
+                  LLMLINK_SUCCESS);
+    llmlink_link_stats_t p2 = link_stats(fx->p, DECODER_ID);
+    assert_int_equal(p2.peer_write_bytes, 5ull * BS);
+    assert_int_equal(p2.peer_read_bytes, moved);
+    /* A refused request counts nothing. */
+    uint64_t bad = NB + 1;
+    assert_status(llmlink_push_blocks(fx->d, &fx->key, fx->dcache, dst, 1, &bad, 1, NULL),
+                  LLMLINK_PARAM_INVALID);
+    llmlink_link_stats_t p3 = link_stats(fx->p, DECODER_ID);
+    assert_int_equal(p3.peer_write_bytes, p2.peer_write_bytes);
+    assert_int_equal(p3.requests_fenced, 0);
+    /* No link with that cluster. */
+    llmlink_link_stats_t s = {.version = LLMLINK_LINK_STATS_VERSION};
+    assert_status(llmlink_get_link_stats(fx->p, 77, &s), LLMLINK_NOT_YET_LINK);
+}
+
 /* ---- tensor counts --------------------------------------------------------- */
 
 static void test_tensor_counts_differ(void **state)
@@ -463,6 +514,7 @@ int main(void)
         BOTH(test_refused_pull_moves_nothing), BOTH(test_refused_push_moves_nothing),
         BOTH(test_tensor_counts_differ),       BOTH(test_threads_pull_at_once),
         BOTH(test_unregister_waits_for_pull),  BOTH(test_relinks_leak_no_descriptor),
+        BOTH(test_link_stats_count_peer_bytes),
         cmocka_unit_test(test_peer_proof),
     };
     return cmocka_run_group_tests_name("xfer_single", tests, NULL, NULL);
