@@ -90,7 +90,8 @@ static int setup(void **state)
         return -1;
     fx->ctrl = fx->data = fx->ctrl2 = fx->data2 = -1;
     static const llmlink_option_t o[] = {{"llm.listenIpInfo", "127.0.0.1:0"},
-                                         {"llm.SyncKvCacheWaitTime", "2000"},
+                                         /* also the owner's stall limit */
+                                         {"llm.SyncKvCacheWaitTime", "10000"},
                                          {"llmlink.Transport", "tcp"},
                                          {"llmlink.LivenessIntervalMs", "20000"}};
     if (llmlink_create(&fx->p, LLMLINK_ROLE_PROMPT, PROMPT_ID) || llmlink_init(fx->p, o, 4) ||
@@ -618,12 +619,10 @@ static void test_broken_link_idle_owner_stream_ends_at_once(void **state)
     rawpeer_close(fx->ctrl);
     fx->ctrl = -1;
     wait_unlinked(fx);
-    int64_t t0 = proc_now_ms();
-    assert_int_equal(rawpeer_wait_closed(fx->data, IO_MS), RAWPEER_OK);
-    /* The owner's llm.SyncKvCacheWaitTime (its stall limit) is 2000 ms. */
-    int64_t took = proc_now_ms() - t0;
-    if (took >= 1000)
-        fail_msg("the owner stream ended %lld ms after the link broke", (long long)took);
+    /* Within IO_MS, half the owner's stall limit (its
+     * llm.SyncKvCacheWaitTime, 10 s): the stall timer did not end it. */
+    if (rawpeer_wait_closed(fx->data, IO_MS) != RAWPEER_OK)
+        fail_msg("the owner stream of the broken link was not closed within %d ms", IO_MS);
     assert_fenced(xl);
 }
 
