@@ -22,6 +22,9 @@
  *  - the same with a replacement link: the raw peer says HELLO again with
  *    its cluster id while the old link's payload is queued; the new link's
  *    WRITE is served, the old one's bytes never land;
+ *  - an owner that never confirms (its thread parked through the call):
+ *    the failed push still returns, with a WARN naming link and stream,
+ *    and the owner, once it runs, stores nothing of the broken link;
  *  - the fence wakes the owner thread: a broken link's stream that waits
  *    for payload is closed at once, not when it would have stalled.
  * The owner's per-link counters (requests_fenced, peer_write_bytes) are
@@ -123,6 +126,7 @@ static int teardown(void **state)
     rawpeer_close(fx->ctrl);
     rawpeer_close(fx->data2);
     rawpeer_close(fx->ctrl2);
+    llmlink_set_log_callback(NULL, NULL, LLMLINK_LOG_NONE);
     if (fx->d)
         llmlink_destroy(fx->d);
     llmlink_destroy(fx->p);
@@ -370,12 +374,14 @@ static void *push_thread(void *arg)
     return NULL;
 }
 
-static void test_waiter_of_a_timed_out_write_gets_not_yet_link(void **state)
+/* An in-process requester engine D (tcp, one stream per link, the given
+ * llm.SyncKvCacheWaitTime) with a cache like the owner's, linked to it.
+ * Returns D's cache id; *oxl is the owner's side of the link (a
+ * reference). */
+static int64_t make_requester(fx_t *fx, const char *wait_ms, llk_xlink_t **oxl)
 {
-    fx_t *fx = *state;
-    pid_t otid = owner_tid(); /* the owner's, before the requester's thread exists */
     llmlink_option_t o[] = {{"llmlink.Transport", "tcp"}, {"llmlink.StreamsPerLink", "1"},
-                            {"llm.SyncKvCacheWaitTime", "400"},
+                            {"llm.SyncKvCacheWaitTime", wait_ms},
                             {"llmlink.LivenessIntervalMs", "20000"}};
     assert_status(llmlink_create(&fx->d, LLMLINK_ROLE_DECODER, DEC_ID), LLMLINK_SUCCESS);
     assert_status(llmlink_init(fx->d, o, 4), LLMLINK_SUCCESS);
@@ -395,9 +401,27 @@ static void test_waiter_of_a_timed_out_write_gets_not_yet_link(void **state)
     llmlink_cluster_info_t c = {PROMPT_ID, LLMLINK_ROLE_PROMPT, NULL, 0, &ip, 1};
     llmlink_status_t cst[1];
     assert_status(llmlink_link_clusters(fx->d, &c, 1, IO_MS, cst), LLMLINK_SUCCESS);
-    /* The owner's side of the link, for its counters after it broke. */
-    llk_xlink_t *oxl = llk_xfer_find_link(fx->p, DEC_ID, "test");
-    assert_non_null(oxl);
+    *oxl = llk_xfer_find_link(fx->p, DEC_ID, "test");
+    assert_non_null(*oxl);
+    return id;
+}
+
+/* Waits (bounded) until the first byte of a push reached the owner's
+ * first block: its payload flows. */
+static void wait_first_byte(fx_t *fx)
+{
+    int64_t until = proc_now_ms() + IO_MS;
+    while (byte_at(fx->mem, 0) == 0 && proc_now_ms() < until)
+        proc_sleep_ms(1);
+    assert_int_not_equal(byte_at(fx->mem, 0), 0);
+}
+
+static void test_waiter_of_a_timed_out_write_gets_not_yet_link(void **state)
+{
+    fx_t *fx = *state;
+    pid_t otid = owner_tid(); /* the owner's, before the requester's thread exists */
+    llk_xlink_t *oxl;
+    int64_t id = make_requester(fx, "400", &oxl);
 
     /* A: blocks 0..NB-5 of every tensor (240 MiB); B: the last 4 blocks,
      * which A never touches. */
@@ -413,9 +437,7 @@ static void test_waiter_of_a_timed_out_write_gets_not_yet_link(void **state)
     /* Once A's payload flows (the owner's first block changes) the owner
      * thread is parked: A stalls mid-WRITE on any machine, and B, started
      * half a wait time later, waits for A's stream until A times out. */
-    int64_t until = proc_now_ms() + IO_MS;
-    while (byte_at(fx->mem, 0) == 0 && proc_now_ms() < until)
-        proc_sleep_ms(1);
+    wait_first_byte(fx);
     park_owner(otid);
     proc_sleep_ms(200);
     assert_int_equal(pthread_create(&tb, NULL, push_thread, &b), 0);
@@ -439,6 +461,72 @@ static void test_waiter_of_a_timed_out_write_gets_not_yet_link(void **state)
     assert_int_equal(atomic_load(&oxl->requests_fenced), 1);
     llk_xlink_unref(oxl);
     assert_true(landed > 0 && landed < (uint64_t)(NB - 4) * BS * NT);
+}
+
+/* ---- 3: an owner that does not confirm ---------------------------------------- */
+
+static pthread_mutex_t warn_mu = PTHREAD_MUTEX_INITIALIZER;
+static char warn_text[512];
+
+static void capture_warn(llmlink_log_level_t level, const char *message, void *user_data)
+{
+    (void)level;
+    (void)user_data;
+    pthread_mutex_lock(&warn_mu);
+    if (strstr(message, "did not end data stream"))
+        snprintf(warn_text, sizeof warn_text, "%s", message);
+    pthread_mutex_unlock(&warn_mu);
+}
+
+/* The owner thread stays parked through the whole call: the failed push
+ * cannot hear the owner end its stream, yet it returns (the wait is
+ * bounded by min(1000, max(100, llm.SyncKvCacheWaitTime)) ms) and says so
+ * in a WARN naming the link and the stream; the owner, once it runs,
+ * still stores nothing of the broken link. */
+static void test_unconfirmed_fence_returns_with_a_warning(void **state)
+{
+    fx_t *fx = *state;
+    pid_t otid = owner_tid();
+    llk_xlink_t *oxl;
+    int64_t id = make_requester(fx, "100", &oxl);
+    warn_text[0] = '\0';
+    llmlink_set_log_callback(capture_warn, NULL, LLMLINK_LOG_WARN);
+    static uint64_t blocks[NB];
+    for (unsigned i = 0; i < NB; i++)
+        blocks[i] = i;
+    push_arg_t a = {.fx = fx, .src = id, .blocks = blocks, .n = NB};
+    pthread_t ta;
+    assert_int_equal(pthread_create(&ta, NULL, push_thread, &a), 0);
+    wait_first_byte(fx);
+    park_owner(otid);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += IO_MS / 1000;
+    int jr = pthread_timedjoin_np(ta, NULL, &ts);
+    /* The owner's reactor broke its side of the link (the requester
+     * closed the control connection): from now on nothing may land. */
+    int64_t until = proc_now_ms() + IO_MS;
+    while (!llk_xlink_is_broken(oxl) && proc_now_ms() < until)
+        proc_sleep_ms(1);
+    snap_t before = snapshot(fx->mem, CACHE_BYTES);
+    unpark_owner();
+    if (jr != 0) {
+        pthread_join(ta, NULL);
+        fail_msg("the push did not return within %d ms while the owner was parked", IO_MS);
+    }
+    llmlink_set_log_callback(NULL, NULL, LLMLINK_LOG_NONE);
+    if (a.st != LLMLINK_WAIT_PROCESS_TIMEOUT)
+        fail_msg("push: %s, expected a timeout mid-WRITE: %s", llmlink_status_name(a.st), a.err);
+    pthread_mutex_lock(&warn_mu);
+    char got[sizeof warn_text];
+    snprintf(got, sizeof got, "%s", warn_text);
+    pthread_mutex_unlock(&warn_mu);
+    if (!strstr(got, "did not end data stream 0") || !strstr(got, "127.0.0.1"))
+        fail_msg("no WARN naming the link and the stream (got \"%s\")", got);
+    assert_true(llk_xlink_is_broken(oxl));
+    assert_unchanged_since(&before, fx->mem, CACHE_BYTES, "an unconfirmed fence");
+    assert_int_equal(atomic_load(&oxl->requests_fenced), 1);
+    llk_xlink_unref(oxl);
 }
 
 /* ---- the raw peer ------------------------------------------------------------------- */
@@ -632,6 +720,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_timed_out_push_from_another_process_lands_nothing_later),
         T(test_waiter_of_a_timed_out_write_gets_not_yet_link),
+        T(test_unconfirmed_fence_returns_with_a_warning),
         T(test_payload_queued_when_the_link_broke_never_lands),
         T(test_replacement_link_is_served_old_payload_never_lands),
         T(test_broken_link_idle_owner_stream_ends_at_once),
