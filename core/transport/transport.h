@@ -28,10 +28,16 @@
  *
  * Fences. After fence(xl) returns, the transport moves no further byte
  * into either side's memory over xl, for any request:
- *   tcp  - every data stream of the link is shut down (SHUT_RDWR). A byte
- *          already in the kernel's socket buffer is no longer read into
- *          memory; a sendmsg/recvmsg already inside the kernel on another
- *          thread finishes that one call (at most one iovec batch).
+ *   tcp  - the requester streams of the link are shut down (SHUT_RDWR),
+ *          the owner streams for reading (SHUT_RD), which wakes the owner
+ *          thread. A byte already in a socket's receive queue is not read
+ *          into memory any more: the owner thread loads xl->broken_now
+ *          before every step and closes the stream instead (unread bytes
+ *          discarded, RST); a sendmsg/recvmsg already inside the kernel
+ *          finishes that one call (at most one iovec batch). The peer sees
+ *          an owner stream end only once the owner thread closed it: a
+ *          requester whose WRITE failed waits (bounded) for that before
+ *          its call returns (xfer/requester.c).
  *   shm  - nothing to stop: process_vm_readv/writev runs on the
  *          requester's thread, so when its call has returned the copy is
  *          done, and the owner's memory is touched by no one else. A copy

@@ -791,11 +791,18 @@ static int step_tx_data(struct llk_xserver *s, xstream_t *st, size_t *budget, in
         bool last = st->moved + want == st->total;
         if (last)
             count_served(s, st->total);
+        /* The link's counter too is taken ahead (on loopback the peer may
+         * have the bytes before sendmsg returns here), and what did not go
+         * is given back. */
+        atomic_fetch_add_explicit(&st->xl->peer_read_bytes, want, memory_order_relaxed);
         ssize_t w = sendmsg(st->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (last && (w < 0 || (uint64_t)w < want)) {
             atomic_fetch_sub(&s->e->xstats.requests_served, 1);
             atomic_fetch_sub(&s->e->xstats.bytes_served, st->total);
         }
+        uint64_t sent = w < 0 ? 0 : (uint64_t)w;
+        if (sent < want)
+            atomic_fetch_sub_explicit(&st->xl->peer_read_bytes, want - sent, memory_order_relaxed);
         if (w < 0)
             return io_error(st, "sendmsg");
         st->progress_ms = now;
@@ -808,7 +815,9 @@ static int step_tx_data(struct llk_xserver *s, xstream_t *st, size_t *budget, in
     return 0;
 }
 
-/* WRITE's bytes, straight into the cache; then the final answer. */
+/* WRITE's bytes, straight into the cache; then the final answer. serve()
+ * has checked that the link is not broken right before this step: each
+ * step makes one recvmsg. */
 static int step_rx_data(struct llk_xserver *s, xstream_t *st, size_t *budget, int64_t now)
 {
     if (st->moved < st->total) {
@@ -824,6 +833,7 @@ static int step_rx_data(struct llk_xserver *s, xstream_t *st, size_t *budget, in
                         (unsigned long long)st->total, (unsigned long long)st->req_id);
         if (r < 0)
             return io_error(st, "recvmsg");
+        atomic_fetch_add_explicit(&st->xl->peer_write_bytes, (uint64_t)r, memory_order_relaxed);
         st->progress_ms = now;
         cursor_advance(st, (size_t)r);
         *budget -= (size_t)r < *budget ? (size_t)r : *budget;
@@ -871,6 +881,9 @@ static void end_stream(struct llk_xserver *s, xstream_t *st, const char *reason)
 {
     llk_xlink_t *xl = st->xl;
     if (st->cache) {
+        /* An admitted request that did not complete (a WRITE lets go of
+         * the cache once its last byte is in, a READ after its last). */
+        atomic_fetch_add_explicit(&xl->requests_fenced, 1, memory_order_relaxed);
         if (st->revocable)
             llk_registry_set_revocable(&s->e->reg, st->cache, false);
         st->revocable = false;
@@ -909,6 +922,19 @@ static void end_stream(struct llk_xserver *s, xstream_t *st, const char *reason)
     free_stream(st);
 }
 
+/* Ends a stream of a link that broke, reading nothing more from it: a
+ * close with unread payload resets the connection, and the peer learns
+ * from the stream's end that this side stopped (xfer/requester.c). */
+static void end_broken(struct llk_xserver *s, xstream_t *st)
+{
+    if (busy(st))
+        fail(st, "the link broke during request %llu: its remaining payload is discarded",
+             (unsigned long long)st->req_id);
+    else
+        fail(st, "the link broke");
+    end_stream(s, st, st->why);
+}
+
 /* Makes epoll watch the direction the state needs: reading states wait for
  * input, sending states for room (armed only while it is the current
  * state, so an idle stream is not woken by a writable socket). */
@@ -929,8 +955,16 @@ static void serve(struct llk_xserver *s, xstream_t *st, int64_t now)
 {
     size_t budget = XS_PASS_BYTES;
     int rc = 0;
-    for (int i = 0; i < XS_PASS_STEPS && budget > 0 && rc == 0; i++)
+    for (int i = 0; i < XS_PASS_STEPS && budget > 0 && rc == 0; i++) {
+        /* Before every step, so before every recvmsg into a cache: once
+         * the link broke, not one more byte of its payload is stored (what
+         * the socket holds is dropped with it, see tcp.c). */
+        if (llk_xlink_broken_now(st->xl)) {
+            end_broken(s, st);
+            return;
+        }
         rc = step(s, st, &budget, now);
+    }
     if (rc >= 0)
         rc = set_events(s, st);
     if (rc < 0) {
@@ -943,6 +977,12 @@ static void serve(struct llk_xserver *s, xstream_t *st, int64_t now)
 
 static void on_event(struct llk_xserver *s, xstream_t *st, uint32_t ev, int64_t now)
 {
+    /* A broken link's stream never serves again (a replacement link of the
+     * same peer has its own streams). The fence's shutdown woke us. */
+    if (llk_xlink_broken_now(st->xl)) {
+        end_broken(s, st);
+        return;
+    }
     /* A sending stream does not read, so a hang-up would fire again and
      * again: end it now. A reading one finds EOF or the error by reading. */
     if (sending(st) && (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {

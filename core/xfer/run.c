@@ -212,10 +212,10 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
     st = llk_xfer_execute(&ctx, &link_failed);
     if (link_failed) {
         /* As llm_datadist: a transfer that failed on the wire (or timed out)
-         * leaves the link unusable; both ends free it, link again. */
+         * leaves the link unusable; both ends free it, link again. The
+         * requester killed it before it gave its streams back. */
         char why[LLK_ERR_MSG_MAX];
         snprintf(why, sizeof why, "%s", llk_err_message());
-        llk_xfer_kill_link(e, xl, why);
         llk_err(st, "%s; the link with cluster %llu was closed: link it again", why,
                 (unsigned long long)xl->remote_id);
     }

@@ -60,6 +60,10 @@ typedef struct llk_xlink {
     uint32_t refs;
     bool broken;
     char why[192];
+    /* The same as broken, set by llk_xlink_break before any transport's
+     * fence, readable without xl->mu: the owner thread loads it before
+     * every step (each recvmsg into a cache), where a lock would cost. */
+    atomic_bool broken_now;
 
     uint64_t remote_id;
     bool outbound;     /* this side is the client of the link */
@@ -110,6 +114,13 @@ void llk_xlink_unref(llk_xlink_t *xl);
 void llk_xlink_break(llk_xlink_t *xl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 bool llk_xlink_is_broken(llk_xlink_t *xl);
+
+/* broken_now without the lock (acquire: whatever the breaker did before
+ * setting it is visible). */
+static inline bool llk_xlink_broken_now(llk_xlink_t *xl)
+{
+    return atomic_load_explicit(&xl->broken_now, memory_order_acquire);
+}
 
 /* Sends / receives all of buf on a non-blocking stream of xl before the
  * deadline: 0, or -1 with errno (ETIMEDOUT; ECONNABORTED when the link
@@ -213,7 +224,9 @@ typedef struct llk_xfer_ctx {
 /* Moves every group of the plan over its own borrowed stream (groups run
  * in parallel). Returns SUCCESS, the owner's refusal status (stream still
  * usable), or a stream failure (NETWORK_ERROR, PROTOCOL_ERROR,
- * WAIT_PROCESS_TIMEOUT: the caller kills the link). *link_failed tells which. */
+ * WAIT_PROCESS_TIMEOUT: the link is killed before any stream goes back, and
+ * a failed tcp WRITE waits, bounded, for the owner to end its streams).
+ * *link_failed tells which. */
 llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed);
 
 #endif /* LLK_XFER_H */
