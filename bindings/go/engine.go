@@ -284,3 +284,75 @@ func (e *Engine) XferStats() (XferStats, error) {
 		SHMFallbacks: uint64(s.shm_fallbacks), RDMARequests: uint64(s.rdma_requests),
 	}, nil
 }
+
+// RdmaProtection is how the NIC enforces a link's RDMA grants
+// (llmlink_rdma_protection_t). Values are never renumbered.
+type RdmaProtection uint32
+
+const (
+	// RdmaProtectionNone: the link moves no byte over RDMA.
+	RdmaProtectionNone RdmaProtection = C.LLMLINK_RDMA_PROTECTION_NONE
+	// RdmaProtectionWindow: each grant is a type-2 memory window bound to
+	// the link's QP, read-only for a pull, write-only for a push, covering
+	// exactly the granted blocks, invalidated when the request ends.
+	RdmaProtectionWindow RdmaProtection = C.LLMLINK_RDMA_PROTECTION_WINDOW
+	// RdmaProtectionLinkPD: the device has no type-2 windows; the link has
+	// its own protection domain, regions registered read-only or write-only.
+	RdmaProtectionLinkPD RdmaProtection = C.LLMLINK_RDMA_PROTECTION_LINK_PD
+	// RdmaProtectionRegion: a grant's rkey covers its whole tensor for
+	// reading and writing until the cache is unregistered or the link
+	// breaks (llmlink <= 0.3).
+	RdmaProtectionRegion RdmaProtection = C.LLMLINK_RDMA_PROTECTION_REGION
+)
+
+func (p RdmaProtection) String() string {
+	switch p {
+	case RdmaProtectionNone:
+		return "none"
+	case RdmaProtectionWindow:
+		return "window"
+	case RdmaProtectionLinkPD:
+		return "link_pd"
+	case RdmaProtectionRegion:
+		return "region"
+	}
+	// A value a newer library may add: shown, not hidden.
+	return fmt.Sprintf("RdmaProtection(%d)", uint32(p))
+}
+
+// LinkStats are the counters of one link as this engine sees it: what the
+// peer's requests did to this engine's memory (llmlink_link_stats_t). They
+// start at 0 when the link is made and go with it.
+type LinkStats struct {
+	RdmaProtection RdmaProtection
+	// Bytes the peer wrote into this engine's caches: received by tcp, or
+	// granted for writing (shm, rdma: counted when granted, since the peer
+	// then writes on its own).
+	PeerWriteBytes uint64
+	PeerReadBytes  uint64 // ... read from them, the same way
+	// The peer's requests this engine had admitted that ended unfinished
+	// (the link broke, a stall, a timeout): each was fenced.
+	RequestsFenced uint64
+}
+
+// LinkStats reads the counters of the engine's link with cluster
+// clusterID (either direction): StatusNotYetLink (ErrNotYetLink) when
+// there is none or it is unusable.
+func (e *Engine) LinkStats(clusterID uint64) (LinkStats, error) {
+	const op = "LinkStats"
+	h, err := e.enter(op)
+	if err != nil {
+		return LinkStats{}, err
+	}
+	defer e.leave()
+	var s C.llmlink_link_stats_t
+	var ce C.gollk_err_t
+	if C.gollk_get_link_stats(h, C.uint64_t(clusterID), &s, &ce) != C.LLMLINK_SUCCESS {
+		return LinkStats{}, cError(op, &ce)
+	}
+	return LinkStats{
+		RdmaProtection: RdmaProtection(s.rdma_protection),
+		PeerWriteBytes: uint64(s.peer_write_bytes), PeerReadBytes: uint64(s.peer_read_bytes),
+		RequestsFenced: uint64(s.requests_fenced),
+	}, nil
+}

@@ -38,6 +38,7 @@ func TestCloseIsIdempotentAndFinal(t *testing.T) {
 	_, calls["ListenPort"] = d.ListenPort(0)
 	_, calls["Stats"] = d.Stats()
 	_, calls["XferStats"] = d.XferStats()
+	_, calls["LinkStats"] = d.LinkStats(p.id)
 	calls["PullBlocks"] = d.PullBlocks(ctx, key, c.ID, []uint64{0}, []uint64{0}, nil)
 	calls["PullCache"] = d.PullCache(ctx, key, c.ID, 0, -1, nil)
 	calls["PushBlocks"] = d.PushBlocks(ctx, key, c.ID, []uint64{0}, []uint64{0}, nil)

@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -137,7 +138,9 @@ func peerBatchSeed(id uint64) uint64  { return id + 100 }
 //	              pattern peerBatchSeed
 //
 // Prints "READY <port> <A id> <B id> <C id>", then answers
-// "verify <A|B|C> <seed> <src units> <dst units>" with "OK" or "BAD ...".
+// "verify <A|B|C> <seed> <src units> <dst units>" with "OK" or "BAD ...",
+// and "linkstats <cluster id>" with "STATS <rdma protection> <peer write
+// bytes> <peer read bytes> <requests fenced>" or "ERR <status> <message>".
 func runPeer(idText string) int {
 	id, err := strconv.ParseUint(idText, 10, 64)
 	if err != nil {
@@ -190,9 +193,30 @@ func runPeer(idText string) int {
 			}
 			continue
 		}
+		if len(f) == 2 && f[0] == "linkstats" {
+			fmt.Println(peerLinkStats(e, f[1]))
+			continue
+		}
 		fmt.Println("ERR unknown command")
 	}
 	return 0
+}
+
+// peerLinkStats is the peer's answer to "linkstats <cluster id>".
+func peerLinkStats(e *Engine, idText string) string {
+	id, err := strconv.ParseUint(idText, 10, 64)
+	if err != nil {
+		return "ERR bad cluster id"
+	}
+	s, err := e.LinkStats(id)
+	if err != nil {
+		var ee *Error
+		if errors.As(err, &ee) {
+			return fmt.Sprintf("ERR %s %s", ee.Status, ee.Msg)
+		}
+		return "ERR " + err.Error()
+	}
+	return fmt.Sprintf("STATS %s %d %d %d", s.RdmaProtection, s.PeerWriteBytes, s.PeerReadBytes, s.RequestsFenced)
 }
 
 // peer is a running prefill child process.

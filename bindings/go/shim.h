@@ -83,6 +83,13 @@ static inline llmlink_status_t gollk_get_xfer_stats(llmlink_t *dd, llmlink_xfer_
     return gollk_done(llmlink_get_xfer_stats(dd, s), err);
 }
 
+static inline llmlink_status_t gollk_get_link_stats(llmlink_t *dd, uint64_t cluster_id,
+                                                    llmlink_link_stats_t *s, gollk_err_t *err)
+{
+    s->version = LLMLINK_LINK_STATS_VERSION;
+    return gollk_done(llmlink_get_link_stats(dd, cluster_id, s), err);
+}
+
 /* Links ------------------------------------------------------------- */
 
 static inline llmlink_status_t gollk_link(llmlink_t *dd, const llmlink_cluster_info_t *c, size_t n,

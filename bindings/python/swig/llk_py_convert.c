@@ -509,6 +509,12 @@ PyObject *llk_py_xfer_stats_dict(const llmlink_xfer_stats_t *s)
                          U(shm_requests), U(shm_fallbacks), U(rdma_requests));
 }
 
+PyObject *llk_py_link_stats_dict(const llmlink_link_stats_t *s)
+{
+    return Py_BuildValue("{sKsKsKsK}", U(rdma_protection), U(peer_write_bytes),
+                         U(peer_read_bytes), U(requests_fenced));
+}
+
 #undef U
 
 /* ------------------------------------------------------------------ */

@@ -64,6 +64,7 @@ PyObject *llk_py_link_outcome(PyObject *overall, const llmlink_status_t *statuse
 PyObject *llk_py_u64_list(const uint64_t *values, size_t n);
 PyObject *llk_py_stats_dict(const llmlink_stats_t *s);
 PyObject *llk_py_xfer_stats_dict(const llmlink_xfer_stats_t *s);
+PyObject *llk_py_link_stats_dict(const llmlink_link_stats_t *s);
 
 PyObject *llk_py_memoryview(uint64_t addr, uint64_t nbytes);
 PyObject *llk_py_set_log_level(int level);

@@ -47,6 +47,8 @@
 %ignore llmlink_stats_t;
 %ignore llmlink_xfer_stats;
 %ignore llmlink_xfer_stats_t;
+%ignore llmlink_link_stats;
+%ignore llmlink_link_stats_t;
 /* The callback goes to Python's logging through llk_py_set_log_level. */
 %ignore llmlink_set_log_callback;
 
@@ -109,6 +111,16 @@
 }
 %typemap(argout) llmlink_xfer_stats_t *stats {
     $result = SWIG_Python_AppendOutput($result, llk_py_xfer_stats_dict(&value$argnum));
+}
+%typemap(in, numinputs=0) llmlink_link_stats_t *stats (llmlink_link_stats_t value) {
+    memset(&value, 0, sizeof value);
+    value.version = LLMLINK_LINK_STATS_VERSION;
+    $1 = &value;
+}
+/* rdma_protection stays an int here (an LLMLINK_RDMA_PROTECTION_* value);
+ * LLMDataDist.link_stats(cluster_id) turns it into RdmaProtection. */
+%typemap(argout) llmlink_link_stats_t *stats {
+    $result = SWIG_Python_AppendOutput($result, llk_py_link_stats_dict(&value$argnum));
 }
 
 /* ------------------------------------------------------------------ */

@@ -525,6 +525,21 @@ LLMLINK_EXTERN llmlink_status_t llmlink_remove_cache_key(llmlink_t *dd,
  * layers may be NULL (every tensor).
  * Any engine that holds a link with the key's cluster may call these, in
  * either direction of the link, from many threads at once.
+ *
+ * Fences. When a transfer call returns, whatever its status, no byte of it
+ * lands later in this engine's memory, and the engine that holds the remote
+ * cache has stopped (or will never start) writing into it for that call:
+ * a call that fails breaks the link before it returns, every transport
+ * stops at the break (tcp: the holder discards what it has not yet stored;
+ * shm: the requester stops copying between batches of at most 64 MiB and
+ * says so; rdma: the grant's memory windows die with the request), and a
+ * push over tcp waits (at most 1 s) for the holder to confirm. The holder
+ * keeps a cache held while a peer may still move bytes into or out of it,
+ * so when llmlink_unregister_cache returns LLMLINK_SUCCESS no peer can
+ * touch that memory any more, by any transport; a peer that was granted
+ * direct access (shm) and neither finishes nor exits keeps the cache held:
+ * unregister returns LLMLINK_CACHE_IN_USE until that process is gone.
+ * llmlink_get_link_stats counts what each link's peer wrote.
  */
 LLMLINK_EXTERN llmlink_status_t llmlink_pull_blocks(llmlink_t *dd, const llmlink_cache_key_t *src_key,
                                                     int64_t dst_cache_id, const uint64_t *src_blocks,
@@ -566,6 +581,45 @@ typedef struct llmlink_xfer_stats {
 } llmlink_xfer_stats_t;
 
 LLMLINK_EXTERN llmlink_status_t llmlink_get_xfer_stats(llmlink_t *dd, llmlink_xfer_stats_t *stats);
+
+/* How a link's RDMA grants are enforced by the NIC (llmlink_link_stats_t).
+ * Values are never renumbered. */
+typedef enum llmlink_rdma_protection {
+    LLMLINK_RDMA_PROTECTION_NONE = 0,   /* the link moves no byte over RDMA */
+    /* Each grant is a type-2 memory window bound to the link's QP, read-only
+     * for a pull, write-only for a push, covering exactly the granted
+     * blocks, invalidated when the request ends. */
+    LLMLINK_RDMA_PROTECTION_WINDOW = 1,
+    /* The device has no type-2 windows: the link has its own protection
+     * domain, and regions are registered read-only or write-only. */
+    LLMLINK_RDMA_PROTECTION_LINK_PD = 2,
+    /* A grant's rkey covers its whole tensor for reading and writing until
+     * the cache is unregistered or the link breaks (llmlink <= 0.3). */
+    LLMLINK_RDMA_PROTECTION_REGION = 3
+} llmlink_rdma_protection_t;
+
+/* Counters of one link, as seen by this engine: what its peer's requests
+ * did to this engine's memory. Versioned: set version to
+ * LLMLINK_LINK_STATS_VERSION (1). The counters start at 0 when the link is
+ * made and go with it. */
+#define LLMLINK_LINK_STATS_VERSION 1
+typedef struct llmlink_link_stats {
+    uint32_t version;
+    uint32_t rdma_protection;   /* llmlink_rdma_protection_t */
+    /* Bytes the peer wrote into this engine's caches: received by tcp, or
+     * granted for writing (shm, rdma: counted when granted, since the peer
+     * then writes on its own). */
+    uint64_t peer_write_bytes;
+    uint64_t peer_read_bytes;   /* ... read from them, the same way */
+    /* The peer's requests that this engine had admitted and that ended
+     * unfinished (the link broke, a stall, a timeout): each was fenced. */
+    uint64_t requests_fenced;
+} llmlink_link_stats_t;
+
+/* The counters of this engine's link with cluster `cluster_id` (either
+ * direction). LLMLINK_NOT_YET_LINK when there is none or it is unusable. */
+LLMLINK_EXTERN llmlink_status_t llmlink_get_link_stats(llmlink_t *dd, uint64_t cluster_id,
+                                                       llmlink_link_stats_t *stats);
 
 #ifdef __cplusplus
 }

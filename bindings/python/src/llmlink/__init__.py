@@ -9,7 +9,7 @@ from ._config import LLMConfig
 from ._datadist import LLMDataDist
 from ._logging import set_log_level
 from ._types import (BlocksCacheKey, Cache, CacheDesc, CacheKey, CacheKeyByIdAndIndex, DataType,
-                     LLMRole, Placement)
+                     LLMRole, Placement, RdmaProtection)
 
 if capi.llmlink_version_number() != capi.LLMLINK_VERSION_NUMBER:
     raise ImportError(f"llmlink: the extension was built for {capi.LLMLINK_VERSION_STRING} but "
@@ -20,5 +20,5 @@ __version__ = capi.llmlink_version_string()
 __all__ = [
     "BlocksCacheKey", "Cache", "CacheDesc", "CacheKey", "CacheKeyByIdAndIndex", "CacheManager",
     "DataType", "LLMClusterInfo", "LLMConfig", "LLMDataDist", "LLMException", "LLMRole",
-    "LLMStatusCode", "Placement", "set_log_level",
+    "LLMStatusCode", "Placement", "RdmaProtection", "set_log_level",
 ]

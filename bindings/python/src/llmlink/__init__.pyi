@@ -73,6 +73,12 @@ class Placement(Enum):
     HOST: int
     DEVICE: int
 
+class RdmaProtection(IntEnum):
+    NONE: int
+    WINDOW: int
+    LINK_PD: int
+    REGION: int
+
 IpInfo = Tuple[str, int]
 
 class LLMClusterInfo:
@@ -214,7 +220,12 @@ class LLMDataDist:
     @property
     def role(self) -> LLMRole: ...
     def get_listen_port(self, index: int = ...) -> int: ...
+    # No cluster_id: the engine's link counters; a cluster_id: that link's
+    # counters (rdma_protection is an RdmaProtection).
+    @overload
     def link_stats(self) -> Dict[str, int]: ...
+    @overload
+    def link_stats(self, cluster_id: int) -> Dict[str, Union[int, RdmaProtection]]: ...
     def transfer_stats(self) -> Dict[str, int]: ...
 
 def set_log_level(level: Optional[int]) -> None: ...

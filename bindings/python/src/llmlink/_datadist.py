@@ -4,7 +4,7 @@ from ._cache_manager import CacheManager
 from ._checks import UINT16_MAX, check_int, check_list_of, check_timeout, check_type, check_uint64
 from ._cluster import LLMClusterInfo
 from ._handle import EngineHandle
-from ._types import LLMRole
+from ._types import LLMRole, rdma_protection_of
 
 
 class LLMDataDist:
@@ -90,8 +90,21 @@ class LLMDataDist:
         check_int("index", index, 0, UINT16_MAX)
         return engine.call(capi.llmlink_get_listen_port, index)
 
-    def link_stats(self):
-        return self._engine().call(capi.llmlink_get_stats)
+    def link_stats(self, cluster_id=None):
+        """Without cluster_id: the engine's link and handshake counters
+        (llmlink_get_stats). With it: the counters of the link with that
+        cluster (either direction), what its peer's requests did to this
+        engine's memory - peer_write_bytes, peer_read_bytes,
+        requests_fenced, and rdma_protection (an RdmaProtection); they
+        start at 0 when the link is made. LLMException(LLM_NOT_YET_LINK)
+        when there is no usable link with cluster_id."""
+        engine = self._engine()
+        if cluster_id is None:
+            return engine.call(capi.llmlink_get_stats)
+        check_uint64("cluster_id", cluster_id)
+        stats = engine.call(capi.llmlink_get_link_stats, cluster_id)
+        stats["rdma_protection"] = rdma_protection_of(stats["rdma_protection"])
+        return stats
 
     def transfer_stats(self):
         return self._engine().call(capi.llmlink_get_xfer_stats)

@@ -1,7 +1,7 @@
 """The value types of llm_datadist: roles, data types, cache descriptions,
 cache keys and caches. Keys and descs hand the SWIG layer plain tuples
 (see swig/llmlink.i for their layout)."""
-from enum import Enum
+from enum import Enum, IntEnum
 from math import prod
 
 from . import capi
@@ -50,6 +50,25 @@ _ITEMSIZE = {
 class Placement(Enum):
     HOST = capi.LLMLINK_PLACEMENT_HOST
     DEVICE = capi.LLMLINK_PLACEMENT_DEVICE
+
+
+class RdmaProtection(IntEnum):
+    """How the NIC enforces a link's RDMA grants (llmlink_rdma_protection_t),
+    in link_stats(cluster_id)["rdma_protection"]. An IntEnum: it compares
+    equal to the C value, which is never renumbered."""
+    NONE = capi.LLMLINK_RDMA_PROTECTION_NONE          # the link moves no byte over RDMA
+    WINDOW = capi.LLMLINK_RDMA_PROTECTION_WINDOW      # a memory window per grant
+    LINK_PD = capi.LLMLINK_RDMA_PROTECTION_LINK_PD    # a protection domain per link
+    REGION = capi.LLMLINK_RDMA_PROTECTION_REGION      # an rkey over the whole tensor
+
+
+def rdma_protection_of(value: int):
+    """RdmaProtection for value; a value this version does not know stays an
+    int (a newer library may add one: it must not turn into a crash)."""
+    try:
+        return RdmaProtection(value)
+    except ValueError:
+        return value
 
 
 class CacheDesc:

@@ -49,6 +49,7 @@ pub const LLMLINK_MAX_TENSORS: u32 = 4096;
 pub const LLMLINK_MAX_KEYS: u32 = 65536;
 pub const LLMLINK_MAX_BLOCKS_PER_CALL: u32 = 1048576;
 pub const LLMLINK_XFER_STATS_VERSION: u32 = 2;
+pub const LLMLINK_LINK_STATS_VERSION: u32 = 1;
 unsafe extern "C" {
     pub fn llmlink_version_number() -> u32;
 }
@@ -658,5 +659,52 @@ unsafe extern "C" {
     pub fn llmlink_get_xfer_stats(
         dd: *mut llmlink_t,
         stats: *mut llmlink_xfer_stats_t,
+    ) -> llmlink_status_t;
+}
+pub const LLMLINK_RDMA_PROTECTION_NONE: llmlink_rdma_protection = 0;
+pub const LLMLINK_RDMA_PROTECTION_WINDOW: llmlink_rdma_protection = 1;
+pub const LLMLINK_RDMA_PROTECTION_LINK_PD: llmlink_rdma_protection = 2;
+pub const LLMLINK_RDMA_PROTECTION_REGION: llmlink_rdma_protection = 3;
+pub type llmlink_rdma_protection = ::std::os::raw::c_uint;
+pub use self::llmlink_rdma_protection as llmlink_rdma_protection_t;
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct llmlink_link_stats {
+    pub version: u32,
+    pub rdma_protection: u32,
+    pub peer_write_bytes: u64,
+    pub peer_read_bytes: u64,
+    pub requests_fenced: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of llmlink_link_stats",
+    ][::std::mem::size_of::<llmlink_link_stats>() - 32usize];
+    [
+        "Alignment of llmlink_link_stats",
+    ][::std::mem::align_of::<llmlink_link_stats>() - 8usize];
+    [
+        "Offset of field: llmlink_link_stats::version",
+    ][::std::mem::offset_of!(llmlink_link_stats, version) - 0usize];
+    [
+        "Offset of field: llmlink_link_stats::rdma_protection",
+    ][::std::mem::offset_of!(llmlink_link_stats, rdma_protection) - 4usize];
+    [
+        "Offset of field: llmlink_link_stats::peer_write_bytes",
+    ][::std::mem::offset_of!(llmlink_link_stats, peer_write_bytes) - 8usize];
+    [
+        "Offset of field: llmlink_link_stats::peer_read_bytes",
+    ][::std::mem::offset_of!(llmlink_link_stats, peer_read_bytes) - 16usize];
+    [
+        "Offset of field: llmlink_link_stats::requests_fenced",
+    ][::std::mem::offset_of!(llmlink_link_stats, requests_fenced) - 24usize];
+};
+pub type llmlink_link_stats_t = llmlink_link_stats;
+unsafe extern "C" {
+    pub fn llmlink_get_link_stats(
+        dd: *mut llmlink_t,
+        cluster_id: u64,
+        stats: *mut llmlink_link_stats_t,
     ) -> llmlink_status_t;
 }

@@ -97,6 +97,67 @@ pub struct XferStats {
     pub rdma_requests: u64,
 }
 
+/// How the NIC enforces a link's RDMA grants (`llmlink_rdma_protection_t`,
+/// in [`LinkStats::rdma_protection`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RdmaProtection {
+    /// The link moves no byte over RDMA.
+    None,
+    /// Each grant is a type-2 memory window bound to the link's QP, read-only
+    /// for a pull, write-only for a push, covering exactly the granted
+    /// blocks, invalidated when the request ends.
+    Window,
+    /// The device has no type-2 windows: the link has its own protection
+    /// domain, and regions are registered read-only or write-only.
+    LinkPd,
+    /// A grant's rkey covers its whole tensor for reading and writing until
+    /// the cache is unregistered or the link breaks (llmlink <= 0.3).
+    Region,
+}
+
+impl RdmaProtection {
+    /// The protection for a raw C value; `None` for a value this crate does
+    /// not know (a newer library may add some: read as an integer, never
+    /// undefined behaviour).
+    pub fn from_raw(raw: u32) -> Option<RdmaProtection> {
+        match raw {
+            sys::LLMLINK_RDMA_PROTECTION_NONE => Some(RdmaProtection::None),
+            sys::LLMLINK_RDMA_PROTECTION_WINDOW => Some(RdmaProtection::Window),
+            sys::LLMLINK_RDMA_PROTECTION_LINK_PD => Some(RdmaProtection::LinkPd),
+            sys::LLMLINK_RDMA_PROTECTION_REGION => Some(RdmaProtection::Region),
+            _ => None,
+        }
+    }
+
+    /// The C value.
+    pub fn raw(self) -> u32 {
+        match self {
+            RdmaProtection::None => sys::LLMLINK_RDMA_PROTECTION_NONE,
+            RdmaProtection::Window => sys::LLMLINK_RDMA_PROTECTION_WINDOW,
+            RdmaProtection::LinkPd => sys::LLMLINK_RDMA_PROTECTION_LINK_PD,
+            RdmaProtection::Region => sys::LLMLINK_RDMA_PROTECTION_REGION,
+        }
+    }
+}
+
+/// Counters of one link as this engine sees it: what the peer's requests
+/// did to this engine's memory ([`DataDist::link_stats`]). They start at 0
+/// when the link is made and go with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkStats {
+    /// How the NIC enforces the link's RDMA grants.
+    pub rdma_protection: RdmaProtection,
+    /// Bytes the peer wrote into this engine's caches: received by tcp, or
+    /// granted for writing (shm, rdma: counted when granted, since the peer
+    /// then writes on its own).
+    pub peer_write_bytes: u64,
+    /// Bytes the peer read from this engine's caches, counted the same way.
+    pub peer_read_bytes: u64,
+    /// The peer's requests that this engine had admitted and that ended
+    /// unfinished (the link broke, a stall, a timeout): each was fenced.
+    pub requests_fenced: u64,
+}
+
 /// One llmlink engine.
 ///
 /// Dropping it closes every link (peers notice at once) and frees it. Every
@@ -240,6 +301,32 @@ impl DataDist {
             shm_requests: s.shm_requests,
             shm_fallbacks: s.shm_fallbacks,
             rdma_requests: s.rdma_requests,
+        })
+    }
+
+    /// The counters of this engine's link with cluster `cluster_id` (either
+    /// direction): `Err` with `NOT_YET_LINK` when there is none or it is
+    /// unusable, `ENGINE_FINALIZED` after [`finalize`](Self::finalize).
+    pub fn link_stats(&self, cluster_id: u64) -> Result<LinkStats> {
+        let mut s = sys::llmlink_link_stats_t {
+            version: sys::LLMLINK_LINK_STATS_VERSION,
+            ..Default::default()
+        };
+        Error::check(unsafe { sys::llmlink_get_link_stats(self.raw, cluster_id, &mut s) })?;
+        let rdma_protection = RdmaProtection::from_raw(s.rdma_protection).ok_or_else(|| {
+            Error::new(
+                Status::FAILED,
+                format!(
+                    "llmlink_get_link_stats: unknown rdma_protection value {}",
+                    s.rdma_protection
+                ),
+            )
+        })?;
+        Ok(LinkStats {
+            rdma_protection,
+            peer_write_bytes: s.peer_write_bytes,
+            peer_read_bytes: s.peer_read_bytes,
+            requests_fenced: s.requests_fenced,
         })
     }
 

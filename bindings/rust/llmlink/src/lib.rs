@@ -39,7 +39,7 @@ pub use cache_manager::{
     AllocatedCache, CacheManager, LocalCache, RawCache, RegisteredCache, UnregisterError,
 };
 pub use cluster::{ClusterInfo, IpInfo};
-pub use engine::{DataDist, Role, Stats, XferStats};
+pub use engine::{DataDist, LinkStats, RdmaProtection, Role, Stats, XferStats};
 pub use error::{last_error, Error, Result};
 pub use log::{clear_log_callback, set_log_callback, LogLevel};
 pub use options::Options;

@@ -368,6 +368,12 @@ static bool rdma_link_usable(llk_xlink_t *xl)
     return use;
 }
 
+uint32_t llk_rdma_link_protection(llk_xlink_t *xl)
+{
+    /* Today's MRs: an rkey reaches its whole tensor (rdma.h). */
+    return rdma_link_usable(xl) ? LLMLINK_RDMA_PROTECTION_REGION : LLMLINK_RDMA_PROTECTION_NONE;
+}
+
 static llk_xuse_t rdma_request_usable(llk_xfer_ctx_t *ctx, int fd, llk_xmove_out_t *out)
 {
     (void)fd;

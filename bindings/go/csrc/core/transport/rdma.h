@@ -150,5 +150,8 @@ typedef struct llk_rdma_xlink {
 
 /* xl's RDMA state (tests read it). */
 llk_rdma_xlink_t *llk_rdma_xlink(struct llk_xlink *xl);
+/* How the NIC enforces xl's grants (llmlink_rdma_protection_t): NONE when
+ * the link does not use RDMA. Takes xl->mu. */
+uint32_t llk_rdma_link_protection(struct llk_xlink *xl);
 
 #endif /* LLK_RDMA_H */

@@ -38,6 +38,7 @@
 #define LLK_XFER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -76,6 +77,17 @@ typedef struct llk_xlink {
     /* What the transports decided for this link, and their own state
      * (transport/transport.h). */
     llk_xport_link_t xport;
+
+    /* Accounting of this engine's memory as the peer's requests touch it
+     * (llmlink_get_link_stats), updated without xl->mu by the owner thread
+     * and the transports. peer_write_bytes counts what the peer may have
+     * written: tcp's bytes received into a cache, and the whole extent of
+     * every write grant (shm, rdma) from the moment it is granted, since
+     * from then on the peer writes on its own. requests_fenced counts the
+     * peer's requests that ended without completing (the link broke, a
+     * stall, an unregister) after this side had admitted them. */
+    _Atomic uint64_t peer_write_bytes, peer_read_bytes;
+    _Atomic uint64_t requests_fenced;
 } llk_xlink_t;
 
 /* ---- xfer/streams.c ---------------------------------------------------- */
@@ -143,6 +155,13 @@ llk_xlink_t *llk_xfer_find_link(llmlink_t *e, uint64_t remote_id, const char *fn
 /* Kills the link that xl belongs to (both ends free it: the control
  * connection closes); later calls get NOT_YET_LINK. Takes e->mu. */
 void llk_xfer_kill_link(llmlink_t *e, llk_xlink_t *xl, const char *why);
+
+/* ---- xfer/link_stats.c ------------------------------------------------- */
+
+/* llmlink_get_link_stats (everything but version): NOT_YET_LINK when no
+ * usable link with cluster_id exists (llk_err set). */
+llmlink_status_t llk_xfer_link_stats(llmlink_t *e, uint64_t cluster_id, const char *fn,
+                                     llmlink_link_stats_t *out);
 
 /* ---- xfer/owner.c: the owner thread ---------------------------------- */
 
