@@ -38,10 +38,12 @@
  *          an owner stream end only once the owner thread closed it: a
  *          requester whose WRITE failed waits (bounded) for that before
  *          its call returns (xfer/requester.c).
- *   shm  - nothing to stop: process_vm_readv/writev runs on the
- *          requester's thread, so when its call has returned the copy is
- *          done, and the owner's memory is touched by no one else. A copy
- *          in progress on another thread finishes its batch.
+ *   shm  - nothing to stop on this side: process_vm_readv/writev runs on
+ *          the requester's thread, so when its call has returned the copy
+ *          is done. The owner cannot stop a peer's copy: it keeps its hold
+ *          on the cache until the peer's XDONE or its exit (hold_watch,
+ *          owner.c's lingering holds), so unregister_cache says
+ *          CACHE_IN_USE meanwhile.
  *   rdma - every rail's QP moves to the error state: posted work requests
  *          complete flushed, and the peer's rkeys reach nothing over the
  *          link. Work requests the NIC has started may still complete;
@@ -255,6 +257,13 @@ typedef struct llk_transport_ops {
     /* Owner: answer an admitted request with the grant (0), refuse it (1),
      * or fail the stream (-1). */
     int (*serve_grant)(llk_xserve_t *q);
+    /* Owner: a grant of this transport is the peer process's to use until
+     * its XDONE, and no fence stops it (shm: process_vm_writev). Returns a
+     * new descriptor that becomes readable when that process is gone (the
+     * caller closes it), or -1 (errno): the owner then keeps its hold on
+     * the cache until the engine stops. NULL: the hold ends with the
+     * stream, as before (tcp's bytes stop with the socket, rdma revokes). */
+    int (*hold_watch)(struct llk_xlink *xl);
 
     /* -- counters ---------------------------------------------------------- */
     void (*add_stats)(struct llk_xstats *x, uint64_t requests, uint64_t fallbacks);

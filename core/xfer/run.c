@@ -207,7 +207,7 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
     ctx.hdr.num_tensors_hint = tm.r0 + tm.n;
     ctx.plan = &plan;
     ctx.consume_key = !r->push && r->kind == LLK_XKIND_CACHE && r->key.type == LLMLINK_KEY_CACHE;
-    ctx.deadline_ms = llk_now_ms() + e->opts.sync_kv_wait_ms;
+    ctx.deadline_ms = llk_now_ms() + llk_xlink_wait_ms(xl, e->opts.sync_kv_wait_ms);
     bool link_failed = false;
     st = llk_xfer_execute(&ctx, &link_failed);
     if (link_failed) {

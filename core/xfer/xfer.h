@@ -92,7 +92,23 @@ typedef struct llk_xlink {
      * stall, an unregister) after this side had admitted them. */
     _Atomic uint64_t peer_write_bytes, peer_read_bytes;
     _Atomic uint64_t requests_fenced;
+
+    /* The peer's llm.SyncKvCacheWaitTime from its HELLO / WELCOME
+     * (LLK_EXT_WAIT_TIME, link/wire.h), 0 when it sent none. Set once by
+     * the reactor when the xlink is installed, read by any thread. */
+    _Atomic int32_t peer_wait_ms;
 } llk_xlink_t;
+
+/* The wait a request on xl gets: the smaller of this side's own
+ * llm.SyncKvCacheWaitTime and the peer's, own when the peer sent none.
+ * Both ends then bound a request alike: the requester's call deadline
+ * (run.c) and the owner's stall limit (owner.c), so that neither side
+ * gives up on a request the other still works on. */
+static inline int32_t llk_xlink_wait_ms(llk_xlink_t *xl, int32_t own)
+{
+    int32_t peer = atomic_load(&xl->peer_wait_ms);
+    return peer > 0 && peer < own ? peer : own;
+}
 
 /* ---- xfer/streams.c ---------------------------------------------------- */
 

@@ -1030,6 +1030,103 @@ static void test_find_unknown_critical_in_decoded(void **state)
                      -1);
 }
 
+/* ---- the wait-time extension (LLK_EXT_WAIT_TIME) --------------------------------- */
+
+/* Its bytes, hand-written: type 0x0003, length 4, u32 big-endian ms. */
+static void test_wait_time_ext_layout(void **state)
+{
+    wire_fixture_t *fx = *state;
+    llk_msg_hello_t h = fx->hello;
+    uint8_t buf[4];
+    h.num_ext = 1;
+    llk_wire_ext_wait_time(&h.ext[0], buf, 5000);
+    size_t n = llk_wire_encode_hello(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &h);
+    assert_int_equal(n, LLK_WIRE_HEADER_SIZE + HELLO_FIXED + 2 + 4 + 4);
+    static const uint8_t want[] = {0x00, 0x01, 0x00, 0x03, 0x00, 0x04,
+                                   0x00, 0x00, 0x13, 0x88}; /* count 1, type 3, len 4, 5000 */
+    assert_memory_equal(fx->frame + LLK_WIRE_HEADER_SIZE + HELLO_FIXED, want, sizeof want);
+}
+
+/* Encoded in a HELLO and a WELCOME among other extensions, decoded back. */
+static void test_wait_time_ext_roundtrip(void **state)
+{
+    wire_fixture_t *fx = *state;
+    static const uint32_t values[] = {1, 50, 5000, 0x7FFFFFFFu};
+    for (size_t i = 0; i < ARRAY_LEN(values); i++) {
+        llk_msg_hello_t h = fx->hello; /* three other extensions first */
+        uint8_t buf[4];
+        llk_wire_ext_wait_time(&h.ext[h.num_ext++], buf, values[i]);
+        size_t n = llk_wire_encode_hello(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &h);
+        assert_true(n > 0);
+        assert_int_equal(llk_wire_decode_hello(fx->frame + LLK_WIRE_HEADER_SIZE,
+                                               n - LLK_WIRE_HEADER_SIZE, &fx->hello_out,
+                                               &fx->why), 0);
+        uint32_t ms = 0;
+        assert_int_equal(llk_wire_find_wait_time(fx->hello_out.ext, fx->hello_out.num_ext, &ms,
+                                                 &fx->why), 1);
+        assert_int_equal(ms, values[i]);
+        /* Not critical: a peer that does not know it skips it. */
+        assert_int_equal(llk_wire_find_unknown_critical(&h.ext[h.num_ext - 1], 1), -1);
+
+        llk_msg_welcome_t w = fx->welcome;
+        llk_wire_ext_wait_time(&w.ext[w.num_ext++], buf, values[i]);
+        n = llk_wire_encode_welcome(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &w);
+        assert_true(n > 0);
+        assert_int_equal(llk_wire_decode_welcome(fx->frame + LLK_WIRE_HEADER_SIZE,
+                                                 n - LLK_WIRE_HEADER_SIZE, &fx->welcome_out,
+                                                 &fx->why), 0);
+        ms = 0;
+        assert_int_equal(llk_wire_find_wait_time(fx->welcome_out.ext, fx->welcome_out.num_ext,
+                                                 &ms, &fx->why), 1);
+        assert_int_equal(ms, values[i]);
+    }
+}
+
+/* Absent: 0 (the receiver uses its own). Bad length or value: -1 with a
+ * reason, and *ms untouched. The first one counts. */
+static void test_wait_time_ext_validated(void **state)
+{
+    wire_fixture_t *fx = *state;
+    uint32_t ms = 77;
+    assert_int_equal(llk_wire_find_wait_time(fx->hello.ext, fx->hello.num_ext, &ms, &fx->why),
+                     0);
+    assert_int_equal(llk_wire_find_wait_time(NULL, 0, &ms, &fx->why), 0);
+    static const uint8_t zero[4] = {0, 0, 0, 0}, big[4] = {0x80, 0, 0, 0},
+                         five[5] = {0, 0, 0x13, 0x88, 0}, ok[4] = {0, 0, 0, 50};
+    const struct {
+        llk_ext_t ext;
+        const char *why;
+    } bad[] = {
+        {{LLK_EXT_WAIT_TIME, 4, zero}, "0 ms"},
+        {{LLK_EXT_WAIT_TIME, 4, big}, "above INT32_MAX"},
+        {{LLK_EXT_WAIT_TIME, 5, five}, "not 4 bytes"},
+        {{LLK_EXT_WAIT_TIME, 3, five}, "not 4 bytes"},
+        {{LLK_EXT_WAIT_TIME, 0, NULL}, "not 4 bytes"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        fx->why = NULL;
+        ms = 77;
+        assert_int_equal(llk_wire_find_wait_time(&bad[i].ext, 1, &ms, &fx->why), -1);
+        assert_non_null(fx->why);
+        assert_non_null(strstr(fx->why, bad[i].why));
+        assert_int_equal(ms, 77);
+    }
+    llk_ext_t two[2] = {{LLK_EXT_WAIT_TIME, 4, ok}, {LLK_EXT_WAIT_TIME, 4, zero}};
+    assert_int_equal(llk_wire_find_wait_time(two, 2, &ms, &fx->why), 1);
+    assert_int_equal(ms, 50);
+    /* A bad length inside a whole frame: the frame still decodes (the
+     * extension list is well formed), the value is refused. */
+    llk_msg_hello_t h = fx->hello;
+    h.num_ext = 1;
+    h.ext[0] = (llk_ext_t){LLK_EXT_WAIT_TIME, 5, five};
+    size_t n = llk_wire_encode_hello(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &h);
+    assert_int_equal(llk_wire_decode_hello(fx->frame + LLK_WIRE_HEADER_SIZE,
+                                           n - LLK_WIRE_HEADER_SIZE, &fx->hello_out, &fx->why),
+                     0);
+    assert_int_equal(llk_wire_find_wait_time(fx->hello_out.ext, fx->hello_out.num_ext, &ms,
+                                             &fx->why), -1);
+}
+
 /* ---- ATTACH / ATTACH_OK (data-stream attach) ------------------------------------ */
 
 #define ATTACH_PAYLOAD_LEN    64u
@@ -1417,6 +1514,9 @@ int main(void)
         T(test_encode_simple_refuses_other_types),
         T(test_find_unknown_critical),
         T(test_find_unknown_critical_in_decoded),
+        T(test_wait_time_ext_layout),
+        T(test_wait_time_ext_roundtrip),
+        T(test_wait_time_ext_validated),
         T(test_check_header_accepts_attach_types),
         T(test_attach_encode_matches_vectors),
         T(test_attach_decode_vectors),
