@@ -224,10 +224,18 @@ static void wake(struct llk_xserver *s)
  * ours, then revokes the grant (llk_registry_remove), and a dead peer is
  * noticed by the link's liveness check. */
 #define XS_LONG_GRANT_MIN_STALL_MS 60000
+#define XS_ACK_GRACE_MS 1000
 static int64_t stall_limit(const struct llk_xserver *s, const xstream_t *st)
 {
     /* The smaller of the two ends' llm.SyncKvCacheWaitTime (HELLO/WELCOME). */
     int32_t wait_ms = llk_xlink_wait_ms(st->xl, s->stall_ms);
+    /* A grant whose hold outlives the stream (shm): ending the stream
+     * frees nothing, and the requester stops within one batch of its own
+     * deadline (which started before ours) and then says XDONE; wait for
+     * that word a little longer, so that the hold ends cleanly instead of
+     * lingering until the requester's process exits. */
+    if (st->phase == PH_GRANTED && st->t && st->t->hold_watch)
+        return (int64_t)wait_ms + XS_ACK_GRACE_MS;
     bool long_grant = st->phase == PH_GRANTED && st->t && st->t->long_grant;
     if (!long_grant)
         return wait_ms;
