@@ -341,7 +341,10 @@ static void send_done_now(const llk_xmove_t *m, uint32_t status)
 static void shm_move(llk_xmove_t *m, llk_xmove_out_t *out)
 {
     const llk_xresp_t *r = m->resp;
+    /* A grant this side will not use still ends with XDONE (nothing was
+     * touched), so that the owner drops its hold now. */
     if (r->niov != m->nseg || r->total_bytes != m->bytes) {
+        send_done_now(m, LLMLINK_PROTOCOL_ERROR);
         out->failure = LLMLINK_PROTOCOL_ERROR;
         snprintf(out->msg, sizeof out->msg, "shm answer with %u regions for %zu segments",
                  r->niov, m->nseg);
@@ -351,6 +354,7 @@ static void shm_move(llk_xmove_t *m, llk_xmove_out_t *out)
         uint64_t addr, len;
         llk_xwire_iov_at(r->iovs, i, &addr, &len);
         if (len != m->segs[i].len) {
+            send_done_now(m, LLMLINK_PROTOCOL_ERROR);
             out->failure = LLMLINK_PROTOCOL_ERROR;
             snprintf(out->msg, sizeof out->msg, "shm region %u has %llu bytes, asked %llu", i,
                      (unsigned long long)len, (unsigned long long)m->segs[i].len);
