@@ -70,6 +70,31 @@ static void test_client_welcome_liveness_is_min(void **state)
     }
 }
 
+/* The server's llm.SyncKvCacheWaitTime in its WELCOME lands on the link;
+ * the smaller of the two bounds its requests; a malformed one is ignored. */
+static void test_client_welcome_wait_time(void **state)
+{
+    fx_t *fx = *state;
+    static const uint8_t zero[4] = {0, 0, 0, 0};
+    uint8_t buf[4];
+    llk_ext_t ext[3];
+    llk_wire_ext_wait_time(&ext[0], buf, 50);
+    ext[1] = (llk_ext_t){LLK_EXT_WAIT_TIME, 4, zero};
+    ext[2] = (llk_ext_t){LLK_EXT_WAIT_TIME, 5, (const uint8_t *)"abcde"};
+    static const int32_t want[] = {50, 5000, 5000};
+    for (size_t i = 0; i < ARRAY_LEN(want); i++) {
+        llk_conn_t *c = hello_sent_conn(fx, SRV_ID + i, 0, T0 + 1000, NULL, T0);
+        llk_msg_welcome_t m = welcome_msg(SRV_ID + i, LLMLINK_ROLE_PROMPT, 3000);
+        m.num_ext = 2;
+        m.ext[0] = (llk_ext_t){LLK_EXT_DATA_STREAMS, 0, NULL};
+        m.ext[1] = ext[i];
+        send_welcome(fx, c, &m, T0);
+        assert_state(c, LLK_CONN_LINKED);
+        assert_non_null(llk_xlink_of(c));
+        assert_int_equal(llk_xlink_wait_ms(llk_xlink_of(c), 5000), want[i]);
+    }
+}
+
 static void test_client_welcome_cluster_mismatch(void **state)
 {
     fx_t *fx = *state;
@@ -274,6 +299,7 @@ int main(void)
         /* client WELCOME / REJECT */
         D(test_client_welcome_success),
         D(test_client_welcome_liveness_is_min),
+        D(test_client_welcome_wait_time),
         D(test_client_welcome_cluster_mismatch),
         D(test_client_welcome_role_mismatch),
         D(test_client_welcome_critical_extension),

@@ -268,10 +268,17 @@ static void test_server_hello_success(void **state)
     assert_int_equal(w.incarnation, ENGINE_INCARNATION);
     /* The server announces data streams (xfer.h), and made the link's
      * transfer side. */
-    assert_int_equal(w.num_ext, 1);
+    assert_int_equal(w.num_ext, 2);
     assert_int_equal(w.ext[0].type, LLK_EXT_DATA_STREAMS);
     assert_int_equal(w.ext[0].length, 0);
+    /* ... and its llm.SyncKvCacheWaitTime. */
+    uint32_t wait = 0;
+    const char *why = NULL;
+    assert_int_equal(llk_wire_find_wait_time(w.ext, w.num_ext, &wait, &why), 1);
+    assert_int_equal(wait, (uint32_t)e->opts.sync_kv_wait_ms);
     assert_non_null(llk_xlink_of(c));
+    /* The client sent none: the link uses the server's own. */
+    assert_int_equal(llk_xlink_wait_ms(llk_xlink_of(c), 777), 777);
     assert_int_equal(llk_xlink_of(c)->remote_id, CLI_ID);
     assert_false(llk_xlink_of(c)->outbound);
 
@@ -416,6 +423,38 @@ static void test_server_hello_extensions(void **state)
     llk_conn_t *c = accept_conn(fx, T0);
     send_hello(fx, c, &m, T0);
     assert_state(c, LLK_CONN_LINKED);
+}
+
+/* The client's llm.SyncKvCacheWaitTime lands on the link; the smaller of
+ * the two bounds its requests. A malformed one is ignored: the link is
+ * made, with the server's own. */
+static void test_server_hello_wait_time(void **state)
+{
+    fx_t *fx = *state;
+    uint8_t buf[4];
+    llk_msg_hello_t m = hello_msg(CLI_ID, SRV_ID);
+    m.num_ext = 1;
+    llk_wire_ext_wait_time(&m.ext[0], buf, 50);
+    llk_conn_t *c = accept_conn(fx, T0);
+    send_hello(fx, c, &m, T0);
+    assert_state(c, LLK_CONN_LINKED);
+    assert_int_equal(llk_xlink_wait_ms(llk_xlink_of(c), 5000), 50);
+    assert_int_equal(llk_xlink_wait_ms(llk_xlink_of(c), 20), 20);
+    destroy(fx, c);
+
+    static const uint8_t zero[4] = {0, 0, 0, 0};
+    m.ext[0] = (llk_ext_t){LLK_EXT_WAIT_TIME, 4, zero};
+    c = accept_conn(fx, T0);
+    send_hello(fx, c, &m, T0);
+    assert_state(c, LLK_CONN_LINKED);
+    assert_int_equal(llk_xlink_wait_ms(llk_xlink_of(c), 5000), 5000);
+    destroy(fx, c);
+
+    m.ext[0] = (llk_ext_t){LLK_EXT_WAIT_TIME, 2, zero}; /* bad length */
+    c = accept_conn(fx, T0);
+    send_hello(fx, c, &m, T0);
+    assert_state(c, LLK_CONN_LINKED);
+    assert_int_equal(llk_xlink_wait_ms(llk_xlink_of(c), 5000), 5000);
 }
 
 static void test_server_not_hello_first(void **state)
@@ -661,6 +700,7 @@ int main(void)
         M(test_server_hello_expected_role_mix_engine),
         P(test_server_hello_client_role),
         P(test_server_hello_extensions),
+        P(test_server_hello_wait_time),
         P(test_server_not_hello_first),
         P(test_server_bad_hello_payload),
         M(test_server_link_limit),
