@@ -18,6 +18,9 @@
  *    once it is killed and reaped; the memory, reused, stays unchanged.
  *  - The same requester saying XDONE with a failure status: the owner
  *    accepts it and releases at once (the process still lives).
+ *  - The link's counters (llmlink_get_link_stats): a write grant's whole
+ *    extent in peer_write_bytes from the grant on; a grant ended without a
+ *    successful XDONE in requests_fenced.
  *  - A real requester (llmlink-node, llmlink.Transport=shm) stopped with
  *    SIGSTOP inside a 512 MiB push: CACHE_IN_USE until it is killed.
  *  - Mismatched llm.SyncKvCacheWaitTime (owner 50 ms / requester 5000 ms
@@ -357,6 +360,23 @@ static void reuse_and_check(fx_t *fx)
     assert_true(all_bytes(fx->mem, fx->total, REUSE));
 }
 
+/* The link's counters (llmlink_get_link_stats) reach want_fenced within
+ * IO_MS; the write grant's whole extent is counted from the grant on. */
+static void assert_link_counters(fx_t *fx, uint64_t want_fenced)
+{
+    llmlink_link_stats_t ls = {.version = LLMLINK_LINK_STATS_VERSION};
+    int64_t until = rawpeer_now_ms() + IO_MS;
+    do {
+        assert_status(llmlink_get_link_stats(fx->p, CLIENT_ID, &ls), LLMLINK_SUCCESS);
+        if (ls.requests_fenced >= want_fenced)
+            break;
+        rawpeer_sleep_ms(5);
+    } while (rawpeer_now_ms() < until);
+    assert_int_equal(ls.peer_write_bytes, 4 * RAW_BS);
+    assert_int_equal(ls.peer_read_bytes, 0);
+    assert_int_equal(ls.requests_fenced, want_fenced);
+}
+
 /* ---- raw requester tests ----------------------------------------------------------- */
 
 static void silent_requester_holds_cache(fx_t *fx, child_mode_t mode)
@@ -364,6 +384,8 @@ static void silent_requester_holds_cache(fx_t *fx, child_mode_t mode)
     assert_int_equal(start_owner(fx, RAW_WAIT_MS, RAW_NT, RAW_NB, RAW_BS), 0);
     start_child(fx, mode);
     wait_peer_writes(fx); /* the grant is live: the peer writes on its own */
+    if (mode == CHILD_SILENT) /* the link is still up (its stall limit is later) */
+        assert_link_counters(fx, 0);
     /* Open streams: the owner's stall limit (wait + grace) ends them; closed
      * ones: at once. Either way the link goes, the grant does not. */
     wait_link_gone(fx, CLIENT_ID, IO_MS);
@@ -396,6 +418,7 @@ static void test_failed_done_releases(void **state)
      * released while the process lives, the link kept. */
     unregister_soon(fx, 10);
     assert_status(llmlink_check_link_status(fx->p, CLIENT_ID), LLMLINK_SUCCESS);
+    assert_link_counters(fx, 1); /* granted, ended unfinished */
     reuse_and_check(fx);
 }
 
