@@ -23,10 +23,10 @@
  *    successful XDONE in requests_fenced.
  *  - A real requester (llmlink-node, llmlink.Transport=shm) stopped with
  *    SIGSTOP inside a 512 MiB push: CACHE_IN_USE until it is killed.
- *  - Mismatched llm.SyncKvCacheWaitTime (owner 50 ms / requester 5000 ms
- *    and the reverse), the requester stopped mid-copy longer than the
- *    smaller wait: its push times out, and no byte lands afterwards (the
- *    owner's memory is checksummed for 500 ms).
+ *  - Mismatched llm.SyncKvCacheWaitTime (owner SHORT_WAIT_MS / requester
+ *    LONG_WAIT_MS and the reverse), the requester stopped mid-copy longer
+ *    than the smaller wait: its push times out, and no byte lands
+ *    afterwards (the owner's memory is checksummed for 500 ms).
  *
  * Loopback only; every wait bounded; children die with the test
  * (PR_SET_PDEATHSIG) and are reaped in the teardown.
@@ -76,6 +76,11 @@
 #define BIG_NT 64
 #define BIG_NB 64
 #define BIG_BS (128u * 1024u)
+/* The mismatched waits: the shorter one must still let the push start on a
+ * loaded 2-core machine (the first request proves the peer's pid through
+ * /proc), the longer one outlast the whole test. */
+#define SHORT_WAIT_MS 300
+#define LONG_WAIT_MS 20000
 
 typedef enum { CHILD_SILENT, CHILD_CLOSE, CHILD_DONE_FAILED } child_mode_t;
 
@@ -493,13 +498,13 @@ static void test_sigstopped_requester_holds_cache(void **state)
     reuse_and_check(fx);
 }
 
-/* Owner 50 ms, requester 5000 ms: the requester's call uses 50 ms, so once
- * resumed it stops at its next deadline check, long past. */
+/* Owner short, requester long: the requester's call uses the short wait,
+ * so once resumed it stops at its next deadline check, long past. */
 static void test_owner_shorter_wait_no_late_byte(void **state)
 {
     fx_t *fx = *state;
-    assert_int_equal(start_owner(fx, 50, BIG_NT, BIG_NB, BIG_BS), 0);
-    proc_t *n = start_push(fx, 5000);
+    assert_int_equal(start_owner(fx, SHORT_WAIT_MS, BIG_NT, BIG_NB, BIG_BS), 0);
+    proc_t *n = start_push(fx, LONG_WAIT_MS);
     stop_mid_copy(fx, n);
     /* The owner gave up on the request (and its link) while it was stopped. */
     wait_link_gone(fx, 2, 4 * IO_MS);
@@ -508,7 +513,7 @@ static void test_owner_shorter_wait_no_late_byte(void **state)
     char line[PROC_LINE_MAX];
     proc_must(proc_read_line(n, line, sizeof line, 4 * IO_MS));
     if (strncmp(line, "PUSH LLM_WAIT_PROCESS_TIMEOUT", 29) != 0)
-        fail_msg("the push should time out after 50 ms: %s", line);
+        fail_msg("the push should time out after %d ms: %s", SHORT_WAIT_MS, line);
     assert_quiet(fx, sum, "after the owner gave up and the push returned");
     /* The requester's XDONE could not reach the closed stream: the hold
      * lasts until its process is gone. */
@@ -518,22 +523,22 @@ static void test_owner_shorter_wait_no_late_byte(void **state)
     reuse_and_check(fx);
 }
 
-/* Owner 5000 ms, requester 50 ms: stopped past its deadline, the requester
+/* Owner long, requester short: stopped past its deadline, the requester
  * stops at its next check and says XDONE, which the owner (its stall limit
  * the smaller wait plus a grace) still hears: released while it lives. */
 static void test_requester_shorter_wait_no_late_byte(void **state)
 {
     fx_t *fx = *state;
-    assert_int_equal(start_owner(fx, 5000, BIG_NT, BIG_NB, BIG_BS), 0);
-    proc_t *n = start_push(fx, 50);
+    assert_int_equal(start_owner(fx, LONG_WAIT_MS, BIG_NT, BIG_NB, BIG_BS), 0);
+    proc_t *n = start_push(fx, SHORT_WAIT_MS);
     stop_mid_copy(fx, n);
-    rawpeer_sleep_ms(300);
+    rawpeer_sleep_ms(SHORT_WAIT_MS + 200); /* < SHORT_WAIT_MS + the owner's grace */
     uint64_t sum = checksum(fx);
     assert_int_equal(proc_kill(n, SIGCONT), 0);
     char line[PROC_LINE_MAX];
     proc_must(proc_read_line(n, line, sizeof line, 4 * IO_MS));
     if (strncmp(line, "PUSH LLM_WAIT_PROCESS_TIMEOUT", 29) != 0)
-        fail_msg("the push should time out after 50 ms: %s", line);
+        fail_msg("the push should time out after %d ms: %s", SHORT_WAIT_MS, line);
     assert_quiet(fx, sum, "after the push returned");
     assert_true(proc_running(n));
     unregister_soon(fx, 10);
