@@ -78,9 +78,12 @@
 #define BIG_BS (128u * 1024u)
 /* The mismatched waits: the shorter one must still let the push start on a
  * loaded 2-core machine (the first request proves the peer's pid through
- * /proc), the longer one outlast the whole test. */
-#define SHORT_WAIT_MS 300
+ * /proc), the longer one outlast the whole test. Sanitized builds
+ * (LLMLINK_SANITIZER) run several times slower: longer waits. */
+#define SHORT_WAIT_MS (proc_sanitized() ? 5000 : 300)
 #define LONG_WAIT_MS 20000
+/* Replies of llmlink-node (a 512 MiB registration included). */
+#define NODE_MS (proc_sanitized() ? 120000 : IO_MS)
 
 typedef enum { CHILD_SILENT, CHILD_CLOSE, CHILD_DONE_FAILED } child_mode_t;
 
@@ -429,7 +432,7 @@ static void test_failed_done_releases(void **state)
 
 /* ---- llmlink-node requester tests ----------------------------------------------------- */
 
-#define cmd(p, ...) proc_must_reply(proc_reply((p), IO_MS, __VA_ARGS__))
+#define cmd(p, ...) proc_must_reply(proc_reply((p), NODE_MS, __VA_ARGS__))
 
 /* A decoder node forcing shm with wait_ms, a 512 MiB cache, linked to this
  * engine; then its push of the whole cache, started (reply not read). */
@@ -437,10 +440,11 @@ static proc_t *start_push(fx_t *fx, int wait_ms)
 {
     char wopt[64];
     snprintf(wopt, sizeof wopt, "llm.SyncKvCacheWaitTime=%d", wait_ms);
-    const char *opts[] = {"llmlink.Transport=shm", wopt, NULL};
+    /* Liveness longer than any stop here: only the waits end requests. */
+    const char *opts[] = {"llmlink.Transport=shm", wopt, "llmlink.LivenessIntervalMs=20000", NULL};
     proc_t *n = &fx->node[0];
     fx->nnodes = 1;
-    proc_must(proc_node_start(n, "decoder", 2, NULL, opts, NULL, IO_MS));
+    proc_must(proc_node_start(n, "decoder", 2, NULL, opts, NULL, NODE_MS));
     const char *got = cmd(n, "reg blocks %d uint8 %d,%u seed=7", BIG_NT, BIG_NB, BIG_BS);
     long long cid = -1;
     if (sscanf(got, "REG LLM_SUCCESS %lld", &cid) != 1)
@@ -448,7 +452,7 @@ static proc_t *start_push(fx_t *fx, int wait_ms)
     got = cmd(n, "link %d %u@127.0.0.1:%u", IO_MS, PROMPT_ID, fx->port);
     if (strcmp(got, "LINK LLM_SUCCESS LLM_SUCCESS") != 0)
         fail_msg("link: %s", got);
-    proc_must(proc_send(n, IO_MS, "pushblocks blocks:%u:0 %lld 0-%d 0-%d", PROMPT_ID, cid,
+    proc_must(proc_send(n, NODE_MS, "pushblocks blocks:%u:0 %lld 0-%d 0-%d", PROMPT_ID, cid,
                         BIG_NB - 1, BIG_NB - 1));
     return n;
 }
@@ -465,7 +469,7 @@ static bool push_started(fx_t *fx)
 /* Stops the node with SIGSTOP as soon as its copy has begun. */
 static void stop_mid_copy(fx_t *fx, proc_t *n)
 {
-    int64_t until = rawpeer_now_ms() + 4 * IO_MS;
+    int64_t until = rawpeer_now_ms() + 4 * NODE_MS;
     while (!push_started(fx) && rawpeer_now_ms() < until)
         ;
     assert_true(push_started(fx));
@@ -488,7 +492,7 @@ static void test_sigstopped_requester_holds_cache(void **state)
     proc_t *n = start_push(fx, 20000);
     stop_mid_copy(fx, n);
     /* The owner ends the silent stream (its stall limit), not the hold. */
-    wait_link_gone(fx, 2, 4 * IO_MS);
+    wait_link_gone(fx, 2, NODE_MS);
     uint64_t sum = checksum(fx);
     assert_status(llmlink_unregister_cache(fx->p, fx->cache), LLMLINK_CACHE_IN_USE);
     assert_int_equal(proc_kill(n, SIGKILL), 0);
@@ -507,18 +511,18 @@ static void test_owner_shorter_wait_no_late_byte(void **state)
     proc_t *n = start_push(fx, LONG_WAIT_MS);
     stop_mid_copy(fx, n);
     /* The owner gave up on the request (and its link) while it was stopped. */
-    wait_link_gone(fx, 2, 4 * IO_MS);
+    wait_link_gone(fx, 2, NODE_MS);
     uint64_t sum = checksum(fx);
     assert_int_equal(proc_kill(n, SIGCONT), 0);
     char line[PROC_LINE_MAX];
-    proc_must(proc_read_line(n, line, sizeof line, 4 * IO_MS));
+    proc_must(proc_read_line(n, line, sizeof line, NODE_MS));
     if (strncmp(line, "PUSH LLM_WAIT_PROCESS_TIMEOUT", 29) != 0)
         fail_msg("the push should time out after %d ms: %s", SHORT_WAIT_MS, line);
     assert_quiet(fx, sum, "after the owner gave up and the push returned");
     /* The requester's XDONE could not reach the closed stream: the hold
      * lasts until its process is gone. */
     assert_status(llmlink_unregister_cache(fx->p, fx->cache), LLMLINK_CACHE_IN_USE);
-    assert_int_equal(proc_stop(n, IO_MS), 0);
+    assert_int_equal(proc_stop(n, NODE_MS), 0);
     unregister_soon(fx, 20);
     reuse_and_check(fx);
 }
@@ -533,13 +537,12 @@ static void test_requester_shorter_wait_no_late_byte(void **state)
     proc_t *n = start_push(fx, SHORT_WAIT_MS);
     stop_mid_copy(fx, n);
     rawpeer_sleep_ms(SHORT_WAIT_MS + 200); /* < SHORT_WAIT_MS + the owner's grace */
-    uint64_t sum = checksum(fx);
     assert_int_equal(proc_kill(n, SIGCONT), 0);
     char line[PROC_LINE_MAX];
-    proc_must(proc_read_line(n, line, sizeof line, 4 * IO_MS));
+    proc_must(proc_read_line(n, line, sizeof line, NODE_MS));
     if (strncmp(line, "PUSH LLM_WAIT_PROCESS_TIMEOUT", 29) != 0)
         fail_msg("the push should time out after %d ms: %s", SHORT_WAIT_MS, line);
-    assert_quiet(fx, sum, "after the push returned");
+    assert_quiet(fx, checksum(fx), "after the push returned");
     assert_true(proc_running(n));
     unregister_soon(fx, 10);
     reuse_and_check(fx);
