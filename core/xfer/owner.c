@@ -924,16 +924,14 @@ static bool grant_sent(const xstream_t *st)
     return st->phase == PH_GRANTED && (st->state != XS_TX_RESP || st->tx_off > 0);
 }
 
-/* Called as st ends: a granted request without its XDONE is fenced, and a
- * hold that must outlive the stream moves to the lingering list (st->cache
- * then NULL). */
+/* Called as st ends: a hold that must outlive the stream (a grant sent,
+ * no XDONE yet) moves to the lingering list (st->cache then NULL), and the
+ * request counts as fenced. */
 static void linger_hold(struct llk_xserver *s, xstream_t *st)
 {
-    if (!st->cache || !grant_sent(st))
-        return;
+    if (!st->cache || !grant_sent(st) || !st->t->hold_watch || st->revocable)
+        return; /* end_stream releases (and counts) the hold */
     atomic_fetch_add(&st->xl->requests_fenced, 1);
-    if (!st->t->hold_watch || st->revocable)
-        return;
     xs_linger_t *l = calloc(1, sizeof *l);
     if (!l) {
         /* Keep the hold rather than free memory a peer may write: the
@@ -1078,8 +1076,25 @@ static void end_stream(struct llk_xserver *s, xstream_t *st, const char *reason)
 /* Ends a stream of a link that broke, reading nothing more from it: a
  * close with unread payload resets the connection, and the peer learns
  * from the stream's end that this side stopped (xfer/requester.c). */
+/* The link broke while the peer held a grant that outlives the stream
+ * (shm): an XDONE it sent before the break may be queued on the socket.
+ * Reading it (a control frame: no cache byte is touched) ends the hold now
+ * instead of when the peer's process exits. Bounded: a few steps, no
+ * waiting. */
+static void take_queued_done(struct llk_xserver *s, xstream_t *st)
+{
+    size_t budget = 0; /* header and XDONE steps move no payload */
+    int64_t now = llk_now_ms();
+    for (int i = 0; i < 4 && st->phase == PH_GRANTED && st->t->hold_watch &&
+                    (st->state == XS_RX_HDR || st->state == XS_RX_BODY);
+         i++)
+        if (step(s, st, &budget, now) != 0)
+            break;
+}
+
 static void end_broken(struct llk_xserver *s, xstream_t *st)
 {
+    take_queued_done(s, st);
     if (busy(st))
         fail(st, "the link broke during request %llu: its remaining payload is discarded",
              (unsigned long long)st->req_id);
