@@ -173,6 +173,9 @@ typedef struct llk_xserve {
     size_t tx_len;
     uint64_t grant_gen;  /* checked against the requester's XDONE */
     bool revocable;      /* the peer may now touch the cache on its own */
+    /* The transport's handle of the grant (NULL: nothing to end): the
+     * owner hands it to grant_end exactly once. */
+    void *grant;
     /* A refusal (return 1): the owner releases the cache and answers it. */
     uint32_t refusal;
     char msg[LLK_XWIRE_MAX_MSG + 1];
@@ -249,6 +252,12 @@ typedef struct llk_transport_ops {
     /* Owner: answer an admitted request with the grant (0), refuse it (1),
      * or fail the stream (-1). */
     int (*serve_grant)(llk_xserve_t *q);
+    /* Owner: the request of a grant that serve_grant made (q->grant) is
+     * over: XDONE (done_ok: with SUCCESS), the stream ended (a stall, the
+     * link broke, an unregister's revoke, engine stop). From its return
+     * the peer can no longer move a byte with that grant. Called before
+     * the owner drops its hold on the cache; NULL: nothing to end. */
+    void (*grant_end)(struct llk_xlink *xl, void *grant, bool done_ok);
 
     /* -- counters ---------------------------------------------------------- */
     void (*add_stats)(struct llk_xstats *x, uint64_t requests, uint64_t fallbacks);
