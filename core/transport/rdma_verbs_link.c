@@ -30,6 +30,7 @@ const char *llk_rdma_protection_name(llk_rdma_prot_t p)
 
 #if LLK_HAVE_VERBS
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <sys/random.h>
 #include <time.h>
@@ -1040,6 +1041,10 @@ llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sg
 
 /* Longest chain of window binds / invalidations with one signaled WR. */
 #define LOCAL_CHAIN 64u
+/* Polls of a window operation that yield before it sleeps, and the
+ * longest sleep between polls. */
+#define LOCAL_SPINS 64u
+#define LOCAL_NAP_MAX_US 32u
 /* Windows kept per rail for later grants; more are deallocated. */
 #define POOL_MAX 4096u
 
@@ -1110,7 +1115,7 @@ static int run_local(llk_rdma_link_t *l, uint16_t k, struct ibv_send_wr *wr, uin
     op.st = IBV_WC_SUCCESS;
     op.rail = k;
     uint32_t next = 0;
-    unsigned us = 5;
+    unsigned us = 2, spins = 0;
     for (;;) {
         pthread_mutex_lock(&rl->mu);
         int rc = 0;
@@ -1136,10 +1141,21 @@ static int run_local(llk_rdma_link_t *l, uint16_t k, struct ibv_send_wr *wr, uin
                      k, rl->dev->name);
             break;
         }
-        if (got)
-            us = 5;
-        else
-            nap(&us);
+        if (got) {
+            us = 2;
+            spins = 0;
+        } else if (spins < LOCAL_SPINS) {
+            /* A bind or invalidation completes in microseconds on a NIC
+             * (and soft-RoCE runs it on a kernel thread): yield rather
+             * than sleep at first, the owner thread waits on it. */
+            spins++;
+            sched_yield();
+        } else {
+            struct timespec ts = {0, (long)us * 1000};
+            nanosleep(&ts, NULL);
+            if (us < LOCAL_NAP_MAX_US)
+                us *= 2;
+        }
     }
     quiesce(l, &op);
     orphan(l, &op);

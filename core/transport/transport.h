@@ -40,6 +40,8 @@
  *          complete flushed, and the peer's rkeys reach nothing over the
  *          link. Work requests the NIC has started may still complete;
  *          the requester reaps every completion before its call returns.
+ *          Per request, grant_end invalidates the memory windows of the
+ *          request's grant (where the device has type-2 windows, rdma.h).
  * fence is called by llk_xlink_break (xl->mu held) and so on every
  * failure, unlink and finalize; it must be idempotent and take only leaf
  * locks. Making it strict (a fence per request, waiting for the NIC) is
