@@ -207,7 +207,7 @@ static bool open_dev(const llk_verbs_t *v, struct ibv_device *dev, const llk_opt
     d->max_init_rd_atom = (uint32_t)da.max_qp_init_rd_atom;
     d->mw2 = (da.device_cap_flags & IBV_DEVICE_MEM_WINDOW_TYPE_2B) && da.max_mw > 0;
     /* Test hook: behave as a device without type-2 windows. */
-    const char *nomw = secure_getenv("LLMLINK_RDMA_NO_MW");
+    const char *nomw = secure_getenv("LLMLINK_TEST_RDMA_NO_MW");
     if (nomw && *nomw && strcmp(nomw, "0") != 0)
         d->mw2 = false;
     d->pd = v->alloc_pd(d->ctx);
