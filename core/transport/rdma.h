@@ -48,7 +48,13 @@
  * per rail of the link. Devices without type-2 windows: mode NONE, as
  * before this change (an rkey covers its whole tensor, read and write,
  * until unregister, and all links share one PD per device); the link's
- * description says so. PD_PER_LINK (a PD per link with read-only /
+ * description says so. A link whose rails mix both kinds of device binds
+ * windows on the rails that have them and reports NONE (its weakest).
+ * Soft-RoCE (rxe, 5.14 to at least 6.x) checks a window's key, access
+ * right, QP and state, but then the range of the window's MR, not of the
+ * window: there a grant reaches its whole tensor (read-only or write-only,
+ * over its link's QP, until the request ends); hardware checks the
+ * window's bounds. PD_PER_LINK (a PD per link with read-only /
  * write-only MRs) is named but not implemented.
  *
  * Threads: rails are shared by every call on the link; a rail's mutex

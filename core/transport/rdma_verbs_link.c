@@ -138,8 +138,9 @@ struct llk_rdma_link {
     rail_t rail[LLK_XWIRE_MAX_RAILS];
 };
 
-/* One grant of the owner: in MW mode the windows it bound, [seg * nrails +
- * rail]; in NONE mode nothing (the rkeys are the MRs'). */
+/* One grant of the owner: the windows it bound, [seg * nrails + rail]
+ * (NULL on a rail whose device has none: the rkeys there are the MRs'; no
+ * array at all when no rail has windows). */
 struct llk_rdma_grant {
     llk_rdma_grant_t *prev, *next; /* r->grants, in MW mode */
     llk_rdma_t *r;
@@ -584,8 +585,9 @@ void llk_rdma_link_describe(const llk_rdma_link_t *l, char *out, size_t cap)
     if (off < cap)
         snprintf(out + off, cap - off, "; protection %s%s", llk_rdma_protection_name(l->prot),
                  l->prot == LLK_RDMA_PROT_MW ? " (a window per grant)"
-                                             : " (no type-2 memory windows: an rkey covers its "
-                                               "whole tensor, read and write, until unregister)");
+                                             : " (a rail without type-2 memory windows: its rkeys "
+                                               "cover whole tensors, read and write, until "
+                                               "unregister)");
 }
 
 static void kill_link_windows(llk_rdma_link_t *l);
@@ -1338,7 +1340,7 @@ static int grant_bind(llk_rdma_grant_t *g, bool write, const uint64_t *segv, con
         return 1;
     }
     for (uint16_t k = 0; k < g->nrails; k++)
-        for (uint32_t i = 0; i < nseg; i++) {
+        for (uint32_t i = 0; i < nseg && l->rail[k].dev->mw2; i++) {
             struct ibv_mw *mw = mw_get(l, k);
             if (!mw) {
                 snprintf(why, cap, "ibv_alloc_mw on %s: %s (device max_mw reached?)",
@@ -1349,6 +1351,13 @@ static int grant_bind(llk_rdma_grant_t *g, bool write, const uint64_t *segv, con
             g->mw[(size_t)i * g->nrails + k] = mw;
         }
     for (uint16_t k = 0; k < g->nrails; k++) {
+        if (!l->rail[k].dev->mw2) {
+            /* a rail of a link that mixes devices, on one without
+             * windows: its MRs carry remote access, their keys serve */
+            for (uint32_t i = 0; i < nseg; i++)
+                rkeys[(size_t)i * g->nrails + k] = llk_rdma_rkey(g->m, l, k, segt[i]);
+            continue;
+        }
         for (uint32_t i = 0; i < nseg; i++)
             bind_wr(&wr[i], g->m, &l->rail[k], g->mw[(size_t)i * g->nrails + k], segt[i],
                     segv[2 * (size_t)i], segv[2 * (size_t)i + 1], write);
@@ -1373,7 +1382,11 @@ int llk_rdma_grant_new(llk_rdma_link_t *l, const llk_rdma_mrs_t *m, bool write,
 {
     llk_rdma_t *r = l->r;
     *out = NULL;
-    bool mw = l->prot == LLK_RDMA_PROT_MW;
+    /* windows on every rail whose device has them (all of them: mode MW;
+     * a link mixing devices runs as NONE, its weakest rail) */
+    bool mw = false;
+    for (uint16_t k = 0; k < l->nrails; k++)
+        mw = mw || l->rail[k].dev->mw2;
     llk_rdma_grant_t *g = calloc(1, sizeof *g);
     if (g && mw)
         g->mw = calloc((size_t)nseg * l->nrails, sizeof *g->mw);
@@ -1434,6 +1447,8 @@ static void grant_invalidate(llk_rdma_grant_t *g, int64_t deadline_ms)
     uint32_t nseg = g->nmw / g->nrails;
     struct ibv_send_wr *wr = malloc((size_t)nseg * sizeof *wr);
     for (uint16_t k = 0; k < g->nrails; k++) {
+        if (!l->rail[k].dev->mw2)
+            continue; /* no windows on this rail */
         bool ok = false;
         if (wr) {
             for (uint32_t i = 0; i < nseg; i++) {
