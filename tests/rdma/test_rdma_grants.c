@@ -15,7 +15,8 @@
  *   - a READ of the next block of the same tensor, outside the grant;
  *   - the grant's rkey once the request is over (XDONE);
  *   - link A's rkey over link B's QP;
- *   - the requester's own regions, with the key of its MR.
+ *   - the requester's own regions, with the key of its MR;
+ *   - the grant's rkey once an unregister on P revoked it.
  *
  * A failed raw access moves the QP to the error state (the link is dead
  * for llmlink too), so every case has its own engines and links
@@ -86,12 +87,15 @@ typedef struct fx {
     llk_xlink_t *pxl; /* P's link with D, referenced: its counters */
 } fx_t;
 
+/* P's llm.SyncKvCacheWaitTime: how long its unregister waits for holds. */
+static const char *g_p_wait = "20000";
+
 static llmlink_t *engine(llmlink_role_t role, uint64_t id, const char *listen)
 {
     llmlink_t *e = NULL;
     assert_status(llmlink_create(&e, role, id), LLMLINK_SUCCESS);
     llmlink_option_t o[3] = {{"llmlink.Transport", "rdma"},
-                             {"llm.SyncKvCacheWaitTime", "20000"}};
+                             {"llm.SyncKvCacheWaitTime", listen ? g_p_wait : "20000"}};
     size_t n = 2;
     if (listen)
         o[n++] = (llmlink_option_t){"llm.listenIpInfo", listen};
@@ -163,6 +167,15 @@ static int setup(void **state)
     assert_non_null(f->pxl);
     *state = f;
     return 0;
+}
+
+/* The same, P's unregister waiting only 500 ms for holds. */
+static int setup_short_wait(void **state)
+{
+    g_p_wait = "500";
+    int rc = setup(state);
+    g_p_wait = "20000";
+    return rc;
 }
 
 static int teardown(void **state)
@@ -519,6 +532,36 @@ static void test_requester_regions_local_only(void **state)
                      IBV_WC_REM_ACCESS_ERR);
 }
 
+/* P unregisters the cache while D holds a pull grant it has not used:
+ * after its 500 ms the unregister revokes the grant and returns SUCCESS;
+ * by then the grant's windows are gone (none live, the MRs deregistered),
+ * and the rkey fails over the very QP it was granted on. */
+static void test_revoked_by_unregister(void **state)
+{
+    fx_t *f = *state;
+    if (no_mw())
+        skip();
+    call_t c;
+    uint64_t blocks[1] = {1};
+    llk_test_rdma_grant_t g = start_held(f, &c, false, blocks, 1);
+    int s = seg_of(f, &g, 0, 1);
+    assert_true(s >= 0);
+    assert_int_equal(llk_test_rdma_live_grants(f->p.e), 1);
+    int64_t t0 = now_ms();
+    assert_status(llmlink_unregister_cache(f->p.e, f->p.cache), LLMLINK_SUCCESS);
+    print_message("  unregister with a grant out: SUCCESS after %lld ms\n",
+                  (long long)(now_ms() - t0));
+    assert_int_equal(llk_test_rdma_live_grants(f->p.e), 0);
+    void *qp, *cq;
+    rail(f->d.e, P_ID, &qp, &cq);
+    assert_int_equal(raw_op(qp, cq, false, f->d.mem[0], RAW_LEN, lkey_of(&f->d, 0), g.addr[s],
+                            g.rkey[s][0]),
+                     IBV_WC_REM_ACCESS_ERR);
+    assert_int_equal(pthread_join(c.th, NULL), 0);
+    assert_int_not_equal(c.st, LLMLINK_SUCCESS);
+    wait_fenced(f, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -529,6 +572,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rkey_after_xdone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rkey_over_other_link, setup, teardown),
         cmocka_unit_test_setup_teardown(test_requester_regions_local_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revoked_by_unregister, setup_short_wait, teardown),
     };
     /* one case while debugging: LLMLINK_TEST_FILTER=test_name (a pattern) */
     const char *only = getenv("LLMLINK_TEST_FILTER");
