@@ -48,6 +48,8 @@
  *          complete flushed, and the peer's rkeys reach nothing over the
  *          link. Work requests the NIC has started may still complete;
  *          the requester reaps every completion before its call returns.
+ *          Per request, grant_end invalidates the memory windows of the
+ *          request's grant (where the device has type-2 windows, rdma.h).
  * fence is called by llk_xlink_break (xl->mu held) and so on every
  * failure, unlink and finalize; it must be idempotent and take only leaf
  * locks. Making it strict (a fence per request, waiting for the NIC) is
@@ -181,6 +183,9 @@ typedef struct llk_xserve {
     size_t tx_len;
     uint64_t grant_gen;  /* checked against the requester's XDONE */
     bool revocable;      /* the peer may now touch the cache on its own */
+    /* The transport's handle of the grant (NULL: nothing to end): the
+     * owner hands it to grant_end exactly once. */
+    void *grant;
     /* A refusal (return 1): the owner releases the cache and answers it. */
     uint32_t refusal;
     char msg[LLK_XWIRE_MAX_MSG + 1];
@@ -264,6 +269,12 @@ typedef struct llk_transport_ops {
      * the cache until the engine stops. NULL: the hold ends with the
      * stream, as before (tcp's bytes stop with the socket, rdma revokes). */
     int (*hold_watch)(struct llk_xlink *xl);
+    /* Owner: the request of a grant that serve_grant made (q->grant) is
+     * over: XDONE (done_ok: with SUCCESS), the stream ended (a stall, the
+     * link broke, an unregister's revoke, engine stop). From its return
+     * the peer can no longer move a byte with that grant. Called before
+     * the owner drops its hold on the cache; NULL: nothing to end. */
+    void (*grant_end)(struct llk_xlink *xl, void *grant, bool done_ok);
 
     /* -- counters ---------------------------------------------------------- */
     void (*add_stats)(struct llk_xstats *x, uint64_t requests, uint64_t fallbacks);

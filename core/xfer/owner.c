@@ -116,6 +116,7 @@ typedef struct xstream {
     size_t segt_cap;
     uint64_t grant_gen; /* the generation granted, checked in XDONE */
     bool revocable;     /* this stream's hold on cache is a grant (registry) */
+    void *grant;        /* the transport's grant, ended exactly once (end_grant) */
     uint32_t nseg;
     uint32_t cur_seg; /* cursor: segment, and offset within it */
     uint64_t cur_off;
@@ -530,6 +531,14 @@ static void count_served(struct llk_xserver *s, uint64_t bytes)
     atomic_fetch_add(&s->e->xstats.bytes_served, bytes);
 }
 
+/* The transport's grant stops working (before the hold on the cache goes). */
+static void end_grant(xstream_t *st, bool done_ok)
+{
+    if (st->grant && st->t && st->t->grant_end)
+        st->t->grant_end(st->xl, st->grant, done_ok);
+    st->grant = NULL;
+}
+
 /* The request is done: release the cache, wait for the next. */
 static void finish_request(struct llk_xserver *s, xstream_t *st)
 {
@@ -588,6 +597,7 @@ static int grant(struct llk_xserver *s, xstream_t *st)
     st->tx_len = q.tx_len;
     st->tx_off = 0;
     st->grant_gen = q.grant_gen;
+    st->grant = q.grant;
     st->phase = PH_GRANTED; /* then the peer's XDONE */
     st->state = XS_TX_RESP;
     if (q.revocable) {
@@ -667,6 +677,7 @@ static int on_done(struct llk_xserver *s, xstream_t *st)
         return fail(st, "protocol error: XDONE of request %llu names generation %llu, the grant "
                     "was %llu", (unsigned long long)st->req_id, (unsigned long long)gen,
                     (unsigned long long)st->grant_gen);
+    end_grant(st, status == LLMLINK_SUCCESS);
     if (status != LLMLINK_SUCCESS) {
         /* Its word that it stopped touching the memory: release all the same. */
         LLK_DEBUG(XS_FMT ": the peer's %s transfer of request %llu ended with 0x%x",
@@ -1030,6 +1041,9 @@ static void linger_stop(struct llk_xserver *s)
 static void end_stream(struct llk_xserver *s, xstream_t *st, const char *reason)
 {
     llk_xlink_t *xl = st->xl;
+    /* The transport's grant first (rdma: its windows die), then the hold
+     * (shm: it lingers while the peer's process may still copy). */
+    end_grant(st, false);
     linger_hold(s, st);
     if (st->cache) {
         /* An admitted request that did not complete (a WRITE lets go of

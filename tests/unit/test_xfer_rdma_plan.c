@@ -227,6 +227,38 @@ static void test_rail_addresses(void **state)
     free(c);
 }
 
+/* The READ depth on the wire (a nibble) and the rule of a rail: as
+ * responder what this side accepts; as initiator no more than the peer
+ * accepts; an old peer (0) leaves this side's own depth. */
+static void test_read_depths(void **state)
+{
+    (void)state;
+    assert_int_equal(llk_rdma_rd_nibble(0), 0);
+    assert_int_equal(llk_rdma_rd_nibble(1), 1);
+    assert_int_equal(llk_rdma_rd_nibble(2), 2);
+    assert_int_equal(llk_rdma_rd_nibble(3), 2);
+    assert_int_equal(llk_rdma_rd_nibble(16), 5);
+    assert_int_equal(llk_rdma_rd_nibble(128), 8);
+    assert_int_equal(llk_rdma_rd_nibble(UINT32_MAX), 15);
+    assert_int_equal(llk_rdma_rd_depth(0), 0);
+    assert_int_equal(llk_rdma_rd_depth(1), 1);
+    assert_int_equal(llk_rdma_rd_depth(5), 16);
+    assert_int_equal(llk_rdma_rd_depth(15), 16384);
+    assert_int_equal(llk_rdma_rd_depth(0x35), 16); /* only the low nibble */
+    /* never more than the depth, never less than half of it (up to the cap) */
+    for (uint32_t d = 1; d < 70000; d++) {
+        uint32_t back = llk_rdma_rd_depth(llk_rdma_rd_nibble(d));
+        uint32_t want = d < 16384 ? d : 16384;
+        if (back > want || back * 2 <= want)
+            fail_msg("depth %u encodes as %u", d, back);
+    }
+    assert_int_equal(llk_rdma_rd_initiator(16, 4), 4);  /* the peer accepts fewer */
+    assert_int_equal(llk_rdma_rd_initiator(4, 16), 4);  /* we issue fewer */
+    assert_int_equal(llk_rdma_rd_initiator(16, 0), 16); /* an old peer: ours */
+    assert_int_equal(llk_rdma_rd_initiator(0, 0), 1);   /* never 0 */
+    assert_int_equal(llk_rdma_rd_initiator(0, 8), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +267,7 @@ int main(void)
         cmocka_unit_test(test_pick_gid),       cmocka_unit_test(test_chains_and_rails),
         cmocka_unit_test(test_slicing),
         cmocka_unit_test(test_rail_addresses),
+        cmocka_unit_test(test_read_depths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -150,7 +150,7 @@ static void test_setup_vector(void **state)
 }
 
 /* Payload offsets of the one-rail XRDMA_SETUP: nrails 0..1, qpn 2..5,
- * psn 6..9, gid 10..25, lid 26..27, mtu 28, reserved 29, target 30..45. */
+ * psn 6..9, gid 10..25, lid 26..27, mtu 28, READ depths 29, target 30..45. */
 static void test_setup_refusals(void **state)
 {
     (void)state;
@@ -165,7 +165,6 @@ static void test_setup_refusals(void **state)
         {1, 2, 0, "nrails 2 with one record"},
         {28, 0, 0, "mtu 0"},
         {28, 6, 0, "mtu 6"},
-        {29, 1, 0, "reserved byte set"},
         {2, 0x01, 0, "qpn above 24 bits (0x01001234)"},
         {6, 0x01, 0, "psn above 24 bits (0x01ABCDEF)"},
         {-1, 0, -1, "truncated by one byte"},
@@ -194,6 +193,59 @@ static void test_setup_refusals(void **state)
     /* the control: the unedited vector decodes */
     p = (uint8_t *)payload(vec_setup, sizeof vec_setup, -1, 0, 0, &len);
     assert_int_equal(llk_xwire_decode_rdma_setup(p, len, r, &n, &why), 0);
+}
+
+/* The byte after mtu (reserved, 0, before issue 13) carries the READ
+ * depths: high nibble initiator, low nibble responder, v = 2^(v-1), 0 = not
+ * advertised. An old peer's 0 decodes as "not advertised"; every value is
+ * a depth; encoding rounds a depth down to a power of two. */
+static void test_setup_read_depths(void **state)
+{
+    (void)state;
+    size_t len;
+    llk_xrail_wire_t r[LLK_XWIRE_MAX_RAILS];
+    uint16_t n = 0;
+    const char *why = NULL;
+    /* an old peer's record: 0 */
+    const uint8_t *p = payload(vec_setup, sizeof vec_setup, -1, 0, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_setup(p, len, r, &n, &why), 0);
+    assert_int_equal(r[0].rd_init, 0);
+    assert_int_equal(r[0].rd_dest, 0);
+    /* 0x5 << 4 | 0x3: initiator 16, responder 4 */
+    p = payload(vec_setup, sizeof vec_setup, 29, 0x53, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_setup(p, len, r, &n, &why), 0);
+    assert_int_equal(r[0].rd_init, 16);
+    assert_int_equal(r[0].rd_dest, 4);
+    /* every value decodes: 0xFF is 2^14 both ways */
+    p = payload(vec_setup, sizeof vec_setup, 29, 0xFF, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_setup(p, len, r, &n, &why), 0);
+    assert_int_equal(r[0].rd_init, 16384);
+    assert_int_equal(r[0].rd_dest, 16384);
+    /* encoding: 16 and 4 give 0x53 at byte 29 of the payload; 12 rounds
+     * down to 8 (never advertise more than is there) */
+    r[0].rd_init = 16;
+    r[0].rd_dest = 4;
+    uint8_t out[sizeof vec_setup];
+    assert_int_equal(llk_xwire_encode_rdma_setup(out, sizeof out, REQ_ID, r, 1), sizeof vec_setup);
+    assert_int_equal(out[HDR + 29], 0x53);
+    r[0].rd_init = 12;
+    r[0].rd_dest = 1;
+    assert_int_equal(llk_xwire_encode_rdma_setup(out, sizeof out, REQ_ID, r, 1), sizeof vec_setup);
+    assert_int_equal(out[HDR + 29], 0x41);
+    /* and back, through the XRDMA_SETUP_OK record too */
+    llk_xrdma_setup_ok_t ok;
+    memset(&ok, 0, sizeof ok);
+    ok.nrails = 1;
+    ok.rail[0] = r[0];
+    ok.rail[0].rd_init = 2;
+    ok.rail[0].rd_dest = 128;
+    uint8_t buf[256];
+    size_t sz = llk_xwire_encode_rdma_setup_ok(buf, sizeof buf, REQ_ID, &ok);
+    assert_true(sz > HDR);
+    llk_xrdma_setup_ok_t back;
+    assert_int_equal(llk_xwire_decode_rdma_setup_ok(buf + HDR, sz - HDR, &back, &why), 0);
+    assert_int_equal(back.rail[0].rd_init, 2);
+    assert_int_equal(back.rail[0].rd_dest, 128);
 }
 
 static void test_setup_ok(void **state)
@@ -446,6 +498,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_headers),
         cmocka_unit_test_teardown(test_setup_vector, teardown),
+        cmocka_unit_test_teardown(test_setup_read_depths, teardown),
         cmocka_unit_test_teardown(test_setup_refusals, teardown),
         cmocka_unit_test_teardown(test_setup_ok, teardown),
         cmocka_unit_test_teardown(test_grant, teardown),
