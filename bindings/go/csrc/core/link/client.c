@@ -74,10 +74,10 @@ static void send_hello(llmlink_t *e, llk_conn_t *c, int64_t now)
     m.expected_server_role = c->expected_role;
     m.incarnation = e->incarnation;
     m.liveness_ms = e->opts.liveness_interval_ms;
-    if (llk_engine_offers_rdma(e)) {
-        m.num_ext = 1;
-        m.ext[0].type = LLK_EXT_RDMA;
-    }
+    if (llk_engine_offers_rdma(e))
+        m.ext[m.num_ext++].type = LLK_EXT_RDMA;
+    uint8_t wait[4];
+    llk_wire_ext_wait_time(&m.ext[m.num_ext++], wait, (uint32_t)e->opts.sync_kv_wait_ms);
     uint8_t f[LLK_WIRE_HEADER_SIZE + 64];
     size_t n = llk_wire_encode_hello(f, sizeof f, LLK_WIRE_VERSION, &m);
     c->rx_len = 0;
@@ -242,6 +242,8 @@ void llk_client_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
                 return;
             }
         }
+    if (xl)
+        llk_xlink_take_peer_wait(e, xl, w.ext, w.num_ext);
     if (xl && llk_engine_offers_rdma(e))
         for (uint16_t i = 0; i < w.num_ext; i++)
             if (w.ext[i].type == LLK_EXT_RDMA)

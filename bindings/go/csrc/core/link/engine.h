@@ -265,6 +265,11 @@ void llk_server_begin_handshake(llmlink_t *e, llk_conn_t *c, int64_t now);
 void llk_server_arm_listeners(llmlink_t *e, int64_t now);
 void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
                          const uint8_t *payload, int64_t now);
+/* Both handshakes: records the peer's llm.SyncKvCacheWaitTime from its
+ * HELLO / WELCOME extensions (LLK_EXT_WAIT_TIME) on xl; a malformed one is
+ * ignored with a warning (the link then uses this side's own). */
+void llk_xlink_take_peer_wait(llmlink_t *e, struct llk_xlink *xl, const llk_ext_t *ext,
+                              uint16_t n);
 
 /* ---- link/client.c: connecting and the client handshake ---- */
 void llk_client_start(llmlink_t *e, llk_conn_t *c, int64_t now);

@@ -100,6 +100,20 @@ static void reject(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char 
     c->deadline_ms = 0;
 }
 
+void llk_xlink_take_peer_wait(llmlink_t *e, llk_xlink_t *xl, const llk_ext_t *ext, uint16_t n)
+{
+    uint32_t ms = 0;
+    const char *why = "?";
+    int rc = llk_wire_find_wait_time(ext, n, &ms, &why);
+    if (rc < 0)
+        LLK_WARN("cluster %llu: link with cluster %llu (%s): %s; ignored, requests on the link "
+                 "use this side's llm.SyncKvCacheWaitTime (%d ms)",
+                 (unsigned long long)e->cluster_id, (unsigned long long)xl->remote_id, xl->peer,
+                 why, e->opts.sync_kv_wait_ms);
+    if (rc > 0)
+        atomic_store(&xl->peer_wait_ms, (int32_t)ms);
+}
+
 void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
                          const uint8_t *payload, int64_t now)
 {
@@ -173,6 +187,9 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
         reject(e, c, LLMLINK_OUT_OF_MEMORY, "out of memory for the link");
         return;
     }
+    llk_xlink_take_peer_wait(e, xl, m.ext, m.num_ext);
+    uint8_t wait[4];
+    llk_wire_ext_wait_time(&w.ext[w.num_ext++], wait, (uint32_t)e->opts.sync_kv_wait_ms);
     /* RDMA only for a client that offered it (an older one would not know
      * the setup message) */
     for (uint16_t i = 0; i < m.num_ext && llk_engine_offers_rdma(e); i++)

@@ -126,6 +126,43 @@ int llk_wire_find_unknown_critical(const llk_ext_t *ext, uint16_t n)
     return -1;
 }
 
+void llk_wire_ext_wait_time(llk_ext_t *ext, uint8_t buf[4], uint32_t ms)
+{
+    buf[0] = (uint8_t)(ms >> 24);
+    buf[1] = (uint8_t)(ms >> 16);
+    buf[2] = (uint8_t)(ms >> 8);
+    buf[3] = (uint8_t)ms;
+    ext->type = LLK_EXT_WAIT_TIME;
+    ext->length = 4;
+    ext->data = buf;
+}
+
+int llk_wire_find_wait_time(const llk_ext_t *ext, uint16_t n, uint32_t *ms, const char **why)
+{
+    for (uint16_t i = 0; i < n; i++) {
+        if (ext[i].type != LLK_EXT_WAIT_TIME)
+            continue;
+        /* The first one counts; a peer has no reason to send two. */
+        if (ext[i].length != 4 || !ext[i].data) {
+            *why = "wait-time extension is not 4 bytes long";
+            return -1;
+        }
+        rbuf_t r = {ext[i].data, 4, 0, 0};
+        uint32_t v = get_u32(&r);
+        if (v < LLK_WAIT_TIME_MIN_MS) {
+            *why = "wait-time extension says 0 ms";
+            return -1;
+        }
+        if (v > LLK_WAIT_TIME_MAX_MS) {
+            *why = "wait-time extension is above INT32_MAX ms";
+            return -1;
+        }
+        *ms = v;
+        return 1;
+    }
+    return 0;
+}
+
 /* ---- messages ------------------------------------------------------------ */
 
 size_t llk_wire_encode_hello(uint8_t *out, size_t cap, uint16_t version, const llk_msg_hello_t *m)

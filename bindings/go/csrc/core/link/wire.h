@@ -37,6 +37,8 @@
  *
  * extensions: u16 count, then per extension u16 type, u16 length, bytes.
  * They carry transport parameters and authentication in later versions.
+ * Defined: LLK_EXT_DATA_STREAMS (WELCOME, empty), LLK_EXT_RDMA (HELLO /
+ * WELCOME, empty), LLK_EXT_WAIT_TIME (HELLO / WELCOME, u32 ms), below.
  * An extension whose type has bit 15 set is critical: a receiver that does
  * not know it must refuse the handshake; others are skipped.
  *
@@ -83,6 +85,17 @@ typedef enum llk_msg_type {
  * sends it only to a client that sent it; when both did, the client sets
  * up the rails over its first data stream (XRDMA_SETUP, xfer_wire.h). */
 #define LLK_EXT_RDMA 0x0002u
+/* HELLO / WELCOME extension (not critical, 4 bytes: u32 milliseconds): the
+ * sender's llm.SyncKvCacheWaitTime. Both ends bound a request on the link
+ * by the smaller of the two (llk_xlink_wait_ms, xfer.h), so that an owner
+ * does not give up on a request (and drop its hold) while the requester
+ * still works on it, nor the other way round. Valid values are those of
+ * the option, LLK_WAIT_TIME_MIN_MS..LLK_WAIT_TIME_MAX_MS; a bad length or
+ * value is ignored (logged): the receiver then uses its own. Both sides
+ * always send it; an older peer skips it. */
+#define LLK_EXT_WAIT_TIME 0x0003u
+#define LLK_WAIT_TIME_MIN_MS 1u
+#define LLK_WAIT_TIME_MAX_MS 2147483647u /* INT32_MAX, as the option */
 
 typedef struct llk_msg_attach {
     uint64_t client_cluster_id;
@@ -186,6 +199,14 @@ int llk_wire_decode_welcome(const uint8_t *payload, size_t len, llk_msg_welcome_
 int llk_wire_decode_reject(const uint8_t *payload, size_t len, llk_msg_reject_t *m, const char **why);
 /* HEARTBEAT / UNLINK_ACK must be empty, UNLINK exactly 4 zero bytes. */
 int llk_wire_decode_simple(llk_msg_type_t type, const uint8_t *payload, size_t len, const char **why);
+
+/* Points ext at buf (4 bytes, kept by the caller) holding ms: the
+ * LLK_EXT_WAIT_TIME extension. */
+void llk_wire_ext_wait_time(llk_ext_t *ext, uint8_t buf[4], uint32_t ms);
+/* The first LLK_EXT_WAIT_TIME in ext[0..n): 1 with *ms, 0 when there is
+ * none, -1 when it is malformed (length not 4, 0 ms, above INT32_MAX ms),
+ * with the reason in *why. */
+int llk_wire_find_wait_time(const llk_ext_t *ext, uint16_t n, uint32_t *ms, const char **why);
 
 /* Index of the first critical extension in ext[0..n) that this version does
  * not understand, or -1 if none. */

@@ -22,6 +22,10 @@
 #include "transport/transport.h"
 #include "transport/transport_testing.h"
 
+/* Bound on invalidating a grant's windows (the owner thread waits for it;
+ * past it they are deallocated instead). */
+#define GRANT_END_MS 2000
+
 /* One work request per slice; slices go round robin over the rails. */
 #define RDMA_SLICE_BYTES (1u << 20)
 
@@ -33,6 +37,61 @@ llk_rdma_xlink_t *llk_rdma_xlink(llk_xlink_t *xl)
 void llk_test_set_rdma_post_delay_ms(llmlink_t *e, uint32_t ms)
 {
     llk_rdma_set_post_delay_ms(e->rdma, ms);
+}
+
+void llk_test_rdma_last_grant(llmlink_t *e, llk_test_rdma_grant_t *out)
+{
+    llk_rdma_test_last_grant(e->rdma, out);
+}
+
+unsigned llk_test_rdma_live_grants(llmlink_t *e)
+{
+    return llk_rdma_test_live_grants(e->rdma);
+}
+
+bool llk_test_rdma_rail(llmlink_t *e, uint64_t remote, uint16_t rail, void **qp, void **cq)
+{
+    llk_xlink_t *xl = llk_xfer_find_link(e, remote, "llk_test_rdma_rail");
+    if (!xl)
+        return false;
+    pthread_mutex_lock(&xl->mu);
+    bool ok = llk_rdma_test_rail(llk_rdma_xlink(xl)->link, rail, qp, cq);
+    pthread_mutex_unlock(&xl->mu);
+    llk_xlink_unref(xl);
+    return ok;
+}
+
+bool llk_test_rdma_mr_keys(llmlink_t *e, int64_t cache_id, uint32_t tensor, uint32_t *lkey,
+                           uint32_t *rkey)
+{
+    llk_cache_t *c = NULL;
+    if (llk_registry_acquire_id(&e->reg, "llk_test_rdma_mr_keys", cache_id, &c) !=
+        LLMLINK_SUCCESS)
+        return false;
+    char why[200];
+    const llk_rdma_mrs_t *m = e->rdma ? llk_rdma_cache_mrs(e->rdma, c, why, sizeof why) : NULL;
+    bool ok = llk_rdma_test_mr_keys(m, tensor, lkey, rkey);
+    llk_registry_release(&e->reg, c, NULL);
+    return ok;
+}
+
+const char *llk_test_rdma_protection(llmlink_t *e, uint64_t remote)
+{
+    llk_xlink_t *xl = llk_xfer_find_link(e, remote, "llk_test_rdma_protection");
+    if (!xl)
+        return "unused";
+    llk_rdma_prot_t p = llk_rdma_xlink_protection(xl);
+    llk_xlink_unref(xl);
+    return llk_rdma_protection_name(p);
+}
+
+llk_rdma_prot_t llk_rdma_xlink_protection(llk_xlink_t *xl)
+{
+    llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
+    pthread_mutex_lock(&xl->mu);
+    llk_rdma_prot_t p = r && r->use ? llk_rdma_link_protection(r->link) : LLK_RDMA_PROT_UNUSED;
+    pthread_mutex_unlock(&xl->mu);
+    return p;
 }
 
 /* ---- per link -------------------------------------------------------------- */
@@ -368,10 +427,15 @@ static bool rdma_link_usable(llk_xlink_t *xl)
     return use;
 }
 
-uint32_t llk_rdma_link_protection(llk_xlink_t *xl)
+uint32_t llk_rdma_stats_protection(llk_xlink_t *xl)
 {
-    /* Today's MRs: an rkey reaches its whole tensor (rdma.h). */
-    return rdma_link_usable(xl) ? LLMLINK_RDMA_PROTECTION_REGION : LLMLINK_RDMA_PROTECTION_NONE;
+    switch (llk_rdma_xlink_protection(xl)) {
+    case LLK_RDMA_PROT_MW: return LLMLINK_RDMA_PROTECTION_WINDOW;
+    case LLK_RDMA_PROT_PD_PER_LINK: return LLMLINK_RDMA_PROTECTION_LINK_PD;
+    case LLK_RDMA_PROT_NONE: return LLMLINK_RDMA_PROTECTION_REGION;
+    case LLK_RDMA_PROT_UNUSED: break;
+    }
+    return LLMLINK_RDMA_PROTECTION_NONE;
 }
 
 static llk_xuse_t rdma_request_usable(llk_xfer_ctx_t *ctx, int fd, llk_xmove_out_t *out)
@@ -475,7 +539,8 @@ static llmlink_status_t rdma_serve_allowed(llk_xlink_t *xl, int fd, char *msg, s
 }
 
 /* The grant of an admitted request: the owner's address and the rkey on
- * every rail of each segment, and the generation of the cache's MRs. */
+ * every rail of each segment (a memory window bound for this request, in
+ * mode MW), and the generation of the cache's MRs. */
 static int rdma_serve_grant(llk_xserve_t *q)
 {
     llk_rdma_link_t *l = llk_rdma_xlink(q->xl)->link; /* set before any request, never changed */
@@ -492,21 +557,46 @@ static int rdma_serve_grant(llk_xserve_t *q)
         snprintf(q->why, sizeof q->why, "out of memory for a %zu-byte RDMA grant", need);
         return -1;
     }
-    for (uint32_t i = 0; i < q->nseg; i++)
-        for (uint16_t k = 0; k < nrails; k++)
-            rkeys[(size_t)i * nrails + k] = llk_rdma_rkey(m, l, k, q->segt[i]);
+    bool write = q->op == LLK_XOP_RDMA_WRITE;
+    llk_rdma_grant_t *g = NULL;
+    char why[200];
+    int rc = llk_rdma_grant_new(l, m, write, q->segv, q->segt, q->nseg, rkeys,
+                                llk_now_ms() + q->e->opts.sync_kv_wait_ms, &g, why, sizeof why);
+    if (rc != 0) {
+        free(rkeys);
+        if (rc > 0) {
+            q->refusal = LLMLINK_FAILED;
+            snprintf(q->msg, sizeof q->msg, "RDMA grant: %s", why);
+            return 1;
+        }
+        snprintf(q->why, sizeof q->why, "RDMA grant: %s", why);
+        return -1;
+    }
     q->grant_gen = llk_rdma_mrs_generation(m);
     q->tx_len = llk_xwire_encode_grant(*q->tx, *q->tx_cap, q->req_id, q->total, q->grant_gen,
                                        nrails, q->segv, rkeys, q->nseg);
     free(rkeys);
     if (q->tx_len == 0) {
+        llk_rdma_grant_end(g, llk_now_ms() + q->e->opts.sync_kv_wait_ms);
         snprintf(q->why, sizeof q->why, "cannot encode a %zu-byte RDMA grant", need);
         return -1;
     }
+    q->grant = g;
+    /* From the grant on the peer moves these bytes on its own. */
+    atomic_fetch_add(write ? &q->xl->peer_write_bytes : &q->xl->peer_read_bytes, q->total);
     /* From here the peer may read or write on its own: an unregister that
      * times out on this hold revokes the MRs instead of failing. */
     q->revocable = true;
     return 0;
+}
+
+/* The request of grant g is over (owner.c): its windows stop working. (A
+ * grant not ended by a successful XDONE is counted as fenced by owner.c.) */
+static void rdma_grant_end(llk_xlink_t *xl, void *g, bool done_ok)
+{
+    (void)xl;
+    (void)done_ok;
+    llk_rdma_grant_end(g, llk_now_ms() + GRANT_END_MS);
 }
 
 static void rdma_add_stats(llk_xstats_t *x, uint64_t requests, uint64_t fallbacks)
@@ -543,5 +633,6 @@ const llk_transport_ops_t llk_transport_rdma = {
     .move = rdma_move,
     .serve_allowed = rdma_serve_allowed,
     .serve_grant = rdma_serve_grant,
+    .grant_end = rdma_grant_end,
     .add_stats = rdma_add_stats,
 };

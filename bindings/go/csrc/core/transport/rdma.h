@@ -25,21 +25,37 @@
  * service level llm.RdmaServiceLevel, ACK timeout / retry count from
  * llm.SyncKvCacheWaitTime (rdma_plan.h).
  *
- * Caches: a cache's MRs (one per tensor and device, REMOTE_READ |
- * REMOTE_WRITE | LOCAL_WRITE) are made on its first RDMA use and live until
- * the registry frees the cache (the registry calls llk_rdma_cache_free
- * through its transport hook; it knows nothing of verbs). Each MR set has a
- * generation, engine-wide and never reused, that grants carry: the owner
- * checks it in the requester's XDONE, and the requester never keeps a grant
- * past its request, so a well-behaved peer never uses a stale rkey.
+ * Caches: a cache's MRs (one per tensor and device) are made on its first
+ * RDMA use and live until the registry frees the cache (the registry calls
+ * llk_rdma_cache_free through its transport hook; it knows nothing of
+ * verbs). Each MR set has a generation, engine-wide and never reused, that
+ * grants carry: the owner checks it in the requester's XDONE.
  *
- * What the hardware enforces is less than what a grant says: an rkey
- * covers its whole tensor, for REMOTE_READ and REMOTE_WRITE, until the
- * cache is freed (or the link breaks: llk_rdma_link_abort). A hostile peer
- * that was granted once may read or write anywhere in that tensor over its
- * QP without asking again; it cannot reach memory that was not registered.
- * Narrowing that (read-only MRs for READ grants, memory windows bound per
- * grant) is future work.
+ * What the hardware enforces (issue 13, least privilege). Where every
+ * rail's device has type-2 memory windows (IBV_DEVICE_MEM_WINDOW_TYPE_2B),
+ * the link runs in protection mode MW: MRs are registered LOCAL_WRITE |
+ * MW_BIND only, so no region of this engine is remotely accessible by
+ * itself (a requester's own caches included); a grant binds one type-2
+ * window per segment and rail, through that rail's QP (so it works over
+ * that QP only), with REMOTE_READ for a pull and REMOTE_WRITE for a push,
+ * covering exactly the segment, and carries the windows' rkeys (a new key
+ * at every binding). When the request ends (XDONE, the stream ends: a
+ * stall, a link break, engine stop) the owner invalidates the windows
+ * (IBV_WR_LOCAL_INV on the same QP; deallocated where the QP is down), and
+ * an unregister that revokes a grant (llk_rdma_cache_free) deallocates
+ * them before it deregisters the MRs. Binds and invalidations are one
+ * posted chain per rail with one signaled completion; windows are pooled
+ * per rail of the link. Devices without type-2 windows: mode NONE, as
+ * before this change (an rkey covers its whole tensor, read and write,
+ * until unregister, and all links share one PD per device); the link's
+ * description says so. A link whose rails mix both kinds of device binds
+ * windows on the rails that have them and reports NONE (its weakest).
+ * Soft-RoCE (rxe, 5.14 to at least 6.x) checks a window's key, access
+ * right, QP and state, but then the range of the window's MR, not of the
+ * window: there a grant reaches its whole tensor (read-only or write-only,
+ * over its link's QP, until the request ends); hardware checks the
+ * window's bounds. PD_PER_LINK (a PD per link with read-only /
+ * write-only MRs) is named but not implemented.
  *
  * Threads: rails are shared by every call on the link; a rail's mutex
  * covers posting, polling and its slot table, and a completion is handed
@@ -61,6 +77,21 @@
 typedef struct llk_rdma llk_rdma_t;
 typedef struct llk_rdma_link llk_rdma_link_t;
 typedef struct llk_rdma_mrs llk_rdma_mrs_t;
+typedef struct llk_rdma_grant llk_rdma_grant_t;
+struct llk_test_rdma_grant;
+
+/* How a link's grants are enforced (see above; for the per-link stats). */
+typedef enum {
+    LLK_RDMA_PROT_UNUSED = 0, /* the link does not use RDMA */
+    LLK_RDMA_PROT_MW,         /* a type-2 window per grant, segment and rail */
+    LLK_RDMA_PROT_PD_PER_LINK, /* reserved: a PD per link, read-only / write-only MRs */
+    LLK_RDMA_PROT_NONE        /* whole-tensor rkeys, read and write, until unregister */
+} llk_rdma_prot_t;
+
+/* "mw", "pd-per-link", "none", "unused". */
+const char *llk_rdma_protection_name(llk_rdma_prot_t p);
+/* A link's mode (UNUSED for NULL). */
+llk_rdma_prot_t llk_rdma_link_protection(const llk_rdma_link_t *l);
 
 /* The engine's devices, or NULL with the reason in why (no library, no
  * device, no active port, ...). gen_seed makes generations differ between
@@ -106,6 +137,28 @@ uint32_t llk_rdma_rkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16
 bool llk_rdma_lkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
                    const uint8_t *addr, uint64_t len, uint32_t *lkey);
 
+/*
+ * Owner: the grant of segments (segv: address, length pairs; segt: their
+ * tensors) of m over link l, REMOTE_WRITE if write else REMOTE_READ. Fills
+ * rkeys[seg * nrails + rail]. 0 and *out (in mode NONE a handle with no
+ * window); 1: refused (no window to be had, out of memory; the link stays);
+ * -1: the binds failed (the link's QPs are down). why on failure.
+ */
+int llk_rdma_grant_new(llk_rdma_link_t *l, const llk_rdma_mrs_t *m, bool write,
+                       const uint64_t *segv, const uint32_t *segt, uint32_t nseg,
+                       uint32_t *rkeys, int64_t deadline_ms, llk_rdma_grant_t **out, char *why,
+                       size_t cap);
+/* Ends a grant: its windows stop working (invalidated and pooled, or
+ * deallocated) before this returns. Exactly once per grant; NULL: no-op. */
+void llk_rdma_grant_end(llk_rdma_grant_t *g, int64_t deadline_ms);
+
+/* Test seams (transport_testing.h). */
+void llk_rdma_test_last_grant(llk_rdma_t *r, struct llk_test_rdma_grant *out);
+unsigned llk_rdma_test_live_grants(llk_rdma_t *r);
+bool llk_rdma_test_rail(llk_rdma_link_t *l, uint16_t rail, void **qp, void **cq);
+bool llk_rdma_test_mr_keys(const llk_rdma_mrs_t *m, uint32_t tensor, uint32_t *lkey,
+                           uint32_t *rkey);
+
 /* One work request: len bytes between local laddr (lkey) and remote raddr
  * (rkey), on rail `rail`. */
 typedef struct llk_rdma_sge {
@@ -150,8 +203,10 @@ typedef struct llk_rdma_xlink {
 
 /* xl's RDMA state (tests read it). */
 llk_rdma_xlink_t *llk_rdma_xlink(struct llk_xlink *xl);
-/* How the NIC enforces xl's grants (llmlink_rdma_protection_t): NONE when
- * the link does not use RDMA. Takes xl->mu. */
-uint32_t llk_rdma_link_protection(struct llk_xlink *xl);
+/* The protection mode of xl's RDMA rails (UNUSED when it has none); takes
+ * xl->mu. Name: llk_rdma_protection_name. */
+llk_rdma_prot_t llk_rdma_xlink_protection(struct llk_xlink *xl);
+/* The same as an llmlink_rdma_protection_t, for llmlink_get_link_stats. */
+uint32_t llk_rdma_stats_protection(struct llk_xlink *xl);
 
 #endif /* LLK_RDMA_H */

@@ -75,3 +75,25 @@ int llk_rdma_pick_gid(const llk_gid_info_t *tbl, int n, const uint8_t ip_gid[16]
         return 0;
     return -1;
 }
+
+uint8_t llk_rdma_rd_nibble(uint32_t depth)
+{
+    uint8_t v = 0;
+    while (depth > 0 && v < 15) {
+        v++;
+        depth >>= 1;
+    }
+    return v;
+}
+
+uint32_t llk_rdma_rd_depth(uint8_t nibble)
+{
+    nibble &= 0xF;
+    return nibble ? 1u << (nibble - 1) : 0;
+}
+
+uint32_t llk_rdma_rd_initiator(uint32_t ours, uint32_t peer_dest)
+{
+    uint32_t d = peer_dest && peer_dest < ours ? peer_dest : ours;
+    return d ? d : 1;
+}

@@ -59,4 +59,19 @@ static inline uint32_t llk_rdma_chain_len(uint32_t left, uint32_t credits, uint3
     return n < max_chain ? n : max_chain;
 }
 
+/*
+ * Outstanding RDMA READs. A rail record advertises two depths: how many
+ * READs this side issues at once (initiator, the QP's max_rd_atomic) and
+ * how many it accepts as responder (max_dest_rd_atomic). Each travels as
+ * one nibble of the record's former reserved byte: 0 = not advertised (a
+ * peer from before this field), v = 1..15 = 2^(v-1); a depth is rounded
+ * down to a power of two, so a side never advertises more than it has.
+ */
+uint8_t llk_rdma_rd_nibble(uint32_t depth);
+uint32_t llk_rdma_rd_depth(uint8_t nibble);
+/* The initiator depth a rail uses: ours, but no more than the peer accepts
+ * as responder (peer_dest; 0 = the peer did not say: ours, as before the
+ * field existed); never 0. */
+uint32_t llk_rdma_rd_initiator(uint32_t ours, uint32_t peer_dest);
+
 #endif /* LLK_RDMA_PLAN_H */

@@ -11,10 +11,26 @@
 #include "base/addr.h"
 #include "base/log.h"
 #include "transport/rdma_plan.h"
+#include "transport/transport_testing.h"
 #include "transport/verbs.h"
+
+const char *llk_rdma_protection_name(llk_rdma_prot_t p)
+{
+    switch (p) {
+    case LLK_RDMA_PROT_MW:
+        return "mw";
+    case LLK_RDMA_PROT_PD_PER_LINK:
+        return "pd-per-link";
+    case LLK_RDMA_PROT_NONE:
+        return "none";
+    default:
+        return "unused";
+    }
+}
 
 #if LLK_HAVE_VERBS
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <sys/random.h>
 #include <time.h>
@@ -42,6 +58,9 @@ typedef struct rdma_dev {
     bool is_ib;
     int gid_tbl_len;
     uint32_t max_qp_wr, max_rd_atom, max_init_rd_atom;
+    /* Type-2 memory windows (IBV_DEVICE_MEM_WINDOW_TYPE_2B, max_mw > 0):
+     * grants are windows bound per request, MRs local-only. */
+    bool mw2;
 } rdma_dev_t;
 
 struct llk_rdma {
@@ -52,6 +71,12 @@ struct llk_rdma {
     _Atomic uint64_t next_gen;
     llk_options_t o;
     _Atomic uint32_t post_delay_ms; /* test seam (transport_testing.h) */
+    /* Grants whose windows are bound (owner side), and every window
+     * operation: bind, invalidate, the revoke of cache_free and a link's
+     * free. A leaf lock above the rails' (taken before rl->mu). */
+    pthread_mutex_t gmu;
+    llk_rdma_grant_t *grants;
+    llk_test_rdma_grant_t last; /* the last grant made (test seam) */
 };
 
 void llk_rdma_set_post_delay_ms(llk_rdma_t *r, uint32_t ms)
@@ -95,14 +120,36 @@ typedef struct rail {
     uint32_t free_wr, rd_max, rd_inflight, seq;
     bool failed;
     bool in_err; /* the QP was moved to IBV_QPS_ERR (rail_abort) */
+    /* READ depths: what this side's device allows as initiator and as
+     * responder (advertised); rd_max is what the rail uses as initiator
+     * once connected (llk_rdma_rd_initiator). */
+    uint32_t rd_init, rd_dest;
     slot_t slot[RAIL_SLOTS];
+    /* Type-2 windows not bound now, for the next grants (r->gmu). */
+    struct ibv_mw **pool;
+    uint32_t npool, pool_cap;
 } rail_t;
 
 struct llk_rdma_link {
     llk_rdma_t *r;
     uint16_t nrails;
     int32_t wait_ms;
+    llk_rdma_prot_t prot;
     rail_t rail[LLK_XWIRE_MAX_RAILS];
+};
+
+/* One grant of the owner: the windows it bound, [seg * nrails + rail]
+ * (NULL on a rail whose device has none: the rkeys there are the MRs'; no
+ * array at all when no rail has windows). */
+struct llk_rdma_grant {
+    llk_rdma_grant_t *prev, *next; /* r->grants, in MW mode */
+    llk_rdma_t *r;
+    llk_rdma_link_t *l; /* outlives the grant: the owner ends it before the link goes */
+    const llk_rdma_mrs_t *m;
+    uint32_t nmw;
+    uint16_t nrails;
+    bool dead; /* windows already deallocated (revoke, link free) */
+    struct ibv_mw **mw;
 };
 
 /* ---- devices ------------------------------------------------------------------- */
@@ -159,6 +206,11 @@ static bool open_dev(const llk_verbs_t *v, struct ibv_device *dev, const llk_opt
     d->max_qp_wr = (uint32_t)da.max_qp_wr;
     d->max_rd_atom = (uint32_t)da.max_qp_rd_atom;
     d->max_init_rd_atom = (uint32_t)da.max_qp_init_rd_atom;
+    d->mw2 = (da.device_cap_flags & IBV_DEVICE_MEM_WINDOW_TYPE_2B) && da.max_mw > 0;
+    /* Test hook: behave as a device without type-2 windows. */
+    const char *nomw = secure_getenv("LLMLINK_TEST_RDMA_NO_MW");
+    if (nomw && *nomw && strcmp(nomw, "0") != 0)
+        d->mw2 = false;
     d->pd = v->alloc_pd(d->ctx);
     if (!d->pd) {
         snprintf(why, cap, "%s: ibv_alloc_pd: %s", d->name, strerror(errno));
@@ -194,6 +246,7 @@ llk_rdma_t *llk_rdma_open(const llk_options_t *o, uint64_t gen_seed, char *why, 
     r->v = v;
     r->o = *o;
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->gmu, NULL);
     /* 2^40 generations per incarnation; never 0 */
     atomic_store(&r->next_gen, ((gen_seed & 0xFFFFFFull) << 40) | 1);
     char last[256] = "";
@@ -217,6 +270,7 @@ llk_rdma_t *llk_rdma_open(const llk_options_t *o, uint64_t gen_seed, char *why, 
         else
             snprintf(why, cap, "no usable RDMA device (%s)", last[0] ? last : "none");
         pthread_mutex_destroy(&r->mu);
+        pthread_mutex_destroy(&r->gmu);
         free(r);
         return NULL;
     }
@@ -230,6 +284,7 @@ void llk_rdma_close(llk_rdma_t *r)
     for (int i = r->ndev - 1; i >= 0; i--)
         close_dev(r->v, &r->dev[i]);
     pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->gmu);
     free(r);
 }
 
@@ -304,6 +359,11 @@ static void rail_free(const llk_verbs_t *v, rail_t *rl)
     pthread_mutex_destroy(&rl->mu);
 }
 
+static uint32_t cap_rd(uint32_t rd)
+{
+    return rd == 0 ? 1 : rd > RD_ATOM_CAP ? RD_ATOM_CAP : rd;
+}
+
 static bool rail_create(llk_rdma_t *r, rail_t *rl, const struct sockaddr *ip, char *why,
                         size_t cap)
 {
@@ -364,8 +424,11 @@ static bool rail_create(llk_rdma_t *r, rail_t *rl, const struct sockaddr *ip, ch
         rnd = (uint32_t)llk_now_ms() * 2654435761u;
     rl->psn = rnd & 0xFFFFFFu;
     rl->free_wr = depth;
-    uint32_t rd = d->max_init_rd_atom < d->max_rd_atom ? d->max_init_rd_atom : d->max_rd_atom;
-    rl->rd_max = rd == 0 ? 1 : rd > RD_ATOM_CAP ? RD_ATOM_CAP : rd;
+    /* Advertised rounded down to a power of two (rdma_plan.h): use what
+     * is advertised, so the peer's view of this side is exact. */
+    rl->rd_init = llk_rdma_rd_depth(llk_rdma_rd_nibble(cap_rd(d->max_init_rd_atom)));
+    rl->rd_dest = llk_rdma_rd_depth(llk_rdma_rd_nibble(cap_rd(d->max_rd_atom)));
+    rl->rd_max = rl->rd_init;
     pthread_mutex_init(&rl->mu, NULL);
     return true;
 }
@@ -400,6 +463,12 @@ llk_rdma_link_t *llk_rdma_link_create(llk_rdma_t *r, const struct sockaddr_stora
         free(l);
         return NULL;
     }
+    /* Windows only where every rail's device has them: a grant is one
+     * mode on all its rails. */
+    l->prot = LLK_RDMA_PROT_MW;
+    for (uint16_t i = 0; i < l->nrails; i++)
+        if (!l->rail[i].dev->mw2)
+            l->prot = LLK_RDMA_PROT_NONE;
     return l;
 }
 
@@ -422,6 +491,8 @@ void llk_rdma_link_local(const llk_rdma_link_t *l, llk_xrail_wire_t *out)
          * the larger side's packets would be dropped). */
         out[i].mtu = llk_rdma_mtu_negotiate(rl->dev->active_mtu, rl->dev->active_mtu,
                                             l->r->o.rdma_mtu);
+        out[i].rd_init = (uint16_t)rl->rd_init;
+        out[i].rd_dest = (uint16_t)rl->rd_dest;
     }
 }
 
@@ -440,7 +511,10 @@ static int rail_connect(llk_rdma_link_t *l, rail_t *rl, const llk_xrail_wire_t *
     a.path_mtu = (enum ibv_mtu)rl->mtu;
     a.dest_qp_num = rem->qpn;
     a.rq_psn = rem->psn;
-    a.max_dest_rd_atomic = (uint8_t)rl->rd_max;
+    /* as responder: what this side advertised; as initiator: no more
+     * than the peer accepts */
+    rl->rd_max = llk_rdma_rd_initiator(rl->rd_init, rem->rd_dest);
+    a.max_dest_rd_atomic = (uint8_t)rl->rd_dest;
     a.min_rnr_timer = 12;
     a.ah_attr.is_global = 1;
     memcpy(a.ah_attr.grh.dgid.raw, rem->gid, 16);
@@ -501,19 +575,29 @@ void llk_rdma_link_describe(const llk_rdma_link_t *l, char *out, size_t cap)
     out[0] = '\0';
     for (uint16_t i = 0; i < l->nrails && off < cap; i++) {
         const rail_t *rl = &l->rail[i];
-        int w = snprintf(out + off, cap - off, "%s%s port %u gid %d mtu %u", i ? ", " : "",
+        int w = snprintf(out + off, cap - off, "%s%s port %u gid %d mtu %u reads %u", i ? ", " : "",
                          rl->dev->name, rl->dev->port, rl->gid_index,
-                         llk_rdma_mtu_bytes(rl->mtu ? rl->mtu : rl->dev->active_mtu));
+                         llk_rdma_mtu_bytes(rl->mtu ? rl->mtu : rl->dev->active_mtu), rl->rd_max);
         if (w < 0)
             break;
         off += (size_t)w;
     }
+    if (off < cap)
+        snprintf(out + off, cap - off, "; protection %s%s", llk_rdma_protection_name(l->prot),
+                 l->prot == LLK_RDMA_PROT_MW ? " (a window per grant)"
+                                             : " (a rail without type-2 memory windows: its rkeys "
+                                               "cover whole tensors, read and write, until "
+                                               "unregister)");
 }
+
+static void kill_link_windows(llk_rdma_link_t *l);
 
 void llk_rdma_link_free(llk_rdma_link_t *l)
 {
     if (!l)
         return;
+    /* Windows first: a bound one holds its QP and its MR. */
+    kill_link_windows(l);
     for (int i = (int)l->nrails - 1; i >= 0; i--) {
         LLK_DEBUG("rdma: rail %d: QP %u on %s destroyed", i,
                   l->rail[i].qp ? l->rail[i].qp->qp_num : 0, l->rail[i].dev->name);
@@ -529,8 +613,10 @@ static void mrs_free(const llk_verbs_t *v, llk_rdma_mrs_t *m)
     if (!m)
         return;
     for (int k = m->mr ? m->ndev * (int)m->nt - 1 : -1; k >= 0; k--)
-        if (m->mr[k])
-            v->dereg_mr(m->mr[k]);
+        if (m->mr[k] && v->dereg_mr(m->mr[k]) != 0)
+            /* rxe: EINVAL while a window is bound to it (none should be:
+             * cache_free kills them first) */
+            LLK_WARN("rdma: ibv_dereg_mr: %s", strerror(errno));
     free(m->mr);
     free(m->order);
     free(m);
@@ -567,9 +653,15 @@ const llk_rdma_mrs_t *llk_rdma_cache_mrs(llk_rdma_t *r, llk_cache_t *c, char *wh
         pthread_mutex_unlock(&r->mu);
         return NULL;
     }
-    int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE;
     for (int d = 0; d < m->ndev; d++)
         for (uint32_t t = 0; t < m->nt; t++) {
+            /* With type-2 windows the MR itself is local-only: a peer
+             * reaches it only through a window bound for one grant (so
+             * this engine's own regions, as a requester, are never
+             * remotely accessible). Without: today's remote keys. */
+            int access = r->dev[d].mw2 ? IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_MW_BIND
+                                       : IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ |
+                                             IBV_ACCESS_REMOTE_WRITE;
             struct ibv_mr *mr = r->v->reg_mr(r->dev[d].pd, c->addrs[t], (size_t)c->tensor_bytes,
                                              access);
             if (!mr) {
@@ -593,6 +685,8 @@ const llk_rdma_mrs_t *llk_rdma_cache_mrs(llk_rdma_t *r, llk_cache_t *c, char *wh
     return m;
 }
 
+static void kill_mrs_windows(llk_rdma_t *r, const llk_rdma_mrs_t *m);
+
 void llk_rdma_cache_free(void *rdma, llk_cache_t *c)
 {
     llk_rdma_t *r = rdma;
@@ -602,6 +696,11 @@ void llk_rdma_cache_free(void *rdma, llk_cache_t *c)
     llk_rdma_mrs_t *m = c->xport;
     c->xport = NULL;
     pthread_mutex_unlock(&r->mu);
+    /* The revoke of an unregister that timed out on grants: their windows
+     * go first (the peer's next access fails, and rxe refuses to
+     * deregister an MR with windows bound). */
+    if (m)
+        kill_mrs_windows(r, m);
     if (m)
         LLK_DEBUG("rdma: cache %lld: MRs of generation %llu released", (long long)c->id,
                   (unsigned long long)m->gen);
@@ -940,6 +1039,455 @@ llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sg
     }
 }
 
+/* ---- grants: type-2 memory windows ------------------------------------------------------- */
+
+/* Longest chain of window binds / invalidations with one signaled WR. */
+#define LOCAL_CHAIN 64u
+/* Polls of a window operation that yield before it sleeps, and the
+ * longest sleep between polls. */
+#define LOCAL_SPINS 64u
+#define LOCAL_NAP_MAX_US 32u
+/* Windows kept per rail for later grants; more are deallocated. */
+#define POOL_MAX 4096u
+
+/* Accounts one posted chain of nwr WRs in slot si (rl->mu held). */
+static void take_slot(rail_t *rl, int si, uint32_t seq, uint32_t nwr, move_op_t *op)
+{
+    slot_t *s = &rl->slot[si];
+    s->busy = true;
+    s->read = false;
+    s->seq = seq;
+    s->nwr = nwr;
+    s->op = op;
+    atomic_fetch_add(&op->chains, 1);
+    rl->free_wr -= nwr;
+}
+
+/* Posts what fits of wr[*next, n) on rail rl as chains, the last WR of
+ * each signaled (rl->mu held). 0, or -1 when a post failed (why). */
+static int post_local(rail_t *rl, struct ibv_send_wr *wr, uint32_t n, uint32_t *next,
+                      move_op_t *op, char *why, size_t cap)
+{
+    while (*next < n && !atomic_load(&op->failed)) {
+        int si = free_slot(rl);
+        uint32_t len = llk_rdma_chain_len(n - *next, rl->free_wr, LOCAL_CHAIN);
+        if (si < 0 || len == 0)
+            return 0;
+        uint32_t seq = ++rl->seq;
+        struct ibv_send_wr *w = &wr[*next];
+        for (uint32_t i = 0; i < len; i++) {
+            w[i].wr_id = ((uint64_t)seq << 16) | (uint32_t)si;
+            w[i].send_flags = i + 1 == len ? IBV_SEND_SIGNALED : 0;
+            w[i].next = i + 1 < len ? &w[i + 1] : NULL;
+        }
+        struct ibv_send_wr *bad = NULL;
+        int rc = ibv_post_send(rl->qp, w, &bad);
+        if (rc != 0) {
+            rl->failed = true;
+            snprintf(why, cap, "ibv_post_send (memory windows) on %s: %s", rl->dev->name,
+                     strerror(rc));
+            uint32_t posted = 0;
+            while (bad && posted < len && &w[posted] != bad)
+                posted++;
+            if (bad && posted > 0) /* they complete (flushed): wait for them */
+                take_slot(rl, si, seq, posted, op);
+            return -1;
+        }
+        take_slot(rl, si, seq, len, op);
+        *next += len;
+    }
+    return 0;
+}
+
+/*
+ * Runs n local work requests (window binds or invalidations) on rail k:
+ * one chain with one signaled completion when the send queue has room (it
+ * has: the owner's QP carries no other work), and waits for it, bounded by
+ * deadline_ms. 0; or -1 with why, and then the link's QPs are in the error
+ * state (a failed local operation leaves the QP so anyway) and the caller
+ * deallocates the windows, whatever state they are in.
+ */
+static int run_local(llk_rdma_link_t *l, uint16_t k, struct ibv_send_wr *wr, uint32_t n,
+                     int64_t deadline_ms, char *why, size_t cap)
+{
+    rail_t *rl = &l->rail[k];
+    move_op_t op;
+    atomic_init(&op.chains, 0);
+    atomic_init(&op.failed, false);
+    op.st = IBV_WC_SUCCESS;
+    op.rail = k;
+    uint32_t next = 0;
+    unsigned us = 2, spins = 0;
+    for (;;) {
+        pthread_mutex_lock(&rl->mu);
+        int rc = 0;
+        if (rl->failed) {
+            snprintf(why, cap, "rail %u (%s) is down", k, rl->dev->name);
+            rc = -1;
+        } else {
+            rc = post_local(rl, wr, n, &next, &op, why, cap);
+        }
+        bool got = poll_rail(l->r, rl, k) > 0;
+        pthread_mutex_unlock(&rl->mu);
+        if (rc != 0)
+            break;
+        if (atomic_load(&op.failed)) {
+            snprintf(why, cap, "memory window operation on rail %u (%s): %s (status %d)", k,
+                     rl->dev->name, l->r->v->wc_status_str(op.st), (int)op.st);
+            break;
+        }
+        if (next == n && atomic_load(&op.chains) == 0)
+            return 0;
+        if (llk_now_ms() >= deadline_ms) {
+            snprintf(why, cap, "memory window operations on rail %u (%s) not completed in time",
+                     k, rl->dev->name);
+            break;
+        }
+        if (got) {
+            us = 2;
+            spins = 0;
+        } else if (spins < LOCAL_SPINS) {
+            /* A bind or invalidation completes in microseconds on a NIC
+             * (and soft-RoCE runs it on a kernel thread): yield rather
+             * than sleep at first, the owner thread waits on it. */
+            spins++;
+            sched_yield();
+        } else {
+            struct timespec ts = {0, (long)us * 1000};
+            nanosleep(&ts, NULL);
+            if (us < LOCAL_NAP_MAX_US)
+                us *= 2;
+        }
+    }
+    quiesce(l, &op);
+    orphan(l, &op);
+    return -1;
+}
+
+/* A free window for rail k (r->gmu held): from the pool, else a new one. */
+static struct ibv_mw *mw_get(llk_rdma_link_t *l, uint16_t k)
+{
+    rail_t *rl = &l->rail[k];
+    if (rl->npool > 0)
+        return rl->pool[--rl->npool];
+    return ibv_alloc_mw(rl->dev->pd, IBV_MW_TYPE_2);
+}
+
+/* Back to rail k's pool (unbound), or deallocated (r->gmu held). */
+static void mw_put(llk_rdma_link_t *l, uint16_t k, struct ibv_mw *mw)
+{
+    rail_t *rl = &l->rail[k];
+    if (rl->npool == rl->pool_cap && rl->pool_cap < POOL_MAX) {
+        uint32_t cap = rl->pool_cap ? rl->pool_cap * 2 : 64;
+        struct ibv_mw **p = realloc(rl->pool, cap * sizeof *p);
+        if (p) {
+            rl->pool = p;
+            rl->pool_cap = cap;
+        }
+    }
+    if (rl->npool < rl->pool_cap)
+        rl->pool[rl->npool++] = mw;
+    else
+        ibv_dealloc_mw(mw);
+}
+
+/* Deallocates every window of g, bound or not (r->gmu held): a bound one
+ * stops working at once (and releases its MR and QP). */
+static void grant_kill(llk_rdma_grant_t *g)
+{
+    for (uint32_t i = 0; i < g->nmw; i++)
+        if (g->mw[i])
+            ibv_dealloc_mw(g->mw[i]);
+    g->dead = true;
+}
+
+static void grant_unlist(llk_rdma_t *r, llk_rdma_grant_t *g)
+{
+    if (g->prev)
+        g->prev->next = g->next;
+    else if (r->grants == g)
+        r->grants = g->next;
+    if (g->next)
+        g->next->prev = g->prev;
+    g->prev = g->next = NULL;
+}
+
+static void kill_mrs_windows(llk_rdma_t *r, const llk_rdma_mrs_t *m)
+{
+    pthread_mutex_lock(&r->gmu);
+    for (llk_rdma_grant_t *g = r->grants, *nx; g; g = nx) {
+        nx = g->next;
+        if (g->m == m) {
+            grant_kill(g);
+            grant_unlist(r, g);
+        }
+    }
+    pthread_mutex_unlock(&r->gmu);
+}
+
+static void kill_link_windows(llk_rdma_link_t *l)
+{
+    llk_rdma_t *r = l->r;
+    pthread_mutex_lock(&r->gmu);
+    for (llk_rdma_grant_t *g = r->grants, *nx; g; g = nx) {
+        nx = g->next;
+        if (g->l == l) {
+            grant_kill(g);
+            grant_unlist(r, g);
+        }
+    }
+    for (uint16_t k = 0; k < l->nrails; k++) {
+        rail_t *rl = &l->rail[k];
+        while (rl->npool > 0)
+            ibv_dealloc_mw(rl->pool[--rl->npool]);
+        free(rl->pool);
+        rl->pool = NULL;
+        rl->pool_cap = 0;
+    }
+    pthread_mutex_unlock(&r->gmu);
+}
+
+/* The test seam's copy of the grant just made (r->gmu held). */
+static void capture(llk_rdma_t *r, bool write, const uint64_t *segv, uint32_t nseg,
+                    uint16_t nrails, const uint32_t *rkeys, llk_rdma_prot_t prot)
+{
+    llk_test_rdma_grant_t *t = &r->last;
+    t->seq++;
+    t->write = write;
+    t->nseg = nseg;
+    t->nrails = nrails;
+    t->prot = (int)prot;
+    for (uint32_t i = 0; i < nseg && i < LLK_TEST_RDMA_GRANT_SEGS; i++) {
+        t->addr[i] = segv[2 * (size_t)i];
+        t->len[i] = segv[2 * (size_t)i + 1];
+        for (uint16_t k = 0; k < nrails && k < LLK_TEST_RDMA_MAX_RAILS; k++)
+            t->rkey[i][k] = rkeys[(size_t)i * nrails + k];
+    }
+}
+
+void llk_rdma_test_last_grant(llk_rdma_t *r, llk_test_rdma_grant_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->gmu);
+    *out = r->last;
+    pthread_mutex_unlock(&r->gmu);
+}
+
+unsigned llk_rdma_test_live_grants(llk_rdma_t *r)
+{
+    unsigned n = 0;
+    if (!r)
+        return 0;
+    pthread_mutex_lock(&r->gmu);
+    for (llk_rdma_grant_t *g = r->grants; g; g = g->next)
+        n++;
+    pthread_mutex_unlock(&r->gmu);
+    return n;
+}
+
+bool llk_rdma_test_rail(llk_rdma_link_t *l, uint16_t rail, void **qp, void **cq)
+{
+    if (!l || rail >= l->nrails)
+        return false;
+    *qp = l->rail[rail].qp;
+    *cq = l->rail[rail].cq;
+    return true;
+}
+
+bool llk_rdma_test_mr_keys(const llk_rdma_mrs_t *m, uint32_t tensor, uint32_t *lkey,
+                           uint32_t *rkey)
+{
+    if (!m || tensor >= m->nt || !m->mr[tensor])
+        return false;
+    *lkey = m->mr[tensor]->lkey; /* device 0 */
+    *rkey = m->mr[tensor]->rkey;
+    return true;
+}
+
+llk_rdma_prot_t llk_rdma_link_protection(const llk_rdma_link_t *l)
+{
+    return l ? l->prot : LLK_RDMA_PROT_UNUSED;
+}
+
+/* The bind WR of window mw for segment (addr, len) of tensor t on rail k. */
+static void bind_wr(struct ibv_send_wr *w, const llk_rdma_mrs_t *m, const rail_t *rl,
+                    struct ibv_mw *mw, uint32_t t, uint64_t addr, uint64_t len, bool write)
+{
+    memset(w, 0, sizeof *w);
+    w->opcode = IBV_WR_BIND_MW;
+    w->bind_mw.mw = mw;
+    /* a new key for every binding: an rkey of an earlier grant of this
+     * window never matches again */
+    w->bind_mw.rkey = ibv_inc_rkey(mw->rkey);
+    w->bind_mw.bind_info.mr = m->mr[(size_t)rl->dev->index * m->nt + t];
+    w->bind_mw.bind_info.addr = addr;
+    w->bind_mw.bind_info.length = len;
+    w->bind_mw.bind_info.mw_access_flags = write ? IBV_ACCESS_REMOTE_WRITE
+                                                 : IBV_ACCESS_REMOTE_READ;
+}
+
+/* Binds g's windows rail by rail (r->gmu held). 0; 1 refusal (no window
+ * to be had: the link stays); -1 the binds failed (the link is down). */
+static int grant_bind(llk_rdma_grant_t *g, bool write, const uint64_t *segv, const uint32_t *segt,
+                      uint32_t nseg, uint32_t *rkeys, int64_t deadline_ms, char *why, size_t cap)
+{
+    llk_rdma_link_t *l = g->l;
+    struct ibv_send_wr *wr = malloc((size_t)nseg * sizeof *wr);
+    if (!wr) {
+        snprintf(why, cap, "out of memory for %u window binds", nseg);
+        return 1;
+    }
+    for (uint16_t k = 0; k < g->nrails; k++)
+        for (uint32_t i = 0; i < nseg && l->rail[k].dev->mw2; i++) {
+            struct ibv_mw *mw = mw_get(l, k);
+            if (!mw) {
+                snprintf(why, cap, "ibv_alloc_mw on %s: %s (device max_mw reached?)",
+                         l->rail[k].dev->name, strerror(errno));
+                free(wr);
+                return 1;
+            }
+            g->mw[(size_t)i * g->nrails + k] = mw;
+        }
+    for (uint16_t k = 0; k < g->nrails; k++) {
+        if (!l->rail[k].dev->mw2) {
+            /* a rail of a link that mixes devices, on one without
+             * windows: its MRs carry remote access, their keys serve */
+            for (uint32_t i = 0; i < nseg; i++)
+                rkeys[(size_t)i * g->nrails + k] = llk_rdma_rkey(g->m, l, k, segt[i]);
+            continue;
+        }
+        for (uint32_t i = 0; i < nseg; i++)
+            bind_wr(&wr[i], g->m, &l->rail[k], g->mw[(size_t)i * g->nrails + k], segt[i],
+                    segv[2 * (size_t)i], segv[2 * (size_t)i + 1], write);
+        if (run_local(l, k, wr, nseg, deadline_ms, why, cap) != 0) {
+            free(wr);
+            return -1;
+        }
+        for (uint32_t i = 0; i < nseg; i++) {
+            struct ibv_mw *mw = g->mw[(size_t)i * g->nrails + k];
+            mw->rkey = wr[i].bind_mw.rkey; /* the key the device now holds */
+            rkeys[(size_t)i * g->nrails + k] = mw->rkey;
+        }
+    }
+    free(wr);
+    return 0;
+}
+
+int llk_rdma_grant_new(llk_rdma_link_t *l, const llk_rdma_mrs_t *m, bool write,
+                       const uint64_t *segv, const uint32_t *segt, uint32_t nseg,
+                       uint32_t *rkeys, int64_t deadline_ms, llk_rdma_grant_t **out, char *why,
+                       size_t cap)
+{
+    llk_rdma_t *r = l->r;
+    *out = NULL;
+    /* windows on every rail whose device has them (all of them: mode MW;
+     * a link mixing devices runs as NONE, its weakest rail) */
+    bool mw = false;
+    for (uint16_t k = 0; k < l->nrails; k++)
+        mw = mw || l->rail[k].dev->mw2;
+    llk_rdma_grant_t *g = calloc(1, sizeof *g);
+    if (g && mw)
+        g->mw = calloc((size_t)nseg * l->nrails, sizeof *g->mw);
+    if (!g || (mw && !g->mw)) {
+        free(g);
+        snprintf(why, cap, "out of memory for a grant of %u windows", nseg * l->nrails);
+        return 1;
+    }
+    g->r = r;
+    g->l = l;
+    g->m = m;
+    g->nrails = l->nrails;
+    if (!mw) {
+        /* no windows: the MRs' keys, as before (the link's description
+         * says so); the grant is only a handle to end */
+        for (uint32_t i = 0; i < nseg; i++)
+            for (uint16_t k = 0; k < l->nrails; k++)
+                rkeys[(size_t)i * l->nrails + k] = llk_rdma_rkey(m, l, k, segt[i]);
+        pthread_mutex_lock(&r->gmu);
+        capture(r, write, segv, nseg, l->nrails, rkeys, l->prot);
+        pthread_mutex_unlock(&r->gmu);
+        *out = g;
+        return 0;
+    }
+    g->nmw = nseg * l->nrails;
+    pthread_mutex_lock(&r->gmu);
+    int rc = grant_bind(g, write, segv, segt, nseg, rkeys, deadline_ms, why, cap);
+    if (rc == 1) {
+        /* nothing was posted: the windows taken go back unbound */
+        for (uint32_t i = 0; i < g->nmw; i++)
+            if (g->mw[i])
+                mw_put(l, (uint16_t)(i % g->nrails), g->mw[i]);
+    } else if (rc < 0) {
+        grant_kill(g);
+    } else {
+        g->next = r->grants;
+        if (r->grants)
+            r->grants->prev = g;
+        r->grants = g;
+        capture(r, write, segv, nseg, l->nrails, rkeys, l->prot);
+    }
+    pthread_mutex_unlock(&r->gmu);
+    if (rc != 0) {
+        free(g->mw);
+        free(g);
+        return rc;
+    }
+    *out = g;
+    return 0;
+}
+
+/* Invalidates g's windows on their rails' QPs and pools them (r->gmu
+ * held); a rail that cannot (down, failed) deallocates its windows
+ * instead: either way none works after this. */
+static void grant_invalidate(llk_rdma_grant_t *g, int64_t deadline_ms)
+{
+    llk_rdma_link_t *l = g->l;
+    uint32_t nseg = g->nmw / g->nrails;
+    struct ibv_send_wr *wr = malloc((size_t)nseg * sizeof *wr);
+    for (uint16_t k = 0; k < g->nrails; k++) {
+        if (!l->rail[k].dev->mw2)
+            continue; /* no windows on this rail */
+        bool ok = false;
+        if (wr) {
+            for (uint32_t i = 0; i < nseg; i++) {
+                memset(&wr[i], 0, sizeof wr[i]);
+                wr[i].opcode = IBV_WR_LOCAL_INV;
+                wr[i].invalidate_rkey = g->mw[(size_t)i * g->nrails + k]->rkey;
+            }
+            char why[200];
+            ok = run_local(l, k, wr, nseg, deadline_ms, why, sizeof why) == 0;
+            if (!ok)
+                LLK_DEBUG("rdma: invalidating a grant's windows: %s: deallocated", why);
+        }
+        for (uint32_t i = 0; i < nseg; i++) {
+            struct ibv_mw **mw = &g->mw[(size_t)i * g->nrails + k];
+            if (ok)
+                mw_put(l, k, *mw);
+            else
+                ibv_dealloc_mw(*mw);
+            *mw = NULL;
+        }
+    }
+    free(wr);
+}
+
+void llk_rdma_grant_end(llk_rdma_grant_t *g, int64_t deadline_ms)
+{
+    if (!g)
+        return;
+    llk_rdma_t *r = g->r;
+    pthread_mutex_lock(&r->gmu);
+    if (!g->dead && g->nmw > 0) {
+        grant_unlist(r, g);
+        grant_invalidate(g, deadline_ms);
+    }
+    pthread_mutex_unlock(&r->gmu);
+    free(g->mw);
+    free(g);
+}
+
 #else /* !LLK_HAVE_VERBS */
 
 llk_rdma_t *llk_rdma_open(const llk_options_t *o, uint64_t gen_seed, char *why, size_t cap)
@@ -991,4 +1539,23 @@ llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sg
     snprintf(msg, cap, "built without libibverbs headers");
     return LLMLINK_FEATURE_NOT_ENABLED;
 }
+int llk_rdma_grant_new(llk_rdma_link_t *l, const llk_rdma_mrs_t *m, bool write,
+                       const uint64_t *segv, const uint32_t *segt, uint32_t nseg,
+                       uint32_t *rkeys, int64_t deadline_ms, llk_rdma_grant_t **out, char *why,
+                       size_t cap)
+{
+    *out = NULL;
+    snprintf(why, cap, "built without libibverbs headers");
+    return 1;
+}
+void llk_rdma_grant_end(llk_rdma_grant_t *g, int64_t deadline_ms) {}
+llk_rdma_prot_t llk_rdma_link_protection(const llk_rdma_link_t *l) { return LLK_RDMA_PROT_UNUSED; }
+void llk_rdma_test_last_grant(llk_rdma_t *r, llk_test_rdma_grant_t *out)
+{
+    memset(out, 0, sizeof *out);
+}
+unsigned llk_rdma_test_live_grants(llk_rdma_t *r) { return 0; }
+bool llk_rdma_test_rail(llk_rdma_link_t *l, uint16_t rail, void **qp, void **cq) { return false; }
+bool llk_rdma_test_mr_keys(const llk_rdma_mrs_t *m, uint32_t tensor, uint32_t *lkey,
+                           uint32_t *rkey) { return false; }
 #endif

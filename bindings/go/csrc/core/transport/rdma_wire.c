@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/bytes.h"
+#include "transport/rdma_plan.h"
 #include "xfer/xfer_wire_codec.h"
 
 /* ibv_mtu: IBV_MTU_256 (1) .. IBV_MTU_4096 (5). */
@@ -21,7 +22,7 @@ static void put_rail(wbuf_t *w, const llk_xrail_wire_t *r, bool with_target)
     put_bytes(w, r->gid, sizeof r->gid);
     put_u16(w, r->lid);
     put_u8(w, r->mtu);
-    put_u8(w, 0);
+    put_u8(w, (uint8_t)(llk_rdma_rd_nibble(r->rd_init) << 4 | llk_rdma_rd_nibble(r->rd_dest)));
     if (with_target)
         put_bytes(w, r->target_ip, sizeof r->target_ip);
 }
@@ -34,7 +35,7 @@ static int get_rail(rbuf_t *b, llk_xrail_wire_t *r, bool with_target, const char
     get_bytes(b, r->gid, sizeof r->gid);
     r->lid = get_u16(b);
     r->mtu = get_u8(b);
-    uint8_t flags = get_u8(b);
+    uint8_t rd = get_u8(b);
     if (with_target)
         get_bytes(b, r->target_ip, sizeof r->target_ip);
     if (b->short_read) {
@@ -45,10 +46,9 @@ static int get_rail(rbuf_t *b, llk_xrail_wire_t *r, bool with_target, const char
         *why = "rail: mtu out of range";
         return -1;
     }
-    if (flags != 0) {
-        *why = "rail: reserved byte set";
-        return -1;
-    }
+    /* every nibble value is a depth (0: not advertised) */
+    r->rd_init = (uint16_t)llk_rdma_rd_depth(rd >> 4);
+    r->rd_dest = (uint16_t)llk_rdma_rd_depth(rd & 0xF);
     /* A QP number is 24 bits, a PSN too. */
     if (r->qpn > 0xFFFFFFu || r->qpn == 0 || r->psn > 0xFFFFFFu) {
         *why = "rail: QP number or PSN out of range";

@@ -20,6 +20,11 @@ typedef struct llk_xrail_wire {
     uint8_t gid[16];
     uint16_t lid;
     uint8_t mtu;
+    /* Outstanding RDMA READs this side issues (initiator) and accepts
+     * (responder); 0 = not advertised (a peer from before these fields).
+     * On the wire: one byte, a nibble each (rdma_plan.h: powers of two up
+     * to 16384, rounded down). */
+    uint16_t rd_init, rd_dest;
     uint8_t target_ip[16];
 } llk_xrail_wire_t;
 
@@ -50,7 +55,11 @@ size_t llk_xwire_encode_grant(uint8_t *out, size_t cap, uint64_t req_id, uint64_
                               const uint32_t *rkeys, uint32_t niov);
 size_t llk_xwire_grant_size(uint16_t nrails, uint32_t niov);
 
-/* Rail counts 1..LLK_XWIRE_MAX_RAILS, mtu 1..5, flags 0. */
+/* Rail counts 1..LLK_XWIRE_MAX_RAILS, mtu 1..5. The byte after mtu was
+ * reserved (0) before it carried the READ depths: a record of an older
+ * peer decodes with rd_init = rd_dest = 0; an older peer refuses ours
+ * ("reserved byte set"), so a link between the two falls back to tcp/shm
+ * (or fails where llmlink.Transport=rdma). */
 int llk_xwire_decode_rdma_setup(const uint8_t *payload, size_t len, llk_xrail_wire_t *rails,
                                 uint16_t *nrails, const char **why);
 int llk_xwire_decode_rdma_setup_ok(const uint8_t *payload, size_t len, llk_xrdma_setup_ok_t *m,

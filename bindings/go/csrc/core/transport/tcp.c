@@ -17,15 +17,27 @@ static bool tcp_link_usable(llk_xlink_t *xl)
     return true;
 }
 
-/* shutdown, not close: a borrower or the owner thread may be inside a call
- * on the descriptor; it sees EOF/EPIPE and lets go. */
+/*
+ * shutdown, not close: a borrower or the owner thread may be inside a call
+ * on the descriptor; it sees EOF/EPIPE and lets go.
+ *
+ * A shutdown does not discard what the socket already received, and
+ * recvmsg goes on returning it: the owner thread itself stops consuming a
+ * broken link's payload (it checks xl->broken_now before every step,
+ * xfer/owner.c), and the shutdown here only wakes it (epoll reports
+ * EPOLLIN|EPOLLRDHUP). Owner streams are shut for reading only, so that
+ * their peer hears nothing until the owner thread has closed the stream
+ * (FIN, or RST when payload was left unread): a requester whose write
+ * failed waits for exactly that before its call returns (xfer/requester.c,
+ * wait_owner_fenced), and so knows no byte of it lands later.
+ */
 static void tcp_fence(llk_xlink_t *xl)
 {
     for (int i = 0; i < LLK_MAX_STREAMS; i++) {
         if (xl->req_fd[i] >= 0)
             shutdown(xl->req_fd[i], SHUT_RDWR);
         if (xl->own_fd[i] >= 0)
-            shutdown(xl->own_fd[i], SHUT_RDWR);
+            shutdown(xl->own_fd[i], SHUT_RD);
     }
 }
 

@@ -28,18 +28,28 @@
  *
  * Fences. After fence(xl) returns, the transport moves no further byte
  * into either side's memory over xl, for any request:
- *   tcp  - every data stream of the link is shut down (SHUT_RDWR). A byte
- *          already in the kernel's socket buffer is no longer read into
- *          memory; a sendmsg/recvmsg already inside the kernel on another
- *          thread finishes that one call (at most one iovec batch).
- *   shm  - nothing to stop: process_vm_readv/writev runs on the
- *          requester's thread, so when its call has returned the copy is
- *          done, and the owner's memory is touched by no one else. A copy
- *          in progress on another thread finishes its batch.
+ *   tcp  - the requester streams of the link are shut down (SHUT_RDWR),
+ *          the owner streams for reading (SHUT_RD), which wakes the owner
+ *          thread. A byte already in a socket's receive queue is not read
+ *          into memory any more: the owner thread loads xl->broken_now
+ *          before every step and closes the stream instead (unread bytes
+ *          discarded, RST); a sendmsg/recvmsg already inside the kernel
+ *          finishes that one call (at most one iovec batch). The peer sees
+ *          an owner stream end only once the owner thread closed it: a
+ *          requester whose WRITE failed waits (bounded) for that before
+ *          its call returns (xfer/requester.c).
+ *   shm  - nothing to stop on this side: process_vm_readv/writev runs on
+ *          the requester's thread, so when its call has returned the copy
+ *          is done. The owner cannot stop a peer's copy: it keeps its hold
+ *          on the cache until the peer's XDONE or its exit (hold_watch,
+ *          owner.c's lingering holds), so unregister_cache says
+ *          CACHE_IN_USE meanwhile.
  *   rdma - every rail's QP moves to the error state: posted work requests
  *          complete flushed, and the peer's rkeys reach nothing over the
  *          link. Work requests the NIC has started may still complete;
  *          the requester reaps every completion before its call returns.
+ *          Per request, grant_end invalidates the memory windows of the
+ *          request's grant (where the device has type-2 windows, rdma.h).
  * fence is called by llk_xlink_break (xl->mu held) and so on every
  * failure, unlink and finalize; it must be idempotent and take only leaf
  * locks. Making it strict (a fence per request, waiting for the NIC) is
@@ -173,6 +183,9 @@ typedef struct llk_xserve {
     size_t tx_len;
     uint64_t grant_gen;  /* checked against the requester's XDONE */
     bool revocable;      /* the peer may now touch the cache on its own */
+    /* The transport's handle of the grant (NULL: nothing to end): the
+     * owner hands it to grant_end exactly once. */
+    void *grant;
     /* A refusal (return 1): the owner releases the cache and answers it. */
     uint32_t refusal;
     char msg[LLK_XWIRE_MAX_MSG + 1];
@@ -249,6 +262,19 @@ typedef struct llk_transport_ops {
     /* Owner: answer an admitted request with the grant (0), refuse it (1),
      * or fail the stream (-1). */
     int (*serve_grant)(llk_xserve_t *q);
+    /* Owner: a grant of this transport is the peer process's to use until
+     * its XDONE, and no fence stops it (shm: process_vm_writev). Returns a
+     * new descriptor that becomes readable when that process is gone (the
+     * caller closes it), or -1 (errno): the owner then keeps its hold on
+     * the cache until the engine stops. NULL: the hold ends with the
+     * stream, as before (tcp's bytes stop with the socket, rdma revokes). */
+    int (*hold_watch)(struct llk_xlink *xl);
+    /* Owner: the request of a grant that serve_grant made (q->grant) is
+     * over: XDONE (done_ok: with SUCCESS), the stream ended (a stall, the
+     * link broke, an unregister's revoke, engine stop). From its return
+     * the peer can no longer move a byte with that grant. Called before
+     * the owner drops its hold on the cache; NULL: nothing to end. */
+    void (*grant_end)(struct llk_xlink *xl, void *grant, bool done_ok);
 
     /* -- counters ---------------------------------------------------------- */
     void (*add_stats)(struct llk_xstats *x, uint64_t requests, uint64_t fallbacks);

@@ -7,6 +7,7 @@
 #ifndef LLK_TRANSPORT_TESTING_H
 #define LLK_TRANSPORT_TESTING_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "llmlink.h"
@@ -16,5 +17,33 @@
  * the grant meanwhile is seen deterministically. Call after llmlink_init;
  * no-op where e has no RDMA devices. */
 void llk_test_set_rdma_post_delay_ms(llmlink_t *e, uint32_t ms);
+
+/* The last RDMA grant an engine made as owner (its first
+ * LLK_TEST_RDMA_GRANT_SEGS segments): addresses, lengths, the rkey of each
+ * rail. seq counts grants (0: none yet). prot: llk_rdma_prot_t. */
+#define LLK_TEST_RDMA_GRANT_SEGS 8
+#define LLK_TEST_RDMA_MAX_RAILS 4
+typedef struct llk_test_rdma_grant {
+    uint64_t seq;
+    bool write;
+    int prot;
+    uint32_t nseg;
+    uint16_t nrails;
+    uint64_t addr[LLK_TEST_RDMA_GRANT_SEGS], len[LLK_TEST_RDMA_GRANT_SEGS];
+    uint32_t rkey[LLK_TEST_RDMA_GRANT_SEGS][LLK_TEST_RDMA_MAX_RAILS];
+} llk_test_rdma_grant_t;
+void llk_test_rdma_last_grant(llmlink_t *e, llk_test_rdma_grant_t *out);
+/* Grants of e whose memory windows are bound now. */
+unsigned llk_test_rdma_live_grants(llmlink_t *e);
+/* The QP and CQ (struct ibv_qp *, struct ibv_cq *) of rail `rail` of e's
+ * link with cluster `remote`: false without one. The link keeps using
+ * them: a test posts on them only while no call runs on the link. */
+bool llk_test_rdma_rail(llmlink_t *e, uint64_t remote, uint16_t rail, void **qp, void **cq);
+/* lkey / rkey of e's MR of tensor `tensor` of cache `cache_id` on its first
+ * device (made on the cache's first RDMA use): false if none yet. */
+bool llk_test_rdma_mr_keys(llmlink_t *e, int64_t cache_id, uint32_t tensor, uint32_t *lkey,
+                           uint32_t *rkey);
+/* The protection mode name of e's link with `remote` ("unused" without). */
+const char *llk_test_rdma_protection(llmlink_t *e, uint64_t remote);
 
 #endif /* LLK_TRANSPORT_TESTING_H */

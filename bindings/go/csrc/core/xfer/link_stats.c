@@ -22,7 +22,7 @@ llmlink_status_t llk_xfer_link_stats(llmlink_t *e, uint64_t cluster_id, const ch
     out->peer_write_bytes = atomic_load(&xl->peer_write_bytes);
     out->peer_read_bytes = atomic_load(&xl->peer_read_bytes);
     out->requests_fenced = atomic_load(&xl->requests_fenced);
-    out->rdma_protection = llk_rdma_link_protection(xl);
+    out->rdma_protection = llk_rdma_stats_protection(xl);
     llk_xlink_unref(xl);
     return LLMLINK_SUCCESS;
 }

@@ -116,6 +116,7 @@ typedef struct xstream {
     size_t segt_cap;
     uint64_t grant_gen; /* the generation granted, checked in XDONE */
     bool revocable;     /* this stream's hold on cache is a grant (registry) */
+    void *grant;        /* the transport's grant, ended exactly once (end_grant) */
     uint32_t nseg;
     uint32_t cur_seg; /* cursor: segment, and offset within it */
     uint64_t cur_off;
@@ -138,6 +139,10 @@ struct llk_xserver {
     xstream_t *pending; /* adopted, not yet taken by the thread (singly linked) */
     xstream_t *streams; /* the thread's; after the join, stop's */
     int32_t stall_ms;
+    /* Lingering holds (see linger_hold): their watch descriptors sit in
+     * linger_epfd, itself in epfd (its event's data.ptr is &linger_epfd). */
+    int linger_epfd;
+    struct xs_linger *lingering;
     /* No stall deadline is earlier than this: deadlines only move later as
      * bytes move, and a stream that becomes busy lowers it. */
     int64_t next_check_ms;
@@ -220,12 +225,22 @@ static void wake(struct llk_xserver *s)
  * ours, then revokes the grant (llk_registry_remove), and a dead peer is
  * noticed by the link's liveness check. */
 #define XS_LONG_GRANT_MIN_STALL_MS 60000
+#define XS_ACK_GRACE_MS 1000
 static int64_t stall_limit(const struct llk_xserver *s, const xstream_t *st)
 {
+    /* The smaller of the two ends' llm.SyncKvCacheWaitTime (HELLO/WELCOME). */
+    int32_t wait_ms = llk_xlink_wait_ms(st->xl, s->stall_ms);
+    /* A grant whose hold outlives the stream (shm): ending the stream
+     * frees nothing, and the requester stops within one batch of its own
+     * deadline (which started before ours) and then says XDONE; wait for
+     * that word a little longer, so that the hold ends cleanly instead of
+     * lingering until the requester's process exits. */
+    if (st->phase == PH_GRANTED && st->t && st->t->hold_watch)
+        return (int64_t)wait_ms + XS_ACK_GRACE_MS;
     bool long_grant = st->phase == PH_GRANTED && st->t && st->t->long_grant;
     if (!long_grant)
-        return s->stall_ms;
-    int64_t lim = 4 * (int64_t)s->stall_ms;
+        return wait_ms;
+    int64_t lim = 4 * (int64_t)wait_ms;
     return lim < XS_LONG_GRANT_MIN_STALL_MS ? XS_LONG_GRANT_MIN_STALL_MS : lim;
 }
 
@@ -516,6 +531,14 @@ static void count_served(struct llk_xserver *s, uint64_t bytes)
     atomic_fetch_add(&s->e->xstats.bytes_served, bytes);
 }
 
+/* The transport's grant stops working (before the hold on the cache goes). */
+static void end_grant(xstream_t *st, bool done_ok)
+{
+    if (st->grant && st->t && st->t->grant_end)
+        st->t->grant_end(st->xl, st->grant, done_ok);
+    st->grant = NULL;
+}
+
 /* The request is done: release the cache, wait for the next. */
 static void finish_request(struct llk_xserver *s, xstream_t *st)
 {
@@ -574,6 +597,7 @@ static int grant(struct llk_xserver *s, xstream_t *st)
     st->tx_len = q.tx_len;
     st->tx_off = 0;
     st->grant_gen = q.grant_gen;
+    st->grant = q.grant;
     st->phase = PH_GRANTED; /* then the peer's XDONE */
     st->state = XS_TX_RESP;
     if (q.revocable) {
@@ -653,9 +677,13 @@ static int on_done(struct llk_xserver *s, xstream_t *st)
         return fail(st, "protocol error: XDONE of request %llu names generation %llu, the grant "
                     "was %llu", (unsigned long long)st->req_id, (unsigned long long)gen,
                     (unsigned long long)st->grant_gen);
-    if (status != LLMLINK_SUCCESS)
+    end_grant(st, status == LLMLINK_SUCCESS);
+    if (status != LLMLINK_SUCCESS) {
+        /* Its word that it stopped touching the memory: release all the same. */
         LLK_DEBUG(XS_FMT ": the peer's %s transfer of request %llu ended with 0x%x",
                   XS_ARGS(s, st), st->t->title, (unsigned long long)st->req_id, status);
+        atomic_fetch_add(&st->xl->requests_fenced, 1);
+    }
     release_cache(s, st);
     if (status == LLMLINK_SUCCESS)
         count_served(s, st->total);
@@ -791,11 +819,18 @@ static int step_tx_data(struct llk_xserver *s, xstream_t *st, size_t *budget, in
         bool last = st->moved + want == st->total;
         if (last)
             count_served(s, st->total);
+        /* The link's counter too is taken ahead (on loopback the peer may
+         * have the bytes before sendmsg returns here), and what did not go
+         * is given back. */
+        atomic_fetch_add_explicit(&st->xl->peer_read_bytes, want, memory_order_relaxed);
         ssize_t w = sendmsg(st->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (last && (w < 0 || (uint64_t)w < want)) {
             atomic_fetch_sub(&s->e->xstats.requests_served, 1);
             atomic_fetch_sub(&s->e->xstats.bytes_served, st->total);
         }
+        uint64_t sent = w < 0 ? 0 : (uint64_t)w;
+        if (sent < want)
+            atomic_fetch_sub_explicit(&st->xl->peer_read_bytes, want - sent, memory_order_relaxed);
         if (w < 0)
             return io_error(st, "sendmsg");
         st->progress_ms = now;
@@ -808,7 +843,9 @@ static int step_tx_data(struct llk_xserver *s, xstream_t *st, size_t *budget, in
     return 0;
 }
 
-/* WRITE's bytes, straight into the cache; then the final answer. */
+/* WRITE's bytes, straight into the cache; then the final answer. serve()
+ * has checked that the link is not broken right before this step: each
+ * step makes one recvmsg. */
 static int step_rx_data(struct llk_xserver *s, xstream_t *st, size_t *budget, int64_t now)
 {
     if (st->moved < st->total) {
@@ -824,6 +861,7 @@ static int step_rx_data(struct llk_xserver *s, xstream_t *st, size_t *budget, in
                         (unsigned long long)st->total, (unsigned long long)st->req_id);
         if (r < 0)
             return io_error(st, "recvmsg");
+        atomic_fetch_add_explicit(&st->xl->peer_write_bytes, (uint64_t)r, memory_order_relaxed);
         st->progress_ms = now;
         cursor_advance(st, (size_t)r);
         *budget -= (size_t)r < *budget ? (size_t)r : *budget;
@@ -858,6 +896,139 @@ static void free_stream(xstream_t *st)
     free(st);
 }
 
+/* ---- lingering holds -------------------------------------------------------- */
+
+/*
+ * A stream that ends while its peer holds a grant it may still use on its
+ * own (a transport with hold_watch: shm) cannot take the hold on the cache
+ * with it: the peer's process may be inside process_vm_writev with the
+ * granted addresses, and nothing on this side can stop that. The hold
+ * becomes a lingering one, kept by this thread until the peer's process is
+ * gone (its pidfd becomes readable); unregister_cache answers CACHE_IN_USE
+ * meanwhile. When the engine stops first, see linger_stop.
+ */
+typedef struct xs_linger {
+    struct xs_linger *next;
+    llk_cache_t *cache;
+    int fd;          /* readable when the process is gone; -1: none (held till stop) */
+    uint32_t pid;    /* for messages */
+    uint64_t remote_id;
+} xs_linger_t;
+
+static int linger_init(struct llk_xserver *s)
+{
+    s->linger_epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (s->linger_epfd < 0)
+        return -1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->linger_epfd};
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->linger_epfd, &ev) != 0) {
+        close(s->linger_epfd);
+        s->linger_epfd = -1;
+        return -1;
+    }
+    return 0;
+}
+
+/* The grant went out (in part at least): the peer may hold its addresses. */
+static bool grant_sent(const xstream_t *st)
+{
+    return st->phase == PH_GRANTED && (st->state != XS_TX_RESP || st->tx_off > 0);
+}
+
+/* Called as st ends: a hold that must outlive the stream (a grant sent,
+ * no XDONE yet) moves to the lingering list (st->cache then NULL), and the
+ * request counts as fenced. */
+static void linger_hold(struct llk_xserver *s, xstream_t *st)
+{
+    if (!st->cache || !grant_sent(st) || !st->t->hold_watch || st->revocable)
+        return; /* end_stream releases (and counts) the hold */
+    atomic_fetch_add(&st->xl->requests_fenced, 1);
+    xs_linger_t *l = calloc(1, sizeof *l);
+    if (!l) {
+        /* Keep the hold rather than free memory a peer may write: the
+         * stream's acquisition is simply never released (leaked). */
+        LLK_ERROR(XS_FMT ": out of memory for a lingering hold; cache %lld stays in use",
+                  XS_ARGS(s, st), (long long)st->cache->id);
+        st->cache = NULL;
+        return;
+    }
+    l->cache = st->cache;
+    l->pid = st->xl->xport.remote_host.pid;
+    l->remote_id = st->xl->remote_id;
+    l->fd = st->t->hold_watch(st->xl);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
+    if (l->fd < 0 || epoll_ctl(s->linger_epfd, EPOLL_CTL_ADD, l->fd, &ev) != 0) {
+        LLK_WARN(XS_FMT ": cannot watch pid %u (%s): cache %lld stays in use until the engine "
+                 "stops", XS_ARGS(s, st), l->pid, strerror(errno), (long long)l->cache->id);
+        if (l->fd >= 0)
+            close(l->fd);
+        l->fd = -1;
+    }
+    LLK_DEBUG(XS_FMT ": request %llu ended without XDONE; cache %lld stays held until pid %u "
+              "exits", XS_ARGS(s, st), (unsigned long long)st->req_id, (long long)l->cache->id,
+              l->pid);
+    l->next = s->lingering;
+    s->lingering = l;
+    st->cache = NULL;
+}
+
+static void linger_free(struct llk_xserver *s, xs_linger_t *l)
+{
+    if (l->fd >= 0) {
+        /* A dup of the link's pidfd: the description stays open, so epoll
+         * would not forget it on close. */
+        epoll_ctl(s->linger_epfd, EPOLL_CTL_DEL, l->fd, NULL);
+        close(l->fd);
+    }
+    llk_registry_release(&s->e->reg, l->cache, NULL);
+    free(l);
+}
+
+/* Releases the holds whose process is gone. */
+static void linger_reap(struct llk_xserver *s)
+{
+    struct epoll_event evs[XS_MAX_EVENTS];
+    int n = epoll_wait(s->linger_epfd, evs, XS_MAX_EVENTS, 0);
+    for (int i = 0; i < n; i++) {
+        xs_linger_t *gone = evs[i].data.ptr;
+        for (xs_linger_t **pp = &s->lingering; *pp; pp = &(*pp)->next)
+            if (*pp == gone) {
+                *pp = gone->next;
+                LLK_DEBUG("cluster %llu: pid %u (cluster %llu) exited: cache %lld released",
+                          (unsigned long long)s->e->cluster_id, gone->pid,
+                          (unsigned long long)gone->remote_id, (long long)gone->cache->id);
+                linger_free(s, gone);
+                break;
+            }
+    }
+}
+
+/*
+ * The engine stops with holds still lingering: their processes live and
+ * may still write into the caches' memory. The registry goes with the
+ * engine, and memory the engine allocated is unmapped (a late write then
+ * fails in the peer); memory the user registered outlives the engine and
+ * is the user's to keep until those processes are gone. Nothing here can
+ * wait for them, so each is logged as a warning that names the cache and
+ * the pid.
+ */
+static void linger_stop(struct llk_xserver *s)
+{
+    linger_reap(s); /* those already gone need no warning */
+    while (s->lingering) {
+        xs_linger_t *l = s->lingering;
+        s->lingering = l->next;
+        LLK_WARN("cluster %llu: the engine stops while pid %u (cluster %llu) may still copy "
+                 "into or out of cache %lld under an shm grant it did not end: do not reuse "
+                 "that memory until the process exits", (unsigned long long)s->e->cluster_id,
+                 l->pid, (unsigned long long)l->remote_id, (long long)l->cache->id);
+        linger_free(s, l);
+    }
+    if (s->linger_epfd >= 0)
+        close(s->linger_epfd);
+    s->linger_epfd = -1;
+}
+
 /*
  * Ends a stream. reason NULL: the engine stops (the link is left to the
  * connection's teardown). Else the link breaks with it, except when the
@@ -870,7 +1041,14 @@ static void free_stream(xstream_t *st)
 static void end_stream(struct llk_xserver *s, xstream_t *st, const char *reason)
 {
     llk_xlink_t *xl = st->xl;
+    /* The transport's grant first (rdma: its windows die), then the hold
+     * (shm: it lingers while the peer's process may still copy). */
+    end_grant(st, false);
+    linger_hold(s, st);
     if (st->cache) {
+        /* An admitted request that did not complete (a WRITE lets go of
+         * the cache once its last byte is in, a READ after its last). */
+        atomic_fetch_add_explicit(&xl->requests_fenced, 1, memory_order_relaxed);
         if (st->revocable)
             llk_registry_set_revocable(&s->e->reg, st->cache, false);
         st->revocable = false;
@@ -909,6 +1087,36 @@ static void end_stream(struct llk_xserver *s, xstream_t *st, const char *reason)
     free_stream(st);
 }
 
+/* Ends a stream of a link that broke, reading nothing more from it: a
+ * close with unread payload resets the connection, and the peer learns
+ * from the stream's end that this side stopped (xfer/requester.c). */
+/* The link broke while the peer held a grant that outlives the stream
+ * (shm): an XDONE it sent before the break may be queued on the socket.
+ * Reading it (a control frame: no cache byte is touched) ends the hold now
+ * instead of when the peer's process exits. Bounded: a few steps, no
+ * waiting. */
+static void take_queued_done(struct llk_xserver *s, xstream_t *st)
+{
+    size_t budget = 0; /* header and XDONE steps move no payload */
+    int64_t now = llk_now_ms();
+    for (int i = 0; i < 4 && st->phase == PH_GRANTED && st->t->hold_watch &&
+                    (st->state == XS_RX_HDR || st->state == XS_RX_BODY);
+         i++)
+        if (step(s, st, &budget, now) != 0)
+            break;
+}
+
+static void end_broken(struct llk_xserver *s, xstream_t *st)
+{
+    take_queued_done(s, st);
+    if (busy(st))
+        fail(st, "the link broke during request %llu: its remaining payload is discarded",
+             (unsigned long long)st->req_id);
+    else
+        fail(st, "the link broke");
+    end_stream(s, st, st->why);
+}
+
 /* Makes epoll watch the direction the state needs: reading states wait for
  * input, sending states for room (armed only while it is the current
  * state, so an idle stream is not woken by a writable socket). */
@@ -929,8 +1137,16 @@ static void serve(struct llk_xserver *s, xstream_t *st, int64_t now)
 {
     size_t budget = XS_PASS_BYTES;
     int rc = 0;
-    for (int i = 0; i < XS_PASS_STEPS && budget > 0 && rc == 0; i++)
+    for (int i = 0; i < XS_PASS_STEPS && budget > 0 && rc == 0; i++) {
+        /* Before every step, so before every recvmsg into a cache: once
+         * the link broke, not one more byte of its payload is stored (what
+         * the socket holds is dropped with it, see tcp.c). */
+        if (llk_xlink_broken_now(st->xl)) {
+            end_broken(s, st);
+            return;
+        }
         rc = step(s, st, &budget, now);
+    }
     if (rc >= 0)
         rc = set_events(s, st);
     if (rc < 0) {
@@ -943,6 +1159,12 @@ static void serve(struct llk_xserver *s, xstream_t *st, int64_t now)
 
 static void on_event(struct llk_xserver *s, xstream_t *st, uint32_t ev, int64_t now)
 {
+    /* A broken link's stream never serves again (a replacement link of the
+     * same peer has its own streams). The fence's shutdown woke us. */
+    if (llk_xlink_broken_now(st->xl)) {
+        end_broken(s, st);
+        return;
+    }
     /* A sending stream does not read, so a hang-up would fire again and
      * again: end it now. A reading one finds EOF or the error by reading. */
     if (sending(st) && (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
@@ -1031,6 +1253,8 @@ static void *xserver_main(void *arg)
                 uint64_t v;
                 ssize_t r = read(s->wakefd, &v, sizeof v);
                 (void)r;
+            } else if (evs[i].data.ptr == &s->linger_epfd) {
+                linger_reap(s);
             } else {
                 on_event(s, evs[i].data.ptr, evs[i].events, now);
             }
@@ -1054,6 +1278,7 @@ llmlink_status_t llk_xserver_start(llmlink_t *e)
     s->e = e;
     s->stall_ms = e->opts.sync_kv_wait_ms > 0 ? e->opts.sync_kv_wait_ms : 1000;
     s->next_check_ms = INT64_MAX;
+    s->linger_epfd = -1;
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
         st = llk_err(LLMLINK_FAILED, "llmlink_init: pthread_mutex_init failed");
         goto fail_mutex;
@@ -1070,7 +1295,7 @@ llmlink_status_t llk_xserver_start(llmlink_t *e)
         goto fail_eventfd;
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL}; /* NULL: the wake fd */
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->wakefd, &ev) != 0) {
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->wakefd, &ev) != 0 || linger_init(s) != 0) {
         st = llk_err(LLMLINK_FAILED, "llmlink_init: owner thread: epoll_ctl: %s",
                      strerror(errno));
         goto fail_thread;
@@ -1090,6 +1315,8 @@ llmlink_status_t llk_xserver_start(llmlink_t *e)
     return LLMLINK_SUCCESS;
 
 fail_thread:
+    if (s->linger_epfd >= 0)
+        close(s->linger_epfd);
     close(s->wakefd);
 fail_eventfd:
     close(s->epfd);
@@ -1116,6 +1343,7 @@ void llk_xserver_stop(llmlink_t *e)
     take_pending(s);
     while (s->streams)
         end_stream(s, s->streams, NULL);
+    linger_stop(s);
     close(s->wakefd);
     close(s->epfd);
     pthread_mutex_destroy(&s->mu);

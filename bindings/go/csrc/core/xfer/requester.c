@@ -13,12 +13,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "link/engine.h"
 #include "xfer/xfer.h"
 
 /* Segments per request frame (a 330 KB frame at most). */
@@ -60,6 +63,7 @@ typedef struct stream_run {
     uint64_t cur_off;
     llk_xseg_wire_t *wsegs; /* CHUNK_SEGS scratch for encoding */
     int lowat;              /* SO_RCVLOWAT now set (0: the default, 1) */
+    bool write_out;         /* WRITE payload went out and its final answer has not come */
 } stream_run_t;
 
 typedef struct run_state {
@@ -355,12 +359,14 @@ static void on_resp(run_state_t *rs, stream_run_t *s)
         return;
     }
     if (s->op == t->op_write && s->final_resp) {
+        s->write_out = false; /* the owner stored it all */
         next_request(rs, s);
         return;
     }
     s->cur = s->c0;
     s->cur_off = 0;
     s->ph = s->op == t->op_read ? PH_DATA_IN : PH_DATA_OUT;
+    s->write_out = s->ph == PH_DATA_OUT;
 }
 
 /* What follows a frame fully sent from tx. */
@@ -539,6 +545,56 @@ static void free_runs(stream_run_t *s, int n)
     }
 }
 
+/* How long a failed call waits for the owner to end its WRITE streams:
+ * long enough for the control connection's close to reach the peer and
+ * its owner thread to react, short enough not to hold the caller. */
+static int fence_wait_ms(const llmlink_t *e)
+{
+    int ms = e->opts.sync_kv_wait_ms;
+    return ms < 100 ? 100 : ms > 1000 ? 1000 : ms;
+}
+
+/* The owner has closed its end of fd (after this side's shutdown): its
+ * FIN (TIME_WAIT, CLOSING) or RST (CLOSE) came. This side only shut its
+ * own end, which leaves it in FIN_WAIT1/2; the owner's fence sends
+ * nothing before its owner thread closes the stream (transport/tcp.c). */
+static bool owner_ended(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+        return true; /* nothing left to wait on */
+    return ti.tcpi_state != TCP_ESTABLISHED && ti.tcpi_state != TCP_FIN_WAIT1 &&
+           ti.tcpi_state != TCP_FIN_WAIT2;
+}
+
+/*
+ * The call failed with WRITE payload on its way (in this side's socket,
+ * in flight, in the owner's receive queue): it must not return while the
+ * owner may still store it. The link is broken already (so the control
+ * connection closes and the owner breaks its side, and its owner thread
+ * stops at its next step); wait, bounded, until the owner has closed each
+ * such stream. Pulls need no wait: this thread stopped reading, so nothing
+ * lands here after it returns.
+ */
+static void wait_owner_fenced(run_state_t *rs)
+{
+    llk_xfer_ctx_t *ctx = rs->ctx;
+    int64_t until = llk_now_ms() + fence_wait_ms(ctx->e);
+    for (int i = 0; i < rs->n; i++) {
+        stream_run_t *s = &rs->s[i];
+        if (!s->write_out || !s->t || !s->t->on_stream)
+            continue;
+        while (!owner_ended(s->fd) && llk_now_ms() < until)
+            poll(NULL, 0, 1);
+        if (!owner_ended(s->fd))
+            LLK_WARN("%s: cluster %llu did not end data stream %d of the failed write within "
+                     "%d ms (link %s): bytes of it may still land in its memory",
+                     ctx->fn, (unsigned long long)ctx->xl->remote_id, s->slot,
+                     fence_wait_ms(ctx->e), ctx->xl->peer);
+    }
+}
+
 llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
 {
     *link_failed = false;
@@ -584,12 +640,18 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
         next_request(&rs, &s[0]);
         run_streams(&rs);
     }
+    if (rs.failure != LLMLINK_SUCCESS) {
+        /* Broken before any of these streams is given back: a call waiting
+         * in llk_xlink_borrow gets NOT_YET_LINK, never a stream in the
+         * middle of this call's payload. */
+        *link_failed = true;
+        llk_xfer_kill_link(ctx->e, ctx->xl, rs.msg);
+        wait_owner_fenced(&rs);
+    }
     free_runs(s, (int)want);
     llk_xlink_give_back(ctx->xl, idx, n);
-    if (rs.failure != LLMLINK_SUCCESS) {
-        *link_failed = true;
+    if (rs.failure != LLMLINK_SUCCESS)
         return llk_err(rs.failure, "%s", rs.msg);
-    }
     if (rs.refusal != LLMLINK_SUCCESS)
         return llk_err(rs.refusal, "%s", rs.msg);
     return LLMLINK_SUCCESS;

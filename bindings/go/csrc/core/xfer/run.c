@@ -207,15 +207,15 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
     ctx.hdr.num_tensors_hint = tm.r0 + tm.n;
     ctx.plan = &plan;
     ctx.consume_key = !r->push && r->kind == LLK_XKIND_CACHE && r->key.type == LLMLINK_KEY_CACHE;
-    ctx.deadline_ms = llk_now_ms() + e->opts.sync_kv_wait_ms;
+    ctx.deadline_ms = llk_now_ms() + llk_xlink_wait_ms(xl, e->opts.sync_kv_wait_ms);
     bool link_failed = false;
     st = llk_xfer_execute(&ctx, &link_failed);
     if (link_failed) {
         /* As llm_datadist: a transfer that failed on the wire (or timed out)
-         * leaves the link unusable; both ends free it, link again. */
+         * leaves the link unusable; both ends free it, link again. The
+         * requester killed it before it gave its streams back. */
         char why[LLK_ERR_MSG_MAX];
         snprintf(why, sizeof why, "%s", llk_err_message());
-        llk_xfer_kill_link(e, xl, why);
         llk_err(st, "%s; the link with cluster %llu was closed: link it again", why,
                 (unsigned long long)xl->remote_id);
     }

@@ -123,6 +123,9 @@ void llk_xlink_break(llk_xlink_t *xl, const char *fmt, ...)
         va_end(ap);
         xl->broken = true;
     }
+    /* Before the fence: a thread that sees a stream end can tell why, and
+     * the owner thread stops at its next step (xfer/owner.c). */
+    atomic_store_explicit(&xl->broken_now, true, memory_order_release);
     /* Now, not at the last unref: no transport moves a further byte of a
      * call that gave up (tcp: the streams are shut down, so a borrower or
      * the owner thread inside a call on one sees EOF/EPIPE and lets go). */

@@ -60,6 +60,10 @@ typedef struct llk_xlink {
     uint32_t refs;
     bool broken;
     char why[192];
+    /* The same as broken, set by llk_xlink_break before any transport's
+     * fence, readable without xl->mu: the owner thread loads it before
+     * every step (each recvmsg into a cache), where a lock would cost. */
+    atomic_bool broken_now;
 
     uint64_t remote_id;
     bool outbound;     /* this side is the client of the link */
@@ -88,7 +92,23 @@ typedef struct llk_xlink {
      * stall, an unregister) after this side had admitted them. */
     _Atomic uint64_t peer_write_bytes, peer_read_bytes;
     _Atomic uint64_t requests_fenced;
+
+    /* The peer's llm.SyncKvCacheWaitTime from its HELLO / WELCOME
+     * (LLK_EXT_WAIT_TIME, link/wire.h), 0 when it sent none. Set once by
+     * the reactor when the xlink is installed, read by any thread. */
+    _Atomic int32_t peer_wait_ms;
 } llk_xlink_t;
+
+/* The wait a request on xl gets: the smaller of this side's own
+ * llm.SyncKvCacheWaitTime and the peer's, own when the peer sent none.
+ * Both ends then bound a request alike: the requester's call deadline
+ * (run.c) and the owner's stall limit (owner.c), so that neither side
+ * gives up on a request the other still works on. */
+static inline int32_t llk_xlink_wait_ms(llk_xlink_t *xl, int32_t own)
+{
+    int32_t peer = atomic_load(&xl->peer_wait_ms);
+    return peer > 0 && peer < own ? peer : own;
+}
 
 /* ---- xfer/streams.c ---------------------------------------------------- */
 
@@ -110,6 +130,13 @@ void llk_xlink_unref(llk_xlink_t *xl);
 void llk_xlink_break(llk_xlink_t *xl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 bool llk_xlink_is_broken(llk_xlink_t *xl);
+
+/* broken_now without the lock (acquire: whatever the breaker did before
+ * setting it is visible). */
+static inline bool llk_xlink_broken_now(llk_xlink_t *xl)
+{
+    return atomic_load_explicit(&xl->broken_now, memory_order_acquire);
+}
 
 /* Sends / receives all of buf on a non-blocking stream of xl before the
  * deadline: 0, or -1 with errno (ETIMEDOUT; ECONNABORTED when the link
@@ -213,7 +240,9 @@ typedef struct llk_xfer_ctx {
 /* Moves every group of the plan over its own borrowed stream (groups run
  * in parallel). Returns SUCCESS, the owner's refusal status (stream still
  * usable), or a stream failure (NETWORK_ERROR, PROTOCOL_ERROR,
- * WAIT_PROCESS_TIMEOUT: the caller kills the link). *link_failed tells which. */
+ * WAIT_PROCESS_TIMEOUT: the link is killed before any stream goes back, and
+ * a failed tcp WRITE waits, bounded, for the owner to end its streams).
+ * *link_failed tells which. */
 llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed);
 
 #endif /* LLK_XFER_H */
