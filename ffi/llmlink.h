@@ -532,7 +532,8 @@ LLMLINK_EXTERN llmlink_status_t llmlink_remove_cache_key(llmlink_t *dd,
  * a call that fails breaks the link before it returns, every transport
  * stops at the break (tcp: the holder discards what it has not yet stored;
  * shm: the requester stops copying between batches of at most 64 MiB and
- * says so; rdma: the grant's memory windows die with the request), and a
+ * says so; rdma: the grant's memory windows die with the request, see
+ * llmlink_rdma_protection_t), and a
  * push over tcp waits (at most 1 s) for the holder to confirm. The holder
  * keeps a cache held while a peer may still move bytes into or out of it,
  * so when llmlink_unregister_cache returns LLMLINK_SUCCESS no peer can
@@ -591,10 +592,12 @@ typedef enum llmlink_rdma_protection {
      * blocks, invalidated when the request ends. */
     LLMLINK_RDMA_PROTECTION_WINDOW = 1,
     /* The device has no type-2 windows: the link has its own protection
-     * domain, and regions are registered read-only or write-only. */
+     * domain, and regions are registered read-only or write-only. (Named
+     * for the ABI; this version still runs such devices in REGION mode.) */
     LLMLINK_RDMA_PROTECTION_LINK_PD = 2,
     /* A grant's rkey covers its whole tensor for reading and writing until
-     * the cache is unregistered or the link breaks (llmlink <= 0.3). */
+     * the cache is unregistered or the link breaks (llmlink <= 0.3, and
+     * devices without type-2 memory windows). */
     LLMLINK_RDMA_PROTECTION_REGION = 3
 } llmlink_rdma_protection_t;
 
