@@ -86,18 +86,21 @@ typedef struct fx {
     uint64_t next_req;
 } fx_t;
 
-static int setup(void **state)
+/* llmlink.DebugFenceFill of the owner engine: NULL = the default (off). */
+static int setup_with(void **state, const char *fill)
 {
     fx_t *fx = calloc(1, sizeof *fx);
     if (!fx)
         return -1;
     fx->ctrl = fx->data = fx->ctrl2 = fx->data2 = -1;
-    static const llmlink_option_t o[] = {{"llm.listenIpInfo", "127.0.0.1:0"},
-                                         /* also the owner's stall limit */
-                                         {"llm.SyncKvCacheWaitTime", "10000"},
-                                         {"llmlink.Transport", "tcp"},
-                                         {"llmlink.LivenessIntervalMs", "20000"}};
-    if (llmlink_create(&fx->p, LLMLINK_ROLE_PROMPT, PROMPT_ID) || llmlink_init(fx->p, o, 4) ||
+    const llmlink_option_t o[] = {{"llm.listenIpInfo", "127.0.0.1:0"},
+                                  /* also the owner's stall limit */
+                                  {"llm.SyncKvCacheWaitTime", "10000"},
+                                  {"llmlink.Transport", "tcp"},
+                                  {"llmlink.LivenessIntervalMs", "20000"},
+                                  {"llmlink.DebugFenceFill", fill}};
+    size_t no = fill ? 5 : 4;
+    if (llmlink_create(&fx->p, LLMLINK_ROLE_PROMPT, PROMPT_ID) || llmlink_init(fx->p, o, no) ||
         llmlink_get_listen_port(fx->p, 0, &fx->port))
         return -1;
     fx->mem = mmap(NULL, CACHE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -115,6 +118,9 @@ static int setup(void **state)
     *state = fx;
     return 0;
 }
+
+static int setup(void **state) { return setup_with(state, NULL); }
+static int setup_fill(void **state) { return setup_with(state, "213"); } /* 0xD5 */
 
 static int teardown(void **state)
 {
@@ -698,6 +704,34 @@ static void test_replacement_link_is_served_old_payload_never_lands(void **state
     assert_fenced(xl);
 }
 
+/* llmlink.DebugFenceFill: a WRITE fenced after part of its payload keeps
+ * what it received and has the rest filled with the option's byte, which
+ * stays so (no late write), and past the request nothing is touched. */
+static void test_debug_fence_fill_marks_the_unreceived_range(void **state)
+{
+    fx_t *fx = *state;
+    llk_xlink_t *xl = raw_write_started(fx);
+    send_payload(fx->data, RAW_QUEUED, 0x5A);
+    /* Wait until the owner stored it (the counter moves after recvmsg). */
+    int64_t until = proc_now_ms() + IO_MS;
+    while (atomic_load(&xl->peer_write_bytes) < RAW_QUEUED && proc_now_ms() < until)
+        proc_sleep_ms(2);
+    assert_int_equal(atomic_load(&xl->peer_write_bytes), RAW_QUEUED);
+    rawpeer_close(fx->ctrl); /* the reactor drops the link: the WRITE is fenced */
+    fx->ctrl = -1;
+    wait_unlinked(fx);
+    assert_int_equal(rawpeer_wait_closed(fx->data, IO_MS), RAWPEER_OK);
+    for (uint64_t i = 0; i < RAW_WRITE_BYTES; i += 4096)
+        assert_int_equal(byte_at(fx->mem, i), i < RAW_QUEUED ? 0x5A : 0xD5);
+    assert_int_equal(byte_at(fx->mem, RAW_QUEUED - 1), 0x5A);
+    assert_int_equal(byte_at(fx->mem, RAW_QUEUED), 0xD5);
+    assert_int_equal(byte_at(fx->mem, RAW_WRITE_BYTES - 1), 0xD5);
+    assert_true(all_zero(fx->mem + RAW_WRITE_BYTES, TENSOR_BYTES - RAW_WRITE_BYTES));
+    assert_unchanged(fx->mem, TENSOR_BYTES, "a fenced and filled WRITE");
+    assert_int_equal(atomic_load(&xl->requests_fenced), 1);
+    llk_xlink_unref(xl);
+}
+
 /* The fence's shutdown wakes the owner thread: a stream waiting for
  * payload that never comes is closed at once, not by the stall timer. */
 static void test_broken_link_idle_owner_stream_ends_at_once(void **state)
@@ -724,6 +758,8 @@ int main(void)
         T(test_payload_queued_when_the_link_broke_never_lands),
         T(test_replacement_link_is_served_old_payload_never_lands),
         T(test_broken_link_idle_owner_stream_ends_at_once),
+        cmocka_unit_test_setup_teardown(test_debug_fence_fill_marks_the_unreceived_range,
+                                        setup_fill, teardown),
     };
     return cmocka_run_group_tests_name("xfer_fence_tcp", tests, NULL, NULL);
 }

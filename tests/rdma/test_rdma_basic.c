@@ -396,6 +396,10 @@ static void test_unregistered_before_read(void **state)
     uint16_t port = 0;
     assert_status(llmlink_get_listen_port(p.e, 0, &port), LLMLINK_SUCCESS);
     llmlink_ip_info_t r = {ip0(), port};
+    /* D bounds its call by its own 30 s, as a 0.3 peer that does not learn
+     * P's 500 ms: a new one would give up with P (the smaller wait), before
+     * P's unregister revokes the grant. */
+    llk_test_set_legacy_wait(d.e, true);
     link_ok(d.e, 41, &r, 1, NULL, 0);
 
     puller_t pl = {.d = d.e, .pid = 41, .cache = d.cache};

@@ -150,6 +150,8 @@ static bool no_mw(void)
     return s && *s && strcmp(s, "0") != 0;
 }
 
+static bool g_d_legacy; /* D links without the wait-time exchange */
+
 /* P (owner) and D (requester) linked over rxe0. */
 static int setup(void **state)
 {
@@ -162,6 +164,9 @@ static int setup(void **state)
     reg(&f->p, P_ID, kvfill_seed(P_ID, 1));
     reg(&f->d, 0, kvfill_seed(D_ID, 1));
     assert_status(llmlink_get_listen_port(f->p.e, 0, &f->port), LLMLINK_SUCCESS);
+    /* A requester bounded by its own, longer wait (as a 0.3 peer, which
+     * does not learn P's): P's unregister then ends before D's call does. */
+    llk_test_set_legacy_wait(f->d.e, g_d_legacy);
     link_to_p(f, f->d.e);
     f->pxl = llk_xfer_find_link(f->p.e, D_ID, "test");
     assert_non_null(f->pxl);
@@ -173,8 +178,10 @@ static int setup(void **state)
 static int setup_short_wait(void **state)
 {
     g_p_wait = "500";
+    g_d_legacy = true;
     int rc = setup(state);
     g_p_wait = "20000";
+    g_d_legacy = false;
     return rc;
 }
 

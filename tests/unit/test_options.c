@@ -86,6 +86,7 @@ GETTER(max_links)
 GETTER(max_concurrent_handshakes)
 GETTER(handshake_timeout_ms)
 GETTER(liveness_interval_ms)
+GETTER(debug_fence_fill)
 
 /* Ranges and defaults as documented in llmlink.h (llmlink_init). */
 static const struct int_key {
@@ -102,6 +103,7 @@ static const struct int_key {
     {"llmlink.MaxConcurrentHandshakes", 1, 4096, 16, get_max_concurrent_handshakes},
     {"llmlink.HandshakeTimeoutMs", 10, 600000, 10000, get_handshake_timeout_ms},
     {"llmlink.LivenessIntervalMs", 30, 600000, 3000, get_liveness_interval_ms},
+    {"llmlink.DebugFenceFill", -1, 255, -1, get_debug_fence_fill},
 };
 
 static void test_defaults(void **state)
