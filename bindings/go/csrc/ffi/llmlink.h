@@ -227,7 +227,8 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *                             (NOT_YET_LINK until linked again). An
  *                             unregister_cache whose wait ends while only
  *                             peers' RDMA grants hold the cache revokes them
- *                             (deregisters its memory regions) and succeeds:
+ *                             (kills their memory windows, deregisters its
+ *                             memory regions) and succeeds:
  *                             the peer's transfer then fails as above
  *                             (remote access error).
  *   llmlink.RdmaDevice               RDMA device to use ("": any), e.g. mlx5_0
@@ -238,6 +239,10 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *                             1024, 2048 or 4096 (0)
  *   llmlink.StreamsPerLink           data streams per link and direction, 1..8 (2)
  *   llmlink.MaxCaches                registered caches per engine, 1..1048576 (4096)
+ *   llmlink.DebugFenceFill           -1..255 (-1: off): the byte that fills
+ *                             what a fenced tcp write to this engine never
+ *                             received (the rest of its blocks), so a half-
+ *                             written KV cache shows; logged at INFO
  * An unknown key, or a value out of range, fails with LLMLINK_PARAM_INVALID
  * and a message that names the key.
  */

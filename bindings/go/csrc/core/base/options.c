@@ -15,6 +15,7 @@ void llk_options_defaults(llk_options_t *o)
 {
     memset(o, 0, sizeof *o);
     o->sync_kv_wait_ms = 1000;
+    o->debug_fence_fill = -1;
     o->link_total_time_ms = 0;
     o->link_retry_count = 1;
     o->rdma_traffic_class = 132;
@@ -130,6 +131,7 @@ static const key_spec_t specs[] = {
     {"llmlink.RdmaPort", K_INT, 0, 255, OFF(rdma_port)},
     {"llmlink.RdmaGidIndex", K_RDMA_GID, 0, 0, 0},
     {"llmlink.RdmaMtu", K_RDMA_MTU, 0, 0, 0},
+    {"llmlink.DebugFenceFill", K_INT, -1, 255, OFF(debug_fence_fill)},
 };
 
 static int parse_listen(llk_options_t *o, const char *v, char *err, size_t errlen,
@@ -233,7 +235,8 @@ llmlink_status_t llk_options_parse(llk_options_t *o, const llmlink_option_t *opt
                 return LLMLINK_PARAM_INVALID;
             }
             /* Every K_INT field is an int32_t or uint32_t (which may alias
-             * each other) and every range lies within 0..INT32_MAX. */
+             * each other) and every range lies within -1..INT32_MAX (-1
+             * only for int32_t fields). */
             *(int32_t *)((char *)o + spec->off) = (int32_t)x;
             break;
         }

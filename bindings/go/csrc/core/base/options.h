@@ -57,6 +57,9 @@ typedef struct llk_options {
     uint32_t rdma_port;               /* llmlink.RdmaPort: 0 = first active port */
     int32_t rdma_gid_index;           /* llmlink.RdmaGidIndex: -1 = the RoCE v2 GID of the IP */
     uint32_t rdma_mtu;                /* llmlink.RdmaMtu: cap in bytes, 0 = none */
+    /* llmlink.DebugFenceFill: the byte a fenced tcp write's unreceived range
+     * is filled with (xfer/owner.c), -1 = off (the default) */
+    int32_t debug_fence_fill;
 } llk_options_t;
 
 void llk_options_defaults(llk_options_t *o);

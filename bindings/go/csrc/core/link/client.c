@@ -77,7 +77,8 @@ static void send_hello(llmlink_t *e, llk_conn_t *c, int64_t now)
     if (llk_engine_offers_rdma(e))
         m.ext[m.num_ext++].type = LLK_EXT_RDMA;
     uint8_t wait[4];
-    llk_wire_ext_wait_time(&m.ext[m.num_ext++], wait, (uint32_t)e->opts.sync_kv_wait_ms);
+    if (!e->test_legacy_wait)
+        llk_wire_ext_wait_time(&m.ext[m.num_ext++], wait, (uint32_t)e->opts.sync_kv_wait_ms);
     uint8_t f[LLK_WIRE_HEADER_SIZE + 64];
     size_t n = llk_wire_encode_hello(f, sizeof f, LLK_WIRE_VERSION, &m);
     c->rx_len = 0;

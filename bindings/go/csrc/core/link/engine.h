@@ -178,6 +178,10 @@ struct llmlink {
     /* transfers (xfer.h) */
     llk_registry_t reg;
     bool reg_ready;
+    /* Test seam (llk_test_set_legacy_wait): link as llmlink 0.3 did, without
+     * LLK_EXT_WAIT_TIME, each side's calls bounded by its own wait. Set
+     * before the engine links; read by the reactor. */
+    bool test_legacy_wait;
     struct llk_xserver *xsrv;
     llk_host_id_t host;
     llk_xstats_t xstats;

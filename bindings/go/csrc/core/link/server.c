@@ -12,6 +12,7 @@
 #include "base/addr.h"
 #include "base/clock.h"
 #include "link/engine.h"
+#include "transport/transport_testing.h"
 #include "base/log.h"
 
 /* Listeners are armed only while a handshake slot is free: clients beyond
@@ -100,8 +101,15 @@ static void reject(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char 
     c->deadline_ms = 0;
 }
 
+void llk_test_set_legacy_wait(llmlink_t *e, bool on)
+{
+    e->test_legacy_wait = on;
+}
+
 void llk_xlink_take_peer_wait(llmlink_t *e, llk_xlink_t *xl, const llk_ext_t *ext, uint16_t n)
 {
+    if (e->test_legacy_wait)
+        return; /* as a 0.3 peer: the extension is unknown */
     uint32_t ms = 0;
     const char *why = "?";
     int rc = llk_wire_find_wait_time(ext, n, &ms, &why);
@@ -189,7 +197,8 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
     }
     llk_xlink_take_peer_wait(e, xl, m.ext, m.num_ext);
     uint8_t wait[4];
-    llk_wire_ext_wait_time(&w.ext[w.num_ext++], wait, (uint32_t)e->opts.sync_kv_wait_ms);
+    if (!e->test_legacy_wait)
+        llk_wire_ext_wait_time(&w.ext[w.num_ext++], wait, (uint32_t)e->opts.sync_kv_wait_ms);
     /* RDMA only for a client that offered it (an older one would not know
      * the setup message) */
     for (uint16_t i = 0; i < m.num_ext && llk_engine_offers_rdma(e); i++)

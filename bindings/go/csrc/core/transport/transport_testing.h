@@ -18,6 +18,12 @@
  * no-op where e has no RDMA devices. */
 void llk_test_set_rdma_post_delay_ms(llmlink_t *e, uint32_t ms);
 
+/* Makes e link as llmlink 0.3 did: no llm.SyncKvCacheWaitTime in its HELLO
+ * / WELCOME, and the peer's ignored, so each side bounds its calls by its
+ * own wait (a requester that outlives the owner's wait: what an older or a
+ * slow peer does). Call before e links. (core/link/server.c) */
+void llk_test_set_legacy_wait(llmlink_t *e, bool on);
+
 /* The last RDMA grant an engine made as owner (its first
  * LLK_TEST_RDMA_GRANT_SEGS segments): addresses, lengths, the rkey of each
  * rail. seq counts grants (0: none yet). prot: llk_rdma_prot_t. */

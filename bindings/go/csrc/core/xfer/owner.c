@@ -1038,9 +1038,36 @@ static void linger_stop(struct llk_xserver *s)
  * UNLINK_ACK. A peer that closes it for a failure kills the link itself,
  * and its control connection tells us.
  */
+/*
+ * llmlink.DebugFenceFill: a tcp WRITE fenced before its last byte came has
+ * the range it never received filled with the option's byte, here, on the
+ * owner thread, before the hold goes: a KV cache that a failed push left
+ * half-written then shows it, and a test can check that the range keeps
+ * exactly that byte afterwards (no late write). Only tcp knows what it did
+ * not receive; an shm or rdma grant's peer writes on its own.
+ */
+static void fill_fenced(struct llk_xserver *s, xstream_t *st)
+{
+    int32_t fill = s->e->opts.debug_fence_fill;
+    if (fill < 0 || !st->cache || st->phase != PH_WRITE || !st->t || !st->t->on_stream ||
+        st->moved >= st->total)
+        return;
+    uint64_t off = st->cur_off, filled = 0;
+    for (uint32_t i = st->cur_seg; i < st->nseg; i++, off = 0) {
+        uint64_t len = st->segv[2 * i + 1] - off;
+        memset((uint8_t *)(uintptr_t)st->segv[2 * i] + off, fill, (size_t)len);
+        filled += len;
+    }
+    LLK_INFO(XS_FMT ": write request %llu fenced after %llu of %llu bytes: the %llu it never "
+             "received are filled with 0x%02x (llmlink.DebugFenceFill)", XS_ARGS(s, st),
+             (unsigned long long)st->req_id, (unsigned long long)st->moved,
+             (unsigned long long)st->total, (unsigned long long)filled, (unsigned)fill);
+}
+
 static void end_stream(struct llk_xserver *s, xstream_t *st, const char *reason)
 {
     llk_xlink_t *xl = st->xl;
+    fill_fenced(s, st);
     /* The transport's grant first (rdma: its windows die), then the hold
      * (shm: it lingers while the peer's process may still copy). */
     end_grant(st, false);
