@@ -1,6 +1,7 @@
 /* link/server.c - accepting connections and the server side of the
  * handshake, within the engine's handshake and link limits. */
 #include <errno.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -38,9 +39,62 @@ void llk_server_arm_listeners(llmlink_t *e, int64_t now)
     }
 }
 
+uint32_t llk_server_first_frame_ms(const llmlink_t *e)
+{
+    uint32_t ff = e->opts.first_frame_timeout_ms, hs = e->opts.handshake_timeout_ms;
+    return ff && ff < hs ? ff : hs;
+}
+
+void llk_server_warn_limit(llmlink_t *e, int64_t now, const char *fmt, ...)
+{
+    if (now < e->limit_warn_next_ms) {
+        e->limit_warn_suppressed++;
+        return;
+    }
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    LLK_WARN("cluster %llu: %s (%llu similar not logged in the last second)",
+             (unsigned long long)e->cluster_id, msg,
+             (unsigned long long)e->limit_warn_suppressed);
+    e->limit_warn_suppressed = 0;
+    e->limit_warn_next_ms = now + 1000;
+}
+
+/* One key per source: the whole IPv4 address (/32) or IPv6 address (/128).
+ * Not /64: hosts that share a /64 (a rack behind one router, containers)
+ * would lock each other out; a host that owns a /64 can still only win the
+ * slots that llmlink.MaxConcurrentHandshakes has. */
+static bool same_source(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (a->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+    return false;
+}
+
+static uint32_t handshakes_from(const llmlink_t *e, const struct sockaddr_storage *sa)
+{
+    uint32_t n = 0;
+    for (const llk_conn_t *c = e->conns; c; c = c->next)
+        if (c->state == LLK_CONN_SRV_HANDSHAKE && same_source(&c->src, sa))
+            n++;
+    return n;
+}
+
 void llk_server_begin_handshake(llmlink_t *e, llk_conn_t *c, int64_t now)
 {
-    c->deadline_ms = now + e->opts.handshake_timeout_ms;
+    /* The server's side of a handshake is one frame (HELLO, or ATTACH for a
+     * data stream), sent at once by an honest client: a connection that
+     * idles or trickles loses its slot after the first-frame deadline. */
+    c->deadline_ms = now + llk_server_first_frame_ms(e);
     c->last_rx_ms = c->last_tx_ms = now;
     e->hs_in_progress++;
     e->hs_accepted++;
@@ -67,6 +121,17 @@ void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now)
             llk_server_arm_listeners(e, 0);
             return;
         }
+        if (handshakes_from(e, &sa) >= e->opts.max_handshakes_per_address) {
+            char who[72];
+            llk_addr_format((struct sockaddr *)&sa, who, sizeof who);
+            close(fd);
+            e->hs_rejected++;
+            e->hs_over_address_cap++;
+            llk_server_warn_limit(e, now, "closed connection from %s: its address has %u "
+                                  "handshakes in progress (llmlink.MaxHandshakesPerAddress)",
+                                  who, e->opts.max_handshakes_per_address);
+            continue;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         llk_conn_t *c = llk_conn_new(e, fd, false, LLK_CONN_SRV_HANDSHAKE);
@@ -77,6 +142,7 @@ void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now)
             return;
         }
         llk_addr_format((struct sockaddr *)&sa, c->peer, sizeof c->peer);
+        c->src = sa;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
         if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             LLK_ERROR("cluster %llu: epoll_ctl: %s", (unsigned long long)e->cluster_id,
