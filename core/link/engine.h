@@ -91,8 +91,6 @@ typedef struct llk_conn {
     uint64_t remote_id;
     uint64_t remote_incarnation;
     char peer[72];
-    /* Server side: the source address it was accepted from (per-address cap). */
-    struct sockaddr_storage src;
     int64_t deadline_ms; /* 0 = none; meaning depends on state */
     int64_t retry_at_ms; /* CLI_PENDING: do not connect before */
     int64_t last_rx_ms, last_tx_ms;
@@ -196,11 +194,10 @@ struct llmlink {
     /* server handshake accounting */
     uint32_t hs_in_progress, hs_peak;
     uint64_t hs_accepted, hs_completed, hs_rejected, hs_timed_out;
-    /* Internal (llmlink_stats_t keeps its layout): connections closed at
-     * accept for llmlink.MaxHandshakesPerAddress, and those of hs_timed_out
-     * cut by llmlink.FirstFrameTimeoutMs. limit_warn_*: one WARN a second
-     * for both, with the count of those not logged. */
-    uint64_t hs_over_address_cap, hs_first_frame_timeouts;
+    /* Internal (llmlink_stats_t keeps its layout): those of hs_timed_out
+     * cut by llmlink.FirstFrameTimeoutMs. limit_warn_*: one WARN a second,
+     * with the count of those not logged. */
+    uint64_t hs_first_frame_timeouts;
     int64_t limit_warn_next_ms;
     uint64_t limit_warn_suppressed;
     uint64_t protocol_errors, links_lost;

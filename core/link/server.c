@@ -63,32 +63,6 @@ void llk_server_warn_limit(llmlink_t *e, int64_t now, const char *fmt, ...)
     e->limit_warn_next_ms = now + 1000;
 }
 
-/* One key per source: the whole IPv4 address (/32) or IPv6 address (/128).
- * Not /64: hosts that share a /64 (a rack behind one router, containers)
- * would lock each other out; a host that owns a /64 can still only win the
- * slots that llmlink.MaxConcurrentHandshakes has. */
-static bool same_source(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET)
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-    if (a->ss_family == AF_INET6)
-        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                      &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
-    return false;
-}
-
-static uint32_t handshakes_from(const llmlink_t *e, const struct sockaddr_storage *sa)
-{
-    uint32_t n = 0;
-    for (const llk_conn_t *c = e->conns; c; c = c->next)
-        if (c->state == LLK_CONN_SRV_HANDSHAKE && same_source(&c->src, sa))
-            n++;
-    return n;
-}
-
 void llk_server_begin_handshake(llmlink_t *e, llk_conn_t *c, int64_t now)
 {
     /* The server's side of a handshake is one frame (HELLO, or ATTACH for a
@@ -121,17 +95,6 @@ void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now)
             llk_server_arm_listeners(e, 0);
             return;
         }
-        if (handshakes_from(e, &sa) >= e->opts.max_handshakes_per_address) {
-            char who[72];
-            llk_addr_format((struct sockaddr *)&sa, who, sizeof who);
-            close(fd);
-            e->hs_rejected++;
-            e->hs_over_address_cap++;
-            llk_server_warn_limit(e, now, "closed connection from %s: its address has %u "
-                                  "handshakes in progress (llmlink.MaxHandshakesPerAddress)",
-                                  who, e->opts.max_handshakes_per_address);
-            continue;
-        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         llk_conn_t *c = llk_conn_new(e, fd, false, LLK_CONN_SRV_HANDSHAKE);
@@ -142,7 +105,6 @@ void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now)
             return;
         }
         llk_addr_format((struct sockaddr *)&sa, c->peer, sizeof c->peer);
-        c->src = sa;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
         if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             LLK_ERROR("cluster %llu: epoll_ctl: %s", (unsigned long long)e->cluster_id,
