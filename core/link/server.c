@@ -56,7 +56,7 @@ void llk_server_warn_limit(llmlink_t *e, int64_t now, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    LLK_WARN("cluster %llu: %s (%llu similar not logged in the last second)",
+    LLK_WARN("cluster %llu: %s (%llu more since the last such warning, not logged)",
              (unsigned long long)e->cluster_id, msg,
              (unsigned long long)e->limit_warn_suppressed);
     e->limit_warn_suppressed = 0;
