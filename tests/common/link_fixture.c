@@ -85,6 +85,7 @@ static int setup_engine(void **state, llmlink_role_t role, uint64_t id)
     e->opts.max_links = OPT_MAX_LINKS;
     e->opts.max_concurrent_handshakes = OPT_MAX_HS;
     e->opts.handshake_timeout_ms = OPT_HS_TIMEOUT;
+    e->opts.first_frame_timeout_ms = OPT_HS_TIMEOUT; /* one deadline, as before */
     e->opts.liveness_interval_ms = OPT_LIVENESS;
     e->incarnation = ENGINE_INCARNATION;
     log_reset();

@@ -373,6 +373,12 @@ static void test_attach_refusals(void **state)
     assert_int_equal(type, LLK_MSG_REJECT);
     assert_status(st, LLMLINK_PROTOCOL_ERROR);
     rawpeer_close(fd);
+    /* A second stream on an index already attached (issue 14): REJECT with
+     * a reason, not an ATTACH_OK followed by a close; the first stays. */
+    fd = raw_attach(fx, fx->server_incarnation, (uint32_t)getpid(), &type, &st);
+    assert_int_equal(type, LLK_MSG_REJECT);
+    assert_status(st, LLMLINK_PROTOCOL_ERROR);
+    rawpeer_close(fd);
     good_read(fx);
 }
 
