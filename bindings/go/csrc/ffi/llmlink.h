@@ -189,6 +189,8 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *   llmlink.MaxLinks                 links per engine, 1..65536 (512)
  *   llmlink.MaxConcurrentHandshakes  server handshakes at once, 1..4096 (16)
  *   llmlink.HandshakeTimeoutMs       half-open handshake age-out, 10..600000 (10000)
+ *   llmlink.FirstFrameTimeoutMs      an accepted connection without a complete
+ *                             first frame (HELLO, ATTACH) is closed, 10..600000 (1000)
  *   llmlink.LivenessIntervalMs       a dead peer is noticed within this, 30..600000 (3000)
  *   llmlink.Transport                auto|tcp|shm|rdma (auto): how transfers
  *                             move bytes. auto: shm when both engines are on

@@ -194,6 +194,12 @@ struct llmlink {
     /* server handshake accounting */
     uint32_t hs_in_progress, hs_peak;
     uint64_t hs_accepted, hs_completed, hs_rejected, hs_timed_out;
+    /* Internal (llmlink_stats_t keeps its layout): those of hs_timed_out
+     * cut by llmlink.FirstFrameTimeoutMs. limit_warn_*: one WARN a second,
+     * with the count of those not logged. */
+    uint64_t hs_first_frame_timeouts;
+    int64_t limit_warn_next_ms;
+    uint64_t limit_warn_suppressed;
     uint64_t protocol_errors, links_lost;
 };
 
@@ -266,6 +272,13 @@ void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now);
  * half-open deadline and the handshake counters (the unit tests' fake
  * accept calls it too). */
 void llk_server_begin_handshake(llmlink_t *e, llk_conn_t *c, int64_t now);
+/* How long an accepted connection may take to deliver its first complete
+ * frame: the smaller of llmlink.FirstFrameTimeoutMs and HandshakeTimeoutMs. */
+uint32_t llk_server_first_frame_ms(const llmlink_t *e);
+/* A WARN for a limit that a hostile peer can trigger at will: at most one a
+ * second, with the count of those not logged since. */
+void llk_server_warn_limit(llmlink_t *e, int64_t now, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void llk_server_arm_listeners(llmlink_t *e, int64_t now);
 void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
                          const uint8_t *payload, int64_t now);

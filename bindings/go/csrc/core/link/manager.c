@@ -112,8 +112,11 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
         switch (c->state) {
         case LLK_CONN_SRV_HANDSHAKE:
             e->hs_timed_out++;
-            LLK_INFO("cluster %llu: dropped half-open handshake from %s after %u ms",
-                     (unsigned long long)e->cluster_id, c->peer, e->opts.handshake_timeout_ms);
+            e->hs_first_frame_timeouts++;
+            llk_server_warn_limit(e, now,
+                                  "dropped half-open handshake from %s: no complete first "
+                                  "frame within %u ms (llmlink.FirstFrameTimeoutMs)",
+                                  c->peer, llk_server_first_frame_ms(e));
             break;
         case LLK_CONN_CLI_PENDING:
         case LLK_CONN_CLI_CONNECTING:

@@ -1,6 +1,7 @@
 /* link/server.c - accepting connections and the server side of the
  * handshake, within the engine's handshake and link limits. */
 #include <errno.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -38,9 +39,36 @@ void llk_server_arm_listeners(llmlink_t *e, int64_t now)
     }
 }
 
+uint32_t llk_server_first_frame_ms(const llmlink_t *e)
+{
+    uint32_t ff = e->opts.first_frame_timeout_ms, hs = e->opts.handshake_timeout_ms;
+    return ff && ff < hs ? ff : hs;
+}
+
+void llk_server_warn_limit(llmlink_t *e, int64_t now, const char *fmt, ...)
+{
+    if (now < e->limit_warn_next_ms) {
+        e->limit_warn_suppressed++;
+        return;
+    }
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    LLK_WARN("cluster %llu: %s (%llu more since the last such warning, not logged)",
+             (unsigned long long)e->cluster_id, msg,
+             (unsigned long long)e->limit_warn_suppressed);
+    e->limit_warn_suppressed = 0;
+    e->limit_warn_next_ms = now + 1000;
+}
+
 void llk_server_begin_handshake(llmlink_t *e, llk_conn_t *c, int64_t now)
 {
-    c->deadline_ms = now + e->opts.handshake_timeout_ms;
+    /* The server's side of a handshake is one frame (HELLO, or ATTACH for a
+     * data stream), sent at once by an honest client: a connection that
+     * idles or trickles loses its slot after the first-frame deadline. */
+    c->deadline_ms = now + llk_server_first_frame_ms(e);
     c->last_rx_ms = c->last_tx_ms = now;
     e->hs_in_progress++;
     e->hs_accepted++;

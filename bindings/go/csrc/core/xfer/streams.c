@@ -463,6 +463,16 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
 
 /* ---- server side: an ATTACH on a fresh connection ----------------------------- */
 
+/* A stream on that index and direction is attached now (owner streams:
+ * direction 0). */
+static bool stream_taken(llk_xlink_t *xl, uint8_t direction, uint32_t index)
+{
+    pthread_mutex_lock(&xl->mu);
+    bool taken = direction == 0 ? xl->own_fd[index] >= 0 : xl->req_fd[index] >= 0;
+    pthread_mutex_unlock(&xl->mu);
+    return taken;
+}
+
 bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, size_t len)
 {
     char msg[200];
@@ -484,6 +494,15 @@ bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, siz
     if (m.stream_index >= LLK_MAX_STREAMS) {
         snprintf(msg, sizeof msg, "stream index %u out of range", m.stream_index);
         llk_link_stream_refuse_locked(e, c, LLMLINK_PARAM_INVALID, false, msg);
+        return false;
+    }
+    if (stream_taken(xl, m.direction, m.stream_index)) {
+        /* Refused before ATTACH_OK, with the reason: a peer must not stack
+         * streams on one index (the slot claim below would only drop it
+         * after a misleading ATTACH_OK). */
+        snprintf(msg, sizeof msg, "data stream %u (direction %u) is attached already",
+                 m.stream_index, m.direction);
+        llk_link_stream_refuse_locked(e, c, LLMLINK_PROTOCOL_ERROR, false, msg);
         return false;
     }
     llk_host_id_t rh = {.pidns = m.pidns, .pid = m.pid};
