@@ -194,6 +194,10 @@ typedef struct llk_rdma_xlink {
     bool peer;
     bool forced; /* either end set llmlink.Transport=rdma: no fallback */
     bool use;
+    /* The peer sent LLK_EXT_RDMA_READ_DEPTH: this side's rail records carry
+     * its READ depths; without it they go with the byte 0, as an llmlink
+     * 0.3 peer requires (llk_xwire_rails_for_peer). */
+    bool peer_read_depth;
     llk_rdma_link_t *link;
     /* Client: the addresses of its rails (its ip infos, or the control
      * connection's) and the server addresses they are for. */
