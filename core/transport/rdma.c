@@ -75,6 +75,28 @@ bool llk_test_rdma_mr_keys(llmlink_t *e, int64_t cache_id, uint32_t tensor, uint
     return ok;
 }
 
+bool llk_test_rdma_lkey(llmlink_t *e, uint64_t remote, int64_t cache_id, uint32_t tensor,
+                        uint32_t *lkey)
+{
+    llk_cache_t *c = NULL;
+    if (llk_registry_acquire_id(&e->reg, "llk_test_rdma_lkey", cache_id, &c) != LLMLINK_SUCCESS)
+        return false;
+    llk_xlink_t *xl = llk_xfer_find_link(e, remote, "llk_test_rdma_lkey");
+    char why[200];
+    const llk_rdma_mrs_t *m = e->rdma ? llk_rdma_cache_mrs(e->rdma, c, why, sizeof why) : NULL;
+    bool ok = false;
+    if (xl && m && tensor < c->num_tensors) {
+        pthread_mutex_lock(&xl->mu);
+        llk_rdma_link_t *l = llk_rdma_xlink(xl)->link;
+        pthread_mutex_unlock(&xl->mu);
+        ok = l && llk_rdma_lkey(m, l, 0, c->addrs[tensor], 1, lkey);
+    }
+    if (xl)
+        llk_xlink_unref(xl);
+    llk_registry_release(&e->reg, c, NULL);
+    return ok;
+}
+
 const char *llk_test_rdma_protection(llmlink_t *e, uint64_t remote)
 {
     llk_xlink_t *xl = llk_xfer_find_link(e, remote, "llk_test_rdma_protection");
@@ -460,7 +482,6 @@ uint32_t llk_rdma_stats_protection(llk_xlink_t *xl)
     switch (llk_rdma_xlink_protection(xl)) {
     case LLK_RDMA_PROT_MW: return LLMLINK_RDMA_PROTECTION_WINDOW;
     case LLK_RDMA_PROT_PD_PER_LINK: return LLMLINK_RDMA_PROTECTION_LINK_PD;
-    case LLK_RDMA_PROT_NONE: return LLMLINK_RDMA_PROTECTION_REGION;
     case LLK_RDMA_PROT_UNUSED: break;
     }
     return LLMLINK_RDMA_PROTECTION_NONE;

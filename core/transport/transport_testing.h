@@ -55,6 +55,11 @@ bool llk_test_rdma_rail(llmlink_t *e, uint64_t remote, uint16_t rail, void **qp,
  * device (made on the cache's first RDMA use): false if none yet. */
 bool llk_test_rdma_mr_keys(llmlink_t *e, int64_t cache_id, uint32_t tensor, uint32_t *lkey,
                            uint32_t *rkey);
+/* The lkey e's link with `remote` posts with for tensor `tensor` of cache
+ * `cache_id` on rail 0 (mode MW: the device's MR; PD_PER_LINK: the local
+ * MR in the link's PD, made now if need be): false without one. */
+bool llk_test_rdma_lkey(llmlink_t *e, uint64_t remote, int64_t cache_id, uint32_t tensor,
+                        uint32_t *lkey);
 /* The protection mode name of e's link with `remote` ("unused" without). */
 const char *llk_test_rdma_protection(llmlink_t *e, uint64_t remote);
 
