@@ -23,6 +23,7 @@
 #include "kvfill.h"
 #include "llk_test.h"
 #include "llmlink.h"
+#include "transport/rdma.h"
 #include "transport/transport_testing.h"
 #include "xfer/xfer.h"
 
@@ -243,6 +244,57 @@ static void test_forced_rdma_vs_tcp(void **state)
     assert_non_null(strstr(llmlink_last_error(), "rdma"));
     llmlink_destroy(d);
     llmlink_destroy(p);
+}
+
+/* Whether e's link with remote_id fills the READ-depth byte of its rail
+ * records (the peer announced LLK_EXT_RDMA_READ_DEPTH). */
+static bool sends_read_depth(llmlink_t *e, uint64_t remote_id)
+{
+    llk_xlink_t *xl = llk_xfer_find_link(e, remote_id, "test");
+    assert_non_null(xl);
+    pthread_mutex_lock(&xl->mu);
+    bool on = llk_rdma_xlink(xl)->peer_read_depth;
+    pthread_mutex_unlock(&xl->mu);
+    llk_xlink_unref(xl);
+    return on;
+}
+
+/* Wire compatibility with llmlink 0.3 (issue 13): 0.3 refuses a rail
+ * record whose byte after mtu is set, and does not know
+ * LLK_EXT_RDMA_READ_DEPTH. llk_test_set_legacy_rails makes one engine
+ * behave so (it also refuses a set byte, as 0.3 does). Two current ends
+ * exchange their depths; with a "0.3" end on either side of the link the
+ * other sends its records with the byte 0, and RDMA works (forced rdma:
+ * a refused record would fail the link). */
+static void test_read_depth_vs_03_peer(void **state)
+{
+    (void)state;
+    static const struct {
+        bool p_legacy, d_legacy;
+    } cases[] = {{false, false}, {false, true}, {true, false}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char listen[64];
+        snprintf(listen, sizeof listen, "%s:0", ip0());
+        uint64_t pid = 41 + 2 * i, did = 42 + 2 * i;
+        side_t p = {.e = engine(LLMLINK_ROLE_PROMPT, pid, listen, "rdma", NULL)};
+        side_t d = {.e = engine(LLMLINK_ROLE_DECODER, did, NULL, "rdma", NULL)};
+        llk_test_set_legacy_rails(p.e, cases[i].p_legacy);
+        llk_test_set_legacy_rails(d.e, cases[i].d_legacy);
+        reg(&p, pid, kvfill_seed(pid, 1));
+        reg(&d, 0, kvfill_seed(did, 1));
+        uint16_t port = 0;
+        assert_status(llmlink_get_listen_port(p.e, 0, &port), LLMLINK_SUCCESS);
+        llmlink_ip_info_t r = {ip0(), port};
+        link_ok(d.e, pid, &r, 1, NULL, 0);
+        bool both = !cases[i].p_legacy && !cases[i].d_legacy;
+        assert_int_equal(sends_read_depth(p.e, did), both);
+        assert_int_equal(sends_read_depth(d.e, pid), both);
+        round_trip(&p, &d, pid, kvfill_seed(pid, 1), kvfill_seed(did, 1));
+        unreg(&d);
+        unreg(&p);
+        llmlink_destroy(d.e);
+        llmlink_destroy(p.e);
+    }
 }
 
 /* An engine with Transport=rdma, wait 30 s and the given key=value options. */
@@ -674,6 +726,7 @@ int main(void)
         cmocka_unit_test(test_mtu_cap),
         cmocka_unit_test(test_two_rails),
         cmocka_unit_test(test_forced_rdma_vs_tcp),
+        cmocka_unit_test(test_read_depth_vs_03_peer),
         cmocka_unit_test(test_unregistered_before_read),
         cmocka_unit_test(test_timed_out_pull_stops_writing),
         cmocka_unit_test(test_peer_gone_then_relink),

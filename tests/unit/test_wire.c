@@ -1474,6 +1474,52 @@ static void test_attach_encoders_refuse_small_buffers(void **state)
     }
 }
 
+/* ---- the READ-depth extension (LLK_EXT_RDMA_READ_DEPTH) ------------------------- */
+
+/* Its bytes, hand-written: type 0x0004, length 0; not critical (a 0.3
+ * peer skips it); found in a decoded HELLO and WELCOME, and absent where it
+ * was not sent. */
+static void test_read_depth_ext(void **state)
+{
+    wire_fixture_t *fx = *state;
+    assert_int_equal(LLK_EXT_RDMA_READ_DEPTH, 0x0004);
+    assert_int_equal(LLK_EXT_RDMA_READ_DEPTH & LLK_WIRE_EXT_CRITICAL, 0);
+    llk_msg_hello_t h = fx->hello;
+    h.num_ext = 2;
+    h.ext[0] = (llk_ext_t){LLK_EXT_RDMA, 0, NULL};
+    h.ext[1] = (llk_ext_t){LLK_EXT_RDMA_READ_DEPTH, 0, NULL};
+    size_t n = llk_wire_encode_hello(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &h);
+    assert_int_equal(n, LLK_WIRE_HEADER_SIZE + HELLO_FIXED + 2 + 4 + 4);
+    static const uint8_t want[] = {0x00, 0x02, 0x00, 0x02, 0x00, 0x00,
+                                   0x00, 0x04, 0x00, 0x00}; /* count 2, RDMA, READ_DEPTH */
+    assert_memory_equal(fx->frame + LLK_WIRE_HEADER_SIZE + HELLO_FIXED, want, sizeof want);
+    assert_int_equal(llk_wire_decode_hello(fx->frame + LLK_WIRE_HEADER_SIZE,
+                                           n - LLK_WIRE_HEADER_SIZE, &fx->hello_out, &fx->why),
+                     0);
+    assert_true(llk_wire_has_ext(fx->hello_out.ext, fx->hello_out.num_ext,
+                                 LLK_EXT_RDMA_READ_DEPTH));
+    assert_int_equal(llk_wire_find_unknown_critical(fx->hello_out.ext, fx->hello_out.num_ext),
+                     -1);
+    /* a WELCOME with it among others, and one without (a 0.3 server) */
+    llk_msg_welcome_t w = fx->welcome;
+    w.ext[w.num_ext++] = (llk_ext_t){LLK_EXT_RDMA_READ_DEPTH, 0, NULL};
+    n = llk_wire_encode_welcome(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &w);
+    assert_true(n > 0);
+    assert_int_equal(llk_wire_decode_welcome(fx->frame + LLK_WIRE_HEADER_SIZE,
+                                             n - LLK_WIRE_HEADER_SIZE, &fx->welcome_out,
+                                             &fx->why), 0);
+    assert_true(llk_wire_has_ext(fx->welcome_out.ext, fx->welcome_out.num_ext,
+                                 LLK_EXT_RDMA_READ_DEPTH));
+    w = fx->welcome;
+    n = llk_wire_encode_welcome(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &w);
+    assert_int_equal(llk_wire_decode_welcome(fx->frame + LLK_WIRE_HEADER_SIZE,
+                                             n - LLK_WIRE_HEADER_SIZE, &fx->welcome_out,
+                                             &fx->why), 0);
+    assert_false(llk_wire_has_ext(fx->welcome_out.ext, fx->welcome_out.num_ext,
+                                  LLK_EXT_RDMA_READ_DEPTH));
+    assert_false(llk_wire_has_ext(NULL, 0, LLK_EXT_RDMA_READ_DEPTH));
+}
+
 /* ---- main ------------------------------------------------------------------------ */
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1517,6 +1563,7 @@ int main(void)
         T(test_wait_time_ext_layout),
         T(test_wait_time_ext_roundtrip),
         T(test_wait_time_ext_validated),
+        T(test_read_depth_ext),
         T(test_check_header_accepts_attach_types),
         T(test_attach_encode_matches_vectors),
         T(test_attach_decode_vectors),

@@ -248,6 +248,68 @@ static void test_setup_read_depths(void **state)
     assert_int_equal(back.rail[0].rd_dest, 128);
 }
 
+/* Compatibility with llmlink 0.3 (issue 13): its decoder refuses a rail
+ * record whose byte after mtu is set, so this side's rails go with the
+ * byte 0 unless the peer announced LLK_EXT_RDMA_READ_DEPTH. Both cases,
+ * through both records: without the announcement the frames are byte for
+ * byte the 0.3 vectors (byte 0); with it the byte carries the depths. */
+static void test_setup_read_depths_for_peer(void **state)
+{
+    (void)state;
+    const char *why = NULL;
+    uint16_t n = 0;
+    llk_xrail_wire_t r[LLK_XWIRE_MAX_RAILS];
+    const uint8_t *p;
+    size_t len;
+    p = payload(vec_setup, sizeof vec_setup, -1, 0, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_setup(p, len, r, &n, &why), 0);
+    uint8_t out[sizeof vec_setup];
+    /* a 0.3 peer: the depths are cleared, the frame is the 0.3 one */
+    r[0].rd_init = 16;
+    r[0].rd_dest = 4;
+    llk_xwire_rails_for_peer(r, 1, false);
+    assert_int_equal(r[0].rd_init, 0);
+    assert_int_equal(r[0].rd_dest, 0);
+    assert_int_equal(llk_xwire_encode_rdma_setup(out, sizeof out, REQ_ID, r, 1), sizeof vec_setup);
+    assert_memory_equal(out, vec_setup, sizeof vec_setup);
+    /* a peer that reads them: kept, and on the wire */
+    r[0].rd_init = 16;
+    r[0].rd_dest = 4;
+    llk_xwire_rails_for_peer(r, 1, true);
+    assert_int_equal(r[0].rd_init, 16);
+    assert_int_equal(r[0].rd_dest, 4);
+    assert_int_equal(llk_xwire_encode_rdma_setup(out, sizeof out, REQ_ID, r, 1), sizeof vec_setup);
+    assert_int_equal(out[HDR + 29], 0x53);
+    /* the answer's records alike, every rail */
+    llk_xrdma_setup_ok_t ok;
+    memset(&ok, 0, sizeof ok);
+    p = payload(vec_setup_ok, sizeof vec_setup_ok, -1, 0, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_setup_ok(p, len, &ok, &why), 0);
+    uint8_t buf[sizeof vec_setup_ok];
+    ok.rail[0].rd_init = 8;
+    ok.rail[0].rd_dest = 8;
+    llk_xwire_rails_for_peer(ok.rail, ok.nrails, false);
+    assert_int_equal(llk_xwire_encode_rdma_setup_ok(buf, sizeof buf, REQ_ID, &ok),
+                     sizeof vec_setup_ok);
+    assert_memory_equal(buf, vec_setup_ok, sizeof vec_setup_ok);
+    llk_xrail_wire_t four[LLK_XWIRE_MAX_RAILS];
+    for (uint16_t i = 0; i < LLK_XWIRE_MAX_RAILS; i++) {
+        four[i] = r[0];
+        four[i].rd_init = four[i].rd_dest = 32;
+    }
+    llk_xwire_rails_for_peer(four, LLK_XWIRE_MAX_RAILS, false);
+    for (uint16_t i = 0; i < LLK_XWIRE_MAX_RAILS; i++) {
+        assert_int_equal(four[i].rd_init, 0);
+        assert_int_equal(four[i].rd_dest, 0);
+    }
+    ok.rail[0].rd_init = 8;
+    ok.rail[0].rd_dest = 2;
+    llk_xwire_rails_for_peer(ok.rail, ok.nrails, true);
+    assert_int_equal(llk_xwire_encode_rdma_setup_ok(buf, sizeof buf, REQ_ID, &ok),
+                     sizeof vec_setup_ok);
+    assert_int_equal(buf[sizeof vec_setup_ok - 1], 0x42);
+}
+
 static void test_setup_ok(void **state)
 {
     (void)state;
@@ -499,6 +561,7 @@ int main(void)
         cmocka_unit_test(test_headers),
         cmocka_unit_test_teardown(test_setup_vector, teardown),
         cmocka_unit_test_teardown(test_setup_read_depths, teardown),
+        cmocka_unit_test_teardown(test_setup_read_depths_for_peer, teardown),
         cmocka_unit_test_teardown(test_setup_refusals, teardown),
         cmocka_unit_test_teardown(test_setup_ok, teardown),
         cmocka_unit_test_teardown(test_grant, teardown),
