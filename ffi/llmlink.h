@@ -599,12 +599,14 @@ typedef enum llmlink_rdma_protection {
      * blocks, invalidated when the request ends. */
     LLMLINK_RDMA_PROTECTION_WINDOW = 1,
     /* The device has no type-2 windows: the link has its own protection
-     * domain, and regions are registered read-only or write-only. (Named
-     * for the ABI; this version still runs such devices in REGION mode.) */
+     * domain, and caches are registered in it read-only for pull grants,
+     * write-only for push grants and local-only for this side's own use.
+     * A key covers its whole tensor and works until the link breaks or
+     * the cache is unregistered. */
     LLMLINK_RDMA_PROTECTION_LINK_PD = 2,
     /* A grant's rkey covers its whole tensor for reading and writing until
-     * the cache is unregistered or the link breaks (llmlink <= 0.3, and
-     * devices without type-2 memory windows). */
+     * the cache is unregistered or the link breaks: llmlink <= 0.3. This
+     * version never reports it. */
     LLMLINK_RDMA_PROTECTION_REGION = 3
 } llmlink_rdma_protection_t;
 

@@ -74,8 +74,11 @@ static void send_hello(llmlink_t *e, llk_conn_t *c, int64_t now)
     m.expected_server_role = c->expected_role;
     m.incarnation = e->incarnation;
     m.liveness_ms = e->opts.liveness_interval_ms;
-    if (llk_engine_offers_rdma(e))
+    if (llk_engine_offers_rdma(e)) {
         m.ext[m.num_ext++].type = LLK_EXT_RDMA;
+        if (!e->test_legacy_rails)
+            m.ext[m.num_ext++].type = LLK_EXT_RDMA_READ_DEPTH;
+    }
     uint8_t wait[4];
     if (!e->test_legacy_wait)
         llk_wire_ext_wait_time(&m.ext[m.num_ext++], wait, (uint32_t)e->opts.sync_kv_wait_ms);
@@ -247,8 +250,12 @@ void llk_client_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
         llk_xlink_take_peer_wait(e, xl, w.ext, w.num_ext);
     if (xl && llk_engine_offers_rdma(e))
         for (uint16_t i = 0; i < w.num_ext; i++)
-            if (w.ext[i].type == LLK_EXT_RDMA)
+            if (w.ext[i].type == LLK_EXT_RDMA) {
                 llk_xlink_set_rails(xl, c, true);
+                llk_xlink_set_peer_read_depth(
+                    xl, !e->test_legacy_rails &&
+                            llk_wire_has_ext(w.ext, w.num_ext, LLK_EXT_RDMA_READ_DEPTH));
+            }
     c->remote_incarnation = w.incarnation;
     c->liveness_ms = w.liveness_ms < e->opts.liveness_interval_ms ? w.liveness_ms
                                                                    : e->opts.liveness_interval_ms;

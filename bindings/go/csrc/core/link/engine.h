@@ -182,6 +182,10 @@ struct llmlink {
      * LLK_EXT_WAIT_TIME, each side's calls bounded by its own wait. Set
      * before the engine links; read by the reactor. */
     bool test_legacy_wait;
+    /* Test seam (llk_test_set_legacy_rails): RDMA rail records as llmlink
+     * 0.3: no LLK_EXT_RDMA_READ_DEPTH sent or read, a peer's record with
+     * the READ-depth byte set refused. Set before the engine links. */
+    bool test_legacy_rails;
     struct llk_xserver *xsrv;
     llk_host_id_t host;
     llk_xstats_t xstats;

@@ -134,6 +134,11 @@ void llk_test_set_legacy_wait(llmlink_t *e, bool on)
     e->test_legacy_wait = on;
 }
 
+void llk_test_set_legacy_rails(llmlink_t *e, bool on)
+{
+    e->test_legacy_rails = on;
+}
+
 void llk_xlink_take_peer_wait(llmlink_t *e, llk_xlink_t *xl, const llk_ext_t *ext, uint16_t n)
 {
     if (e->test_legacy_wait)
@@ -233,6 +238,12 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
         if (m.ext[i].type == LLK_EXT_RDMA) {
             w.ext[w.num_ext++].type = LLK_EXT_RDMA;
             llk_xlink_set_rails(xl, NULL, true);
+            /* the depth byte only to a client that reads it (not 0.3) */
+            bool depth = !e->test_legacy_rails &&
+                         llk_wire_has_ext(m.ext, m.num_ext, LLK_EXT_RDMA_READ_DEPTH);
+            if (depth)
+                w.ext[w.num_ext++].type = LLK_EXT_RDMA_READ_DEPTH;
+            llk_xlink_set_peer_read_depth(xl, depth);
             break;
         }
     uint8_t f[LLK_WIRE_HEADER_SIZE + 64];

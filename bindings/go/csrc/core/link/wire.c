@@ -126,6 +126,14 @@ int llk_wire_find_unknown_critical(const llk_ext_t *ext, uint16_t n)
     return -1;
 }
 
+bool llk_wire_has_ext(const llk_ext_t *ext, uint16_t n, uint16_t type)
+{
+    for (uint16_t i = 0; i < n; i++)
+        if (ext[i].type == type)
+            return true;
+    return false;
+}
+
 void llk_wire_ext_wait_time(llk_ext_t *ext, uint8_t buf[4], uint32_t ms)
 {
     buf[0] = (uint8_t)(ms >> 24);

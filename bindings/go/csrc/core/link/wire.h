@@ -38,7 +38,8 @@
  * extensions: u16 count, then per extension u16 type, u16 length, bytes.
  * They carry transport parameters and authentication in later versions.
  * Defined: LLK_EXT_DATA_STREAMS (WELCOME, empty), LLK_EXT_RDMA (HELLO /
- * WELCOME, empty), LLK_EXT_WAIT_TIME (HELLO / WELCOME, u32 ms), below.
+ * WELCOME, empty), LLK_EXT_WAIT_TIME (HELLO / WELCOME, u32 ms),
+ * LLK_EXT_RDMA_READ_DEPTH (HELLO / WELCOME, empty), below.
  * An extension whose type has bit 15 set is critical: a receiver that does
  * not know it must refuse the handshake; others are skipped.
  *
@@ -49,6 +50,7 @@
 #ifndef LLK_WIRE_H
 #define LLK_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -96,6 +98,16 @@ typedef enum llk_msg_type {
 #define LLK_EXT_WAIT_TIME 0x0003u
 #define LLK_WAIT_TIME_MIN_MS 1u
 #define LLK_WAIT_TIME_MAX_MS 2147483647u /* INT32_MAX, as the option */
+/* HELLO / WELCOME extension (not critical, empty): this side's RDMA rail
+ * records (XRDMA_SETUP / XRDMA_SETUP_OK, transport/rdma_wire.h) may carry
+ * its outstanding-READ depths in their byte after the mtu, and it reads
+ * them in the peer's. A side fills that byte only when the peer sent this
+ * extension: an llmlink 0.3 peer, which does not know it, refuses a rail
+ * record whose byte is not 0 ("reserved byte set"), so RDMA with it keeps
+ * working. Sent with LLK_EXT_RDMA (the server only to a client that sent
+ * both); a byte of 0 still means "not advertised". A length other than 0
+ * is ignored (an extension of a later version may carry more). */
+#define LLK_EXT_RDMA_READ_DEPTH 0x0004u
 
 typedef struct llk_msg_attach {
     uint64_t client_cluster_id;
@@ -207,6 +219,9 @@ void llk_wire_ext_wait_time(llk_ext_t *ext, uint8_t buf[4], uint32_t ms);
  * none, -1 when it is malformed (length not 4, 0 ms, above INT32_MAX ms),
  * with the reason in *why. */
 int llk_wire_find_wait_time(const llk_ext_t *ext, uint16_t n, uint32_t *ms, const char **why);
+
+/* ext[0..n) holds an extension of this type (the first one counts). */
+bool llk_wire_has_ext(const llk_ext_t *ext, uint16_t n, uint16_t type);
 
 /* Index of the first critical extension in ext[0..n) that this version does
  * not understand, or -1 if none. */

@@ -75,6 +75,28 @@ bool llk_test_rdma_mr_keys(llmlink_t *e, int64_t cache_id, uint32_t tensor, uint
     return ok;
 }
 
+bool llk_test_rdma_lkey(llmlink_t *e, uint64_t remote, int64_t cache_id, uint32_t tensor,
+                        uint32_t *lkey)
+{
+    llk_cache_t *c = NULL;
+    if (llk_registry_acquire_id(&e->reg, "llk_test_rdma_lkey", cache_id, &c) != LLMLINK_SUCCESS)
+        return false;
+    llk_xlink_t *xl = llk_xfer_find_link(e, remote, "llk_test_rdma_lkey");
+    char why[200];
+    const llk_rdma_mrs_t *m = e->rdma ? llk_rdma_cache_mrs(e->rdma, c, why, sizeof why) : NULL;
+    bool ok = false;
+    if (xl && m && tensor < c->num_tensors) {
+        pthread_mutex_lock(&xl->mu);
+        llk_rdma_link_t *l = llk_rdma_xlink(xl)->link;
+        pthread_mutex_unlock(&xl->mu);
+        ok = l && llk_rdma_lkey(m, l, 0, c->addrs[tensor], 1, lkey);
+    }
+    if (xl)
+        llk_xlink_unref(xl);
+    llk_registry_release(&e->reg, c, NULL);
+    return ok;
+}
+
 const char *llk_test_rdma_protection(llmlink_t *e, uint64_t remote)
 {
     llk_xlink_t *xl = llk_xfer_find_link(e, remote, "llk_test_rdma_protection");
@@ -133,6 +155,28 @@ void llk_xlink_set_rails(llk_xlink_t *xl, const llk_conn_t *c, bool peer_offers)
         }
     }
     pthread_mutex_unlock(&xl->mu);
+}
+
+void llk_xlink_set_peer_read_depth(llk_xlink_t *xl, bool on)
+{
+    llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
+    pthread_mutex_lock(&xl->mu);
+    r->peer_read_depth = on;
+    pthread_mutex_unlock(&xl->mu);
+}
+
+/* Test seam (llk_test_set_legacy_rails): 0.3's decoder refused a rail
+ * record whose byte after mtu was set; -1 with *why where e acts as 0.3
+ * and a record of the peer carries a READ depth. */
+static int legacy_rails_check(const llmlink_t *e, const llk_xrail_wire_t *r, uint16_t n,
+                              const char **why)
+{
+    for (uint16_t i = 0; i < n && e->test_legacy_rails; i++)
+        if (r[i].rd_init || r[i].rd_dest) {
+            *why = "rail: reserved byte set";
+            return -1;
+        }
+    return 0;
 }
 
 static void rdma_link_record(llmlink_t *e, llk_xlink_t *xl)
@@ -207,6 +251,7 @@ static llmlink_status_t rdma_setup_client(llmlink_t *e, llk_xlink_t *xl, int fd,
     memcpy(local, rx->rail_local, sizeof local);
     memcpy(target, rx->rail_target, sizeof target);
     bool forced = rx->forced;
+    bool peer_depth = rx->peer_read_depth;
     pthread_mutex_unlock(&xl->mu);
     if (!peer)
         return LLMLINK_SUCCESS; /* not offered by both ends: nothing to set up */
@@ -219,6 +264,7 @@ static llmlink_status_t rdma_setup_client(llmlink_t *e, llk_xlink_t *xl, int fd,
         goto out;
     llk_xrail_wire_t rails[LLK_XWIRE_MAX_RAILS];
     llk_rdma_link_local(l, rails);
+    llk_xwire_rails_for_peer(rails, n, peer_depth);
     for (uint16_t i = 0; i < n; i++) {
         uint8_t gid[16];
         if (llk_rdma_ip_gid((const struct sockaddr *)&target[i], gid))
@@ -248,7 +294,8 @@ static llmlink_status_t rdma_setup_client(llmlink_t *e, llk_xlink_t *xl, int fd,
     buf = malloc(h.length ? h.length : 1);
     llk_xrdma_setup_ok_t ok;
     if (!buf || llk_xlink_recv_all(xl, fd, buf, h.length, deadline_ms) != 0 ||
-        llk_xwire_decode_rdma_setup_ok(buf, h.length, &ok, &dwhy) != 0) {
+        llk_xwire_decode_rdma_setup_ok(buf, h.length, &ok, &dwhy) != 0 ||
+        legacy_rails_check(e, ok.rail, ok.nrails, &dwhy) != 0) {
         snprintf(why, sizeof why, "bad XRDMA_SETUP_OK: %s", buf ? (dwhy ? dwhy : strerror(errno))
                                                                 : "out of memory");
         st = LLMLINK_PROTOCOL_ERROR;
@@ -326,7 +373,8 @@ static int rdma_serve_setup(llk_xserve_t *q)
     const char *dwhy = "?";
     llk_xrail_wire_t rem[LLK_XWIRE_MAX_RAILS];
     uint16_t n = 0;
-    if (llk_xwire_decode_rdma_setup(q->rx, q->rx_len, rem, &n, &dwhy) != 0) {
+    if (llk_xwire_decode_rdma_setup(q->rx, q->rx_len, rem, &n, &dwhy) != 0 ||
+        legacy_rails_check(e, rem, n, &dwhy) != 0) {
         snprintf(q->why, sizeof q->why, "protocol error: bad XRDMA_SETUP: %s", dwhy);
         return -1;
     }
@@ -337,6 +385,7 @@ static int rdma_serve_setup(llk_xserve_t *q)
                                                                : LLMLINK_FEATURE_NOT_ENABLED;
     pthread_mutex_lock(&xl->mu);
     bool allowed = rx->peer && !rx->link && e->rdma;
+    bool peer_depth = rx->peer_read_depth;
     pthread_mutex_unlock(&xl->mu);
     llk_rdma_link_t *l = NULL;
     if (!allowed) {
@@ -375,6 +424,7 @@ static int rdma_serve_setup(llk_xserve_t *q)
         } else {
             ok.nrails = n;
             llk_rdma_link_local(l, ok.rail);
+            llk_xwire_rails_for_peer(ok.rail, n, peer_depth);
         }
     }
     size_t need = LLK_XWIRE_HEADER_SIZE + 10 + LLK_XWIRE_MAX_MSG +
@@ -432,7 +482,6 @@ uint32_t llk_rdma_stats_protection(llk_xlink_t *xl)
     switch (llk_rdma_xlink_protection(xl)) {
     case LLK_RDMA_PROT_MW: return LLMLINK_RDMA_PROTECTION_WINDOW;
     case LLK_RDMA_PROT_PD_PER_LINK: return LLMLINK_RDMA_PROTECTION_LINK_PD;
-    case LLK_RDMA_PROT_NONE: return LLMLINK_RDMA_PROTECTION_REGION;
     case LLK_RDMA_PROT_UNUSED: break;
     }
     return LLMLINK_RDMA_PROTECTION_NONE;

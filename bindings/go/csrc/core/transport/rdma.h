@@ -45,17 +45,39 @@
  * an unregister that revokes a grant (llk_rdma_cache_free) deallocates
  * them before it deregisters the MRs. Binds and invalidations are one
  * posted chain per rail with one signaled completion; windows are pooled
- * per rail of the link. Devices without type-2 windows: mode NONE, as
- * before this change (an rkey covers its whole tensor, read and write,
- * until unregister, and all links share one PD per device); the link's
- * description says so. A link whose rails mix both kinds of device binds
- * windows on the rails that have them and reports NONE (its weakest).
+ * per rail of the link.
+ *
+ * Devices without type-2 windows (or LLMLINK_TEST_RDMA_NO_MW set, which
+ * makes the library treat every device so): mode PD_PER_LINK. Every rail
+ * of such a link gets a protection domain of its own (a link that mixes
+ * devices gets one on every rail, the windowed ones too), its QP is
+ * created in it, and the device's shared PD holds no MR of a cache. A
+ * cache granted over the link gets, on its first grant, MRs of its own in
+ * the rail's PD, per tensor: REMOTE_READ only for pull grants,
+ * REMOTE_WRITE (+ LOCAL_WRITE) only for push grants; the requester's own
+ * buffers are registered there local-only (an lkey must come from the PD
+ * of the QP that posts). They live until the link is freed (its MRs, then
+ * its QPs and PDs) or the cache is (the registry's xport_free, also the
+ * revoke of an unregister: every link's MRs of the cache are deregistered,
+ * so the peer's keys stop working). What the NIC enforces then: a pull
+ * grant's key cannot write, a push grant's cannot read, a key of link A
+ * fails over link B's QP (another PD), the requester's regions are not
+ * remotely accessible. The limits of the mode: a key covers its whole
+ * tensor and stays usable after the request ends (XDONE, a timeout) until
+ * the link breaks (QPs to error, then freed) or the cache is unregistered
+ * - there are no windows to invalidate. Its price: up to three MRs (read,
+ * write, local) per tensor, link and rail, each pinning the tensor once
+ * more (MR count and registration time grow with links x caches; pinned
+ * pages are shared, not copied). The old mode NONE (whole-tensor
+ * read-write rkeys in one PD per device, shared by all links) is gone:
+ * no device reaches it any more; LLMLINK_RDMA_PROTECTION_REGION of the ABI
+ * is never reported now.
+ *
  * Soft-RoCE (rxe, 5.14 to at least 6.x) checks a window's key, access
  * right, QP and state, but then the range of the window's MR, not of the
  * window: there a grant reaches its whole tensor (read-only or write-only,
  * over its link's QP, until the request ends); hardware checks the
- * window's bounds. PD_PER_LINK (a PD per link with read-only /
- * write-only MRs) is named but not implemented.
+ * window's bounds.
  *
  * Threads: rails are shared by every call on the link; a rail's mutex
  * covers posting, polling and its slot table, and a completion is handed
@@ -84,11 +106,10 @@ struct llk_test_rdma_grant;
 typedef enum {
     LLK_RDMA_PROT_UNUSED = 0, /* the link does not use RDMA */
     LLK_RDMA_PROT_MW,         /* a type-2 window per grant, segment and rail */
-    LLK_RDMA_PROT_PD_PER_LINK, /* reserved: a PD per link, read-only / write-only MRs */
-    LLK_RDMA_PROT_NONE        /* whole-tensor rkeys, read and write, until unregister */
+    LLK_RDMA_PROT_PD_PER_LINK  /* a PD per link, read-only / write-only MRs per link */
 } llk_rdma_prot_t;
 
-/* "mw", "pd-per-link", "none", "unused". */
+/* "mw", "pd-per-link", "unused". */
 const char *llk_rdma_protection_name(llk_rdma_prot_t p);
 /* A link's mode (UNUSED for NULL). */
 llk_rdma_prot_t llk_rdma_link_protection(const llk_rdma_link_t *l);
@@ -130,11 +151,10 @@ void llk_rdma_link_free(llk_rdma_link_t *l);
  * NULL with why on failure. */
 const llk_rdma_mrs_t *llk_rdma_cache_mrs(llk_rdma_t *r, llk_cache_t *c, char *why, size_t cap);
 uint64_t llk_rdma_mrs_generation(const llk_rdma_mrs_t *m);
-/* The rkey of tensor t for rail `rail` of l. */
-uint32_t llk_rdma_rkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
-                       uint32_t tensor);
-/* The lkey covering [addr, addr + len) for rail `rail`; false if no tensor does. */
-bool llk_rdma_lkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
+/* The lkey covering [addr, addr + len) for rail `rail` of l; false if no
+ * tensor does (or, in mode PD_PER_LINK, its local MR in the link's PD
+ * could not be registered: logged). */
+bool llk_rdma_lkey(const llk_rdma_mrs_t *m, llk_rdma_link_t *l, uint16_t rail,
                    const uint8_t *addr, uint64_t len, uint32_t *lkey);
 
 /*
@@ -194,6 +214,10 @@ typedef struct llk_rdma_xlink {
     bool peer;
     bool forced; /* either end set llmlink.Transport=rdma: no fallback */
     bool use;
+    /* The peer sent LLK_EXT_RDMA_READ_DEPTH: this side's rail records carry
+     * its READ depths; without it they go with the byte 0, as an llmlink
+     * 0.3 peer requires (llk_xwire_rails_for_peer). */
+    bool peer_read_depth;
     llk_rdma_link_t *link;
     /* Client: the addresses of its rails (its ip infos, or the control
      * connection's) and the server addresses they are for. */

@@ -21,8 +21,6 @@ const char *llk_rdma_protection_name(llk_rdma_prot_t p)
         return "mw";
     case LLK_RDMA_PROT_PD_PER_LINK:
         return "pd-per-link";
-    case LLK_RDMA_PROT_NONE:
-        return "none";
     default:
         return "unused";
     }
@@ -65,7 +63,10 @@ typedef struct rdma_dev {
 
 struct llk_rdma {
     const llk_verbs_t *v;
-    pthread_mutex_t mu; /* MR sets */
+    pthread_mutex_t mu; /* MR sets, and lmrs */
+    /* Mode PD_PER_LINK: the MR sets of (link, cache) pairs, made on first
+     * use (link_key) and freed with the link or the cache. */
+    struct link_mrs *lmrs;
     rdma_dev_t dev[MAX_DEVS];
     int ndev;
     _Atomic uint64_t next_gen;
@@ -110,6 +111,10 @@ typedef struct slot {
 
 typedef struct rail {
     rdma_dev_t *dev;
+    /* The PD of the QP: the device's, or the rail's own (own_pd) in mode
+     * PD_PER_LINK, where the link's MRs are registered (link_key). */
+    struct ibv_pd *pd;
+    bool own_pd;
     int gid_index;
     union ibv_gid gid;
     struct ibv_cq *cq;
@@ -129,6 +134,19 @@ typedef struct rail {
     struct ibv_mw **pool;
     uint32_t npool, pool_cap;
 } rail_t;
+
+/* Mode PD_PER_LINK: what a link registered of a cache, in its rails' own
+ * PDs, [(kind * nrails + rail) * nt + tensor], each made on first use:
+ * LMR_READ (REMOTE_READ: pull grants), LMR_WRITE (REMOTE_WRITE: push
+ * grants), LMR_LOCAL (local only: this side's own buffers as requester).
+ * In r->lmrs under r->mu. */
+enum { LMR_READ = 0, LMR_WRITE = 1, LMR_LOCAL = 2, LMR_KINDS = 3 };
+typedef struct link_mrs {
+    struct link_mrs *next;
+    const struct llk_rdma_link *l;
+    const struct llk_rdma_mrs *m;
+    struct ibv_mr **mr;
+} link_mrs_t;
 
 struct llk_rdma_link {
     llk_rdma_t *r;
@@ -354,9 +372,27 @@ static void rail_free(const llk_verbs_t *v, rail_t *rl)
         v->destroy_qp(rl->qp);
     if (rl->cq)
         v->destroy_cq(rl->cq);
+    /* the PD last: its QP and MRs (link_mrs_drop) are gone by now */
+    if (rl->own_pd && rl->pd)
+        v->dealloc_pd(rl->pd);
     rl->qp = NULL;
     rl->cq = NULL;
+    rl->pd = NULL;
     pthread_mutex_destroy(&rl->mu);
+}
+
+/* A failed rail_create's leftovers (no mutex yet). */
+static void rail_undo(const llk_verbs_t *v, rail_t *rl)
+{
+    if (rl->qp)
+        v->destroy_qp(rl->qp);
+    if (rl->cq)
+        v->destroy_cq(rl->cq);
+    if (rl->own_pd && rl->pd)
+        v->dealloc_pd(rl->pd);
+    rl->qp = NULL;
+    rl->cq = NULL;
+    rl->pd = NULL;
 }
 
 static uint32_t cap_rd(uint32_t rd)
@@ -364,8 +400,10 @@ static uint32_t cap_rd(uint32_t rd)
     return rd == 0 ? 1 : rd > RD_ATOM_CAP ? RD_ATOM_CAP : rd;
 }
 
-static bool rail_create(llk_rdma_t *r, rail_t *rl, const struct sockaddr *ip, char *why,
-                        size_t cap)
+/* own_pd: the rail gets a PD of its own (mode PD_PER_LINK), as it does
+ * anyway on a device without type-2 windows. */
+static bool rail_create(llk_rdma_t *r, rail_t *rl, const struct sockaddr *ip, bool own_pd,
+                        char *why, size_t cap)
 {
     uint8_t ip_gid[16];
     if (!llk_rdma_ip_gid(ip, ip_gid)) {
@@ -386,12 +424,20 @@ static bool rail_create(llk_rdma_t *r, rail_t *rl, const struct sockaddr *ip, ch
         return false;
     }
     rdma_dev_t *d = rl->dev;
+    rl->own_pd = own_pd || !d->mw2;
+    rl->pd = rl->own_pd ? r->v->alloc_pd(d->ctx) : d->pd;
+    if (!rl->pd) {
+        snprintf(why, cap, "%s: ibv_alloc_pd (the link's own): %s", d->name, strerror(errno));
+        rl->own_pd = false;
+        return false;
+    }
     uint32_t depth = SQ_DEPTH;
     if (d->max_qp_wr && depth > d->max_qp_wr)
         depth = d->max_qp_wr;
     rl->cq = r->v->create_cq(d->ctx, (int)(2 * depth), NULL, NULL, 0);
     if (!rl->cq) {
         snprintf(why, cap, "%s: ibv_create_cq: %s", d->name, strerror(errno));
+        rail_undo(r->v, rl);
         return false;
     }
     struct ibv_qp_init_attr ia;
@@ -404,19 +450,15 @@ static bool rail_create(llk_rdma_t *r, rail_t *rl, const struct sockaddr *ip, ch
     ia.cap.max_send_sge = 1;
     ia.cap.max_recv_sge = 1;
     ia.sq_sig_all = 0;
-    rl->qp = r->v->create_qp(d->pd, &ia);
+    rl->qp = r->v->create_qp(rl->pd, &ia);
     if (!rl->qp) {
         snprintf(why, cap, "%s: ibv_create_qp: %s", d->name, strerror(errno));
-        r->v->destroy_cq(rl->cq);
-        rl->cq = NULL;
+        rail_undo(r->v, rl);
         return false;
     }
     if (to_init(r->v, rl) != 0) {
         snprintf(why, cap, "%s: QP to INIT: %s", d->name, strerror(errno));
-        r->v->destroy_qp(rl->qp);
-        r->v->destroy_cq(rl->cq);
-        rl->qp = NULL;
-        rl->cq = NULL;
+        rail_undo(r->v, rl);
         return false;
     }
     uint32_t rnd = 0;
@@ -433,6 +475,32 @@ static bool rail_create(llk_rdma_t *r, rail_t *rl, const struct sockaddr *ip, ch
     return true;
 }
 
+/* A rail per address, all or nothing (the two ends pair their rails by
+ * position); false: l freed, why says which address failed. */
+static bool rails_create(llk_rdma_link_t *l, const struct sockaddr_storage *ips, size_t n,
+                         bool own_pd, char *why, size_t cap)
+{
+    for (size_t i = 0; i < n && l->nrails < LLK_XWIRE_MAX_RAILS; i++) {
+        char one[200];
+        if (rail_create(l->r, &l->rail[l->nrails], (const struct sockaddr *)&ips[i], own_pd, one,
+                        sizeof one)) {
+            l->nrails++;
+            continue;
+        }
+        char ip[72];
+        llk_addr_format((const struct sockaddr *)&ips[i], ip, sizeof ip);
+        snprintf(why, cap, "address %s: %s", ip, one);
+        llk_rdma_link_free(l);
+        return false;
+    }
+    if (l->nrails == 0) {
+        snprintf(why, cap, "no local address");
+        free(l);
+        return false;
+    }
+    return true;
+}
+
 llk_rdma_link_t *llk_rdma_link_create(llk_rdma_t *r, const struct sockaddr_storage *ips,
                                       size_t n, int32_t wait_ms, char *why, size_t cap)
 {
@@ -443,32 +511,26 @@ llk_rdma_link_t *llk_rdma_link_create(llk_rdma_t *r, const struct sockaddr_stora
     }
     l->r = r;
     l->wait_ms = wait_ms;
-    for (size_t i = 0; i < n && l->nrails < LLK_XWIRE_MAX_RAILS; i++) {
-        char one[200];
-        if (rail_create(r, &l->rail[l->nrails], (const struct sockaddr *)&ips[i], one,
-                        sizeof one)) {
-            l->nrails++;
-            continue;
-        }
-        /* Every address gets its rail or none does: the two ends pair
-         * their rails by position. */
-        char ip[72];
-        llk_addr_format((const struct sockaddr *)&ips[i], ip, sizeof ip);
-        snprintf(why, cap, "address %s: %s", ip, one);
-        llk_rdma_link_free(l);
+    if (!rails_create(l, ips, n, false, why, cap))
         return NULL;
-    }
-    if (l->nrails == 0) {
-        snprintf(why, cap, "no local address");
-        free(l);
-        return NULL;
-    }
     /* Windows only where every rail's device has them: a grant is one
-     * mode on all its rails. */
+     * mode on all its rails. Otherwise PD_PER_LINK, on every rail: a link
+     * that mixes devices makes its rails again, each with a PD of its own
+     * (a rail on the device's shared PD would let another link's keys in). */
     l->prot = LLK_RDMA_PROT_MW;
-    for (uint16_t i = 0; i < l->nrails; i++)
+    bool shared = false;
+    for (uint16_t i = 0; i < l->nrails; i++) {
         if (!l->rail[i].dev->mw2)
-            l->prot = LLK_RDMA_PROT_NONE;
+            l->prot = LLK_RDMA_PROT_PD_PER_LINK;
+        shared = shared || !l->rail[i].own_pd;
+    }
+    if (l->prot == LLK_RDMA_PROT_PD_PER_LINK && shared) {
+        for (int i = (int)l->nrails - 1; i >= 0; i--)
+            rail_free(r->v, &l->rail[i]);
+        l->nrails = 0;
+        if (!rails_create(l, ips, n, true, why, cap))
+            return NULL;
+    }
     return l;
 }
 
@@ -585,12 +647,96 @@ void llk_rdma_link_describe(const llk_rdma_link_t *l, char *out, size_t cap)
     if (off < cap)
         snprintf(out + off, cap - off, "; protection %s%s", llk_rdma_protection_name(l->prot),
                  l->prot == LLK_RDMA_PROT_MW ? " (a window per grant)"
-                                             : " (a rail without type-2 memory windows: its rkeys "
-                                               "cover whole tensors, read and write, until "
-                                               "unregister)");
+                                             : " (a rail without type-2 memory windows: a PD "
+                                               "per link, read-only / write-only MRs per cache, "
+                                               "their rkeys cover whole tensors until the link "
+                                               "or the cache goes)");
 }
 
 static void kill_link_windows(llk_rdma_link_t *l);
+
+/* ---- mode PD_PER_LINK: the MRs of a link ---------------------------------------------- */
+
+static void lmrs_free(llk_rdma_t *r, link_mrs_t *x, uint32_t nslots)
+{
+    for (uint32_t k = 0; x->mr && k < nslots; k++)
+        if (x->mr[k] && r->v->dereg_mr(x->mr[k]) != 0)
+            LLK_WARN("rdma: ibv_dereg_mr (a link's): %s", strerror(errno));
+    free(x->mr);
+    free(x);
+}
+
+/* Takes out of r->lmrs every set of link l (l != NULL) or of cache m, and
+ * deregisters them: before the link's PDs go (link free) or the cache's
+ * memory (cache free, also the revoke of an unregister: the peer's keys of
+ * the cache stop working). */
+static void link_mrs_drop(llk_rdma_t *r, const llk_rdma_link_t *l, const llk_rdma_mrs_t *m)
+{
+    link_mrs_t *gone = NULL;
+    pthread_mutex_lock(&r->mu);
+    for (link_mrs_t **pp = &r->lmrs; *pp;) {
+        link_mrs_t *x = *pp;
+        if (l ? x->l == l : x->m == m) {
+            *pp = x->next;
+            x->next = gone;
+            gone = x;
+        } else {
+            pp = &x->next;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    while (gone) {
+        link_mrs_t *x = gone;
+        gone = x->next;
+        lmrs_free(r, x, LMR_KINDS * (uint32_t)x->l->nrails * x->m->nt);
+    }
+}
+
+/* The key of kind `kind` (LMR_*) of tensor t of m on rail `rail` of l:
+ * the MR is registered in the rail's own PD on first use. 0, or -1 with
+ * why (out of memory, ibv_reg_mr failed). Registration runs under r->mu:
+ * the first grant of a cache over a link pins it once more (the known
+ * cost of the mode: up to three MRs per tensor, link and rail). */
+static int link_key(llk_rdma_link_t *l, const llk_rdma_mrs_t *m, int kind, uint16_t rail,
+                    uint32_t t, uint32_t *key, char *why, size_t cap)
+{
+    static const int access[LMR_KINDS] = {
+        IBV_ACCESS_REMOTE_READ, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
+        IBV_ACCESS_LOCAL_WRITE};
+    llk_rdma_t *r = l->r;
+    pthread_mutex_lock(&r->mu);
+    link_mrs_t *x = r->lmrs;
+    while (x && (x->l != l || x->m != m))
+        x = x->next;
+    if (!x) {
+        x = calloc(1, sizeof *x);
+        if (x)
+            x->mr = calloc((size_t)LMR_KINDS * l->nrails * m->nt, sizeof *x->mr);
+        if (!x || !x->mr) {
+            free(x);
+            pthread_mutex_unlock(&r->mu);
+            snprintf(why, cap, "out of memory for the link's MRs");
+            return -1;
+        }
+        x->l = l;
+        x->m = m;
+        x->next = r->lmrs;
+        r->lmrs = x;
+    }
+    struct ibv_mr **mr = &x->mr[((size_t)kind * l->nrails + rail) * m->nt + t];
+    if (!*mr)
+        *mr = r->v->reg_mr(l->rail[rail].pd, m->addrs[t], (size_t)m->tensor_bytes, access[kind]);
+    if (!*mr) {
+        pthread_mutex_unlock(&r->mu);
+        snprintf(why, cap, "%s: ibv_reg_mr of tensor %u in the link's PD (%llu bytes): %s",
+                 l->rail[rail].dev->name, t, (unsigned long long)m->tensor_bytes,
+                 strerror(errno));
+        return -1;
+    }
+    *key = kind == LMR_LOCAL ? (*mr)->lkey : (*mr)->rkey;
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
 
 void llk_rdma_link_free(llk_rdma_link_t *l)
 {
@@ -598,6 +744,8 @@ void llk_rdma_link_free(llk_rdma_link_t *l)
         return;
     /* Windows first: a bound one holds its QP and its MR. */
     kill_link_windows(l);
+    /* Then the link's own MRs (mode PD_PER_LINK), before their PDs. */
+    link_mrs_drop(l->r, l, NULL);
     for (int i = (int)l->nrails - 1; i >= 0; i--) {
         LLK_DEBUG("rdma: rail %d: QP %u on %s destroyed", i,
                   l->rail[i].qp ? l->rail[i].qp->qp_num : 0, l->rail[i].dev->name);
@@ -654,14 +802,14 @@ const llk_rdma_mrs_t *llk_rdma_cache_mrs(llk_rdma_t *r, llk_cache_t *c, char *wh
         return NULL;
     }
     for (int d = 0; d < m->ndev; d++)
-        for (uint32_t t = 0; t < m->nt; t++) {
+        for (uint32_t t = 0; t < m->nt && r->dev[d].mw2; t++) {
             /* With type-2 windows the MR itself is local-only: a peer
              * reaches it only through a window bound for one grant (so
              * this engine's own regions, as a requester, are never
-             * remotely accessible). Without: today's remote keys. */
-            int access = r->dev[d].mw2 ? IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_MW_BIND
-                                       : IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ |
-                                             IBV_ACCESS_REMOTE_WRITE;
+             * remotely accessible). A device without windows has no MR
+             * here: its links run PD_PER_LINK, with MRs of their own
+             * (link_key). */
+            int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_MW_BIND;
             struct ibv_mr *mr = r->v->reg_mr(r->dev[d].pd, c->addrs[t], (size_t)c->tensor_bytes,
                                              access);
             if (!mr) {
@@ -701,6 +849,10 @@ void llk_rdma_cache_free(void *rdma, llk_cache_t *c)
      * deregister an MR with windows bound). */
     if (m)
         kill_mrs_windows(r, m);
+    /* mode PD_PER_LINK: every link's MRs of the cache (the peer's keys
+     * of them stop working) */
+    if (m)
+        link_mrs_drop(r, NULL, m);
     if (m)
         LLK_DEBUG("rdma: cache %lld: MRs of generation %llu released", (long long)c->id,
                   (unsigned long long)m->gen);
@@ -712,13 +864,7 @@ uint64_t llk_rdma_mrs_generation(const llk_rdma_mrs_t *m)
     return m->gen;
 }
 
-uint32_t llk_rdma_rkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
-                       uint32_t tensor)
-{
-    return m->mr[(size_t)l->rail[rail].dev->index * m->nt + tensor]->rkey;
-}
-
-bool llk_rdma_lkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
+bool llk_rdma_lkey(const llk_rdma_mrs_t *m, llk_rdma_link_t *l, uint16_t rail,
                    const uint8_t *addr, uint64_t len, uint32_t *lkey)
 {
     /* the last tensor that starts at or before addr */
@@ -736,6 +882,15 @@ bool llk_rdma_lkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t r
     uintptr_t base = (uintptr_t)m->addrs[t];
     if ((uintptr_t)addr - base > m->tensor_bytes || len > m->tensor_bytes - ((uintptr_t)addr - base))
         return false;
+    if (l->prot == LLK_RDMA_PROT_PD_PER_LINK) {
+        /* the QP's PD is the link's: a local-only MR there */
+        char why[200];
+        if (link_key(l, m, LMR_LOCAL, rail, t, lkey, why, sizeof why) != 0) {
+            LLK_WARN("rdma: %s", why);
+            return false;
+        }
+        return true;
+    }
     *lkey = m->mr[(size_t)l->rail[rail].dev->index * m->nt + t]->lkey;
     return true;
 }
@@ -1351,13 +1506,6 @@ static int grant_bind(llk_rdma_grant_t *g, bool write, const uint64_t *segv, con
             g->mw[(size_t)i * g->nrails + k] = mw;
         }
     for (uint16_t k = 0; k < g->nrails; k++) {
-        if (!l->rail[k].dev->mw2) {
-            /* a rail of a link that mixes devices, on one without
-             * windows: its MRs carry remote access, their keys serve */
-            for (uint32_t i = 0; i < nseg; i++)
-                rkeys[(size_t)i * g->nrails + k] = llk_rdma_rkey(g->m, l, k, segt[i]);
-            continue;
-        }
         for (uint32_t i = 0; i < nseg; i++)
             bind_wr(&wr[i], g->m, &l->rail[k], g->mw[(size_t)i * g->nrails + k], segt[i],
                     segv[2 * (size_t)i], segv[2 * (size_t)i + 1], write);
@@ -1382,11 +1530,9 @@ int llk_rdma_grant_new(llk_rdma_link_t *l, const llk_rdma_mrs_t *m, bool write,
 {
     llk_rdma_t *r = l->r;
     *out = NULL;
-    /* windows on every rail whose device has them (all of them: mode MW;
-     * a link mixing devices runs as NONE, its weakest rail) */
-    bool mw = false;
-    for (uint16_t k = 0; k < l->nrails; k++)
-        mw = mw || l->rail[k].dev->mw2;
+    /* windows on every rail (mode MW), or the link's read-only /
+     * write-only MRs (PD_PER_LINK) */
+    bool mw = l->prot == LLK_RDMA_PROT_MW;
     llk_rdma_grant_t *g = calloc(1, sizeof *g);
     if (g && mw)
         g->mw = calloc((size_t)nseg * l->nrails, sizeof *g->mw);
@@ -1400,11 +1546,16 @@ int llk_rdma_grant_new(llk_rdma_link_t *l, const llk_rdma_mrs_t *m, bool write,
     g->m = m;
     g->nrails = l->nrails;
     if (!mw) {
-        /* no windows: the MRs' keys, as before (the link's description
-         * says so); the grant is only a handle to end */
+        /* PD_PER_LINK: the keys of the link's read-only (pull) or
+         * write-only (push) MRs, which stay valid until the link or the
+         * cache goes; the grant is only a handle to end */
         for (uint32_t i = 0; i < nseg; i++)
             for (uint16_t k = 0; k < l->nrails; k++)
-                rkeys[(size_t)i * l->nrails + k] = llk_rdma_rkey(m, l, k, segt[i]);
+                if (link_key(l, m, write ? LMR_WRITE : LMR_READ, k, segt[i],
+                             &rkeys[(size_t)i * l->nrails + k], why, cap) != 0) {
+                    free(g);
+                    return 1;
+                }
         pthread_mutex_lock(&r->gmu);
         capture(r, write, segv, nseg, l->nrails, rkeys, l->prot);
         pthread_mutex_unlock(&r->gmu);
@@ -1528,9 +1679,7 @@ const llk_rdma_mrs_t *llk_rdma_cache_mrs(llk_rdma_t *r, llk_cache_t *c, char *wh
     return NULL;
 }
 uint64_t llk_rdma_mrs_generation(const llk_rdma_mrs_t *m) { return 0; }
-uint32_t llk_rdma_rkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
-                       uint32_t tensor) { return 0; }
-bool llk_rdma_lkey(const llk_rdma_mrs_t *m, const llk_rdma_link_t *l, uint16_t rail,
+bool llk_rdma_lkey(const llk_rdma_mrs_t *m, llk_rdma_link_t *l, uint16_t rail,
                    const uint8_t *addr, uint64_t len, uint32_t *lkey) { return false; }
 llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sge_t *sg,
                                size_t n, int64_t deadline_ms, bool (*aborted)(void *), void *actx,

@@ -57,6 +57,14 @@ static int get_rail(rbuf_t *b, llk_xrail_wire_t *r, bool with_target, const char
     return 0;
 }
 
+void llk_xwire_rails_for_peer(llk_xrail_wire_t *rails, uint16_t n, bool peer_reads)
+{
+    if (peer_reads)
+        return;
+    for (uint16_t i = 0; i < n; i++)
+        rails[i].rd_init = rails[i].rd_dest = 0;
+}
+
 size_t llk_xwire_encode_rdma_setup(uint8_t *out, size_t cap, uint64_t req_id,
                                    const llk_xrail_wire_t *rails, uint16_t nrails)
 {

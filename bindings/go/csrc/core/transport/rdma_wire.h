@@ -55,11 +55,19 @@ size_t llk_xwire_encode_grant(uint8_t *out, size_t cap, uint64_t req_id, uint64_
                               const uint32_t *rkeys, uint32_t niov);
 size_t llk_xwire_grant_size(uint16_t nrails, uint32_t niov);
 
+/* Clears the READ depths of rails[0..n) unless the peer reads them
+ * (peer_reads: it sent LLK_EXT_RDMA_READ_DEPTH, link/wire.h), so that their
+ * records go with the byte after mtu 0. Call it on this side's rails before
+ * encoding them. */
+void llk_xwire_rails_for_peer(llk_xrail_wire_t *rails, uint16_t n, bool peer_reads);
+
 /* Rail counts 1..LLK_XWIRE_MAX_RAILS, mtu 1..5. The byte after mtu was
  * reserved (0) before it carried the READ depths: a record of an older
- * peer decodes with rd_init = rd_dest = 0; an older peer refuses ours
- * ("reserved byte set"), so a link between the two falls back to tcp/shm
- * (or fails where llmlink.Transport=rdma). */
+ * peer decodes with rd_init = rd_dest = 0 ("not advertised"). An llmlink
+ * 0.3 peer refuses a record whose byte is set ("reserved byte set"), so a
+ * side fills it only for a peer that announced LLK_EXT_RDMA_READ_DEPTH in
+ * the link handshake (llk_xwire_rails_for_peer); a set byte from a peer
+ * that did not announce it is still read (it does no harm). */
 int llk_xwire_decode_rdma_setup(const uint8_t *payload, size_t len, llk_xrail_wire_t *rails,
                                 uint16_t *nrails, const char **why);
 int llk_xwire_decode_rdma_setup_ok(const uint8_t *payload, size_t len, llk_xrdma_setup_ok_t *m,

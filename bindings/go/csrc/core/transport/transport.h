@@ -333,5 +333,9 @@ bool llk_transport_allowed(const struct llmlink *e, const struct llk_xlink *xl,
  * ip infos, the control connection's address) and remote ip info i (mod
  * their count); server: c is NULL. Reactor thread, e->mu held. (rdma.c) */
 void llk_xlink_set_rails(struct llk_xlink *xl, const struct llk_conn *c, bool peer_offers);
+/* The peer reads the READ depths in rail records (LLK_EXT_RDMA_READ_DEPTH,
+ * link/wire.h): this side fills them in its own. Reactor thread, e->mu
+ * held, with llk_xlink_set_rails. (rdma.c) */
+void llk_xlink_set_peer_read_depth(struct llk_xlink *xl, bool on);
 
 #endif /* LLK_TRANSPORT_H */

@@ -24,6 +24,12 @@ void llk_test_set_rdma_post_delay_ms(llmlink_t *e, uint32_t ms);
  * slow peer does). Call before e links. (core/link/server.c) */
 void llk_test_set_legacy_wait(llmlink_t *e, bool on);
 
+/* Makes e's RDMA rail records those of llmlink 0.3: it neither sends nor
+ * reads LLK_EXT_RDMA_READ_DEPTH (link/wire.h), and it refuses a peer's rail
+ * record whose READ-depth byte is set ("reserved byte set"), as 0.3's
+ * decoder does. Call before e links. (core/link/server.c) */
+void llk_test_set_legacy_rails(llmlink_t *e, bool on);
+
 /* The last RDMA grant an engine made as owner (its first
  * LLK_TEST_RDMA_GRANT_SEGS segments): addresses, lengths, the rkey of each
  * rail. seq counts grants (0: none yet). prot: llk_rdma_prot_t. */
@@ -49,6 +55,11 @@ bool llk_test_rdma_rail(llmlink_t *e, uint64_t remote, uint16_t rail, void **qp,
  * device (made on the cache's first RDMA use): false if none yet. */
 bool llk_test_rdma_mr_keys(llmlink_t *e, int64_t cache_id, uint32_t tensor, uint32_t *lkey,
                            uint32_t *rkey);
+/* The lkey e's link with `remote` posts with for tensor `tensor` of cache
+ * `cache_id` on rail 0 (mode MW: the device's MR; PD_PER_LINK: the local
+ * MR in the link's PD, made now if need be): false without one. */
+bool llk_test_rdma_lkey(llmlink_t *e, uint64_t remote, int64_t cache_id, uint32_t tensor,
+                        uint32_t *lkey);
 /* The protection mode name of e's link with `remote` ("unused" without). */
 const char *llk_test_rdma_protection(llmlink_t *e, uint64_t remote);
 

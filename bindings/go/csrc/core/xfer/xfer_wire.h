@@ -62,12 +62,16 @@
  *          owner's addresses of the request's segments, in order, and the
  *          rkey of each on every rail
  *   XRDMA_SETUP  u16 nrails, nrails x rail (u32 qpn, u32 psn, 16 bytes gid,
- *          u16 lid, u8 active mtu (ibv_mtu 1..5), u8 0, 16 bytes target ip:
+ *          u16 lid, u8 active mtu (ibv_mtu 1..5), u8 READ depths (high
+ *          nibble: as initiator, low: as responder; 0 = not advertised,
+ *          and always 0 to a peer that did not announce
+ *          LLK_EXT_RDMA_READ_DEPTH: rdma_wire.h), 16 bytes target ip:
  *          the owner's address the rail is for, IPv6 or IPv4-mapped; all
  *          zero = the address of this stream)
  *   XRDMA_SETUP_OK  u32 status, u16 msg_len, msg, u16 nrails (0 unless
  *          SUCCESS, else as many as asked), nrails x rail (u32 qpn, u32 psn,
- *          16 bytes gid, u16 lid, u8 active mtu, u8 0)
+ *          16 bytes gid, u16 lid, u8 active mtu, u8 READ depths as in
+ *          XRDMA_SETUP)
  *
  * The RDMA messages and ops are used only on a link whose two ends
  * announced RDMA in their handshake (LLK_EXT_RDMA, wire.h), so a peer
