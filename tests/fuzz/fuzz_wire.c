@@ -15,11 +15,15 @@
  *    byte-for-byte the accepted one (decoders refuse trailing bytes and
  *    store every field), and re-encoding never fails for accepted input;
  *  - a decoded REJECT message is printable ASCII and within the limit;
- *  - llk_wire_find_unknown_critical returns the first critical extension.
+ *  - llk_wire_find_unknown_critical returns the first critical extension;
+ *  - the extensions this side reads (LLK_EXT_WAIT_TIME, LLK_EXT_RDMA_READ_DEPTH)
+ *    are found in any position, and a wait time is only ever taken within
+ *    LLK_WAIT_TIME_MIN_MS..LLK_WAIT_TIME_MAX_MS (else refused with a reason).
  *
  * Built with tests/fuzz/standalone_main.c (make fuzz-bins) or with
  * libFuzzer (make fuzz-libfuzzer). Seeds: tests/fuzz/corpus/wire/.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +71,26 @@ static void check_critical(const llk_ext_t *ext, uint16_t n)
     CHECK(llk_wire_find_unknown_critical(ext, n) == first);
 }
 
+/* What the handshakes take from a peer's extensions (client.c, server.c). */
+static void check_known_ext(const llk_ext_t *ext, uint16_t n)
+{
+    uint32_t ms = 0;
+    const char *why = NULL;
+    int rc = llk_wire_find_wait_time(ext, n, &ms, &why);
+    bool any = false;
+    for (uint16_t i = 0; i < n; i++)
+        any |= ext[i].type == LLK_EXT_WAIT_TIME;
+    CHECK(rc == 0 ? !any : any);
+    if (rc > 0)
+        CHECK(ms >= LLK_WAIT_TIME_MIN_MS && ms <= LLK_WAIT_TIME_MAX_MS);
+    if (rc < 0)
+        CHECK(why != NULL);
+    bool depth = false;
+    for (uint16_t i = 0; i < n; i++)
+        depth |= ext[i].type == LLK_EXT_RDMA_READ_DEPTH;
+    CHECK(llk_wire_has_ext(ext, n, LLK_EXT_RDMA_READ_DEPTH) == depth);
+}
+
 static void fuzz_hello(const uint8_t *p, size_t len)
 {
     llk_msg_hello_t m, again;
@@ -77,6 +101,7 @@ static void fuzz_hello(const uint8_t *p, size_t len)
     }
     CHECK(m.num_ext <= LLK_WIRE_MAX_EXTENSIONS);
     check_critical(m.ext, m.num_ext);
+    check_known_ext(m.ext, m.num_ext);
 
     size_t n = llk_wire_encode_hello(reencoded, sizeof reencoded, LLK_WIRE_VERSION, &m);
     CHECK(n == LLK_WIRE_HEADER_SIZE + len);
@@ -104,6 +129,7 @@ static void fuzz_welcome(const uint8_t *p, size_t len)
     }
     CHECK(m.num_ext <= LLK_WIRE_MAX_EXTENSIONS);
     check_critical(m.ext, m.num_ext);
+    check_known_ext(m.ext, m.num_ext);
 
     size_t n = llk_wire_encode_welcome(reencoded, sizeof reencoded, LLK_WIRE_VERSION, &m);
     CHECK(n == LLK_WIRE_HEADER_SIZE + len);
