@@ -366,22 +366,8 @@ static int to_init(const llk_verbs_t *v, rail_t *rl)
                         IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
 }
 
-static void rail_free(const llk_verbs_t *v, rail_t *rl)
-{
-    if (rl->qp)
-        v->destroy_qp(rl->qp);
-    if (rl->cq)
-        v->destroy_cq(rl->cq);
-    /* the PD last: its QP and MRs (link_mrs_drop) are gone by now */
-    if (rl->own_pd && rl->pd)
-        v->dealloc_pd(rl->pd);
-    rl->qp = NULL;
-    rl->cq = NULL;
-    rl->pd = NULL;
-    pthread_mutex_destroy(&rl->mu);
-}
-
-/* A failed rail_create's leftovers (no mutex yet). */
+/* QP, CQ, then the rail's own PD (its QP and MRs, link_mrs_drop, are gone
+ * by then). Also what a failed rail_create leaves (no mutex yet). */
 static void rail_undo(const llk_verbs_t *v, rail_t *rl)
 {
     if (rl->qp)
@@ -393,6 +379,12 @@ static void rail_undo(const llk_verbs_t *v, rail_t *rl)
     rl->qp = NULL;
     rl->cq = NULL;
     rl->pd = NULL;
+}
+
+static void rail_free(const llk_verbs_t *v, rail_t *rl)
+{
+    rail_undo(v, rl);
+    pthread_mutex_destroy(&rl->mu);
 }
 
 static uint32_t cap_rd(uint32_t rd)
