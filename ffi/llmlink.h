@@ -191,6 +191,9 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *   llmlink.HandshakeTimeoutMs       half-open handshake age-out, 10..600000 (10000)
  *   llmlink.FirstFrameTimeoutMs      an accepted connection without a complete
  *                             first frame (HELLO, ATTACH) is closed, 10..600000 (1000)
+ *   llmlink.MaxHandshakesPerAddress  server handshakes at once from one source
+ *                             address (IPv4 /32, IPv6 /64), 1..4096 (4); more
+ *                             wait parked, in arrival order
  *   llmlink.LivenessIntervalMs       a dead peer is noticed within this, 30..600000 (3000)
  *   llmlink.Transport                auto|tcp|shm|rdma (auto): how transfers
  *                             move bytes. auto: shm when both engines are on

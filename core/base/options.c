@@ -24,6 +24,7 @@ void llk_options_defaults(llk_options_t *o)
     o->max_concurrent_handshakes = 16;
     o->handshake_timeout_ms = 10000;
     o->first_frame_timeout_ms = 1000;
+    o->max_handshakes_per_address = 4;
     o->liveness_interval_ms = 3000;
     o->transport = LLK_TRANSPORT_AUTO;
     o->streams_per_link = 2;
@@ -125,6 +126,7 @@ static const key_spec_t specs[] = {
     {"llmlink.MaxConcurrentHandshakes", K_INT, 1, 4096, OFF(max_concurrent_handshakes)},
     {"llmlink.HandshakeTimeoutMs", K_INT, 10, 600000, OFF(handshake_timeout_ms)},
     {"llmlink.FirstFrameTimeoutMs", K_INT, 10, 600000, OFF(first_frame_timeout_ms)},
+    {"llmlink.MaxHandshakesPerAddress", K_INT, 1, 4096, OFF(max_handshakes_per_address)},
     {"llmlink.LivenessIntervalMs", K_INT, LLK_LIVENESS_MIN_MS, LLK_LIVENESS_MAX_MS, OFF(liveness_interval_ms)},
     {"llmlink.Transport", K_TRANSPORT, 0, 0, 0},
     {"llmlink.StreamsPerLink", K_INT, 1, 8, OFF(streams_per_link)},

@@ -49,6 +49,7 @@ typedef struct llk_options {
     uint32_t max_concurrent_handshakes; /* default 16 */
     uint32_t handshake_timeout_ms;    /* default 10000 */
     uint32_t first_frame_timeout_ms;  /* default 1000: a server connection's first frame */
+    uint32_t max_handshakes_per_address; /* default 4: llmlink.MaxHandshakesPerAddress */
     uint32_t liveness_interval_ms;    /* default 3000 */
     llk_transport_t transport;        /* default auto */
     uint32_t streams_per_link;        /* llmlink.StreamsPerLink, default 2 */

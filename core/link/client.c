@@ -82,7 +82,11 @@ static void send_hello(llmlink_t *e, llk_conn_t *c, int64_t now)
     uint8_t wait[4];
     if (!e->test_legacy_wait)
         llk_wire_ext_wait_time(&m.ext[m.num_ext++], wait, (uint32_t)e->opts.sync_kv_wait_ms);
-    uint8_t f[LLK_WIRE_HEADER_SIZE + 64];
+    /* What the server will let us attach (wire.h, LLK_EXT_STREAM_COUNT). */
+    uint8_t count[2];
+    llk_wire_ext_stream_count(&m.ext[m.num_ext++], count,
+                              (uint16_t)(2 * e->opts.streams_per_link));
+    uint8_t f[LLK_WIRE_HEADER_SIZE + 128];
     size_t n = llk_wire_encode_hello(f, sizeof f, LLK_WIRE_VERSION, &m);
     c->rx_len = 0;
     if (!llk_conn_queue(c, f, n)) {

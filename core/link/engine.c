@@ -29,7 +29,7 @@
  * handshake, the client handshake, and established links (manager.c). */
 static void server_slot_free(llmlink_t *e)
 {
-    llk_server_arm_listeners(e, 0);
+    llk_park_promote(e, llk_now_ms());
 }
 
 static const llk_conn_handlers_t conn_handlers = {

@@ -109,6 +109,15 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
         return 0;
     }
     if (c->deadline_ms && now >= c->deadline_ms) {
+        if (c->state == LLK_CONN_SRV_PARKED)
+            return c->deadline_ms; /* llk_park_expire, after this pass */
+        if (c->state == LLK_CONN_SRV_HANDSHAKE && c->fd >= 0) {
+            /* A first frame that arrived in time but was not read yet (a
+             * parked connection let in just now) is served, not cut. */
+            llk_conn_on_readable(e, c, now);
+            if (c->state != LLK_CONN_SRV_HANDSHAKE)
+                return c->state == LLK_CONN_DEAD ? 0 : now; /* its timers next pass */
+        }
         switch (c->state) {
         case LLK_CONN_SRV_HANDSHAKE:
             e->hs_timed_out++;

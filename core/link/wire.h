@@ -39,7 +39,8 @@
  * They carry transport parameters and authentication in later versions.
  * Defined: LLK_EXT_DATA_STREAMS (WELCOME, empty), LLK_EXT_RDMA (HELLO /
  * WELCOME, empty), LLK_EXT_WAIT_TIME (HELLO / WELCOME, u32 ms),
- * LLK_EXT_RDMA_READ_DEPTH (HELLO / WELCOME, empty), below.
+ * LLK_EXT_RDMA_READ_DEPTH (HELLO / WELCOME, empty), LLK_EXT_STREAM_COUNT
+ * (HELLO, u16), below.
  * An extension whose type has bit 15 set is critical: a receiver that does
  * not know it must refuse the handshake; others are skipped.
  *
@@ -108,6 +109,17 @@ typedef enum llk_msg_type {
  * both); a byte of 0 still means "not advertised". A length other than 0
  * is ignored (an extension of a later version may carry more). */
 #define LLK_EXT_RDMA_READ_DEPTH 0x0004u
+/* HELLO extension (not critical, 2 bytes: u16): the number of data streams
+ * the client will attach, both directions together (2 x its
+ * llmlink.StreamsPerLink: half forward, half reverse), even and within
+ * LLK_STREAM_COUNT_MIN..LLK_STREAM_COUNT_MAX. The server records it and
+ * refuses (REJECT PROTOCOL_ERROR) an ATTACH whose stream index is at or
+ * beyond half of it; a malformed one refuses the HELLO. A client that does
+ * not send it (llmlink 0.3 and older) keeps the old cap: LLK_MAX_STREAMS
+ * per direction. */
+#define LLK_EXT_STREAM_COUNT 0x0005u
+#define LLK_STREAM_COUNT_MIN 2u
+#define LLK_STREAM_COUNT_MAX 16u /* 2 x LLK_MAX_STREAMS (xfer/planner.h) */
 
 typedef struct llk_msg_attach {
     uint64_t client_cluster_id;
@@ -219,6 +231,15 @@ void llk_wire_ext_wait_time(llk_ext_t *ext, uint8_t buf[4], uint32_t ms);
  * none, -1 when it is malformed (length not 4, 0 ms, above INT32_MAX ms),
  * with the reason in *why. */
 int llk_wire_find_wait_time(const llk_ext_t *ext, uint16_t n, uint32_t *ms, const char **why);
+
+/* Points ext at buf (2 bytes, kept by the caller) holding count: the
+ * LLK_EXT_STREAM_COUNT extension. */
+void llk_wire_ext_stream_count(llk_ext_t *ext, uint8_t buf[2], uint16_t count);
+/* The first LLK_EXT_STREAM_COUNT in ext[0..n): 1 with *count, 0 when there
+ * is none, -1 when it is malformed (length not 2, odd, outside
+ * LLK_STREAM_COUNT_MIN..MAX), with the reason in *why. */
+int llk_wire_find_stream_count(const llk_ext_t *ext, uint16_t n, uint16_t *count,
+                               const char **why);
 
 /* ext[0..n) holds an extension of this type (the first one counts). */
 bool llk_wire_has_ext(const llk_ext_t *ext, uint16_t n, uint16_t type);

@@ -496,6 +496,16 @@ bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, siz
         llk_link_stream_refuse_locked(e, c, LLMLINK_PARAM_INVALID, false, msg);
         return false;
     }
+    if (xl->peer_streams && m.stream_index >= xl->peer_streams) {
+        /* A link has the streams its client announced, no more: more
+         * would each hold a socket and an owner slot of this engine. */
+        snprintf(msg, sizeof msg,
+                 "data stream %u (direction %u) is beyond the %u per direction the client "
+                 "announced in its HELLO",
+                 m.stream_index, m.direction, xl->peer_streams);
+        llk_link_stream_refuse_locked(e, c, LLMLINK_PROTOCOL_ERROR, true, msg);
+        return false;
+    }
     if (stream_taken(xl, m.direction, m.stream_index)) {
         /* Refused before ATTACH_OK, with the reason: a peer must not stack
          * streams on one index (the slot claim below would only drop it

@@ -68,6 +68,11 @@ typedef struct llk_xlink {
     uint64_t remote_id;
     bool outbound;     /* this side is the client of the link */
     uint32_t nstreams; /* client: streams it opens per direction; 0 on the server */
+    /* Server: the data streams per direction the client announced in its
+     * HELLO (LLK_EXT_STREAM_COUNT / 2), LLK_MAX_STREAMS when it did not;
+     * an ATTACH at or beyond it is refused. Set by the reactor when the
+     * xlink is installed, read by it at each ATTACH. 0 on the client. */
+    uint32_t peer_streams;
     char peer[72];     /* for messages */
 
     /* Streams this side requests on: fd -1 when not (yet) attached. */

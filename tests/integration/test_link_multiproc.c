@@ -334,12 +334,15 @@ static void test_forty_decoders_at_once(void **state)
 static void test_handshake_flood(void **state)
 {
     fx_t *f = *state;
+    /* Every connection here comes from 127.0.0.1: lift the cap per address
+     * (llmlink.MaxHandshakesPerAddress, test_link_limits.c) to test the
+     * engine-wide slots. */
     const char *opts[] = {"llmlink.HandshakeTimeoutMs=1000", "llmlink.MaxConcurrentHandshakes=16",
-                          NULL};
+                          "llmlink.MaxHandshakesPerAddress=16", NULL};
     proc_t *p = start_prompt(f, 1, opts);
     proc_t *d = start_decoder(f, 101, NULL);
 
-    /* 20 half-open connections: 16 take every slot, 4 wait in the backlog. */
+    /* 20 half-open connections: 16 take every slot, 4 wait parked. */
     open_idle_conns(f, p->port, 20);
     wait_handshakes(p, 16, 3000);
 

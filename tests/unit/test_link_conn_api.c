@@ -26,8 +26,8 @@ static void test_conn_find(void **state)
     fx_t *fx = *state;
     llmlink_t *e = fx->e;
     static const llk_conn_state_t all[] = {
-        LLK_CONN_SRV_HANDSHAKE, LLK_CONN_CLI_PENDING, LLK_CONN_CLI_CONNECTING,
-        LLK_CONN_CLI_HELLO_SENT, LLK_CONN_LINKED, LLK_CONN_UNLINKING,
+        LLK_CONN_SRV_HANDSHAKE, LLK_CONN_SRV_PARKED, LLK_CONN_CLI_PENDING,
+        LLK_CONN_CLI_CONNECTING, LLK_CONN_CLI_HELLO_SENT, LLK_CONN_LINKED, LLK_CONN_UNLINKING,
         LLK_CONN_CLOSING, LLK_CONN_DEAD,
     };
     for (size_t d = 0; d < 2; d++) {
@@ -37,7 +37,8 @@ static void test_conn_find(void **state)
             llk_conn_t *c = conn_new(fx, outbound, all[i], id);
             if (all[i] == LLK_CONN_SRV_HANDSHAKE)
                 e->hs_in_progress++; /* conn_new does not count it */
-            bool hidden = all[i] == LLK_CONN_SRV_HANDSHAKE || all[i] == LLK_CONN_CLOSING ||
+            bool hidden = all[i] == LLK_CONN_SRV_HANDSHAKE || all[i] == LLK_CONN_SRV_PARKED ||
+                          all[i] == LLK_CONN_CLOSING ||
                           all[i] == LLK_CONN_DEAD;
             llk_conn_t *got = llk_conn_find(e, id, outbound);
             if (hidden && got)

@@ -86,6 +86,7 @@ GETTER(max_links)
 GETTER(max_concurrent_handshakes)
 GETTER(handshake_timeout_ms)
 GETTER(first_frame_timeout_ms)
+GETTER(max_handshakes_per_address)
 GETTER(liveness_interval_ms)
 GETTER(debug_fence_fill)
 
@@ -104,6 +105,7 @@ static const struct int_key {
     {"llmlink.MaxConcurrentHandshakes", 1, 4096, 16, get_max_concurrent_handshakes},
     {"llmlink.HandshakeTimeoutMs", 10, 600000, 10000, get_handshake_timeout_ms},
     {"llmlink.FirstFrameTimeoutMs", 10, 600000, 1000, get_first_frame_timeout_ms},
+    {"llmlink.MaxHandshakesPerAddress", 1, 4096, 4, get_max_handshakes_per_address},
     {"llmlink.LivenessIntervalMs", 30, 600000, 3000, get_liveness_interval_ms},
     {"llmlink.DebugFenceFill", -1, 255, -1, get_debug_fence_fill},
 };
