@@ -100,6 +100,15 @@ static int64_t earliest(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+/* A third of the link's interval, but at least LLK_HEARTBEAT_MIN_GAP_MS
+ * unless this side's own interval asks for less. */
+static int64_t heartbeat_gap(const llmlink_t *e, const llk_conn_t *c)
+{
+    uint32_t gap = c->liveness_ms / 3, own = e->opts.liveness_interval_ms / 3;
+    uint32_t floor = own < LLK_HEARTBEAT_MIN_GAP_MS ? own : LLK_HEARTBEAT_MIN_GAP_MS;
+    return gap > floor ? gap : floor;
+}
+
 int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
 {
     if (c->state == LLK_CONN_CLOSING && c->deadline_ms == 0)
@@ -171,8 +180,10 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
             return 0;
         }
         /* Three heartbeats per interval: one lost or late still leaves the
-         * peer two chances before it declares us dead. */
-        int64_t beat = c->last_tx_ms + c->liveness_ms / 3;
+         * peer two chances before it declares us dead; but none closer
+         * than the floor a peer's interval cannot lower (wire.h). */
+        int64_t gap = heartbeat_gap(e, c);
+        int64_t beat = c->last_tx_ms + gap;
         if (now >= beat) {
             /* A heartbeat that does not fit means a queue full of frames
              * the peer never read: as in unlink, the peer is not reading. */
@@ -181,7 +192,7 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
                 return 0;
             }
             c->last_tx_ms = now; /* even if the send is still queued */
-            beat = now + c->liveness_ms / 3;
+            beat = now + gap;
         }
         next = earliest(next, beat);
         next = earliest(next, c->last_rx_ms + c->liveness_ms);

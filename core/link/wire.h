@@ -66,6 +66,15 @@
 /* Bounds of a liveness interval, on the wire and in llmlink.LivenessIntervalMs. */
 #define LLK_LIVENESS_MIN_MS   30u
 #define LLK_LIVENESS_MAX_MS   600000u
+/* A link's liveness interval is the smaller of both ends' (HELLO /
+ * WELCOME liveness_ms) and each end sends a heartbeat every third of it
+ * when it has sent nothing else. So that a peer cannot make us send
+ * hundreds a second (30 ms would be 100 a second per link), heartbeats go
+ * no closer together than this, unless this side's own
+ * llmlink.LivenessIntervalMs asks for more (then its third): a peer whose
+ * interval is below this floor is not served in time and drops the link
+ * itself. */
+#define LLK_HEARTBEAT_MIN_GAP_MS 100u
 
 typedef enum llk_msg_type {
     LLK_MSG_HELLO = 1,

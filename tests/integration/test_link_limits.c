@@ -16,6 +16,8 @@
  *    that did not (an older client) keeps the old cap of 8 per direction
  *    (its 17th is refused), a malformed announcement refuses the HELLO, and
  *    an engine client with 8 streams per direction links.
+ *  - heartbeat floor: a peer asking for a 30 ms liveness interval gets at
+ *    most about one heartbeat per 100 ms.
  *
  * Times asserted are bounds that separate "let in" from "kept out for the
  * old 10 s handshake time-out", not speeds.
@@ -473,6 +475,49 @@ static void test_engine_client_announces(void **state)
     assert_int_equal(stats_of(fx->prompt).protocol_errors, 0);
 }
 
+/* ---- heartbeat floor -------------------------------------------------------- */
+
+/* A raw peer that asks for a 30 ms liveness interval (the least allowed)
+ * and keeps the link alive with a heartbeat every 10 ms gets at most about
+ * one heartbeat per 100 ms from the engine (default 3000 ms of its own),
+ * not one every 10 ms (a third of 30). */
+static void test_heartbeat_floor(void **state)
+{
+    fx_t *fx = *state;
+    start_prompt(fx, "1000");
+    int fd = rawpeer_connect(fx->port, WAIT_MS);
+    assert_true(fd >= 0);
+    fx->idle[fx->nidle++] = fd;
+    uint8_t f[LLK_WIRE_MAX_FRAME];
+    size_t n = rawpeer_hello(f, sizeof f, LLK_WIRE_VERSION, RAW_CLIENT_ID, PROMPT_ID, 30);
+    assert_int_equal(rawpeer_send(fd, f, n, WAIT_MS), RAWPEER_OK);
+    llk_frame_header_t h;
+    assert_int_equal(rawpeer_recv_frame(fd, &h, f, sizeof f, WAIT_MS), RAWPEER_OK);
+    assert_int_equal(h.type, LLK_MSG_WELCOME);
+    uint8_t beat[LLK_WIRE_HEADER_SIZE + 8];
+    size_t bn = llk_wire_encode_simple(beat, sizeof beat, LLK_WIRE_VERSION, LLK_MSG_HEARTBEAT);
+    int beats = 0;
+    int64_t t0 = rawpeer_now_ms();
+    for (int i = 0; i < 200 && rawpeer_now_ms() - t0 < 1000; i++) {
+        assert_int_equal(rawpeer_send(fd, beat, bn, WAIT_MS), RAWPEER_OK);
+        /* Whatever came within 10 ms: heartbeats only (the link stays). */
+        int64_t t1 = rawpeer_now_ms();
+        while (rawpeer_now_ms() - t1 < 10) {
+            int rc = rawpeer_recv_frame(fd, &h, f, sizeof f, 2);
+            if (rc == RAWPEER_TIMEOUT)
+                continue;
+            assert_int_equal(rc, RAWPEER_OK);
+            assert_int_equal(h.type, LLK_MSG_HEARTBEAT);
+            beats++;
+        }
+    }
+    int64_t ms = rawpeer_now_ms() - t0;
+    print_message("%d heartbeats in %lld ms for a peer asking 30 ms\n", beats, (long long)ms);
+    assert_int_equal(llmlink_check_link_status(fx->prompt, RAW_CLIENT_ID), LLMLINK_SUCCESS);
+    assert_true(beats >= 3);                     /* it does beat */
+    assert_true(beats <= (int)(ms / 100) + 3);  /* at most one per 100 ms */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -485,6 +530,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_attach_17th_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_stream_count_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_engine_client_announces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeat_floor, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
