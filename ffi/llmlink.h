@@ -470,6 +470,9 @@ LLMLINK_EXTERN llmlink_status_t llmlink_register_cache(llmlink_t *dd,
  * Forgets a registered cache and its keys. A transfer that uses it is
  * waited for (up to llm.SyncKvCacheWaitTime, then LLMLINK_CACHE_IN_USE and
  * nothing changes); later requests for it get LLMLINK_KV_CACHE_NOT_EXIST.
+ * When only peers' tcp requests (and RDMA grants) still hold it then, those
+ * requests are cut (their links break, fenced; at most 1 s more) and it
+ * succeeds.
  * A cache from llmlink_allocate_cache: PARAM_INVALID (deallocate it).
  */
 LLMLINK_EXTERN llmlink_status_t llmlink_unregister_cache(llmlink_t *dd, int64_t cache_id);

@@ -251,6 +251,10 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
         goto fail_listen;
     }
     e->reg_ready = true;
+    /* An unregister that times out on peers' tcp requests has the owner
+     * thread cut them (xfer/owner.c). */
+    e->reg.cut = llk_xserver_cut;
+    e->reg.cut_ctx = e;
     open_rdma(e);
     st = llk_xserver_start(e);
     if (st != LLMLINK_SUCCESS)

@@ -608,6 +608,31 @@ static llmlink_status_t wait_unused(llk_registry_t *r, const char *fn, llk_cache
                    " ms", fn, c->id, c->users, wait_ms > 0 ? wait_ms : 0);
 }
 
+/* wait_unused timed out (status st) with r->mu held: when only cuttable
+ * and revocable users hold c, asks for the cuttable ones to be cut and
+ * waits, bounded, until only revocable ones are left. Returns SUCCESS when
+ * no user is left, else st (the revocable ones are for the caller). */
+static llmlink_status_t cut_holders(llk_registry_t *r, llk_cache_t *c, llmlink_status_t st)
+{
+    if (!r->cut || c->cuttable == 0 || c->users != c->cuttable + c->revocable)
+        return st;
+    c->dying = true; /* no new user meanwhile */
+    c->cut_requested = true;
+    pthread_mutex_unlock(&r->mu); /* r->mu is a leaf: the owner's lock is not taken under it */
+    r->cut(r->cut_ctx);
+    pthread_mutex_lock(&r->mu);
+    struct timespec until = deadline_after(LLK_REGISTRY_CUT_WAIT_MS);
+    while (c->users > c->revocable && pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0) {
+    }
+    c->cut_requested = false;
+    if (c->users == 0) {
+        llk_err_clear();
+        return LLMLINK_SUCCESS;
+    }
+    c->dying = false;
+    return st;
+}
+
 llmlink_status_t llk_registry_remove(llk_registry_t *r, const char *fn, int64_t id, bool owned,
                                      int32_t wait_ms)
 {
@@ -633,6 +658,8 @@ llmlink_status_t llk_registry_remove(llk_registry_t *r, const char *fn, int64_t 
     } else {
         /* the memory is the caller's: no transfer may touch it after we return */
         st = wait_unused(r, fn, c, wait_ms);
+        if (st != LLMLINK_SUCCESS)
+            st = cut_holders(r, c, st);
         if (st == LLMLINK_SUCCESS) {
             unlink_cache(r, c);
             gone = c;
@@ -776,6 +803,24 @@ void llk_registry_set_revocable(llk_registry_t *r, llk_cache_t *c, bool on)
     else if (c->revocable > 0)
         c->revocable--;
     pthread_mutex_unlock(&r->mu);
+}
+
+void llk_registry_set_cuttable(llk_registry_t *r, llk_cache_t *c, bool on)
+{
+    pthread_mutex_lock(&r->mu);
+    if (on)
+        c->cuttable++;
+    else if (c->cuttable > 0)
+        c->cuttable--;
+    pthread_mutex_unlock(&r->mu);
+}
+
+bool llk_registry_cut_requested(llk_registry_t *r, const llk_cache_t *c)
+{
+    pthread_mutex_lock(&r->mu);
+    bool on = c->cut_requested;
+    pthread_mutex_unlock(&r->mu);
+    return on;
 }
 
 void llk_registry_release(llk_registry_t *r, llk_cache_t *c, const llmlink_cache_key_t *consume_key)

@@ -65,6 +65,13 @@ typedef struct llk_cache {
      * detached instead (see llk_registry_remove). */
     uint32_t revocable;
     bool detached; /* out of the list, freed at its last release */
+    /* Users that are peers' tcp requests on the owner thread, which it
+     * can cut (end the stream, break and fence the link) when asked: an
+     * unregister that times out with only these (and revocable ones) left
+     * asks for it through r->cut (cut_requested set) and waits for their
+     * release, bounded (llk_registry_remove). */
+    uint32_t cuttable;
+    bool cut_requested;
 
     struct llk_cache *next;
 } llk_cache_t;
@@ -82,7 +89,15 @@ typedef struct llk_registry {
      * memory through it). */
     void (*xport_free)(void *ctx, llk_cache_t *c);
     void *xport_ctx;
+    /* Called (without r->mu) when an unregister asks the holders of the
+     * cuttable users of a cache (c->cut_requested) to cut them; they
+     * release as they do (the owner thread, xfer/owner.c). NULL: none. */
+    void (*cut)(void *ctx);
+    void *cut_ctx;
 } llk_registry_t;
+
+/* How long an unregister waits for cut users to release (r->cut). */
+#define LLK_REGISTRY_CUT_WAIT_MS 1000
 
 /* Returns 0, or -1 (pthread init failed). */
 int llk_registry_init(llk_registry_t *r, size_t max_caches);
@@ -125,7 +140,11 @@ llmlink_status_t llk_registry_add(llk_registry_t *r, const char *fn,
  * entry leaves the list, the transport's state is released through the
  * xport hook (the MRs: the peer's READ / WRITE then fails with a remote
  * access error) and SUCCESS is returned, so that a prefill can always free
- * its memory; the entry itself is freed at its last release. deallocate never waits: it drops the id's
+ * its memory; the entry itself is freed at its last release. Before that,
+ * when the users left are cuttable ones (peers' tcp requests) and
+ * revocable ones only, the cuttable ones are cut (r->cut) and waited for,
+ * at most LLK_REGISTRY_CUT_WAIT_MS more: their links break (fenced) and
+ * the unregister succeeds. deallocate never waits: it drops the id's
  * reference; the entry stays, addressable by its keys only, and the memory
  * is freed at the last release once no key is left.
  */
@@ -159,6 +178,10 @@ void llk_registry_release(llk_registry_t *r, llk_cache_t *c, const llmlink_cache
 
 /* Marks one user of c (acquired) as revocable, or no longer (on = false). */
 void llk_registry_set_revocable(llk_registry_t *r, llk_cache_t *c, bool on);
+/* Marks one user of c (acquired) as cuttable, or no longer (on = false). */
+void llk_registry_set_cuttable(llk_registry_t *r, llk_cache_t *c, bool on);
+/* An unregister asks for c's cuttable users to be cut. */
+bool llk_registry_cut_requested(llk_registry_t *r, const llk_cache_t *c);
 
 /* Caches registered now. */
 size_t llk_registry_count(llk_registry_t *r);

@@ -116,6 +116,11 @@ typedef struct xstream {
     size_t segt_cap;
     uint64_t grant_gen; /* the generation granted, checked in XDONE */
     bool revocable;     /* this stream's hold on cache is a grant (registry) */
+    bool cuttable;      /* this stream's hold is a tcp request: an unregister may cut it */
+    /* The progress floor of a tcp request (check_progress): the window
+     * that began at win_start_ms, when moved was win_moved. */
+    int64_t win_start_ms;
+    uint64_t win_moved;
     void *grant;        /* the transport's grant, ended exactly once (end_grant) */
     uint32_t nseg;
     uint32_t cur_seg; /* cursor: segment, and offset within it */
@@ -146,6 +151,9 @@ struct llk_xserver {
     /* No stall deadline is earlier than this: deadlines only move later as
      * bytes move, and a stream that becomes busy lowers it. */
     int64_t next_check_ms;
+    /* An unregister asks for the cuttable holds of the caches marked
+     * cut_requested to be cut (llk_xserver_cut, any thread). */
+    atomic_bool cut_pending;
 };
 
 #define XS_FMT "cluster %llu: owner stream %d of the link with cluster %llu (%s)"
@@ -512,6 +520,10 @@ static void release_cache(struct llk_xserver *s, xstream_t *st)
         llk_registry_set_revocable(&s->e->reg, st->cache, false);
         st->revocable = false;
     }
+    if (st->cuttable) {
+        llk_registry_set_cuttable(&s->e->reg, st->cache, false);
+        st->cuttable = false;
+    }
     llk_registry_release(&s->e->reg, st->cache, st->consume ? &st->req.key : NULL);
     st->cache = NULL;
     st->consume = false;
@@ -654,6 +666,13 @@ static int on_request(struct llk_xserver *s, xstream_t *st)
     }
     if (!st->t->on_stream) /* the peer moves the bytes itself, then says how it went */
         return grant(s, st);
+    /* The bytes move on this stream, read and written by this thread
+     * only: an unregister may ask it to cut the request, and the request
+     * must keep up the progress floor from now on. */
+    llk_registry_set_cuttable(&s->e->reg, st->cache, true);
+    st->cuttable = true;
+    st->win_start_ms = llk_now_ms();
+    st->win_moved = 0;
     if (st->req.op == st->t->op_read)
         return answer(st, PH_READ, LLMLINK_SUCCESS, st->total, "");
     return answer(st, PH_WRITE, LLMLINK_SUCCESS, st->total, "go");
@@ -1079,6 +1098,9 @@ static void end_stream(struct llk_xserver *s, xstream_t *st, const char *reason)
         if (st->revocable)
             llk_registry_set_revocable(&s->e->reg, st->cache, false);
         st->revocable = false;
+        if (st->cuttable)
+            llk_registry_set_cuttable(&s->e->reg, st->cache, false);
+        st->cuttable = false;
         llk_registry_release(&s->e->reg, st->cache, NULL);
         st->cache = NULL;
     }
@@ -1159,6 +1181,52 @@ static int set_events(struct llk_xserver *s, xstream_t *st)
     return 0;
 }
 
+/*
+ * The progress floor of a tcp request (its bytes move on the stream):
+ * from its admission, in windows of the link's wait (the smaller of both
+ * ends' llm.SyncKvCacheWaitTime, the requester's own deadline), each
+ * window must move LLK_XFER_FLOOR_BYTES_PER_S x the window, or finish the
+ * request. A peer that trickles (a byte every 400 ms resets the stall
+ * clock each time) holds the cache for one window at most; a request that
+ * completes within its window is never judged; a large one is judged on
+ * each window alone, so a fast start buys no slack later, and an honest
+ * one over a busy link needs 1 MiB/s, far below what its requester's own
+ * deadline asks. Returns the window's end, or 0 when the floor does not
+ * apply.
+ */
+#define LLK_XFER_FLOOR_BYTES_PER_S ((uint64_t)1 << 20)
+static bool floor_applies(const xstream_t *st)
+{
+    return st->cuttable && st->cache && (st->phase == PH_READ || st->phase == PH_WRITE);
+}
+
+static int64_t window_end(const struct llk_xserver *s, const xstream_t *st)
+{
+    return floor_applies(st) ? st->win_start_ms + stall_limit(s, st) : 0;
+}
+
+/* 1: the window ended below the floor (st->why says so); 0: fine. */
+static int check_progress(const struct llk_xserver *s, xstream_t *st, int64_t now)
+{
+    int64_t end = window_end(s, st);
+    if (!end || now < end)
+        return 0;
+    int64_t win = stall_limit(s, st);
+    uint64_t need = LLK_XFER_FLOOR_BYTES_PER_S * (uint64_t)win / 1000u;
+    uint64_t got = st->moved - st->win_moved;
+    if (got < need) {
+        fail(st, "request %llu moved %llu bytes in %lld ms, below the floor of %llu bytes a "
+             "second (%llu of %llu bytes done): cut", (unsigned long long)st->req_id,
+             (unsigned long long)got, (long long)(now - st->win_start_ms),
+             (unsigned long long)LLK_XFER_FLOOR_BYTES_PER_S, (unsigned long long)st->moved,
+             (unsigned long long)st->total);
+        return 1;
+    }
+    st->win_start_ms = now;
+    st->win_moved = st->moved;
+    return 0;
+}
+
 /* Runs the stream's state machine until it would block or used its share. */
 static void serve(struct llk_xserver *s, xstream_t *st, int64_t now)
 {
@@ -1182,6 +1250,9 @@ static void serve(struct llk_xserver *s, xstream_t *st, int64_t now)
     }
     if (busy(st) && st->progress_ms + stall_limit(s, st) < s->next_check_ms)
         s->next_check_ms = st->progress_ms + stall_limit(s, st);
+    int64_t w = busy(st) ? window_end(s, st) : 0;
+    if (w && w < s->next_check_ms)
+        s->next_check_ms = w;
 }
 
 static void on_event(struct llk_xserver *s, xstream_t *st, uint32_t ev, int64_t now)
@@ -1223,10 +1294,46 @@ static void check_stalls(struct llk_xserver *s, int64_t now)
         if (deadline <= now) {
             fail(st, "peer stalled for %lld ms", (long long)(now - st->progress_ms));
             end_stream(s, st, st->why);
-        } else if (deadline < s->next_check_ms) {
-            s->next_check_ms = deadline;
+            continue;
         }
+        if (check_progress(s, st, now)) {
+            end_stream(s, st, st->why);
+            continue;
+        }
+        int64_t w = window_end(s, st);
+        if (w && w < deadline)
+            deadline = w;
+        if (deadline < s->next_check_ms)
+            s->next_check_ms = deadline;
     }
+}
+
+/* An unregister timed out on caches whose users are tcp requests of this
+ * thread (llk_registry_remove): cut those requests, as a stall would. */
+static void cut_requested(struct llk_xserver *s)
+{
+    if (!atomic_exchange(&s->cut_pending, false))
+        return;
+    xstream_t *nx;
+    for (xstream_t *st = s->streams; st; st = nx) {
+        nx = st->next;
+        if (!st->cuttable || !st->cache || !llk_registry_cut_requested(&s->e->reg, st->cache))
+            continue;
+        fail(st, "request %llu cut by llmlink_unregister_cache of cache %lld (%llu of %llu "
+             "bytes done)", (unsigned long long)st->req_id, (long long)st->cache->id,
+             (unsigned long long)st->moved, (unsigned long long)st->total);
+        end_stream(s, st, st->why);
+    }
+}
+
+void llk_xserver_cut(void *ctx)
+{
+    llmlink_t *e = ctx;
+    struct llk_xserver *s = e->xsrv;
+    if (!s)
+        return;
+    atomic_store(&s->cut_pending, true);
+    wake(s);
 }
 
 static int wait_timeout(const struct llk_xserver *s, int64_t now)
@@ -1286,6 +1393,7 @@ static void *xserver_main(void *arg)
                 on_event(s, evs[i].data.ptr, evs[i].events, now);
             }
         }
+        cut_requested(s);
         check_stalls(s, now);
     }
     return NULL;

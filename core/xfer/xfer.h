@@ -200,6 +200,10 @@ llmlink_status_t llk_xfer_link_stats(llmlink_t *e, uint64_t cluster_id, const ch
 llmlink_status_t llk_xserver_start(llmlink_t *e);
 /* Stops the thread and closes every owner stream. */
 void llk_xserver_stop(llmlink_t *e);
+/* The registry's cut hook (cache_registry.h): has the owner thread of
+ * engine ctx cut its tcp requests on caches marked cut_requested. Any
+ * thread; no lock held. */
+void llk_xserver_cut(void *ctx);
 /* Hands an attached owner stream (fd, non-blocking) of xl to the thread. */
 llmlink_status_t llk_xserver_adopt(llmlink_t *e, llk_xlink_t *xl, int slot, int fd);
 

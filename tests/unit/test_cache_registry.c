@@ -971,6 +971,76 @@ static void test_unregister_times_out_when_not_released(void **state)
                   LLMLINK_SUCCESS);
 }
 
+/* An unregister that times out with only cuttable users (peers' tcp
+ * requests) left asks for them to be cut (r->cut) and succeeds once they
+ * are released; with a local user too, it never asks. */
+typedef struct cut_ctx {
+    llk_registry_t *r;
+    llk_cache_t *c;
+    int calls;
+    bool release; /* the hook releases c, as the owner thread would */
+    bool requested;
+} cut_ctx_t;
+
+static void cut_hook(void *ctx)
+{
+    cut_ctx_t *k = ctx;
+    k->calls++;
+    k->requested = llk_registry_cut_requested(k->r, k->c);
+    if (k->release) {
+        llk_registry_set_cuttable(k->r, k->c, false);
+        llk_registry_release(k->r, k->c, NULL);
+    }
+}
+
+static void test_unregister_cuts_cuttable_users(void **state)
+{
+    reg_fixture_t *fx = *state;
+    int64_t id = reg_cache(fx, 1, 4, NULL, 0);
+    llk_cache_t *c = acquire_id_ok(fx, id);
+    llk_registry_set_cuttable(&fx->r, c, true);
+    cut_ctx_t k = {.r = &fx->r, .c = c, .release = true};
+    fx->r.cut = cut_hook;
+    fx->r.cut_ctx = &k;
+    assert_status(llk_registry_remove(&fx->r, "llmlink_unregister_cache", id, false, 50),
+                  LLMLINK_SUCCESS);
+    assert_int_equal(k.calls, 1);
+    assert_true(k.requested);
+    assert_int_equal(llk_registry_count(&fx->r), 0);
+    assert_id_gone(fx, id);
+}
+
+static void test_unregister_cut_not_released_times_out(void **state)
+{
+    reg_fixture_t *fx = *state;
+    int64_t id = reg_cache(fx, 1, 4, NULL, 0);
+    llk_cache_t *c = acquire_id_ok(fx, id);
+    llk_registry_set_cuttable(&fx->r, c, true);
+    cut_ctx_t k = {.r = &fx->r, .c = c, .release = false};
+    fx->r.cut = cut_hook;
+    fx->r.cut_ctx = &k;
+    int64_t t0 = llk_now_ms();
+    assert_refused(llk_registry_remove(&fx->r, "llmlink_unregister_cache", id, false, 50),
+                   LLMLINK_CACHE_IN_USE, "llmlink_unregister_cache: cache 1");
+    int64_t waited = llk_now_ms() - t0;
+    assert_true(waited >= 50 + LLK_REGISTRY_CUT_WAIT_MS - 5); /* bounded, and then it gives up */
+    assert_true(waited < 50 + LLK_REGISTRY_CUT_WAIT_MS + 2000);
+    assert_int_equal(k.calls, 1);
+    assert_false(c->dying);
+    assert_false(llk_registry_cut_requested(&fx->r, c));
+    /* A local user beside the cuttable one: no cut is asked for. */
+    llk_cache_t *local = acquire_id_ok(fx, id);
+    assert_refused(llk_registry_remove(&fx->r, "llmlink_unregister_cache", id, false, 50),
+                   LLMLINK_CACHE_IN_USE, "llmlink_unregister_cache: cache 1");
+    assert_int_equal(k.calls, 1);
+    llk_registry_release(&fx->r, local, NULL);
+    llk_registry_set_cuttable(&fx->r, c, false);
+    llk_registry_release(&fx->r, c, NULL);
+    fx->r.cut = NULL;
+    assert_status(llk_registry_remove(&fx->r, "llmlink_unregister_cache", id, false, 50),
+                  LLMLINK_SUCCESS);
+}
+
 /* While one unregister waits, a second one for the same cache is refused
  * at once rather than waiting too. */
 typedef struct second_ctx {
@@ -1059,6 +1129,8 @@ int main(void)
         T(test_users_counted),
         T(test_unregister_waits_for_user_released_by_other_thread),
         T(test_unregister_times_out_when_not_released),
+        T(test_unregister_cuts_cuttable_users),
+        T(test_unregister_cut_not_released_times_out),
         T(test_second_unregister_while_waiting),
         T(test_destroy_frees_everything),
     };
