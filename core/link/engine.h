@@ -217,7 +217,7 @@ struct llmlink {
     /* Parked connections (link/park.c): the FIFO, oldest first, its length,
      * and counters (internal, see llk_test_park_stats). */
     llk_conn_t *park_head, *park_tail;
-    uint32_t parked;
+    uint32_t parked, park_max; /* park_max: set at the first park (park.c) */
     uint64_t parked_total, park_dropped, park_timed_out, park_promoted;
 };
 

@@ -5,7 +5,7 @@
  * behind it), but reads only those that hold a handshake slot: at most
  * llmlink.MaxConcurrentHandshakes in all and llmlink.MaxHandshakesPerAddress
  * from one source address. The others are parked: not read, not in epoll,
- * holding no slot, in a FIFO of at most LLK_PARK_MAX, each still under the
+ * holding no slot, in a FIFO of at most park_max, each still under the
  * first-frame deadline from its accept. When a slot frees, parked
  * connections are let in oldest first, skipping those whose address is at
  * its cap. So idle connections from one address hold at most its cap of
@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "base/clock.h"
@@ -28,8 +29,11 @@
 #include "transport/transport_testing.h"
 
 /* Parked connections per engine: one socket and one llk_conn_t each
- * (about 5 KiB), so at most about 5 MiB. */
+ * (about 10 KiB), so at most about 10 MiB; and at most a quarter of the
+ * process's descriptor limit, so that a flood leaves the application and
+ * the links their descriptors (park_max). */
 #define LLK_PARK_MAX 1024u
+#define LLK_PARK_MIN 16u
 /* Addresses at their cap remembered in one promotion pass, so that a long
  * FIFO from one address is skipped without a scan each. */
 #define LLK_PARK_FULL_MEMO 64
@@ -75,9 +79,24 @@ void llk_park_unlink(llmlink_t *e, llk_conn_t *c)
     e->parked--;
 }
 
+static uint32_t park_max(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return LLK_PARK_MAX;
+    rlim_t q = rl.rlim_cur / 4;
+    if (q < LLK_PARK_MIN)
+        return LLK_PARK_MIN;
+    return q < LLK_PARK_MAX ? (uint32_t)q : LLK_PARK_MAX;
+}
+
 void llk_park_add(llmlink_t *e, llk_conn_t *c, int64_t now)
 {
-    if (e->parked >= LLK_PARK_MAX && e->park_head) {
+    if (!e->park_max)
+        e->park_max = park_max();
+    if (e->parked >= e->park_max)
+        llk_park_promote(e, now); /* a free slot takes one before any is closed */
+    if (e->parked >= e->park_max && e->park_head) {
         /* The oldest is the nearest its deadline; a flood pushes out its
          * own oldest, while a client that arrived later keeps its place. */
         llk_conn_t *old = e->park_head;
@@ -85,7 +104,7 @@ void llk_park_add(llmlink_t *e, llk_conn_t *c, int64_t now)
         llk_server_warn_limit(e, now,
                               "closed parked connection from %s: %u connections wait parked, "
                               "the limit",
-                              old->peer, LLK_PARK_MAX);
+                              old->peer, e->park_max);
         llk_conn_set_state(e, old, LLK_CONN_DEAD);
     }
     c->deadline_ms = now + llk_server_first_frame_ms(e);

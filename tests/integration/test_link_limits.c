@@ -10,7 +10,8 @@
  *    200 idle connections from 8 addresses, the same.
  *  - llmlink.MaxHandshakesPerAddress: 16 (and 200) idle connections from
  *    one address hold 4 slots, the rest wait parked, and the honest client
- *    from another address links within its usual time + 100 ms.
+ *    from another address links within its usual time + 100 ms; the pool
+ *    of parked connections is bounded (the oldest closed, counted).
  *  - data streams per link: a client that announced 4 streams in its HELLO
  *    (LLK_EXT_STREAM_COUNT) gets its 5th ATTACH refused with a reason, one
  *    that did not (an older client) keeps the old cap of 8 per direction
@@ -33,6 +34,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -52,6 +54,8 @@ typedef struct fx {
     uint16_t port;
     int idle[MAX_IDLE];
     size_t nidle;
+    struct rlimit nofile; /* restored by the teardown when nofile_set */
+    bool nofile_set;
 } fx_t;
 
 static llmlink_stats_t stats_of(llmlink_t *e)
@@ -89,6 +93,8 @@ static int teardown(void **state)
     fx_t *fx = *state;
     for (size_t i = 0; i < fx->nidle; i++)
         rawpeer_close(fx->idle[i]);
+    if (fx->nofile_set)
+        setrlimit(RLIMIT_NOFILE, &fx->nofile);
     llmlink_destroy(fx->dec);
     if (fx->prompt)
         llmlink_destroy(fx->prompt);
@@ -148,8 +154,11 @@ static void wait_parked(fx_t *fx, uint32_t handshakes, uint32_t parked)
             return;
         rawpeer_sleep_ms(2);
     }
-    fail_msg("the engine holds %u handshakes and %u parked, expected %u and %u",
-             ps.in_handshake, ps.parked, handshakes, parked);
+    fail_msg("the engine holds %u handshakes and %u parked, expected %u and %u (ever parked "
+             "%llu, dropped %llu, timed out %llu, let in %llu)",
+             ps.in_handshake, ps.parked, handshakes, parked, (unsigned long long)ps.parked_total,
+             (unsigned long long)ps.dropped, (unsigned long long)ps.timed_out,
+             (unsigned long long)ps.promoted);
 }
 
 /* The honest DECODER links from 127.0.0.1: its status and elapsed ms. */
@@ -258,6 +267,44 @@ static void test_one_address_200_idle(void **state)
     one_address_idle(*state, 200);
 }
 
+/* The parking pool is bounded (a quarter of RLIMIT_NOFILE here, 150): 200
+ * idle connections from one address leave 4 in handshake and 150 parked,
+ * the 46 oldest parked are closed and counted (dropped), and the honest client still
+ * links in its usual time + 100 ms. */
+static void test_park_pool_bounded(void **state)
+{
+    fx_t *fx = *state;
+    struct rlimit low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &fx->nofile), 0);
+    fx->nofile_set = true; /* the teardown puts it back */
+    low = fx->nofile;
+    low.rlim_cur = 600;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    start_prompt(fx, "3000"); /* the flood stays in place while the test looks */
+    int64_t usual = usual_link_ms(fx);
+    llk_test_park_stats_t ps0, ps;
+    llk_test_park_stats(fx->prompt, &ps0);
+    for (int i = 0; i < 200; i++)
+        idle_from(fx, 2);
+    wait_parked(fx, 4, 150);
+    /* Bounded: the engine may still be closing the last of the 46. */
+    int64_t t0 = rawpeer_now_ms();
+    do {
+        llk_test_park_stats(fx->prompt, &ps);
+        if (ps.dropped < 46)
+            rawpeer_sleep_ms(2);
+    } while (ps.dropped < 46 && rawpeer_now_ms() - t0 < WAIT_MS);
+    assert_int_equal(ps.dropped, 46);
+    /* Every accepted connection is parked first, those let in at once too. */
+    assert_int_equal(ps.parked_total - ps0.parked_total, 200);
+    llmlink_status_t st;
+    int64_t ms = honest_link(fx, &st);
+    if (st != LLMLINK_SUCCESS || ms > usual + 100)
+        fail_msg("with the parking pool full the honest client got %s after %lld ms (usual "
+                 "%lld ms): %s", llmlink_status_name(st), (long long)ms, (long long)usual,
+                 llmlink_last_error());
+}
+
 /* 200 idle connections from 127.0.0.2..9 (25 each): 16 hold every slot,
  * 184 wait parked ahead of the honest client. It is let in, in arrival
  * order, once they reach their deadline (measured from their accept, so
@@ -286,7 +333,8 @@ static void test_every_address_idle_200(void **state)
     llk_test_park_stats_t ps;
     llk_test_park_stats(fx->prompt, &ps);
     assert_int_equal(ps.parked, 0);
-    assert_true(ps.timed_out >= 150); /* most of them never left the pool */
+    /* Every idle one was cut at its deadline, parked or let in. */
+    assert_true(stats_of(fx->prompt).handshakes_timed_out >= 200);
 }
 
 /* A trickle (one byte every 100 ms, never a whole HELLO) is cut too. */
@@ -526,6 +574,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_address_16_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_address_200_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_address_idle_200, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_park_pool_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach_beyond_announced_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach_17th_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_stream_count_refused, setup, teardown),
