@@ -1191,8 +1191,8 @@ static int set_events(struct llk_xserver *s, xstream_t *st)
  * completes within its window is never judged; a large one is judged on
  * each window alone, so a fast start buys no slack later, and an honest
  * one over a busy link needs 1 MiB/s, far below what its requester's own
- * deadline asks. Returns the window's end, or 0 when the floor does not
- * apply.
+ * deadline asks. window_end: the current window's end, 0 when the floor
+ * does not apply (no tcp request's bytes under way).
  */
 #define LLK_XFER_FLOOR_BYTES_PER_S ((uint64_t)1 << 20)
 static bool floor_applies(const xstream_t *st)
