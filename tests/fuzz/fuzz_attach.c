@@ -289,16 +289,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static llmlink_t *e;
     fz_t fz = {.now = FZ_T0};
-    fz.e = fz_engine(LLMLINK_ROLE_PROMPT, FZ_SRV_ID);
+    fz.e = fz_engine(LLMLINK_ROLE_PROMPT, FZ_SRV_ID, false);
     if (!e) {
         e = fz.e;
+        /* Set once: the owner thread reads them. */
+        e->opts.max_links = 4;
+        e->opts.max_concurrent_handshakes = FZ_MAX_CONNS;
+        e->opts.liveness_interval_ms = 1000;
         /* The owner thread adopts accepted owner streams; it lives as long
          * as the process (the engine is never finalized). */
         FZ_CHECK(llk_xserver_start(e) == LLMLINK_SUCCESS);
     }
-    e->opts.max_links = 4;
-    e->opts.max_concurrent_handshakes = FZ_MAX_CONNS;
-    e->opts.liveness_interval_ms = 1000;
     nlinks = 0;
     fz_in_t in = {data, size, 0};
     pthread_mutex_lock(&e->mu);

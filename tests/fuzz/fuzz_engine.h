@@ -149,8 +149,10 @@ typedef struct fz {
 
 /* One engine per role for the whole process (creating one reads
  * /proc for the host identity: too slow per input); fz_reset() brings it
- * back to its first state after every input. */
-static inline llmlink_t *fz_engine(llmlink_role_t role, uint64_t id)
+ * back to its first state after every input. reset_opts: options back to
+ * the defaults too (not where another thread of the engine runs: options
+ * do not change while an engine runs). */
+static inline llmlink_t *fz_engine(llmlink_role_t role, uint64_t id, bool reset_opts)
 {
     static llmlink_t *engines[3];
     static bool logs;
@@ -166,7 +168,8 @@ static inline llmlink_t *fz_engine(llmlink_role_t role, uint64_t id)
     llmlink_t *e = engines[k];
     FZ_CHECK(e->conns == NULL && e->hs_in_progress == 0);
     /* Options and counters as a fresh engine has them. */
-    llk_options_defaults(&e->opts);
+    if (reset_opts)
+        llk_options_defaults(&e->opts);
     e->hs_peak = 0;
     e->hs_accepted = e->hs_completed = e->hs_rejected = e->hs_timed_out = 0;
     e->hs_first_frame_timeouts = 0;

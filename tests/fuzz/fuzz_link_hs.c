@@ -205,7 +205,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                             LLMLINK_ROLE_DECODER, LLMLINK_ROLE_MIX};
     static const uint64_t ids[4] = {FZ_SRV_ID, 300, FZ_CLI_ID, 300};
     fz_t fz = {.now = FZ_T0};
-    fz.e = fz_engine(roles[cfg & 3], ids[cfg & 3]);
+    fz.e = fz_engine(roles[cfg & 3], ids[cfg & 3], true);
     llmlink_t *e = fz.e;
     e->opts.max_links = 1 + ((cfg >> 2) & 3);
     e->test_legacy_wait = cfg & 0x10;

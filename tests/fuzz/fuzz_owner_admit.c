@@ -278,7 +278,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static llmlink_t *e;
     static llk_xlink_t *xl;
     if (!e) {
-        e = fz_engine(LLMLINK_ROLE_PROMPT, FZ_SRV_ID);
+        e = fz_engine(LLMLINK_ROLE_PROMPT, FZ_SRV_ID, true);
         /* One link, not broken: as a stream's link when a request comes. */
         xl = llk_xlink_new(FZ_CLI_ID, false, 0, "fuzz-peer");
         FZ_CHECK(xl != NULL);
