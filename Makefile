@@ -7,6 +7,8 @@
 #                        (+ $(TEST_SUITES_EXTRA)); add WERROR=1 for CI
 #   make asan / tsan     the same C suites under sanitizers (build-asan/, build-tsan/)
 #   make fuzz            standalone fuzz drivers; libFuzzer runs when clang exists
+#   make fuzz-ci         deps (clang, libFuzzer), then a bounded libFuzzer run of every
+#                        fuzz target (FUZZ_CI_SECONDS each); fails on any crash
 #   make demo / bench    run examples/pd_demo, bench/run.sh
 #   make check-exports   the shared library exports only llmlink_*
 #   make check-rebuild   installing/removing libibverbs-dev rebuilds what it affects
@@ -190,6 +192,8 @@ BINDING_MKS := $(sort $(wildcard bindings/*/llmlink.mk))
 
 # Fuzzing
 FUZZ_SECONDS ?= 60
+# make fuzz-ci: seconds per target (7 targets: ~6 min on CI's cores)
+FUZZ_CI_SECONDS ?= 50
 FUZZ_BUILD   ?= build-fuzz
 CLANG        ?= clang
 # standalone (default): link tests/fuzz/standalone_main.c;
@@ -242,7 +246,7 @@ $(CONFIG_H): FORCE
 # ---------------------------------------------------------------
 .PHONY: all lib static shared pc tests tools fuzz-bins examples bench-bins \
         build-all deps test test-c test-rdma test-rdma-harness check-exports check-rebuild asan tsan san-run fuzz \
-        fuzz-run-standalone fuzz-libfuzzer demo bench man install uninstall clean \
+        fuzz-run-standalone fuzz-libfuzzer fuzz-libfuzzer-bins fuzz-ci demo bench man install uninstall clean \
         print-version FORCE
 
 all: static shared pc
@@ -446,19 +450,22 @@ fuzz-run-standalone: fuzz-bins
 	    $$bin tests/fuzz/corpus/$$name || status=1; \
 	done; exit $$status
 
-fuzz-libfuzzer:
+# The targets built with clang, libFuzzer and ASan+UBSan into $(FUZZ_BUILD);
+# ci/fuzz-run.sh runs them (per target: executions, cov/ft, crashes).
+fuzz-libfuzzer-bins:
 	$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(CLANG) CFLAGS="$(SAN_CFLAGS)" \
-	    SAN_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" \
+	    SAN_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    FUZZ_ENGINE=libfuzzer fuzz-bins
-	@status=0; \
-	for src in $(FUZZ_SRCS); do \
-	    name=$${src##*/fuzz_}; name=$${name%.c}; \
-	    work=$(FUZZ_BUILD)/corpus/$$name; mkdir -p $$work; \
-	    seed=tests/fuzz/corpus/$$name; [ -d $$seed ] || seed=; \
-	    echo "== libFuzzer fuzz_$$name for $(FUZZ_SECONDS)s"; \
-	    ( cd $(FUZZ_BUILD) && ./tests/fuzz_$$name -max_total_time=$(FUZZ_SECONDS) \
-	        -print_final_stats=1 corpus/$$name $${seed:+$(CURDIR)/$$seed} ) || status=1; \
-	done; exit $$status
+
+fuzz-libfuzzer: fuzz-libfuzzer-bins
+	bash ci/fuzz-run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# CI: installs clang and libFuzzer first (ci/deps-fuzz.sh, only when asked:
+# `make test` needs no clang), then FUZZ_CI_SECONDS per target.
+fuzz-ci:
+	LLMLINK_FUZZ=1 bash ci/install-deps.sh
+	$(MAKE) --no-print-directory fuzz-libfuzzer-bins
+	bash ci/fuzz-run.sh $(FUZZ_BUILD) $(FUZZ_CI_SECONDS)
 
 # ---------------------------------------------------------------
 # Demo and benchmarks

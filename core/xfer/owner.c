@@ -52,6 +52,7 @@
 #include "link/engine.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "xfer/owner_testing.h"
 #include "xfer/xfer.h"
 #include "xfer/xfer_wire.h"
 
@@ -154,6 +155,10 @@ struct llk_xserver {
     /* An unregister asks for the cuttable holds of the caches marked
      * cut_requested to be cut (llk_xserver_cut, any thread). */
     atomic_bool cut_pending;
+    /* Test seam (llk_test_owner_request): told of every admission. */
+    void (*test_admitted)(void *ctx, const llk_cache_t *c, const uint64_t *segv,
+                          const uint32_t *segt, uint32_t nseg);
+    void *test_ctx;
 };
 
 #define XS_FMT "cluster %llu: owner stream %d of the link with cluster %llu (%s)"
@@ -651,6 +656,8 @@ static int on_request(struct llk_xserver *s, xstream_t *st)
         rc = st->t->serve_allowed(st->xl, st->fd, msg, sizeof msg);
     if (rc == LLMLINK_SUCCESS)
         rc = admit(s, st, msg, sizeof msg);
+    if (rc == LLMLINK_SUCCESS && s->test_admitted)
+        s->test_admitted(s->test_ctx, st->cache, st->segv, st->segt, st->nseg);
     if (rc != LLMLINK_SUCCESS) {
         printable(msg);
         atomic_fetch_add(&s->e->xstats.requests_refused, 1);
@@ -1570,4 +1577,53 @@ llmlink_status_t llk_xserver_adopt(llmlink_t *e, llk_xlink_t *xl, int slot, int 
               (unsigned long long)e->cluster_id, slot, (unsigned long long)xl->remote_id,
               xl->peer);
     return LLMLINK_SUCCESS;
+}
+
+/* ---- test seam (owner_testing.h) ------------------------------------------------ */
+
+int llk_test_owner_request(llmlink_t *e, llk_xlink_t *xl, uint64_t req_id,
+                           const uint8_t *payload, size_t len, llk_test_owner_seen_fn *seen,
+                           void *ctx, uint8_t *answer, size_t answer_cap, size_t *answer_len)
+{
+    /* A server and a stream as the owner thread holds them, without the
+     * thread or a socket: on_request is the production code, and what it
+     * leaves in tx is the answer it would send. */
+    struct llk_xserver s;
+    memset(&s, 0, sizeof s);
+    s.e = e;
+    s.epfd = s.wakefd = s.linger_epfd = -1;
+    s.stall_ms = 1000;
+    s.next_check_ms = INT64_MAX;
+    s.test_admitted = seen;
+    s.test_ctx = ctx;
+    xstream_t *st = calloc(1, sizeof *st);
+    if (!st)
+        return -1;
+    st->xl = xl;
+    st->fd = -1;
+    st->state = XS_RX_BODY;
+    st->phase = PH_IDLE;
+    st->h.type = LLK_XMSG_REQ;
+    st->h.length = (uint32_t)len;
+    st->h.req_id = req_id;
+    st->rx = malloc(len ? len : 1);
+    if (!st->rx) {
+        free(st);
+        return -1;
+    }
+    if (len)
+        memcpy(st->rx, payload, len);
+    st->rx_cap = st->rx_got = len;
+    int rc = on_request(&s, st);
+    *answer_len = 0;
+    if (rc == 0 && st->tx_len <= answer_cap) {
+        memcpy(answer, st->tx, st->tx_len);
+        *answer_len = st->tx_len;
+    }
+    /* The request ends here as on a stream that closes: the grant first,
+     * then the hold. */
+    end_grant(st, false);
+    release_cache(&s, st);
+    free_stream(st);
+    return rc < 0 ? -1 : 0;
 }

@@ -491,6 +491,15 @@ bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, siz
         llk_link_stream_refuse_locked(e, c, LLMLINK_NOT_YET_LINK, false, msg);
         return false;
     }
+    /* Broken (a stream of it failed, a transfer gave up) but not yet closed
+     * by the reactor's next timer pass: refused now, not answered ATTACH_OK
+     * and then dropped by the slot claim below (found by fuzz_attach). */
+    if (llk_xlink_is_broken(xl)) {
+        snprintf(msg, sizeof msg, "the link from cluster %llu is broken; link again",
+                 (unsigned long long)m.client_cluster_id);
+        llk_link_stream_refuse_locked(e, c, LLMLINK_NOT_YET_LINK, false, msg);
+        return false;
+    }
     if (m.stream_index >= LLK_MAX_STREAMS) {
         snprintf(msg, sizeof msg, "stream index %u out of range", m.stream_index);
         llk_link_stream_refuse_locked(e, c, LLMLINK_PARAM_INVALID, false, msg);
