@@ -102,6 +102,7 @@ typedef uint32_t llmlink_status_t;
 #define LLMLINK_NETWORK_ERROR                0x5010B107u /* socket-level failure (see last_error) */
 #define LLMLINK_CACHE_KEY_ALREADY_EXIST      0x5010B108u /* a registered cache already has that key */
 #define LLMLINK_CACHE_IN_USE                 0x5010B109u /* cache still used by a transfer */
+#define LLMLINK_AUTH_FAILED                  0x5010B10Au /* peer failed authentication (key) */
 
 /* "LLM_SUCCESS", "LLM_PARAM_INVALID", ...: the LLMStatusCode name, or
  * "LLMLINK_..." for llmlink's own codes, or "LLM_UNKNOWN_STATUS". Never NULL. */
