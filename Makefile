@@ -89,6 +89,10 @@ LLK_SRC_LIST := $(call llk_list,src)
 LLK_INCLUDES := $(addprefix -I,$(call llk_list,include))
 LLK_CPPFLAGS := $(addprefix -D,$(call llk_list,define)) $(LLK_INCLUDES)
 LLK_CFLAGS   := $(addprefix -std=,$(call llk_list,std)) $(LLK_WARN) $(call llk_list,flag) -fPIC
+# System libraries ("lib NAME"): -lNAME on every link of the library, and
+# libNAME in llmlink.pc's Requires.private.
+LLK_LIBS     := $(addprefix -l,$(call llk_list,lib))
+LLK_PC_REQUIRES := $(addprefix lib,$(call llk_list,lib))
 ifeq ($(strip $(LLK_SRC_LIST)),)
 $(error no "src" line in $(SOURCES_LIST))
 endif
@@ -113,9 +117,9 @@ PROG_CFLAGS   := -std=c11 $(LLK_WARN) -Wno-missing-prototypes -pthread
 
 DEPFLAGS = -MMD -MP -MF $(@:.o=.d) -MT $@
 
-# Libraries the shared object itself needs. -lm only lands in DT_NEEDED
-# when the core really calls into libm.
-LIB_LDLIBS := -Wl,--push-state,--as-needed -lm -Wl,--pop-state
+# Libraries the shared object itself needs. -lm (and libssl until TLS code
+# calls it) only lands in DT_NEEDED when the core really calls into it.
+LIB_LDLIBS := -Wl,--push-state,--as-needed $(LLK_LIBS) -lm -Wl,--pop-state
 
 # ---------------------------------------------------------------
 # Sources and outputs
@@ -317,6 +321,7 @@ $(PC_FILE): ffi/llmlink.pc.in $(HEADER) FORCE
 	     -e 's|@LIBDIR@|$(pc_libdir)|' \
 	     -e 's|@INCLUDEDIR@|$(pc_includedir)|' \
 	     -e 's|@VERSION@|$(VERSION)|' \
+	     -e 's|@REQUIRES_PRIVATE@|$(LLK_PC_REQUIRES)|' \
 	     ffi/llmlink.pc.in > $@.tmp; \
 	if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; printf '  %-7s %s\n' GEN $@; fi
 
@@ -325,7 +330,7 @@ $(PC_FILE): ffi/llmlink.pc.in $(HEADER) FORCE
 # llk_* functions declared in the headers under core/.
 # ---------------------------------------------------------------
 TEST_LINK = $(CC) $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) -pthread -o $@ $(filter %.o,$^) \
-            $(STATIC_LIB) $(CMOCKA_LIBS) -lm $(LDLIBS)
+            $(STATIC_LIB) $(CMOCKA_LIBS) $(LLK_LIBS) -lm $(LDLIBS)
 
 $(UNIT_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(COMMON_OBJS) $(STATIC_LIB)
 	@mkdir -p $(@D)
@@ -351,18 +356,18 @@ $(FUZZ_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/fuzz/%.o $(FUZZ_MAIN_OBJ) $(S
 	@mkdir -p $(@D)
 	$(say) LD $@
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) $(FUZZ_LINK_FLAG) -pthread -o $@ $(filter %.o,$^) \
-	    $(STATIC_LIB) -lm $(LDLIBS)
+	    $(STATIC_LIB) $(LLK_LIBS) -lm $(LDLIBS)
 
 $(EXAMPLE_BINS): $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(STATIC_LIB)
 	@mkdir -p $(@D)
 	$(say) LD $@
-	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) -pthread -o $@ $< $(STATIC_LIB) -lm $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) -pthread -o $@ $< $(STATIC_LIB) $(LLK_LIBS) -lm $(LDLIBS)
 
 $(BENCH_BINS): $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BENCH_COMMON_OBJ) $(STATIC_LIB)
 	@mkdir -p $(@D)
 	$(say) LD $@
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) $(SAN_FLAGS) -pthread -o $@ $(filter %.o,$^) $(STATIC_LIB) \
-	    -lm $(LDLIBS)
+	    $(LLK_LIBS) -lm $(LDLIBS)
 
 # ---------------------------------------------------------------
 # Tests

@@ -50,6 +50,8 @@ check_all() {
     # gcc with --no-install-recommends does not pull the libc headers in.
     need_check libc6-dev "libc headers" 'printf "#include <stdio.h>\n" | cc -E -x c - -o /dev/null'
     need_check libcmocka-dev "cmocka (pkg-config cmocka)" 'pkg-config --exists cmocka'
+    # OpenSSL 3: libcrypto (authentication) and libssl (TLS), core/sources.list's "lib" lines.
+    need_check libssl-dev "OpenSSL 3 (pkg-config openssl)" 'pkg-config --atleast-version=3.0 openssl'
 
     local f
     for f in "$repo_root"/bindings/*/deps.sh "$repo_root"/ci/deps-*.sh; do

@@ -7,10 +7,12 @@ package llmlink
 // -L so that a build directory other than build/ can come first on the
 // search path (CGO_LDFLAGS="-L/abs/path/to/BUILD", which is what
 // `make go-test-static` does); a -L directory that does not exist is no
-// error.
+// error. The system libraries of core/sources.list ("lib" lines: OpenSSL's
+// libssl and libcrypto) follow it; -ldl because a static libcrypto.a needs
+// it (its engine/provider loading), harmless with the shared ones.
 
 /*
 #cgo CFLAGS: -I${SRCDIR}/../../ffi
-#cgo LDFLAGS: -L${SRCDIR}/../../build -l:libllmlink.a -lpthread -lm
+#cgo LDFLAGS: -L${SRCDIR}/../../build -l:libllmlink.a -lssl -lcrypto -ldl -lpthread -lm
 */
 import "C"

@@ -85,7 +85,8 @@ go-test-pkgconfig: $(SHARED_LIB) $(SHARED_SO) $(STATIC_LIB) go-test
 	$(Q)cp -P $(BUILD)/libllmlink.so $(BUILD)/libllmlink.so.* $(GO_PC_STAGE)/lib/
 	$(Q)sed -e 's|@PREFIX@|$(GO_PC_STAGE)|' -e 's|@EXEC_PREFIX@|$${prefix}|' \
 	    -e 's|@LIBDIR@|$${exec_prefix}/lib|' -e 's|@INCLUDEDIR@|$${prefix}/include|' \
-	    -e 's|@VERSION@|$(VERSION)|' ffi/llmlink.pc.in > $(GO_PC_STAGE)/lib/pkgconfig/llmlink.pc
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@REQUIRES_PRIVATE@|$(LLK_PC_REQUIRES)|' \
+	    ffi/llmlink.pc.in > $(GO_PC_STAGE)/lib/pkgconfig/llmlink.pc
 	$(Q)cd bindings/go && $(GO_ENV) PKG_CONFIG_PATH=$(GO_PC_STAGE)/lib/pkgconfig \
 	    LD_LIBRARY_PATH=$(GO_PC_STAGE)/lib$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} \
 	    $(GO) test -race -count=1 -tags llmlink_pkgconfig \

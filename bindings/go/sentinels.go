@@ -39,4 +39,5 @@ var (
 	ErrNetworkError             = sentinel(StatusNetworkError)
 	ErrCacheKeyAlreadyExist     = sentinel(StatusCacheKeyAlreadyExist)
 	ErrCacheInUse               = sentinel(StatusCacheInUse)
+	ErrAuthFailed               = sentinel(StatusAuthFailed)
 )

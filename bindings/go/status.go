@@ -51,6 +51,7 @@ const (
 	StatusNetworkError         Status = 0x5010B107 // LLMLINK_NETWORK_ERROR
 	StatusCacheKeyAlreadyExist Status = 0x5010B108 // LLMLINK_CACHE_KEY_ALREADY_EXIST
 	StatusCacheInUse           Status = 0x5010B109 // LLMLINK_CACHE_IN_USE
+	StatusAuthFailed           Status = 0x5010B10A // LLMLINK_AUTH_FAILED
 )
 
 // allStatuses lists every constant above, for Err* sentinels and tests.
@@ -90,6 +91,7 @@ var allStatuses = []Status{
 	StatusNetworkError,
 	StatusCacheKeyAlreadyExist,
 	StatusCacheInUse,
+	StatusAuthFailed,
 }
 
 // String is the C library's name of the status: "LLM_SUCCESS",

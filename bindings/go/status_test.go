@@ -47,6 +47,7 @@ var abiStatuses = []struct {
 	{"NETWORK_ERROR", 0x5010B107, StatusNetworkError},
 	{"CACHE_KEY_ALREADY_EXIST", 0x5010B108, StatusCacheKeyAlreadyExist},
 	{"CACHE_IN_USE", 0x5010B109, StatusCacheInUse},
+	{"AUTH_FAILED", 0x5010B10A, StatusAuthFailed},
 }
 
 func TestStatusValuesAndNames(t *testing.T) {

@@ -11,7 +11,8 @@
 #                        is ruled out by static functions of the same name in
 #                        several sources
 #   zllk_cgo.go          the #cgo flags: the includes, defines, C dialect
-#                        and flags of core/sources.list
+#                        and flags of core/sources.list, and its system
+#                        libraries ("lib NAME": -lNAME) in the LDFLAGS
 # `make go-vendor` runs it on bindings/go (the output is committed: go get
 # takes what is in the repository); `make go-vendor-check` runs it on a
 # scratch directory and compares.
@@ -41,6 +42,7 @@ cp "$list" "$out/csrc/core/sources.list"
 # //go:build lines in .c files too.
 tags='cgo && !llmlink_pkgconfig && !llmlink_static'
 cflags=()
+ldflags=()
 nsrc=0
 while read -r kind value rest; do
     case $kind in '' | '#'*) continue ;; esac
@@ -59,6 +61,7 @@ while read -r kind value rest; do
     define) cflags+=("-D$value") ;;
     std) cflags+=("-std=$value") ;;
     flag) cflags+=("$value") ;;
+    lib) ldflags+=("-l$value") ;;
     *) echo "vendor.sh: unknown kind $kind" >&2; exit 1 ;;
     esac
 done <"$list"
@@ -77,7 +80,7 @@ package llmlink
 
 /*
 #cgo CFLAGS: ${cflags[*]}
-#cgo LDFLAGS: -lpthread -lm
+#cgo LDFLAGS: ${ldflags[*]} -lpthread -lm
 */
 import "C"
 GO

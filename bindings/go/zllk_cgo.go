@@ -10,6 +10,6 @@ package llmlink
 
 /*
 #cgo CFLAGS: -std=c11 -D_GNU_SOURCE -DLLMLINK_BUILDING -I${SRCDIR}/csrc/ffi -I${SRCDIR}/csrc/core -fvisibility=hidden -pthread
-#cgo LDFLAGS: -lpthread -lm
+#cgo LDFLAGS: -lssl -lcrypto -lpthread -lm
 */
 import "C"

@@ -66,7 +66,8 @@ def header_version():
 
 def read_sources_list():
     """core/sources.list as {kind: [values]}: "src FILE", "include DIR",
-    "define NAME", "std NAME", "flag FLAG"; '#' starts a comment."""
+    "define NAME", "std NAME", "flag FLAG", "lib NAME" (a system library,
+    -lNAME); '#' starts a comment."""
     entries = {}
     path = os.path.join(ROOT, "core", "sources.list")
     with open(path, encoding="utf-8") as f:
@@ -182,7 +183,8 @@ extension = Extension(
     define_macros=[(d, None) for d in SOURCES.get("define", [])],
     extra_compile_args=["-std=" + s for s in SOURCES.get("std", [])] + SOURCES.get("flag", []),
     extra_link_args=["-pthread"],
-    libraries=["m"],
+    # The system libraries of core/sources.list (OpenSSL), in its order.
+    libraries=SOURCES.get("lib", []) + ["m"],
 )
 
 build_dir = os.environ.get("LLMLINK_PY_BUILD_DIR")

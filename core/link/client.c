@@ -65,7 +65,8 @@ static int pick_local(const llk_conn_t *c, int family)
     return -2;
 }
 
-static void send_hello(llmlink_t *e, llk_conn_t *c, int64_t now)
+/* Queues HELLO; false when it does not fit. */
+static bool queue_hello(llmlink_t *e, llk_conn_t *c)
 {
     llk_msg_hello_t m = {0};
     m.client_cluster_id = e->cluster_id;
@@ -88,8 +89,19 @@ static void send_hello(llmlink_t *e, llk_conn_t *c, int64_t now)
                               (uint16_t)(2 * e->opts.streams_per_link));
     uint8_t f[LLK_WIRE_HEADER_SIZE + 128];
     size_t n = llk_wire_encode_hello(f, sizeof f, LLK_WIRE_VERSION, &m);
+    return llk_conn_queue(c, f, n);
+}
+
+/* Connected: HELLO, or with a key AUTH_HELLO first (HELLO follows the
+ * server's proof, llk_client_on_frame). */
+static void send_hello(llmlink_t *e, llk_conn_t *c, int64_t now)
+{
     c->rx_len = 0;
-    if (!llk_conn_queue(c, f, n)) {
+    c->auth.stage = LLK_AUTH_NONE;
+    if (e->auth) {
+        if (!llk_auth_client_hello(e, c))
+            return;
+    } else if (!queue_hello(e, c)) {
         connect_failed(e, c, ENOBUFS, "queue HELLO for", now);
         return;
     }
@@ -175,6 +187,7 @@ static llmlink_status_t map_reject(uint32_t s)
     case LLMLINK_ROLE_NOT_ALLOWED:
     case LLMLINK_PROTOCOL_ERROR:
     case LLMLINK_LINK_FAILED:
+    case LLMLINK_AUTH_FAILED:
         return s;
     default:
         return LLMLINK_LINK_FAILED;
@@ -196,6 +209,16 @@ void llk_client_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
                               r.message, llmlink_status_name(r.status));
         }
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
+        return;
+    }
+    if (c->auth.stage == LLK_AUTH_CLI_WAIT_CHALLENGE) {
+        /* The server proved the key: the proof, then HELLO, in one write. */
+        if (!llk_auth_client_on_challenge(e, c, h, payload, now))
+            return;
+        if (!queue_hello(e, c)) {
+            llk_conn_complete(e, c, LLMLINK_LINK_FAILED, "cannot queue HELLO for %s", c->peer);
+            llk_conn_set_state(e, c, LLK_CONN_DEAD);
+        }
         return;
     }
     if (h->type != LLK_MSG_WELCOME) {
@@ -250,6 +273,11 @@ void llk_client_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
                 return;
             }
         }
+    if (xl && !llk_auth_bind_link(e, c, xl)) {
+        llk_conn_complete(e, c, LLMLINK_FAILED, "libcrypto: cannot derive the session key");
+        llk_conn_set_state(e, c, LLK_CONN_DEAD);
+        return;
+    }
     if (xl)
         llk_xlink_take_peer_wait(e, xl, w.ext, w.num_ext);
     if (xl && llk_engine_offers_rdma(e))

@@ -31,6 +31,7 @@
 #include "xfer/cache_registry.h"
 #include "llmlink.h"
 #include "base/options.h"
+#include "link/auth.h"
 #include "link/wire.h"
 #include "xfer/xfer.h"
 
@@ -121,6 +122,9 @@ typedef struct llk_conn {
      * opaque here; see llk_conn_xfer_ops_t. */
     void *xfer_ctx;
     const llk_conn_xfer_ops_t *xfer_ops;
+
+    /* Authentication exchange (link/auth.h), when the engine has a key. */
+    llk_auth_hs_t auth;
 
     size_t rx_len, tx_len;
     uint8_t tx[LLK_TX_CAP];
@@ -219,6 +223,15 @@ struct llmlink {
     llk_conn_t *park_head, *park_tail;
     uint32_t parked, park_max; /* park_max: set at the first park (park.c) */
     uint64_t parked_total, park_dropped, park_timed_out, park_promoted;
+
+
+    /* llmlink.AuthKey / AuthKeyFile (link/auth.h), NULL without a key. Set
+     * at init, freed (wiped) by llk_engine_free. auth_failures: internal
+     * (llmlink_stats_t keeps its layout) count of connections refused or
+     * abandoned for authentication (wrong, missing or unexpected key, a bad
+     * ATTACH MAC), under e->mu. */
+    llk_auth_key_t *auth;
+    uint64_t auth_failures;
 };
 
 /* ---- engine.c: lifecycle ---- */
@@ -324,6 +337,33 @@ void llk_park_timed_out(llmlink_t *e, llk_conn_t *c, int64_t now);
  * what can go in, closes parked connections past their deadline. Returns
  * the next parked deadline (0: none parked). */
 int64_t llk_park_expire(llmlink_t *e, int64_t now);
+
+/* ---- link/auth_handshake.c: the authentication exchange ---- */
+/* Server, before a frame on a SRV_HANDSHAKE connection reaches HELLO /
+ * ATTACH handling: runs AUTH_HELLO / AUTH_PROOF and refuses what may not
+ * come yet. true: the frame goes on (authenticated, or no key anywhere). */
+bool llk_auth_server_gate(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
+                          const uint8_t *payload, int64_t now);
+/* Client, connected: queues AUTH_HELLO with a fresh Nc. false: the DRBG
+ * failed (c's waiter completed, c DEAD). */
+bool llk_auth_client_hello(llmlink_t *e, llk_conn_t *c);
+/* Client: a frame (not REJECT) while waiting for AUTH_CHALLENGE. true:
+ * MAC_s checked, AUTH_PROOF queued: queue HELLO now. false: c completed
+ * and DEAD. */
+bool llk_auth_client_on_challenge(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
+                                  const uint8_t *payload, int64_t now);
+/* Both sides, when a link's xlink is installed on control connection c:
+ * its session key Ks from c's nonces (nothing without a key). false when
+ * libcrypto failed. */
+bool llk_auth_bind_link(llmlink_t *e, llk_conn_t *c, struct llk_xlink *xl);
+/* Server, e->mu held: ATTACH m (payload: its bytes) on connection c, which
+ * passed the exchange, carries the right MAC under the link's session key
+ * ks (NULL: the link has none). Counts and logs a failure. */
+bool llk_auth_attach_ok_locked(llmlink_t *e, llk_conn_t *c, const uint8_t *ks,
+                               const uint8_t *payload, const llk_msg_attach_t *m);
+/* A WARN for an authentication failure (rate-limited, llk_server_warn_limit)
+ * and the counter. */
+void llk_auth_count_failure(llmlink_t *e, int64_t now, const char *peer, const char *why);
 
 /* ---- link/client.c: connecting and the client handshake ---- */
 void llk_client_start(llmlink_t *e, llk_conn_t *c, int64_t now);

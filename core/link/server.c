@@ -161,6 +161,9 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
                          const uint8_t *payload, int64_t now)
 {
     char msg[200];
+    /* With a key, nothing below runs before the client proved it. */
+    if (!llk_auth_server_gate(e, c, h, payload, now))
+        return;
     if (h->type == LLK_MSG_ATTACH) {
         llk_xfer_on_attach(e, c, payload, h->length);
         return;
@@ -234,6 +237,10 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
     llk_xlink_t *xl = llk_xlink_install(c, m.client_cluster_id, false, 0, c->peer);
     if (!xl) {
         reject(e, c, LLMLINK_OUT_OF_MEMORY, "out of memory for the link");
+        return;
+    }
+    if (!llk_auth_bind_link(e, c, xl)) {
+        reject(e, c, LLMLINK_FAILED, "internal error (session key)");
         return;
     }
     llk_xlink_take_peer_wait(e, xl, m.ext, m.num_ext);

@@ -28,7 +28,7 @@ llk_header_check_t llk_wire_check_header(const llk_frame_header_t *h)
         return LLK_HDR_BAD_VERSION;
     if (h->length > LLK_WIRE_MAX_PAYLOAD)
         return LLK_HDR_TOO_LARGE;
-    if (h->type < LLK_MSG_HELLO || h->type > LLK_MSG_ATTACH_OK)
+    if (h->type < LLK_MSG_HELLO || h->type > LLK_MSG_LAST)
         return LLK_HDR_BAD_TYPE;
     if (h->flags != 0)
         return LLK_HDR_BAD_FLAGS;
@@ -375,6 +375,11 @@ size_t llk_wire_encode_attach(uint8_t *out, size_t cap, uint16_t version, const 
     put_bytes(&w, m->boot_id, sizeof m->boot_id);
     put_u64(&w, m->pidns);
     put_u32(&w, m->pid);
+    if (m->has_mac) {
+        llk_ext_t mac = {.type = LLK_EXT_ATTACH_MAC, .length = LLK_AUTH_MAC_SIZE,
+                         .data = m->mac};
+        put_exts(&w, &mac, 1);
+    }
     return end_frame(&w);
 }
 
@@ -418,6 +423,85 @@ int llk_wire_decode_attach(const uint8_t *payload, size_t len, llk_msg_attach_t 
         *why = "ATTACH: transport out of range";
         return -1;
     }
+    if (r.pos == r.len)
+        return 0; /* no extensions: a link without a key */
+    llk_ext_t ext[LLK_WIRE_MAX_EXTENSIONS];
+    uint16_t n = 0;
+    if (get_exts(&r, ext, &n, why) != 0)
+        return -1;
+    for (uint16_t i = 0; i < n; i++) {
+        if (ext[i].type == LLK_EXT_ATTACH_MAC) {
+            if (ext[i].length != LLK_AUTH_MAC_SIZE || m->has_mac) {
+                *why = "ATTACH: MAC extension not 32 bytes, or twice";
+                return -1;
+            }
+            memcpy(m->mac, ext[i].data, LLK_AUTH_MAC_SIZE);
+            m->has_mac = true;
+        } else if (ext[i].type & LLK_WIRE_EXT_CRITICAL) {
+            *why = "ATTACH: unsupported critical extension";
+            return -1;
+        }
+    }
+    return finish(&r, why);
+}
+
+/* ---- authentication ------------------------------------------------------ */
+
+size_t llk_wire_encode_auth_hello(uint8_t *out, size_t cap, uint16_t version,
+                                  const llk_msg_auth_hello_t *m)
+{
+    wbuf_t w = {out, 0, cap, 0};
+    begin_frame(&w, version, LLK_MSG_AUTH_HELLO);
+    put_bytes(&w, &m->scheme, 1);
+    put_bytes(&w, m->nc, sizeof m->nc);
+    return end_frame(&w);
+}
+
+size_t llk_wire_encode_auth_challenge(uint8_t *out, size_t cap, uint16_t version,
+                                      const llk_msg_auth_challenge_t *m)
+{
+    wbuf_t w = {out, 0, cap, 0};
+    begin_frame(&w, version, LLK_MSG_AUTH_CHALLENGE);
+    put_bytes(&w, m->ns, sizeof m->ns);
+    put_bytes(&w, m->mac, sizeof m->mac);
+    return end_frame(&w);
+}
+
+size_t llk_wire_encode_auth_proof(uint8_t *out, size_t cap, uint16_t version,
+                                  const uint8_t mac[LLK_AUTH_MAC_SIZE])
+{
+    wbuf_t w = {out, 0, cap, 0};
+    begin_frame(&w, version, LLK_MSG_AUTH_PROOF);
+    put_bytes(&w, mac, LLK_AUTH_MAC_SIZE);
+    return end_frame(&w);
+}
+
+int llk_wire_decode_auth_hello(const uint8_t *payload, size_t len, llk_msg_auth_hello_t *m,
+                               const char **why)
+{
+    rbuf_t r = {payload, len, 0, 0};
+    memset(m, 0, sizeof *m);
+    get_bytes(&r, &m->scheme, 1);
+    get_bytes(&r, m->nc, sizeof m->nc);
+    return finish(&r, why);
+}
+
+int llk_wire_decode_auth_challenge(const uint8_t *payload, size_t len,
+                                   llk_msg_auth_challenge_t *m, const char **why)
+{
+    rbuf_t r = {payload, len, 0, 0};
+    memset(m, 0, sizeof *m);
+    get_bytes(&r, m->ns, sizeof m->ns);
+    get_bytes(&r, m->mac, sizeof m->mac);
+    return finish(&r, why);
+}
+
+int llk_wire_decode_auth_proof(const uint8_t *payload, size_t len,
+                               uint8_t mac[LLK_AUTH_MAC_SIZE], const char **why)
+{
+    rbuf_t r = {payload, len, 0, 0};
+    memset(mac, 0, LLK_AUTH_MAC_SIZE);
+    get_bytes(&r, mac, LLK_AUTH_MAC_SIZE);
     return finish(&r, why);
 }
 

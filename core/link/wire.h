@@ -33,14 +33,43 @@
  *             u64 pid namespace, u32 pid). The first frame of a data stream:
  *             a new connection to the listener that joins an existing link
  *             (xfer.h) instead of making one.
+ *             Then, optionally, extensions (below): an ATTACH of a link
+ *             made with a key (llmlink.AuthKey/AuthKeyFile) carries
+ *             LLK_EXT_ATTACH_MAC; one of a link without a key carries none
+ *             and is the 64 bytes above exactly, as in llmlink 0.3.
  *   ATTACH_OK u8 transport (the server's), 3 zero bytes, host id
+ *   AUTH_HELLO     u8 scheme (LLK_AUTH_SCHEME_PSK1), 32 bytes client nonce Nc
+ *   AUTH_CHALLENGE 32 bytes server nonce Ns, 32 bytes MAC_s
+ *   AUTH_PROOF     32 bytes MAC_c
+ *
+ * Authentication (link/auth.h; docs/security.md). When the client has a
+ * key, every connection it opens (control and data streams) starts with
+ * AUTH_HELLO; the server answers AUTH_CHALLENGE, whose MAC_s proves it
+ * holds the key, and the client sends AUTH_PROOF (MAC_c) and only then
+ * HELLO or ATTACH (in the same write). The server reads nothing else
+ * before MAC_c checked, and sends nothing about itself before; the client
+ * sends nothing about itself before MAC_s checked:
+ *   K     = HKDF-SHA-256(key, salt "llmlink auth v1", info "mac")
+ *   MAC_s = HMAC-SHA-256(K, "llmlink server v1" | Nc | Ns)
+ *   MAC_c = HMAC-SHA-256(K, "llmlink client v1" | Nc | Ns)
+ * Distinct labels stop reflecting one side's MAC back at it; a fresh Ns
+ * per connection stops replay. A keyed server refuses any other first
+ * frame, a server without a key refuses AUTH_HELLO, both with REJECT
+ * LLMLINK_AUTH_FAILED. A client whose check of MAC_s fails sends a REJECT
+ * AUTH_FAILED to the server (so that it can count and log the failure)
+ * and closes. The control connection's Nc|Ns give the link's session key
+ *   Ks    = HKDF-SHA-256(key, salt Nc | Ns, info "llmlink session v1")
+ * and each data stream's ATTACH proves it belongs to that link:
+ *   MAC_a = HMAC-SHA-256(Ks, "llmlink attach v1" | Nc' | Ns' | ATTACH[0..64))
+ * with the stream connection's own nonces Nc', Ns' and the 64 fixed bytes
+ * of the ATTACH payload (ids, incarnations, stream index, direction, ...).
  *
  * extensions: u16 count, then per extension u16 type, u16 length, bytes.
  * They carry transport parameters and authentication in later versions.
  * Defined: LLK_EXT_DATA_STREAMS (WELCOME, empty), LLK_EXT_RDMA (HELLO /
  * WELCOME, empty), LLK_EXT_WAIT_TIME (HELLO / WELCOME, u32 ms),
  * LLK_EXT_RDMA_READ_DEPTH (HELLO / WELCOME, empty), LLK_EXT_STREAM_COUNT
- * (HELLO, u16), below.
+ * (HELLO, u16), LLK_EXT_ATTACH_MAC (ATTACH, 32 bytes), below.
  * An extension whose type has bit 15 set is critical: a receiver that does
  * not know it must refuse the handshake; others are skipped.
  *
@@ -84,8 +113,13 @@ typedef enum llk_msg_type {
     LLK_MSG_UNLINK = 5,
     LLK_MSG_UNLINK_ACK = 6,
     LLK_MSG_ATTACH = 7,
-    LLK_MSG_ATTACH_OK = 8
+    LLK_MSG_ATTACH_OK = 8,
+    /* 9..12: authentication (12 reserved) */
+    LLK_MSG_AUTH_HELLO = 9,
+    LLK_MSG_AUTH_CHALLENGE = 10,
+    LLK_MSG_AUTH_PROOF = 11
 } llk_msg_type_t;
+#define LLK_MSG_LAST LLK_MSG_AUTH_PROOF
 
 #define LLK_WIRE_HOST_ID_SIZE 28u
 
@@ -130,6 +164,18 @@ typedef enum llk_msg_type {
 #define LLK_STREAM_COUNT_MIN 2u
 #define LLK_STREAM_COUNT_MAX 16u /* 2 x LLK_MAX_STREAMS (xfer/planner.h) */
 
+/* ATTACH extension (critical: a server that cannot check it must refuse
+ * the stream; 32 bytes): MAC_a, above. 0x0007 stays reserved for
+ * authentication. */
+#define LLK_EXT_ATTACH_MAC (LLK_WIRE_EXT_CRITICAL | 0x0006u)
+
+/* Authentication payloads. */
+#define LLK_AUTH_SCHEME_PSK1 1u
+#define LLK_AUTH_NONCE_SIZE 32u
+#define LLK_AUTH_MAC_SIZE 32u
+/* The fixed part of an ATTACH payload (what MAC_a covers). */
+#define LLK_WIRE_ATTACH_FIXED 64u
+
 typedef struct llk_msg_attach {
     uint64_t client_cluster_id;
     uint64_t server_cluster_id;
@@ -141,7 +187,20 @@ typedef struct llk_msg_attach {
     uint8_t boot_id[16];
     uint64_t pidns;
     uint32_t pid;
+    /* LLK_EXT_ATTACH_MAC: sent when has_mac; decoded into mac/has_mac. */
+    bool has_mac;
+    uint8_t mac[LLK_AUTH_MAC_SIZE];
 } llk_msg_attach_t;
+
+typedef struct llk_msg_auth_hello {
+    uint8_t scheme;
+    uint8_t nc[LLK_AUTH_NONCE_SIZE];
+} llk_msg_auth_hello_t;
+
+typedef struct llk_msg_auth_challenge {
+    uint8_t ns[LLK_AUTH_NONCE_SIZE];
+    uint8_t mac[LLK_AUTH_MAC_SIZE];
+} llk_msg_auth_challenge_t;
 
 typedef struct llk_msg_attach_ok {
     uint8_t transport;
@@ -220,10 +279,27 @@ size_t llk_wire_encode_simple(uint8_t *out, size_t cap, uint16_t version, llk_ms
 size_t llk_wire_encode_attach(uint8_t *out, size_t cap, uint16_t version, const llk_msg_attach_t *m);
 size_t llk_wire_encode_attach_ok(uint8_t *out, size_t cap, uint16_t version,
                                  const llk_msg_attach_ok_t *m);
-/* direction must be 0 or 1, transport a llk_transport_t value. */
+/* direction must be 0 or 1, transport a llk_transport_t value; after the
+ * fixed part, extensions are optional: an unknown critical one, or an
+ * LLK_EXT_ATTACH_MAC not 32 bytes long, is malformed. */
 int llk_wire_decode_attach(const uint8_t *payload, size_t len, llk_msg_attach_t *m, const char **why);
 int llk_wire_decode_attach_ok(const uint8_t *payload, size_t len, llk_msg_attach_ok_t *m,
                               const char **why);
+
+/* Authentication frames (the scheme is any byte here: the server checks
+ * it, to answer an unknown one with a clear REJECT). */
+size_t llk_wire_encode_auth_hello(uint8_t *out, size_t cap, uint16_t version,
+                                  const llk_msg_auth_hello_t *m);
+size_t llk_wire_encode_auth_challenge(uint8_t *out, size_t cap, uint16_t version,
+                                      const llk_msg_auth_challenge_t *m);
+size_t llk_wire_encode_auth_proof(uint8_t *out, size_t cap, uint16_t version,
+                                  const uint8_t mac[LLK_AUTH_MAC_SIZE]);
+int llk_wire_decode_auth_hello(const uint8_t *payload, size_t len, llk_msg_auth_hello_t *m,
+                               const char **why);
+int llk_wire_decode_auth_challenge(const uint8_t *payload, size_t len,
+                                   llk_msg_auth_challenge_t *m, const char **why);
+int llk_wire_decode_auth_proof(const uint8_t *payload, size_t len,
+                               uint8_t mac[LLK_AUTH_MAC_SIZE], const char **why);
 
 /* Payload decoders: payload/len is what follows a header that passed
  * llk_wire_check_header. */

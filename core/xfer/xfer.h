@@ -46,6 +46,7 @@
 
 #include "llmlink.h"
 #include "base/options.h"
+#include "link/wire.h"
 #include "xfer/planner.h"
 #include "xfer/xfer_wire.h"
 #include "transport/transport.h"
@@ -102,6 +103,13 @@ typedef struct llk_xlink {
      * (LLK_EXT_WAIT_TIME, link/wire.h), 0 when it sent none. Set once by
      * the reactor when the xlink is installed, read by any thread. */
     _Atomic int32_t peer_wait_ms;
+
+    /* The link's session key Ks (link/auth.h) when it was made with a key
+     * (has_ks): what each data stream's ATTACH MAC is made with. Set once
+     * by the reactor when the xlink is installed, before any stream
+     * attaches; read-only after; wiped when the xlink is freed. */
+    bool has_ks;
+    uint8_t ks[32];
 } llk_xlink_t;
 
 /* The wait a request on xl gets: the smaller of this side's own
@@ -179,6 +187,19 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
  * connection die. Returns true when the stream was adopted.
  */
 bool llk_xfer_on_attach(llmlink_t *e, struct llk_conn *c, const uint8_t *payload, size_t len);
+
+/* ---- xfer/stream_auth.c: a data stream's authentication, client side ----
+ * With a key (e->auth), each stream runs the exchange of link/wire.h on
+ * its own connection before its ATTACH. Blocking, bounded by deadline_ms;
+ * on failure AUTH_FAILED / TIMEOUT / LINK_FAILED with a message in detail. */
+/* Sends AUTH_HELLO with a fresh nonce, kept in nc. */
+llmlink_status_t llk_stream_auth_hello(llmlink_t *e, llk_xlink_t *xl, int fd, uint8_t nc[32],
+                                       int64_t deadline_ms, char *detail, size_t dlen);
+/* Reads AUTH_CHALLENGE and checks MAC_s; then sends AUTH_PROOF and the
+ * ATTACH m, with its MAC under the link's session key, in one write. */
+llmlink_status_t llk_stream_auth_attach(llmlink_t *e, llk_xlink_t *xl, int fd,
+                                        const uint8_t nc[32], llk_msg_attach_t *m,
+                                        int64_t deadline_ms, char *detail, size_t dlen);
 
 /* A live, usable xlink to/from remote_id, with a reference (release with
  * llk_xlink_unref), or NULL with llk_err(NOT_YET_LINK). Takes e->mu. */

@@ -39,7 +39,8 @@ cc -o "$stage/consumer-shared" "$stage/consumer.c" $(pkg-config --cflags --libs 
 out=$(LD_LIBRARY_PATH="$stage$prefix/lib" "$stage/consumer-shared")
 [ "$out" = "LLM_SUCCESS" ] || { echo "check_install: shared consumer printed '$out'"; exit 1; }
 cc -static-libgcc -o "$stage/consumer-static" "$stage/consumer.c" \
-    $(pkg-config --cflags llmlink) "$stage$prefix/lib/libllmlink.a" $(pkg-config --static --libs-only-other llmlink)
+    $(pkg-config --cflags llmlink) "$stage$prefix/lib/libllmlink.a" \
+    $(pkg-config --static --libs llmlink | sed 's/-lllmlink\b//')
 out=$("$stage/consumer-static")
 [ "$out" = "LLM_SUCCESS" ] || { echo "check_install: static consumer printed '$out'"; exit 1; }
 # Man pages: the names come from the header, as `make install` takes them.

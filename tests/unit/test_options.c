@@ -540,6 +540,37 @@ static void test_transport_names_distinct(void **state)
                                     llk_transport_name((llk_transport_t)b));
 }
 
+/* llmlink.AuthKey / AuthKeyFile: the caller's strings are kept for init
+ * (which loads the key); a bad hex key is refused without being quoted;
+ * both at once are refused. */
+static void test_auth_keys(void **state)
+{
+    options_fixture_t *fx = *state;
+    static const char hex[] = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    assert_null(fx->o.auth_key_hex);
+    assert_null(fx->o.auth_key_file);
+    assert_accepted(fx, "llmlink.AuthKey", hex);
+    assert_ptr_equal(fx->o.auth_key_hex, hex);
+    assert_accepted(fx, "llmlink.AuthKeyFile", "/etc/llmlink/key");
+    assert_string_equal(fx->o.auth_key_file, "/etc/llmlink/key");
+    static const char *const bad[] = {
+        "", "0011", /* too short */
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff0", /* odd */
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeefg", /* not hex */
+        "00112233445566778899aabbccddeeff 00112233445566778899aabbccddeeff",
+    };
+    for (size_t b = 0; b < ARRAY_LEN(bad); b++) {
+        assert_refused(fx, "llmlink.AuthKey", bad[b]);
+        if (strstr(fx->err, "0011") || strstr(fx->err, "eef"))
+            fail_msg("the message quotes the key: \"%s\"", fx->err);
+    }
+    assert_refused(fx, "llmlink.AuthKeyFile", "");
+    llmlink_option_t both[] = {{"llmlink.AuthKeyFile", "/k"}, {"llmlink.AuthKey", hex}};
+    assert_int_equal(llk_options_parse(&fx->o, both, 2, fx->err, sizeof fx->err),
+                     LLMLINK_PARAM_INVALID);
+    assert_non_null(strstr(fx->err, "both"));
+}
+
 /* ---- main ------------------------------------------------------------------------ */
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -573,6 +604,7 @@ int main(void)
         T(test_message_hides_nonprintable_value),
         T(test_small_error_buffer),
         T(test_transport_names_distinct),
+        T(test_auth_keys),
     };
     return cmocka_run_group_tests_name("options: key/value parser", tests, NULL, NULL);
 }

@@ -131,12 +131,15 @@ def cluster_to(peer_or_port, cluster_id=None):
 def make_decoder():
     engines = []
 
-    def make(cluster_id=100, sync_kv_timeout=None, transport=None):
+    def make(cluster_id=100, sync_kv_timeout=None, transport=None, options=None):
         config = LLMConfig()
         if sync_kv_timeout is not None:
             config.sync_kv_timeout = sync_kv_timeout
+        ge = dict(options or {})
         if transport is not None:
-            config.ge_options = {"llmlink.Transport": transport}
+            ge["llmlink.Transport"] = transport
+        if ge:
+            config.ge_options = ge
         engine = LLMDataDist(LLMRole.DECODER, cluster_id)
         engine.init(config.generate_options())
         engines.append(engine)

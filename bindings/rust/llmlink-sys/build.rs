@@ -78,7 +78,8 @@ fn source_root() -> PathBuf {
     root
 }
 
-/// core/sources.list: "KIND VALUE" lines (src, include, define, std, flag);
+/// core/sources.list: "KIND VALUE" lines (src, include, define, std, flag,
+/// lib);
 /// '#' starts a comment. Returns (kind, value) pairs in file order.
 fn read_sources_list(path: &Path) -> Vec<(String, String)> {
     let text = fs::read_to_string(path)
@@ -141,6 +142,7 @@ fn build_from_source(root: &Path) -> PathBuf {
             "flag" => {
                 build.flag(value);
             }
+            "lib" => {} // linked below, after the library itself
             _ => panic!("llmlink-sys: {}: unknown kind {kind:?}", list.display()),
         }
     }
@@ -149,6 +151,13 @@ fn build_from_source(root: &Path) -> PathBuf {
     }
     build.pic(true).flag_if_supported("-Wno-unused-parameter");
     build.compile("llmlink");
+    // The system libraries of core/sources.list (OpenSSL's libssl and
+    // libcrypto), in its order, after the static library that needs them.
+    for (kind, value) in &entries {
+        if kind == "lib" {
+            println!("cargo:rustc-link-lib={value}");
+        }
+    }
     // The shared library's own link line: -pthread and (as needed) -lm.
     println!("cargo:rustc-link-lib=pthread");
     println!("cargo:rustc-link-lib=m");

@@ -102,6 +102,7 @@ typedef uint32_t llmlink_status_t;
 #define LLMLINK_NETWORK_ERROR                0x5010B107u /* socket-level failure (see last_error) */
 #define LLMLINK_CACHE_KEY_ALREADY_EXIST      0x5010B108u /* a registered cache already has that key */
 #define LLMLINK_CACHE_IN_USE                 0x5010B109u /* cache still used by a transfer */
+#define LLMLINK_AUTH_FAILED                  0x5010B10Au /* peer failed authentication (key) */
 
 /* "LLM_SUCCESS", "LLM_PARAM_INVALID", ...: the LLMStatusCode name, or
  * "LLMLINK_..." for llmlink's own codes, or "LLM_UNKNOWN_STATUS". Never NULL. */
@@ -245,6 +246,29 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *                             what a fenced tcp write to this engine never
  *                             received (the rest of its blocks), so a half-
  *                             written KV cache shows; logged at INFO
+ *   llmlink.AuthKeyFile              path of a file holding the pre-shared
+ *                             key (raw bytes, 32..4096). Refused at init
+ *                             (LLMLINK_PARAM_INVALID, the message naming the
+ *                             file) when the file is readable or writable by
+ *                             group or others (mode & 077, as ssh requires),
+ *                             unreadable, not a regular file, or of the wrong
+ *                             size.
+ *   llmlink.AuthKey                  the same key in hex (64..8192 hex digits),
+ *                             for programs that hold it in memory. A secret:
+ *                             never logged nor quoted in a message. Setting
+ *                             both keys is LLMLINK_PARAM_INVALID.
+ *                             With a key, every connection (link and data
+ *                             stream) runs a challenge-response with fresh
+ *                             nonces from both sides (HMAC-SHA-256, keys
+ *                             derived with HKDF, OpenSSL's libcrypto) before
+ *                             either side reveals anything about itself, and
+ *                             each data stream proves it belongs to its link.
+ *                             Both ends need the same key: a wrong, missing
+ *                             or unexpected key fails that cluster with
+ *                             LLMLINK_AUTH_FAILED; the server logs a WARN
+ *                             (at most one a second) and counts it. It
+ *                             authenticates, it does not encrypt: see
+ *                             docs/security.md.
  * An unknown key, or a value out of range, fails with LLMLINK_PARAM_INVALID
  * and a message that names the key.
  */

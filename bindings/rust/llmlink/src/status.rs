@@ -93,6 +93,9 @@ statuses! {
     CACHE_KEY_ALREADY_EXIST = LLMLINK_CACHE_KEY_ALREADY_EXIST;
     /// The cache is still used by a transfer.
     CACHE_IN_USE = LLMLINK_CACHE_IN_USE;
+    /// The peer failed authentication (`llmlink.AuthKey` /
+    /// `llmlink.AuthKeyFile`: a wrong, missing or unexpected key).
+    AUTH_FAILED = LLMLINK_AUTH_FAILED;
 }
 
 impl Status {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/addr.h"
+#include "link/auth.h"
 #include "link/wire.h"
 
 void llk_options_defaults(llk_options_t *o)
@@ -90,7 +91,7 @@ static int parse_bool(const char *s, bool *out)
 }
 
 typedef enum { K_INT, K_BOOL, K_LISTEN, K_DEVICES, K_TRANSPORT, K_STRING, K_RDMA_DEVICE,
-               K_RDMA_GID, K_RDMA_MTU } kind_t;
+               K_RDMA_GID, K_RDMA_MTU, K_AUTH_FILE, K_AUTH_HEX } kind_t;
 
 typedef struct {
     const char *key;
@@ -134,6 +135,9 @@ static const key_spec_t specs[] = {
     {"llmlink.RdmaGidIndex", K_RDMA_GID, 0, 0, 0},
     {"llmlink.RdmaMtu", K_RDMA_MTU, 0, 0, 0},
     {"llmlink.DebugFenceFill", K_INT, -1, 255, OFF(debug_fence_fill)},
+    {"llmlink.AuthKeyFile", K_AUTH_FILE, 0, 0, 0},
+    /* Secret: no message ever shows its value (K_AUTH_HEX never calls show()). */
+    {"llmlink.AuthKey", K_AUTH_HEX, 0, 0, 0},
 };
 
 static int parse_listen(llk_options_t *o, const char *v, char *err, size_t errlen,
@@ -308,6 +312,25 @@ llmlink_status_t llk_options_parse(llk_options_t *o, const llmlink_option_t *opt
             o->rdma_mtu = (uint32_t)x;
             break;
         }
+        case K_AUTH_FILE:
+            if (!*v || strlen(v) >= 4096) {
+                snprintf(err, errlen, "option %s: expected the path of a key file (1 to 4095 "
+                         "bytes)", k);
+                return LLMLINK_PARAM_INVALID;
+            }
+            o->auth_key_file = v;
+            break;
+        case K_AUTH_HEX: {
+            const char *why = "?";
+            size_t len;
+            if (llk_auth_hex_decode(v, NULL, 0, &len, &why) != 0) {
+                snprintf(err, errlen, "option %s: the value is %s (the key, at least 32 bytes, "
+                         "in hex)", k, why);
+                return LLMLINK_PARAM_INVALID;
+            }
+            o->auth_key_hex = v;
+            break;
+        }
         case K_STRING:
             if (strlen(v) > 4096) {
                 snprintf(err, errlen, "option %s: value longer than 4096 bytes", k);
@@ -315,6 +338,11 @@ llmlink_status_t llk_options_parse(llk_options_t *o, const llmlink_option_t *opt
             }
             break;
         }
+    }
+    if (o->auth_key_file && o->auth_key_hex) {
+        snprintf(err, errlen, "options llmlink.AuthKeyFile and llmlink.AuthKey are both set: "
+                 "give the key one way");
+        return LLMLINK_PARAM_INVALID;
     }
     return LLMLINK_SUCCESS;
 }

@@ -61,6 +61,12 @@ typedef struct llk_options {
     /* llmlink.DebugFenceFill: the byte a fenced tcp write's unreceived range
      * is filled with (xfer/owner.c), -1 = off (the default) */
     int32_t debug_fence_fill;
+    /* llmlink.AuthKeyFile / llmlink.AuthKey: the caller's strings, valid
+     * only during llmlink_init, which loads the key into the engine
+     * (link/auth.h) and clears both; at most one is set. The hex value is
+     * checked here (never quoted in a message), the file at init. */
+    const char *auth_key_file;
+    const char *auth_key_hex;
 } llk_options_t;
 
 void llk_options_defaults(llk_options_t *o);

@@ -216,6 +216,8 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
         return llk_engine_check_running(e, "llmlink_init");
     }
     e->opts = *opts;
+    /* The caller's strings: used below, never kept. */
+    e->opts.auth_key_file = e->opts.auth_key_hex = NULL;
     if (e->role == LLMLINK_ROLE_PROMPT && opts->num_listen == 0) {
         pthread_mutex_unlock(&e->mu);
         return llk_err(LLMLINK_PARAM_INVALID, "llmlink_init: option llm.listenIpInfo is required "
@@ -228,6 +230,15 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
     }
 
     /* Acquire in order; on failure release in reverse (the ladder below). */
+    if (opts->auth_key_file || opts->auth_key_hex) {
+        char kerr[400];
+        st = llk_auth_key_load(opts->auth_key_file, opts->auth_key_hex, &e->auth, kerr,
+                               sizeof kerr);
+        if (st != LLMLINK_SUCCESS) {
+            st = llk_err(st, "llmlink_init: %s", kerr);
+            goto fail_epoll;
+        }
+    }
     e->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (e->epfd < 0) {
         st = llk_err(LLMLINK_FAILED, "llmlink_init: epoll_create1: %s", strerror(errno));
@@ -287,6 +298,8 @@ fail_eventfd:
     close(e->epfd);
     e->epfd = -1;
 fail_epoll:
+    llk_auth_key_free(e->auth);
+    e->auth = NULL;
     llk_options_defaults(&e->opts);
     pthread_mutex_unlock(&e->mu);
     return st;
@@ -340,6 +353,8 @@ void llk_engine_free(llmlink_t *e)
     }
     llk_rdma_close(e->rdma);
     e->rdma = NULL;
+    llk_auth_key_free(e->auth); /* wiped */
+    e->auth = NULL;
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e);

@@ -14,6 +14,7 @@
 
 #include "base/addr.h"
 #include "base/clock.h"
+#include "base/crypto.h"
 #include "link/engine.h"
 #include "link/link_api.h"
 #include "base/err.h"
@@ -108,6 +109,7 @@ void llk_xlink_unref(llk_xlink_t *xl)
             close(xl->req_fd[i]);
     /* No call and no owner stream uses the transports' link state any more. */
     llk_transport_link_free(&xl->xport);
+    llk_crypto_wipe(xl->ks, sizeof xl->ks);
     pthread_cond_destroy(&xl->cv);
     pthread_mutex_destroy(&xl->mu);
     free(xl);
@@ -217,6 +219,7 @@ typedef struct {
     int fd;
     uint8_t dir;
     uint16_t slot;
+    uint8_t nc[32]; /* with a key: this stream's AUTH_HELLO nonce */
 } pending_stream_t;
 
 static int open_stream(const struct sockaddr_storage *remote, socklen_t remote_len,
@@ -330,7 +333,7 @@ static llmlink_status_t read_attach_answer(llk_xlink_t *xl, int fd, int64_t dead
         }
         snprintf(detail, dlen, "data stream refused: %s (%s)", rj.message,
                  llmlink_status_name(rj.status));
-        return LLMLINK_LINK_FAILED;
+        return rj.status == LLMLINK_AUTH_FAILED ? LLMLINK_AUTH_FAILED : LLMLINK_LINK_FAILED;
     }
     if (llk_wire_decode_attach_ok(payload, h.length, ok, &why) != 0) {
         snprintf(detail, dlen, "bad ATTACH_OK: %s", why);
@@ -411,6 +414,10 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
             st = r == 0 ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
             break;
         }
+        if (e->auth) { /* the ATTACH follows the server's proof, below */
+            st = llk_stream_auth_hello(e, xl, ps[i].fd, ps[i].nc, deadline_ms, detail, dlen);
+            continue;
+        }
         uint8_t f[LLK_WIRE_HEADER_SIZE + 80];
         m.stream_index = ps[i].slot;
         m.direction = ps[i].dir;
@@ -419,6 +426,11 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
             snprintf(detail, dlen, "ATTACH to %s: %s", addr, strerror(errno));
             st = errno == ETIMEDOUT ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
         }
+    }
+    for (uint32_t i = 0; e->auth && i < opened && st == LLMLINK_SUCCESS; i++) {
+        m.stream_index = ps[i].slot;
+        m.direction = ps[i].dir;
+        st = llk_stream_auth_attach(e, xl, ps[i].fd, ps[i].nc, &m, deadline_ms, detail, dlen);
     }
     uint32_t installed = 0;
     for (; installed < opened && st == LLMLINK_SUCCESS; installed++) {
@@ -489,6 +501,13 @@ bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, siz
         snprintf(msg, sizeof msg, "no link from cluster %llu to cluster %llu to attach to",
                  (unsigned long long)m.client_cluster_id, (unsigned long long)m.server_cluster_id);
         llk_link_stream_refuse_locked(e, c, LLMLINK_NOT_YET_LINK, false, msg);
+        return false;
+    }
+    /* With a key: the stream proves it belongs to this authenticated link
+     * (MAC under the link's session key over this connection's nonces). */
+    if (e->auth && !llk_auth_attach_ok_locked(e, c, xl->has_ks ? xl->ks : NULL, payload, &m)) {
+        llk_link_stream_refuse_locked(e, c, LLMLINK_AUTH_FAILED, false,
+                                      "the ATTACH's MAC is missing or wrong");
         return false;
     }
     if (m.stream_index >= LLK_MAX_STREAMS) {
