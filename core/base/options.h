@@ -23,6 +23,7 @@ typedef enum llk_transport {
 } llk_transport_t;
 
 #define LLK_MAX_DEVICE_IDS 16
+#define LLK_MAX_PATH 1024 /* a file option's value, with its NUL */
 
 typedef struct llk_listen_addr {
     struct sockaddr_storage sa;
@@ -61,6 +62,11 @@ typedef struct llk_options {
     /* llmlink.DebugFenceFill: the byte a fenced tcp write's unreceived range
      * is filled with (xfer/owner.c), -1 = off (the default) */
     int32_t debug_fence_fill;
+    /* TLS (link/tls.h): llmlink.TlsCertFile, TlsKeyFile, TlsCaFile; "" = unset
+     * (all three or none, checked when the engine loads them at init) */
+    char tls_cert_file[LLK_MAX_PATH];
+    char tls_key_file[LLK_MAX_PATH];
+    char tls_ca_file[LLK_MAX_PATH];
 } llk_options_t;
 
 void llk_options_defaults(llk_options_t *o);

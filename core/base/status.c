@@ -61,6 +61,8 @@ static const status_entry_t table[] = {
      "A registered cache already has that key."},
     {LLMLINK_CACHE_IN_USE, "LLMLINK_CACHE_IN_USE",
      "The cache is still used by a transfer; try again later."},
+    {LLMLINK_AUTH_FAILED, "LLMLINK_AUTH_FAILED",
+     "The peer did not authenticate (wrong or missing key or certificate)."},
 };
 
 static const status_entry_t *find(llmlink_status_t s)

@@ -18,6 +18,7 @@
 #include "link/engine.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "link/tls.h"
 #include "transport/rdma.h"
 
 /* Deep enough for the reactor's frames; small so that processes with many
@@ -227,6 +228,17 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
         e->opts.num_listen = 0;
     }
 
+    /* The TLS files first: a bad one fails init before anything listens. */
+    if (!e->tls) {
+        char terr[LLK_MAX_PATH + 512];
+        st = llk_tls_load(&e->opts, &e->tls, terr, sizeof terr);
+        if (st != LLMLINK_SUCCESS) {
+            llk_options_defaults(&e->opts);
+            pthread_mutex_unlock(&e->mu);
+            return llk_err(st, "%s", terr);
+        }
+    }
+
     /* Acquire in order; on failure release in reverse (the ladder below). */
     e->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (e->epfd < 0) {
@@ -287,6 +299,8 @@ fail_eventfd:
     close(e->epfd);
     e->epfd = -1;
 fail_epoll:
+    llk_tls_release(e->tls);
+    e->tls = NULL;
     llk_options_defaults(&e->opts);
     pthread_mutex_unlock(&e->mu);
     return st;
@@ -340,6 +354,8 @@ void llk_engine_free(llmlink_t *e)
     }
     llk_rdma_close(e->rdma);
     e->rdma = NULL;
+    llk_tls_release(e->tls); /* running relays hold their own reference */
+    e->tls = NULL;
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e);

@@ -13,6 +13,7 @@
 #include "base/addr.h"
 #include "base/clock.h"
 #include "link/engine.h"
+#include "link/tls.h"
 #include "transport/transport_testing.h"
 #include "base/log.h"
 
@@ -105,6 +106,17 @@ void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now)
             return;
         }
         llk_addr_format((struct sockaddr *)&sa, c->peer, sizeof c->peer);
+        /* TLS: the relay does the handshake within the first-frame
+         * deadline, which the reactor enforces on the plaintext end too. */
+        if (e->tls) {
+            fd = c->fd = llk_tls_wrap(e->tls, fd, true, llk_server_first_frame_ms(e), c->peer);
+            if (fd < 0) {
+                LLK_ERROR("cluster %llu: TLS relay for %s: %s", (unsigned long long)e->cluster_id,
+                          c->peer, strerror(errno));
+                c->state = LLK_CONN_DEAD; /* never counted as a handshake */
+                continue;
+            }
+        }
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
         if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             LLK_ERROR("cluster %llu: epoll_ctl: %s", (unsigned long long)e->cluster_id,

@@ -17,6 +17,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "link/engine.h"
+#include "link/tls.h"
 #include "transport/rdma.h"
 #include "transport/rdma_plan.h"
 #include "transport/transport.h"
@@ -139,7 +140,7 @@ void llk_xlink_set_rails(llk_xlink_t *xl, const llk_conn_t *c, bool peer_offers)
     if (c && c->num_local == 0) {
         socklen_t len = sizeof r->rail_local[0];
         if (c->fd >= 0 &&
-            getsockname(c->fd, (struct sockaddr *)&r->rail_local[0], &len) == 0) {
+            llk_tls_getsockname(c->fd, (struct sockaddr *)&r->rail_local[0], &len) == 0) {
             r->rail_target[0] = c->remote[c->remote_idx];
             r->nrail_addrs = 1;
         }
@@ -399,7 +400,7 @@ static int rdma_serve_setup(llk_xserve_t *q)
             memset(&ips[i], 0, sizeof ips[i]);
             if (!memcmp(rem[i].target_ip, zero, 16)) {
                 socklen_t len = sizeof ips[i];
-                getsockname(q->fd, (struct sockaddr *)&ips[i], &len);
+                llk_tls_getsockname(q->fd, (struct sockaddr *)&ips[i], &len);
             } else if (!memcmp(rem[i].target_ip, v4mapped, 12)) {
                 struct sockaddr_in *in = (struct sockaddr_in *)&ips[i];
                 in->sin_family = AF_INET;

@@ -1,0 +1,472 @@
+/* link/tls_relay.c - the relay thread of one TLS connection (see tls.h):
+ * handshake, then SSL_read / SSL_write between the TCP socket and the
+ * plaintext end the library uses, with TCP's close semantics. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "link/tls_int.h"
+
+/* Bytes in flight per direction inside the relay; large enough that one
+ * SSL_write fills several records and one recv drains a socketpair. */
+#define RELAY_BUF (256u * 1024u)
+/* The plaintext end's kernel buffers (capped by net.core.wmem_max). */
+#define PAIR_SNDBUF (1 << 20)
+/* After this side closed, how long the relay waits for the peer's end
+ * (what llk_tls_peer_ended reports): longer than any fence wait (1 s). */
+#define LINGER_MS 2000
+/* After a refused handshake: how long the server keeps reading what the
+ * client still sends, so that its alert arrives rather than a reset. */
+#define REFUSE_DRAIN_MS 200
+#define RELAY_STACK (256u * 1024u)
+
+typedef struct relay {
+    llk_tls_t *t;
+    llk_tls_entry_t *en;
+    SSL *ssl;
+    int tcp, app;
+    bool server;
+    int64_t hs_deadline;
+    char peer[72];
+    uint8_t *a2t, *t2a; /* app -> TLS, TLS -> app */
+    size_t a2t_len, a2t_off, t2a_len, t2a_off;
+} relay_t;
+
+/* ---- failures ------------------------------------------------------------- */
+
+/* Alerts a peer sends about this side's certificate (TLS alert numbers
+ * 42-46, 48, 49, 51, 116, as OpenSSL's reason codes). */
+static bool cert_alert(int reason)
+{
+    switch (reason - SSL_AD_REASON_OFFSET) {
+    case 42: case 43: case 44: case 45: case 46: case 48: case 49: case 51: case 116:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void record(relay_t *r, bool auth, const char *why)
+{
+    llk_tls_registry_lock();
+    if (!r->en->why[0]) {
+        snprintf(r->en->why, sizeof r->en->why, "%s", why);
+        r->en->auth = auth;
+    }
+    llk_tls_registry_unlock();
+}
+
+/* A server's refusals are a hostile peer's to trigger at will: one WARN a
+ * second, with the count of those not logged. */
+static void warn_refused(relay_t *r, const char *why)
+{
+    int64_t now = llk_now_ms();
+    int64_t next = atomic_load(&r->t->warn_next_ms);
+    if (now < next || !atomic_compare_exchange_strong(&r->t->warn_next_ms, &next, now + 1000)) {
+        atomic_fetch_add(&r->t->warn_suppressed, 1);
+        return;
+    }
+    LLK_WARN("TLS: refused connection from %s: %s (%llu more since the last such warning, "
+             "not logged)", r->peer, why,
+             (unsigned long long)atomic_exchange(&r->t->warn_suppressed, 0));
+}
+
+/* Why the handshake (or the first read after it, where a TLS 1.3 client
+ * learns that the server refused its certificate) failed. */
+static void failed(relay_t *r, int sslerr, int sys_errno, bool handshake)
+{
+    char why[224], e[160];
+    bool auth = false, refused_peer = false; /* refused_peer: this side's own check */
+    long vr = SSL_get_verify_result(r->ssl);
+    unsigned long code = ERR_peek_last_error();
+    int reason = ERR_GET_REASON(code);
+    if (handshake && vr != X509_V_OK) {
+        auth = refused_peer = true;
+        snprintf(why, sizeof why, "the peer's certificate did not verify: %s",
+                 X509_verify_cert_error_string(vr));
+    } else if (code && ERR_GET_LIB(code) == ERR_LIB_SSL &&
+               reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+        auth = refused_peer = true;
+        snprintf(why, sizeof why, "the peer presented no certificate");
+    } else if (code && ERR_GET_LIB(code) == ERR_LIB_SSL && cert_alert(reason)) {
+        auth = true;
+        ERR_error_string_n(code, e, sizeof e);
+        snprintf(why, sizeof why, "the peer refused this side's certificate: %s", e);
+    } else if (code) {
+        ERR_error_string_n(code, e, sizeof e);
+        snprintf(why, sizeof why, "TLS %s failed: %s", handshake ? "handshake" : "read", e);
+    } else if (sslerr == SSL_ERROR_SYSCALL && sys_errno) {
+        snprintf(why, sizeof why, "TLS %s failed: %s", handshake ? "handshake" : "read",
+                 strerror(sys_errno));
+    } else {
+        snprintf(why, sizeof why, "the peer closed the connection during the TLS %s",
+                 handshake ? "handshake" : "session");
+    }
+    ERR_clear_error();
+    record(r, auth, why);
+    if (r->server) {
+        if (refused_peer)
+            atomic_fetch_add(&r->t->auth_refusals, 1);
+        warn_refused(r, why);
+    } else {
+        LLK_DEBUG("TLS: connection to %s: %s", r->peer, why);
+    }
+}
+
+/* ---- handshake ------------------------------------------------------------ */
+
+static int handshake(relay_t *r)
+{
+    for (;;) {
+        ERR_clear_error();
+        int rc = SSL_do_handshake(r->ssl);
+        if (rc == 1)
+            return 0;
+        int se = SSL_get_error(r->ssl, rc);
+        int err = errno;
+        short ev;
+        if (se == SSL_ERROR_WANT_READ)
+            ev = POLLIN;
+        else if (se == SSL_ERROR_WANT_WRITE)
+            ev = POLLOUT;
+        else {
+            failed(r, se, err, true);
+            return -1;
+        }
+        int64_t left = r->hs_deadline - llk_now_ms();
+        if (left <= 0) {
+            char why[96];
+            snprintf(why, sizeof why, "the TLS handshake did not complete in time");
+            record(r, false, why);
+            if (r->server)
+                warn_refused(r, why);
+            return -1;
+        }
+        /* The plaintext end closing means the connection was given up
+         * (its own deadline, an engine that stops): stop too. */
+        struct pollfd p[2] = {{.fd = r->tcp, .events = ev}, {.fd = r->app, .events = POLLRDHUP}};
+        if (poll(p, 2, left > 1000 ? 1000 : (int)left) > 0 &&
+            (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+            return -1;
+    }
+}
+
+/* ---- copying -------------------------------------------------------------- */
+
+typedef struct {
+    bool app_eof;     /* the plaintext end shut its writing side or closed */
+    bool app_wclosed; /* nothing more can be written to it: discard */
+    bool app_shut;    /* this relay shut the plaintext end's reading side */
+    bool tls_rdone;   /* nothing more comes from the peer */
+    bool tls_wdone;   /* close_notify sent, or writing failed: discard */
+    bool got_data;
+    int64_t linger_until;
+    short app_ev, tcp_ev;
+} pump_t;
+
+static bool app_to_tls(relay_t *r, pump_t *s)
+{
+    bool progress = false;
+    if (!s->app_eof && r->a2t_off == r->a2t_len) {
+        ssize_t n = recv(r->app, r->a2t, RELAY_BUF, MSG_DONTWAIT);
+        if (n > 0) {
+            r->a2t_len = (size_t)n;
+            r->a2t_off = 0;
+            progress = true;
+        } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            s->app_eof = true;
+            progress = true;
+        } else {
+            s->app_ev |= POLLIN;
+        }
+    }
+    if (r->a2t_off < r->a2t_len) {
+        if (s->tls_wdone) {
+            r->a2t_off = r->a2t_len;
+            return true;
+        }
+        ERR_clear_error();
+        int w = SSL_write(r->ssl, r->a2t + r->a2t_off, (int)(r->a2t_len - r->a2t_off));
+        if (w > 0) {
+            r->a2t_off += (size_t)w;
+            return true;
+        }
+        int se = SSL_get_error(r->ssl, w);
+        if (se == SSL_ERROR_WANT_WRITE)
+            s->tcp_ev |= POLLOUT;
+        else if (se == SSL_ERROR_WANT_READ)
+            s->tcp_ev |= POLLIN;
+        else {
+            ERR_clear_error();
+            s->tls_wdone = true;
+            progress = true;
+        }
+    }
+    /* What the plaintext end queued before it closed goes out first, then
+     * close_notify and a FIN: as a TCP socket's shutdown would. */
+    if (s->app_eof && r->a2t_off == r->a2t_len && !s->tls_wdone) {
+        ERR_clear_error();
+        SSL_shutdown(r->ssl);
+        ERR_clear_error();
+        shutdown(r->tcp, SHUT_WR);
+        s->tls_wdone = true;
+        s->linger_until = llk_now_ms() + LINGER_MS;
+        progress = true;
+    }
+    return progress;
+}
+
+static bool tls_to_app(relay_t *r, pump_t *s)
+{
+    bool progress = false;
+    if (!s->tls_rdone && r->t2a_off == r->t2a_len) {
+        ERR_clear_error();
+        errno = 0;
+        int n = SSL_read(r->ssl, r->t2a, RELAY_BUF);
+        if (n > 0) {
+            r->t2a_len = (size_t)n;
+            r->t2a_off = 0;
+            s->got_data = true;
+            progress = true;
+        } else {
+            int se = SSL_get_error(r->ssl, n);
+            int err = errno;
+            if (se == SSL_ERROR_WANT_READ) {
+                s->tcp_ev |= POLLIN;
+            } else if (se == SSL_ERROR_WANT_WRITE) {
+                s->tcp_ev |= POLLOUT;
+            } else {
+                /* EOF, close_notify, reset or a bad record: the peer's side
+                 * is over. Before any data, a failure is the peer refusing
+                 * this side (TLS 1.3: the client learns it here). */
+                if (se != SSL_ERROR_ZERO_RETURN && !s->got_data)
+                    failed(r, se, err, false);
+                else if (se != SSL_ERROR_ZERO_RETURN)
+                    s->tls_wdone = true;
+                ERR_clear_error();
+                s->tls_rdone = true;
+                atomic_store(&r->en->peer_ended, true);
+                progress = true;
+            }
+        }
+    }
+    if (r->t2a_off < r->t2a_len) {
+        if (s->app_wclosed) {
+            r->t2a_off = r->t2a_len;
+            return true;
+        }
+        ssize_t n = send(r->app, r->t2a + r->t2a_off, r->t2a_len - r->t2a_off,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            r->t2a_off += (size_t)n;
+            progress = true;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            s->app_ev |= POLLOUT;
+        } else {
+            s->app_wclosed = true;
+            progress = true;
+        }
+    }
+    /* The peer's end reaches the plaintext end as EOF, after its data. */
+    if (s->tls_rdone && r->t2a_off == r->t2a_len && !s->app_shut) {
+        shutdown(r->app, SHUT_WR);
+        s->app_shut = true;
+        progress = true;
+    }
+    return progress;
+}
+
+static void pump(relay_t *r)
+{
+    pump_t s = {0};
+    for (;;) {
+        bool progress;
+        do {
+            s.app_ev = s.tcp_ev = 0;
+            progress = app_to_tls(r, &s);
+            progress |= tls_to_app(r, &s);
+        } while (progress);
+        if (s.app_eof && s.tls_wdone && s.tls_rdone)
+            return;
+        int timeout = -1;
+        if (s.linger_until) {
+            int64_t left = s.linger_until - llk_now_ms();
+            if (left <= 0)
+                return;
+            timeout = (int)left;
+        }
+        /* A side with nothing to wait for is left out: its HUP would wake
+         * the loop for nothing. */
+        struct pollfd p[2] = {{.fd = s.app_ev ? r->app : -1, .events = s.app_ev},
+                              {.fd = s.tcp_ev ? r->tcp : -1, .events = s.tcp_ev}};
+        if (!s.app_ev && !s.tcp_ev && timeout < 0)
+            return; /* nothing can move any more */
+        poll(p, 2, timeout);
+    }
+}
+
+/* ---- the thread ------------------------------------------------------------- */
+
+static void refuse_drain(relay_t *r)
+{
+    /* The client may still be sending (its HELLO after its Finished): read
+     * it away for a moment so that it gets this side's alert, not a reset. */
+    shutdown(r->tcp, SHUT_WR);
+    int64_t until = llk_now_ms() + REFUSE_DRAIN_MS;
+    for (;;) {
+        int64_t left = until - llk_now_ms();
+        struct pollfd p = {.fd = r->tcp, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            return;
+        ssize_t n = recv(r->tcp, r->a2t, RELAY_BUF, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            return;
+    }
+}
+
+static void *relay_main(void *arg)
+{
+    relay_t *r = arg;
+    if (handshake(r) == 0) {
+        atomic_fetch_add(&r->t->handshakes, 1);
+        bool ktls = BIO_get_ktls_send(SSL_get_wbio(r->ssl)) &&
+                    BIO_get_ktls_recv(SSL_get_rbio(r->ssl));
+        if (ktls)
+            atomic_fetch_add(&r->t->ktls_both, 1);
+        LLK_DEBUG("TLS: %s %s: %s, kTLS %s", r->server ? "accepted" : "connected to", r->peer,
+                  SSL_get_cipher_name(r->ssl), ktls ? "both ways" : "off");
+        pump(r);
+    } else {
+        atomic_store(&r->en->peer_ended, true);
+        /* The plaintext end first: its connection (and handshake slot) end
+         * now; then the client gets to read the alert. */
+        shutdown(r->app, SHUT_RDWR);
+        if (r->server)
+            refuse_drain(r);
+    }
+    llk_tls_registry_lock();
+    r->en->gone_ms = llk_now_ms();
+    llk_tls_registry_unlock();
+    atomic_store(&r->en->peer_ended, true);
+    SSL_free(r->ssl);
+    close(r->tcp);
+    close(r->app);
+    free(r->a2t);
+    free(r->t2a);
+    llk_tls_release(r->t);
+    free(r);
+    return NULL;
+}
+
+static int set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static relay_t *relay_new(llk_tls_t *t, int tcp_fd, bool server, uint32_t handshake_ms,
+                          const char *peer)
+{
+    relay_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->tcp = tcp_fd;
+    r->app = -1;
+    r->server = server;
+    r->hs_deadline = llk_now_ms() + handshake_ms;
+    snprintf(r->peer, sizeof r->peer, "%s", peer ? peer : "?");
+    r->a2t = malloc(RELAY_BUF);
+    r->t2a = malloc(RELAY_BUF);
+    r->en = calloc(1, sizeof *r->en);
+    r->ssl = SSL_new(t->ctx);
+    if (!r->a2t || !r->t2a || !r->en || !r->ssl || SSL_set_fd(r->ssl, tcp_fd) != 1) {
+        SSL_free(r->ssl);
+        free(r->en);
+        free(r->a2t);
+        free(r->t2a);
+        free(r);
+        ERR_clear_error();
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (server)
+        SSL_set_accept_state(r->ssl);
+    else
+        SSL_set_connect_state(r->ssl);
+    r->t = t;
+    return r;
+}
+
+int llk_tls_wrap(llk_tls_t *t, int tcp_fd, bool server, uint32_t handshake_ms, const char *peer)
+{
+    int sv[2] = {-1, -1};
+    relay_t *r = NULL;
+    bool registered = false;
+    if (set_nonblock(tcp_fd) != 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+        goto fail;
+    r = relay_new(t, tcp_fd, server, handshake_ms, peer);
+    if (!r)
+        goto fail;
+    r->app = sv[1];
+    for (int i = 0; i < 2; i++) {
+        int sz = PAIR_SNDBUF;
+        setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    }
+    llk_tls_entry_t *en = r->en;
+    en->local_len = sizeof en->local;
+    en->peer_len = sizeof en->peer;
+    if (!llk_tls_cookie(sv[0], &en->cookie) ||
+        getsockname(tcp_fd, (struct sockaddr *)&en->local, &en->local_len) != 0 ||
+        getpeername(tcp_fd, (struct sockaddr *)&en->peer, &en->peer_len) != 0)
+        goto fail;
+    /* Registered before anyone sees sv[0]; never removed while running. */
+    llk_tls_registry_add(en);
+    registered = true;
+    llk_tls_ref(t);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, RELAY_STACK);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t th;
+    int rc = pthread_create(&th, &attr, relay_main, r);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        llk_tls_release(t);
+        llk_tls_registry_lock();
+        en->gone_ms = llk_now_ms(); /* the registry frees it */
+        llk_tls_registry_unlock();
+        r->en = NULL;
+        errno = rc;
+        goto fail;
+    }
+    return sv[0];
+fail:;
+    int err = errno;
+    if (r) {
+        SSL_free(r->ssl);
+        if (r->en && !registered)
+            free(r->en);
+        free(r->a2t);
+        free(r->t2a);
+        free(r);
+    }
+    if (sv[0] >= 0) {
+        close(sv[0]);
+        close(sv[1]);
+    }
+    close(tcp_fd);
+    errno = err ? err : EIO;
+    return -1;
+}
