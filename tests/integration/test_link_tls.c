@@ -158,6 +158,13 @@ static int teardown(void **state)
     return 0;
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void start_prompt(fx_t *fx, const char *cert, const char *transport)
 {
     fx->p = prompt(cert, transport);
@@ -269,6 +276,96 @@ static void test_shm_over_tls(void **state)
     assert_int_equal(xs.tcp_requests, 0);
 }
 
+/* ---- the fence holds through the relay ---------------------------------------- */
+
+static uint64_t checksum(uint8_t *const *m, int nt, size_t bytes)
+{
+    uint64_t h = 0;
+    for (int t = 0; t < nt; t++) {
+        const uint64_t *w = (const uint64_t *)(const void *)m[t];
+        for (size_t i = 0; i < bytes / 8; i++)
+            h = (h ^ w[i]) * 0x100000001b3ull + i;
+    }
+    return h;
+}
+
+/* A push that times out mid-payload: when the call returns, the owner's
+ * memory never changes again. Over TLS the requester cannot ask TCP_INFO
+ * whether the owner closed its stream; it asks the relay
+ * (llk_tls_peer_ended), which saw the owner's close_notify / FIN. */
+static void test_failed_push_fenced(void **state)
+{
+    fx_t *fx = *state;
+    enum { FT = 4, FB = 128 };
+    const size_t bs = 262144, bytes = (size_t)FB * bs;
+    llmlink_option_t po[] = {{"llm.listenIpInfo", "127.0.0.1:0"},
+                             {"llmlink.Transport", "tcp"},
+                             {"llm.SyncKvCacheWaitTime", "20"},
+                             {"llmlink.TlsCertFile", path("server.pem")},
+                             {"llmlink.TlsKeyFile", path("server.key")},
+                             {"llmlink.TlsCaFile", path("ca.pem")}};
+    llmlink_option_t dopt[] = {{"llmlink.Transport", "tcp"},
+                               {"llm.SyncKvCacheWaitTime", "20"},
+                               {"llmlink.TlsCertFile", path("client.pem")},
+                               {"llmlink.TlsKeyFile", path("client.key")},
+                               {"llmlink.TlsCaFile", path("ca.pem")}};
+    assert_status(llmlink_create(&fx->p, LLMLINK_ROLE_PROMPT, PROMPT_ID), LLMLINK_SUCCESS);
+    assert_status(llmlink_init(fx->p, po, 6), LLMLINK_SUCCESS);
+    assert_status(llmlink_get_listen_port(fx->p, 0, &fx->port), LLMLINK_SUCCESS);
+    assert_status(llmlink_create(&fx->d, LLMLINK_ROLE_DECODER, DECODER_ID), LLMLINK_SUCCESS);
+    assert_status(llmlink_init(fx->d, dopt, 5), LLMLINK_SUCCESS);
+    uint8_t *pm[FT], *dm[FT];
+    uint64_t pa[FT], da[FT];
+    for (int t = 0; t < FT; t++) {
+        pm[t] = tensor(bytes);
+        dm[t] = tensor(bytes);
+        memset(pm[t], 0xEE, bytes);
+        kvfill_fill(dm[t], bytes, 5, (uint64_t)t, 0);
+        pa[t] = (uint64_t)(uintptr_t)pm[t];
+        da[t] = (uint64_t)(uintptr_t)dm[t];
+    }
+    llmlink_cache_desc_t desc = {.num_tensors = FT, .data_type = LLMLINK_DT_FLOAT16,
+                                 .placement = LLMLINK_PLACEMENT_HOST, .num_dims = 2,
+                                 .shape = {FB, bs / 2}};
+    llmlink_cache_key_t key = {.type = LLMLINK_KEY_BLOCKS, .cluster_id = PROMPT_ID,
+                               .prefix_id = -1};
+    int64_t pc, dc;
+    assert_status(llmlink_register_blocks_cache(fx->p, &desc, pa, FT, &key, &pc),
+                  LLMLINK_SUCCESS);
+    assert_status(llmlink_register_blocks_cache(fx->d, &desc, da, FT, NULL, &dc),
+                  LLMLINK_SUCCESS);
+    uint64_t blocks[FB];
+    for (int i = 0; i < FB; i++)
+        blocks[i] = (uint64_t)i;
+    bool mid_payload = false;
+    for (int attempt = 0; attempt < 5 && !mid_payload; attempt++) {
+        if (stats_of(fx->d).links == 0)
+            assert_status(link_to(fx->d, fx->port), LLMLINK_SUCCESS);
+        llmlink_status_t st =
+            llmlink_push_blocks(fx->d, &key, dc, blocks, FB, blocks, FB, NULL);
+        uint64_t at_return = checksum(pm, FT, bytes);
+        assert_true(st != LLMLINK_SUCCESS); /* 128 MiB in 20 ms: never */
+        /* Did any byte land? Then this is the case to check. */
+        for (int t = 0; t < FT && !mid_payload; t++)
+            for (size_t i = 0; i < bytes && !mid_payload; i += 4096)
+                mid_payload = pm[t][i] != 0xEE;
+        if (!mid_payload)
+            continue;
+        int64_t t0 = now_ms();
+        while (now_ms() - t0 < 500)
+            if (checksum(pm, FT, bytes) != at_return)
+                fail_msg("the owner's memory changed %lld ms after the failed push returned",
+                         (long long)(now_ms() - t0));
+    }
+    assert_true(mid_payload);
+    llmlink_unregister_cache(fx->d, dc);
+    llmlink_unregister_cache(fx->p, pc);
+    for (int t = 0; t < FT; t++) {
+        munmap(pm[t], bytes);
+        munmap(dm[t], bytes);
+    }
+}
+
 /* ---- refused certificates --------------------------------------------------- */
 
 /* The client's link fails with AUTH_FAILED naming `why`; the server has no
@@ -364,12 +461,6 @@ static void test_client_without_cert(void **state)
 
 /* ---- plaintext to a TLS server ---------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void test_plaintext_hello_closed(void **state)
 {
@@ -499,6 +590,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_good_certs_move_every_byte),
         T(test_shm_over_tls),
+        T(test_failed_push_fenced),
         T(test_client_cert_of_other_ca),
         T(test_client_cert_expired),
         T(test_server_cert_expired),
