@@ -17,6 +17,7 @@
 #define LLK_TEST_TLS_CERTS_H
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <unistd.h>
