@@ -80,11 +80,18 @@ static SSL_CTX *make_ctx(const llk_options_t *o, char *err, size_t errlen)
      * session tickets: no record after the handshake but application
      * data, which a kTLS receive side would otherwise have to handle. */
     SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+    /* AES-128-GCM first: the fastest with AES-NI (a quarter faster than
+     * AES-256-GCM in user space), and one that kernels' kTLS offers. */
+    SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                                  "TLS_CHACHA20_POLY1305_SHA256");
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
     SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_options(ctx, SSL_OP_ENABLE_KTLS | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* One read() takes many records, not one (the relay's read side). */
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(ctx, 128 * 1024);
     if (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert_file) != 1) {
         snprintf(err, errlen, "llmlink_init: option llmlink.TlsCertFile: %s: cannot load the "
                  "certificate: %s", o->tls_cert_file, ssl_reason(r, sizeof r));

@@ -230,16 +230,27 @@ static bool app_to_tls(relay_t *r, pump_t *s)
 static bool tls_to_app(relay_t *r, pump_t *s)
 {
     bool progress = false;
-    if (!s->tls_rdone && r->t2a_off == r->t2a_len) {
+    if (!s->tls_rdone && r->t2a_off == r->t2a_len)
+        r->t2a_len = r->t2a_off = 0;
+    /* Records are at most 16 KiB: gather what has arrived, then hand it on
+     * in one send. */
+    while (!s->tls_rdone && r->t2a_off == 0 && RELAY_BUF - r->t2a_len >= 16384) {
         ERR_clear_error();
         errno = 0;
-        int n = SSL_read(r->ssl, r->t2a, RELAY_BUF);
+        int n = SSL_read(r->ssl, r->t2a + r->t2a_len, (int)(RELAY_BUF - r->t2a_len));
         if (n > 0) {
-            r->t2a_len = (size_t)n;
-            r->t2a_off = 0;
+            r->t2a_len += (size_t)n;
             s->got_data = true;
             progress = true;
-        } else {
+            continue;
+        }
+        if (r->t2a_len) {
+            /* Hand on what came first; the next pass meets this again. */
+            if (SSL_get_error(r->ssl, n) == SSL_ERROR_WANT_READ)
+                s->tcp_ev |= POLLIN;
+            break;
+        }
+        {
             int se = SSL_get_error(r->ssl, n);
             int err = errno;
             if (se == SSL_ERROR_WANT_READ) {
@@ -260,6 +271,7 @@ static bool tls_to_app(relay_t *r, pump_t *s)
                 progress = true;
             }
         }
+        break;
     }
     if (r->t2a_off < r->t2a_len) {
         if (s->app_wclosed) {
