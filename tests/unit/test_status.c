@@ -64,7 +64,8 @@
     X(LLMLINK_CLUSTER_ID_MISMATCH)           \
     X(LLMLINK_NETWORK_ERROR)                 \
     X(LLMLINK_CACHE_KEY_ALREADY_EXIST)       \
-    X(LLMLINK_CACHE_IN_USE)
+    X(LLMLINK_CACHE_IN_USE)                  \
+    X(LLMLINK_AUTH_FAILED)
 
 static const struct status_macro {
     llmlink_status_t code;
@@ -165,6 +166,7 @@ static void test_own_codes_above_base(void **state)
         LLMLINK_NOT_INITIALIZED, LLMLINK_ALREADY_INITIALIZED, LLMLINK_VERSION_MISMATCH,
         LLMLINK_PROTOCOL_ERROR,  LLMLINK_ROLE_NOT_ALLOWED,    LLMLINK_CLUSTER_ID_MISMATCH,
         LLMLINK_NETWORK_ERROR,   LLMLINK_CACHE_KEY_ALREADY_EXIST, LLMLINK_CACHE_IN_USE,
+        LLMLINK_AUTH_FAILED,
     };
     for (size_t i = 0; i < ARRAY_LEN(own); i++) {
         assert_true(own[i] > OWN_CODE_BASE);
@@ -199,6 +201,7 @@ static void test_own_values(void **state)
         {LLMLINK_NETWORK_ERROR, 0x5010B107u, "LLMLINK_NETWORK_ERROR"},
         {LLMLINK_CACHE_KEY_ALREADY_EXIST, 0x5010B108u, "LLMLINK_CACHE_KEY_ALREADY_EXIST"},
         {LLMLINK_CACHE_IN_USE, 0x5010B109u, "LLMLINK_CACHE_IN_USE"},
+        {LLMLINK_AUTH_FAILED, 0x5010B10Au, "LLMLINK_AUTH_FAILED"},
     };
     for (size_t i = 0; i < ARRAY_LEN(want); i++) {
         if (want[i].code != want[i].value)
