@@ -221,7 +221,7 @@ static void test_unknown_status(void **state)
     /* gaps in llm_datadist's range, the base itself, past our last code */
     static const llmlink_status_t unknown[] = {
         1, 0x5010B000u, 0x5010B014u, 0x5010B017u, 0x5010B01Du, 0x5010B100u,
-        0x5010B10Au, 0x7FFFFFFFu, 0xFFFFFFFEu,
+        0x5010B10Cu, 0x7FFFFFFFu, 0xFFFFFFFEu,
     };
     for (size_t i = 0; i < ARRAY_LEN(unknown); i++) {
         assert_string_equal(llmlink_status_name(unknown[i]), "LLM_UNKNOWN_STATUS");
