@@ -13,7 +13,8 @@
  *  - a raw TLS client with no certificate is refused (alert), nothing
  *    links; an llmlink client without TLS cannot link;
  *  - a raw plaintext HELLO to a TLS server is closed within
- *    llmlink.FirstFrameTimeoutMs, and nothing is answered in plaintext;
+ *    llmlink.FirstFrameTimeoutMs, and nothing is answered in plaintext; a
+ *    connection that sends nothing is closed at that deadline;
  *  - bad option combinations and files are refused at init, naming them.
  *
  * Certificates are made at run time (tests/common/tls_certs.h) into a
@@ -507,6 +508,35 @@ static void test_plaintext_hello_closed(void **state)
     assert_int_equal(stats_of(fx->p).handshakes_in_progress, 0);
 }
 
+/* A connection that sends nothing (no ClientHello) holds its handshake
+ * slot no longer than the first-frame deadline: the TLS handshake is
+ * bounded by it too. */
+static void test_idle_connection_closed(void **state)
+{
+    fx_t *fx = *state;
+    start_prompt(fx, "server", "tcp");
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(fx->port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    int64_t t0 = now_ms();
+    bool closed = false;
+    uint8_t buf[256];
+    while (!closed && now_ms() - t0 < 1500) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 100) > 0 && recv(fd, buf, sizeof buf, 0) <= 0)
+            closed = true;
+    }
+    int64_t took = now_ms() - t0;
+    close(fd);
+    assert_true(closed);
+    assert_true(took >= 400 && took < 500 + 400);
+    for (int i = 0; i < 100 && stats_of(fx->p).handshakes_in_progress; i++)
+        usleep(5000);
+    assert_int_equal(stats_of(fx->p).handshakes_in_progress, 0);
+    assert_int_equal(stats_of(fx->p).links, 0);
+}
+
 /* ---- options --------------------------------------------------------------- */
 
 static void expect_init_fails(const llmlink_option_t *o, size_t n, const char *want1,
@@ -596,6 +626,7 @@ int main(void)
         T(test_server_cert_expired),
         T(test_client_without_cert),
         T(test_plaintext_hello_closed),
+        T(test_idle_connection_closed),
         cmocka_unit_test(test_bad_options_refused),
     };
     return cmocka_run_group_tests_name("link_tls", tests, group_setup, group_teardown);
