@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/types.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 
 static char dir[64];
 static char files[5][128];
+static pid_t maker; /* only the process that made the files removes them */
 
 static void remove_certs(void)
 {
@@ -17,6 +19,8 @@ static void remove_certs(void)
                                         "client.pem", "client.key", "other.pem", "other.key",
                                         "expired.pem", "expired.key"};
     char p[128];
+    if (getpid() != maker)
+        return;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, names[i]);
         unlink(p);
@@ -30,10 +34,8 @@ bool llk_test_tls_on(void)
     return v && strcmp(v, "1") == 0;
 }
 
-size_t llk_test_tls_options(llmlink_option_t *o, size_t n, bool server)
+static void make_once(void)
 {
-    if (!llk_test_tls_on())
-        return n;
     if (!dir[0]) {
         snprintf(dir, sizeof dir, "/tmp/llk_tls_env_XXXXXX");
         if (!mkdtemp(dir) || tls_certs_make(dir) != 0) {
@@ -45,7 +47,25 @@ size_t llk_test_tls_options(llmlink_option_t *o, size_t n, bool server)
                                 "ca.pem"};
         for (int i = 0; i < 5; i++)
             snprintf(files[i], sizeof files[i], "%s/%s", dir, names[i]);
+        maker = getpid();
     }
+}
+
+const char *llk_test_tls_path(const char *name)
+{
+    static char paths[8][128];
+    static int next;
+    make_once();
+    char *p = paths[next++ % 8];
+    snprintf(p, sizeof paths[0], "%s/%s", dir, name);
+    return p;
+}
+
+size_t llk_test_tls_options(llmlink_option_t *o, size_t n, bool server)
+{
+    if (!llk_test_tls_on())
+        return n;
+    make_once();
     o[n++] = (llmlink_option_t){"llmlink.TlsCertFile", files[server ? 0 : 2]};
     o[n++] = (llmlink_option_t){"llmlink.TlsKeyFile", files[server ? 1 : 3]};
     o[n++] = (llmlink_option_t){"llmlink.TlsCaFile", files[4]};

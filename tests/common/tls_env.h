@@ -4,7 +4,8 @@
  * llmlink.TlsCertFile / TlsKeyFile / TlsCaFile (certificates of one test
  * CA, made at run time by tls_certs.h into a temporary directory, removed
  * at exit) to an option list; without it, it changes nothing. Tests that
- * honour it: test_xfer_single.
+ * honour it (their tcp cases): test_xfer_single, test_xfer_multiproc (its
+ * llmlink-node processes get the files as --opt).
  */
 #ifndef LLK_TEST_TLS_ENV_H
 #define LLK_TEST_TLS_ENV_H
@@ -21,5 +22,9 @@ bool llk_test_tls_on(void);
  * Returns the new count. Aborts the test program when the certificates
  * cannot be made. */
 size_t llk_test_tls_options(llmlink_option_t *o, size_t n, bool server);
+/* The path of one of the certificate files ("server.pem", "ca.pem", ...;
+ * see tls_certs.h), made on first use; for options passed to child
+ * processes (llmlink-node --opt). */
+const char *llk_test_tls_path(const char *name);
 
 #endif /* LLK_TEST_TLS_ENV_H */
