@@ -49,7 +49,7 @@ static uint64_t word(unsigned t, uint64_t i)
 
 typedef struct {
     double gbps;
-    uint64_t handshakes, ktls;
+    uint64_t handshakes, ktls, ktls_send;
     bool ok;
     char why[256];
 } result_t;
@@ -147,6 +147,7 @@ static result_t run(bool tls, uint64_t nb, int reps, const char *streams, bool p
     r.gbps = (double)bytes * NT * reps / el / 1e9;
     r.handshakes = llk_tls_handshakes(p->tls);
     r.ktls = llk_tls_ktls_both(p->tls) + llk_tls_ktls_both(d->tls);
+    r.ktls_send = llk_tls_ktls_send(p->tls) + llk_tls_ktls_send(d->tls);
     r.ok = true;
 out:
     llmlink_destroy(d);
@@ -201,10 +202,11 @@ int main(int argc, char **argv)
         rc = 1;
     }
     if (tls.ok)
-        printf("%-10s %10.2f  %llu TLS handshakes on the server; kTLS both ways on %llu "
-               "relays of both engines (%s)\n", "tls", tls.gbps,
-               (unsigned long long)tls.handshakes, (unsigned long long)tls.ktls,
-               tls.ktls ? "kernel record layer" : "user-space relays: no kTLS here");
+        printf("%-10s %10.2f  %llu TLS handshakes on the server; of the relays of both "
+               "engines, kTLS sending on %llu, both ways on %llu (%s)\n", "tls", tls.gbps,
+               (unsigned long long)tls.handshakes, (unsigned long long)tls.ktls_send,
+               (unsigned long long)tls.ktls,
+               tls.ktls_send ? "kernel record layer" : "user-space crypto: no kTLS here");
     else {
         printf("%-10s %10s  %s\n", "tls", "FAILED", tls.why);
         rc = 1;

@@ -181,6 +181,11 @@ uint64_t llk_tls_handshakes(const llk_tls_t *t)
     return t ? atomic_load(&t->handshakes) : 0;
 }
 
+uint64_t llk_tls_ktls_send(const llk_tls_t *t)
+{
+    return t ? atomic_load(&t->ktls_send) : 0;
+}
+
 uint64_t llk_tls_ktls_both(const llk_tls_t *t)
 {
     return t ? atomic_load(&t->ktls_both) : 0;

@@ -71,9 +71,11 @@ bool llk_tls_failure(int fd, char *why, size_t n, bool *auth);
 
 /* Counters (tests, the benchmark): server-side handshakes refused because
  * the peer's certificate was missing or did not verify; relays whose
- * handshake completed; of those, with kTLS in both directions. */
+ * handshake completed; of those, with kTLS sending, and with kTLS in both
+ * directions (OpenSSL 3.0 offers TLS 1.3 kTLS for sending only). */
 uint64_t llk_tls_auth_refusals(const llk_tls_t *t);
 uint64_t llk_tls_handshakes(const llk_tls_t *t);
+uint64_t llk_tls_ktls_send(const llk_tls_t *t);
 uint64_t llk_tls_ktls_both(const llk_tls_t *t);
 
 #endif /* LLK_TLS_H */

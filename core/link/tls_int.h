@@ -15,7 +15,7 @@
 struct llk_tls {
     SSL_CTX *ctx;
     _Atomic uint32_t refs; /* the engine's, and one per running relay */
-    _Atomic uint64_t auth_refusals, handshakes, ktls_both;
+    _Atomic uint64_t auth_refusals, handshakes, ktls_send, ktls_both;
     _Atomic int64_t warn_next_ms; /* refusals: one WARN a second */
     _Atomic uint64_t warn_suppressed;
 };

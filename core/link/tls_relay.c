@@ -352,12 +352,15 @@ static void *relay_main(void *arg)
     relay_t *r = arg;
     if (handshake(r) == 0) {
         atomic_fetch_add(&r->t->handshakes, 1);
-        bool ktls = BIO_get_ktls_send(SSL_get_wbio(r->ssl)) &&
-                    BIO_get_ktls_recv(SSL_get_rbio(r->ssl));
-        if (ktls)
+        bool tx = BIO_get_ktls_send(SSL_get_wbio(r->ssl));
+        bool rx = BIO_get_ktls_recv(SSL_get_rbio(r->ssl));
+        if (tx)
+            atomic_fetch_add(&r->t->ktls_send, 1);
+        if (tx && rx)
             atomic_fetch_add(&r->t->ktls_both, 1);
         LLK_DEBUG("TLS: %s %s: %s, kTLS %s", r->server ? "accepted" : "connected to", r->peer,
-                  SSL_get_cipher_name(r->ssl), ktls ? "both ways" : "off");
+                  SSL_get_cipher_name(r->ssl),
+                  tx && rx ? "both ways" : tx ? "sending" : rx ? "receiving" : "off");
         pump(r);
     } else {
         atomic_store(&r->en->peer_ended, true);
