@@ -70,7 +70,8 @@ static llmlink_t *engine(llmlink_role_t role, uint64_t id, bool tls, const char 
         o[n++] = (llmlink_option_t){"llmlink.TlsCaFile", f_ca};
     }
     llmlink_t *e = NULL;
-    if (llmlink_create(&e, role, id) != LLMLINK_SUCCESS || llmlink_init(e, o, n) != LLMLINK_SUCCESS) {
+    if (llmlink_create(&e, role, id) != LLMLINK_SUCCESS ||
+        llmlink_init(e, o, n) != LLMLINK_SUCCESS) {
         fprintf(stderr, "bench_tls: engine: %s\n", llmlink_last_error());
         llmlink_destroy(e);
         return NULL;
