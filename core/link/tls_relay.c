@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,10 +262,11 @@ static bool tls_to_app(relay_t *r, pump_t *s)
                 /* EOF, close_notify, reset or a bad record: the peer's side
                  * is over. Before any data, a failure is the peer refusing
                  * this side (TLS 1.3: the client learns it here). */
-                if (se != SSL_ERROR_ZERO_RETURN && !s->got_data)
-                    failed(r, se, err, false);
-                else if (se != SSL_ERROR_ZERO_RETURN)
-                    s->tls_wdone = true;
+                if (se != SSL_ERROR_ZERO_RETURN) {
+                    if (!s->got_data)
+                        failed(r, se, err, false);
+                    s->tls_wdone = true; /* a broken session: nothing more to send */
+                }
                 ERR_clear_error();
                 s->tls_rdone = true;
                 atomic_store(&r->en->peer_ended, true);
@@ -454,8 +456,16 @@ int llk_tls_wrap(llk_tls_t *t, int tcp_fd, bool server, uint32_t handshake_ms, c
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, RELAY_STACK);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* The relay starts with every signal blocked: OpenSSL writes to the
+     * socket with write(), and a peer's reset must give EPIPE, not a
+     * SIGPIPE that kills a process which does not ignore it; the
+     * application's handlers run on its own threads. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     pthread_t th;
     int rc = pthread_create(&th, &attr, relay_main, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
         llk_tls_release(t);

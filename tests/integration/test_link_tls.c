@@ -15,6 +15,8 @@
  *  - a raw plaintext HELLO to a TLS server is closed within
  *    llmlink.FirstFrameTimeoutMs, and nothing is answered in plaintext; a
  *    connection that sends nothing is closed at that deadline;
+ *  - a peer that resets the TLS connection under a relay still sending:
+ *    the link fails, the process (SIGPIPE not ignored) lives on;
  *  - bad option combinations and files are refused at init, naming them.
  *
  * Certificates are made at run time (tests/common/tls_certs.h) into a
@@ -30,6 +32,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -555,6 +559,73 @@ static void test_idle_connection_closed(void **state)
     assert_int_equal(stats_of(fx->p).links, 0);
 }
 
+/* ---- a peer that resets --------------------------------------------------------- */
+
+/* A raw TLS server (the deployment's certificate): it completes the
+ * handshake, reads what the client sends first, then resets the
+ * connection (SO_LINGER 0). */
+typedef struct {
+    int lfd;
+    SSL_CTX *ctx;
+    size_t got;
+} rst_server_t;
+
+static void *rst_server(void *arg)
+{
+    rst_server_t *s = arg;
+    int fd = accept(s->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    SSL *ssl = SSL_new(s->ctx);
+    SSL_set_fd(ssl, fd);
+    uint8_t buf[256];
+    if (SSL_accept(ssl) == 1) {
+        int n = SSL_read(ssl, buf, sizeof buf);
+        s->got = n > 0 ? (size_t)n : 0;
+    }
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd); /* RST */
+    SSL_free(ssl);
+    return NULL;
+}
+
+/* The relay's TCP socket is reset under it while it still has to send
+ * (its close_notify, at least): OpenSSL writes with write(), and the
+ * process, which does not ignore SIGPIPE, must live on; the link fails. */
+static void test_peer_reset_does_not_kill(void **state)
+{
+    fx_t *fx = *state;
+    signal(SIGPIPE, SIG_DFL);
+    rst_server_t s = {.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    socklen_t sl = sizeof sa;
+    assert_int_equal(bind(s.lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(s.lfd, 4), 0);
+    assert_int_equal(getsockname(s.lfd, (struct sockaddr *)&sa, &sl), 0);
+    s.ctx = SSL_CTX_new(TLS_server_method());
+    assert_non_null(s.ctx);
+    assert_int_equal(SSL_CTX_use_certificate_file(s.ctx, path("server.pem"), SSL_FILETYPE_PEM), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey_file(s.ctx, path("server.key"), SSL_FILETYPE_PEM), 1);
+    assert_int_equal(SSL_CTX_load_verify_locations(s.ctx, path("ca.pem"), NULL), 1);
+    SSL_CTX_set_verify(s.ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, rst_server, &s), 0);
+    fx->d = decoder("client", "tcp");
+    llmlink_status_t st = link_to(fx->d, ntohs(sa.sin_port));
+    pthread_join(th, NULL);
+    assert_true(st != LLMLINK_SUCCESS);
+    assert_true(s.got > 0); /* the HELLO went through TLS */
+    /* The relay sends its close_notify into the reset socket now or soon:
+     * give it the time, alive. */
+    usleep(300000);
+    SSL_CTX_free(s.ctx);
+    close(s.lfd);
+}
+
 /* ---- options --------------------------------------------------------------- */
 
 static void expect_init_fails(const llmlink_option_t *o, size_t n, const char *want1,
@@ -645,6 +716,7 @@ int main(void)
         T(test_client_without_cert),
         T(test_plaintext_hello_closed),
         T(test_idle_connection_closed),
+        T(test_peer_reset_does_not_kill),
         cmocka_unit_test(test_bad_options_refused),
     };
     return cmocka_run_group_tests_name("link_tls", tests, group_setup, group_teardown);
