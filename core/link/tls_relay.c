@@ -338,12 +338,13 @@ static void refuse_drain(relay_t *r)
      * it away for a moment so that it gets this side's alert, not a reset. */
     shutdown(r->tcp, SHUT_WR);
     int64_t until = llk_now_ms() + REFUSE_DRAIN_MS;
+    uint8_t sink[4096];
     for (;;) {
         int64_t left = until - llk_now_ms();
         struct pollfd p = {.fd = r->tcp, .events = POLLIN};
         if (left <= 0 || poll(&p, 1, (int)left) <= 0)
             return;
-        ssize_t n = recv(r->tcp, r->a2t, RELAY_BUF, MSG_DONTWAIT);
+        ssize_t n = recv(r->tcp, sink, sizeof sink, MSG_DONTWAIT);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
             return;
     }
@@ -352,7 +353,18 @@ static void refuse_drain(relay_t *r)
 static void *relay_main(void *arg)
 {
     relay_t *r = arg;
-    if (handshake(r) == 0) {
+    int hs = handshake(r);
+    /* The copy buffers only for a peer that proved itself: a flood of
+     * unauthenticated connections costs a thread and an SSL each. */
+    if (hs == 0) {
+        r->a2t = malloc(RELAY_BUF);
+        r->t2a = malloc(RELAY_BUF);
+        if (!r->a2t || !r->t2a) {
+            LLK_ERROR("TLS: connection with %s: out of memory for the relay", r->peer);
+            hs = -1;
+        }
+    }
+    if (hs == 0) {
         atomic_fetch_add(&r->t->handshakes, 1);
         bool tx = BIO_get_ktls_send(SSL_get_wbio(r->ssl));
         bool rx = BIO_get_ktls_recv(SSL_get_rbio(r->ssl));
@@ -403,11 +415,9 @@ static relay_t *relay_new(llk_tls_t *t, int tcp_fd, bool server, uint32_t handsh
     r->server = server;
     r->hs_deadline = llk_now_ms() + handshake_ms;
     snprintf(r->peer, sizeof r->peer, "%s", peer ? peer : "?");
-    r->a2t = malloc(RELAY_BUF);
-    r->t2a = malloc(RELAY_BUF);
     r->en = calloc(1, sizeof *r->en);
     r->ssl = SSL_new(t->ctx);
-    if (!r->a2t || !r->t2a || !r->en || !r->ssl || SSL_set_fd(r->ssl, tcp_fd) != 1) {
+    if (!r->en || !r->ssl || SSL_set_fd(r->ssl, tcp_fd) != 1) {
         SSL_free(r->ssl);
         free(r->en);
         free(r->a2t);
