@@ -24,8 +24,9 @@
 #define RELAY_BUF (256u * 1024u)
 /* The plaintext end's kernel buffers (capped by net.core.wmem_max). */
 #define PAIR_SNDBUF (1 << 20)
-/* After this side closed, how long the relay waits for the peer's end
- * (what llk_tls_peer_ended reports): longer than any fence wait (1 s). */
+/* After the plaintext end closed, how long the relay may take to pass on
+ * what was queued and to see the peer's end (what llk_tls_peer_ended
+ * reports): longer than any fence wait (1 s). */
 #define LINGER_MS 2000
 /* After a refused handshake: how long the server keeps reading what the
  * client still sends, so that its alert arrives rather than a reset. */
@@ -186,7 +187,11 @@ static bool app_to_tls(relay_t *r, pump_t *s)
             r->a2t_off = 0;
             progress = true;
         } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            /* From here the relay has LINGER_MS to pass on what is queued
+             * and see the peer's end: a peer that stops reading cannot
+             * hold the thread. */
             s->app_eof = true;
+            s->linger_until = llk_now_ms() + LINGER_MS;
             progress = true;
         } else {
             s->app_ev |= POLLIN;
@@ -222,7 +227,6 @@ static bool app_to_tls(relay_t *r, pump_t *s)
         ERR_clear_error();
         shutdown(r->tcp, SHUT_WR);
         s->tls_wdone = true;
-        s->linger_until = llk_now_ms() + LINGER_MS;
         progress = true;
     }
     return progress;
