@@ -357,6 +357,7 @@ static void refuse_drain(relay_t *r)
 static void *relay_main(void *arg)
 {
     relay_t *r = arg;
+    pthread_setname_np(pthread_self(), "llk-tls");
     int hs = handshake(r);
     /* The copy buffers only for a peer that proved itself: a flood of
      * unauthenticated connections costs a thread and an SSL each. */
