@@ -196,6 +196,7 @@ static llmlink_status_t map_reject(uint32_t s)
     case LLMLINK_ROLE_NOT_ALLOWED:
     case LLMLINK_PROTOCOL_ERROR:
     case LLMLINK_LINK_FAILED:
+    case LLMLINK_AUTH_FAILED: /* a TLS server to a plaintext client */
         return s;
     default:
         return LLMLINK_LINK_FAILED;

@@ -18,6 +18,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "link/tls_int.h"
+#include "link/wire.h"
 
 /* Bytes in flight per direction inside the relay; large enough that one
  * SSL_write fills several records and one recv drains a socketpair. */
@@ -128,8 +129,65 @@ static void failed(relay_t *r, int sslerr, int sys_errno, bool handshake)
 
 /* ---- handshake ------------------------------------------------------------ */
 
+/* Waits, within the handshake deadline, until the TCP socket has `n` bytes
+ * to peek at; returns how many it has (fewer on timeout or EOF). */
+static ssize_t peek_first(relay_t *r, uint8_t *buf, size_t n)
+{
+    ssize_t got = 0;
+    for (;;) {
+        ssize_t g = recv(r->tcp, buf, n, MSG_PEEK | MSG_DONTWAIT);
+        if (g > 0)
+            got = g;
+        if (g == (ssize_t)n || g == 0 || (g > 0 && buf[0] == 0x16) ||
+            (g < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            return got; /* enough, a TLS record, EOF or an error */
+        int64_t left = r->hs_deadline - llk_now_ms();
+        if (left <= 0)
+            return got;
+        if (g > 0) {
+            /* A few bytes of a frame: the rest comes in a moment (poll
+             * would only say "readable" again). */
+            poll(NULL, 0, 10);
+            continue;
+        }
+        struct pollfd p[2] = {{.fd = r->tcp, .events = POLLIN},
+                              {.fd = r->app, .events = POLLRDHUP}};
+        if (poll(p, 2, left > 1000 ? 1000 : (int)left) > 0 &&
+            (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+            return got; /* the connection was given up */
+    }
+}
+
+/* A server's first look: a peer that speaks llmlink in plaintext (an
+ * engine without TLS options) gets a plaintext REJECT that says why, so
+ * its link fails with LLMLINK_AUTH_FAILED and a message an operator can
+ * act on, instead of a closed connection. It names nothing of this
+ * engine. Returns true when it was such a peer. */
+static bool refuse_plaintext(relay_t *r)
+{
+    uint8_t h[4];
+    static const uint8_t magic[4] = {(LLK_WIRE_MAGIC >> 24) & 0xff, (LLK_WIRE_MAGIC >> 16) & 0xff,
+                                     (LLK_WIRE_MAGIC >> 8) & 0xff, LLK_WIRE_MAGIC & 0xff};
+    if (peek_first(r, h, sizeof h) != (ssize_t)sizeof h || memcmp(h, magic, sizeof h) != 0)
+        return false;
+    uint8_t f[LLK_WIRE_HEADER_SIZE + 8 + LLK_WIRE_MAX_REJECT_MSG];
+    size_t n = llk_wire_encode_reject(f, sizeof f, LLK_WIRE_VERSION, LLMLINK_AUTH_FAILED,
+                                      "this engine accepts TLS connections only: set "
+                                      "llmlink.TlsCertFile, llmlink.TlsKeyFile and "
+                                      "llmlink.TlsCaFile");
+    if (n)
+        send(r->tcp, f, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    const char *why = "the peer speaks llmlink without TLS";
+    record(r, true, why);
+    atomic_fetch_add(&r->t->auth_refusals, 1);
+    warn_refused(r, why);
+    return true;
+}
+
 static int handshake(relay_t *r)
 {
+    if (r->server && refuse_plaintext(r))
+        return -1;
     for (;;) {
         ERR_clear_error();
         int rc = SSL_do_handshake(r->ssl);

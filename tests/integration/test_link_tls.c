@@ -11,10 +11,11 @@
  *    LLMLINK_AUTH_FAILED with the reason, the server links nothing and
  *    counts the refusal;
  *  - a raw TLS client with no certificate is refused (alert), nothing
- *    links; an llmlink client without TLS cannot link;
- *  - a raw plaintext HELLO to a TLS server is closed within
- *    llmlink.FirstFrameTimeoutMs, and nothing is answered in plaintext; a
- *    connection that sends nothing is closed at that deadline;
+ *    links; an llmlink client without TLS options gets AUTH_FAILED;
+ *  - a raw plaintext HELLO to a TLS server gets one plaintext REJECT
+ *    (AUTH_FAILED, "TLS connections only", nothing about the engine) and
+ *    is closed within llmlink.FirstFrameTimeoutMs; a connection that
+ *    sends nothing is closed at that deadline;
  *  - a peer that resets the TLS connection under a relay still sending:
  *    the link fails, the process (SIGPIPE not ignored) lives on;
  *  - bad option combinations and files are refused at init, naming them.
@@ -472,10 +473,13 @@ static void test_client_without_cert(void **state)
         usleep(5000);
     assert_int_equal(llk_tls_auth_refusals(fx->p->tls), 1);
     assert_int_equal(stats_of(fx->p).links, 0);
-    /* An llmlink client without TLS does not link either. */
+    /* An llmlink client without TLS options (so without a certificate)
+     * is told, in plaintext, that TLS is needed: AUTH_FAILED. */
     fx->d = decoder(NULL, "tcp");
-    assert_true(link_to(fx->d, fx->port) != LLMLINK_SUCCESS);
+    assert_status(link_to(fx->d, fx->port), LLMLINK_AUTH_FAILED);
+    assert_non_null(strstr(llmlink_last_error(), "TLS connections only"));
     assert_int_equal(stats_of(fx->p).links, 0);
+    assert_int_equal(llk_tls_auth_refusals(fx->p->tls), 2);
 }
 
 /* ---- plaintext to a TLS server ---------------------------------------------- */
@@ -513,15 +517,22 @@ static void test_plaintext_hello_closed(void **state)
     close(fd);
     assert_true(closed);
     assert_true(took < 500 + 400);
-    /* Nothing in llmlink's framing came back: no WELCOME, no REJECT
-     * telling the cluster id (at most a TLS alert record: type 21). */
-    if (got >= LLK_WIRE_HEADER_SIZE) {
-        llk_frame_header_t h;
-        llk_wire_read_header(buf, &h);
-        assert_true(llk_wire_check_header(&h) != LLK_HDR_OK);
-    }
-    if (got)
-        assert_int_equal(buf[0], 21);
+    /* One plaintext REJECT came back: AUTH_FAILED, saying that TLS is
+     * needed, and nothing about this engine (no cluster id, no WELCOME). */
+    assert_true(got >= LLK_WIRE_HEADER_SIZE);
+    llk_frame_header_t h;
+    llk_wire_read_header(buf, &h);
+    assert_int_equal(llk_wire_check_header(&h), LLK_HDR_OK);
+    assert_int_equal(h.type, LLK_MSG_REJECT);
+    assert_int_equal(got, LLK_WIRE_HEADER_SIZE + h.length);
+    llk_msg_reject_t rj;
+    const char *why = NULL;
+    assert_int_equal(llk_wire_decode_reject(buf + LLK_WIRE_HEADER_SIZE, h.length, &rj, &why), 0);
+    assert_int_equal(rj.status, LLMLINK_AUTH_FAILED);
+    assert_non_null(strstr(rj.message, "TLS connections only"));
+    assert_null(strstr(rj.message, "cluster"));
+    assert_null(strstr(rj.message, "11"));
+    assert_int_equal(llk_tls_auth_refusals(fx->p->tls), 1);
     /* The reactor frees the slot when it reads the relay's EOF: a moment
      * after the client saw the close. */
     for (int i = 0; i < 100 && stats_of(fx->p).handshakes_in_progress; i++)
