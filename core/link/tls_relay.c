@@ -227,7 +227,7 @@ static int handshake(relay_t *r)
 typedef struct {
     bool app_eof;     /* the plaintext end shut its writing side or closed */
     bool app_wclosed; /* nothing more can be written to it: discard */
-    bool app_shut;    /* this relay shut the plaintext end's reading side */
+    bool app_shut;    /* this relay shut its side for writing: the plaintext end reads EOF */
     bool tls_rdone;   /* nothing more comes from the peer */
     bool tls_wdone;   /* close_notify sent, or writing failed: discard */
     bool got_data;
