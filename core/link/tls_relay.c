@@ -170,6 +170,11 @@ static bool refuse_plaintext(relay_t *r)
                                      (LLK_WIRE_MAGIC >> 8) & 0xff, LLK_WIRE_MAGIC & 0xff};
     if (peek_first(r, h, sizeof h) != (ssize_t)sizeof h || memcmp(h, magic, sizeof h) != 0)
         return false;
+    /* Counted before the peer can learn of it. */
+    const char *why = "the peer speaks llmlink without TLS";
+    record(r, true, why);
+    atomic_fetch_add(&r->t->auth_refusals, 1);
+    warn_refused(r, why);
     uint8_t f[LLK_WIRE_HEADER_SIZE + 8 + LLK_WIRE_MAX_REJECT_MSG];
     size_t n = llk_wire_encode_reject(f, sizeof f, LLK_WIRE_VERSION, LLMLINK_AUTH_FAILED,
                                       "this engine accepts TLS connections only: set "
@@ -177,10 +182,6 @@ static bool refuse_plaintext(relay_t *r)
                                       "llmlink.TlsCaFile");
     if (n)
         send(r->tcp, f, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    const char *why = "the peer speaks llmlink without TLS";
-    record(r, true, why);
-    atomic_fetch_add(&r->t->auth_refusals, 1);
-    warn_refused(r, why);
     return true;
 }
 

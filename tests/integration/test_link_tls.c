@@ -479,6 +479,8 @@ static void test_client_without_cert(void **state)
     assert_status(link_to(fx->d, fx->port), LLMLINK_AUTH_FAILED);
     assert_non_null(strstr(llmlink_last_error(), "TLS connections only"));
     assert_int_equal(stats_of(fx->p).links, 0);
+    for (int i = 0; i < 200 && llk_tls_auth_refusals(fx->p->tls) < 2; i++)
+        usleep(5000);
     assert_int_equal(llk_tls_auth_refusals(fx->p->tls), 2);
 }
 
