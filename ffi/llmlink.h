@@ -102,7 +102,7 @@ typedef uint32_t llmlink_status_t;
 #define LLMLINK_NETWORK_ERROR                0x5010B107u /* socket-level failure (see last_error) */
 #define LLMLINK_CACHE_KEY_ALREADY_EXIST      0x5010B108u /* a registered cache already has that key */
 #define LLMLINK_CACHE_IN_USE                 0x5010B109u /* cache still used by a transfer */
-#define LLMLINK_AUTH_FAILED                  0x5010B10Au /* peer failed authentication (key) */
+#define LLMLINK_AUTH_FAILED                  0x5010B10Au /* peer failed authentication (key, certificate) */
 
 /* "LLM_SUCCESS", "LLM_PARAM_INVALID", ...: the LLMStatusCode name, or
  * "LLMLINK_..." for llmlink's own codes, or "LLM_UNKNOWN_STATUS". Never NULL. */
@@ -272,6 +272,18 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *                             (at most one a second) and counts it. It
  *                             authenticates, it does not encrypt: see
  *                             docs/security.md.
+ *   llmlink.TlsCertFile, llmlink.TlsKeyFile, llmlink.TlsCaFile
+ *                             PEM files: this engine's certificate (chain),
+ *                             its private key (mode 0600 or stricter) and
+ *                             the CA that signs the peers' certificates.
+ *                             All three or none (""). With them every
+ *                             connection (control and tcp data streams, both
+ *                             directions) runs mutual TLS 1.3, each side
+ *                             verifying the other's certificate against the
+ *                             CA; a peer that fails gives the client
+ *                             LLMLINK_AUTH_FAILED with the reason. Files are
+ *                             loaded at init: a bad one fails it with
+ *                             LLMLINK_PARAM_INVALID naming it (docs/security.md)
  * An unknown key, or a value out of range, fails with LLMLINK_PARAM_INVALID
  * and a message that names the key.
  */

@@ -92,7 +92,7 @@ static int parse_bool(const char *s, bool *out)
 }
 
 typedef enum { K_INT, K_BOOL, K_LISTEN, K_DEVICES, K_TRANSPORT, K_STRING, K_RDMA_DEVICE,
-               K_RDMA_GID, K_RDMA_MTU, K_AUTH_FILE, K_AUTH_HEX } kind_t;
+               K_RDMA_GID, K_RDMA_MTU, K_AUTH_FILE, K_AUTH_HEX, K_PATH } kind_t;
 
 typedef struct {
     const char *key;
@@ -140,6 +140,9 @@ static const key_spec_t specs[] = {
     {"llmlink.AuthKeyFile", K_AUTH_FILE, 0, 0, 0},
     /* Secret: no message ever shows its value (K_AUTH_HEX never calls show()). */
     {"llmlink.AuthKey", K_AUTH_HEX, 0, 0, 0},
+    {"llmlink.TlsCertFile", K_PATH, 0, 0, OFF(tls_cert_file)},
+    {"llmlink.TlsKeyFile", K_PATH, 0, 0, OFF(tls_key_file)},
+    {"llmlink.TlsCaFile", K_PATH, 0, 0, OFF(tls_ca_file)},
 };
 
 static int parse_listen(llk_options_t *o, const char *v, char *err, size_t errlen,
@@ -333,6 +336,15 @@ llmlink_status_t llk_options_parse(llk_options_t *o, const llmlink_option_t *opt
             o->auth_key_hex = v;
             break;
         }
+        case K_PATH:
+            /* A file name ("" = unset); the engine opens it at init. */
+            if (strlen(v) >= LLK_MAX_PATH) {
+                snprintf(err, errlen, "option %s: a file name longer than %d bytes", k,
+                         LLK_MAX_PATH - 1);
+                return LLMLINK_PARAM_INVALID;
+            }
+            memcpy((char *)o + spec->off, v, strlen(v) + 1);
+            break;
         case K_STRING:
             if (strlen(v) > 4096) {
                 snprintf(err, errlen, "option %s: value longer than 4096 bytes", k);

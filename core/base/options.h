@@ -23,6 +23,7 @@ typedef enum llk_transport {
 } llk_transport_t;
 
 #define LLK_MAX_DEVICE_IDS 16
+#define LLK_MAX_PATH 1024 /* a file option's value, with its NUL */
 
 typedef struct llk_listen_addr {
     struct sockaddr_storage sa;
@@ -68,6 +69,11 @@ typedef struct llk_options {
      * checked here (never quoted in a message), the file at init. */
     const char *auth_key_file;
     const char *auth_key_hex;
+    /* TLS (link/tls.h): llmlink.TlsCertFile, TlsKeyFile, TlsCaFile; "" = unset
+     * (all three or none, checked when the engine loads them at init) */
+    char tls_cert_file[LLK_MAX_PATH];
+    char tls_key_file[LLK_MAX_PATH];
+    char tls_ca_file[LLK_MAX_PATH];
 } llk_options_t;
 
 void llk_options_defaults(llk_options_t *o);

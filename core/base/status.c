@@ -62,7 +62,7 @@ static const status_entry_t table[] = {
     {LLMLINK_CACHE_IN_USE, "LLMLINK_CACHE_IN_USE",
      "The cache is still used by a transfer; try again later."},
     {LLMLINK_AUTH_FAILED, "LLMLINK_AUTH_FAILED",
-     "The peer failed authentication (wrong, missing or unexpected key)."},
+     "The peer failed authentication (wrong, missing or unexpected key or certificate)."},
 };
 
 static const status_entry_t *find(llmlink_status_t s)

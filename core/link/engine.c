@@ -18,6 +18,7 @@
 #include "link/engine.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "link/tls.h"
 #include "transport/rdma.h"
 
 /* Deep enough for the reactor's frames; small so that processes with many
@@ -229,6 +230,17 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
         e->opts.num_listen = 0;
     }
 
+    /* The TLS files first: a bad one fails init before anything listens. */
+    if (!e->tls) {
+        char terr[LLK_MAX_PATH + 512];
+        st = llk_tls_load(&e->opts, &e->tls, terr, sizeof terr);
+        if (st != LLMLINK_SUCCESS) {
+            llk_options_defaults(&e->opts);
+            pthread_mutex_unlock(&e->mu);
+            return llk_err(st, "%s", terr);
+        }
+    }
+
     /* Acquire in order; on failure release in reverse (the ladder below). */
     if (opts->auth_key_file || opts->auth_key_hex) {
         char kerr[400];
@@ -304,6 +316,8 @@ fail_eventfd:
 fail_epoll:
     llk_auth_key_free(e->auth);
     e->auth = NULL;
+    llk_tls_release(e->tls);
+    e->tls = NULL;
     llk_options_defaults(&e->opts);
     pthread_mutex_unlock(&e->mu);
     return st;
@@ -359,6 +373,8 @@ void llk_engine_free(llmlink_t *e)
     e->rdma = NULL;
     llk_auth_key_free(e->auth); /* wiped */
     e->auth = NULL;
+    llk_tls_release(e->tls); /* running relays hold their own reference */
+    e->tls = NULL;
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e);

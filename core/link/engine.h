@@ -207,6 +207,9 @@ struct llmlink {
      * engine runs and unchanged until llk_engine_free. */
     struct llk_rdma *rdma;
     char rdma_why[256];
+    /* TLS (link/tls.h): loaded at init from llmlink.Tls*; NULL = plaintext.
+     * Unchanged while the engine runs; released by llk_engine_free. */
+    struct llk_tls *tls;
 
     /* server handshake accounting */
     uint32_t hs_in_progress, hs_peak;

@@ -7,6 +7,7 @@
 
 #include "base/clock.h"
 #include "link/engine.h"
+#include "link/tls.h"
 #include "base/err.h"
 #include "base/log.h"
 
@@ -72,11 +73,19 @@ void llk_link_on_closed(llmlink_t *e, llk_conn_t *c, int err)
     char why[128];
     snprintf(why, sizeof why, "%s", err ? strerror(err) : "peer closed the connection");
     switch (c->state) {
-    case LLK_CONN_CLI_HELLO_SENT:
-        llk_conn_complete(e, c, LLMLINK_LINK_FAILED, "%s during the handshake with %s", why,
-                          c->peer);
+    case LLK_CONN_CLI_HELLO_SENT: {
+        /* TLS: the relay tells why it closed (a certificate refused). */
+        char tw[224];
+        bool auth = false;
+        if (c->fd >= 0 && llk_tls_failure(c->fd, tw, sizeof tw, &auth))
+            llk_conn_complete(e, c, auth ? LLMLINK_AUTH_FAILED : LLMLINK_LINK_FAILED,
+                              "TLS with %s: %s", c->peer, tw);
+        else
+            llk_conn_complete(e, c, LLMLINK_LINK_FAILED, "%s during the handshake with %s", why,
+                              c->peer);
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
         break;
+    }
     case LLK_CONN_UNLINKING:
         llk_conn_complete(e, c, llk_conn_unlink_failure(c),
                           "%s before acknowledging the unlink (%s)", why, c->peer);
@@ -316,7 +325,7 @@ static bool prepare_attach(llmlink_t *e, uint64_t id, attach_job_t *j)
     j->remote_len = c->remote_len[c->remote_idx];
     /* The streams leave from the address the control connection got. */
     j->local_len = sizeof j->local;
-    if (c->fd < 0 || getsockname(c->fd, (struct sockaddr *)&j->local, &j->local_len) != 0)
+    if (c->fd < 0 || llk_tls_getsockname(c->fd, (struct sockaddr *)&j->local, &j->local_len) != 0)
         j->local_len = 0;
     j->incarnation = c->remote_incarnation;
     return true;

@@ -26,6 +26,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "link/engine.h"
+#include "link/tls.h"
 #include "transport/transport_testing.h"
 
 /* Parked connections per engine: one socket and one llk_conn_t each
@@ -155,6 +156,20 @@ static bool promote(llmlink_t *e, llk_conn_t *c, int64_t now)
 {
     int64_t deadline = c->deadline_ms;
     llk_park_unlink(e, c);
+    /* TLS: the relay is made here, not at accept, so parked connections
+     * cost no thread; its handshake has what is left of the first-frame
+     * deadline, which the reactor enforces on the plaintext end too. */
+    if (e->tls) {
+        int64_t left = deadline - now;
+        int fd = llk_tls_wrap(e->tls, c->fd, true, left > 0 ? (uint32_t)left : 1, c->peer);
+        c->fd = fd;
+        if (fd < 0) {
+            LLK_ERROR("cluster %llu: TLS relay for %s: %m", (unsigned long long)e->cluster_id,
+                      c->peer);
+            c->state = LLK_CONN_DEAD; /* never counted as a handshake */
+            return false;
+        }
+    }
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
     if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
         LLK_ERROR("cluster %llu: epoll_ctl for %s: %m", (unsigned long long)e->cluster_id,

@@ -13,6 +13,7 @@
 #include "base/addr.h"
 #include "base/clock.h"
 #include "link/engine.h"
+#include "link/tls.h"
 #include "transport/transport_testing.h"
 #include "base/log.h"
 

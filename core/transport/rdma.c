@@ -17,6 +17,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "link/engine.h"
+#include "link/tls.h"
 #include "transport/rdma.h"
 #include "transport/rdma_plan.h"
 #include "transport/transport.h"
@@ -139,7 +140,7 @@ void llk_xlink_set_rails(llk_xlink_t *xl, const llk_conn_t *c, bool peer_offers)
     if (c && c->num_local == 0) {
         socklen_t len = sizeof r->rail_local[0];
         if (c->fd >= 0 &&
-            getsockname(c->fd, (struct sockaddr *)&r->rail_local[0], &len) == 0) {
+            llk_tls_getsockname(c->fd, (struct sockaddr *)&r->rail_local[0], &len) == 0) {
             r->rail_target[0] = c->remote[c->remote_idx];
             r->nrail_addrs = 1;
         }
@@ -379,7 +380,7 @@ static int rdma_serve_setup(llk_xserve_t *q)
         struct sockaddr_storage ips[LLK_XWIRE_MAX_RAILS], stream_local;
         socklen_t slen = sizeof stream_local;
         memset(&stream_local, 0, sizeof stream_local);
-        getsockname(q->fd, (struct sockaddr *)&stream_local, &slen);
+        llk_tls_getsockname(q->fd, (struct sockaddr *)&stream_local, &slen);
         llk_rdma_setup_targets(rem, n, &stream_local, ips);
         char why[300] = "";
         l = llk_rdma_link_create(e->rdma, ips, n, e->opts.sync_kv_wait_ms, why, sizeof why);

@@ -17,6 +17,7 @@
 #include "base/crypto.h"
 #include "link/engine.h"
 #include "link/link_api.h"
+#include "link/tls.h"
 #include "base/err.h"
 #include "base/log.h"
 
@@ -414,6 +415,16 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
             st = r == 0 ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
             break;
         }
+        /* TLS: the stream is the plaintext end of a relay from here on. */
+        if (e->tls) {
+            int64_t left = deadline_ms - llk_now_ms();
+            ps[i].fd = llk_tls_wrap(e->tls, ps[i].fd, false, left > 0 ? (uint32_t)left : 1, addr);
+            if (ps[i].fd < 0) {
+                snprintf(detail, dlen, "data stream to %s: TLS relay: %s", addr, strerror(errno));
+                st = LLMLINK_LINK_FAILED;
+                break;
+            }
+        }
         if (e->auth) { /* the ATTACH follows the server's proof, below */
             st = llk_stream_auth_hello(e, xl, ps[i].fd, ps[i].nc, deadline_ms, detail, dlen);
             continue;
@@ -436,6 +447,12 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
     for (; installed < opened && st == LLMLINK_SUCCESS; installed++) {
         llk_msg_attach_ok_t ok;
         st = read_attach_answer(xl, ps[installed].fd, deadline_ms, &ok, detail, dlen);
+        char tw[224];
+        bool auth = false;
+        if (st != LLMLINK_SUCCESS && llk_tls_failure(ps[installed].fd, tw, sizeof tw, &auth)) {
+            snprintf(detail, dlen, "data stream to %s: %s", addr, tw);
+            st = auth ? LLMLINK_AUTH_FAILED : LLMLINK_LINK_FAILED;
+        }
         if (st != LLMLINK_SUCCESS)
             break;
         if (installed == 0) {

@@ -47,6 +47,7 @@
 #include "kvfill.h"
 #include "llmlink.h"
 #include "proc.h"
+#include "tls_env.h"
 
 #define MAX_PROCS 16
 #define KiB (UINT64_C(1) << 10)
@@ -108,11 +109,21 @@ static proc_t *node_full(fx_t *f, const char *role, uint64_t id, const char *tra
     char topt[64], wopt[64];
     snprintf(topt, sizeof topt, "llmlink.Transport=%s", transport ? transport : f->transport);
     snprintf(wopt, sizeof wopt, "llm.SyncKvCacheWaitTime=%d", wait ? wait : wait_ms());
-    const char *opts[16];
+    const char *opts[20];
     size_t n = 0;
     opts[n++] = topt;
     opts[n++] = wopt;
-    for (size_t i = 0; more_opts && more_opts[i] && n < 15; i++)
+    /* LLMLINK_TEST_TLS=1: tcp nodes link over mutual TLS (tls_env.h); one
+     * certificate of the test CA serves every node, either role. */
+    char tls[3][200];
+    if (llk_test_tls_on() && !strcmp(transport ? transport : f->transport, "tcp")) {
+        snprintf(tls[0], sizeof tls[0], "llmlink.TlsCertFile=%s", llk_test_tls_path("server.pem"));
+        snprintf(tls[1], sizeof tls[1], "llmlink.TlsKeyFile=%s", llk_test_tls_path("server.key"));
+        snprintf(tls[2], sizeof tls[2], "llmlink.TlsCaFile=%s", llk_test_tls_path("ca.pem"));
+        for (int i = 0; i < 3; i++)
+            opts[n++] = tls[i];
+    }
+    for (size_t i = 0; more_opts && more_opts[i] && n < 19; i++)
         opts[n++] = more_opts[i];
     opts[n] = NULL;
     char lbuf[80];

@@ -18,7 +18,8 @@
  *    else is.
  *
  * Each test runs over tcp (with 4 streams per link, so a transfer is cut
- * into several requests) and over shm. Single process, loopback only, ports
+ * into several requests) and over shm; with LLMLINK_TEST_TLS=1 the tcp
+ * runs go over mutual TLS (tests/common/tls_env.h). Single process, loopback only, ports
  * from 127.0.0.1:0, every wait bounded by llm.SyncKvCacheWaitTime.
  */
 #include <setjmp.h>
@@ -43,6 +44,7 @@
 
 #include "llmlink.h"
 #include "llk_test.h"
+#include "tls_env.h"
 #include "xfer/xfer.h"
 
 #define PROMPT_ID 1u
@@ -145,15 +147,19 @@ static int setup(void **state, const char *transport)
 {
     fx_t *fx = calloc(1, sizeof *fx);
     fx->transport = transport;
-    llmlink_option_t po[] = {{"llm.listenIpInfo", "127.0.0.1:0"},
-                             {"llmlink.Transport", transport},
-                             {"llm.SyncKvCacheWaitTime", "10000"}};
-    llmlink_option_t dopt[] = {{"llmlink.Transport", transport},
-                               {"llmlink.StreamsPerLink", "4"},
-                               {"llm.SyncKvCacheWaitTime", "10000"}};
+    llmlink_option_t po[6] = {{"llm.listenIpInfo", "127.0.0.1:0"},
+                              {"llmlink.Transport", transport},
+                              {"llm.SyncKvCacheWaitTime", "10000"}};
+    llmlink_option_t dopt[6] = {{"llmlink.Transport", transport},
+                                {"llmlink.StreamsPerLink", "4"},
+                                {"llm.SyncKvCacheWaitTime", "10000"}};
+    /* LLMLINK_TEST_TLS=1: the tcp runs over mutual TLS (tls_env.h). */
+    bool tls = strcmp(transport, "tcp") == 0;
+    size_t np = tls ? llk_test_tls_options(po, 3, true) : 3;
+    size_t nd = tls ? llk_test_tls_options(dopt, 3, false) : 3;
     if (llmlink_create(&fx->p, LLMLINK_ROLE_PROMPT, PROMPT_ID) ||
-        llmlink_init(fx->p, po, 3) || llmlink_create(&fx->d, LLMLINK_ROLE_DECODER, DECODER_ID) ||
-        llmlink_init(fx->d, dopt, 3)) {
+        llmlink_init(fx->p, po, np) || llmlink_create(&fx->d, LLMLINK_ROLE_DECODER, DECODER_ID) ||
+        llmlink_init(fx->d, dopt, nd)) {
         fprintf(stderr, "setup: %s\n", llmlink_last_error());
         return -1;
     }

@@ -431,6 +431,31 @@ static void test_datadist_passthrough_keys(void **state)
     }
 }
 
+/* The TLS file keys take a file name (unchecked here: the engine loads the
+ * files at init), "" unsets one, and a name that does not fit is refused. */
+static void test_tls_file_keys(void **state)
+{
+    options_fixture_t *fx = *state;
+    assert_string_equal(fx->o.tls_cert_file, "");
+    assert_string_equal(fx->o.tls_key_file, "");
+    assert_string_equal(fx->o.tls_ca_file, "");
+    llmlink_option_t opts[] = {{"llmlink.TlsCertFile", "/etc/llmlink/node.pem"},
+                               {"llmlink.TlsKeyFile", "/etc/llmlink/node.key"},
+                               {"llmlink.TlsCaFile", "ca.pem"}};
+    assert_int_equal(llk_options_parse(&fx->o, opts, 3, fx->err, sizeof fx->err),
+                     LLMLINK_SUCCESS);
+    assert_string_equal(fx->o.tls_cert_file, "/etc/llmlink/node.pem");
+    assert_string_equal(fx->o.tls_key_file, "/etc/llmlink/node.key");
+    assert_string_equal(fx->o.tls_ca_file, "ca.pem");
+    assert_accepted(fx, "llmlink.TlsCaFile", "");
+    assert_string_equal(fx->o.tls_ca_file, "");
+    char longname[LLK_MAX_PATH + 1];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    assert_refused(fx, "llmlink.TlsKeyFile", longname);
+    assert_non_null(strstr(fx->err, "longer than"));
+}
+
 /* ---- keys, NULLs, ordering, messages --------------------------------------------- */
 
 static void test_unknown_key(void **state)
@@ -595,7 +620,7 @@ int main(void)
         T(test_device_ids_bad_values),
         T(test_booleans),
         T(test_transport),
-        T(test_datadist_passthrough_keys),
+        T(test_datadist_passthrough_keys), T(test_tls_file_keys),
         T(test_unknown_key),
         T(test_empty_key),
         T(test_null_key_and_value),
