@@ -97,6 +97,10 @@ static const char *path(const char *name)
     return b;
 }
 
+/* llmlink.AuthKey (hex) for the next engines made; NULL: none. Set by the
+ * tests of TLS and a pre-shared key together, cleared by teardown. */
+static const char *auth_key_p, *auth_key_d;
+
 typedef struct fx {
     llmlink_t *p, *d;
     uint16_t port;
@@ -114,10 +118,11 @@ static llmlink_t *prompt(const char *cert, const char *transport)
                             {"llmlink.FirstFrameTimeoutMs", "500"},
                             {"llmlink.TlsCertFile", path(pem)},
                             {"llmlink.TlsKeyFile", path(key)},
-                            {"llmlink.TlsCaFile", path("ca.pem")}};
+                            {"llmlink.TlsCaFile", path("ca.pem")},
+                            {"llmlink.AuthKey", auth_key_p}};
     llmlink_t *e = NULL;
     assert_status(llmlink_create(&e, LLMLINK_ROLE_PROMPT, PROMPT_ID), LLMLINK_SUCCESS);
-    assert_status(llmlink_init(e, o, 7), LLMLINK_SUCCESS);
+    assert_status(llmlink_init(e, o, auth_key_p ? 8 : 7), LLMLINK_SUCCESS);
     return e;
 }
 
@@ -135,7 +140,16 @@ static llmlink_t *decoder(const char *cert, const char *transport)
                             {"llmlink.TlsCaFile", path("ca.pem")}};
     llmlink_t *e = NULL;
     assert_status(llmlink_create(&e, LLMLINK_ROLE_DECODER, DECODER_ID), LLMLINK_SUCCESS);
-    assert_status(llmlink_init(e, o, cert ? 6 : 3), LLMLINK_SUCCESS);
+    size_t n = cert ? 6 : 3;
+    if (auth_key_d) {
+        llmlink_option_t all[7];
+        memcpy(all, o, n * sizeof o[0]);
+        all[n].key = "llmlink.AuthKey";
+        all[n].value = auth_key_d;
+        assert_status(llmlink_init(e, all, n + 1), LLMLINK_SUCCESS);
+    } else {
+        assert_status(llmlink_init(e, o, n), LLMLINK_SUCCESS);
+    }
     return e;
 }
 
@@ -161,6 +175,7 @@ static int teardown(void **state)
     llmlink_destroy(fx->d);
     llmlink_destroy(fx->p);
     free(fx);
+    auth_key_p = auth_key_d = NULL;
     return 0;
 }
 
@@ -265,6 +280,35 @@ static void test_good_certs_move_every_byte(void **state)
     assert_status(llmlink_unlink_clusters(fx->d, &c, 1, 3000, false, st), LLMLINK_SUCCESS);
     assert_status(link_to(fx->d, fx->port), LLMLINK_SUCCESS);
     move_and_check(fx, 4096, 9);
+}
+
+/* TLS and a pre-shared key together: the key exchange runs inside TLS on
+ * every connection, and both have to pass. */
+#define KEY_A "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+#define KEY_B "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+
+static void test_tls_and_key_together(void **state)
+{
+    fx_t *fx = *state;
+    auth_key_p = auth_key_d = KEY_A;
+    start_prompt(fx, "server", "tcp");
+    fx->d = decoder("client", "tcp");
+    assert_status(link_to(fx->d, fx->port), LLMLINK_SUCCESS);
+    assert_int_equal(llk_tls_handshakes(fx->p->tls), 1 + 2 * 2);
+    move_and_check(fx, 65536, 3);
+}
+
+static void test_tls_good_key_wrong(void **state)
+{
+    fx_t *fx = *state;
+    auth_key_p = KEY_A;
+    auth_key_d = KEY_B;
+    start_prompt(fx, "server", "tcp");
+    fx->d = decoder("client", "tcp");
+    assert_status(link_to(fx->d, fx->port), LLMLINK_AUTH_FAILED);
+    assert_int_equal(stats_of(fx->p).links, 0);
+    /* TLS itself passed: it is the key that failed. */
+    assert_int_equal(llk_tls_auth_refusals(fx->p->tls), 0);
 }
 
 /* shm over TLS: its setup frames ride the TLS stream, and its peer proof
@@ -721,6 +765,8 @@ int main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_good_certs_move_every_byte),
+        T(test_tls_and_key_together),
+        T(test_tls_good_key_wrong),
         T(test_shm_over_tls),
         T(test_failed_push_fenced),
         T(test_client_cert_of_other_ca),
