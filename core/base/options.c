@@ -90,7 +90,7 @@ static int parse_bool(const char *s, bool *out)
 }
 
 typedef enum { K_INT, K_BOOL, K_LISTEN, K_DEVICES, K_TRANSPORT, K_STRING, K_RDMA_DEVICE,
-               K_RDMA_GID, K_RDMA_MTU } kind_t;
+               K_RDMA_GID, K_RDMA_MTU, K_CLUSTERS } kind_t;
 
 typedef struct {
     const char *key;
@@ -134,6 +134,7 @@ static const key_spec_t specs[] = {
     {"llmlink.RdmaGidIndex", K_RDMA_GID, 0, 0, 0},
     {"llmlink.RdmaMtu", K_RDMA_MTU, 0, 0, 0},
     {"llmlink.DebugFenceFill", K_INT, -1, 255, OFF(debug_fence_fill)},
+    {"llmlink.AllowedClusters", K_CLUSTERS, 0, 0, 0},
 };
 
 static int parse_listen(llk_options_t *o, const char *v, char *err, size_t errlen,
@@ -306,6 +307,16 @@ llmlink_status_t llk_options_parse(llk_options_t *o, const llmlink_option_t *opt
                 return LLMLINK_PARAM_INVALID;
             }
             o->rdma_mtu = (uint32_t)x;
+            break;
+        }
+        case K_CLUSTERS: {
+            const char *why = "?";
+            size_t at = 0;
+            if (llk_cluster_list_parse(&o->allowed_clusters, v, &why, &at) != 0) {
+                snprintf(err, errlen, "option %s: entry %zu of %s: %s", k, at,
+                         show(v, shown, sizeof shown), why);
+                return LLMLINK_PARAM_INVALID;
+            }
             break;
         }
         case K_STRING:

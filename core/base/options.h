@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "base/cluster_list.h"
 #include "llmlink.h"
 
 typedef enum llk_transport {
@@ -61,6 +62,8 @@ typedef struct llk_options {
     /* llmlink.DebugFenceFill: the byte a fenced tcp write's unreceived range
      * is filled with (xfer/owner.c), -1 = off (the default) */
     int32_t debug_fence_fill;
+    /* llmlink.AllowedClusters: client cluster ids that may link (none: any) */
+    llk_cluster_list_t allowed_clusters;
 } llk_options_t;
 
 void llk_options_defaults(llk_options_t *o);

@@ -61,6 +61,8 @@ static const status_entry_t table[] = {
      "A registered cache already has that key."},
     {LLMLINK_CACHE_IN_USE, "LLMLINK_CACHE_IN_USE",
      "The cache is still used by a transfer; try again later."},
+    {LLMLINK_ACCESS_DENIED, "LLMLINK_ACCESS_DENIED",
+     "Access control refused it: the cluster may not link, or the cache refuses that way."},
 };
 
 static const status_entry_t *find(llmlink_status_t s)

@@ -171,6 +171,8 @@ static llmlink_status_t map_reject(uint32_t s)
     case LLMLINK_ROLE_NOT_ALLOWED:
     case LLMLINK_PROTOCOL_ERROR:
     case LLMLINK_LINK_FAILED:
+    case LLMLINK_ACCESS_DENIED: /* llmlink.AllowedClusters */
+    case LLMLINK_ALREADY_LINK:  /* the server holds a live link with our id */
         return s;
     default:
         return LLMLINK_LINK_FAILED;
