@@ -92,7 +92,7 @@ static int parse_bool(const char *s, bool *out)
 }
 
 typedef enum { K_INT, K_BOOL, K_LISTEN, K_DEVICES, K_TRANSPORT, K_STRING, K_RDMA_DEVICE,
-               K_RDMA_GID, K_RDMA_MTU, K_AUTH_FILE, K_AUTH_HEX, K_PATH } kind_t;
+               K_RDMA_GID, K_RDMA_MTU, K_AUTH_FILE, K_AUTH_HEX, K_PATH, K_CLUSTERS } kind_t;
 
 typedef struct {
     const char *key;
@@ -143,6 +143,7 @@ static const key_spec_t specs[] = {
     {"llmlink.TlsCertFile", K_PATH, 0, 0, OFF(tls_cert_file)},
     {"llmlink.TlsKeyFile", K_PATH, 0, 0, OFF(tls_key_file)},
     {"llmlink.TlsCaFile", K_PATH, 0, 0, OFF(tls_ca_file)},
+    {"llmlink.AllowedClusters", K_CLUSTERS, 0, 0, 0},
 };
 
 static int parse_listen(llk_options_t *o, const char *v, char *err, size_t errlen,
@@ -345,6 +346,16 @@ llmlink_status_t llk_options_parse(llk_options_t *o, const llmlink_option_t *opt
             }
             memcpy((char *)o + spec->off, v, strlen(v) + 1);
             break;
+        case K_CLUSTERS: {
+            const char *why = "?";
+            size_t at = 0;
+            if (llk_cluster_list_parse(&o->allowed_clusters, v, &why, &at) != 0) {
+                snprintf(err, errlen, "option %s: entry %zu of %s: %s", k, at,
+                         show(v, shown, sizeof shown), why);
+                return LLMLINK_PARAM_INVALID;
+            }
+            break;
+        }
         case K_STRING:
             if (strlen(v) > 4096) {
                 snprintf(err, errlen, "option %s: value longer than 4096 bytes", k);

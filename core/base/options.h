@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "base/cluster_list.h"
 #include "llmlink.h"
 
 typedef enum llk_transport {
@@ -74,6 +75,8 @@ typedef struct llk_options {
     char tls_cert_file[LLK_MAX_PATH];
     char tls_key_file[LLK_MAX_PATH];
     char tls_ca_file[LLK_MAX_PATH];
+    /* llmlink.AllowedClusters: client cluster ids that may link (none: any) */
+    llk_cluster_list_t allowed_clusters;
 } llk_options_t;
 
 void llk_options_defaults(llk_options_t *o);

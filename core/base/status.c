@@ -63,6 +63,8 @@ static const status_entry_t table[] = {
      "The cache is still used by a transfer; try again later."},
     {LLMLINK_AUTH_FAILED, "LLMLINK_AUTH_FAILED",
      "The peer failed authentication (wrong, missing or unexpected key or certificate)."},
+    {LLMLINK_ACCESS_DENIED, "LLMLINK_ACCESS_DENIED",
+     "Access control refused it: the cluster may not link, or the cache refuses that way."},
 };
 
 static const status_entry_t *find(llmlink_status_t s)

@@ -213,6 +213,8 @@ static llmlink_status_t map_reject(uint32_t s)
     case LLMLINK_PROTOCOL_ERROR:
     case LLMLINK_LINK_FAILED:
     case LLMLINK_AUTH_FAILED: /* a TLS server to a plaintext client */
+    case LLMLINK_ACCESS_DENIED: /* llmlink.AllowedClusters */
+    case LLMLINK_ALREADY_LINK:  /* the server holds a live link with our id */
         return s;
     default:
         return LLMLINK_LINK_FAILED;

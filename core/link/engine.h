@@ -218,6 +218,9 @@ struct llmlink {
      * cut by llmlink.FirstFrameTimeoutMs. limit_warn_*: one WARN a second,
      * with the count of those not logged. */
     uint64_t hs_first_frame_timeouts;
+    /* HELLOs refused by access control (llmlink.AllowedClusters), and those
+     * that claimed the cluster id of a live link (server.c) */
+    uint64_t hs_access_denied, hs_claimed_live;
     int64_t limit_warn_next_ms;
     uint64_t limit_warn_suppressed;
     uint64_t protocol_errors, links_lost;

@@ -12,6 +12,7 @@
 
 #include "base/addr.h"
 #include "base/clock.h"
+#include "base/cluster_list.h"
 #include "link/engine.h"
 #include "link/tls.h"
 #include "transport/transport_testing.h"
@@ -132,6 +133,65 @@ static void reject(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char 
     c->deadline_ms = 0;
 }
 
+/* reject() for refusals a peer can repeat at will: the WARN is rate-limited. */
+static void reject_quietly(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char *msg,
+                           int64_t now)
+{
+    llk_server_warn_limit(e, now, "refused link from %s: %s (%s)", c->peer, msg,
+                          llmlink_status_name(st));
+    e->hs_rejected++;
+    llk_conn_queue_reject(c, st, "%s", msg);
+    llk_conn_set_state(e, c, LLK_CONN_CLOSING);
+    c->deadline_ms = 0;
+}
+
+/* llmlink.AllowedClusters: false (and c refused) for a client not listed. */
+static bool cluster_allowed(llmlink_t *e, llk_conn_t *c, uint64_t client_id, int64_t now)
+{
+    if (llk_cluster_list_allows(&e->opts.allowed_clusters, client_id))
+        return true;
+    char msg[96];
+    snprintf(msg, sizeof msg, "cluster %llu is not in llmlink.AllowedClusters",
+             (unsigned long long)client_id);
+    e->hs_access_denied++;
+    reject_quietly(e, c, LLMLINK_ACCESS_DENIED, msg, now);
+    return false;
+}
+
+/*
+ * A HELLO claims the cluster id of the link `old`. A live link is kept and
+ * the newcomer refused (false): anyone who can reach the port could
+ * otherwise take a decoder's place. Alive means a frame came from it within
+ * its liveness interval: heartbeats go every third of it, so that is the
+ * probe; the reactor never waits for an answer. The old link gets a
+ * heartbeat at once, so a connection whose peer is gone fails (reset) now
+ * rather than at its next beat. A dead (silent) link, or one this side is
+ * unlinking, is replaced as before: a restarted decoder whose old
+ * connection closed, or went silent, links again.
+ */
+static bool claim_allowed(llmlink_t *e, llk_conn_t *c, llk_conn_t *old, int64_t now)
+{
+    if (old->state != LLK_CONN_LINKED || now - old->last_rx_ms >= (int64_t)old->liveness_ms) {
+        LLK_INFO("cluster %llu: cluster %llu linked again from %s; dropping its old link from %s "
+                 "(%s)", (unsigned long long)e->cluster_id, (unsigned long long)old->remote_id,
+                 c->peer, old->peer,
+                 old->state == LLK_CONN_LINKED ? "silent past its liveness interval"
+                                               : "being unlinked");
+        if (old->waiter)
+            llk_conn_complete(e, old, LLMLINK_UNLINK_FAILED, "peer linked again");
+        llk_conn_set_state(e, old, LLK_CONN_DEAD);
+        return true;
+    }
+    if (now - old->last_tx_ms >= 10 && llk_conn_queue_simple(old, LLK_MSG_HEARTBEAT))
+        old->last_tx_ms = now;
+    char msg[160];
+    snprintf(msg, sizeof msg, "cluster %llu is linked already, from a peer heard %lld ms ago",
+             (unsigned long long)old->remote_id, (long long)(now - old->last_rx_ms));
+    e->hs_claimed_live++;
+    reject_quietly(e, c, LLMLINK_ALREADY_LINK, msg, now);
+    return false;
+}
+
 void llk_test_set_legacy_wait(llmlink_t *e, bool on)
 {
     e->test_legacy_wait = on;
@@ -188,6 +248,9 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
         reject(e, c, LLMLINK_PROTOCOL_ERROR, msg);
         return;
     }
+    /* Access control first: a client that may not link learns nothing more. */
+    if (!cluster_allowed(e, c, m.client_cluster_id, now))
+        return;
     uint16_t streams = 0;
     if (llk_wire_find_stream_count(m.ext, m.num_ext, &streams, &why) < 0) {
         e->protocol_errors++;
@@ -210,17 +273,11 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
         reject(e, c, LLMLINK_ROLE_NOT_ALLOWED, "a PROMPT engine cannot initiate links");
         return;
     }
-    /* The same decode cluster again: it restarted (or force-unlinked) before
-     * this side noticed. Its own word is authoritative: drop the old link. */
+    /* The same decode cluster again: it restarted (or force-unlinked)
+     * before this side noticed, or another peer claims its id. */
     llk_conn_t *old = llk_conn_find(e, m.client_cluster_id, false);
-    if (old && old != c) {
-        LLK_INFO("cluster %llu: cluster %llu linked again from %s; dropping its old link from %s",
-                 (unsigned long long)e->cluster_id, (unsigned long long)m.client_cluster_id,
-                 c->peer, old->peer);
-        if (old->waiter)
-            llk_conn_complete(e, old, LLMLINK_UNLINK_FAILED, "peer linked again");
-        llk_conn_set_state(e, old, LLK_CONN_DEAD);
-    }
+    if (old && old != c && !claim_allowed(e, c, old, now))
+        return;
     uint32_t links = llk_conn_count_links(e, true);
     if (links >= e->opts.max_links) {
         snprintf(msg, sizeof msg, "cluster %llu holds %u links, the limit (llmlink.MaxLinks)",

@@ -547,7 +547,22 @@ llmlink_status_t llk_registry_add(llk_registry_t *r, const char *fn,
                                   size_t num_keys, bool blocks, int64_t *id,
                                   uint64_t *out_addrs)
 {
+    return llk_registry_add_access(r, fn, desc, addrs, num_addrs, keys, num_keys, blocks,
+                                   LLMLINK_ACCESS_READ_WRITE, id, out_addrs);
+}
+
+llmlink_status_t llk_registry_add_access(llk_registry_t *r, const char *fn,
+                                         const llmlink_cache_desc_t *desc,
+                                         const uint64_t *addrs, size_t num_addrs,
+                                         const llmlink_cache_key_t *keys, size_t num_keys,
+                                         bool blocks, uint32_t access, int64_t *id,
+                                         uint64_t *out_addrs)
+{
     fn = fname(fn);
+    if (access > LLMLINK_ACCESS_READ_WRITE)
+        return llk_err(LLMLINK_PARAM_INVALID,
+                       "%s: opts->access is %" PRIu32 ", not LLMLINK_ACCESS_NONE (0), _READ (1), "
+                       "_WRITE (2) or _READ_WRITE (3)", fn, access);
     uint64_t tensor_bytes = 0, unit_bytes = 0;
     llmlink_status_t st = llk_registry_check_desc(fn, desc, &tensor_bytes, &unit_bytes);
     if (st == LLMLINK_SUCCESS && addrs != NULL)
@@ -560,6 +575,7 @@ llmlink_status_t llk_registry_add(llk_registry_t *r, const char *fn,
     if (st != LLMLINK_SUCCESS)
         return st;
 
+    c->access = access; /* before it is listed: no peer ever sees another value */
     pthread_mutex_lock(&r->mu);
     st = check_room_and_keys(r, fn, c);
     if (st == LLMLINK_SUCCESS) {
@@ -738,10 +754,19 @@ llmlink_status_t llk_registry_acquire_id(llk_registry_t *r, const char *fn, int6
     return st;
 }
 
-/* Finds what key names (r->mu held): the entry and the unit it selects. */
+/* A cache a peer may not see at all (LLMLINK_ACCESS_NONE) is looked up as
+ * if it were not there: same status, same words, before any check that
+ * would tell it exists (such as a batch index past its end). */
+static bool hidden(const llk_cache_t *c, bool peer)
+{
+    return c == NULL || c->dying || (peer && c->access == LLMLINK_ACCESS_NONE);
+}
+
+/* Finds what key names (r->mu held): the entry and the unit it selects.
+ * peer: the request comes from a peer (hidden caches are not found). */
 static llmlink_status_t lookup_key(llk_registry_t *r, const char *fn,
-                                   const llmlink_cache_key_t *key, llk_cache_t **out,
-                                   uint64_t *unit)
+                                   const llmlink_cache_key_t *key, bool peer,
+                                   llk_cache_t **out, uint64_t *unit)
 {
     size_t pos = 0;
     llk_cache_t *c = NULL;
@@ -749,14 +774,14 @@ static llmlink_status_t lookup_key(llk_registry_t *r, const char *fn,
     case LLMLINK_KEY_CACHE:
     case LLMLINK_KEY_BLOCKS:
         c = find_key(r, key, &pos);
-        if (c == NULL || c->dying)
+        if (hidden(c, peer))
             return llk_err(LLMLINK_KV_CACHE_NOT_EXIST, "%s: no cache has key %s", fn,
                            key_text(key).s);
         *unit = key->type == LLMLINK_KEY_CACHE ? c->key_index[pos] : 0;
         break;
     case LLMLINK_KEY_ID_AND_INDEX:
         c = find_id(r, key->cache_id);
-        if (c == NULL || c->dying)
+        if (hidden(c, peer))
             return llk_err(LLMLINK_KV_CACHE_NOT_EXIST, "%s: no cache with cache_id %" PRId64, fn,
                            key->cache_id);
         if (key->batch_index >= c->num_units)
@@ -773,9 +798,28 @@ static llmlink_status_t lookup_key(llk_registry_t *r, const char *fn,
     return LLMLINK_SUCCESS;
 }
 
+/* What a peer asked for against what the cache allows (after lookup). */
+static llmlink_status_t check_access(const char *fn, const llk_cache_t *c, int need)
+{
+    if (need == LLK_PEER_ANY || (c->access & (uint32_t)need) != 0)
+        return LLMLINK_SUCCESS;
+    bool write = need == LLK_PEER_WRITE;
+    return llk_err(LLMLINK_ACCESS_DENIED,
+                   "%s: cache %" PRId64 " does not allow peers to %s it (registered with "
+                   "access %s)", fn, c->id, write ? "write (push into)" : "read (pull from)",
+                   (c->access & LLMLINK_ACCESS_READ) ? "READ" : "WRITE");
+}
+
 llmlink_status_t llk_registry_acquire_key(llk_registry_t *r, const char *fn,
                                           const llmlink_cache_key_t *key, llk_cache_t **out,
                                           uint64_t *unit)
+{
+    return llk_registry_acquire_peer(r, fn, key, LLK_PEER_ANY, out, unit);
+}
+
+llmlink_status_t llk_registry_acquire_peer(llk_registry_t *r, const char *fn,
+                                           const llmlink_cache_key_t *key, int need,
+                                           llk_cache_t **out, uint64_t *unit)
 {
     fn = fname(fn);
     llmlink_status_t st = check_key_arg(fn, key);
@@ -784,7 +828,9 @@ llmlink_status_t llk_registry_acquire_key(llk_registry_t *r, const char *fn,
     llk_cache_t *c = NULL;
     uint64_t u = 0;
     pthread_mutex_lock(&r->mu);
-    st = lookup_key(r, fn, key, &c, &u);
+    st = lookup_key(r, fn, key, need != LLK_PEER_ANY, &c, &u);
+    if (st == LLMLINK_SUCCESS)
+        st = check_access(fn, c, need);
     if (st == LLMLINK_SUCCESS) {
         c->users++;
         *out = c;

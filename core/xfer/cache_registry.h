@@ -48,6 +48,10 @@ typedef struct llk_cache {
     uint64_t *key_index;
     size_t num_keys;
 
+    /* llmlink_access_t: what peers may do with it (ffi/llmlink.h), set
+     * before the entry is listed and never changed. */
+    uint32_t access;
+
     uint32_t users; /* transfers holding it (acquire .. release) */
     bool dying;     /* being removed: no new acquire succeeds */
     /* Owned caches: 1 for the id (until deallocate) + one per key, as in
@@ -130,6 +134,15 @@ llmlink_status_t llk_registry_add(llk_registry_t *r, const char *fn,
                                   size_t num_keys, bool blocks, int64_t *id,
                                   uint64_t *out_addrs);
 
+/* llk_registry_add with the peers' access (llmlink_access_t; the plain
+ * call registers LLMLINK_ACCESS_READ_WRITE). PARAM_INVALID past READ_WRITE. */
+llmlink_status_t llk_registry_add_access(llk_registry_t *r, const char *fn,
+                                         const llmlink_cache_desc_t *desc,
+                                         const uint64_t *addrs, size_t num_addrs,
+                                         const llmlink_cache_key_t *keys, size_t num_keys,
+                                         bool blocks, uint32_t access, int64_t *id,
+                                         uint64_t *out_addrs);
+
 /*
  * Removes cache `id`. owned says which call this is: unregister (false) on
  * an owned cache, or deallocate (true) on a registered one, is
@@ -170,6 +183,22 @@ llmlink_status_t llk_registry_acquire_id(llk_registry_t *r, const char *fn, int6
 llmlink_status_t llk_registry_acquire_key(llk_registry_t *r, const char *fn,
                                           const llmlink_cache_key_t *key, llk_cache_t **out,
                                           uint64_t *unit);
+
+/* What a peer's request needs of a cache (llk_registry_acquire_peer). */
+#define LLK_PEER_ANY   0 /* no access check, hidden caches found (tests, tools) */
+#define LLK_PEER_READ  1 /* a pull: LLMLINK_ACCESS_READ */
+#define LLK_PEER_WRITE 2 /* a push: LLMLINK_ACCESS_WRITE */
+
+/*
+ * llk_registry_acquire_key for a peer's request that needs `need`
+ * (LLK_PEER_READ or _WRITE): a cache registered LLMLINK_ACCESS_NONE is not
+ * found (KV_CACHE_NOT_EXIST, the same words as for no cache, before any
+ * other check); one found without the access needed is ACCESS_DENIED. On
+ * a refusal nothing is held. (acquire_key is this with LLK_PEER_ANY.)
+ */
+llmlink_status_t llk_registry_acquire_peer(llk_registry_t *r, const char *fn,
+                                           const llmlink_cache_key_t *key, int need,
+                                           llk_cache_t **out, uint64_t *unit);
 
 /* Ends a use. consume_key (a KEY_CACHE key that a successful pull_cache
  * used, on an owned cache) drops that key as llm_datadist does; the entry

@@ -478,7 +478,10 @@ static llmlink_status_t admit(struct llk_xserver *s, xstream_t *st, char *msg, s
     llk_cache_t *c = NULL;
     uint64_t unit = 0;
     llk_err_clear(); /* the registry's message, not an older one, goes back */
-    rc = llk_registry_acquire_key(&s->e->reg, "remote request", &st->req.key, &c, &unit);
+    /* Access control before any hold: a peer's READ (pull, consume) needs
+     * the cache's READ access, its WRITE (push) the WRITE access. */
+    int need = st->req.op == st->t->op_write ? LLK_PEER_WRITE : LLK_PEER_READ;
+    rc = llk_registry_acquire_peer(&s->e->reg, "remote request", &st->req.key, need, &c, &unit);
     if (rc != LLMLINK_SUCCESS) {
         const char *m = llk_err_message();
         return refuse(msg, cap, rc, "%s", m && *m ? m : "no cache has that key");

@@ -825,19 +825,26 @@ static void test_link_is_parallel_with_frozen_prompts(void **state)
     assert_int_equal(stats(d).links, 3);
 }
 
-static void test_relink_while_old_decoder_frozen(void **state)
+static void test_relink_after_old_decoder_froze_ages_out(void **state)
 {
     fx_t *f = *state;
     proc_t *p = start_prompt(f, 1, NULL); /* default liveness: 3000 ms */
     proc_t *d1 = start_decoder(f, 101, NULL);
     expect_cmd(d1, "LINK LLM_SUCCESS LLM_SUCCESS", "link 5000 %s", ep(p));
 
-    /* The old decoder hangs; its replacement (same cluster id) links at
-     * once, without waiting for the old link to age out. */
+    /* The old decoder hangs; its connection stays open (the kernel still
+     * answers for it), so from outside it is a live link until it has been
+     * silent for its liveness interval. Its replacement (same cluster id)
+     * is refused while it is (a HELLO must not take a live decoder's
+     * place), and links once the old link aged out. */
     assert_int_equal(proc_kill(d1, SIGSTOP), 0);
+    int64_t t0 = proc_now_ms();
     proc_t *d2 = start_decoder(f, 101, NULL);
-    int64_t ms = expect_cmd(d2, "LINK LLM_SUCCESS LLM_SUCCESS", "link 5000 %s", ep(p));
-    assert_true(ms < 1500);
+    expect_cmd(d2, "LINK LLM_LINK_FAILED LLM_ALREADY_LINK", "link 5000 %s", ep(p));
+    check_is(p, 101, "LLM_SUCCESS");
+    print_message("the frozen decoder's link aged out %lld ms after it froze\n",
+                  (long long)wait_check(p, 101, "LLM_NOT_YET_LINK", t0, 4500));
+    expect_cmd(d2, "LINK LLM_SUCCESS LLM_SUCCESS", "link 5000 %s", ep(p));
     check_is(p, 101, "LLM_SUCCESS");
     proc_stats_t s = stats(p);
     assert_int_equal(s.links, 1);
@@ -1119,7 +1126,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unlink_both_sides_at_once, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_link_is_parallel_with_frozen_prompts, fx_setup,
                                         fx_teardown),
-        cmocka_unit_test_setup_teardown(test_relink_while_old_decoder_frozen, fx_setup,
+        cmocka_unit_test_setup_teardown(test_relink_after_old_decoder_froze_ages_out, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_link_retries_across_prompt_restart, fx_setup,
                                         fx_teardown),

@@ -19,9 +19,9 @@
  *    thread would be), then closes its control connection: the payload
  *    queued in the socket, and what it sends after the engine dropped the
  *    link, never lands; the engine stays usable;
- *  - the same with a replacement link: the raw peer says HELLO again with
- *    its cluster id while the old link's payload is queued; the new link's
- *    WRITE is served, the old one's bytes never land;
+ *  - a HELLO claiming the live raw link's cluster id while its payload is
+ *    queued is refused (ALREADY_LINK): the old link and its WRITE go on
+ *    (a live link is never replaced, issue 14);
  *  - an owner that never confirms (its thread parked through the call):
  *    the failed push still returns, with a WARN naming link and stream,
  *    and the owner, once it runs, stores nothing of the broken link;
@@ -681,27 +681,49 @@ static void test_payload_queued_when_the_link_broke_never_lands(void **state)
     assert_int_equal(byte_at(fx->mem, TENSOR_BYTES + RAW_QUEUED - 1), 0x77);
 }
 
-static void test_replacement_link_is_served_old_payload_never_lands(void **state)
+/* A HELLO with the raw link's cluster id while that link is alive: the
+ * server answers REJECT ALREADY_LINK (status), without a WELCOME. */
+static uint32_t raw_hello_refused(fx_t *fx, uint64_t incarnation)
+{
+    int fd = rawpeer_connect(fx->port, IO_MS);
+    assert_true(fd >= 0);
+    llk_msg_hello_t m = {.client_cluster_id = RAW_ID, .target_cluster_id = PROMPT_ID,
+                         .client_role = LLMLINK_ROLE_DECODER, .incarnation = incarnation,
+                         .liveness_ms = 20000};
+    uint8_t f[LLK_WIRE_MAX_FRAME];
+    size_t n = llk_wire_encode_hello(f, sizeof f, LLK_WIRE_VERSION, &m);
+    assert_int_equal(rawpeer_send(fd, f, n, IO_MS), RAWPEER_OK);
+    llk_frame_header_t h;
+    assert_int_equal(rawpeer_recv_frame(fd, &h, f, sizeof f, IO_MS), RAWPEER_OK);
+    assert_int_equal(h.type, LLK_MSG_REJECT);
+    llk_msg_reject_t r;
+    const char *why = NULL;
+    assert_int_equal(llk_wire_decode_reject(f, h.length, &r, &why), 0);
+    rawpeer_close(fd);
+    return r.status;
+}
+
+/* Another HELLO with the cluster id of a live link (issue 14: it used to
+ * replace the link) is refused while the old link's WRITE is queued at a
+ * parked owner: the old link stays, its WRITE completes and lands. */
+static void test_hello_claiming_a_live_link_leaves_its_write_alone(void **state)
 {
     fx_t *fx = *state;
     llk_xlink_t *xl = raw_write_started(fx);
     park_owner(owner_tid());
     send_payload(fx->data, RAW_QUEUED, 0x5A);
-    /* The same cluster links again (it restarted): the server drops the
-     * old link before it answers, and the new link's stream is adopted
-     * while the old one's payload is still queued. */
-    fx->ctrl2 = raw_hello(fx, RAW_INCARNATION + 1);
-    fx->data2 = raw_attach(fx, RAW_INCARNATION + 1);
-    send_write(fx, fx->data2, 1, RAW_QUEUED);
+    assert_int_equal(raw_hello_refused(fx, RAW_INCARNATION + 1), LLMLINK_ALREADY_LINK);
+    assert_status(llmlink_check_link_status(fx->p, RAW_ID), LLMLINK_SUCCESS);
     unpark_owner();
-    assert_int_equal(recv_resp(fx->data2), LLMLINK_SUCCESS);
-    send_payload(fx->data2, RAW_QUEUED, 0x77);
-    assert_int_equal(recv_resp(fx->data2), LLMLINK_SUCCESS);
-    assert_int_equal(byte_at(fx->mem, TENSOR_BYTES), 0x77);
-    assert_int_equal(rawpeer_wait_closed(fx->data, IO_MS), RAWPEER_OK);
-    assert_unchanged(fx->mem, TENSOR_BYTES, "raw WRITE of a replaced link");
-    assert_true(all_zero(fx->mem, RAW_WRITE_BYTES));
-    assert_fenced(xl);
+    for (uint64_t sent = RAW_QUEUED; sent < RAW_WRITE_BYTES; sent += RAW_QUEUED)
+        send_payload(fx->data, RAW_QUEUED, 0x5A);
+    assert_int_equal(recv_resp(fx->data), LLMLINK_SUCCESS);
+    assert_int_equal(byte_at(fx->mem, 0), 0x5A);
+    assert_int_equal(byte_at(fx->mem, RAW_WRITE_BYTES - 1), 0x5A);
+    assert_int_equal(atomic_load(&xl->requests_fenced), 0);
+    assert_int_equal(atomic_load(&xl->peer_write_bytes), RAW_WRITE_BYTES);
+    assert_false(llk_xlink_is_broken(xl));
+    llk_xlink_unref(xl);
 }
 
 /* llmlink.DebugFenceFill: a WRITE fenced after part of its payload keeps
@@ -756,7 +778,7 @@ int main(void)
         T(test_waiter_of_a_timed_out_write_gets_not_yet_link),
         T(test_unconfirmed_fence_returns_with_a_warning),
         T(test_payload_queued_when_the_link_broke_never_lands),
-        T(test_replacement_link_is_served_old_payload_never_lands),
+        T(test_hello_claiming_a_live_link_leaves_its_write_alone),
         T(test_broken_link_idle_owner_stream_ends_at_once),
         cmocka_unit_test_setup_teardown(test_debug_fence_fill_marks_the_unreceived_range,
                                         setup_fill, teardown),

@@ -25,7 +25,7 @@
  *
  * Caches (memory the node holds; see "Fill pattern" below)
  *   reg <blocks|cache> <num_tensors> <dtype> <dims> [key=<key>[,<key>...]]
- *       [seed=<n>] [mem=guard|heap]
+ *       [seed=<n>] [mem=guard|heap] [access=none|read|write|rw]
  *                         -> REG <status> <cache_id>
  *       Registers memory the node allocates itself, filled with the pattern
  *       of seed (default 0). dims: "d0,d1,..." with d0 = blocks (blocks) or
@@ -34,8 +34,9 @@
  *       names batch entry i; blocks: one key). mem=guard (default): one
  *       mmap, each tensor ending against a PROT_NONE page (and starting
  *       after one), so a stray access past a tensor faults; mem=heap:
- *       aligned_alloc(64) per tensor.
- *   alloc <blocks|cache> <num_tensors> <dtype> <dims> [key=...] [seed=<n>]
+ *       aligned_alloc(64) per tensor. access=: registered through the
+ *       *_opts call with that llmlink_access_t (without it: the plain call).
+ *   alloc <blocks|cache> <num_tensors> <dtype> <dims> [key=...] [seed=<n>] [access=..]
  *                         -> ALLOC <status> <cache_id>
  *       The same through llmlink_allocate_cache / _blocks_cache (memory
  *       zeroed by the library; filled when seed= is given).
@@ -723,8 +724,23 @@ static void cmd_reg_or_alloc(char **argv, int argc, bool alloc)
     size_t nkeys = 0;
     uint64_t seed = 0;
     bool have_seed = false, heap = false;
+    llmlink_register_options_t ropts = LLMLINK_REGISTER_OPTIONS_INIT;
+    const llmlink_register_options_t *opts = NULL; /* the plain calls */
     for (int i = 5; i < argc; i++) {
         const char *v;
+        if ((v = opt_value(argv[i], "access"))) {
+            static const char *const names[] = {"none", "read", "write", "rw"};
+            uint32_t a = 0;
+            while (a < 4 && strcmp(v, names[a]))
+                a++;
+            if (a == 4) {
+                reply("ERR %s: access= is none, read, write or rw", verb);
+                return;
+            }
+            ropts.access = a;
+            opts = &ropts;
+            continue;
+        }
         if ((v = opt_value(argv[i], "key")) || (v = opt_value(argv[i], "keys"))) {
             char *copy = strdup(v), *save = NULL;
             bool ok = copy != NULL;
@@ -782,11 +798,11 @@ static void cmd_reg_or_alloc(char **argv, int argc, bool alloc)
         uint64_t *addrs = sane ? calloc(desc.num_tensors, sizeof *addrs) : NULL;
         size_t naddrs = addrs ? desc.num_tensors : 0;
         if (blocks)
-            st = llmlink_allocate_blocks_cache(g_engine, &desc, nkeys ? keys : NULL, &id, addrs,
-                                               naddrs);
+            st = llmlink_allocate_blocks_cache_opts(g_engine, &desc, nkeys ? keys : NULL, opts,
+                                                    &id, addrs, naddrs);
         else
-            st = llmlink_allocate_cache(g_engine, &desc, nkeys ? keys : NULL, nkeys, &id, addrs,
-                                        naddrs);
+            st = llmlink_allocate_cache_opts(g_engine, &desc, nkeys ? keys : NULL, nkeys, opts,
+                                             &id, addrs, naddrs);
         if (st == LLMLINK_SUCCESS && !addrs) {
             /* The library accepted what the node found insane. */
             reply("ERR alloc: library accepted a cache the node cannot map (id %" PRId64 ")", id);
@@ -833,11 +849,11 @@ static void cmd_reg_or_alloc(char **argv, int argc, bool alloc)
         for (uint32_t t = 0; addrs && t < desc.num_tensors; t++)
             addrs[t] = (uint64_t)(uintptr_t)c->addrs[t];
         if (blocks)
-            st = llmlink_register_blocks_cache(g_engine, &desc, addrs, desc.num_tensors,
-                                               nkeys ? keys : NULL, &id);
+            st = llmlink_register_blocks_cache_opts(g_engine, &desc, addrs, desc.num_tensors,
+                                                    nkeys ? keys : NULL, opts, &id);
         else
-            st = llmlink_register_cache(g_engine, &desc, addrs, desc.num_tensors,
-                                        nkeys ? keys : NULL, nkeys, &id);
+            st = llmlink_register_cache_opts(g_engine, &desc, addrs, desc.num_tensors,
+                                             nkeys ? keys : NULL, nkeys, opts, &id);
         free(addrs);
         if (st != LLMLINK_SUCCESS)
             cache_release(c);

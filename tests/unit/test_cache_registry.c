@@ -24,6 +24,7 @@
 
 #include "xfer/cache_registry.h"
 #include "base/clock.h"
+#include "base/err.h"
 #include "llmlink.h"
 #include "llk_test.h"
 
@@ -1103,6 +1104,97 @@ static void test_destroy_frees_everything(void **state)
     assert_int_equal(llk_registry_count(&fx->r), 0);
 }
 
+
+/* ---- access control (llk_registry_acquire_peer) ------------------------------------ */
+
+/* A peer's acquire: status, and the message when refused. */
+static llmlink_status_t peer(reg_fixture_t *fx, const llmlink_cache_key_t *k, int need,
+                             char *msg, size_t cap)
+{
+    llk_cache_t *c = NULL;
+    uint64_t unit = 0;
+    llk_err_clear();
+    llmlink_status_t st = llk_registry_acquire_peer(&fx->r, "remote", k, need, &c, &unit);
+    snprintf(msg, cap, "%s", llmlink_last_error());
+    if (st == LLMLINK_SUCCESS)
+        llk_registry_release(&fx->r, c, NULL);
+    else
+        assert_null(c);
+    return st;
+}
+
+static void test_access_none_is_hidden_from_peers(void **state)
+{
+    reg_fixture_t *fx = *state;
+    llmlink_cache_key_t k = ckey(5, 1, -1);
+    llmlink_cache_desc_t d = desc_bytes(2, 4);
+    int64_t id = -1;
+    assert_status(llk_registry_add_access(&fx->r, FN, &d, fx->addrs, 2, &k, 1, false,
+                                          LLMLINK_ACCESS_NONE, &id, NULL),
+                  LLMLINK_SUCCESS);
+    char m[256], ref[256];
+    for (int need = LLK_PEER_READ; need <= LLK_PEER_WRITE; need++) {
+        assert_status(peer(fx, &k, need, m, sizeof m), LLMLINK_KV_CACHE_NOT_EXIST);
+        assert_non_null(strstr(m, "remote: no cache has key CacheKey("));
+        /* by id, a batch index past the end too: as an id nobody has */
+        llmlink_cache_key_t ik = idkey(id, 99), nk = idkey(id + 100, 99);
+        assert_status(peer(fx, &ik, need, m, sizeof m), LLMLINK_KV_CACHE_NOT_EXIST);
+        assert_status(peer(fx, &nk, need, ref, sizeof ref), LLMLINK_KV_CACHE_NOT_EXIST);
+        char want[96];
+        snprintf(want, sizeof want, "remote: no cache with cache_id %lld", (long long)id);
+        assert_string_equal(m, want);
+    }
+    /* this engine's own use, and a lookup without access check, find it */
+    llk_cache_t *c = acquire_id_ok(fx, id);
+    llk_registry_release(&fx->r, c, NULL);
+    uint64_t unit = 9;
+    c = acquire_key_ok(fx, &k, &unit);
+    assert_int_equal(c->access, LLMLINK_ACCESS_NONE);
+    llk_registry_release(&fx->r, c, NULL);
+    assert_int_equal(c->users, 0);
+}
+
+static void test_access_directions(void **state)
+{
+    reg_fixture_t *fx = *state;
+    static const struct {
+        uint32_t access;
+        llmlink_status_t read, write;
+    } cases[] = {
+        {LLMLINK_ACCESS_READ, LLMLINK_SUCCESS, LLMLINK_ACCESS_DENIED},
+        {LLMLINK_ACCESS_WRITE, LLMLINK_ACCESS_DENIED, LLMLINK_SUCCESS},
+        {LLMLINK_ACCESS_READ_WRITE, LLMLINK_SUCCESS, LLMLINK_SUCCESS},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        llmlink_cache_key_t k = bkey(10 + i);
+        llmlink_cache_desc_t d = desc_bytes(2, 4);
+        int64_t id = -1;
+        assert_status(llk_registry_add_access(&fx->r, FN, &d, fx->addrs, 2, &k, 1, true,
+                                              cases[i].access, &id, NULL),
+                      LLMLINK_SUCCESS);
+        char m[256];
+        assert_status(peer(fx, &k, LLK_PEER_READ, m, sizeof m), cases[i].read);
+        if (cases[i].read == LLMLINK_ACCESS_DENIED)
+            assert_non_null(strstr(m, "read"));
+        assert_status(peer(fx, &k, LLK_PEER_WRITE, m, sizeof m), cases[i].write);
+        if (cases[i].write == LLMLINK_ACCESS_DENIED)
+            assert_non_null(strstr(m, "write"));
+        llmlink_cache_key_t ik = idkey(id, 0);
+        assert_status(peer(fx, &ik, LLK_PEER_WRITE, m, sizeof m), cases[i].write);
+        assert_status(llk_registry_remove(&fx->r, FN, id, false, 0), LLMLINK_SUCCESS);
+    }
+    /* the plain add is READ_WRITE; an access past READ_WRITE is refused */
+    int64_t id = reg_cache(fx, 2, 4, NULL, 0);
+    llmlink_cache_key_t ik = idkey(id, 0);
+    char m[256];
+    assert_status(peer(fx, &ik, LLK_PEER_WRITE, m, sizeof m), LLMLINK_SUCCESS);
+    assert_status(peer(fx, &ik, LLK_PEER_READ, m, sizeof m), LLMLINK_SUCCESS);
+    llmlink_cache_desc_t d = desc_bytes(2, 4);
+    assert_refused(llk_registry_add_access(&fx->r, FN, &d, fx->addrs, 2, NULL, 0, false, 4, &id,
+                                           NULL),
+                   LLMLINK_PARAM_INVALID, "access");
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1133,6 +1225,8 @@ int main(void)
         T(test_unregister_cut_not_released_times_out),
         T(test_second_unregister_while_waiting),
         T(test_destroy_frees_everything),
+        T(test_access_none_is_hidden_from_peers),
+        T(test_access_directions),
     };
 #undef T
     return cmocka_run_group_tests_name("cache_registry: caches, keys, lifetimes", tests, NULL,

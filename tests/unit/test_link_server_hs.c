@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "base/cluster_list.h"
 #include "link_fixture.h"
 
 /* ================================================================================ */
@@ -597,17 +598,21 @@ static void test_server_link_limit_boundary(void **state)
     assert_int_equal(llk_conn_count_links(e, true), 2);
 }
 
-static void test_server_hello_replaces_old_link(void **state)
+static void test_server_hello_replaces_silent_link(void **state)
 {
+    /* The old link's peer sent nothing for its whole liveness interval:
+     * it is dead (the timer pass would free it), and the same cluster
+     * linking again replaces it. */
     fx_t *fx = *state;
     llmlink_t *e = fx->e;
     llk_conn_t *old = inbound_link(fx, CLI_ID, OPT_LIVENESS, T0);
     llk_conn_t *other = inbound_link(fx, CLI_ID + 1, OPT_LIVENESS, T0);
 
-    llk_conn_t *c = accept_conn(fx, T0 + 500);
+    int64_t later = T0 + OPT_LIVENESS;
+    llk_conn_t *c = accept_conn(fx, later);
     llk_msg_hello_t m = hello_msg(CLI_ID, SRV_ID);
     m.incarnation = 0xABCDEFull; /* restarted */
-    send_hello(fx, c, &m, T0 + 500);
+    send_hello(fx, c, &m, later);
     assert_state(c, LLK_CONN_LINKED);
     assert_state(old, LLK_CONN_DEAD);
     assert_state(other, LLK_CONN_LINKED);
@@ -618,6 +623,46 @@ static void test_server_hello_replaces_old_link(void **state)
     assert_int_equal(e->links_lost, 0);
     llk_msg_welcome_t w;
     assert_tx_welcome(c, &w);
+}
+
+static void test_server_hello_keeps_live_link(void **state)
+{
+    /* A HELLO claiming the cluster id of a link whose peer was heard within
+     * its liveness interval is refused (ALREADY_LINK): the link stays, and
+     * gets a heartbeat at once (a gone peer then fails it now). */
+    fx_t *fx = *state;
+    llmlink_t *e = fx->e;
+    llk_conn_t *old = inbound_link(fx, CLI_ID, OPT_LIVENESS, T0);
+    old->last_rx_ms = T0 - (int64_t)OPT_LIVENESS + 2; /* heard just within it at T0 + 1 */
+    old->last_tx_ms = T0 - 100;
+    llk_msg_hello_t m = hello_msg(CLI_ID, SRV_ID);
+    m.incarnation = 0xBADull;
+    server_refuses(fx, &m, LLMLINK_ALREADY_LINK, "linked already");
+    assert_state(old, LLK_CONN_LINKED);
+    assert_int_equal(old->remote_incarnation, hello_msg(CLI_ID, SRV_ID).incarnation);
+    assert_int_equal(e->hs_claimed_live, 1);
+    assert_tx_simple(old, LLK_MSG_HEARTBEAT);
+    assert_int_equal(e->links_lost, 0);
+}
+
+static void test_server_hello_allowed_clusters(void **state)
+{
+    /* llmlink.AllowedClusters: an unlisted client is refused with
+     * ACCESS_DENIED before its target id is even looked at (nothing about
+     * this engine in the answer); a listed one links. */
+    fx_t *fx = *state;
+    llmlink_t *e = fx->e;
+    const char *why = NULL;
+    size_t at = 0;
+    assert_int_equal(llk_cluster_list_parse(&e->opts.allowed_clusters, "7, 8", &why, &at), 0);
+    llk_msg_hello_t m = hello_msg(CLI_ID, SRV_ID + 1); /* wrong target too */
+    server_refuses(fx, &m, LLMLINK_ACCESS_DENIED, "AllowedClusters");
+    assert_int_equal(e->hs_access_denied, 1);
+    llk_conn_t *c = accept_conn(fx, T0);
+    m = hello_msg(8, SRV_ID);
+    send_hello(fx, c, &m, T0);
+    assert_state(c, LLK_CONN_LINKED);
+    assert_int_equal(e->hs_access_denied, 1);
 }
 
 static void test_server_hello_replaces_unlinking_link(void **state)
@@ -648,9 +693,9 @@ static void test_server_hello_replaces_at_limit(void **state)
     llmlink_t *e = fx->e;
     e->opts.max_links = 1;
     llk_conn_t *old = inbound_link(fx, CLI_ID, OPT_LIVENESS, T0);
-    llk_conn_t *c = accept_conn(fx, T0 + 1);
+    llk_conn_t *c = accept_conn(fx, T0 + OPT_LIVENESS);
     llk_msg_hello_t m = hello_msg(CLI_ID, SRV_ID);
-    send_hello(fx, c, &m, T0 + 1);
+    send_hello(fx, c, &m, T0 + OPT_LIVENESS); /* the old one fell silent */
     assert_state(old, LLK_CONN_DEAD);
     assert_state(c, LLK_CONN_LINKED);
     assert_int_equal(llk_conn_count_links(e, true), 1);
@@ -705,7 +750,9 @@ int main(void)
         P(test_server_bad_hello_payload),
         M(test_server_link_limit),
         P(test_server_link_limit_boundary),
-        P(test_server_hello_replaces_old_link),
+        P(test_server_hello_replaces_silent_link),
+        P(test_server_hello_keeps_live_link),
+        P(test_server_hello_allowed_clusters),
         P(test_server_hello_replaces_unlinking_link),
         P(test_server_hello_replaces_at_limit),
         M(test_server_hello_keeps_outbound_link),

@@ -366,6 +366,63 @@ static void test_device_ids_bad_values(void **state)
     }
 }
 
+/* ---- llmlink.AllowedClusters ---------------------------------------------------- */
+
+#define ALLOWED "llmlink.AllowedClusters"
+
+static void test_allowed_clusters(void **state)
+{
+    options_fixture_t *fx = *state;
+    assert_int_equal(fx->o.allowed_clusters.count, 0); /* default: any */
+    assert_true(llk_cluster_list_allows(&fx->o.allowed_clusters, 12345));
+    assert_accepted(fx, ALLOWED, "7");
+    assert_int_equal(fx->o.allowed_clusters.count, 1);
+    assert_true(llk_cluster_list_allows(&fx->o.allowed_clusters, 7));
+    assert_false(llk_cluster_list_allows(&fx->o.allowed_clusters, 8));
+    assert_accepted(fx, ALLOWED, " 0 ,\t18446744073709551615, 42,42 ");
+    assert_int_equal(fx->o.allowed_clusters.count, 4); /* the duplicate is kept, harmless */
+    assert_true(llk_cluster_list_allows(&fx->o.allowed_clusters, 0));
+    assert_true(llk_cluster_list_allows(&fx->o.allowed_clusters, UINT64_MAX));
+    assert_true(llk_cluster_list_allows(&fx->o.allowed_clusters, 42));
+    assert_false(llk_cluster_list_allows(&fx->o.allowed_clusters, 1));
+    assert_accepted(fx, ALLOWED, "");
+    assert_int_equal(fx->o.allowed_clusters.count, 0);
+    assert_accepted(fx, ALLOWED, "   ");
+    assert_int_equal(fx->o.allowed_clusters.count, 0);
+}
+
+static void test_allowed_clusters_count_limit(void **state)
+{
+    options_fixture_t *fx = *state;
+    char v[256 * 5 + 8];
+    size_t n = 0;
+    for (int i = 0; i < 256; i++)
+        n += (size_t)snprintf(v + n, sizeof v - n, "%s%d", i ? "," : "", i);
+    assert_accepted(fx, ALLOWED, v);
+    assert_int_equal(fx->o.allowed_clusters.count, 256);
+    assert_true(llk_cluster_list_allows(&fx->o.allowed_clusters, 255));
+    snprintf(v + n, sizeof v - n, ",256");
+    assert_refused(fx, ALLOWED, v);
+    assert_non_null(strstr(fx->err, "more than 256"));
+}
+
+static void test_allowed_clusters_bad_values(void **state)
+{
+    options_fixture_t *fx = *state;
+    static const char *const bad[] = {
+        ",", "1,", ",1", "1,,2", "-1", "+1", "0x10", "1.0", "1;2", "1 2", "a",
+        "18446744073709551616", "99999999999999999999", "1,\n2", "\xff",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        assert_refused(fx, ALLOWED, bad[i]);
+        /* a refused list lets nobody in by accident: it is left empty and
+         * llmlink_init fails as a whole */
+        assert_int_equal(fx->o.allowed_clusters.count, 0);
+    }
+    assert_refused(fx, ALLOWED, "5,x");
+    assert_non_null(strstr(fx->err, "entry 1"));
+}
+
 /* ---- booleans, transport, pass-through strings ---------------------------------- */
 
 static void test_booleans(void **state)
@@ -618,6 +675,9 @@ int main(void)
         T(test_device_ids),
         T(test_device_ids_count_limit),
         T(test_device_ids_bad_values),
+        T(test_allowed_clusters),
+        T(test_allowed_clusters_count_limit),
+        T(test_allowed_clusters_bad_values),
         T(test_booleans),
         T(test_transport),
         T(test_datadist_passthrough_keys), T(test_tls_file_keys),
