@@ -75,8 +75,11 @@ static void hello(fz_t *fz, fz_conn_t *fc, uint64_t client_id)
     fz_send(fz, fc, frame, n);
 }
 
+static link_t *link_of(uint64_t client_id);
+
 static void new_link(fz_t *fz, uint64_t client_id)
 {
+    bool had_live = link_of(client_id) != NULL;
     if (nlinks == sizeof links / sizeof links[0])
         return;
     fz_conn_t *fc = fz_accept(fz);
@@ -90,7 +93,14 @@ static void new_link(fz_t *fz, uint64_t client_id)
     l->ctl = fc;
     l->client_id = client_id;
     l->xl = fz_live(fc) && fc->c->state == LLK_CONN_LINKED ? llk_xlink_of(fc->c) : NULL;
-    FZ_CHECK(l->xl != NULL); /* a well-formed HELLO within MaxLinks links */
+    /* A well-formed HELLO within MaxLinks links, unless it claims the id of
+     * a link that is still alive (access control: that one is kept, the
+     * newcomer refused with ALREADY_LINK). */
+    if (!l->xl && had_live) {
+        nlinks--;
+        return;
+    }
+    FZ_CHECK(l->xl != NULL);
 }
 
 /* A link's control connection died since the last step: it has no xlink

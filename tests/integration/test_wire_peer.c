@@ -744,10 +744,11 @@ static void test_fake_reject_odd_status(void **state)
     n = llk_wire_encode_reject(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, LLMLINK_SUCCESS,
                                "ok?");
     fake_link(fx, RAWPEER_REPLY, fx->frame, n, 41, LLMLINK_ROLE_PROMPT, LLMLINK_LINK_FAILED);
-    /* So is one that carries ALREADY_LINK (not a server's word to give). */
+    /* ALREADY_LINK is the server's word now (it holds a live link with our
+     * id and keeps it): passed through, a refusal all the same. */
     n = llk_wire_encode_reject(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION,
                                LLMLINK_ALREADY_LINK, "");
-    fake_link(fx, RAWPEER_REPLY, fx->frame, n, 42, LLMLINK_ROLE_PROMPT, LLMLINK_LINK_FAILED);
+    fake_link(fx, RAWPEER_REPLY, fx->frame, n, 42, LLMLINK_ROLE_PROMPT, LLMLINK_ALREADY_LINK);
 }
 
 static void test_fake_close_after_hello(void **state)
