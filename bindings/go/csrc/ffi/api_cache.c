@@ -117,23 +117,64 @@ static llmlink_status_t check_registration(const char *fn, const llmlink_cache_d
     return LLMLINK_SUCCESS;
 }
 
-/* addrs NULL: allocate (tensor addresses to out_addrs). */
+/* The registration options (NULL: the defaults) to the access they give. */
+static llmlink_status_t check_opts(const char *fn, const llmlink_register_options_t *opts,
+                                   uint32_t *access)
+{
+    *access = LLMLINK_ACCESS_READ_WRITE;
+    if (!opts)
+        return LLMLINK_SUCCESS;
+    if (opts->version != LLMLINK_REGISTER_OPTIONS_VERSION)
+        return llk_err(LLMLINK_PARAM_INVALID,
+                       "%s: opts->version is %u, expected LLMLINK_REGISTER_OPTIONS_VERSION (%u)",
+                       fn, opts->version, LLMLINK_REGISTER_OPTIONS_VERSION);
+    if (opts->access > LLMLINK_ACCESS_READ_WRITE)
+        return llk_err(LLMLINK_PARAM_INVALID,
+                       "%s: opts->access is %u, not LLMLINK_ACCESS_NONE (0), LLMLINK_ACCESS_READ "
+                       "(1), LLMLINK_ACCESS_WRITE (2) or LLMLINK_ACCESS_READ_WRITE (3)", fn,
+                       opts->access);
+    *access = opts->access;
+    return LLMLINK_SUCCESS;
+}
+
+LLMLINK_EXTERN llmlink_status_t llmlink_register_options_init(llmlink_register_options_t *opts,
+                                                              uint32_t version)
+{
+    static const char fn[] = "llmlink_register_options_init";
+    if (!opts)
+        return llk_err(LLMLINK_PARAM_INVALID, "%s: opts is NULL", fn);
+    if (version != LLMLINK_REGISTER_OPTIONS_VERSION)
+        return llk_err(LLMLINK_PARAM_INVALID,
+                       "%s: version is %u, expected LLMLINK_REGISTER_OPTIONS_VERSION (%u)", fn,
+                       version, LLMLINK_REGISTER_OPTIONS_VERSION);
+    const llmlink_register_options_t d = LLMLINK_REGISTER_OPTIONS_INIT;
+    *opts = d;
+    return LLMLINK_SUCCESS;
+}
+
+/* What the four registration calls share after their own arguments are
+ * checked: the options, then the registry. addrs NULL: allocate (tensor
+ * addresses to out_addrs). */
 static llmlink_status_t add_cache(llmlink_t *dd, const char *fn, const llmlink_cache_desc_t *desc,
                                   const uint64_t *addrs, size_t num_addrs,
                                   const llmlink_cache_key_t *keys, size_t num_keys, bool blocks,
-                                  int64_t *cache_id, uint64_t *out_addrs)
+                                  const llmlink_register_options_t *opts, int64_t *cache_id,
+                                  uint64_t *out_addrs)
 {
-    return llk_engine_cache_add(dd, fn, desc, addrs, num_addrs, keys, num_keys, blocks, cache_id,
-                                out_addrs);
+    uint32_t access = 0;
+    llmlink_status_t st = check_opts(fn, opts, &access);
+    if (st != LLMLINK_SUCCESS)
+        return st;
+    return llk_engine_cache_add(dd, fn, desc, addrs, num_addrs, keys, num_keys, blocks, access,
+                                cache_id, out_addrs);
 }
 
-LLMLINK_EXTERN llmlink_status_t llmlink_register_blocks_cache(llmlink_t *dd,
-                                                              const llmlink_cache_desc_t *desc,
-                                                              const uint64_t *addrs, size_t num_addrs,
-                                                              const llmlink_cache_key_t *blocks_key,
-                                                              int64_t *cache_id)
+static llmlink_status_t register_blocks(llmlink_t *dd, const char *fn,
+                                        const llmlink_cache_desc_t *desc, const uint64_t *addrs,
+                                        size_t num_addrs, const llmlink_cache_key_t *blocks_key,
+                                        const llmlink_register_options_t *opts,
+                                        int64_t *cache_id)
 {
-    static const char fn[] = "llmlink_register_blocks_cache";
     if (!dd)
         return llk_err(LLMLINK_PARAM_INVALID, "%s: dd is NULL", fn);
     size_t nkeys = blocks_key ? 1 : 0;
@@ -143,16 +184,35 @@ LLMLINK_EXTERN llmlink_status_t llmlink_register_blocks_cache(llmlink_t *dd,
         return st;
     if (!addrs)
         return llk_err(LLMLINK_PARAM_INVALID, "%s: addrs is NULL", fn);
-    return add_cache(dd, fn, desc, addrs, num_addrs, blocks_key, nkeys, true, cache_id, NULL);
+    return add_cache(dd, fn, desc, addrs, num_addrs, blocks_key, nkeys, true, opts, cache_id,
+                     NULL);
 }
 
-LLMLINK_EXTERN llmlink_status_t llmlink_register_cache(llmlink_t *dd,
-                                                       const llmlink_cache_desc_t *desc,
-                                                       const uint64_t *addrs, size_t num_addrs,
-                                                       const llmlink_cache_key_t *keys,
-                                                       size_t num_keys, int64_t *cache_id)
+LLMLINK_EXTERN llmlink_status_t llmlink_register_blocks_cache(llmlink_t *dd,
+                                                              const llmlink_cache_desc_t *desc,
+                                                              const uint64_t *addrs, size_t num_addrs,
+                                                              const llmlink_cache_key_t *blocks_key,
+                                                              int64_t *cache_id)
 {
-    static const char fn[] = "llmlink_register_cache";
+    return register_blocks(dd, "llmlink_register_blocks_cache", desc, addrs, num_addrs,
+                           blocks_key, NULL, cache_id);
+}
+
+LLMLINK_EXTERN llmlink_status_t llmlink_register_blocks_cache_opts(
+    llmlink_t *dd, const llmlink_cache_desc_t *desc, const uint64_t *addrs, size_t num_addrs,
+    const llmlink_cache_key_t *blocks_key, const llmlink_register_options_t *opts,
+    int64_t *cache_id)
+{
+    return register_blocks(dd, "llmlink_register_blocks_cache_opts", desc, addrs, num_addrs,
+                           blocks_key, opts, cache_id);
+}
+
+static llmlink_status_t register_batch(llmlink_t *dd, const char *fn,
+                                       const llmlink_cache_desc_t *desc, const uint64_t *addrs,
+                                       size_t num_addrs, const llmlink_cache_key_t *keys,
+                                       size_t num_keys, const llmlink_register_options_t *opts,
+                                       int64_t *cache_id)
+{
     if (!dd)
         return llk_err(LLMLINK_PARAM_INVALID, "%s: dd is NULL", fn);
     llmlink_status_t st = check_registration(fn, desc, keys, num_keys, LLMLINK_KEY_CACHE, "keys",
@@ -161,7 +221,26 @@ LLMLINK_EXTERN llmlink_status_t llmlink_register_cache(llmlink_t *dd,
         return st;
     if (!addrs)
         return llk_err(LLMLINK_PARAM_INVALID, "%s: addrs is NULL", fn);
-    return add_cache(dd, fn, desc, addrs, num_addrs, keys, num_keys, false, cache_id, NULL);
+    return add_cache(dd, fn, desc, addrs, num_addrs, keys, num_keys, false, opts, cache_id, NULL);
+}
+
+LLMLINK_EXTERN llmlink_status_t llmlink_register_cache(llmlink_t *dd,
+                                                       const llmlink_cache_desc_t *desc,
+                                                       const uint64_t *addrs, size_t num_addrs,
+                                                       const llmlink_cache_key_t *keys,
+                                                       size_t num_keys, int64_t *cache_id)
+{
+    return register_batch(dd, "llmlink_register_cache", desc, addrs, num_addrs, keys, num_keys,
+                          NULL, cache_id);
+}
+
+LLMLINK_EXTERN llmlink_status_t llmlink_register_cache_opts(
+    llmlink_t *dd, const llmlink_cache_desc_t *desc, const uint64_t *addrs, size_t num_addrs,
+    const llmlink_cache_key_t *keys, size_t num_keys, const llmlink_register_options_t *opts,
+    int64_t *cache_id)
+{
+    return register_batch(dd, "llmlink_register_cache_opts", desc, addrs, num_addrs, keys,
+                          num_keys, opts, cache_id);
 }
 
 static llmlink_status_t check_tensor_addrs(const char *fn, const llmlink_cache_desc_t *desc,
@@ -176,6 +255,28 @@ static llmlink_status_t check_tensor_addrs(const char *fn, const llmlink_cache_d
     return LLMLINK_SUCCESS;
 }
 
+/* allocate_cache (blocks false: keys are CacheKeys) and
+ * allocate_blocks_cache (blocks true: keys is the blocks key or NULL). */
+static llmlink_status_t allocate(llmlink_t *dd, const char *fn, const llmlink_cache_desc_t *desc,
+                                 const llmlink_cache_key_t *keys, size_t num_keys, bool blocks,
+                                 const llmlink_register_options_t *opts, int64_t *cache_id,
+                                 uint64_t *tensor_addrs, size_t num_tensor_addrs)
+{
+    if (!dd)
+        return llk_err(LLMLINK_PARAM_INVALID, "%s: dd is NULL", fn);
+    llmlink_status_t st =
+        blocks ? check_registration(fn, desc, keys, num_keys, LLMLINK_KEY_BLOCKS, "blocks_key",
+                                    cache_id)
+               : check_registration(fn, desc, keys, num_keys, LLMLINK_KEY_CACHE, "keys",
+                                    cache_id);
+    if (st == LLMLINK_SUCCESS)
+        st = check_tensor_addrs(fn, desc, tensor_addrs, num_tensor_addrs);
+    if (st != LLMLINK_SUCCESS)
+        return st;
+    return add_cache(dd, fn, desc, NULL, desc->num_tensors, keys, num_keys, blocks, opts,
+                     cache_id, tensor_addrs);
+}
+
 LLMLINK_EXTERN llmlink_status_t llmlink_allocate_cache(llmlink_t *dd,
                                                        const llmlink_cache_desc_t *desc,
                                                        const llmlink_cache_key_t *keys,
@@ -183,17 +284,17 @@ LLMLINK_EXTERN llmlink_status_t llmlink_allocate_cache(llmlink_t *dd,
                                                        uint64_t *tensor_addrs,
                                                        size_t num_tensor_addrs)
 {
-    static const char fn[] = "llmlink_allocate_cache";
-    if (!dd)
-        return llk_err(LLMLINK_PARAM_INVALID, "%s: dd is NULL", fn);
-    llmlink_status_t st = check_registration(fn, desc, keys, num_keys, LLMLINK_KEY_CACHE, "keys",
-                                             cache_id);
-    if (st == LLMLINK_SUCCESS)
-        st = check_tensor_addrs(fn, desc, tensor_addrs, num_tensor_addrs);
-    if (st != LLMLINK_SUCCESS)
-        return st;
-    return add_cache(dd, fn, desc, NULL, desc->num_tensors, keys, num_keys, false, cache_id,
-                     tensor_addrs);
+    return allocate(dd, "llmlink_allocate_cache", desc, keys, num_keys, false, NULL, cache_id,
+                    tensor_addrs, num_tensor_addrs);
+}
+
+LLMLINK_EXTERN llmlink_status_t llmlink_allocate_cache_opts(
+    llmlink_t *dd, const llmlink_cache_desc_t *desc, const llmlink_cache_key_t *keys,
+    size_t num_keys, const llmlink_register_options_t *opts, int64_t *cache_id,
+    uint64_t *tensor_addrs, size_t num_tensor_addrs)
+{
+    return allocate(dd, "llmlink_allocate_cache_opts", desc, keys, num_keys, false, opts,
+                    cache_id, tensor_addrs, num_tensor_addrs);
 }
 
 LLMLINK_EXTERN llmlink_status_t llmlink_allocate_blocks_cache(llmlink_t *dd,
@@ -203,18 +304,17 @@ LLMLINK_EXTERN llmlink_status_t llmlink_allocate_blocks_cache(llmlink_t *dd,
                                                               uint64_t *tensor_addrs,
                                                               size_t num_tensor_addrs)
 {
-    static const char fn[] = "llmlink_allocate_blocks_cache";
-    if (!dd)
-        return llk_err(LLMLINK_PARAM_INVALID, "%s: dd is NULL", fn);
-    size_t nkeys = blocks_key ? 1 : 0;
-    llmlink_status_t st = check_registration(fn, desc, blocks_key, nkeys, LLMLINK_KEY_BLOCKS,
-                                             "blocks_key", cache_id);
-    if (st == LLMLINK_SUCCESS)
-        st = check_tensor_addrs(fn, desc, tensor_addrs, num_tensor_addrs);
-    if (st != LLMLINK_SUCCESS)
-        return st;
-    return add_cache(dd, fn, desc, NULL, desc->num_tensors, blocks_key, nkeys, true, cache_id,
-                     tensor_addrs);
+    return allocate(dd, "llmlink_allocate_blocks_cache", desc, blocks_key, blocks_key ? 1 : 0,
+                    true, NULL, cache_id, tensor_addrs, num_tensor_addrs);
+}
+
+LLMLINK_EXTERN llmlink_status_t llmlink_allocate_blocks_cache_opts(
+    llmlink_t *dd, const llmlink_cache_desc_t *desc, const llmlink_cache_key_t *blocks_key,
+    const llmlink_register_options_t *opts, int64_t *cache_id, uint64_t *tensor_addrs,
+    size_t num_tensor_addrs)
+{
+    return allocate(dd, "llmlink_allocate_blocks_cache_opts", desc, blocks_key,
+                    blocks_key ? 1 : 0, true, opts, cache_id, tensor_addrs, num_tensor_addrs);
 }
 
 static llmlink_status_t remove_cache(llmlink_t *dd, const char *fn, int64_t cache_id, bool owned)

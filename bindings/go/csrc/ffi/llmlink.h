@@ -102,7 +102,8 @@ typedef uint32_t llmlink_status_t;
 #define LLMLINK_NETWORK_ERROR                0x5010B107u /* socket-level failure (see last_error) */
 #define LLMLINK_CACHE_KEY_ALREADY_EXIST      0x5010B108u /* a registered cache already has that key */
 #define LLMLINK_CACHE_IN_USE                 0x5010B109u /* cache still used by a transfer */
-#define LLMLINK_AUTH_FAILED                  0x5010B10Au /* peer failed authentication (key) */
+#define LLMLINK_AUTH_FAILED                  0x5010B10Au /* peer failed authentication (key, certificate) */
+#define LLMLINK_ACCESS_DENIED                0x5010B10Bu /* refused by access control */
 
 /* "LLM_SUCCESS", "LLM_PARAM_INVALID", ...: the LLMStatusCode name, or
  * "LLMLINK_..." for llmlink's own codes, or "LLM_UNKNOWN_STATUS". Never NULL. */
@@ -192,7 +193,15 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *   llmlink.HandshakeTimeoutMs       half-open handshake age-out, 10..600000 (10000)
  *   llmlink.FirstFrameTimeoutMs      an accepted connection without a complete
  *                             first frame (HELLO, ATTACH) is closed, 10..600000 (1000)
+ *   llmlink.MaxHandshakesPerAddress  server handshakes at once from one source
+ *                             address (IPv4 /32, IPv6 /64), 1..4096 (4); more
+ *                             wait parked, in arrival order
  *   llmlink.LivenessIntervalMs       a dead peer is noticed within this, 30..600000 (3000)
+ *   llmlink.AllowedClusters          client cluster ids that may link, decimal,
+ *                             comma-separated (spaces around an id allowed,
+ *                             duplicates harmless, at most 256); "" (the
+ *                             default): any. A HELLO from another id is
+ *                             refused with LLMLINK_ACCESS_DENIED.
  *   llmlink.Transport                auto|tcp|shm|rdma (auto): how transfers
  *                             move bytes. auto: shm when both engines are on
  *                             one host (falling back to tcp by itself where the
@@ -269,6 +278,18 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *                             (at most one a second) and counts it. It
  *                             authenticates, it does not encrypt: see
  *                             docs/security.md.
+ *   llmlink.TlsCertFile, llmlink.TlsKeyFile, llmlink.TlsCaFile
+ *                             PEM files: this engine's certificate (chain),
+ *                             its private key (mode 0600 or stricter) and
+ *                             the CA that signs the peers' certificates.
+ *                             All three or none (""). With them every
+ *                             connection (control and tcp data streams, both
+ *                             directions) runs mutual TLS 1.3, each side
+ *                             verifying the other's certificate against the
+ *                             CA; a peer that fails gives the client
+ *                             LLMLINK_AUTH_FAILED with the reason. Files are
+ *                             loaded at init: a bad one fails it with
+ *                             LLMLINK_PARAM_INVALID naming it (docs/security.md)
  * An unknown key, or a value out of range, fails with LLMLINK_PARAM_INVALID
  * and a message that names the key.
  */
@@ -340,7 +361,14 @@ typedef struct llmlink_cluster_info {
  * LLMLINK_LINK_FAILED when some did not (those that did stay linked). When
  * cluster_statuses is not NULL it receives num_clusters per-cluster statuses:
  * SUCCESS, ALREADY_LINK, PROCESSING_LINK, LINK_FAILED, TIMEOUT,
- * CLUSTER_NUM_EXCEED_LIMIT, VERSION_MISMATCH, CLUSTER_ID_MISMATCH.
+ * CLUSTER_NUM_EXCEED_LIMIT, VERSION_MISMATCH, CLUSTER_ID_MISMATCH,
+ * ACCESS_DENIED (this cluster id is not in the server's
+ * llmlink.AllowedClusters). ALREADY_LINK also comes from the server when it
+ * holds a live link with this engine's cluster id (another process claims
+ * it, or this one's old link is not yet known dead): a link whose peer sent
+ * nothing within its liveness interval is dead and is replaced, so a
+ * restarted decoder links at once when its old connection was closed, and
+ * otherwise within llmlink.LivenessIntervalMs.
  * Bad arguments fail with PARAM_INVALID before any network traffic, more
  * than 16 clusters with CLUSTER_NUM_EXCEED_LIMIT, a PROMPT engine with
  * ROLE_NOT_ALLOWED; then every per-cluster status is that status.
@@ -488,9 +516,70 @@ LLMLINK_EXTERN llmlink_status_t llmlink_register_cache(llmlink_t *dd,
                                                        size_t num_keys, int64_t *cache_id);
 
 /*
+ * Access control. What peers may do with a cache (this engine's own
+ * transfers use its caches either way). Values are never renumbered.
+ */
+typedef enum llmlink_access {
+    /* Not served to peers: any peer request that names it, by any key or
+     * id, is answered LLMLINK_KV_CACHE_NOT_EXIST exactly as for a cache
+     * that does not exist, and moves no byte (nor drops a key). */
+    LLMLINK_ACCESS_NONE = 0,
+    LLMLINK_ACCESS_READ = 1,      /* peers may pull from it (read this memory) */
+    LLMLINK_ACCESS_WRITE = 2,     /* peers may push into it (write this memory) */
+    LLMLINK_ACCESS_READ_WRITE = 3 /* both: what the calls without options register */
+} llmlink_access_t;
+
+/*
+ * Options of the *_opts registration calls. Versioned: set version to
+ * LLMLINK_REGISTER_OPTIONS_VERSION (or start from
+ * LLMLINK_REGISTER_OPTIONS_INIT / llmlink_register_options_init, which give
+ * today's defaults); a later version only appends fields, and a call checks
+ * version and every field (PARAM_INVALID naming it). Passing NULL options
+ * means the defaults: LLMLINK_ACCESS_READ_WRITE.
+ * A peer's request in a direction the cache does not allow (a pull from a
+ * cache without READ, a push into one without WRITE) is refused with
+ * LLMLINK_ACCESS_DENIED before any hold, grant or byte, on every transport.
+ */
+#define LLMLINK_REGISTER_OPTIONS_VERSION 1
+typedef struct llmlink_register_options {
+    uint32_t version; /* LLMLINK_REGISTER_OPTIONS_VERSION */
+    uint32_t access;  /* llmlink_access_t */
+} llmlink_register_options_t;
+
+#define LLMLINK_REGISTER_OPTIONS_INIT \
+    { LLMLINK_REGISTER_OPTIONS_VERSION, LLMLINK_ACCESS_READ_WRITE }
+
+/* Fills *opts with the defaults of `version` (LLMLINK_REGISTER_OPTIONS_VERSION).
+ * PARAM_INVALID for a NULL opts or a version this library does not know. */
+LLMLINK_EXTERN llmlink_status_t llmlink_register_options_init(llmlink_register_options_t *opts,
+                                                              uint32_t version);
+
+/* register_cache, register_blocks_cache, allocate_cache and
+ * allocate_blocks_cache with options (NULL: as the calls without them). */
+LLMLINK_EXTERN llmlink_status_t llmlink_register_cache_opts(
+    llmlink_t *dd, const llmlink_cache_desc_t *desc, const uint64_t *addrs, size_t num_addrs,
+    const llmlink_cache_key_t *keys, size_t num_keys, const llmlink_register_options_t *opts,
+    int64_t *cache_id);
+LLMLINK_EXTERN llmlink_status_t llmlink_register_blocks_cache_opts(
+    llmlink_t *dd, const llmlink_cache_desc_t *desc, const uint64_t *addrs, size_t num_addrs,
+    const llmlink_cache_key_t *blocks_key, const llmlink_register_options_t *opts,
+    int64_t *cache_id);
+LLMLINK_EXTERN llmlink_status_t llmlink_allocate_cache_opts(
+    llmlink_t *dd, const llmlink_cache_desc_t *desc, const llmlink_cache_key_t *keys,
+    size_t num_keys, const llmlink_register_options_t *opts, int64_t *cache_id,
+    uint64_t *tensor_addrs, size_t num_tensor_addrs);
+LLMLINK_EXTERN llmlink_status_t llmlink_allocate_blocks_cache_opts(
+    llmlink_t *dd, const llmlink_cache_desc_t *desc, const llmlink_cache_key_t *blocks_key,
+    const llmlink_register_options_t *opts, int64_t *cache_id, uint64_t *tensor_addrs,
+    size_t num_tensor_addrs);
+
+/*
  * Forgets a registered cache and its keys. A transfer that uses it is
  * waited for (up to llm.SyncKvCacheWaitTime, then LLMLINK_CACHE_IN_USE and
  * nothing changes); later requests for it get LLMLINK_KV_CACHE_NOT_EXIST.
+ * When only peers' tcp requests (and RDMA grants) still hold it then, those
+ * requests are cut (their links break, fenced; at most 1 s more) and it
+ * succeeds.
  * A cache from llmlink_allocate_cache: PARAM_INVALID (deallocate it).
  */
 LLMLINK_EXTERN llmlink_status_t llmlink_unregister_cache(llmlink_t *dd, int64_t cache_id);

@@ -41,6 +41,7 @@ pub const LLMLINK_NETWORK_ERROR: u32 = 1343271175;
 pub const LLMLINK_CACHE_KEY_ALREADY_EXIST: u32 = 1343271176;
 pub const LLMLINK_CACHE_IN_USE: u32 = 1343271177;
 pub const LLMLINK_AUTH_FAILED: u32 = 1343271178;
+pub const LLMLINK_ACCESS_DENIED: u32 = 1343271179;
 pub const LLMLINK_MAX_CLUSTERS_PER_CALL: u32 = 16;
 pub const LLMLINK_MAX_IP_INFOS: u32 = 16;
 pub const LLMLINK_MAX_LISTEN_ADDRS: u32 = 8;
@@ -49,6 +50,7 @@ pub const LLMLINK_MAX_DIMS: u32 = 8;
 pub const LLMLINK_MAX_TENSORS: u32 = 4096;
 pub const LLMLINK_MAX_KEYS: u32 = 65536;
 pub const LLMLINK_MAX_BLOCKS_PER_CALL: u32 = 1048576;
+pub const LLMLINK_REGISTER_OPTIONS_VERSION: u32 = 1;
 pub const LLMLINK_XFER_STATS_VERSION: u32 = 2;
 pub const LLMLINK_LINK_STATS_VERSION: u32 = 1;
 unsafe extern "C" {
@@ -505,6 +507,86 @@ unsafe extern "C" {
         keys: *const llmlink_cache_key_t,
         num_keys: usize,
         cache_id: *mut i64,
+    ) -> llmlink_status_t;
+}
+pub const LLMLINK_ACCESS_NONE: llmlink_access = 0;
+pub const LLMLINK_ACCESS_READ: llmlink_access = 1;
+pub const LLMLINK_ACCESS_WRITE: llmlink_access = 2;
+pub const LLMLINK_ACCESS_READ_WRITE: llmlink_access = 3;
+pub type llmlink_access = ::std::os::raw::c_uint;
+pub use self::llmlink_access as llmlink_access_t;
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct llmlink_register_options {
+    pub version: u32,
+    pub access: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of llmlink_register_options",
+    ][::std::mem::size_of::<llmlink_register_options>() - 8usize];
+    [
+        "Alignment of llmlink_register_options",
+    ][::std::mem::align_of::<llmlink_register_options>() - 4usize];
+    [
+        "Offset of field: llmlink_register_options::version",
+    ][::std::mem::offset_of!(llmlink_register_options, version) - 0usize];
+    [
+        "Offset of field: llmlink_register_options::access",
+    ][::std::mem::offset_of!(llmlink_register_options, access) - 4usize];
+};
+pub type llmlink_register_options_t = llmlink_register_options;
+unsafe extern "C" {
+    pub fn llmlink_register_options_init(
+        opts: *mut llmlink_register_options_t,
+        version: u32,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_register_cache_opts(
+        dd: *mut llmlink_t,
+        desc: *const llmlink_cache_desc_t,
+        addrs: *const u64,
+        num_addrs: usize,
+        keys: *const llmlink_cache_key_t,
+        num_keys: usize,
+        opts: *const llmlink_register_options_t,
+        cache_id: *mut i64,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_register_blocks_cache_opts(
+        dd: *mut llmlink_t,
+        desc: *const llmlink_cache_desc_t,
+        addrs: *const u64,
+        num_addrs: usize,
+        blocks_key: *const llmlink_cache_key_t,
+        opts: *const llmlink_register_options_t,
+        cache_id: *mut i64,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_allocate_cache_opts(
+        dd: *mut llmlink_t,
+        desc: *const llmlink_cache_desc_t,
+        keys: *const llmlink_cache_key_t,
+        num_keys: usize,
+        opts: *const llmlink_register_options_t,
+        cache_id: *mut i64,
+        tensor_addrs: *mut u64,
+        num_tensor_addrs: usize,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_allocate_blocks_cache_opts(
+        dd: *mut llmlink_t,
+        desc: *const llmlink_cache_desc_t,
+        blocks_key: *const llmlink_cache_key_t,
+        opts: *const llmlink_register_options_t,
+        cache_id: *mut i64,
+        tensor_addrs: *mut u64,
+        num_tensor_addrs: usize,
     ) -> llmlink_status_t;
 }
 unsafe extern "C" {

@@ -25,6 +25,7 @@ void llk_options_defaults(llk_options_t *o)
     o->max_concurrent_handshakes = 16;
     o->handshake_timeout_ms = 10000;
     o->first_frame_timeout_ms = 1000;
+    o->max_handshakes_per_address = 4;
     o->liveness_interval_ms = 3000;
     o->transport = LLK_TRANSPORT_AUTO;
     o->streams_per_link = 2;
@@ -91,7 +92,7 @@ static int parse_bool(const char *s, bool *out)
 }
 
 typedef enum { K_INT, K_BOOL, K_LISTEN, K_DEVICES, K_TRANSPORT, K_STRING, K_RDMA_DEVICE,
-               K_RDMA_GID, K_RDMA_MTU, K_AUTH_FILE, K_AUTH_HEX } kind_t;
+               K_RDMA_GID, K_RDMA_MTU, K_AUTH_FILE, K_AUTH_HEX, K_PATH, K_CLUSTERS } kind_t;
 
 typedef struct {
     const char *key;
@@ -126,6 +127,7 @@ static const key_spec_t specs[] = {
     {"llmlink.MaxConcurrentHandshakes", K_INT, 1, 4096, OFF(max_concurrent_handshakes)},
     {"llmlink.HandshakeTimeoutMs", K_INT, 10, 600000, OFF(handshake_timeout_ms)},
     {"llmlink.FirstFrameTimeoutMs", K_INT, 10, 600000, OFF(first_frame_timeout_ms)},
+    {"llmlink.MaxHandshakesPerAddress", K_INT, 1, 4096, OFF(max_handshakes_per_address)},
     {"llmlink.LivenessIntervalMs", K_INT, LLK_LIVENESS_MIN_MS, LLK_LIVENESS_MAX_MS, OFF(liveness_interval_ms)},
     {"llmlink.Transport", K_TRANSPORT, 0, 0, 0},
     {"llmlink.StreamsPerLink", K_INT, 1, 8, OFF(streams_per_link)},
@@ -138,6 +140,10 @@ static const key_spec_t specs[] = {
     {"llmlink.AuthKeyFile", K_AUTH_FILE, 0, 0, 0},
     /* Secret: no message ever shows its value (K_AUTH_HEX never calls show()). */
     {"llmlink.AuthKey", K_AUTH_HEX, 0, 0, 0},
+    {"llmlink.TlsCertFile", K_PATH, 0, 0, OFF(tls_cert_file)},
+    {"llmlink.TlsKeyFile", K_PATH, 0, 0, OFF(tls_key_file)},
+    {"llmlink.TlsCaFile", K_PATH, 0, 0, OFF(tls_ca_file)},
+    {"llmlink.AllowedClusters", K_CLUSTERS, 0, 0, 0},
 };
 
 static int parse_listen(llk_options_t *o, const char *v, char *err, size_t errlen,
@@ -329,6 +335,25 @@ llmlink_status_t llk_options_parse(llk_options_t *o, const llmlink_option_t *opt
                 return LLMLINK_PARAM_INVALID;
             }
             o->auth_key_hex = v;
+            break;
+        }
+        case K_PATH:
+            /* A file name ("" = unset); the engine opens it at init. */
+            if (strlen(v) >= LLK_MAX_PATH) {
+                snprintf(err, errlen, "option %s: a file name longer than %d bytes", k,
+                         LLK_MAX_PATH - 1);
+                return LLMLINK_PARAM_INVALID;
+            }
+            memcpy((char *)o + spec->off, v, strlen(v) + 1);
+            break;
+        case K_CLUSTERS: {
+            const char *why = "?";
+            size_t at = 0;
+            if (llk_cluster_list_parse(&o->allowed_clusters, v, &why, &at) != 0) {
+                snprintf(err, errlen, "option %s: entry %zu of %s: %s", k, at,
+                         show(v, shown, sizeof shown), why);
+                return LLMLINK_PARAM_INVALID;
+            }
             break;
         }
         case K_STRING:

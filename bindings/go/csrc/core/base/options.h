@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "base/cluster_list.h"
 #include "llmlink.h"
 
 typedef enum llk_transport {
@@ -23,6 +24,7 @@ typedef enum llk_transport {
 } llk_transport_t;
 
 #define LLK_MAX_DEVICE_IDS 16
+#define LLK_MAX_PATH 1024 /* a file option's value, with its NUL */
 
 typedef struct llk_listen_addr {
     struct sockaddr_storage sa;
@@ -49,6 +51,7 @@ typedef struct llk_options {
     uint32_t max_concurrent_handshakes; /* default 16 */
     uint32_t handshake_timeout_ms;    /* default 10000 */
     uint32_t first_frame_timeout_ms;  /* default 1000: a server connection's first frame */
+    uint32_t max_handshakes_per_address; /* default 4: llmlink.MaxHandshakesPerAddress */
     uint32_t liveness_interval_ms;    /* default 3000 */
     llk_transport_t transport;        /* default auto */
     uint32_t streams_per_link;        /* llmlink.StreamsPerLink, default 2 */
@@ -67,6 +70,13 @@ typedef struct llk_options {
      * checked here (never quoted in a message), the file at init. */
     const char *auth_key_file;
     const char *auth_key_hex;
+    /* TLS (link/tls.h): llmlink.TlsCertFile, TlsKeyFile, TlsCaFile; "" = unset
+     * (all three or none, checked when the engine loads them at init) */
+    char tls_cert_file[LLK_MAX_PATH];
+    char tls_key_file[LLK_MAX_PATH];
+    char tls_ca_file[LLK_MAX_PATH];
+    /* llmlink.AllowedClusters: client cluster ids that may link (none: any) */
+    llk_cluster_list_t allowed_clusters;
 } llk_options_t;
 
 void llk_options_defaults(llk_options_t *o);

@@ -62,7 +62,9 @@ static const status_entry_t table[] = {
     {LLMLINK_CACHE_IN_USE, "LLMLINK_CACHE_IN_USE",
      "The cache is still used by a transfer; try again later."},
     {LLMLINK_AUTH_FAILED, "LLMLINK_AUTH_FAILED",
-     "The peer failed authentication (wrong, missing or unexpected key)."},
+     "The peer failed authentication (wrong, missing or unexpected key or certificate)."},
+    {LLMLINK_ACCESS_DENIED, "LLMLINK_ACCESS_DENIED",
+     "Access control refused it: the cluster may not link, or the cache refuses that way."},
 };
 
 static const status_entry_t *find(llmlink_status_t s)

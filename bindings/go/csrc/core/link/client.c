@@ -11,6 +11,7 @@
 
 #include "base/addr.h"
 #include "link/engine.h"
+#include "link/tls.h"
 #include "base/log.h"
 
 /* Pause between two connection attempts to the same address, so that
@@ -65,6 +66,28 @@ static int pick_local(const llk_conn_t *c, int family)
     return -2;
 }
 
+/* TLS: the connected socket goes to a relay, and c reads and writes its
+ * plaintext end; the relay's handshake runs while HELLO waits in it. */
+static bool start_tls(llmlink_t *e, llk_conn_t *c, int64_t now)
+{
+    if (!e->tls)
+        return true;
+    epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    int fd = llk_tls_wrap(e->tls, c->fd, false, e->opts.handshake_timeout_ms, c->peer);
+    c->fd = -1;
+    c->want_out = false;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+    if (fd < 0 || epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        connect_failed(e, c, err, "TLS relay for", now);
+        return false;
+    }
+    c->fd = fd;
+    return true;
+}
+
 /* Queues HELLO; false when it does not fit. */
 static bool queue_hello(llmlink_t *e, llk_conn_t *c)
 {
@@ -83,7 +106,11 @@ static bool queue_hello(llmlink_t *e, llk_conn_t *c)
     uint8_t wait[4];
     if (!e->test_legacy_wait)
         llk_wire_ext_wait_time(&m.ext[m.num_ext++], wait, (uint32_t)e->opts.sync_kv_wait_ms);
-    uint8_t f[LLK_WIRE_HEADER_SIZE + 64];
+    /* What the server will let us attach (wire.h, LLK_EXT_STREAM_COUNT). */
+    uint8_t count[2];
+    llk_wire_ext_stream_count(&m.ext[m.num_ext++], count,
+                              (uint16_t)(2 * e->opts.streams_per_link));
+    uint8_t f[LLK_WIRE_HEADER_SIZE + 128];
     size_t n = llk_wire_encode_hello(f, sizeof f, LLK_WIRE_VERSION, &m);
     return llk_conn_queue(c, f, n);
 }
@@ -92,6 +119,8 @@ static bool queue_hello(llmlink_t *e, llk_conn_t *c)
  * server's proof, llk_client_on_frame). */
 static void send_hello(llmlink_t *e, llk_conn_t *c, int64_t now)
 {
+    if (!start_tls(e, c, now))
+        return;
     c->rx_len = 0;
     c->auth.stage = LLK_AUTH_NONE;
     if (e->auth) {
@@ -183,7 +212,9 @@ static llmlink_status_t map_reject(uint32_t s)
     case LLMLINK_ROLE_NOT_ALLOWED:
     case LLMLINK_PROTOCOL_ERROR:
     case LLMLINK_LINK_FAILED:
-    case LLMLINK_AUTH_FAILED:
+    case LLMLINK_AUTH_FAILED: /* a TLS server to a plaintext client */
+    case LLMLINK_ACCESS_DENIED: /* llmlink.AllowedClusters */
+    case LLMLINK_ALREADY_LINK:  /* the server holds a live link with our id */
         return s;
     default:
         return LLMLINK_LINK_FAILED;

@@ -15,6 +15,7 @@ const char *llk_conn_state_name(llk_conn_state_t s)
 {
     switch (s) {
     case LLK_CONN_SRV_HANDSHAKE: return "server-handshake";
+    case LLK_CONN_SRV_PARKED: return "server-parked";
     case LLK_CONN_CLI_PENDING: return "pending";
     case LLK_CONN_CLI_CONNECTING: return "connecting";
     case LLK_CONN_CLI_HELLO_SENT: return "hello-sent";
@@ -55,6 +56,8 @@ void llk_conn_set_state(llmlink_t *e, llk_conn_t *c, llk_conn_state_t s)
     if (c->state == s)
         return;
     bool was_hs = c->state == LLK_CONN_SRV_HANDSHAKE;
+    if (c->state == LLK_CONN_SRV_PARKED)
+        llk_park_unlink(e, c);
     LLK_DEBUG("cluster %llu: conn %s (%s) %s -> %s", (unsigned long long)e->cluster_id, c->peer,
               c->outbound ? "out" : "in", llk_conn_state_name(c->state), llk_conn_state_name(s));
     c->state = s;
@@ -90,7 +93,7 @@ llk_conn_t *llk_conn_find(llmlink_t *e, uint64_t remote_id, bool outbound)
         if (c->outbound != outbound || c->remote_id != remote_id)
             continue;
         if (c->state == LLK_CONN_CLOSING || c->state == LLK_CONN_DEAD ||
-            c->state == LLK_CONN_SRV_HANDSHAKE)
+            c->state == LLK_CONN_SRV_HANDSHAKE || c->state == LLK_CONN_SRV_PARKED)
             continue;
         return c;
     }
@@ -213,7 +216,7 @@ void llk_conn_destroy(llmlink_t *e, llk_conn_t *c)
 {
     if (c->waiter)
         llk_conn_complete(e, c, LLMLINK_LINK_FAILED, "connection closed");
-    if (c->state == LLK_CONN_SRV_HANDSHAKE)
+    if (c->state == LLK_CONN_SRV_HANDSHAKE || c->state == LLK_CONN_SRV_PARKED)
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
     llk_conn_close_fd(e, c);
     if (c->xfer_ops) {

@@ -18,6 +18,7 @@
 #include "link/engine.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "link/tls.h"
 #include "transport/rdma.h"
 
 /* Deep enough for the reactor's frames; small so that processes with many
@@ -29,7 +30,7 @@
  * handshake, the client handshake, and established links (manager.c). */
 static void server_slot_free(llmlink_t *e)
 {
-    llk_server_arm_listeners(e, 0);
+    llk_park_promote(e, llk_now_ms());
 }
 
 static const llk_conn_handlers_t conn_handlers = {
@@ -229,6 +230,17 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
         e->opts.num_listen = 0;
     }
 
+    /* The TLS files first: a bad one fails init before anything listens. */
+    if (!e->tls) {
+        char terr[LLK_MAX_PATH + 512];
+        st = llk_tls_load(&e->opts, &e->tls, terr, sizeof terr);
+        if (st != LLMLINK_SUCCESS) {
+            llk_options_defaults(&e->opts);
+            pthread_mutex_unlock(&e->mu);
+            return llk_err(st, "%s", terr);
+        }
+    }
+
     /* Acquire in order; on failure release in reverse (the ladder below). */
     if (opts->auth_key_file || opts->auth_key_hex) {
         char kerr[400];
@@ -262,6 +274,10 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
         goto fail_listen;
     }
     e->reg_ready = true;
+    /* An unregister that times out on peers' tcp requests has the owner
+     * thread cut them (xfer/owner.c). */
+    e->reg.cut = llk_xserver_cut;
+    e->reg.cut_ctx = e;
     open_rdma(e);
     st = llk_xserver_start(e);
     if (st != LLMLINK_SUCCESS)
@@ -300,6 +316,8 @@ fail_eventfd:
 fail_epoll:
     llk_auth_key_free(e->auth);
     e->auth = NULL;
+    llk_tls_release(e->tls);
+    e->tls = NULL;
     llk_options_defaults(&e->opts);
     pthread_mutex_unlock(&e->mu);
     return st;
@@ -355,6 +373,8 @@ void llk_engine_free(llmlink_t *e)
     e->rdma = NULL;
     llk_auth_key_free(e->auth); /* wiped */
     e->auth = NULL;
+    llk_tls_release(e->tls); /* running relays hold their own reference */
+    e->tls = NULL;
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e);

@@ -43,6 +43,7 @@ typedef enum llk_engine_state {
 
 typedef enum llk_conn_state {
     LLK_CONN_SRV_HANDSHAKE = 0, /* accepted, waiting for HELLO */
+    LLK_CONN_SRV_PARKED,        /* accepted, not read, no handshake slot (park.c) */
     LLK_CONN_CLI_PENDING,       /* link requested, socket not opened yet */
     LLK_CONN_CLI_CONNECTING,    /* non-blocking connect in flight */
     LLK_CONN_CLI_HELLO_SENT,    /* waiting for WELCOME or REJECT */
@@ -81,6 +82,8 @@ typedef struct llk_waiter {
 typedef enum { LLK_EV_WAKE = 1, LLK_EV_LISTENER, LLK_EV_CONN } llk_ev_kind_t;
 
 #define LLK_TX_CAP 1024u
+/* Family byte + the address bits that key a source (link/park.c). */
+#define LLK_SRC_KEY_SIZE 17u
 
 typedef struct llk_conn {
     llk_ev_kind_t kind; /* LLK_EV_CONN; first member, see reactor.c */
@@ -97,6 +100,12 @@ typedef struct llk_conn {
     int64_t last_rx_ms, last_tx_ms;
     uint32_t liveness_ms;
     llk_waiter_t *waiter;
+
+    /* Server side, from accept: the source address's key for
+     * llmlink.MaxHandshakesPerAddress, and the place in the parking FIFO
+     * while SRV_PARKED (link/park.c). */
+    uint8_t src_key[LLK_SRC_KEY_SIZE];
+    struct llk_conn *park_prev, *park_next;
 
     /* Client side: where to connect, in order. */
     uint32_t expected_role;
@@ -198,6 +207,9 @@ struct llmlink {
      * engine runs and unchanged until llk_engine_free. */
     struct llk_rdma *rdma;
     char rdma_why[256];
+    /* TLS (link/tls.h): loaded at init from llmlink.Tls*; NULL = plaintext.
+     * Unchanged while the engine runs; released by llk_engine_free. */
+    struct llk_tls *tls;
 
     /* server handshake accounting */
     uint32_t hs_in_progress, hs_peak;
@@ -206,9 +218,18 @@ struct llmlink {
      * cut by llmlink.FirstFrameTimeoutMs. limit_warn_*: one WARN a second,
      * with the count of those not logged. */
     uint64_t hs_first_frame_timeouts;
+    /* HELLOs refused by access control (llmlink.AllowedClusters), and those
+     * that claimed the cluster id of a live link (server.c) */
+    uint64_t hs_access_denied, hs_claimed_live;
     int64_t limit_warn_next_ms;
     uint64_t limit_warn_suppressed;
     uint64_t protocol_errors, links_lost;
+    /* Parked connections (link/park.c): the FIFO, oldest first, its length,
+     * and counters (internal, see llk_test_park_stats). */
+    llk_conn_t *park_head, *park_tail;
+    uint32_t parked, park_max; /* park_max: set at the first park (park.c) */
+    uint64_t parked_total, park_dropped, park_timed_out, park_promoted;
+
 
     /* llmlink.AuthKey / AuthKeyFile (link/auth.h), NULL without a key. Set
      * at init, freed (wiped) by llk_engine_free. auth_failures: internal
@@ -303,6 +324,25 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
  * ignored with a warning (the link then uses this side's own). */
 void llk_xlink_take_peer_wait(llmlink_t *e, struct llk_xlink *xl, const llk_ext_t *ext,
                               uint16_t n);
+
+/* ---- link/park.c: connections beyond the handshake limits ---- */
+/* The key of a source address: IPv4 (or IPv4-mapped IPv6) by its /32,
+ * IPv6 by its /64. */
+void llk_park_key(const struct sockaddr *sa, uint8_t key[LLK_SRC_KEY_SIZE]);
+/* Parks an accepted connection c (state SRV_PARKED, not in epoll) at the
+ * end of the FIFO; when the pool is full, closes the oldest parked one. */
+void llk_park_add(llmlink_t *e, llk_conn_t *c, int64_t now);
+/* Takes c out of the FIFO (conn.c, when c leaves SRV_PARKED). */
+void llk_park_unlink(llmlink_t *e, llk_conn_t *c);
+/* Lets parked connections in, oldest first, while a slot is free and
+ * their address is below its cap; closes those past their deadline. */
+void llk_park_promote(llmlink_t *e, int64_t now);
+/* Closes a parked connection at its first-frame deadline. */
+void llk_park_timed_out(llmlink_t *e, llk_conn_t *c, int64_t now);
+/* The reactor, after each timer pass (which may have freed slots): lets in
+ * what can go in, closes parked connections past their deadline. Returns
+ * the next parked deadline (0: none parked). */
+int64_t llk_park_expire(llmlink_t *e, int64_t now);
 
 /* ---- link/auth_handshake.c: the authentication exchange ---- */
 /* Server, before a frame on a SRV_HANDSHAKE connection reaches HELLO /

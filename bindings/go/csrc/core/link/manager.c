@@ -7,6 +7,7 @@
 
 #include "base/clock.h"
 #include "link/engine.h"
+#include "link/tls.h"
 #include "base/err.h"
 #include "base/log.h"
 
@@ -72,11 +73,19 @@ void llk_link_on_closed(llmlink_t *e, llk_conn_t *c, int err)
     char why[128];
     snprintf(why, sizeof why, "%s", err ? strerror(err) : "peer closed the connection");
     switch (c->state) {
-    case LLK_CONN_CLI_HELLO_SENT:
-        llk_conn_complete(e, c, LLMLINK_LINK_FAILED, "%s during the handshake with %s", why,
-                          c->peer);
+    case LLK_CONN_CLI_HELLO_SENT: {
+        /* TLS: the relay tells why it closed (a certificate refused). */
+        char tw[224];
+        bool auth = false;
+        if (c->fd >= 0 && llk_tls_failure(c->fd, tw, sizeof tw, &auth))
+            llk_conn_complete(e, c, auth ? LLMLINK_AUTH_FAILED : LLMLINK_LINK_FAILED,
+                              "TLS with %s: %s", c->peer, tw);
+        else
+            llk_conn_complete(e, c, LLMLINK_LINK_FAILED, "%s during the handshake with %s", why,
+                              c->peer);
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
         break;
+    }
     case LLK_CONN_UNLINKING:
         llk_conn_complete(e, c, llk_conn_unlink_failure(c),
                           "%s before acknowledging the unlink (%s)", why, c->peer);
@@ -100,6 +109,15 @@ static int64_t earliest(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+/* A third of the link's interval, but at least LLK_HEARTBEAT_MIN_GAP_MS
+ * unless this side's own interval asks for less. */
+static int64_t heartbeat_gap(const llmlink_t *e, const llk_conn_t *c)
+{
+    uint32_t gap = c->liveness_ms / 3, own = e->opts.liveness_interval_ms / 3;
+    uint32_t floor = own < LLK_HEARTBEAT_MIN_GAP_MS ? own : LLK_HEARTBEAT_MIN_GAP_MS;
+    return gap > floor ? gap : floor;
+}
+
 int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
 {
     if (c->state == LLK_CONN_CLOSING && c->deadline_ms == 0)
@@ -109,6 +127,15 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
         return 0;
     }
     if (c->deadline_ms && now >= c->deadline_ms) {
+        if (c->state == LLK_CONN_SRV_PARKED)
+            return c->deadline_ms; /* llk_park_expire, after this pass */
+        if (c->state == LLK_CONN_SRV_HANDSHAKE && c->fd >= 0) {
+            /* A first frame that arrived in time but was not read yet (a
+             * parked connection let in just now) is served, not cut. */
+            llk_conn_on_readable(e, c, now);
+            if (c->state != LLK_CONN_SRV_HANDSHAKE)
+                return c->state == LLK_CONN_DEAD ? 0 : now; /* its timers next pass */
+        }
         switch (c->state) {
         case LLK_CONN_SRV_HANDSHAKE:
             e->hs_timed_out++;
@@ -162,8 +189,10 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
             return 0;
         }
         /* Three heartbeats per interval: one lost or late still leaves the
-         * peer two chances before it declares us dead. */
-        int64_t beat = c->last_tx_ms + c->liveness_ms / 3;
+         * peer two chances before it declares us dead; but none closer
+         * than the floor a peer's interval cannot lower (wire.h). */
+        int64_t gap = heartbeat_gap(e, c);
+        int64_t beat = c->last_tx_ms + gap;
         if (now >= beat) {
             /* A heartbeat that does not fit means a queue full of frames
              * the peer never read: as in unlink, the peer is not reading. */
@@ -172,7 +201,7 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
                 return 0;
             }
             c->last_tx_ms = now; /* even if the send is still queued */
-            beat = now + c->liveness_ms / 3;
+            beat = now + gap;
         }
         next = earliest(next, beat);
         next = earliest(next, c->last_rx_ms + c->liveness_ms);
@@ -296,7 +325,7 @@ static bool prepare_attach(llmlink_t *e, uint64_t id, attach_job_t *j)
     j->remote_len = c->remote_len[c->remote_idx];
     /* The streams leave from the address the control connection got. */
     j->local_len = sizeof j->local;
-    if (c->fd < 0 || getsockname(c->fd, (struct sockaddr *)&j->local, &j->local_len) != 0)
+    if (c->fd < 0 || llk_tls_getsockname(c->fd, (struct sockaddr *)&j->local, &j->local_len) != 0)
         j->local_len = 0;
     j->incarnation = c->remote_incarnation;
     return true;

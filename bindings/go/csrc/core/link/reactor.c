@@ -67,6 +67,11 @@ static int service(llmlink_t *e, int64_t now)
             llk_conn_destroy(e, c);
         c = nx;
     }
+    /* After every timer: a slot they freed goes to a parked connection
+     * before that one's own deadline is judged. */
+    int64_t p = llk_park_expire(e, now);
+    if (p && (!next || p < next))
+        next = p;
     if (!next)
         return -1;
     int64_t ms = next - now;

@@ -12,17 +12,20 @@
 
 #include "base/addr.h"
 #include "base/clock.h"
+#include "base/cluster_list.h"
 #include "link/engine.h"
+#include "link/tls.h"
 #include "transport/transport_testing.h"
 #include "base/log.h"
 
-/* Listeners are armed only while a handshake slot is free: clients beyond
- * the limit wait in the kernel's accept queue, inside their own timeout,
- * instead of being refused. `now` = 0 means "not in a timer pass". */
+/* Listeners are armed while the engine runs: connections beyond the
+ * handshake limits are parked (link/park.c), not left in the kernel's
+ * accept queue, where a flood would keep honest clients behind it. Only
+ * after EMFILE and the like do they pause. `now` = 0 means "not in a timer
+ * pass". */
 void llk_server_arm_listeners(llmlink_t *e, int64_t now)
 {
-    bool want = e->hs_in_progress < e->opts.max_concurrent_handshakes &&
-                e->state == LLK_ENGINE_RUNNING;
+    bool want = e->state == LLK_ENGINE_RUNNING;
     if (e->listen_retry_at_ms) {
         if (now == 0 || now < e->listen_retry_at_ms)
             want = false;
@@ -76,9 +79,14 @@ void llk_server_begin_handshake(llmlink_t *e, llk_conn_t *c, int64_t now)
         e->hs_peak = e->hs_in_progress;
 }
 
+/* Connections taken off one listener per event, so that a flood cannot
+ * keep the reactor from its other sockets and timers; the listener stays
+ * readable and the next pass takes more. */
+#define LLK_ACCEPT_BATCH 256
+
 void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now)
 {
-    while (e->hs_in_progress < e->opts.max_concurrent_handshakes) {
+    for (int i = 0; i < LLK_ACCEPT_BATCH; i++) {
         struct sockaddr_storage sa;
         socklen_t len = sizeof sa;
         int fd = accept4(l->fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -86,37 +94,33 @@ void llk_server_on_listener(llmlink_t *e, llk_listener_t *l, int64_t now)
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
+                break;
             /* Out of descriptors or memory: pause accepting for a moment
              * rather than spin on a listener that stays readable. */
             LLK_ERROR("cluster %llu: accept on %s: %s; pausing accepts for 100 ms",
                       (unsigned long long)e->cluster_id, l->text, strerror(errno));
             e->listen_retry_at_ms = now + 100;
             llk_server_arm_listeners(e, 0);
-            return;
+            break;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        llk_conn_t *c = llk_conn_new(e, fd, false, LLK_CONN_SRV_HANDSHAKE);
+        llk_conn_t *c = llk_conn_new(e, fd, false, LLK_CONN_SRV_PARKED);
         if (!c) {
             close(fd);
             LLK_ERROR("cluster %llu: out of memory accepting a connection",
                       (unsigned long long)e->cluster_id);
-            return;
+            break;
         }
         llk_addr_format((struct sockaddr *)&sa, c->peer, sizeof c->peer);
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
-        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            LLK_ERROR("cluster %llu: epoll_ctl: %s", (unsigned long long)e->cluster_id,
-                      strerror(errno));
-            c->state = LLK_CONN_DEAD; /* never counted as a handshake */
-            continue;
-        }
-        llk_server_begin_handshake(e, c, now);
-        LLK_DEBUG("cluster %llu: accepted %s (%u handshakes in progress)",
-                  (unsigned long long)e->cluster_id, c->peer, e->hs_in_progress);
+        llk_park_key((struct sockaddr *)&sa, c->src_key);
+        /* Every connection is parked first and let in by the same rule,
+         * so that arrival order holds between new and parked ones. */
+        llk_park_add(e, c, now);
+        LLK_DEBUG("cluster %llu: accepted %s (%u handshakes in progress, %u parked)",
+                  (unsigned long long)e->cluster_id, c->peer, e->hs_in_progress, e->parked);
     }
-    llk_server_arm_listeners(e, 0);
+    llk_park_promote(e, now);
 }
 
 static void reject(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char *msg)
@@ -127,6 +131,65 @@ static void reject(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char 
     llk_conn_queue_reject(c, st, "%s", msg);
     llk_conn_set_state(e, c, LLK_CONN_CLOSING);
     c->deadline_ms = 0;
+}
+
+/* reject() for refusals a peer can repeat at will: the WARN is rate-limited. */
+static void reject_quietly(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char *msg,
+                           int64_t now)
+{
+    llk_server_warn_limit(e, now, "refused link from %s: %s (%s)", c->peer, msg,
+                          llmlink_status_name(st));
+    e->hs_rejected++;
+    llk_conn_queue_reject(c, st, "%s", msg);
+    llk_conn_set_state(e, c, LLK_CONN_CLOSING);
+    c->deadline_ms = 0;
+}
+
+/* llmlink.AllowedClusters: false (and c refused) for a client not listed. */
+static bool cluster_allowed(llmlink_t *e, llk_conn_t *c, uint64_t client_id, int64_t now)
+{
+    if (llk_cluster_list_allows(&e->opts.allowed_clusters, client_id))
+        return true;
+    char msg[96];
+    snprintf(msg, sizeof msg, "cluster %llu is not in llmlink.AllowedClusters",
+             (unsigned long long)client_id);
+    e->hs_access_denied++;
+    reject_quietly(e, c, LLMLINK_ACCESS_DENIED, msg, now);
+    return false;
+}
+
+/*
+ * A HELLO claims the cluster id of the link `old`. A live link is kept and
+ * the newcomer refused (false): anyone who can reach the port could
+ * otherwise take a decoder's place. Alive means a frame came from it within
+ * its liveness interval: heartbeats go every third of it, so that is the
+ * probe; the reactor never waits for an answer. The old link gets a
+ * heartbeat at once, so a connection whose peer is gone fails (reset) now
+ * rather than at its next beat. A dead (silent) link, or one this side is
+ * unlinking, is replaced as before: a restarted decoder whose old
+ * connection closed, or went silent, links again.
+ */
+static bool claim_allowed(llmlink_t *e, llk_conn_t *c, llk_conn_t *old, int64_t now)
+{
+    if (old->state != LLK_CONN_LINKED || now - old->last_rx_ms >= (int64_t)old->liveness_ms) {
+        LLK_INFO("cluster %llu: cluster %llu linked again from %s; dropping its old link from %s "
+                 "(%s)", (unsigned long long)e->cluster_id, (unsigned long long)old->remote_id,
+                 c->peer, old->peer,
+                 old->state == LLK_CONN_LINKED ? "silent past its liveness interval"
+                                               : "being unlinked");
+        if (old->waiter)
+            llk_conn_complete(e, old, LLMLINK_UNLINK_FAILED, "peer linked again");
+        llk_conn_set_state(e, old, LLK_CONN_DEAD);
+        return true;
+    }
+    if (now - old->last_tx_ms >= 10 && llk_conn_queue_simple(old, LLK_MSG_HEARTBEAT))
+        old->last_tx_ms = now;
+    char msg[160];
+    snprintf(msg, sizeof msg, "cluster %llu is linked already, from a peer heard %lld ms ago",
+             (unsigned long long)old->remote_id, (long long)(now - old->last_rx_ms));
+    e->hs_claimed_live++;
+    reject_quietly(e, c, LLMLINK_ALREADY_LINK, msg, now);
+    return false;
 }
 
 void llk_test_set_legacy_wait(llmlink_t *e, bool on)
@@ -185,6 +248,15 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
         reject(e, c, LLMLINK_PROTOCOL_ERROR, msg);
         return;
     }
+    /* Access control first: a client that may not link learns nothing more. */
+    if (!cluster_allowed(e, c, m.client_cluster_id, now))
+        return;
+    uint16_t streams = 0;
+    if (llk_wire_find_stream_count(m.ext, m.num_ext, &streams, &why) < 0) {
+        e->protocol_errors++;
+        reject(e, c, LLMLINK_PROTOCOL_ERROR, why);
+        return;
+    }
     if (m.target_cluster_id != e->cluster_id) {
         snprintf(msg, sizeof msg, "this is cluster %llu, not cluster %llu",
                  (unsigned long long)e->cluster_id, (unsigned long long)m.target_cluster_id);
@@ -201,17 +273,11 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
         reject(e, c, LLMLINK_ROLE_NOT_ALLOWED, "a PROMPT engine cannot initiate links");
         return;
     }
-    /* The same decode cluster again: it restarted (or force-unlinked) before
-     * this side noticed. Its own word is authoritative: drop the old link. */
+    /* The same decode cluster again: it restarted (or force-unlinked)
+     * before this side noticed, or another peer claims its id. */
     llk_conn_t *old = llk_conn_find(e, m.client_cluster_id, false);
-    if (old && old != c) {
-        LLK_INFO("cluster %llu: cluster %llu linked again from %s; dropping its old link from %s",
-                 (unsigned long long)e->cluster_id, (unsigned long long)m.client_cluster_id,
-                 c->peer, old->peer);
-        if (old->waiter)
-            llk_conn_complete(e, old, LLMLINK_UNLINK_FAILED, "peer linked again");
-        llk_conn_set_state(e, old, LLK_CONN_DEAD);
-    }
+    if (old && old != c && !claim_allowed(e, c, old, now))
+        return;
     uint32_t links = llk_conn_count_links(e, true);
     if (links >= e->opts.max_links) {
         snprintf(msg, sizeof msg, "cluster %llu holds %u links, the limit (llmlink.MaxLinks)",
@@ -236,6 +302,9 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
         return;
     }
     llk_xlink_take_peer_wait(e, xl, m.ext, m.num_ext);
+    /* ATTACH beyond what the client announced is refused (streams.c);
+     * without the extension, an older client, the old cap. */
+    xl->peer_streams = streams ? streams / 2u : LLK_MAX_STREAMS;
     uint8_t wait[4];
     if (!e->test_legacy_wait)
         llk_wire_ext_wait_time(&w.ext[w.num_ext++], wait, (uint32_t)e->opts.sync_kv_wait_ms);

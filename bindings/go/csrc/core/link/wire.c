@@ -171,6 +171,40 @@ int llk_wire_find_wait_time(const llk_ext_t *ext, uint16_t n, uint32_t *ms, cons
     return 0;
 }
 
+void llk_wire_ext_stream_count(llk_ext_t *ext, uint8_t buf[2], uint16_t count)
+{
+    buf[0] = (uint8_t)(count >> 8);
+    buf[1] = (uint8_t)count;
+    ext->type = LLK_EXT_STREAM_COUNT;
+    ext->length = 2;
+    ext->data = buf;
+}
+
+int llk_wire_find_stream_count(const llk_ext_t *ext, uint16_t n, uint16_t *count,
+                               const char **why)
+{
+    for (uint16_t i = 0; i < n; i++) {
+        if (ext[i].type != LLK_EXT_STREAM_COUNT)
+            continue;
+        if (ext[i].length != 2 || !ext[i].data) {
+            *why = "stream-count extension is not 2 bytes long";
+            return -1;
+        }
+        uint16_t v = (uint16_t)((ext[i].data[0] << 8) | ext[i].data[1]);
+        if (v < LLK_STREAM_COUNT_MIN || v > LLK_STREAM_COUNT_MAX) {
+            *why = "stream-count extension is outside 2..16";
+            return -1;
+        }
+        if (v % 2) {
+            *why = "stream-count extension is odd (streams come in pairs, one per direction)";
+            return -1;
+        }
+        *count = v;
+        return 1;
+    }
+    return 0;
+}
+
 /* ---- messages ------------------------------------------------------------ */
 
 size_t llk_wire_encode_hello(uint8_t *out, size_t cap, uint16_t version, const llk_msg_hello_t *m)

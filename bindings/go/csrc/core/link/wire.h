@@ -68,8 +68,8 @@
  * They carry transport parameters and authentication in later versions.
  * Defined: LLK_EXT_DATA_STREAMS (WELCOME, empty), LLK_EXT_RDMA (HELLO /
  * WELCOME, empty), LLK_EXT_WAIT_TIME (HELLO / WELCOME, u32 ms),
- * LLK_EXT_RDMA_READ_DEPTH (HELLO / WELCOME, empty), LLK_EXT_ATTACH_MAC
- * (ATTACH, 32 bytes), below.
+ * LLK_EXT_RDMA_READ_DEPTH (HELLO / WELCOME, empty), LLK_EXT_STREAM_COUNT
+ * (HELLO, u16), LLK_EXT_ATTACH_MAC (ATTACH, 32 bytes), below.
  * An extension whose type has bit 15 set is critical: a receiver that does
  * not know it must refuse the handshake; others are skipped.
  *
@@ -95,6 +95,15 @@
 /* Bounds of a liveness interval, on the wire and in llmlink.LivenessIntervalMs. */
 #define LLK_LIVENESS_MIN_MS   30u
 #define LLK_LIVENESS_MAX_MS   600000u
+/* A link's liveness interval is the smaller of both ends' (HELLO /
+ * WELCOME liveness_ms) and each end sends a heartbeat every third of it
+ * when it has sent nothing else. So that a peer cannot make us send
+ * hundreds a second (30 ms would be 100 a second per link), heartbeats go
+ * no closer together than this, unless this side's own
+ * llmlink.LivenessIntervalMs asks for more (then its third): a peer whose
+ * interval is below this floor is not served in time and drops the link
+ * itself. */
+#define LLK_HEARTBEAT_MIN_GAP_MS 100u
 
 typedef enum llk_msg_type {
     LLK_MSG_HELLO = 1,
@@ -143,6 +152,18 @@ typedef enum llk_msg_type {
  * both); a byte of 0 still means "not advertised". A length other than 0
  * is ignored (an extension of a later version may carry more). */
 #define LLK_EXT_RDMA_READ_DEPTH 0x0004u
+/* HELLO extension (not critical, 2 bytes: u16): the number of data streams
+ * the client will attach, both directions together (2 x its
+ * llmlink.StreamsPerLink: half forward, half reverse), even and within
+ * LLK_STREAM_COUNT_MIN..LLK_STREAM_COUNT_MAX. The server records it and
+ * refuses (REJECT PROTOCOL_ERROR) an ATTACH whose stream index is at or
+ * beyond half of it; a malformed one refuses the HELLO. A client that does
+ * not send it (llmlink 0.3 and older) keeps the old cap: LLK_MAX_STREAMS
+ * per direction. */
+#define LLK_EXT_STREAM_COUNT 0x0005u
+#define LLK_STREAM_COUNT_MIN 2u
+#define LLK_STREAM_COUNT_MAX 16u /* 2 x LLK_MAX_STREAMS (xfer/planner.h) */
+
 /* ATTACH extension (critical: a server that cannot check it must refuse
  * the stream; 32 bytes): MAC_a, above. 0x0007 stays reserved for
  * authentication. */
@@ -295,6 +316,15 @@ void llk_wire_ext_wait_time(llk_ext_t *ext, uint8_t buf[4], uint32_t ms);
  * none, -1 when it is malformed (length not 4, 0 ms, above INT32_MAX ms),
  * with the reason in *why. */
 int llk_wire_find_wait_time(const llk_ext_t *ext, uint16_t n, uint32_t *ms, const char **why);
+
+/* Points ext at buf (2 bytes, kept by the caller) holding count: the
+ * LLK_EXT_STREAM_COUNT extension. */
+void llk_wire_ext_stream_count(llk_ext_t *ext, uint8_t buf[2], uint16_t count);
+/* The first LLK_EXT_STREAM_COUNT in ext[0..n): 1 with *count, 0 when there
+ * is none, -1 when it is malformed (length not 2, odd, outside
+ * LLK_STREAM_COUNT_MIN..MAX), with the reason in *why. */
+int llk_wire_find_stream_count(const llk_ext_t *ext, uint16_t n, uint16_t *count,
+                               const char **why);
 
 /* ext[0..n) holds an extension of this type (the first one counts). */
 bool llk_wire_has_ext(const llk_ext_t *ext, uint16_t n, uint16_t type);

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "link/tls.h"
 #include "xfer/xfer.h"
 
 /* Descriptors looked at in /proc/<pid>/fd, lines in /proc/net/tcp*: the
@@ -111,8 +112,11 @@ bool llk_peer_proof(int fd, uint32_t pid)
 {
     struct sockaddr_storage self, peer;
     socklen_t sl = sizeof self, pl = sizeof peer;
-    if (pid == 0 || getsockname(fd, (struct sockaddr *)&self, &sl) != 0 ||
-        getpeername(fd, (struct sockaddr *)&peer, &pl) != 0 || self.ss_family != peer.ss_family ||
+    /* A TLS stream's addresses are its relay's TCP socket's, which this
+     * process holds (as the peer's relay holds the other end). */
+    if (pid == 0 || llk_tls_getsockname(fd, (struct sockaddr *)&self, &sl) != 0 ||
+        llk_tls_getpeername(fd, (struct sockaddr *)&peer, &pl) != 0 ||
+        self.ss_family != peer.ss_family ||
         (self.ss_family != AF_INET && self.ss_family != AF_INET6))
         return false;
     /* The other end: local address = our peer's, remote = ours. */

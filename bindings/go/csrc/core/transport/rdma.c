@@ -17,6 +17,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "link/engine.h"
+#include "link/tls.h"
 #include "transport/rdma.h"
 #include "transport/rdma_plan.h"
 #include "transport/transport.h"
@@ -139,7 +140,7 @@ void llk_xlink_set_rails(llk_xlink_t *xl, const llk_conn_t *c, bool peer_offers)
     if (c && c->num_local == 0) {
         socklen_t len = sizeof r->rail_local[0];
         if (c->fd >= 0 &&
-            getsockname(c->fd, (struct sockaddr *)&r->rail_local[0], &len) == 0) {
+            llk_tls_getsockname(c->fd, (struct sockaddr *)&r->rail_local[0], &len) == 0) {
             r->rail_target[0] = c->remote[c->remote_idx];
             r->nrail_addrs = 1;
         }
@@ -163,20 +164,6 @@ void llk_xlink_set_peer_read_depth(llk_xlink_t *xl, bool on)
     pthread_mutex_lock(&xl->mu);
     r->peer_read_depth = on;
     pthread_mutex_unlock(&xl->mu);
-}
-
-/* Test seam (llk_test_set_legacy_rails): 0.3's decoder refused a rail
- * record whose byte after mtu was set; -1 with *why where e acts as 0.3
- * and a record of the peer carries a READ depth. */
-static int legacy_rails_check(const llmlink_t *e, const llk_xrail_wire_t *r, uint16_t n,
-                              const char **why)
-{
-    for (uint16_t i = 0; i < n && e->test_legacy_rails; i++)
-        if (r[i].rd_init || r[i].rd_dest) {
-            *why = "rail: reserved byte set";
-            return -1;
-        }
-    return 0;
 }
 
 static void rdma_link_record(llmlink_t *e, llk_xlink_t *xl)
@@ -294,8 +281,7 @@ static llmlink_status_t rdma_setup_client(llmlink_t *e, llk_xlink_t *xl, int fd,
     buf = malloc(h.length ? h.length : 1);
     llk_xrdma_setup_ok_t ok;
     if (!buf || llk_xlink_recv_all(xl, fd, buf, h.length, deadline_ms) != 0 ||
-        llk_xwire_decode_rdma_setup_ok(buf, h.length, &ok, &dwhy) != 0 ||
-        legacy_rails_check(e, ok.rail, ok.nrails, &dwhy) != 0) {
+        llk_rdma_setup_ok_read(buf, h.length, e->test_legacy_rails, &ok, &dwhy) != 0) {
         snprintf(why, sizeof why, "bad XRDMA_SETUP_OK: %s", buf ? (dwhy ? dwhy : strerror(errno))
                                                                 : "out of memory");
         st = LLMLINK_PROTOCOL_ERROR;
@@ -373,8 +359,7 @@ static int rdma_serve_setup(llk_xserve_t *q)
     const char *dwhy = "?";
     llk_xrail_wire_t rem[LLK_XWIRE_MAX_RAILS];
     uint16_t n = 0;
-    if (llk_xwire_decode_rdma_setup(q->rx, q->rx_len, rem, &n, &dwhy) != 0 ||
-        legacy_rails_check(e, rem, n, &dwhy) != 0) {
+    if (llk_rdma_setup_read(q->rx, q->rx_len, e->test_legacy_rails, rem, &n, &dwhy) != 0) {
         snprintf(q->why, sizeof q->why, "protocol error: bad XRDMA_SETUP: %s", dwhy);
         return -1;
     }
@@ -392,24 +377,11 @@ static int rdma_serve_setup(llk_xserve_t *q)
         ok.status = refusal;
         snprintf(ok.msg, sizeof ok.msg, "RDMA is not offered on this link, or set up already");
     } else {
-        struct sockaddr_storage ips[LLK_XWIRE_MAX_RAILS];
-        static const uint8_t zero[16];
-        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        for (uint16_t i = 0; i < n; i++) {
-            memset(&ips[i], 0, sizeof ips[i]);
-            if (!memcmp(rem[i].target_ip, zero, 16)) {
-                socklen_t len = sizeof ips[i];
-                getsockname(q->fd, (struct sockaddr *)&ips[i], &len);
-            } else if (!memcmp(rem[i].target_ip, v4mapped, 12)) {
-                struct sockaddr_in *in = (struct sockaddr_in *)&ips[i];
-                in->sin_family = AF_INET;
-                memcpy(&in->sin_addr, rem[i].target_ip + 12, 4);
-            } else {
-                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ips[i];
-                in6->sin6_family = AF_INET6;
-                memcpy(&in6->sin6_addr, rem[i].target_ip, 16);
-            }
-        }
+        struct sockaddr_storage ips[LLK_XWIRE_MAX_RAILS], stream_local;
+        socklen_t slen = sizeof stream_local;
+        memset(&stream_local, 0, sizeof stream_local);
+        llk_tls_getsockname(q->fd, (struct sockaddr *)&stream_local, &slen);
+        llk_rdma_setup_targets(rem, n, &stream_local, ips);
         char why[300] = "";
         l = llk_rdma_link_create(e->rdma, ips, n, e->opts.sync_kv_wait_ms, why, sizeof why);
         if (l && llk_rdma_link_connect(l, rem, n, why, sizeof why) != 0) {

@@ -3,7 +3,9 @@
  * Frames and their limits are xfer_wire.h's. */
 #include "transport/rdma_wire.h"
 
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "base/bytes.h"
 #include "transport/rdma_plan.h"
@@ -253,4 +255,57 @@ void llk_xwire_grant_at(const llk_xgrant_t *g, uint32_t i, uint16_t rail, uint64
     *addr = load_u64(p);
     *len = load_u64(p + 8);
     *rkey = load_u32(p + 16 + 4u * rail);
+}
+
+/* ---- the setup exchange, as each side takes it --------------------------------- */
+
+/* 0.3's decoder refused a rail record whose byte after mtu was set: -1
+ * with *why where this side acts as 0.3 and a record carries a READ depth. */
+static int legacy_rails_check(bool legacy, const llk_xrail_wire_t *r, uint16_t n,
+                              const char **why)
+{
+    for (uint16_t i = 0; i < n && legacy; i++)
+        if (r[i].rd_init || r[i].rd_dest) {
+            *why = "rail: reserved byte set";
+            return -1;
+        }
+    return 0;
+}
+
+int llk_rdma_setup_read(const uint8_t *payload, size_t len, bool legacy_rails,
+                        llk_xrail_wire_t *rails, uint16_t *nrails, const char **why)
+{
+    if (llk_xwire_decode_rdma_setup(payload, len, rails, nrails, why) != 0)
+        return -1;
+    return legacy_rails_check(legacy_rails, rails, *nrails, why);
+}
+
+int llk_rdma_setup_ok_read(const uint8_t *payload, size_t len, bool legacy_rails,
+                           llk_xrdma_setup_ok_t *ok, const char **why)
+{
+    if (llk_xwire_decode_rdma_setup_ok(payload, len, ok, why) != 0)
+        return -1;
+    return legacy_rails_check(legacy_rails, ok->rail, ok->nrails, why);
+}
+
+void llk_rdma_setup_targets(const llk_xrail_wire_t *rails, uint16_t n,
+                            const struct sockaddr_storage *stream_local,
+                            struct sockaddr_storage *ips)
+{
+    static const uint8_t zero[16];
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    for (uint16_t i = 0; i < n; i++) {
+        memset(&ips[i], 0, sizeof ips[i]);
+        if (!memcmp(rails[i].target_ip, zero, 16)) {
+            ips[i] = *stream_local;
+        } else if (!memcmp(rails[i].target_ip, v4mapped, 12)) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&ips[i];
+            in->sin_family = AF_INET;
+            memcpy(&in->sin_addr, rails[i].target_ip + 12, 4);
+        } else {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ips[i];
+            in6->sin6_family = AF_INET6;
+            memcpy(&in6->sin6_addr, rails[i].target_ip, 16);
+        }
+    }
 }

@@ -80,4 +80,26 @@ int llk_xwire_decode_grant(const uint8_t *payload, size_t len, llk_xgrant_t *g,
 void llk_xwire_grant_at(const llk_xgrant_t *g, uint32_t i, uint16_t rail, uint64_t *addr,
                         uint64_t *len, uint32_t *rkey);
 
+/* ---- the setup exchange, as each side takes it (rdma.c) -------------------- */
+
+/*
+ * What the owner takes from an XRDMA_SETUP payload: the client's rails
+ * (llk_xwire_decode_rdma_setup). legacy_rails: this side acts as llmlink
+ * 0.3 (llk_test_set_legacy_rails) and refuses a record whose READ-depth
+ * byte is set ("rail: reserved byte set"). 0, or -1 with *why.
+ */
+int llk_rdma_setup_read(const uint8_t *payload, size_t len, bool legacy_rails,
+                        llk_xrail_wire_t *rails, uint16_t *nrails, const char **why);
+/* What the client takes from the owner's XRDMA_SETUP_OK payload, with the
+ * same legacy rule. 0, or -1 with *why. */
+int llk_rdma_setup_ok_read(const uint8_t *payload, size_t len, bool legacy_rails,
+                           llk_xrdma_setup_ok_t *ok, const char **why);
+/* The local address each rail of a setup binds on the owner: its
+ * target_ip as IPv4 (v4-mapped) or IPv6, or, when all zero, the address of
+ * the data stream the setup came on (stream_local). */
+struct sockaddr_storage;
+void llk_rdma_setup_targets(const llk_xrail_wire_t *rails, uint16_t n,
+                            const struct sockaddr_storage *stream_local,
+                            struct sockaddr_storage *ips);
+
 #endif /* LLK_RDMA_WIRE_H */

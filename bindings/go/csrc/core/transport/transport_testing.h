@@ -63,4 +63,14 @@ bool llk_test_rdma_lkey(llmlink_t *e, uint64_t remote, int64_t cache_id, uint32_
 /* The protection mode name of e's link with `remote` ("unused" without). */
 const char *llk_test_rdma_protection(llmlink_t *e, uint64_t remote);
 
+/* The server's parked connections (core/link/park.c): parked now, ever
+ * parked, closed because the pool was full, closed at their first-frame
+ * deadline while parked, let into a handshake slot; and handshakes in
+ * progress now. */
+typedef struct llk_test_park_stats {
+    uint32_t parked, in_handshake;
+    uint64_t parked_total, dropped, timed_out, promoted;
+} llk_test_park_stats_t;
+void llk_test_park_stats(llmlink_t *e, llk_test_park_stats_t *s);
+
 #endif /* LLK_TRANSPORT_TESTING_H */

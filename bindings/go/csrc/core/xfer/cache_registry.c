@@ -547,7 +547,22 @@ llmlink_status_t llk_registry_add(llk_registry_t *r, const char *fn,
                                   size_t num_keys, bool blocks, int64_t *id,
                                   uint64_t *out_addrs)
 {
+    return llk_registry_add_access(r, fn, desc, addrs, num_addrs, keys, num_keys, blocks,
+                                   LLMLINK_ACCESS_READ_WRITE, id, out_addrs);
+}
+
+llmlink_status_t llk_registry_add_access(llk_registry_t *r, const char *fn,
+                                         const llmlink_cache_desc_t *desc,
+                                         const uint64_t *addrs, size_t num_addrs,
+                                         const llmlink_cache_key_t *keys, size_t num_keys,
+                                         bool blocks, uint32_t access, int64_t *id,
+                                         uint64_t *out_addrs)
+{
     fn = fname(fn);
+    if (access > LLMLINK_ACCESS_READ_WRITE)
+        return llk_err(LLMLINK_PARAM_INVALID,
+                       "%s: opts->access is %" PRIu32 ", not LLMLINK_ACCESS_NONE (0), _READ (1), "
+                       "_WRITE (2) or _READ_WRITE (3)", fn, access);
     uint64_t tensor_bytes = 0, unit_bytes = 0;
     llmlink_status_t st = llk_registry_check_desc(fn, desc, &tensor_bytes, &unit_bytes);
     if (st == LLMLINK_SUCCESS && addrs != NULL)
@@ -560,6 +575,7 @@ llmlink_status_t llk_registry_add(llk_registry_t *r, const char *fn,
     if (st != LLMLINK_SUCCESS)
         return st;
 
+    c->access = access; /* before it is listed: no peer ever sees another value */
     pthread_mutex_lock(&r->mu);
     st = check_room_and_keys(r, fn, c);
     if (st == LLMLINK_SUCCESS) {
@@ -608,6 +624,31 @@ static llmlink_status_t wait_unused(llk_registry_t *r, const char *fn, llk_cache
                    " ms", fn, c->id, c->users, wait_ms > 0 ? wait_ms : 0);
 }
 
+/* wait_unused timed out (status st) with r->mu held: when only cuttable
+ * and revocable users hold c, asks for the cuttable ones to be cut and
+ * waits, bounded, until only revocable ones are left. Returns SUCCESS when
+ * no user is left, else st (the revocable ones are for the caller). */
+static llmlink_status_t cut_holders(llk_registry_t *r, llk_cache_t *c, llmlink_status_t st)
+{
+    if (!r->cut || c->cuttable == 0 || c->users != c->cuttable + c->revocable)
+        return st;
+    c->dying = true; /* no new user meanwhile */
+    c->cut_requested = true;
+    pthread_mutex_unlock(&r->mu); /* r->mu is a leaf: the owner's lock is not taken under it */
+    r->cut(r->cut_ctx);
+    pthread_mutex_lock(&r->mu);
+    struct timespec until = deadline_after(LLK_REGISTRY_CUT_WAIT_MS);
+    while (c->users > c->revocable && pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0) {
+    }
+    c->cut_requested = false;
+    if (c->users == 0) {
+        llk_err_clear();
+        return LLMLINK_SUCCESS;
+    }
+    c->dying = false;
+    return st;
+}
+
 llmlink_status_t llk_registry_remove(llk_registry_t *r, const char *fn, int64_t id, bool owned,
                                      int32_t wait_ms)
 {
@@ -633,6 +674,8 @@ llmlink_status_t llk_registry_remove(llk_registry_t *r, const char *fn, int64_t 
     } else {
         /* the memory is the caller's: no transfer may touch it after we return */
         st = wait_unused(r, fn, c, wait_ms);
+        if (st != LLMLINK_SUCCESS)
+            st = cut_holders(r, c, st);
         if (st == LLMLINK_SUCCESS) {
             unlink_cache(r, c);
             gone = c;
@@ -711,10 +754,19 @@ llmlink_status_t llk_registry_acquire_id(llk_registry_t *r, const char *fn, int6
     return st;
 }
 
-/* Finds what key names (r->mu held): the entry and the unit it selects. */
+/* A cache a peer may not see at all (LLMLINK_ACCESS_NONE) is looked up as
+ * if it were not there: same status, same words, before any check that
+ * would tell it exists (such as a batch index past its end). */
+static bool hidden(const llk_cache_t *c, bool peer)
+{
+    return c == NULL || c->dying || (peer && c->access == LLMLINK_ACCESS_NONE);
+}
+
+/* Finds what key names (r->mu held): the entry and the unit it selects.
+ * peer: the request comes from a peer (hidden caches are not found). */
 static llmlink_status_t lookup_key(llk_registry_t *r, const char *fn,
-                                   const llmlink_cache_key_t *key, llk_cache_t **out,
-                                   uint64_t *unit)
+                                   const llmlink_cache_key_t *key, bool peer,
+                                   llk_cache_t **out, uint64_t *unit)
 {
     size_t pos = 0;
     llk_cache_t *c = NULL;
@@ -722,14 +774,14 @@ static llmlink_status_t lookup_key(llk_registry_t *r, const char *fn,
     case LLMLINK_KEY_CACHE:
     case LLMLINK_KEY_BLOCKS:
         c = find_key(r, key, &pos);
-        if (c == NULL || c->dying)
+        if (hidden(c, peer))
             return llk_err(LLMLINK_KV_CACHE_NOT_EXIST, "%s: no cache has key %s", fn,
                            key_text(key).s);
         *unit = key->type == LLMLINK_KEY_CACHE ? c->key_index[pos] : 0;
         break;
     case LLMLINK_KEY_ID_AND_INDEX:
         c = find_id(r, key->cache_id);
-        if (c == NULL || c->dying)
+        if (hidden(c, peer))
             return llk_err(LLMLINK_KV_CACHE_NOT_EXIST, "%s: no cache with cache_id %" PRId64, fn,
                            key->cache_id);
         if (key->batch_index >= c->num_units)
@@ -746,9 +798,28 @@ static llmlink_status_t lookup_key(llk_registry_t *r, const char *fn,
     return LLMLINK_SUCCESS;
 }
 
+/* What a peer asked for against what the cache allows (after lookup). */
+static llmlink_status_t check_access(const char *fn, const llk_cache_t *c, int need)
+{
+    if (need == LLK_PEER_ANY || (c->access & (uint32_t)need) != 0)
+        return LLMLINK_SUCCESS;
+    bool write = need == LLK_PEER_WRITE;
+    return llk_err(LLMLINK_ACCESS_DENIED,
+                   "%s: cache %" PRId64 " does not allow peers to %s it (registered with "
+                   "access %s)", fn, c->id, write ? "write (push into)" : "read (pull from)",
+                   (c->access & LLMLINK_ACCESS_READ) ? "READ" : "WRITE");
+}
+
 llmlink_status_t llk_registry_acquire_key(llk_registry_t *r, const char *fn,
                                           const llmlink_cache_key_t *key, llk_cache_t **out,
                                           uint64_t *unit)
+{
+    return llk_registry_acquire_peer(r, fn, key, LLK_PEER_ANY, out, unit);
+}
+
+llmlink_status_t llk_registry_acquire_peer(llk_registry_t *r, const char *fn,
+                                           const llmlink_cache_key_t *key, int need,
+                                           llk_cache_t **out, uint64_t *unit)
 {
     fn = fname(fn);
     llmlink_status_t st = check_key_arg(fn, key);
@@ -757,7 +828,9 @@ llmlink_status_t llk_registry_acquire_key(llk_registry_t *r, const char *fn,
     llk_cache_t *c = NULL;
     uint64_t u = 0;
     pthread_mutex_lock(&r->mu);
-    st = lookup_key(r, fn, key, &c, &u);
+    st = lookup_key(r, fn, key, need != LLK_PEER_ANY, &c, &u);
+    if (st == LLMLINK_SUCCESS)
+        st = check_access(fn, c, need);
     if (st == LLMLINK_SUCCESS) {
         c->users++;
         *out = c;
@@ -776,6 +849,24 @@ void llk_registry_set_revocable(llk_registry_t *r, llk_cache_t *c, bool on)
     else if (c->revocable > 0)
         c->revocable--;
     pthread_mutex_unlock(&r->mu);
+}
+
+void llk_registry_set_cuttable(llk_registry_t *r, llk_cache_t *c, bool on)
+{
+    pthread_mutex_lock(&r->mu);
+    if (on)
+        c->cuttable++;
+    else if (c->cuttable > 0)
+        c->cuttable--;
+    pthread_mutex_unlock(&r->mu);
+}
+
+bool llk_registry_cut_requested(llk_registry_t *r, const llk_cache_t *c)
+{
+    pthread_mutex_lock(&r->mu);
+    bool on = c->cut_requested;
+    pthread_mutex_unlock(&r->mu);
+    return on;
 }
 
 void llk_registry_release(llk_registry_t *r, llk_cache_t *c, const llmlink_cache_key_t *consume_key)

@@ -48,6 +48,10 @@ typedef struct llk_cache {
     uint64_t *key_index;
     size_t num_keys;
 
+    /* llmlink_access_t: what peers may do with it (ffi/llmlink.h), set
+     * before the entry is listed and never changed. */
+    uint32_t access;
+
     uint32_t users; /* transfers holding it (acquire .. release) */
     bool dying;     /* being removed: no new acquire succeeds */
     /* Owned caches: 1 for the id (until deallocate) + one per key, as in
@@ -65,6 +69,13 @@ typedef struct llk_cache {
      * detached instead (see llk_registry_remove). */
     uint32_t revocable;
     bool detached; /* out of the list, freed at its last release */
+    /* Users that are peers' tcp requests on the owner thread, which it
+     * can cut (end the stream, break and fence the link) when asked: an
+     * unregister that times out with only these (and revocable ones) left
+     * asks for it through r->cut (cut_requested set) and waits for their
+     * release, bounded (llk_registry_remove). */
+    uint32_t cuttable;
+    bool cut_requested;
 
     struct llk_cache *next;
 } llk_cache_t;
@@ -82,7 +93,15 @@ typedef struct llk_registry {
      * memory through it). */
     void (*xport_free)(void *ctx, llk_cache_t *c);
     void *xport_ctx;
+    /* Called (without r->mu) when an unregister asks the holders of the
+     * cuttable users of a cache (c->cut_requested) to cut them; they
+     * release as they do (the owner thread, xfer/owner.c). NULL: none. */
+    void (*cut)(void *ctx);
+    void *cut_ctx;
 } llk_registry_t;
+
+/* How long an unregister waits for cut users to release (r->cut). */
+#define LLK_REGISTRY_CUT_WAIT_MS 1000
 
 /* Returns 0, or -1 (pthread init failed). */
 int llk_registry_init(llk_registry_t *r, size_t max_caches);
@@ -115,6 +134,15 @@ llmlink_status_t llk_registry_add(llk_registry_t *r, const char *fn,
                                   size_t num_keys, bool blocks, int64_t *id,
                                   uint64_t *out_addrs);
 
+/* llk_registry_add with the peers' access (llmlink_access_t; the plain
+ * call registers LLMLINK_ACCESS_READ_WRITE). PARAM_INVALID past READ_WRITE. */
+llmlink_status_t llk_registry_add_access(llk_registry_t *r, const char *fn,
+                                         const llmlink_cache_desc_t *desc,
+                                         const uint64_t *addrs, size_t num_addrs,
+                                         const llmlink_cache_key_t *keys, size_t num_keys,
+                                         bool blocks, uint32_t access, int64_t *id,
+                                         uint64_t *out_addrs);
+
 /*
  * Removes cache `id`. owned says which call this is: unregister (false) on
  * an owned cache, or deallocate (true) on a registered one, is
@@ -125,7 +153,11 @@ llmlink_status_t llk_registry_add(llk_registry_t *r, const char *fn,
  * entry leaves the list, the transport's state is released through the
  * xport hook (the MRs: the peer's READ / WRITE then fails with a remote
  * access error) and SUCCESS is returned, so that a prefill can always free
- * its memory; the entry itself is freed at its last release. deallocate never waits: it drops the id's
+ * its memory; the entry itself is freed at its last release. Before that,
+ * when the users left are cuttable ones (peers' tcp requests) and
+ * revocable ones only, the cuttable ones are cut (r->cut) and waited for,
+ * at most LLK_REGISTRY_CUT_WAIT_MS more: their links break (fenced) and
+ * the unregister succeeds. deallocate never waits: it drops the id's
  * reference; the entry stays, addressable by its keys only, and the memory
  * is freed at the last release once no key is left.
  */
@@ -152,6 +184,22 @@ llmlink_status_t llk_registry_acquire_key(llk_registry_t *r, const char *fn,
                                           const llmlink_cache_key_t *key, llk_cache_t **out,
                                           uint64_t *unit);
 
+/* What a peer's request needs of a cache (llk_registry_acquire_peer). */
+#define LLK_PEER_ANY   0 /* no access check, hidden caches found (tests, tools) */
+#define LLK_PEER_READ  1 /* a pull: LLMLINK_ACCESS_READ */
+#define LLK_PEER_WRITE 2 /* a push: LLMLINK_ACCESS_WRITE */
+
+/*
+ * llk_registry_acquire_key for a peer's request that needs `need`
+ * (LLK_PEER_READ or _WRITE): a cache registered LLMLINK_ACCESS_NONE is not
+ * found (KV_CACHE_NOT_EXIST, the same words as for no cache, before any
+ * other check); one found without the access needed is ACCESS_DENIED. On
+ * a refusal nothing is held. (acquire_key is this with LLK_PEER_ANY.)
+ */
+llmlink_status_t llk_registry_acquire_peer(llk_registry_t *r, const char *fn,
+                                           const llmlink_cache_key_t *key, int need,
+                                           llk_cache_t **out, uint64_t *unit);
+
 /* Ends a use. consume_key (a KEY_CACHE key that a successful pull_cache
  * used, on an owned cache) drops that key as llm_datadist does; the entry
  * is freed if that was its last reference. */
@@ -159,6 +207,10 @@ void llk_registry_release(llk_registry_t *r, llk_cache_t *c, const llmlink_cache
 
 /* Marks one user of c (acquired) as revocable, or no longer (on = false). */
 void llk_registry_set_revocable(llk_registry_t *r, llk_cache_t *c, bool on);
+/* Marks one user of c (acquired) as cuttable, or no longer (on = false). */
+void llk_registry_set_cuttable(llk_registry_t *r, llk_cache_t *c, bool on);
+/* An unregister asks for c's cuttable users to be cut. */
+bool llk_registry_cut_requested(llk_registry_t *r, const llk_cache_t *c);
 
 /* Caches registered now. */
 size_t llk_registry_count(llk_registry_t *r);

@@ -19,14 +19,14 @@ llmlink_status_t llk_engine_caches_ready(llmlink_t *e, const char *fn)
 llmlink_status_t llk_engine_cache_add(llmlink_t *e, const char *fn,
                                       const llmlink_cache_desc_t *desc, const uint64_t *addrs,
                                       size_t num_addrs, const llmlink_cache_key_t *keys,
-                                      size_t num_keys, bool blocks, int64_t *cache_id,
-                                      uint64_t *out_addrs)
+                                      size_t num_keys, bool blocks, uint32_t access,
+                                      int64_t *cache_id, uint64_t *out_addrs)
 {
     llmlink_status_t st = llk_engine_caches_ready(e, fn);
     if (st != LLMLINK_SUCCESS)
         return st;
-    return llk_registry_add(&e->reg, fn, desc, addrs, num_addrs, keys, num_keys, blocks,
-                            cache_id, out_addrs);
+    return llk_registry_add_access(&e->reg, fn, desc, addrs, num_addrs, keys, num_keys, blocks,
+                                   access, cache_id, out_addrs);
 }
 
 llmlink_status_t llk_engine_cache_remove(llmlink_t *e, const char *fn, int64_t cache_id,

@@ -20,12 +20,12 @@
  * to return, with llmlink_last_error set (fn names the API call). */
 llmlink_status_t llk_engine_caches_ready(llmlink_t *e, const char *fn);
 
-/* llk_registry_add on e's registry, once the engine is ready. */
+/* llk_registry_add_access on e's registry, once the engine is ready. */
 llmlink_status_t llk_engine_cache_add(llmlink_t *e, const char *fn,
                                       const llmlink_cache_desc_t *desc, const uint64_t *addrs,
                                       size_t num_addrs, const llmlink_cache_key_t *keys,
-                                      size_t num_keys, bool blocks, int64_t *cache_id,
-                                      uint64_t *out_addrs);
+                                      size_t num_keys, bool blocks, uint32_t access,
+                                      int64_t *cache_id, uint64_t *out_addrs);
 /* llk_registry_remove, waiting for transfers up to llm.SyncKvCacheWaitTime. */
 llmlink_status_t llk_engine_cache_remove(llmlink_t *e, const char *fn, int64_t cache_id,
                                          bool owned);

@@ -52,6 +52,7 @@
 #include "link/engine.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "xfer/owner_testing.h"
 #include "xfer/xfer.h"
 #include "xfer/xfer_wire.h"
 
@@ -116,6 +117,11 @@ typedef struct xstream {
     size_t segt_cap;
     uint64_t grant_gen; /* the generation granted, checked in XDONE */
     bool revocable;     /* this stream's hold on cache is a grant (registry) */
+    bool cuttable;      /* this stream's hold is a tcp request: an unregister may cut it */
+    /* The progress floor of a tcp request (check_progress): the window
+     * that began at win_start_ms, when moved was win_moved. */
+    int64_t win_start_ms;
+    uint64_t win_moved;
     void *grant;        /* the transport's grant, ended exactly once (end_grant) */
     uint32_t nseg;
     uint32_t cur_seg; /* cursor: segment, and offset within it */
@@ -146,6 +152,13 @@ struct llk_xserver {
     /* No stall deadline is earlier than this: deadlines only move later as
      * bytes move, and a stream that becomes busy lowers it. */
     int64_t next_check_ms;
+    /* An unregister asks for the cuttable holds of the caches marked
+     * cut_requested to be cut (llk_xserver_cut, any thread). */
+    atomic_bool cut_pending;
+    /* Test seam (llk_test_owner_request): told of every admission. */
+    void (*test_admitted)(void *ctx, const llk_cache_t *c, const uint64_t *segv,
+                          const uint32_t *segt, uint32_t nseg);
+    void *test_ctx;
 };
 
 #define XS_FMT "cluster %llu: owner stream %d of the link with cluster %llu (%s)"
@@ -465,7 +478,10 @@ static llmlink_status_t admit(struct llk_xserver *s, xstream_t *st, char *msg, s
     llk_cache_t *c = NULL;
     uint64_t unit = 0;
     llk_err_clear(); /* the registry's message, not an older one, goes back */
-    rc = llk_registry_acquire_key(&s->e->reg, "remote request", &st->req.key, &c, &unit);
+    /* Access control before any hold: a peer's READ (pull, consume) needs
+     * the cache's READ access, its WRITE (push) the WRITE access. */
+    int need = st->req.op == st->t->op_write ? LLK_PEER_WRITE : LLK_PEER_READ;
+    rc = llk_registry_acquire_peer(&s->e->reg, "remote request", &st->req.key, need, &c, &unit);
     if (rc != LLMLINK_SUCCESS) {
         const char *m = llk_err_message();
         return refuse(msg, cap, rc, "%s", m && *m ? m : "no cache has that key");
@@ -511,6 +527,10 @@ static void release_cache(struct llk_xserver *s, xstream_t *st)
     if (st->revocable) {
         llk_registry_set_revocable(&s->e->reg, st->cache, false);
         st->revocable = false;
+    }
+    if (st->cuttable) {
+        llk_registry_set_cuttable(&s->e->reg, st->cache, false);
+        st->cuttable = false;
     }
     llk_registry_release(&s->e->reg, st->cache, st->consume ? &st->req.key : NULL);
     st->cache = NULL;
@@ -639,6 +659,8 @@ static int on_request(struct llk_xserver *s, xstream_t *st)
         rc = st->t->serve_allowed(st->xl, st->fd, msg, sizeof msg);
     if (rc == LLMLINK_SUCCESS)
         rc = admit(s, st, msg, sizeof msg);
+    if (rc == LLMLINK_SUCCESS && s->test_admitted)
+        s->test_admitted(s->test_ctx, st->cache, st->segv, st->segt, st->nseg);
     if (rc != LLMLINK_SUCCESS) {
         printable(msg);
         atomic_fetch_add(&s->e->xstats.requests_refused, 1);
@@ -654,6 +676,13 @@ static int on_request(struct llk_xserver *s, xstream_t *st)
     }
     if (!st->t->on_stream) /* the peer moves the bytes itself, then says how it went */
         return grant(s, st);
+    /* The bytes move on this stream, read and written by this thread
+     * only: an unregister may ask it to cut the request, and the request
+     * must keep up the progress floor from now on. */
+    llk_registry_set_cuttable(&s->e->reg, st->cache, true);
+    st->cuttable = true;
+    st->win_start_ms = llk_now_ms();
+    st->win_moved = 0;
     if (st->req.op == st->t->op_read)
         return answer(st, PH_READ, LLMLINK_SUCCESS, st->total, "");
     return answer(st, PH_WRITE, LLMLINK_SUCCESS, st->total, "go");
@@ -1079,6 +1108,9 @@ static void end_stream(struct llk_xserver *s, xstream_t *st, const char *reason)
         if (st->revocable)
             llk_registry_set_revocable(&s->e->reg, st->cache, false);
         st->revocable = false;
+        if (st->cuttable)
+            llk_registry_set_cuttable(&s->e->reg, st->cache, false);
+        st->cuttable = false;
         llk_registry_release(&s->e->reg, st->cache, NULL);
         st->cache = NULL;
     }
@@ -1159,6 +1191,52 @@ static int set_events(struct llk_xserver *s, xstream_t *st)
     return 0;
 }
 
+/*
+ * The progress floor of a tcp request (its bytes move on the stream):
+ * from its admission, in windows of the link's wait (the smaller of both
+ * ends' llm.SyncKvCacheWaitTime, the requester's own deadline), each
+ * window must move LLK_XFER_FLOOR_BYTES_PER_S x the window, or finish the
+ * request. A peer that trickles (a byte every 400 ms resets the stall
+ * clock each time) holds the cache for one window at most; a request that
+ * completes within its window is never judged; a large one is judged on
+ * each window alone, so a fast start buys no slack later, and an honest
+ * one over a busy link needs 1 MiB/s, far below what its requester's own
+ * deadline asks. window_end: the current window's end, 0 when the floor
+ * does not apply (no tcp request's bytes under way).
+ */
+#define LLK_XFER_FLOOR_BYTES_PER_S ((uint64_t)1 << 20)
+static bool floor_applies(const xstream_t *st)
+{
+    return st->cuttable && st->cache && (st->phase == PH_READ || st->phase == PH_WRITE);
+}
+
+static int64_t window_end(const struct llk_xserver *s, const xstream_t *st)
+{
+    return floor_applies(st) ? st->win_start_ms + stall_limit(s, st) : 0;
+}
+
+/* 1: the window ended below the floor (st->why says so); 0: fine. */
+static int check_progress(const struct llk_xserver *s, xstream_t *st, int64_t now)
+{
+    int64_t end = window_end(s, st);
+    if (!end || now < end)
+        return 0;
+    int64_t win = stall_limit(s, st);
+    uint64_t need = LLK_XFER_FLOOR_BYTES_PER_S * (uint64_t)win / 1000u;
+    uint64_t got = st->moved - st->win_moved;
+    if (got < need) {
+        fail(st, "request %llu moved %llu bytes in %lld ms, below the floor of %llu bytes a "
+             "second (%llu of %llu bytes done): cut", (unsigned long long)st->req_id,
+             (unsigned long long)got, (long long)(now - st->win_start_ms),
+             (unsigned long long)LLK_XFER_FLOOR_BYTES_PER_S, (unsigned long long)st->moved,
+             (unsigned long long)st->total);
+        return 1;
+    }
+    st->win_start_ms = now;
+    st->win_moved = st->moved;
+    return 0;
+}
+
 /* Runs the stream's state machine until it would block or used its share. */
 static void serve(struct llk_xserver *s, xstream_t *st, int64_t now)
 {
@@ -1182,6 +1260,9 @@ static void serve(struct llk_xserver *s, xstream_t *st, int64_t now)
     }
     if (busy(st) && st->progress_ms + stall_limit(s, st) < s->next_check_ms)
         s->next_check_ms = st->progress_ms + stall_limit(s, st);
+    int64_t w = busy(st) ? window_end(s, st) : 0;
+    if (w && w < s->next_check_ms)
+        s->next_check_ms = w;
 }
 
 static void on_event(struct llk_xserver *s, xstream_t *st, uint32_t ev, int64_t now)
@@ -1223,10 +1304,46 @@ static void check_stalls(struct llk_xserver *s, int64_t now)
         if (deadline <= now) {
             fail(st, "peer stalled for %lld ms", (long long)(now - st->progress_ms));
             end_stream(s, st, st->why);
-        } else if (deadline < s->next_check_ms) {
-            s->next_check_ms = deadline;
+            continue;
         }
+        if (check_progress(s, st, now)) {
+            end_stream(s, st, st->why);
+            continue;
+        }
+        int64_t w = window_end(s, st);
+        if (w && w < deadline)
+            deadline = w;
+        if (deadline < s->next_check_ms)
+            s->next_check_ms = deadline;
     }
+}
+
+/* An unregister timed out on caches whose users are tcp requests of this
+ * thread (llk_registry_remove): cut those requests, as a stall would. */
+static void cut_requested(struct llk_xserver *s)
+{
+    if (!atomic_exchange(&s->cut_pending, false))
+        return;
+    xstream_t *nx;
+    for (xstream_t *st = s->streams; st; st = nx) {
+        nx = st->next;
+        if (!st->cuttable || !st->cache || !llk_registry_cut_requested(&s->e->reg, st->cache))
+            continue;
+        fail(st, "request %llu cut by llmlink_unregister_cache of cache %lld (%llu of %llu "
+             "bytes done)", (unsigned long long)st->req_id, (long long)st->cache->id,
+             (unsigned long long)st->moved, (unsigned long long)st->total);
+        end_stream(s, st, st->why);
+    }
+}
+
+void llk_xserver_cut(void *ctx)
+{
+    llmlink_t *e = ctx;
+    struct llk_xserver *s = e->xsrv;
+    if (!s)
+        return;
+    atomic_store(&s->cut_pending, true);
+    wake(s);
 }
 
 static int wait_timeout(const struct llk_xserver *s, int64_t now)
@@ -1286,6 +1403,7 @@ static void *xserver_main(void *arg)
                 on_event(s, evs[i].data.ptr, evs[i].events, now);
             }
         }
+        cut_requested(s);
         check_stalls(s, now);
     }
     return NULL;
@@ -1462,4 +1580,53 @@ llmlink_status_t llk_xserver_adopt(llmlink_t *e, llk_xlink_t *xl, int slot, int 
               (unsigned long long)e->cluster_id, slot, (unsigned long long)xl->remote_id,
               xl->peer);
     return LLMLINK_SUCCESS;
+}
+
+/* ---- test seam (owner_testing.h) ------------------------------------------------ */
+
+int llk_test_owner_request(llmlink_t *e, llk_xlink_t *xl, uint64_t req_id,
+                           const uint8_t *payload, size_t len, llk_test_owner_seen_fn *seen,
+                           void *ctx, uint8_t *answer, size_t answer_cap, size_t *answer_len)
+{
+    /* A server and a stream as the owner thread holds them, without the
+     * thread or a socket: on_request is the production code, and what it
+     * leaves in tx is the answer it would send. */
+    struct llk_xserver s;
+    memset(&s, 0, sizeof s);
+    s.e = e;
+    s.epfd = s.wakefd = s.linger_epfd = -1;
+    s.stall_ms = 1000;
+    s.next_check_ms = INT64_MAX;
+    s.test_admitted = seen;
+    s.test_ctx = ctx;
+    xstream_t *st = calloc(1, sizeof *st);
+    if (!st)
+        return -1;
+    st->xl = xl;
+    st->fd = -1;
+    st->state = XS_RX_BODY;
+    st->phase = PH_IDLE;
+    st->h.type = LLK_XMSG_REQ;
+    st->h.length = (uint32_t)len;
+    st->h.req_id = req_id;
+    st->rx = malloc(len ? len : 1);
+    if (!st->rx) {
+        free(st);
+        return -1;
+    }
+    if (len)
+        memcpy(st->rx, payload, len);
+    st->rx_cap = st->rx_got = len;
+    int rc = on_request(&s, st);
+    *answer_len = 0;
+    if (rc == 0 && st->tx_len <= answer_cap) {
+        memcpy(answer, st->tx, st->tx_len);
+        *answer_len = st->tx_len;
+    }
+    /* The request ends here as on a stream that closes: the grant first,
+     * then the hold. */
+    end_grant(st, false);
+    release_cache(&s, st);
+    free_stream(st);
+    return rc < 0 ? -1 : 0;
 }

@@ -22,6 +22,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "link/engine.h"
+#include "link/tls.h"
 #include "xfer/xfer.h"
 
 /* Segments per request frame (a 330 KB frame at most). */
@@ -560,6 +561,10 @@ static int fence_wait_ms(const llmlink_t *e)
  * nothing before its owner thread closes the stream (transport/tcp.c). */
 static bool owner_ended(int fd)
 {
+    /* TLS: the relay saw the owner's end (llk_tls_peer_ended). */
+    int tls = llk_tls_peer_ended(fd);
+    if (tls >= 0)
+        return tls == 1;
     struct tcp_info ti;
     socklen_t len = sizeof ti;
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)

@@ -17,6 +17,7 @@
 #include "base/crypto.h"
 #include "link/engine.h"
 #include "link/link_api.h"
+#include "link/tls.h"
 #include "base/err.h"
 #include "base/log.h"
 
@@ -414,6 +415,16 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
             st = r == 0 ? LLMLINK_TIMEOUT : LLMLINK_LINK_FAILED;
             break;
         }
+        /* TLS: the stream is the plaintext end of a relay from here on. */
+        if (e->tls) {
+            int64_t left = deadline_ms - llk_now_ms();
+            ps[i].fd = llk_tls_wrap(e->tls, ps[i].fd, false, left > 0 ? (uint32_t)left : 1, addr);
+            if (ps[i].fd < 0) {
+                snprintf(detail, dlen, "data stream to %s: TLS relay: %s", addr, strerror(errno));
+                st = LLMLINK_LINK_FAILED;
+                break;
+            }
+        }
         if (e->auth) { /* the ATTACH follows the server's proof, below */
             st = llk_stream_auth_hello(e, xl, ps[i].fd, ps[i].nc, deadline_ms, detail, dlen);
             continue;
@@ -436,6 +447,12 @@ llmlink_status_t llk_xfer_attach_streams(llmlink_t *e, llk_xlink_t *xl,
     for (; installed < opened && st == LLMLINK_SUCCESS; installed++) {
         llk_msg_attach_ok_t ok;
         st = read_attach_answer(xl, ps[installed].fd, deadline_ms, &ok, detail, dlen);
+        char tw[224];
+        bool auth = false;
+        if (st != LLMLINK_SUCCESS && llk_tls_failure(ps[installed].fd, tw, sizeof tw, &auth)) {
+            snprintf(detail, dlen, "data stream to %s: %s", addr, tw);
+            st = auth ? LLMLINK_AUTH_FAILED : LLMLINK_LINK_FAILED;
+        }
         if (st != LLMLINK_SUCCESS)
             break;
         if (installed == 0) {
@@ -503,6 +520,15 @@ bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, siz
         llk_link_stream_refuse_locked(e, c, LLMLINK_NOT_YET_LINK, false, msg);
         return false;
     }
+    /* Broken (a stream of it failed, a transfer gave up) but not yet closed
+     * by the reactor's next timer pass: refused now, not answered ATTACH_OK
+     * and then dropped by the slot claim below (found by fuzz_attach). */
+    if (llk_xlink_is_broken(xl)) {
+        snprintf(msg, sizeof msg, "the link from cluster %llu is broken; link again",
+                 (unsigned long long)m.client_cluster_id);
+        llk_link_stream_refuse_locked(e, c, LLMLINK_NOT_YET_LINK, false, msg);
+        return false;
+    }
     /* With a key: the stream proves it belongs to this authenticated link
      * (MAC under the link's session key over this connection's nonces). */
     if (e->auth && !llk_auth_attach_ok_locked(e, c, xl->has_ks ? xl->ks : NULL, payload, &m)) {
@@ -513,6 +539,16 @@ bool llk_xfer_on_attach(llmlink_t *e, llk_conn_t *c, const uint8_t *payload, siz
     if (m.stream_index >= LLK_MAX_STREAMS) {
         snprintf(msg, sizeof msg, "stream index %u out of range", m.stream_index);
         llk_link_stream_refuse_locked(e, c, LLMLINK_PARAM_INVALID, false, msg);
+        return false;
+    }
+    if (xl->peer_streams && m.stream_index >= xl->peer_streams) {
+        /* A link has the streams its client announced, no more: more
+         * would each hold a socket and an owner slot of this engine. */
+        snprintf(msg, sizeof msg,
+                 "data stream %u (direction %u) is beyond the %u per direction the client "
+                 "announced in its HELLO",
+                 m.stream_index, m.direction, xl->peer_streams);
+        llk_link_stream_refuse_locked(e, c, LLMLINK_PROTOCOL_ERROR, true, msg);
         return false;
     }
     if (stream_taken(xl, m.direction, m.stream_index)) {

@@ -69,6 +69,11 @@ typedef struct llk_xlink {
     uint64_t remote_id;
     bool outbound;     /* this side is the client of the link */
     uint32_t nstreams; /* client: streams it opens per direction; 0 on the server */
+    /* Server: the data streams per direction the client announced in its
+     * HELLO (LLK_EXT_STREAM_COUNT / 2), LLK_MAX_STREAMS when it did not;
+     * an ATTACH at or beyond it is refused. Set by the reactor when the
+     * xlink is installed, read by it at each ATTACH. 0 on the client. */
+    uint32_t peer_streams;
     char peer[72];     /* for messages */
 
     /* Streams this side requests on: fd -1 when not (yet) attached. */
@@ -216,6 +221,10 @@ llmlink_status_t llk_xfer_link_stats(llmlink_t *e, uint64_t cluster_id, const ch
 llmlink_status_t llk_xserver_start(llmlink_t *e);
 /* Stops the thread and closes every owner stream. */
 void llk_xserver_stop(llmlink_t *e);
+/* The registry's cut hook (cache_registry.h): has the owner thread of
+ * engine ctx cut its tcp requests on caches marked cut_requested. Any
+ * thread; no lock held. */
+void llk_xserver_cut(void *ctx);
 /* Hands an attached owner stream (fd, non-blocking) of xl to the thread. */
 llmlink_status_t llk_xserver_adopt(llmlink_t *e, llk_xlink_t *xl, int slot, int fd);
 
