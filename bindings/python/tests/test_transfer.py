@@ -175,13 +175,13 @@ def test_peer_cannot_reach_a_host_cache_registered_by_default(linked):
                           dtype="DT_FLOAT16", key=[peer.cluster_id, 3], seed=5,
                           remote_accessible="default")["cache_id"]
     cache, arrays = register_dst_blocks(decoder)
-    for key in (BlocksCacheKey(peer.cluster_id, 3),):
-        with pytest.raises(LLMException) as e:
-            decoder.cache_manager.pull_blocks(key, cache, [0], [0])
-        assert e.value.status_code == S.LLM_KV_CACHE_NOT_EXIST
-        with pytest.raises(LLMException) as e:
-            decoder.cache_manager.push_blocks(key, cache, [0], [0])
-        assert e.value.status_code == S.LLM_KV_CACHE_NOT_EXIST
+    key = BlocksCacheKey(peer.cluster_id, 3)
+    with pytest.raises(LLMException) as e:
+        decoder.cache_manager.pull_blocks(key, cache, [0], [0])
+    assert e.value.status_code == S.LLM_KV_CACHE_NOT_EXIST
+    with pytest.raises(LLMException) as e:
+        decoder.cache_manager.push_blocks(key, cache, [0], [0])
+    assert e.value.status_code == S.LLM_KV_CACHE_NOT_EXIST
     rows = [np.zeros(BLOCKS * BLOCK_ELEMS, dtype=np.float16) for _ in range(TENSORS)]
     desc = CacheDesc(TENSORS, [BLOCKS, BLOCK_ELEMS], DataType.DT_FLOAT16)
     dst = decoder.cache_manager.register_cache(desc, [a.ctypes.data for a in rows])
@@ -191,6 +191,30 @@ def test_peer_cannot_reach_a_host_cache_registered_by_default(linked):
     assert all(not a.any() for a in arrays + rows)
     got = peer.request("digest", cache_id=src_id)["digests"]
     assert got == [digest(pattern(BLOCKS * BLOCK_BYTES, 5, t)) for t in range(TENSORS)]
+
+
+def test_peer_cannot_pull_by_cache_key_from_a_host_cache_registered_by_default(linked):
+    """register_cache with keys, not remotely accessible: the peer's pull by
+    CacheKey answers KV_CACHE_NOT_EXIST (as for a key nobody registered),
+    nothing moves, and a cache registered accessible beside it is pulled."""
+    decoder, peer = linked
+    entry = 64
+    hidden = peer.request("register_cache", num_tensors=2, shape=[1, entry], dtype="DT_UINT8",
+                          keys=[[peer.cluster_id, 80, 0]], seed=8,
+                          remote_accessible="default")["cache_id"]
+    peer.request("register_cache", num_tensors=2, shape=[1, entry], dtype="DT_UINT8",
+                 keys=[[peer.cluster_id, 81, 0]], seed=9, remote_accessible=True)
+    rows = [np.zeros(entry, dtype=np.uint8) for _ in range(2)]
+    desc = CacheDesc(2, [1, entry], DataType.DT_UINT8)
+    dst = decoder.cache_manager.register_cache(desc, [a.ctypes.data for a in rows])
+    with pytest.raises(LLMException) as e:
+        decoder.cache_manager.pull_cache(CacheKey(peer.cluster_id, 80), dst)
+    assert e.value.status_code == S.LLM_KV_CACHE_NOT_EXIST
+    assert all(not a.any() for a in rows)
+    got = peer.request("digest", cache_id=hidden)["digests"]
+    assert got == [digest(pattern(entry, 8, t)) for t in range(2)]
+    decoder.cache_manager.pull_cache(CacheKey(peer.cluster_id, 81), dst)
+    assert all(np.array_equal(rows[t], pattern(entry, 9, t)) for t in range(2))
 
 
 def test_remote_accessible_default_follows_placement(make_decoder):
@@ -219,6 +243,8 @@ def test_read_only_cache_refuses_a_push_with_access_denied(linked):
     with pytest.raises(LLMException) as e:
         decoder.cache_manager.push_blocks(BlocksCacheKey(peer.cluster_id, 4), cache, [0], [0])
     assert e.value.status_code == S.LLMLINK_ACCESS_DENIED
+    assert S.LLMLINK_ACCESS_DENIED == 0x5010B10B
+    assert S.LLMLINK_ACCESS_DENIED.name == "LLMLINK_ACCESS_DENIED"
     assert "write" in str(e.value)
     got = peer.request("digest", cache_id=src_id)["digests"]
     assert got == [digest(pattern(BLOCKS * BLOCK_BYTES, 6, t)) for t in range(TENSORS)]
