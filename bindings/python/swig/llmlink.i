@@ -49,6 +49,9 @@
 %ignore llmlink_xfer_stats_t;
 %ignore llmlink_link_stats;
 %ignore llmlink_link_stats_t;
+%ignore llmlink_register_options;
+%ignore llmlink_register_options_t;
+%ignore llmlink_register_options_init;
 /* The callback goes to Python's logging through llk_py_set_log_level. */
 %ignore llmlink_set_log_callback;
 
@@ -224,6 +227,24 @@
     $1 = NULL;
     if ($input != Py_None) {
         if (llk_py_layers_from(&value, $input) < 0) SWIG_fail;
+        $1 = &value;
+    }
+}
+
+/* *_opts registration calls: the options are the access alone (an int,
+ * llmlink_access_t), or None for the defaults; the version is this
+ * header's. The library checks the value (PARAM_INVALID naming it). */
+%typemap(in) const llmlink_register_options_t *opts (llmlink_register_options_t value) {
+    $1 = NULL;
+    if ($input != Py_None) {
+        unsigned long access = PyLong_AsUnsignedLong($input);
+        if (PyErr_Occurred()) SWIG_fail;
+        if (access > UINT32_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "access does not fit 32 bits");
+            SWIG_fail;
+        }
+        value.version = LLMLINK_REGISTER_OPTIONS_VERSION;
+        value.access = (uint32_t)access;
         $1 = &value;
     }
 }

@@ -53,7 +53,9 @@ def blocks_cache(engine, key, seed):
     """A blocks cache over numpy arrays filled with kvpattern(seed)."""
     desc = CacheDesc(TENSORS, [BLOCKS, BLOCK_ELEMS], DataType.DT_FLOAT16)
     arrays = [pattern(desc.size, seed, t) for t in range(TENSORS)]
-    cache = engine.cache_manager.register_blocks_cache(desc, [a.ctypes.data for a in arrays], key)
+    # a cache a peer reaches by key is registered remotely accessible
+    cache = engine.cache_manager.register_blocks_cache(desc, [a.ctypes.data for a in arrays], key,
+                                                       remote_accessible=key is not None)
     return cache, arrays
 
 

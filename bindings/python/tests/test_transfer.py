@@ -167,6 +167,91 @@ def test_unknown_remote_key_raises_with_status_and_message(linked):
     assert str(e.value).strip("[] ").replace("LLM_KV_CACHE_NOT_EXIST", "").strip()
 
 
+def test_peer_cannot_reach_a_host_cache_registered_by_default(linked):
+    """llm_datadist: host memory is not remotely accessible unless asked for.
+    The peer's cache answers as if it did not exist, and nothing moves."""
+    decoder, peer = linked
+    src_id = peer.request("register_blocks", num_tensors=TENSORS, shape=[BLOCKS, BLOCK_ELEMS],
+                          dtype="DT_FLOAT16", key=[peer.cluster_id, 3], seed=5,
+                          remote_accessible="default")["cache_id"]
+    cache, arrays = register_dst_blocks(decoder)
+    key = BlocksCacheKey(peer.cluster_id, 3)
+    with pytest.raises(LLMException) as e:
+        decoder.cache_manager.pull_blocks(key, cache, [0], [0])
+    assert e.value.status_code == S.LLM_KV_CACHE_NOT_EXIST
+    with pytest.raises(LLMException) as e:
+        decoder.cache_manager.push_blocks(key, cache, [0], [0])
+    assert e.value.status_code == S.LLM_KV_CACHE_NOT_EXIST
+    rows = [np.zeros(BLOCKS * BLOCK_ELEMS, dtype=np.float16) for _ in range(TENSORS)]
+    desc = CacheDesc(TENSORS, [BLOCKS, BLOCK_ELEMS], DataType.DT_FLOAT16)
+    dst = decoder.cache_manager.register_cache(desc, [a.ctypes.data for a in rows])
+    with pytest.raises(LLMException) as e:
+        decoder.cache_manager.pull_cache(CacheKeyByIdAndIndex(peer.cluster_id, src_id, 0), dst)
+    assert e.value.status_code == S.LLM_KV_CACHE_NOT_EXIST
+    assert all(not a.any() for a in arrays + rows)
+    got = peer.request("digest", cache_id=src_id)["digests"]
+    assert got == [digest(pattern(BLOCKS * BLOCK_BYTES, 5, t)) for t in range(TENSORS)]
+
+
+def test_peer_cannot_pull_by_cache_key_from_a_host_cache_registered_by_default(linked):
+    """register_cache with keys, not remotely accessible: the peer's pull by
+    CacheKey answers KV_CACHE_NOT_EXIST (as for a key nobody registered),
+    nothing moves, and a cache registered accessible beside it is pulled."""
+    decoder, peer = linked
+    entry = 64
+    hidden = peer.request("register_cache", num_tensors=2, shape=[1, entry], dtype="DT_UINT8",
+                          keys=[[peer.cluster_id, 80, 0]], seed=8,
+                          remote_accessible="default")["cache_id"]
+    peer.request("register_cache", num_tensors=2, shape=[1, entry], dtype="DT_UINT8",
+                 keys=[[peer.cluster_id, 81, 0]], seed=9, remote_accessible=True)
+    rows = [np.zeros(entry, dtype=np.uint8) for _ in range(2)]
+    desc = CacheDesc(2, [1, entry], DataType.DT_UINT8)
+    dst = decoder.cache_manager.register_cache(desc, [a.ctypes.data for a in rows])
+    with pytest.raises(LLMException) as e:
+        decoder.cache_manager.pull_cache(CacheKey(peer.cluster_id, 80), dst)
+    assert e.value.status_code == S.LLM_KV_CACHE_NOT_EXIST
+    assert all(not a.any() for a in rows)
+    got = peer.request("digest", cache_id=hidden)["digests"]
+    assert got == [digest(pattern(entry, 8, t)) for t in range(2)]
+    decoder.cache_manager.pull_cache(CacheKey(peer.cluster_id, 81), dst)
+    assert all(np.array_equal(rows[t], pattern(entry, 9, t)) for t in range(2))
+
+
+def test_remote_accessible_default_follows_placement(make_decoder):
+    from llmlink._cache_manager import _access
+    from llmlink import capi
+    host = CacheDesc(1, [1, 16], DataType.DT_UINT8)
+    device = CacheDesc(1, [1, 16], DataType.DT_UINT8, Placement.DEVICE)
+    assert _access(host, None) == capi.LLMLINK_ACCESS_NONE
+    assert _access(device, None) == capi.LLMLINK_ACCESS_READ_WRITE
+    assert _access(host, True) == capi.LLMLINK_ACCESS_READ_WRITE
+    assert _access(device, False) == capi.LLMLINK_ACCESS_NONE
+    decoder = make_decoder()
+    keep = np.zeros(16, np.uint8)
+    with pytest.raises(TypeError):
+        decoder.cache_manager.register_cache(host, [keep.ctypes.data], remote_accessible=1)
+
+
+def test_read_only_cache_refuses_a_push_with_access_denied(linked):
+    decoder, peer = linked
+    src_id = peer.request("register_blocks", num_tensors=TENSORS, shape=[BLOCKS, BLOCK_ELEMS],
+                          dtype="DT_FLOAT16", key=[peer.cluster_id, 4], seed=6,
+                          access="READ")["cache_id"]
+    cache, arrays = register_dst_blocks(decoder)
+    for a in arrays:
+        a[:] = 1
+    with pytest.raises(LLMException) as e:
+        decoder.cache_manager.push_blocks(BlocksCacheKey(peer.cluster_id, 4), cache, [0], [0])
+    assert e.value.status_code == S.LLMLINK_ACCESS_DENIED
+    assert S.LLMLINK_ACCESS_DENIED == 0x5010B10B
+    assert S.LLMLINK_ACCESS_DENIED.name == "LLMLINK_ACCESS_DENIED"
+    assert "write" in str(e.value)
+    got = peer.request("digest", cache_id=src_id)["digests"]
+    assert got == [digest(pattern(BLOCKS * BLOCK_BYTES, 6, t)) for t in range(TENSORS)]
+    decoder.cache_manager.pull_blocks(BlocksCacheKey(peer.cluster_id, 4), cache, [2], [0])
+    assert np.array_equal(block_bytes(arrays[1], 0), src_block(6, 1, 2))
+
+
 def test_block_past_the_end_is_refused_by_the_holder(linked):
     decoder, peer = linked
     peer_blocks(peer, seed=0)

@@ -42,6 +42,7 @@ class LLMStatusCode(IntEnum):
     LLMLINK_CACHE_KEY_ALREADY_EXIST: int
     LLMLINK_CACHE_IN_USE: int
     LLMLINK_AUTH_FAILED: int
+    LLMLINK_ACCESS_DENIED: int
 
 class LLMException(Exception):
     def __init__(self, message: str = ..., status_code: Union[LLMStatusCode, int] = ...) -> None: ...

@@ -6,7 +6,8 @@ bytes have moved (bounded by llm.SyncKvCacheWaitTime), without the GIL."""
 from . import capi
 from ._checks import (INT32_MAX, INT64_MAX, UINT32_MAX, UINT64_MAX, UNSET, check_int,
                       check_int_list, check_list_of, check_type, renamed)
-from ._types import BlocksCacheKey, Cache, CacheDesc, CacheKey, CacheKeyByIdAndIndex
+from ._types import (BlocksCacheKey, Cache, CacheDesc, CacheKey, CacheKeyByIdAndIndex,
+                     Placement)
 
 _PULL_CACHE_KEYS = (CacheKey, CacheKeyByIdAndIndex)
 _PULL_BLOCKS_KEYS = (CacheKey, CacheKeyByIdAndIndex, BlocksCacheKey)
@@ -19,23 +20,31 @@ class CacheManager:
     # -- registration ---------------------------------------------------
     def register_cache(self, cache_desc, addrs, cache_keys=(), remote_accessible=None):
         """Caller memory as a cache of cache_desc.shape[0] batch entries;
-        cache_keys[i] names entry i."""
+        cache_keys[i] names entry i. remote_accessible (llm_datadist's
+        default: False for HOST placement, True for DEVICE): peers may pull
+        from and push into it; when False a peer's request for it gets
+        LLM_KV_CACHE_NOT_EXIST, as if it did not exist (this engine's own
+        transfers use it either way)."""
         desc = check_type("cache_desc", cache_desc, CacheDesc)
         c_addrs = _addrs(addrs)
         keys = check_list_of("cache_keys", cache_keys, CacheKey)
-        cache_id = self._call(capi.llmlink_register_cache, desc._c(), c_addrs,
-                              [k._c() for k in keys])
+        access = _access(desc, remote_accessible)
+        cache_id = self._call(capi.llmlink_register_cache_opts, desc._c(), c_addrs,
+                              [k._c() for k in keys], access)
         return Cache(cache_id, desc, c_addrs)
 
     def register_blocks_cache(self, cache_desc, addrs, blocks_cache_key=UNSET,
                               remote_accessible=None, *, blocks_key=UNSET):
         """Caller memory as a blocks cache (shape[0] blocks per tensor);
         blocks_cache_key (default None; blocks_key is its older name, a
-        keyword alias) lets peers address it."""
+        keyword alias) lets peers address it; remote_accessible as in
+        register_cache."""
         desc = check_type("cache_desc", cache_desc, CacheDesc)
         c_addrs = _addrs(addrs)
         key = _blocks_cache_key(blocks_cache_key, blocks_key)
-        cache_id = self._call(capi.llmlink_register_blocks_cache, desc._c(), c_addrs, key)
+        access = _access(desc, remote_accessible)
+        cache_id = self._call(capi.llmlink_register_blocks_cache_opts, desc._c(), c_addrs, key,
+                              access)
         return Cache(cache_id, desc, c_addrs)
 
     def unregister_cache(self, cache_id):
@@ -118,6 +127,15 @@ class CacheManager:
 
     def _call(self, fn, *args):
         return self._handle.call(fn, *args)
+
+
+def _access(desc, remote_accessible):
+    """llm_datadist's remote_accessible (None: False for HOST placement,
+    True for DEVICE) as the C library's llmlink_access_t."""
+    if remote_accessible is None:
+        remote_accessible = desc.placement == Placement.DEVICE
+    check_type("remote_accessible", remote_accessible, bool)
+    return capi.LLMLINK_ACCESS_READ_WRITE if remote_accessible else capi.LLMLINK_ACCESS_NONE
 
 
 def _addrs(addrs):

@@ -9,7 +9,12 @@ First line out: {"ready": true, "port": <listen port>} (or {"ready": false,
 {"ok": false, "error": TEXT, "status": LLMStatusCode name}.
 
   register_blocks  num_tensors shape dtype key=[cluster, model]|null seed [key_arg]
+                   [remote_accessible] [access=READ|WRITE|NONE|READ_WRITE]
   register_cache   num_tensors shape dtype keys=[[cluster, req, model], ...] seed
+                   [remote_accessible]
+                   (remote_accessible: true by default, "default" for the
+                   binding's own default; access: llmlink's
+                   llmlink_register_blocks_cache_opts with that access)
   allocate_cache   num_tensors shape dtype keys=[...] seed
                    -> cache_id   (memory filled with kvpattern.pattern(seed))
   digest  cache_id           -> digests: sha256 of each tensor's bytes
@@ -31,7 +36,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 from kvpattern import digest, pattern  # noqa: E402
-from llmlink import (BlocksCacheKey, CacheDesc, CacheKey, DataType, LLMClusterInfo,  # noqa: E402
+from llmlink import capi  # noqa: E402
+from llmlink import (BlocksCacheKey, Cache, CacheDesc, CacheKey, DataType, LLMClusterInfo,  # noqa: E402
                      LLMConfig, LLMDataDist, LLMException, LLMRole)
 
 
@@ -48,16 +54,28 @@ class Peer:
         desc = self._desc(req)
         arrays = [pattern(desc.size, req.get("seed", 0), t) for t in range(desc.num_tensors)]
         addrs = [a.ctypes.data for a in arrays]
+        # The decoder pulls from and pushes into these: remotely accessible,
+        # as llm_datadist needs for host memory ("default": the binding's
+        # default, not accessible for HOST).
+        ra = req.get("remote_accessible", True)
+        ra = {} if ra == "default" else {"remote_accessible": ra}
+        if blocks and req.get("access") is not None:
+            # llmlink's own access values (read-only, write-only): the C call
+            key = _key(BlocksCacheKey, req["key"])
+            cache_id = self.cm._call(capi.llmlink_register_blocks_cache_opts, desc._c(), addrs,
+                                     key._c(), getattr(capi, "LLMLINK_ACCESS_" + req["access"]))
+            self.caches[cache_id] = (Cache(cache_id, desc, addrs), arrays)
+            return {"cache_id": cache_id}
         if blocks:
             key = req.get("key")
             key = _key(BlocksCacheKey, key) if key else None
             if req.get("key_arg"):
-                cache = self.cm.register_blocks_cache(desc, addrs, **{req["key_arg"]: key})
+                cache = self.cm.register_blocks_cache(desc, addrs, **{req["key_arg"]: key}, **ra)
             else:
-                cache = self.cm.register_blocks_cache(desc, addrs, key)
+                cache = self.cm.register_blocks_cache(desc, addrs, key, **ra)
         else:
             keys = [_key(CacheKey, k) for k in req.get("keys", [])]
-            cache = self.cm.register_cache(desc, addrs, keys)
+            cache = self.cm.register_cache(desc, addrs, keys, **ra)
         self.caches[cache.cache_id] = (cache, arrays)
         return {"cache_id": cache.cache_id}
 
