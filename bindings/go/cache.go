@@ -188,6 +188,68 @@ func u64Ptr(v []C.uint64_t) *C.uint64_t {
 	return &v[0]
 }
 
+// Access is what peers may do with a cache (llmlink_access_t); this
+// engine's own transfers use its caches either way.
+type Access uint32
+
+const (
+	// AccessNone: not served to peers. A peer's request that names the
+	// cache, by any key or id, gets StatusKVCacheNotExist exactly as for a
+	// cache that does not exist, and moves no byte (nor drops a key).
+	AccessNone Access = C.LLMLINK_ACCESS_NONE
+	// AccessRead: peers may pull from it (read this memory); a push gets
+	// StatusAccessDenied.
+	AccessRead Access = C.LLMLINK_ACCESS_READ
+	// AccessWrite: peers may push into it (write this memory); a pull gets
+	// StatusAccessDenied.
+	AccessWrite Access = C.LLMLINK_ACCESS_WRITE
+	// AccessReadWrite: both; what a call without WithAccess registers.
+	AccessReadWrite Access = C.LLMLINK_ACCESS_READ_WRITE
+)
+
+// String names the access: "none", "read", "write", "read-write", or
+// "Access(n)" for a value the library does not know.
+func (a Access) String() string {
+	switch a {
+	case AccessNone:
+		return "none"
+	case AccessRead:
+		return "read"
+	case AccessWrite:
+		return "write"
+	case AccessReadWrite:
+		return "read-write"
+	}
+	return fmt.Sprintf("Access(%d)", uint32(a))
+}
+
+// CacheOption is an option of RegisterCache, RegisterBlocksCache,
+// AllocateCache and AllocateBlocksCache (the C calls' registration
+// options, llmlink_register_options_t).
+type CacheOption func(*cacheOptions)
+
+type cacheOptions struct {
+	access Access
+}
+
+// WithAccess sets what peers may do with the cache (default
+// AccessReadWrite). A value the library does not know fails the call with
+// StatusParamInvalid.
+func WithAccess(a Access) CacheOption {
+	return func(o *cacheOptions) { o.access = a }
+}
+
+// cacheOpts applies opts over the defaults (nil options are skipped).
+func cacheOpts(opts []CacheOption) cacheOptions {
+	o := cacheOptions{access: AccessReadWrite}
+	for _, f := range opts {
+		if f != nil {
+			f(&o)
+		}
+	}
+	return o
+}
+
 // Cache is a registered or allocated cache.
 type Cache struct {
 	ID    int64     // the engine's id of the cache
@@ -234,8 +296,11 @@ func (c *Cache) Tensor(i int) []byte {
 // (the garbage collector may move or free it). For memory the library
 // should own, use AllocateBlocksCache. The memory must stay valid until
 // UnregisterCache returns.
-func (e *Engine) RegisterBlocksCache(desc CacheDesc, addrs []uintptr, blocksKey *CacheKey) (*Cache, error) {
+//
+// opts: WithAccess (what peers may do with it; default AccessReadWrite).
+func (e *Engine) RegisterBlocksCache(desc CacheDesc, addrs []uintptr, blocksKey *CacheKey, opts ...CacheOption) (*Cache, error) {
 	const op = "RegisterBlocksCache"
+	o := cacheOpts(opts)
 	cd, err := desc.toC(op)
 	if err != nil {
 		return nil, err
@@ -253,7 +318,7 @@ func (e *Engine) RegisterBlocksCache(desc CacheDesc, addrs []uintptr, blocksKey 
 	defer e.leave()
 	var id C.int64_t
 	var ce C.gollk_err_t
-	st := C.gollk_register_blocks(h, &cd, u64Ptr(caddrs), C.size_t(len(caddrs)), ckey, &id, &ce)
+	st := C.gollk_register_blocks(h, &cd, u64Ptr(caddrs), C.size_t(len(caddrs)), ckey, C.uint32_t(o.access), &id, &ce)
 	runtime.KeepAlive(caddrs)
 	if st != C.LLMLINK_SUCCESS {
 		return nil, cError(op, &ce)
@@ -264,9 +329,10 @@ func (e *Engine) RegisterBlocksCache(desc CacheDesc, addrs []uintptr, blocksKey 
 // RegisterCache registers memory the caller owns as a cache of
 // Desc.Shape[0] batch entries (llmlink_register_cache); keys[i] (KeyCache)
 // names batch entry i and may be empty. The rules for addrs are those of
-// RegisterBlocksCache.
-func (e *Engine) RegisterCache(desc CacheDesc, addrs []uintptr, keys []CacheKey) (*Cache, error) {
+// RegisterBlocksCache, and so are opts.
+func (e *Engine) RegisterCache(desc CacheDesc, addrs []uintptr, keys []CacheKey, opts ...CacheOption) (*Cache, error) {
 	const op = "RegisterCache"
+	o := cacheOpts(opts)
 	cd, err := desc.toC(op)
 	if err != nil {
 		return nil, err
@@ -281,7 +347,7 @@ func (e *Engine) RegisterCache(desc CacheDesc, addrs []uintptr, keys []CacheKey)
 	var id C.int64_t
 	var ce C.gollk_err_t
 	st := C.gollk_register(h, &cd, u64Ptr(caddrs), C.size_t(len(caddrs)), keyPtr(ckeys),
-		C.size_t(len(ckeys)), &id, &ce)
+		C.size_t(len(ckeys)), C.uint32_t(o.access), &id, &ce)
 	runtime.KeepAlive(caddrs)
 	runtime.KeepAlive(ckeys)
 	if st != C.LLMLINK_SUCCESS {
@@ -297,22 +363,22 @@ func (e *Engine) RegisterCache(desc CacheDesc, addrs []uintptr, keys []CacheKey)
 // As in llm_datadist the cache is held by its id and by each of its keys:
 // DeallocateCache drops the id, a successful PullCache by a key (by a
 // peer) or RemoveCacheKey drops that key, and the memory is freed when
-// nothing holds it.
-func (e *Engine) AllocateCache(desc CacheDesc, keys []CacheKey) (*Cache, error) {
-	return e.allocate("AllocateCache", desc, keys, false)
+// nothing holds it. opts: WithAccess (default AccessReadWrite).
+func (e *Engine) AllocateCache(desc CacheDesc, keys []CacheKey, opts ...CacheOption) (*Cache, error) {
+	return e.allocate("AllocateCache", desc, keys, false, cacheOpts(opts))
 }
 
 // AllocateBlocksCache allocates a blocks cache in memory the library owns
 // (llmlink_allocate_blocks_cache); blocksKey may be nil. See AllocateCache.
-func (e *Engine) AllocateBlocksCache(desc CacheDesc, blocksKey *CacheKey) (*Cache, error) {
+func (e *Engine) AllocateBlocksCache(desc CacheDesc, blocksKey *CacheKey, opts ...CacheOption) (*Cache, error) {
 	var keys []CacheKey
 	if blocksKey != nil {
 		keys = []CacheKey{*blocksKey}
 	}
-	return e.allocate("AllocateBlocksCache", desc, keys, true)
+	return e.allocate("AllocateBlocksCache", desc, keys, true, cacheOpts(opts))
 }
 
-func (e *Engine) allocate(op string, desc CacheDesc, keys []CacheKey, blocks bool) (*Cache, error) {
+func (e *Engine) allocate(op string, desc CacheDesc, keys []CacheKey, blocks bool, o cacheOptions) (*Cache, error) {
 	cd, err := desc.toC(op)
 	if err != nil {
 		return nil, err
@@ -332,9 +398,9 @@ func (e *Engine) allocate(op string, desc CacheDesc, keys []CacheKey, blocks boo
 	var ce C.gollk_err_t
 	var st C.llmlink_status_t
 	if blocks {
-		st = C.gollk_allocate_blocks(h, &cd, keyPtr(ckeys), &id, &caddrs[0], C.size_t(n), &ce)
+		st = C.gollk_allocate_blocks(h, &cd, keyPtr(ckeys), C.uint32_t(o.access), &id, &caddrs[0], C.size_t(n), &ce)
 	} else {
-		st = C.gollk_allocate(h, &cd, keyPtr(ckeys), C.size_t(len(ckeys)), &id, &caddrs[0], C.size_t(n), &ce)
+		st = C.gollk_allocate(h, &cd, keyPtr(ckeys), C.size_t(len(ckeys)), C.uint32_t(o.access), &id, &caddrs[0], C.size_t(n), &ce)
 	}
 	runtime.KeepAlive(ckeys)
 	runtime.KeepAlive(caddrs)

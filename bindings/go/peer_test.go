@@ -25,8 +25,11 @@ import (
 const (
 	peerEnv     = "LLMLINK_GO_PEER"      // cluster id of the peer to be
 	peerOptsEnv = "LLMLINK_GO_PEER_OPTS" // extra options, "k=v;k=v"
-	testBlocks  = 16                     // blocks of every peer blocks cache
-	replyWait   = 20 * time.Second       // bound on any peer reply
+	// The Access (a number) of the peer's three caches; unset: the
+	// default (no WithAccess, so AccessReadWrite).
+	peerAccessEnv = "LLMLINK_GO_PEER_ACCESS"
+	testBlocks    = 16               // blocks of every peer blocks cache
+	replyWait     = 20 * time.Second // bound on any peer reply
 )
 
 // blocksDesc is the geometry of every blocks cache in the tests: 2 layers
@@ -130,7 +133,8 @@ func peerBlocksSeed(id uint64) uint64 { return id }
 func peerBatchSeed(id uint64) uint64  { return id + 100 }
 
 // runPeer is the child process: a PROMPT engine with three allocated
-// caches, then line commands on stdin until EOF.
+// caches (of the access in peerAccessEnv, if set), then line commands on
+// stdin until EOF.
 //
 //	blocks cache  "A" key BlocksCacheKey(id, 0), pattern peerBlocksSeed
 //	blocks cache  "B" key BlocksCacheKey(id, 1), zero (push target)
@@ -165,10 +169,19 @@ func runPeer(idText string) int {
 		fmt.Println("ERR", err)
 		return 1
 	}
+	var copts []CacheOption
+	if a := os.Getenv(peerAccessEnv); a != "" {
+		v, err := strconv.ParseUint(a, 10, 32)
+		if err != nil {
+			fmt.Println("ERR bad access")
+			return 1
+		}
+		copts = append(copts, WithAccess(Access(v)))
+	}
 	ka, kb := NewBlocksCacheKey(id, 0), NewBlocksCacheKey(id, 1)
-	a, err1 := e.AllocateBlocksCache(blocksDesc(testBlocks), &ka)
-	b, err2 := e.AllocateBlocksCache(blocksDesc(testBlocks), &kb)
-	c, err3 := e.AllocateCache(batchDesc(2), []CacheKey{NewCacheKey(id, 7, 0), NewCacheKey(id, 8, 0)})
+	a, err1 := e.AllocateBlocksCache(blocksDesc(testBlocks), &ka, copts...)
+	b, err2 := e.AllocateBlocksCache(blocksDesc(testBlocks), &kb, copts...)
+	c, err3 := e.AllocateCache(batchDesc(2), []CacheKey{NewCacheKey(id, 7, 0), NewCacheKey(id, 8, 0)}, copts...)
 	for _, err := range []error{err1, err2, err3} {
 		if err != nil {
 			fmt.Println("ERR", err)
@@ -233,8 +246,15 @@ type peer struct {
 
 func startPeer(t *testing.T, id uint64, opts ...string) *peer {
 	t.Helper()
+	return startPeerEnv(t, id, nil, opts...)
+}
+
+// startPeerEnv is startPeer with more environment for the child (e.g.
+// peerAccessEnv).
+func startPeerEnv(t *testing.T, id uint64, env []string, opts ...string) *peer {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), peerEnv+"="+strconv.FormatUint(id, 10), peerOptsEnv+"="+strings.Join(opts, ";"),
+	cmd.Env = append(append(os.Environ(), env...), peerEnv+"="+strconv.FormatUint(id, 10), peerOptsEnv+"="+strings.Join(opts, ";"),
 		// A -race binary sleeps 1 s at exit by default; a peer need not.
 		"GORACE=atexit_sleep_ms=0")
 	cmd.Stderr = os.Stderr

@@ -40,4 +40,5 @@ var (
 	ErrCacheKeyAlreadyExist     = sentinel(StatusCacheKeyAlreadyExist)
 	ErrCacheInUse               = sentinel(StatusCacheInUse)
 	ErrAuthFailed               = sentinel(StatusAuthFailed)
+	ErrAccessDenied             = sentinel(StatusAccessDenied)
 )

@@ -113,20 +113,31 @@ static inline llmlink_status_t gollk_check(llmlink_t *dd, uint64_t id, gollk_err
 
 /* Caches ------------------------------------------------------------ */
 
+/* The registration options of one call: only the access for now (Go
+ * passes a plain number so cgo needs no struct of the caller's). */
+static inline llmlink_register_options_t gollk_reg_opts(uint32_t access)
+{
+    llmlink_register_options_t o = LLMLINK_REGISTER_OPTIONS_INIT;
+    o.access = access;
+    return o;
+}
+
 static inline llmlink_status_t gollk_register_blocks(llmlink_t *dd, const llmlink_cache_desc_t *d,
                                                      const uint64_t *addrs, size_t n,
-                                                     const llmlink_cache_key_t *key, int64_t *id,
-                                                     gollk_err_t *err)
+                                                     const llmlink_cache_key_t *key, uint32_t access,
+                                                     int64_t *id, gollk_err_t *err)
 {
-    return gollk_done(llmlink_register_blocks_cache(dd, d, addrs, n, key, id), err);
+    llmlink_register_options_t o = gollk_reg_opts(access);
+    return gollk_done(llmlink_register_blocks_cache_opts(dd, d, addrs, n, key, &o, id), err);
 }
 
 static inline llmlink_status_t gollk_register(llmlink_t *dd, const llmlink_cache_desc_t *d,
                                               const uint64_t *addrs, size_t n,
                                               const llmlink_cache_key_t *keys, size_t nkeys,
-                                              int64_t *id, gollk_err_t *err)
+                                              uint32_t access, int64_t *id, gollk_err_t *err)
 {
-    return gollk_done(llmlink_register_cache(dd, d, addrs, n, keys, nkeys, id), err);
+    llmlink_register_options_t o = gollk_reg_opts(access);
+    return gollk_done(llmlink_register_cache_opts(dd, d, addrs, n, keys, nkeys, &o, id), err);
 }
 
 static inline llmlink_status_t gollk_unregister(llmlink_t *dd, int64_t id, gollk_err_t *err)
@@ -136,18 +147,20 @@ static inline llmlink_status_t gollk_unregister(llmlink_t *dd, int64_t id, gollk
 
 static inline llmlink_status_t gollk_allocate(llmlink_t *dd, const llmlink_cache_desc_t *d,
                                               const llmlink_cache_key_t *keys, size_t nkeys,
-                                              int64_t *id, uint64_t *addrs, size_t naddrs,
-                                              gollk_err_t *err)
+                                              uint32_t access, int64_t *id, uint64_t *addrs,
+                                              size_t naddrs, gollk_err_t *err)
 {
-    return gollk_done(llmlink_allocate_cache(dd, d, keys, nkeys, id, addrs, naddrs), err);
+    llmlink_register_options_t o = gollk_reg_opts(access);
+    return gollk_done(llmlink_allocate_cache_opts(dd, d, keys, nkeys, &o, id, addrs, naddrs), err);
 }
 
 static inline llmlink_status_t gollk_allocate_blocks(llmlink_t *dd, const llmlink_cache_desc_t *d,
-                                                     const llmlink_cache_key_t *key, int64_t *id,
-                                                     uint64_t *addrs, size_t naddrs,
+                                                     const llmlink_cache_key_t *key, uint32_t access,
+                                                     int64_t *id, uint64_t *addrs, size_t naddrs,
                                                      gollk_err_t *err)
 {
-    return gollk_done(llmlink_allocate_blocks_cache(dd, d, key, id, addrs, naddrs), err);
+    llmlink_register_options_t o = gollk_reg_opts(access);
+    return gollk_done(llmlink_allocate_blocks_cache_opts(dd, d, key, &o, id, addrs, naddrs), err);
 }
 
 static inline llmlink_status_t gollk_deallocate(llmlink_t *dd, int64_t id, gollk_err_t *err)

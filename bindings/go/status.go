@@ -52,6 +52,7 @@ const (
 	StatusCacheKeyAlreadyExist Status = 0x5010B108 // LLMLINK_CACHE_KEY_ALREADY_EXIST
 	StatusCacheInUse           Status = 0x5010B109 // LLMLINK_CACHE_IN_USE
 	StatusAuthFailed           Status = 0x5010B10A // LLMLINK_AUTH_FAILED
+	StatusAccessDenied         Status = 0x5010B10B // LLMLINK_ACCESS_DENIED
 )
 
 // allStatuses lists every constant above, for Err* sentinels and tests.
@@ -92,6 +93,7 @@ var allStatuses = []Status{
 	StatusCacheKeyAlreadyExist,
 	StatusCacheInUse,
 	StatusAuthFailed,
+	StatusAccessDenied,
 }
 
 // String is the C library's name of the status: "LLM_SUCCESS",

@@ -48,6 +48,7 @@ var abiStatuses = []struct {
 	{"CACHE_KEY_ALREADY_EXIST", 0x5010B108, StatusCacheKeyAlreadyExist},
 	{"CACHE_IN_USE", 0x5010B109, StatusCacheInUse},
 	{"AUTH_FAILED", 0x5010B10A, StatusAuthFailed},
+	{"ACCESS_DENIED", 0x5010B10B, StatusAccessDenied},
 }
 
 func TestStatusValuesAndNames(t *testing.T) {

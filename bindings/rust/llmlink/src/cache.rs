@@ -86,6 +86,62 @@ impl Placement {
     }
 }
 
+/// What linked peers may do with a cache of this engine (`llmlink_access_t`).
+/// This engine's own transfers use its caches either way. The methods
+/// without an `Access` (such as
+/// [`allocate_cache`](crate::CacheManager::allocate_cache)) register
+/// [`Access::ReadWrite`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Not served to peers: a peer's request that names the cache, by any
+    /// key or id, gets [`Status::KV_CACHE_NOT_EXIST`](crate::Status::KV_CACHE_NOT_EXIST)
+    /// exactly as for a cache that does not exist, and moves no byte (nor
+    /// drops a key).
+    None,
+    /// Peers may pull from it (read this memory); a push gets
+    /// [`Status::ACCESS_DENIED`](crate::Status::ACCESS_DENIED).
+    Read,
+    /// Peers may push into it (write this memory); a pull gets
+    /// [`Status::ACCESS_DENIED`](crate::Status::ACCESS_DENIED).
+    Write,
+    /// Both directions (the default).
+    #[default]
+    ReadWrite,
+}
+
+impl Access {
+    /// The `llmlink_access_t` value.
+    pub fn raw(self) -> sys::llmlink_access_t {
+        match self {
+            Access::None => sys::LLMLINK_ACCESS_NONE,
+            Access::Read => sys::LLMLINK_ACCESS_READ,
+            Access::Write => sys::LLMLINK_ACCESS_WRITE,
+            Access::ReadWrite => sys::LLMLINK_ACCESS_READ_WRITE,
+        }
+    }
+
+    /// The access of a raw `llmlink_access_t`, `None` (the `Option`) for a
+    /// value this version does not know.
+    pub fn from_raw(raw: u32) -> Option<Access> {
+        match raw {
+            sys::LLMLINK_ACCESS_NONE => Some(Access::None),
+            sys::LLMLINK_ACCESS_READ => Some(Access::Read),
+            sys::LLMLINK_ACCESS_WRITE => Some(Access::Write),
+            sys::LLMLINK_ACCESS_READ_WRITE => Some(Access::ReadWrite),
+            _ => None,
+        }
+    }
+
+    /// The versioned registration options of the `*_opts` C calls with this
+    /// access.
+    pub(crate) fn to_options(self) -> sys::llmlink_register_options_t {
+        sys::llmlink_register_options_t {
+            version: sys::LLMLINK_REGISTER_OPTIONS_VERSION,
+            access: self.raw(),
+        }
+    }
+}
+
 /// A cache: `num_tensors` tensors (K and V of each layer: K0 V0 K1 V1 ...),
 /// each of `shape` and `data_type`. `shape[0]` is the batch size (a cache)
 /// or the number of blocks (a blocks cache): one batch entry or one block is

@@ -71,7 +71,7 @@ use std::ptr::NonNull;
 use llmlink_sys as sys;
 
 use crate::error::{invalid, Error, Result};
-use crate::{CacheDesc, CacheId, CacheKey, DataDist, LayerRange, Status};
+use crate::{Access, CacheDesc, CacheId, CacheKey, DataDist, LayerRange, Status};
 
 /// The cache manager of one engine ([`DataDist::cache_manager`]).
 #[derive(Clone, Copy, Debug)]
@@ -129,13 +129,26 @@ impl<'e> CacheManager<'e> {
         desc: &CacheDesc,
         keys: &[CacheKey],
     ) -> Result<AllocatedCache<'e>> {
+        self.allocate_cache_with_access(desc, keys, Access::ReadWrite)
+    }
+
+    /// [`allocate_cache`](Self::allocate_cache) with what peers may do with
+    /// the cache ([`Access`]).
+    pub fn allocate_cache_with_access(
+        &self,
+        desc: &CacheDesc,
+        keys: &[CacheKey],
+        access: Access,
+    ) -> Result<AllocatedCache<'e>> {
         let keys: Vec<sys::llmlink_cache_key_t> = keys.iter().map(|k| k.to_c()).collect();
+        let opts = access.to_options();
         self.allocate(desc, |c, id, addrs| unsafe {
-            sys::llmlink_allocate_cache(
+            sys::llmlink_allocate_cache_opts(
                 self.raw(),
                 c,
                 ptr_or_null(&keys),
                 keys.len(),
+                &opts,
                 id,
                 addrs.as_mut_ptr(),
                 addrs.len(),
@@ -152,12 +165,25 @@ impl<'e> CacheManager<'e> {
         desc: &CacheDesc,
         blocks_key: Option<&CacheKey>,
     ) -> Result<AllocatedCache<'e>> {
+        self.allocate_blocks_cache_with_access(desc, blocks_key, Access::ReadWrite)
+    }
+
+    /// [`allocate_blocks_cache`](Self::allocate_blocks_cache) with what peers
+    /// may do with the cache ([`Access`]).
+    pub fn allocate_blocks_cache_with_access(
+        &self,
+        desc: &CacheDesc,
+        blocks_key: Option<&CacheKey>,
+        access: Access,
+    ) -> Result<AllocatedCache<'e>> {
         let key = blocks_key.map(|k| k.to_c());
+        let opts = access.to_options();
         self.allocate(desc, |c, id, addrs| unsafe {
-            sys::llmlink_allocate_blocks_cache(
+            sys::llmlink_allocate_blocks_cache_opts(
                 self.raw(),
                 c,
                 key.as_ref().map_or(std::ptr::null(), |k| k as *const _),
+                &opts,
                 id,
                 addrs.as_mut_ptr(),
                 addrs.len(),
@@ -200,15 +226,29 @@ impl<'e> CacheManager<'e> {
         tensors: Vec<Vec<u8>>,
         keys: &[CacheKey],
     ) -> Result<RegisteredCache<'e>> {
+        self.register_cache_with_access(desc, tensors, keys, Access::ReadWrite)
+    }
+
+    /// [`register_cache`](Self::register_cache) with what peers may do with
+    /// the cache ([`Access`]).
+    pub fn register_cache_with_access(
+        &self,
+        desc: &CacheDesc,
+        tensors: Vec<Vec<u8>>,
+        keys: &[CacheKey],
+        access: Access,
+    ) -> Result<RegisteredCache<'e>> {
         let keys: Vec<sys::llmlink_cache_key_t> = keys.iter().map(|k| k.to_c()).collect();
+        let opts = access.to_options();
         self.register_owned(desc, tensors, |c, addrs, id| unsafe {
-            sys::llmlink_register_cache(
+            sys::llmlink_register_cache_opts(
                 self.raw(),
                 c,
                 addrs.as_ptr(),
                 addrs.len(),
                 ptr_or_null(&keys),
                 keys.len(),
+                &opts,
                 id,
             )
         })
@@ -222,14 +262,28 @@ impl<'e> CacheManager<'e> {
         tensors: Vec<Vec<u8>>,
         blocks_key: Option<&CacheKey>,
     ) -> Result<RegisteredCache<'e>> {
+        self.register_blocks_cache_with_access(desc, tensors, blocks_key, Access::ReadWrite)
+    }
+
+    /// [`register_blocks_cache`](Self::register_blocks_cache) with what
+    /// peers may do with the cache ([`Access`]).
+    pub fn register_blocks_cache_with_access(
+        &self,
+        desc: &CacheDesc,
+        tensors: Vec<Vec<u8>>,
+        blocks_key: Option<&CacheKey>,
+        access: Access,
+    ) -> Result<RegisteredCache<'e>> {
         let key = blocks_key.map(|k| k.to_c());
+        let opts = access.to_options();
         self.register_owned(desc, tensors, |c, addrs, id| unsafe {
-            sys::llmlink_register_blocks_cache(
+            sys::llmlink_register_blocks_cache_opts(
                 self.raw(),
                 c,
                 addrs.as_ptr(),
                 addrs.len(),
                 key.as_ref().map_or(std::ptr::null(), |k| k as *const _),
+                &opts,
                 id,
             )
         })
@@ -293,16 +347,34 @@ impl<'e> CacheManager<'e> {
         addrs: &[u64],
         keys: &[CacheKey],
     ) -> Result<RawCache<'e>> {
+        self.register_cache_raw_with_access(desc, addrs, keys, Access::ReadWrite)
+    }
+
+    /// [`register_cache_raw`](Self::register_cache_raw) with what peers may
+    /// do with the cache ([`Access`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`register_cache_raw`](Self::register_cache_raw).
+    pub unsafe fn register_cache_raw_with_access(
+        &self,
+        desc: &CacheDesc,
+        addrs: &[u64],
+        keys: &[CacheKey],
+        access: Access,
+    ) -> Result<RawCache<'e>> {
         let c = desc.to_c()?;
         let keys: Vec<sys::llmlink_cache_key_t> = keys.iter().map(|k| k.to_c()).collect();
+        let opts = access.to_options();
         let mut id = 0i64;
-        Error::check(sys::llmlink_register_cache(
+        Error::check(sys::llmlink_register_cache_opts(
             self.raw(),
             &c,
             ptr_or_null(addrs),
             addrs.len(),
             ptr_or_null(&keys),
             keys.len(),
+            &opts,
             &mut id,
         ))?;
         Ok(RawCache {
@@ -324,15 +396,33 @@ impl<'e> CacheManager<'e> {
         addrs: &[u64],
         blocks_key: Option<&CacheKey>,
     ) -> Result<RawCache<'e>> {
+        self.register_blocks_cache_raw_with_access(desc, addrs, blocks_key, Access::ReadWrite)
+    }
+
+    /// [`register_blocks_cache_raw`](Self::register_blocks_cache_raw) with
+    /// what peers may do with the cache ([`Access`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`register_cache_raw`](Self::register_cache_raw).
+    pub unsafe fn register_blocks_cache_raw_with_access(
+        &self,
+        desc: &CacheDesc,
+        addrs: &[u64],
+        blocks_key: Option<&CacheKey>,
+        access: Access,
+    ) -> Result<RawCache<'e>> {
         let c = desc.to_c()?;
         let key = blocks_key.map(|k| k.to_c());
+        let opts = access.to_options();
         let mut id = 0i64;
-        Error::check(sys::llmlink_register_blocks_cache(
+        Error::check(sys::llmlink_register_blocks_cache_opts(
             self.raw(),
             &c,
             ptr_or_null(addrs),
             addrs.len(),
             key.as_ref().map_or(std::ptr::null(), |k| k as *const _),
+            &opts,
             &mut id,
         ))?;
         Ok(RawCache {

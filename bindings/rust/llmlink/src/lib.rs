@@ -34,7 +34,7 @@ mod log;
 mod options;
 mod status;
 
-pub use cache::{CacheDesc, CacheId, CacheKey, DataType, LayerRange, Placement};
+pub use cache::{Access, CacheDesc, CacheId, CacheKey, DataType, LayerRange, Placement};
 pub use cache_manager::{
     AllocatedCache, CacheManager, LocalCache, RawCache, RegisteredCache, UnregisterError,
 };

@@ -96,6 +96,11 @@ statuses! {
     /// The peer failed authentication (`llmlink.AuthKey` /
     /// `llmlink.AuthKeyFile`: a wrong, missing or unexpected key).
     AUTH_FAILED = LLMLINK_AUTH_FAILED;
+    /// Refused by access control: a peer's pull from a cache it may not
+    /// read, or push into one it may not write ([`Access`](crate::Access)),
+    /// or a link from a cluster id not in the server's
+    /// `llmlink.AllowedClusters`.
+    ACCESS_DENIED = LLMLINK_ACCESS_DENIED;
 }
 
 impl Status {
