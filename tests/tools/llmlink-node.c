@@ -1289,6 +1289,9 @@ static void verify_range(verify_state_t *vs, const node_cache_t *c, uint32_t t, 
 
 static void verify_reply(const verify_state_t *vs)
 {
+    /* And after the reads: a later write by the engine (a peer's push into
+     * the memory just checked) comes after them for TSan too. */
+    sync_with_engine();
     if (vs->bad == 0)
         reply("VERIFY OK");
     else
