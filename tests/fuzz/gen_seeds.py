@@ -26,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # ---- wire.h ----------------------------------------------------------------
 MAGIC = 0x4C4C4D4B
 HELLO, WELCOME, REJECT, HEARTBEAT, UNLINK, UNLINK_ACK, ATTACH, ATTACH_OK = range(1, 9)
+AUTH_HELLO, AUTH_CHALLENGE, AUTH_PROOF = range(9, 12)
 PROMPT, DECODER, MIX = 1, 2, 3
 EXT_DATA_STREAMS, EXT_RDMA, EXT_WAIT_TIME, EXT_READ_DEPTH = 1, 2, 3, 4
 
@@ -56,10 +57,12 @@ def frame(mtype, payload):
 
 # ---- fuzz_link_hs.c ----------------------------------------------------------
 # enum { OP_FRAME, OP_RAW, OP_SPLIT, OP_HELLO, OP_WELCOME, OP_ATTACH, OP_TIME,
-#        OP_ACCEPT, OP_SWITCH, OP_EOF }
-OP_FRAME, OP_RAW, OP_SPLIT, OP_HELLO, OP_WELCOME, OP_ATTACH, OP_TIME, OP_ACCEPT, OP_SWITCH, OP_EOF = range(10)
+#        OP_ACCEPT, OP_SWITCH, OP_EOF, OP_AUTH_HELLO, OP_AUTH_PROOF, OP_AUTH_CHALLENGE }
+(OP_FRAME, OP_RAW, OP_SPLIT, OP_HELLO, OP_WELCOME, OP_ATTACH, OP_TIME, OP_ACCEPT, OP_SWITCH, OP_EOF,
+ OP_AUTH_HELLO, OP_AUTH_PROOF, OP_AUTH_CHALLENGE) = range(13)
 # fz_types[] order: the index FRAME / SPLIT take.
-FZ_TYPES = [HELLO, WELCOME, REJECT, HEARTBEAT, UNLINK, UNLINK_ACK, ATTACH, ATTACH_OK]
+FZ_TYPES = [HELLO, WELCOME, REJECT, HEARTBEAT, UNLINK, UNLINK_ACK, ATTACH, ATTACH_OK,
+            AUTH_HELLO, AUTH_CHALLENGE, AUTH_PROOF]
 # fz_exts[] indexes
 X_STREAMS, X_RDMA, X_WAIT, X_DEPTH, X_UNKNOWN, X_CRITICAL, X_WAIT_SHORT = range(7)
 
@@ -77,10 +80,13 @@ def exts(*items):
     return out
 
 
-def op_hello(client=b"\x00", target=b"\x00", client_role=DECODER, expected=PROMPT, inc=1, liveness=970, ext=b"\x00"):
+def hello_fields(client=b"\x00", target=b"\x00", client_role=DECODER, expected=PROMPT, inc=1, liveness=970, ext=b"\x00"):
     """pick_id bytes: 0x00 = the usual id, 0xC0 + k = usual + k, 0xF0 + u64 = any."""
-    return (u8(OP_HELLO) + client + target + u8(client_role | expected << 2) + u8(inc) +
-            u16(liveness) + ext)
+    return client + target + u8(client_role | expected << 2) + u8(inc) + u16(liveness) + ext
+
+
+def op_hello(**kw):
+    return u8(OP_HELLO) + hello_fields(**kw)
 
 
 def op_welcome(server=b"\x00", role=PROMPT, liveness=970, inc=1, ext=b"\x00"):
@@ -99,6 +105,32 @@ def op_split(chunk, mtype, payload):
 def op_raw(data):
     assert len(data) < 256
     return u8(OP_RAW) + u8(len(data)) + data
+
+
+# Keyed mode (the second configuration byte's 0x80): the engine has the
+# fuzz key. Proof kinds (build_auth_proof): 0-3 right, 4 wrong key, 5 the
+# engine's MAC_s reflected, 6 a stale Ns, 7 one bit flipped (+ its byte);
+# 0x40: a HELLO follows in the same write. Challenge kinds: 0-1 right, 2
+# wrong key, 3 the client's label.
+KEYED = b"\xff"
+P_RIGHT, P_WRONG_KEY, P_REFLECT, P_STALE, P_FLIP, P_WITH_HELLO = 0, 4, 5, 6, 7, 0x40
+C_RIGHT, C_WRONG_KEY, C_REFLECT = 0, 2, 3
+
+
+def op_auth_hello(nonce=1, scheme=b"\x00"):
+    """scheme byte < 0xF0: scheme 1; 0xF0 + k: scheme k."""
+    return u8(OP_AUTH_HELLO) + scheme + u8(nonce)
+
+
+def op_auth_proof(kind=P_RIGHT, hello=None, flip_byte=0):
+    out = u8(OP_AUTH_PROOF) + u8(kind | (P_WITH_HELLO if hello is not None else 0))
+    if kind == P_FLIP:
+        out += u8(flip_byte)
+    return out + (hello if hello is not None else b"")
+
+
+def op_auth_challenge(kind=C_RIGHT, nonce=2):
+    return u8(OP_AUTH_CHALLENGE) + u8(kind) + u8(nonce)
 
 
 def reject_payload(status, msg):
@@ -156,6 +188,47 @@ LINK_HS = {
     # MIX: a server handshake and a client attempt at once, then the peers go.
     "mix_both": cfg(1, max_links=2) + b"\x7f" + b"\x00" + op_hello() +
         u8(OP_ACCEPT) + b"\x01" + op_welcome() + u8(OP_SWITCH) + b"\x00" + u8(OP_EOF),
+    # Keyed server: AUTH_HELLO, the right proof with HELLO in one write (a
+    # link), heartbeats, unlink.
+    "srv_auth_link": cfg(0) + KEYED + b"\x00" + op_auth_hello() +
+        op_auth_proof(hello=hello_fields(ext=exts((X_WAIT, u32(500))))) +
+        u8(OP_TIME) + u16(100) + op_frame(HEARTBEAT, b"") + op_frame(UNLINK, u32(0)),
+    # Keyed server: the proof and HELLO in two writes; AUTH_HELLO split in
+    # chunks of 5 bytes on a second connection, then a frame after the proof.
+    "srv_auth_two_writes": cfg(0, max_links=2) + KEYED + b"\x00" + op_auth_hello(nonce=3) +
+        op_auth_proof() + op_hello() + u8(OP_ACCEPT) + b"\x00" +
+        op_split(5, AUTH_HELLO, u8(1) + bytes(range(32))) + op_auth_proof() +
+        op_frame(AUTH_HELLO, u8(1) + bytes(32)),
+    # Keyed server: each wrong proof (wrong key, reflected MAC_s, stale Ns,
+    # a flipped bit) refused with AUTH_FAILED, no link.
+    "srv_auth_wrong_proofs": cfg(0) + KEYED + b"\x00" + op_auth_hello() +
+        op_auth_proof(P_WRONG_KEY, hello=hello_fields()) +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_hello(nonce=4) + op_auth_proof(P_REFLECT) +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_hello(nonce=5) + op_auth_proof(P_STALE) +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_hello(nonce=6) + op_auth_proof(P_FLIP, flip_byte=9),
+    # Keyed server: a plain HELLO (authentication required), scheme 2, a
+    # second AUTH_HELLO instead of the proof, the client's REJECT.
+    "srv_auth_required": cfg(0) + KEYED + b"\x00" + op_hello() +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_hello(scheme=b"\xf2") +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_hello() + op_auth_hello() +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_hello() +
+        op_frame(REJECT, reject_payload(0x5010B10A, b"wrong key")),
+    # A server without a key: AUTH_HELLO refused.
+    "srv_no_key_auth_hello": cfg(0) + b"\x7f" + b"\x00" + op_auth_hello(),
+    # Keyed client: the right challenge (proof and HELLO follow), WELCOME
+    # with data streams (a session key), heartbeats.
+    "cli_auth_link": cfg(2) + KEYED + b"\x00" + op_auth_challenge() +
+        op_welcome(ext=exts((X_STREAMS, b""), (X_WAIT, u32(800)))) + op_frame(HEARTBEAT, b""),
+    # Keyed client: a challenge with the wrong key, a reflected one, a
+    # WELCOME without any, a REJECT.
+    "cli_auth_wrong": cfg(2) + KEYED + b"\x00" + op_auth_challenge(C_WRONG_KEY) +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_challenge(C_REFLECT) +
+        u8(OP_ACCEPT) + b"\x00" + op_welcome() +
+        u8(OP_ACCEPT) + b"\x00" + op_frame(REJECT, reject_payload(0x5010B10A, b"no key here")),
+    # Keyed MIX: a server link and a client link at once.
+    "mix_auth": cfg(1, max_links=2) + KEYED + b"\x00" + op_auth_hello() +
+        op_auth_proof(hello=hello_fields(expected=0)) + u8(OP_ACCEPT) + b"\x01" + op_auth_challenge() +
+        op_welcome(ext=exts((X_STREAMS, b""))),
 }
 
 # ---- fuzz_attach.c -----------------------------------------------------------
