@@ -251,6 +251,24 @@ def stream(**kw):
     return u8(A_STREAM) + attach_fields(**kw)
 
 
+# The configuration byte: 0x01 a second link, bits 1-3 the streams per
+# direction the HELLOs announce (LLK_EXT_STREAM_COUNT; 0: none), 0x10 keyed.
+def attach_cfg(two=False, per_dir=0, keyed=False):
+    return u8((1 if two else 0) | per_dir << 1 | (0x10 if keyed else 0))
+
+
+# Keyed mode: a STREAM step's auth byte (fuzz_attach.c A_*): 0-7 the right
+# proof and MAC, 8 no exchange, 9 no MAC, 10 another link's session key,
+# 11 the previous stream's nonces (a replayed MAC), 12 a wrong proof, 13 a
+# flipped MAC bit (+ a byte after the ATTACH's fields: which bit).
+K_RIGHT, K_NONE, K_NO_MAC, K_OTHER_KS, K_STALE, K_BAD_PROOF, K_FLIP = 0, 8, 9, 10, 11, 12, 13
+
+
+def kstream(how=K_RIGHT, flip=None, **kw):
+    out = u8(A_STREAM) + u8(how) + attach_fields(**kw)
+    return out + (u8(flip) if how == K_FLIP else b"")
+
+
 TCP = 1 << 1
 ATTACH_SEEDS = {
     # Two streams each way on link 1: every one accepted.
@@ -276,6 +294,26 @@ ATTACH_SEEDS = {
     "break_then_attach": b"\x00" + stream(d=TCP) + u8(A_BREAK) + b"\x00" + attach_fields(index=1, d=TCP),
     # A malformed ATTACH payload.
     "bad_payload": b"\x00" + u8(A_FRAME) + u8(10) + b"\x00" * 10,
+    # The HELLO announces 2 streams per direction: index 2 refused.
+    "stream_count": attach_cfg(per_dir=2) + stream(index=0, d=TCP) + stream(index=1, d=TCP) +
+        stream(index=2, d=TCP) + stream(index=1, d=TCP | 1) + stream(index=2, d=TCP | 1),
+    # Keyed: streams that prove the key and the link, both directions, on
+    # two links; a second ATTACH on an accepted stream's connection.
+    "keyed_streams": attach_cfg(two=True, keyed=True) + kstream(index=0, d=TCP) +
+        kstream(index=0, d=TCP | 1) + kstream(who=1, index=1, d=TCP) +
+        u8(A_AGAIN) + u8(K_RIGHT) + attach_fields(index=2, d=TCP),
+    # Keyed: every wrong way (no exchange, no MAC, the other link's key, a
+    # replayed MAC, a wrong proof, a flipped bit) refused AUTH_FAILED; then
+    # a right one.
+    "keyed_wrong": attach_cfg(two=True, keyed=True) + kstream(K_NONE, d=TCP) +
+        kstream(K_NO_MAC, d=TCP) + kstream(K_OTHER_KS, d=TCP) + kstream(K_STALE, d=TCP) +
+        kstream(K_BAD_PROOF, d=TCP) + kstream(K_FLIP, flip=77, d=TCP) + kstream(d=TCP),
+    # Keyed: the link breaks between a stream's exchange and its ATTACH.
+    "keyed_break": attach_cfg(keyed=True) + kstream(d=TCP) + u8(A_BREAK) + b"\x00" + u8(K_RIGHT) +
+        attach_fields(index=1, d=TCP),
+    # Keyed, 1 stream per direction announced; a relink (a new session key).
+    "keyed_count_relink": attach_cfg(per_dir=1, keyed=True) + kstream(d=TCP) +
+        kstream(index=1, d=TCP) + u8(A_RELINK) + b"\x00" + kstream(d=TCP | 1),
 }
 
 # ---- fuzz_owner_admit.c --------------------------------------------------------
