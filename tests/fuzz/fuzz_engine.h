@@ -541,7 +541,10 @@ static inline void fz_check_engine(fz_t *fz)
         llk_conn_state_t now = fz_live(fc) ? fc->c->state : LLK_CONN_DEAD;
         /* A server handshake either progresses (LINKED, after a WELCOME) or
          * ends: refused with a REJECT (CLOSING), or dropped (DEAD: a bad
-         * header, a data stream handed over, its peer gone, its deadline). */
+         * header, a data stream handed over, its peer gone, its deadline,
+         * a keyed client's REJECT of our proof). The authentication
+         * exchange adds no state: it runs inside SRV_HANDSHAKE /
+         * CLI_HELLO_SENT (llk_conn_t.auth.stage), on the same slot. */
         if (fc->last == LLK_CONN_SRV_HANDSHAKE && now != LLK_CONN_SRV_HANDSHAKE) {
             FZ_CHECK(now == LLK_CONN_LINKED || now == LLK_CONN_CLOSING || now == LLK_CONN_DEAD);
             if (now == LLK_CONN_LINKED)

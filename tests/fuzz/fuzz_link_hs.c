@@ -18,7 +18,21 @@
  *   TIME    the clock moves (deadlines, liveness, close grace);
  *   ACCEPT  a new server connection (or client attempt) becomes current;
  *   SWITCH  another connection becomes current;
- *   EOF     the current peer closes.
+ *   EOF     the current peer closes;
+ *   AUTH_HELLO / AUTH_PROOF / AUTH_CHALLENGE
+ *           the authentication exchange (link/wire.h), computed with
+ *           auth's own functions (link/auth.h) from the nonces the engine
+ *           sent: the right proof or challenge, or a wrong one (the wrong
+ *           key, a reflected MAC, a stale Ns replayed, a flipped bit).
+ * Keyed mode (the second configuration byte's 0x80): the engine has
+ * llmlink.AuthKey (a fixed test key, fuzz_engine.h); its client attempts
+ * open with AUTH_HELLO. Then also checked: no WELCOME before the peer's
+ * proof checked, no HELLO before the server's, every REJECT before them
+ * AUTH_FAILED (or VERSION_MISMATCH) and silent about the engine, the
+ * engine's challenges fresh and right, a wrong proof or challenge read
+ * whole ends the handshake with REJECT AUTH_FAILED (counted on the
+ * server, the call's status on the client) and no link, and a link's
+ * session key is the one the harness derives from the same nonces.
  * After every step the reactor's service pass runs and fz_check_engine()
  * checks the invariants: the handshake slots equal the connections in
  * handshake, links never exceed llmlink.MaxLinks, one live link per client

@@ -15,7 +15,7 @@ field by field from core/link/wire.h and core/xfer/xfer_wire.h's layouts.
 Each seed reaches a state that random bytes would rarely reach (a link, an
 accepted data stream, an admitted request, a set-up rail), so that both
 `make test`'s standalone run (replay + mutations) and libFuzzer start deep.
-Adding a frame type (auth's AUTH_*): one entry in LINK_HS below.
+Adding a frame type: one entry in FZ_TYPES below (and in fz_types[]).
 """
 import os
 import struct
@@ -213,6 +213,10 @@ LINK_HS = {
         u8(OP_ACCEPT) + b"\x00" + op_auth_hello() + op_auth_hello() +
         u8(OP_ACCEPT) + b"\x00" + op_auth_hello() +
         op_frame(REJECT, reject_payload(0x5010B10A, b"wrong key")),
+    # Keyed server, FirstFrameTimeoutMs 81: AUTH_HELLO in time, the proof
+    # after it: dropped (the first-frame deadline covers the whole exchange).
+    "srv_auth_slow_proof": cfg(0) + b"\x8a" + b"\x00" + op_auth_hello() + u8(OP_TIME) + u16(30) +
+        op_auth_proof(hello=hello_fields()),
     # A server without a key: AUTH_HELLO refused.
     "srv_no_key_auth_hello": cfg(0) + b"\x7f" + b"\x00" + op_auth_hello(),
     # Keyed client: the right challenge (proof and HELLO follow), WELCOME
