@@ -29,8 +29,19 @@
  * 2 x LLK_MAX_STREAMS; a stream the engine accepted left the reactor (its
  * connection is dead and has no descriptor).
  *
- * After merging `limits` (streams capped at the negotiated count): lower
- * MAX_PER_DIR to the count the HELLO negotiates (LLK_EXT 0x0005).
+ * The configuration byte also chooses the stream count the links' HELLOs
+ * announce (LLK_EXT_STREAM_COUNT, or none: LLK_MAX_STREAMS per direction)
+ * and, with 0x10, keyed mode: the engine has llmlink.AuthKey, every
+ * connection the harness opens runs the authentication exchange first
+ * (link/wire.h "Authentication", computed with auth's own functions from
+ * the nonces the engine sent), and each STREAM / AGAIN step takes an
+ * auth byte: the right proof and ATTACH MAC (made with the link's session
+ * key, derived by the harness from the control connection's nonces and
+ * checked equal to the link record's), or no exchange, no MAC, another
+ * link's key, a replayed MAC (the previous stream's nonces), a wrong proof,
+ * a flipped bit. Checked besides: an ATTACH_OK only for the right MAC of
+ * the link the ATTACH names; a wrong MAC for a live link, a wrong proof or
+ * none end in REJECT AUTH_FAILED, counted.
  */
 #include <poll.h>
 #include <stdbool.h>
@@ -43,10 +54,11 @@
 
 #define MAX_STEPS 128
 #define CLI_INCARNATION 0xC0FFEE0000000001ull
-/* The most data streams one link may have per direction. */
-#define MAX_PER_DIR LLK_MAX_STREAMS
 
 enum { OP_STREAM, OP_FRAME, OP_AGAIN, OP_TIME, OP_DROP, OP_RELINK, OP_BREAK, OP_COUNT };
+
+/* Keyed mode: what a STREAM / AGAIN step's auth byte asks for (& 15). */
+enum { A_RIGHT_LAST = 7, A_NONE, A_NO_MAC, A_OTHER_KS, A_STALE, A_BAD_PROOF, A_FLIP };
 
 static uint8_t frame[LLK_WIRE_MAX_FRAME + 64];
 
@@ -57,12 +69,22 @@ typedef struct link {
     llk_xlink_t *xl;     /* while ctl lives */
     uint8_t accepted[2][LLK_MAX_STREAMS]; /* ATTACH_OKs per direction and index */
     fz_conn_t *holder[2][LLK_MAX_STREAMS]; /* the connection of the last one */
+    /* The most data streams it may have per direction: what its HELLO
+     * announced (LLK_EXT_STREAM_COUNT / 2), LLK_MAX_STREAMS without. */
+    uint32_t per_dir;
+    uint8_t ks[32]; /* keyed: its session key, as the harness derived it */
 } link_t;
 
 static link_t links[4];
 static size_t nlinks;
+/* Streams per direction the HELLOs announce (0: no extension). */
+static uint32_t announce;
+/* The nonces of the last stream's exchange (a replayed MAC uses them). */
+static uint8_t last_nc[LLK_AUTH_NONCE_SIZE], last_ns[LLK_AUTH_NONCE_SIZE];
+static uint8_t nonce_seq;
 
-static void hello(fz_t *fz, fz_conn_t *fc, uint64_t client_id)
+/* HELLO at frame + off; its length. */
+static size_t hello(fz_t *fz, size_t off, uint64_t client_id)
 {
     llk_msg_hello_t m;
     memset(&m, 0, sizeof m);
@@ -71,8 +93,44 @@ static void hello(fz_t *fz, fz_conn_t *fc, uint64_t client_id)
     m.client_role = LLMLINK_ROLE_DECODER;
     m.incarnation = CLI_INCARNATION + (client_id - FZ_CLI_ID);
     m.liveness_ms = 1000;
-    size_t n = llk_wire_encode_hello(frame, sizeof frame, LLK_WIRE_VERSION, &m);
+    uint8_t count[2];
+    if (announce)
+        llk_wire_ext_stream_count(&m.ext[m.num_ext++], count, (uint16_t)(2 * announce));
+    return llk_wire_encode_hello(frame + off, sizeof frame - off, LLK_WIRE_VERSION, &m);
+}
+
+/* A link's control connection died since the last step: it has no xlink
+ * the harness may look at any more. */
+static void forget_dead_links(void)
+{
+    for (size_t i = 0; i < nlinks; i++)
+        if (!fz_live(links[i].ctl) || !llk_conn_is_link(links[i].ctl->c))
+            links[i].xl = NULL;
+}
+
+/* Keyed: AUTH_HELLO with a new nonce on the fresh connection fc, and the
+ * engine's challenge read back (fz_read_answers checks its MAC_s and
+ * records Ns). true when it came. */
+static bool auth_hello(fz_t *fz, fz_conn_t *fc)
+{
+    llk_msg_auth_hello_t m = {.scheme = LLK_AUTH_SCHEME_PSK1};
+    nonce_seq++;
+    for (unsigned i = 0; i < sizeof m.nc; i++)
+        m.nc[i] = (uint8_t)(nonce_seq * 31 + i);
+    size_t n = llk_wire_encode_auth_hello(frame, sizeof frame, LLK_WIRE_VERSION, &m);
     fz_send(fz, fc, frame, n);
+    fz_service(fz); /* the reactor's pass: the challenge goes out */
+    forget_dead_links();
+    return fc->got_challenge;
+}
+
+/* AUTH_PROOF for fc's exchange at frame[0..); its length. wrong: made
+ * with the wrong key. */
+static size_t auth_proof(fz_t *fz, fz_conn_t *fc, bool wrong)
+{
+    uint8_t mac[LLK_AUTH_MAC_SIZE];
+    FZ_CHECK(llk_auth_mac(wrong ? fz_auth_key(2) : fz->key, false, fc->nc, fc->ns, mac) == 0);
+    return llk_wire_encode_auth_proof(frame, sizeof frame, LLK_WIRE_VERSION, mac);
 }
 
 static link_t *link_of(uint64_t client_id);
@@ -85,13 +143,21 @@ static void new_link(fz_t *fz, uint64_t client_id)
     fz_conn_t *fc = fz_accept(fz);
     if (!fc)
         return;
-    hello(fz, fc, client_id);
+    size_t n = 0;
+    if (fz->key) {
+        FZ_CHECK(auth_hello(fz, fc));
+        n = auth_proof(fz, fc, false);
+        fc->proof_ok = true;
+    }
+    n += hello(fz, n, client_id); /* keyed: in the proof's write, as a client sends it */
+    fz_send(fz, fc, frame, n);
     fz_service(fz);
-    fz_check_engine(fz);
+    fz_check_engine(fz); /* keyed: checks the link's session key */
     link_t *l = &links[nlinks++];
     memset(l, 0, sizeof *l);
     l->ctl = fc;
     l->client_id = client_id;
+    l->per_dir = announce ? announce : LLK_MAX_STREAMS;
     l->xl = fz_live(fc) && fc->c->state == LLK_CONN_LINKED ? llk_xlink_of(fc->c) : NULL;
     /* A well-formed HELLO within MaxLinks links, unless it claims the id of
      * a link that is still alive (access control: that one is kept, the
@@ -101,18 +167,13 @@ static void new_link(fz_t *fz, uint64_t client_id)
         return;
     }
     FZ_CHECK(l->xl != NULL);
+    if (fz->key)
+        FZ_CHECK(llk_auth_session_key(fz->key, fc->nc, fc->ns, l->ks) == 0);
 }
 
-/* A link's control connection died since the last step: it has no xlink
- * the harness may look at any more. */
-static void forget_dead_links(void)
-{
-    for (size_t i = 0; i < nlinks; i++)
-        if (!fz_live(links[i].ctl) || !llk_conn_is_link(links[i].ctl->c))
-            links[i].xl = NULL;
-}
-
-static size_t build_attach(fz_t *fz, fz_in_t *in)
+/* An ATTACH at frame + off from the input; its length. The message is
+ * left in *out (keyed: its MAC is added by add_mac). */
+static size_t build_attach_at(fz_t *fz, fz_in_t *in, size_t off, llk_msg_attach_t *out)
 {
     llk_msg_attach_t m;
     memset(&m, 0, sizeof m);
@@ -133,7 +194,14 @@ static size_t build_attach(fz_t *fz, fz_in_t *in)
         memcpy(m.boot_id, fz->e->host.boot_id, sizeof m.boot_id);
     m.pidns = d & 0x10 ? fz->e->host.pidns : fz_u8(in);
     m.pid = d & 0x20 ? fz->e->host.pid : fz_u32(in);
-    return llk_wire_encode_attach(frame, sizeof frame, LLK_WIRE_VERSION, &m);
+    *out = m;
+    return llk_wire_encode_attach(frame + off, sizeof frame - off, LLK_WIRE_VERSION, &m);
+}
+
+static size_t build_attach(fz_t *fz, fz_in_t *in)
+{
+    llk_msg_attach_t m;
+    return build_attach_at(fz, in, 0, &m);
 }
 
 static link_t *link_of(uint64_t client_id)
@@ -142,6 +210,87 @@ static link_t *link_of(uint64_t client_id)
         if (links[i].client_id == client_id && links[i].xl)
             return &links[i];
     return NULL;
+}
+
+/* ---- keyed mode: a data stream's authentication (link/wire.h) ---- */
+
+/* The ATTACH m at frame + off gets LLK_EXT_ATTACH_MAC, made with ks over
+ * the nonces nc | ns and the ATTACH's fixed bytes (bit flip < 256: that
+ * bit of the MAC flipped); its new length. */
+static size_t add_mac(size_t off, llk_msg_attach_t *m, const uint8_t ks[32], const uint8_t *nc,
+                      const uint8_t *ns, int flip)
+{
+    m->has_mac = false;
+    size_t a = llk_wire_encode_attach(frame + off, sizeof frame - off, LLK_WIRE_VERSION, m);
+    FZ_CHECK(a > 0);
+    FZ_CHECK(llk_auth_attach_mac(ks, nc, ns, frame + off + LLK_WIRE_HEADER_SIZE, m->mac) == 0);
+    if (flip >= 0)
+        m->mac[(flip >> 3) % LLK_AUTH_MAC_SIZE] ^= (uint8_t)(1u << (flip & 7));
+    m->has_mac = true;
+    return llk_wire_encode_attach(frame + off, sizeof frame - off, LLK_WIRE_VERSION, m);
+}
+
+/* A fresh stream connection fc: the step's auth byte, and unless it says
+ * A_NONE the exchange up to the engine's challenge. */
+static uint8_t keyed_open(fz_t *fz, fz_in_t *in, fz_conn_t *fc)
+{
+    uint8_t how = fz_u8(in) & 15;
+    if (how != A_NONE)
+        auth_hello(fz, fc);
+    return how;
+}
+
+/* What the harness knows of the frames it sends on a stream connection:
+ * good, the ATTACH may be accepted (its proof and MAC are right for the
+ * link it names, or there is no key); auth_fails, it must be refused with
+ * AUTH_FAILED (a missing or wrong proof on a fresh connection; a missing
+ * or wrong MAC on an ATTACH naming a live, unbroken link exactly). */
+typedef struct verdict {
+    bool good, auth_fails, names_link;
+} verdict_t;
+
+/* Keyed: the rest of a stream's frames on fc, at frame[0..): the proof
+ * (fresh: after keyed_open), then the ATTACH (from the input) with the MAC
+ * how asks for, starting at *off; the total length. */
+static size_t keyed_attach(fz_t *fz, fz_in_t *in, fz_conn_t *fc, uint8_t how, bool fresh,
+                           size_t *off, verdict_t *v)
+{
+    static const uint8_t zero_ks[32];
+    size_t n = 0;
+    bool proof_right = fc->proof_ok;
+    if (fresh && how != A_NONE) {
+        n = auth_proof(fz, fc, how == A_BAD_PROOF);
+        proof_right = fc->got_challenge && how != A_BAD_PROOF;
+        fc->proof_ok = proof_right;
+    }
+    llk_msg_attach_t m;
+    size_t a = build_attach_at(fz, in, n, &m);
+    link_t *l = link_of(m.client_cluster_id);
+    const uint8_t *ks = l ? l->ks : zero_ks;
+    if (how == A_OTHER_KS) {
+        const uint8_t *other = zero_ks;
+        for (size_t i = 0; i < nlinks; i++)
+            if (memcmp(links[i].ks, ks, 32) != 0)
+                other = links[i].ks;
+        ks = other;
+    }
+    const uint8_t *nc = how == A_STALE ? last_nc : fc->nc, *ns = how == A_STALE ? last_ns : fc->ns;
+    if (how != A_NONE && how != A_NO_MAC)
+        a = add_mac(n, &m, ks, nc, ns, how == A_FLIP ? fz_u8(in) : -1);
+    bool mac_right = how <= A_RIGHT_LAST || how > A_FLIP;
+    v->names_link = l && m.server_cluster_id == fz->e->cluster_id &&
+                    m.server_incarnation == fz->e->incarnation &&
+                    m.client_incarnation == CLI_INCARNATION + (m.client_cluster_id - FZ_CLI_ID);
+    v->good = proof_right && mac_right && l;
+    v->auth_fails = fresh && (how == A_NONE || (how == A_BAD_PROOF && fc->got_challenge));
+    if (proof_right && !mac_right && v->names_link)
+        v->auth_fails = true; /* unless the link is broken: send_on */
+    if (fc->got_challenge) {
+        memcpy(last_nc, fc->nc, sizeof last_nc);
+        memcpy(last_ns, fc->ns, sizeof last_ns);
+    }
+    *off = n;
+    return n + a;
 }
 
 /* The engine closed fc's stream: its peer reads EOF (or a reset) within
@@ -164,10 +313,13 @@ static bool peer_sees_eof(fz_conn_t *fc)
 /* The answer to the ATTACH on fc was just read: check it against the
  * link it named, l, as it was when the ATTACH was sent (NULL: no live link
  * of that client; was_broken: its xlink was broken then). */
-static void check_answer(fz_t *fz, fz_conn_t *fc, bool had_ok, link_t *l, bool was_broken)
+static void check_answer(fz_t *fz, fz_conn_t *fc, bool had_ok, link_t *l, bool was_broken,
+                         bool good)
 {
     if (!fc->saw_attach_ok || had_ok)
         return;
+    /* Keyed: only a stream that proved the key and the link. */
+    FZ_CHECK(!fz->key || good);
     /* Accepted: the ATTACH decoded and named a live, unbroken link of this
      * engine, with the incarnations of both ends. */
     FZ_CHECK(fc->attach_known);
@@ -177,7 +329,7 @@ static void check_answer(fz_t *fz, fz_conn_t *fc, bool had_ok, link_t *l, bool w
     FZ_CHECK(l != NULL && l->client_id == m->client_cluster_id);
     FZ_CHECK(!was_broken);
     FZ_CHECK(m->client_incarnation == CLI_INCARNATION + (m->client_cluster_id - FZ_CLI_ID));
-    FZ_CHECK(m->stream_index < MAX_PER_DIR && m->direction <= 1);
+    FZ_CHECK(m->stream_index < l->per_dir && m->direction <= 1);
     /* Never two streams on one index and direction of a link at once: a
      * second is accepted only after the first ended (the owner thread
      * closed it: its peer sees EOF, within a bounded wait). */
@@ -210,7 +362,7 @@ static void check_links(void)
         }
         bool broken = xl->broken;
         pthread_mutex_unlock(&xl->mu);
-        FZ_CHECK(own <= MAX_PER_DIR && req <= MAX_PER_DIR);
+        FZ_CHECK(own <= links[i].per_dir && req <= links[i].per_dir);
         /* every stream held was accepted with an ATTACH_OK */
         for (int k = 0; k < LLK_MAX_STREAMS && !broken; k++) {
             if (own_held[k])
@@ -221,27 +373,50 @@ static void check_links(void)
     }
 }
 
-/* Sends frame[0..n) on fc and checks the answer before the service pass
- * (whose timers may close the link meanwhile). */
-static void send_on(fz_t *fz, fz_conn_t *fc, size_t n)
+/* Sends frame[0..n) on fc, the ATTACH at frame + off, and checks the
+ * answer before the service pass (whose timers may close the link
+ * meanwhile). v: what keyed mode expects (NULL: no key). true when the
+ * frames must be refused with AUTH_FAILED (checked after the pass). */
+static bool send_on(fz_t *fz, fz_conn_t *fc, size_t off, size_t n, const verdict_t *v)
 {
     bool had_ok = fc->saw_attach_ok;
-    fz_note_attach(fc, frame, n);
+    fz_note_attach(fc, frame + off, n - off);
     link_t *l = fc->attach_known ? link_of(fc->attach.client_cluster_id) : NULL;
     bool was_broken = l && llk_xlink_is_broken(l->xl);
     fz_send(fz, fc, frame, n);
     fz_read_answers(fz, fc);
-    check_answer(fz, fc, had_ok, l, was_broken);
+    check_answer(fz, fc, had_ok, l, was_broken, !v || v->good);
+    /* A wrong MAC for a broken link is refused for the break first. */
+    return v && v->auth_fails && !(was_broken && v->names_link && fc->proof_ok);
+}
+
+/* A STREAM / AGAIN / BREAK step's frames on fc (fresh: a new connection);
+ * keyed mode as keyed_attach, how from keyed_open (fresh) or the input. */
+static bool stream_step(fz_t *fz, fz_in_t *in, fz_conn_t *fc, bool fresh, int how)
+{
+    if (!fz->key)
+        return send_on(fz, fc, 0, build_attach(fz, in), NULL);
+    verdict_t v;
+    size_t off;
+    if (how < 0)
+        how = fz_u8(in) & 15;
+    size_t n = keyed_attach(fz, in, fc, (uint8_t)how, fresh, &off, &v);
+    return send_on(fz, fc, off, n, &v);
 }
 
 static void run(fz_t *fz, fz_in_t *in)
 {
     uint8_t cfg = fz_u8(in);
+    /* bits 1-3: streams per direction the HELLOs announce (0: none) */
+    announce = (cfg >> 1) & 7;
+    fz_set_key(fz, cfg & 0x10);
     new_link(fz, FZ_CLI_ID);
     if (cfg & 1)
         new_link(fz, FZ_CLI_ID + 1);
     fz_conn_t *cur = NULL;
     for (int step = 0; step < MAX_STEPS && fz_left(in); step++) {
+        bool auth_fails = false;
+        uint64_t failures = fz->e->auth_failures;
         switch (fz_u8(in) % OP_COUNT) {
         case OP_STREAM:
         case OP_FRAME: {
@@ -250,22 +425,23 @@ static void run(fz_t *fz, fz_in_t *in)
             if (!fc)
                 break;
             cur = fc;
-            size_t n;
             if (raw) {
+                size_t n;
                 uint32_t len = fz_u8(in);
                 const uint8_t *p = fz_take(in, len, &n);
                 fz_header(frame, LLK_MSG_ATTACH, len);
                 memcpy(frame + LLK_WIRE_HEADER_SIZE, p, n);
                 n += LLK_WIRE_HEADER_SIZE;
+                send_on(fz, fc, 0, n, NULL);
             } else {
-                n = build_attach(fz, in);
+                int how = fz->key ? keyed_open(fz, in, fc) : -1;
+                auth_fails = stream_step(fz, in, fc, true, how);
             }
-            send_on(fz, fc, n);
             break;
         }
         case OP_AGAIN:
             if (cur)
-                send_on(fz, cur, build_attach(fz, in));
+                stream_step(fz, in, cur, false, -1);
             break;
         case OP_TIME: fz->now += (int64_t)fz_u16(in) * 8; break;
         case OP_DROP:
@@ -278,12 +454,15 @@ static void run(fz_t *fz, fz_in_t *in)
              * xlink first, and the control connection closes only at the
              * reactor's next pass. An ATTACH in between must be refused. */
             link_t *l = nlinks ? &links[fz_u8(in) % nlinks] : NULL;
+            fz_conn_t *fc = fz_accept(fz);
+            /* keyed: the stream's exchange first (a reactor pass), so
+             * that the ATTACH still comes before the link is closed */
+            int how = fc && fz->key ? keyed_open(fz, in, fc) : -1;
             if (l && l->xl)
                 llk_xlink_break(l->xl, "fuzz: a transfer on the link failed");
-            fz_conn_t *fc = fz_accept(fz);
             if (fc) {
                 cur = fc;
-                send_on(fz, fc, build_attach(fz, in));
+                auth_fails = stream_step(fz, in, fc, true, how);
             }
             break;
         }
@@ -292,6 +471,11 @@ static void run(fz_t *fz, fz_in_t *in)
         forget_dead_links();
         fz_check_engine(fz);
         check_links();
+        if (auth_fails) {
+            FZ_CHECK(cur->saw_reject && cur->reject_status == LLMLINK_AUTH_FAILED);
+            FZ_CHECK(!cur->saw_attach_ok);
+            FZ_CHECK(fz->e->auth_failures > failures);
+        }
     }
 }
 

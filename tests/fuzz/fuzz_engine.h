@@ -35,9 +35,11 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "link/auth.h"
 #include "link/engine.h"
 #include "link/wire.h"
 #include "llmlink.h"
+#include "xfer/xfer.h"
 
 #define FZ_CHECK(cond)                                                                  \
     do {                                                                                \
@@ -133,11 +135,27 @@ typedef struct fz_conn {
     llk_conn_state_t last; /* state after the previous step */
     bool outbound;
     bool saw_reject, saw_welcome, saw_attach_ok;
+    bool peer_wr_closed; /* the harness closed its sending side (EOF) */
     /* The last ATTACH the harness sent on it, when it decoded. */
     bool attach_known;
     llk_msg_attach_t attach;
     llk_waiter_t waiter; /* client side: the link_clusters call waiting */
     bool has_waiter;
+    uint32_t reject_status; /* of the last REJECT the engine sent on it */
+    /* Authentication (keyed mode, link/auth.h), what the harness knows of
+     * the exchange on this connection. Server side: nc is the nonce of the
+     * harness's first frame when that is an AUTH_HELLO (first[]: the bytes
+     * the harness sent first, parsed as the engine will), ns the one of the
+     * engine's AUTH_CHALLENGE. Client side: nc from the engine's
+     * AUTH_HELLO, ns from the harness's first right AUTH_CHALLENGE. */
+    uint8_t first[LLK_WIRE_HEADER_SIZE + 64];
+    size_t first_len;
+    uint8_t nc[LLK_AUTH_NONCE_SIZE], ns[LLK_AUTH_NONCE_SIZE];
+    bool got_challenge;  /* server: the engine's AUTH_CHALLENGE read (ns) */
+    bool proof_ok;       /* server: the harness sent the right AUTH_PROOF */
+    bool got_auth_hello; /* client: the engine's AUTH_HELLO read (nc) */
+    bool challenge_ok;   /* client: the harness sent a right AUTH_CHALLENGE */
+    bool saw_hello;      /* client: the engine sent HELLO */
 } fz_conn_t;
 
 typedef struct fz {
@@ -145,6 +163,9 @@ typedef struct fz {
     int64_t now;
     fz_conn_t conn[FZ_MAX_CONNS];
     size_t nconn;
+    /* Keyed mode: the key the harness's peers hold (the engine's own,
+     * loaded separately, is e->auth); NULL when the engine has none. */
+    const llk_auth_key_t *key;
 } fz_t;
 
 /* One engine per role for the whole process (creating one reads
@@ -176,7 +197,69 @@ static inline llmlink_t *fz_engine(llmlink_role_t role, uint64_t id, bool reset_
     e->limit_warn_next_ms = 0;
     e->limit_warn_suppressed = 0;
     e->protocol_errors = e->links_lost = 0;
+    e->auth = NULL; /* fz_set_key() gives it one */
+    e->auth_failures = 0;
     return e;
+}
+
+/* ---- authentication -------------------------------------------------------------- */
+
+/* Fixed test keys (llmlink.AuthKey is hex): the engines' and the honest
+ * peers', and another one for peers with the wrong key. */
+#define FZ_KEY_HEX "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+#define FZ_WRONG_KEY_HEX "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+
+/* Loaded once by auth's own loader (as llmlink_init loads llmlink.AuthKey);
+ * which: 0 the engines' copy, 1 the peers' copy of the same key, 2 the
+ * wrong key. Never freed: every engine of the process holds it. */
+static inline llk_auth_key_t *fz_auth_key(int which)
+{
+    static llk_auth_key_t *k[3];
+    if (!k[which]) {
+        char err[256];
+        FZ_CHECK(llk_auth_key_load(NULL, which == 2 ? FZ_WRONG_KEY_HEX : FZ_KEY_HEX, &k[which],
+                                   err, sizeof err) == LLMLINK_SUCCESS);
+    }
+    return k[which];
+}
+
+/* The engine has the key (keyed) or none, for this input. e->mu held. */
+static inline void fz_set_key(fz_t *fz, bool keyed)
+{
+    fz->e->auth = keyed ? fz_auth_key(0) : NULL;
+    fz->key = keyed ? fz_auth_key(1) : NULL;
+}
+
+/* The nonce of the harness's first frame on fc when it is an AUTH_HELLO
+ * the engine takes (scheme 1): what the engine's challenge must answer. */
+static inline bool fz_first_auth_hello(const fz_conn_t *fc, uint8_t nc[LLK_AUTH_NONCE_SIZE])
+{
+    llk_frame_header_t h;
+    llk_msg_auth_hello_t m;
+    const char *why = NULL;
+    if (fc->first_len < LLK_WIRE_HEADER_SIZE)
+        return false;
+    llk_wire_read_header(fc->first, &h);
+    if (llk_wire_check_header(&h) != LLK_HDR_OK || h.type != LLK_MSG_AUTH_HELLO ||
+        h.length > fc->first_len - LLK_WIRE_HEADER_SIZE ||
+        llk_wire_decode_auth_hello(fc->first + LLK_WIRE_HEADER_SIZE, h.length, &m, &why) != 0 ||
+        m.scheme != LLK_AUTH_SCHEME_PSK1)
+        return false;
+    memcpy(nc, m.nc, LLK_AUTH_NONCE_SIZE);
+    return true;
+}
+
+/* The session key the link made on fc must hold (link/auth.h): the same
+ * derivation from the nonces the harness saw. */
+static inline void fz_check_session_key(fz_t *fz, fz_conn_t *fc)
+{
+    llk_xlink_t *xl = llk_xlink_of(fc->c);
+    if (!xl)
+        return; /* a client link without data streams has no record */
+    uint8_t ks[32];
+    FZ_CHECK(xl->has_ks);
+    FZ_CHECK(llk_auth_session_key(fz->key, fc->nc, fc->ns, ks) == 0);
+    FZ_CHECK(memcmp(ks, xl->ks, sizeof ks) == 0);
 }
 
 static inline void fz_nonblock(int fd)
@@ -229,6 +312,9 @@ static inline fz_conn_t *fz_hello_sent(fz_t *fz, uint64_t server_id, uint32_t ex
     memset(&fc->waiter, 0, sizeof fc->waiter);
     fc->c->waiter = &fc->waiter;
     fc->has_waiter = true;
+    /* Keyed: AUTH_HELLO instead of HELLO (client.c send_hello). */
+    if (fz->e->auth)
+        FZ_CHECK(llk_auth_client_hello(fz->e, fc->c));
     return fc;
 }
 
@@ -262,6 +348,11 @@ static inline void fz_send(fz_t *fz, fz_conn_t *fc, const uint8_t *p, size_t n)
 {
     if (fc->peer < 0)
         return;
+    if (fc->first_len < sizeof fc->first) {
+        size_t k = sizeof fc->first - fc->first_len < n ? sizeof fc->first - fc->first_len : n;
+        memcpy(fc->first + fc->first_len, p, k);
+        fc->first_len += k;
+    }
     while (n > 0) {
         ssize_t w = send(fc->peer, p, n, MSG_NOSIGNAL);
         if (w <= 0)
@@ -279,6 +370,7 @@ static inline void fz_peer_close(fz_t *fz, fz_conn_t *fc)
     if (fc->peer < 0)
         return;
     shutdown(fc->peer, SHUT_WR);
+    fc->peer_wr_closed = true;
     if (fz_live(fc) && fc->c->fd >= 0)
         llk_conn_on_readable(fz->e, fc->c, fz->now);
 }
@@ -318,6 +410,8 @@ static inline void fz_read_answers(fz_t *fz, fz_conn_t *fc)
             llk_msg_welcome_t w;
             FZ_CHECK(llk_wire_decode_welcome(p, h.length, &w, &why) == 0);
             FZ_CHECK(w.server_cluster_id == fz->e->cluster_id);
+            /* Nothing about this engine before the peer proved the key. */
+            FZ_CHECK(!fz->e->auth || fc->proof_ok);
             fc->saw_welcome = true;
             break;
         }
@@ -325,7 +419,57 @@ static inline void fz_read_answers(fz_t *fz, fz_conn_t *fc)
             llk_msg_reject_t rj;
             FZ_CHECK(llk_wire_decode_reject(p, h.length, &rj, &why) == 0);
             FZ_CHECK(rj.status != LLMLINK_SUCCESS);
+            /* Before the peer proved the key, a refusal says why and
+             * nothing about this engine (its cluster id, its links). */
+            if (fz->e->auth && !fc->proof_ok && !fc->challenge_ok) {
+                FZ_CHECK(rj.status == LLMLINK_AUTH_FAILED ||
+                         rj.status == LLMLINK_VERSION_MISMATCH || rj.status == LLMLINK_FAILED);
+                FZ_CHECK(strstr(rj.message, "cluster") == NULL);
+            }
             fc->saw_reject = true;
+            fc->reject_status = rj.status;
+            break;
+        }
+        case LLK_MSG_HELLO: {
+            /* A keyed client: HELLO after the server's proof checked. */
+            llk_msg_hello_t m;
+            FZ_CHECK(fc->outbound && fz->e->auth && fc->challenge_ok);
+            FZ_CHECK(llk_wire_decode_hello(p, h.length, &m, &why) == 0);
+            FZ_CHECK(m.client_cluster_id == fz->e->cluster_id);
+            fc->saw_hello = true;
+            break;
+        }
+        case LLK_MSG_AUTH_HELLO: {
+            /* A keyed client's first frame, once. */
+            llk_msg_auth_hello_t m;
+            FZ_CHECK(fc->outbound && fz->e->auth && !fc->got_auth_hello);
+            FZ_CHECK(llk_wire_decode_auth_hello(p, h.length, &m, &why) == 0);
+            FZ_CHECK(m.scheme == LLK_AUTH_SCHEME_PSK1);
+            memcpy(fc->nc, m.nc, sizeof fc->nc);
+            fc->got_auth_hello = true;
+            break;
+        }
+        case LLK_MSG_AUTH_CHALLENGE: {
+            /* A keyed server answers an AUTH_HELLO first frame, once, with
+             * a fresh nonce and the right MAC_s for it. */
+            static uint8_t prev_ns[LLK_AUTH_NONCE_SIZE];
+            llk_msg_auth_challenge_t ch;
+            FZ_CHECK(!fc->outbound && fz->e->auth && !fc->got_challenge);
+            FZ_CHECK(llk_wire_decode_auth_challenge(p, h.length, &ch, &why) == 0);
+            FZ_CHECK(fz_first_auth_hello(fc, fc->nc));
+            FZ_CHECK(llk_auth_mac_ok(fz->key, true, fc->nc, ch.ns, ch.mac));
+            FZ_CHECK(memcmp(ch.ns, prev_ns, sizeof prev_ns) != 0);
+            memcpy(prev_ns, ch.ns, sizeof prev_ns);
+            memcpy(fc->ns, ch.ns, sizeof fc->ns);
+            fc->got_challenge = true;
+            break;
+        }
+        case LLK_MSG_AUTH_PROOF: {
+            /* A keyed client proves the key only to a server that did. */
+            uint8_t mac[LLK_AUTH_MAC_SIZE];
+            FZ_CHECK(fc->outbound && fz->e->auth && fc->challenge_ok && !fc->saw_hello);
+            FZ_CHECK(llk_wire_decode_auth_proof(p, h.length, mac, &why) == 0);
+            FZ_CHECK(llk_auth_mac_ok(fz->key, false, fc->nc, fc->ns, mac));
             break;
         }
         case LLK_MSG_ATTACH_OK: {
@@ -397,7 +541,10 @@ static inline void fz_check_engine(fz_t *fz)
         llk_conn_state_t now = fz_live(fc) ? fc->c->state : LLK_CONN_DEAD;
         /* A server handshake either progresses (LINKED, after a WELCOME) or
          * ends: refused with a REJECT (CLOSING), or dropped (DEAD: a bad
-         * header, a data stream handed over, its peer gone, its deadline). */
+         * header, a data stream handed over, its peer gone, its deadline,
+         * a keyed client's REJECT of our proof). The authentication
+         * exchange adds no state: it runs inside SRV_HANDSHAKE /
+         * CLI_HELLO_SENT (llk_conn_t.auth.stage), on the same slot. */
         if (fc->last == LLK_CONN_SRV_HANDSHAKE && now != LLK_CONN_SRV_HANDSHAKE) {
             FZ_CHECK(now == LLK_CONN_LINKED || now == LLK_CONN_CLOSING || now == LLK_CONN_DEAD);
             if (now == LLK_CONN_LINKED)
@@ -409,6 +556,13 @@ static inline void fz_check_engine(fz_t *fz)
         }
         if (now == LLK_CONN_LINKED && !fc->outbound)
             FZ_CHECK(fc->saw_welcome);
+        /* Keyed: a link only after both proofs, with the session key
+         * both ends derive from this connection's nonces. */
+        if (e->auth && now == LLK_CONN_LINKED && fc->last != LLK_CONN_LINKED) {
+            FZ_CHECK(fc->outbound ? fc->challenge_ok && fc->saw_hello : fc->proof_ok);
+            FZ_CHECK(fc->c->auth.stage == LLK_AUTH_DONE);
+            fz_check_session_key(fz, fc);
+        }
         /* The client's call completes exactly when the handshake ends:
          * SUCCESS with a link, a failure without one. */
         if (fc->has_waiter) {

@@ -18,7 +18,21 @@
  *   TIME    the clock moves (deadlines, liveness, close grace);
  *   ACCEPT  a new server connection (or client attempt) becomes current;
  *   SWITCH  another connection becomes current;
- *   EOF     the current peer closes.
+ *   EOF     the current peer closes;
+ *   AUTH_HELLO / AUTH_PROOF / AUTH_CHALLENGE
+ *           the authentication exchange (link/wire.h), computed with
+ *           auth's own functions (link/auth.h) from the nonces the engine
+ *           sent: the right proof or challenge, or a wrong one (the wrong
+ *           key, a reflected MAC, a stale Ns replayed, a flipped bit).
+ * Keyed mode (the second configuration byte's 0x80): the engine has
+ * llmlink.AuthKey (a fixed test key, fuzz_engine.h); its client attempts
+ * open with AUTH_HELLO. Then also checked: no WELCOME before the peer's
+ * proof checked, no HELLO before the server's, every REJECT before them
+ * AUTH_FAILED (or VERSION_MISMATCH) and silent about the engine, the
+ * engine's challenges fresh and right, a wrong proof or challenge read
+ * whole ends the handshake with REJECT AUTH_FAILED (counted on the
+ * server, the call's status on the client) and no link, and a link's
+ * session key is the one the harness derives from the same nonces.
  * After every step the reactor's service pass runs and fz_check_engine()
  * checks the invariants: the handshake slots equal the connections in
  * handshake, links never exceed llmlink.MaxLinks, one live link per client
@@ -41,6 +55,7 @@
 static const uint16_t fz_types[] = {
     LLK_MSG_HELLO,  LLK_MSG_WELCOME,    LLK_MSG_REJECT, LLK_MSG_HEARTBEAT,
     LLK_MSG_UNLINK, LLK_MSG_UNLINK_ACK, LLK_MSG_ATTACH, LLK_MSG_ATTACH_OK,
+    LLK_MSG_AUTH_HELLO, LLK_MSG_AUTH_CHALLENGE, LLK_MSG_AUTH_PROOF,
 };
 
 /* Extensions a HELLO / WELCOME step may carry (type, payload length). */
@@ -57,7 +72,7 @@ static const struct {
 #define MAX_STEPS 256
 
 enum { OP_FRAME, OP_RAW, OP_SPLIT, OP_HELLO, OP_WELCOME, OP_ATTACH, OP_TIME, OP_ACCEPT,
-       OP_SWITCH, OP_EOF, OP_COUNT };
+       OP_SWITCH, OP_EOF, OP_AUTH_HELLO, OP_AUTH_PROOF, OP_AUTH_CHALLENGE, OP_COUNT };
 
 static uint8_t frame[LLK_WIRE_MAX_FRAME + 128];
 static uint8_t ext_data[LLK_WIRE_MAX_EXTENSIONS][8];
@@ -129,6 +144,106 @@ static size_t build_attach(fz_t *fz, fz_in_t *in)
     return llk_wire_encode_attach(frame, sizeof frame, LLK_WIRE_VERSION, &m);
 }
 
+/* ---- authentication steps (keyed mode: the harness is the peer that
+ * holds the key, or pretends to) ---- */
+
+/* A nonce from one input byte (a whole 32 bytes would mostly be noise). */
+static void fill_nonce(uint8_t out[LLK_AUTH_NONCE_SIZE], uint8_t seed)
+{
+    for (unsigned i = 0; i < LLK_AUTH_NONCE_SIZE; i++)
+        out[i] = (uint8_t)(seed + 7 * i);
+}
+
+/* AUTH_HELLO as a client sends it: scheme 1 mostly (another: refused). */
+static size_t build_auth_hello(fz_in_t *in)
+{
+    llk_msg_auth_hello_t m;
+    uint8_t s = fz_u8(in);
+    m.scheme = s < 0xF0 ? LLK_AUTH_SCHEME_PSK1 : (uint8_t)(s & 0x0f);
+    fill_nonce(m.nc, fz_u8(in));
+    return llk_wire_encode_auth_hello(frame, sizeof frame, LLK_WIRE_VERSION, &m);
+}
+
+/* The Ns of the previous connection's challenge: a replayed proof. */
+static uint8_t stale_ns[LLK_AUTH_NONCE_SIZE];
+
+/* AUTH_PROOF to the engine's challenge on fc: right (made with the key
+ * from the nonces the engine and the harness sent) or wrong (the wrong
+ * key, the engine's own MAC_s reflected, a stale Ns replayed, one bit
+ * flipped); with 0x40 a HELLO follows in the same write, as a client
+ * sends it. fc->proof_ok says the right one went out after a challenge. */
+static size_t build_auth_proof(fz_t *fz, fz_in_t *in, fz_conn_t *fc, bool *wrong)
+{
+    uint8_t how = fz_u8(in);
+    const llk_auth_key_t *key = fz->key ? fz->key : fz_auth_key(1);
+    uint8_t mac[LLK_AUTH_MAC_SIZE];
+    int kind = how & 7;
+    *wrong = kind >= 4;
+    switch (kind) {
+    case 4: FZ_CHECK(llk_auth_mac(fz_auth_key(2), false, fc->nc, fc->ns, mac) == 0); break;
+    case 5: FZ_CHECK(llk_auth_mac(key, true, fc->nc, fc->ns, mac) == 0); break;
+    case 6: FZ_CHECK(llk_auth_mac(key, false, fc->nc, stale_ns, mac) == 0); break;
+    default: FZ_CHECK(llk_auth_mac(key, false, fc->nc, fc->ns, mac) == 0); break;
+    }
+    if (kind == 7)
+        mac[fz_u8(in) % LLK_AUTH_MAC_SIZE] ^= (uint8_t)(1u << (how >> 5 & 7));
+    if (!*wrong && fc->got_challenge)
+        fc->proof_ok = true;
+    size_t n = llk_wire_encode_auth_proof(frame, sizeof frame, LLK_WIRE_VERSION, mac);
+    if (how & 0x40) {
+        size_t proof = n;
+        static uint8_t keep[LLK_WIRE_HEADER_SIZE + LLK_AUTH_MAC_SIZE];
+        memcpy(keep, frame, proof);
+        n = build_hello(fz, in); /* writes frame[] */
+        memmove(frame + proof, frame, n);
+        memcpy(frame, keep, proof);
+        n += proof;
+    }
+    return n;
+}
+
+/* AUTH_CHALLENGE to a keyed client's AUTH_HELLO on fc: Ns from the input,
+ * MAC_s right, made with the wrong key, or the client label (a reflected
+ * MAC_c). fc->challenge_ok: the first right one after the engine's AUTH_HELLO. */
+static size_t build_auth_challenge(fz_t *fz, fz_in_t *in, fz_conn_t *fc, bool *wrong)
+{
+    uint8_t how = fz_u8(in);
+    llk_msg_auth_challenge_t ch;
+    const llk_auth_key_t *key = fz->key ? fz->key : fz_auth_key(1);
+    fill_nonce(ch.ns, fz_u8(in));
+    int kind = how & 3;
+    *wrong = kind >= 2;
+    FZ_CHECK(llk_auth_mac(kind == 2 ? fz_auth_key(2) : key, kind != 3, fc->nc, ch.ns, ch.mac) ==
+             0);
+    if (!*wrong && fc->got_auth_hello && !fc->challenge_ok) {
+        memcpy(fc->ns, ch.ns, sizeof fc->ns);
+        fc->challenge_ok = true;
+    }
+    return llk_wire_encode_auth_challenge(frame, sizeof frame, LLK_WIRE_VERSION, &ch);
+}
+
+/* The connection waits for the frame the step sends next, and nothing of
+ * an earlier frame is half read (the step's frame is read whole). */
+static bool waits(const fz_conn_t *fc, llk_conn_state_t s, llk_auth_stage_t stage)
+{
+    return fz_live(fc) && fc->c->state == s && fc->c->auth.stage == stage && fc->c->rx_len == 0 &&
+           fc->c->fd >= 0 && fc->peer >= 0 && !fc->peer_wr_closed;
+}
+
+/* After a wrong proof or challenge the step's frame was read whole
+ * against: the exchange failed with AUTH_FAILED, counted, and no link. */
+static void check_auth_failed(fz_t *fz, fz_conn_t *fc, uint64_t failures_before)
+{
+    llk_conn_state_t now = fz_live(fc) ? fc->c->state : LLK_CONN_DEAD;
+    FZ_CHECK(now == LLK_CONN_CLOSING || now == LLK_CONN_DEAD);
+    FZ_CHECK(!fc->saw_welcome && !fc->saw_hello);
+    FZ_CHECK(fc->saw_reject && fc->reject_status == LLMLINK_AUTH_FAILED);
+    if (fc->outbound)
+        FZ_CHECK(fc->waiter.done && fc->waiter.status == LLMLINK_AUTH_FAILED);
+    else
+        FZ_CHECK(fz->e->auth_failures > failures_before);
+}
+
 /* A frame of a known type, length from the input, payload what follows. */
 static size_t build_frame(fz_in_t *in)
 {
@@ -153,9 +268,13 @@ static fz_conn_t *new_conn(fz_t *fz, uint8_t pick, uint32_t expected_role)
 static void run(fz_t *fz, fz_in_t *in, uint32_t expected_role)
 {
     fz_conn_t *cur = new_conn(fz, fz_u8(in), expected_role);
+    fz_service(fz); /* a keyed client's AUTH_HELLO goes out */
     fz_check_engine(fz);
     for (int step = 0; step < MAX_STEPS && fz_left(in); step++) {
         size_t n = 0;
+        /* A wrong proof or challenge the engine reads whole, waiting for it. */
+        bool wrong = false, must_fail = false;
+        uint64_t failures = fz->e->auth_failures;
         switch (fz_u8(in) % OP_COUNT) {
         case OP_FRAME: n = build_frame(in); break;
         case OP_HELLO: n = build_hello(fz, in); break;
@@ -183,12 +302,28 @@ static void run(fz_t *fz, fz_in_t *in, uint32_t expected_role)
         }
         case OP_SWITCH: cur = &fz->conn[fz_u8(in) % fz->nconn]; break;
         case OP_EOF: fz_peer_close(fz, cur); break;
+        case OP_AUTH_HELLO: n = build_auth_hello(in); break;
+        case OP_AUTH_PROOF:
+            n = build_auth_proof(fz, in, cur, &wrong);
+            must_fail = wrong && fz->e->auth && cur->got_challenge &&
+                        waits(cur, LLK_CONN_SRV_HANDSHAKE, LLK_AUTH_SRV_CHALLENGED);
+            break;
+        case OP_AUTH_CHALLENGE:
+            n = build_auth_challenge(fz, in, cur, &wrong);
+            must_fail = wrong && fz->e->auth && cur->got_auth_hello &&
+                        waits(cur, LLK_CONN_CLI_HELLO_SENT, LLK_AUTH_CLI_WAIT_CHALLENGE);
+            break;
         }
         if (n)
             fz_send(fz, cur, frame, n);
         fz_service(fz);
+        if (must_fail)
+            check_auth_failed(fz, cur, failures);
         fz_check_engine(fz);
     }
+    for (size_t i = 0; i < fz->nconn; i++)
+        if (fz->conn[i].got_challenge)
+            memcpy(stale_ns, fz->conn[i].ns, sizeof stale_ns);
     /* The end of the input: the peers go, the timers run out. */
     for (size_t i = 0; i < fz->nconn; i++)
         fz_peer_close(fz, &fz->conn[i]);
@@ -217,6 +352,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint32_t expected_role = (cfg >> 6) & 3;
 
     pthread_mutex_lock(&e->mu);
+    /* 0x80: the engine has the key (llmlink.AuthKey), the harness's
+     * peers too (or pretend to: the wrong-key steps). */
+    fz_set_key(&fz, cfg2 & 0x80);
     run(&fz, &in, expected_role);
     fz_reset(&fz);
     pthread_mutex_unlock(&e->mu);

@@ -15,7 +15,7 @@ field by field from core/link/wire.h and core/xfer/xfer_wire.h's layouts.
 Each seed reaches a state that random bytes would rarely reach (a link, an
 accepted data stream, an admitted request, a set-up rail), so that both
 `make test`'s standalone run (replay + mutations) and libFuzzer start deep.
-Adding a frame type (auth's AUTH_*): one entry in LINK_HS below.
+Adding a frame type: one entry in FZ_TYPES below (and in fz_types[]).
 """
 import os
 import struct
@@ -26,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # ---- wire.h ----------------------------------------------------------------
 MAGIC = 0x4C4C4D4B
 HELLO, WELCOME, REJECT, HEARTBEAT, UNLINK, UNLINK_ACK, ATTACH, ATTACH_OK = range(1, 9)
+AUTH_HELLO, AUTH_CHALLENGE, AUTH_PROOF = range(9, 12)
 PROMPT, DECODER, MIX = 1, 2, 3
 EXT_DATA_STREAMS, EXT_RDMA, EXT_WAIT_TIME, EXT_READ_DEPTH = 1, 2, 3, 4
 
@@ -56,10 +57,12 @@ def frame(mtype, payload):
 
 # ---- fuzz_link_hs.c ----------------------------------------------------------
 # enum { OP_FRAME, OP_RAW, OP_SPLIT, OP_HELLO, OP_WELCOME, OP_ATTACH, OP_TIME,
-#        OP_ACCEPT, OP_SWITCH, OP_EOF }
-OP_FRAME, OP_RAW, OP_SPLIT, OP_HELLO, OP_WELCOME, OP_ATTACH, OP_TIME, OP_ACCEPT, OP_SWITCH, OP_EOF = range(10)
+#        OP_ACCEPT, OP_SWITCH, OP_EOF, OP_AUTH_HELLO, OP_AUTH_PROOF, OP_AUTH_CHALLENGE }
+(OP_FRAME, OP_RAW, OP_SPLIT, OP_HELLO, OP_WELCOME, OP_ATTACH, OP_TIME, OP_ACCEPT, OP_SWITCH, OP_EOF,
+ OP_AUTH_HELLO, OP_AUTH_PROOF, OP_AUTH_CHALLENGE) = range(13)
 # fz_types[] order: the index FRAME / SPLIT take.
-FZ_TYPES = [HELLO, WELCOME, REJECT, HEARTBEAT, UNLINK, UNLINK_ACK, ATTACH, ATTACH_OK]
+FZ_TYPES = [HELLO, WELCOME, REJECT, HEARTBEAT, UNLINK, UNLINK_ACK, ATTACH, ATTACH_OK,
+            AUTH_HELLO, AUTH_CHALLENGE, AUTH_PROOF]
 # fz_exts[] indexes
 X_STREAMS, X_RDMA, X_WAIT, X_DEPTH, X_UNKNOWN, X_CRITICAL, X_WAIT_SHORT = range(7)
 
@@ -77,10 +80,13 @@ def exts(*items):
     return out
 
 
-def op_hello(client=b"\x00", target=b"\x00", client_role=DECODER, expected=PROMPT, inc=1, liveness=970, ext=b"\x00"):
+def hello_fields(client=b"\x00", target=b"\x00", client_role=DECODER, expected=PROMPT, inc=1, liveness=970, ext=b"\x00"):
     """pick_id bytes: 0x00 = the usual id, 0xC0 + k = usual + k, 0xF0 + u64 = any."""
-    return (u8(OP_HELLO) + client + target + u8(client_role | expected << 2) + u8(inc) +
-            u16(liveness) + ext)
+    return client + target + u8(client_role | expected << 2) + u8(inc) + u16(liveness) + ext
+
+
+def op_hello(**kw):
+    return u8(OP_HELLO) + hello_fields(**kw)
 
 
 def op_welcome(server=b"\x00", role=PROMPT, liveness=970, inc=1, ext=b"\x00"):
@@ -99,6 +105,32 @@ def op_split(chunk, mtype, payload):
 def op_raw(data):
     assert len(data) < 256
     return u8(OP_RAW) + u8(len(data)) + data
+
+
+# Keyed mode (the second configuration byte's 0x80): the engine has the
+# fuzz key. Proof kinds (build_auth_proof): 0-3 right, 4 wrong key, 5 the
+# engine's MAC_s reflected, 6 a stale Ns, 7 one bit flipped (+ its byte);
+# 0x40: a HELLO follows in the same write. Challenge kinds: 0-1 right, 2
+# wrong key, 3 the client's label.
+KEYED = b"\xff"
+P_RIGHT, P_WRONG_KEY, P_REFLECT, P_STALE, P_FLIP, P_WITH_HELLO = 0, 4, 5, 6, 7, 0x40
+C_RIGHT, C_WRONG_KEY, C_REFLECT = 0, 2, 3
+
+
+def op_auth_hello(nonce=1, scheme=b"\x00"):
+    """scheme byte < 0xF0: scheme 1; 0xF0 + k: scheme k."""
+    return u8(OP_AUTH_HELLO) + scheme + u8(nonce)
+
+
+def op_auth_proof(kind=P_RIGHT, hello=None, flip_byte=0):
+    out = u8(OP_AUTH_PROOF) + u8(kind | (P_WITH_HELLO if hello is not None else 0))
+    if kind == P_FLIP:
+        out += u8(flip_byte)
+    return out + (hello if hello is not None else b"")
+
+
+def op_auth_challenge(kind=C_RIGHT, nonce=2):
+    return u8(OP_AUTH_CHALLENGE) + u8(kind) + u8(nonce)
 
 
 def reject_payload(status, msg):
@@ -156,6 +188,51 @@ LINK_HS = {
     # MIX: a server handshake and a client attempt at once, then the peers go.
     "mix_both": cfg(1, max_links=2) + b"\x7f" + b"\x00" + op_hello() +
         u8(OP_ACCEPT) + b"\x01" + op_welcome() + u8(OP_SWITCH) + b"\x00" + u8(OP_EOF),
+    # Keyed server: AUTH_HELLO, the right proof with HELLO in one write (a
+    # link), heartbeats, unlink.
+    "srv_auth_link": cfg(0) + KEYED + b"\x00" + op_auth_hello() +
+        op_auth_proof(hello=hello_fields(ext=exts((X_WAIT, u32(500))))) +
+        u8(OP_TIME) + u16(100) + op_frame(HEARTBEAT, b"") + op_frame(UNLINK, u32(0)),
+    # Keyed server: the proof and HELLO in two writes; AUTH_HELLO split in
+    # chunks of 5 bytes on a second connection, then a frame after the proof.
+    "srv_auth_two_writes": cfg(0, max_links=2) + KEYED + b"\x00" + op_auth_hello(nonce=3) +
+        op_auth_proof() + op_hello() + u8(OP_ACCEPT) + b"\x00" +
+        op_split(5, AUTH_HELLO, u8(1) + bytes(range(32))) + op_auth_proof() +
+        op_frame(AUTH_HELLO, u8(1) + bytes(32)),
+    # Keyed server: each wrong proof (wrong key, reflected MAC_s, stale Ns,
+    # a flipped bit) refused with AUTH_FAILED, no link.
+    "srv_auth_wrong_proofs": cfg(0) + KEYED + b"\x00" + op_auth_hello() +
+        op_auth_proof(P_WRONG_KEY, hello=hello_fields()) +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_hello(nonce=4) + op_auth_proof(P_REFLECT) +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_hello(nonce=5) + op_auth_proof(P_STALE) +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_hello(nonce=6) + op_auth_proof(P_FLIP, flip_byte=9),
+    # Keyed server: a plain HELLO (authentication required), scheme 2, a
+    # second AUTH_HELLO instead of the proof, the client's REJECT.
+    "srv_auth_required": cfg(0) + KEYED + b"\x00" + op_hello() +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_hello(scheme=b"\xf2") +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_hello() + op_auth_hello() +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_hello() +
+        op_frame(REJECT, reject_payload(0x5010B10A, b"wrong key")),
+    # Keyed server, FirstFrameTimeoutMs 81: AUTH_HELLO in time, the proof
+    # after it: dropped (the first-frame deadline covers the whole exchange).
+    "srv_auth_slow_proof": cfg(0) + b"\x8a" + b"\x00" + op_auth_hello() + u8(OP_TIME) + u16(30) +
+        op_auth_proof(hello=hello_fields()),
+    # A server without a key: AUTH_HELLO refused.
+    "srv_no_key_auth_hello": cfg(0) + b"\x7f" + b"\x00" + op_auth_hello(),
+    # Keyed client: the right challenge (proof and HELLO follow), WELCOME
+    # with data streams (a session key), heartbeats.
+    "cli_auth_link": cfg(2) + KEYED + b"\x00" + op_auth_challenge() +
+        op_welcome(ext=exts((X_STREAMS, b""), (X_WAIT, u32(800)))) + op_frame(HEARTBEAT, b""),
+    # Keyed client: a challenge with the wrong key, a reflected one, a
+    # WELCOME without any, a REJECT.
+    "cli_auth_wrong": cfg(2) + KEYED + b"\x00" + op_auth_challenge(C_WRONG_KEY) +
+        u8(OP_ACCEPT) + b"\x00" + op_auth_challenge(C_REFLECT) +
+        u8(OP_ACCEPT) + b"\x00" + op_welcome() +
+        u8(OP_ACCEPT) + b"\x00" + op_frame(REJECT, reject_payload(0x5010B10A, b"no key here")),
+    # Keyed MIX: a server link and a client link at once.
+    "mix_auth": cfg(1, max_links=2) + KEYED + b"\x00" + op_auth_hello() +
+        op_auth_proof(hello=hello_fields(expected=0)) + u8(OP_ACCEPT) + b"\x01" + op_auth_challenge() +
+        op_welcome(ext=exts((X_STREAMS, b""))),
 }
 
 # ---- fuzz_attach.c -----------------------------------------------------------
@@ -176,6 +253,24 @@ def attach_fields(who=0, server=0, cinc=0, sinc=0, index=0, d=0):
 
 def stream(**kw):
     return u8(A_STREAM) + attach_fields(**kw)
+
+
+# The configuration byte: 0x01 a second link, bits 1-3 the streams per
+# direction the HELLOs announce (LLK_EXT_STREAM_COUNT; 0: none), 0x10 keyed.
+def attach_cfg(two=False, per_dir=0, keyed=False):
+    return u8((1 if two else 0) | per_dir << 1 | (0x10 if keyed else 0))
+
+
+# Keyed mode: a STREAM step's auth byte (fuzz_attach.c A_*): 0-7 the right
+# proof and MAC, 8 no exchange, 9 no MAC, 10 another link's session key,
+# 11 the previous stream's nonces (a replayed MAC), 12 a wrong proof, 13 a
+# flipped MAC bit (+ a byte after the ATTACH's fields: which bit).
+K_RIGHT, K_NONE, K_NO_MAC, K_OTHER_KS, K_STALE, K_BAD_PROOF, K_FLIP = 0, 8, 9, 10, 11, 12, 13
+
+
+def kstream(how=K_RIGHT, flip=None, **kw):
+    out = u8(A_STREAM) + u8(how) + attach_fields(**kw)
+    return out + (u8(flip) if how == K_FLIP else b"")
 
 
 TCP = 1 << 1
@@ -203,6 +298,26 @@ ATTACH_SEEDS = {
     "break_then_attach": b"\x00" + stream(d=TCP) + u8(A_BREAK) + b"\x00" + attach_fields(index=1, d=TCP),
     # A malformed ATTACH payload.
     "bad_payload": b"\x00" + u8(A_FRAME) + u8(10) + b"\x00" * 10,
+    # The HELLO announces 2 streams per direction: index 2 refused.
+    "stream_count": attach_cfg(per_dir=2) + stream(index=0, d=TCP) + stream(index=1, d=TCP) +
+        stream(index=2, d=TCP) + stream(index=1, d=TCP | 1) + stream(index=2, d=TCP | 1),
+    # Keyed: streams that prove the key and the link, both directions, on
+    # two links; a second ATTACH on an accepted stream's connection.
+    "keyed_streams": attach_cfg(two=True, keyed=True) + kstream(index=0, d=TCP) +
+        kstream(index=0, d=TCP | 1) + kstream(who=1, index=1, d=TCP) +
+        u8(A_AGAIN) + u8(K_RIGHT) + attach_fields(index=2, d=TCP),
+    # Keyed: every wrong way (no exchange, no MAC, the other link's key, a
+    # replayed MAC, a wrong proof, a flipped bit) refused AUTH_FAILED; then
+    # a right one.
+    "keyed_wrong": attach_cfg(two=True, keyed=True) + kstream(K_NONE, d=TCP) +
+        kstream(K_NO_MAC, d=TCP) + kstream(K_OTHER_KS, d=TCP) + kstream(K_STALE, d=TCP) +
+        kstream(K_BAD_PROOF, d=TCP) + kstream(K_FLIP, flip=77, d=TCP) + kstream(d=TCP),
+    # Keyed: the link breaks between a stream's exchange and its ATTACH.
+    "keyed_break": attach_cfg(keyed=True) + kstream(d=TCP) + u8(A_BREAK) + b"\x00" + u8(K_RIGHT) +
+        attach_fields(index=1, d=TCP),
+    # Keyed, 1 stream per direction announced; a relink (a new session key).
+    "keyed_count_relink": attach_cfg(per_dir=1, keyed=True) + kstream(d=TCP) +
+        kstream(index=1, d=TCP) + u8(A_RELINK) + b"\x00" + kstream(d=TCP | 1),
 }
 
 # ---- fuzz_owner_admit.c --------------------------------------------------------
