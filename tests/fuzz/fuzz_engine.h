@@ -428,6 +428,9 @@ static inline void fz_read_answers(fz_t *fz, fz_conn_t *fc)
             }
             fc->saw_reject = true;
             fc->reject_status = rj.status;
+            if (fz_trace())
+                fprintf(stderr, "fuzz trace: conn %td REJECT %s: %s\n", fc - fz->conn,
+                        llmlink_status_name(rj.status), rj.message);
             break;
         }
         case LLK_MSG_HELLO: {

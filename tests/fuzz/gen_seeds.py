@@ -315,6 +315,12 @@ ATTACH_SEEDS = {
     # Keyed: the link breaks between a stream's exchange and its ATTACH.
     "keyed_break": attach_cfg(keyed=True) + kstream(d=TCP) + u8(A_BREAK) + b"\x00" + u8(K_RIGHT) +
         attach_fields(index=1, d=TCP),
+    # Keyed: an ATTACH sent into an accepted owner stream (the owner thread
+    # breaks the link, asynchronously), then a stream without a MAC: refused
+    # AUTH_FAILED, or NOT_YET_LINK when the break came first (found by
+    # libFuzzer: the harness had expected AUTH_FAILED only).
+    "keyed_again_then_no_mac": attach_cfg(keyed=True) + kstream(d=TCP) + u8(A_AGAIN) +
+        u8(K_RIGHT) + attach_fields(d=TCP) + kstream(K_NO_MAC, d=TCP),
     # Keyed, 1 stream per direction announced; a relink (a new session key).
     "keyed_count_relink": attach_cfg(per_dir=1, keyed=True) + kstream(d=TCP) +
         kstream(index=1, d=TCP) + u8(A_RELINK) + b"\x00" + kstream(d=TCP | 1),
