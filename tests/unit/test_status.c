@@ -64,8 +64,13 @@
     X(LLMLINK_CLUSTER_ID_MISMATCH)           \
     X(LLMLINK_NETWORK_ERROR)                 \
     X(LLMLINK_CACHE_KEY_ALREADY_EXIST)       \
-    X(LLMLINK_CACHE_IN_USE) \
-    X(LLMLINK_AUTH_FAILED)
+    X(LLMLINK_CACHE_IN_USE)                  \
+    X(LLMLINK_AUTH_FAILED)                   \
+    X(LLMLINK_ACCESS_DENIED)                 \
+    X(LLMLINK_TASK_PENDING)                  \
+    X(LLMLINK_CANCELLED)                     \
+    X(LLMLINK_CANCELLED_LINK_CLOSED)         \
+    X(LLMLINK_NOTIFY_QUEUE_FULL)
 
 static const struct status_macro {
     llmlink_status_t code;
@@ -166,7 +171,8 @@ static void test_own_codes_above_base(void **state)
         LLMLINK_NOT_INITIALIZED, LLMLINK_ALREADY_INITIALIZED, LLMLINK_VERSION_MISMATCH,
         LLMLINK_PROTOCOL_ERROR,  LLMLINK_ROLE_NOT_ALLOWED,    LLMLINK_CLUSTER_ID_MISMATCH,
         LLMLINK_NETWORK_ERROR,   LLMLINK_CACHE_KEY_ALREADY_EXIST, LLMLINK_CACHE_IN_USE,
-        LLMLINK_AUTH_FAILED,
+        LLMLINK_AUTH_FAILED,     LLMLINK_ACCESS_DENIED,       LLMLINK_TASK_PENDING,
+        LLMLINK_CANCELLED,       LLMLINK_CANCELLED_LINK_CLOSED, LLMLINK_NOTIFY_QUEUE_FULL,
     };
     for (size_t i = 0; i < ARRAY_LEN(own); i++) {
         assert_true(own[i] > OWN_CODE_BASE);
@@ -202,6 +208,11 @@ static void test_own_values(void **state)
         {LLMLINK_CACHE_KEY_ALREADY_EXIST, 0x5010B108u, "LLMLINK_CACHE_KEY_ALREADY_EXIST"},
         {LLMLINK_CACHE_IN_USE, 0x5010B109u, "LLMLINK_CACHE_IN_USE"},
         {LLMLINK_AUTH_FAILED, 0x5010B10Au, "LLMLINK_AUTH_FAILED"},
+        {LLMLINK_ACCESS_DENIED, 0x5010B10Bu, "LLMLINK_ACCESS_DENIED"},
+        {LLMLINK_TASK_PENDING, 0x5010B10Cu, "LLMLINK_TASK_PENDING"},
+        {LLMLINK_CANCELLED, 0x5010B10Du, "LLMLINK_CANCELLED"},
+        {LLMLINK_CANCELLED_LINK_CLOSED, 0x5010B10Eu, "LLMLINK_CANCELLED_LINK_CLOSED"},
+        {LLMLINK_NOTIFY_QUEUE_FULL, 0x5010B10Fu, "LLMLINK_NOTIFY_QUEUE_FULL"},
     };
     for (size_t i = 0; i < ARRAY_LEN(want); i++) {
         if (want[i].code != want[i].value)
@@ -221,7 +232,7 @@ static void test_unknown_status(void **state)
     /* gaps in llm_datadist's range, the base itself, past our last code */
     static const llmlink_status_t unknown[] = {
         1, 0x5010B000u, 0x5010B014u, 0x5010B017u, 0x5010B01Du, 0x5010B100u,
-        0x5010B10Cu, 0x7FFFFFFFu, 0xFFFFFFFEu,
+        0x5010B110u, 0x7FFFFFFFu, 0xFFFFFFFEu,
     };
     for (size_t i = 0; i < ARRAY_LEN(unknown); i++) {
         assert_string_equal(llmlink_status_name(unknown[i]), "LLM_UNKNOWN_STATUS");
