@@ -532,7 +532,7 @@ static llmlink_status_t run(llmlink_t *dd, const llk_xfer_req_t *req)
     llmlink_status_t st = llk_engine_caches_ready(dd, req->fn);
     if (st != LLMLINK_SUCCESS)
         return st;
-    return llk_xfer_run(dd, req);
+    return llk_xfer_run(dd, req, NULL);
 }
 
 LLMLINK_EXTERN llmlink_status_t llmlink_pull_blocks(llmlink_t *dd, const llmlink_cache_key_t *src_key,

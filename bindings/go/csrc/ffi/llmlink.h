@@ -104,6 +104,10 @@ typedef uint32_t llmlink_status_t;
 #define LLMLINK_CACHE_IN_USE                 0x5010B109u /* cache still used by a transfer */
 #define LLMLINK_AUTH_FAILED                  0x5010B10Au /* peer failed authentication (key, certificate) */
 #define LLMLINK_ACCESS_DENIED                0x5010B10Bu /* refused by access control */
+#define LLMLINK_TASK_PENDING                 0x5010B10Cu /* the task has not finished yet */
+#define LLMLINK_CANCELLED                    0x5010B10Du /* cancelled; fenced; the link stays usable */
+#define LLMLINK_CANCELLED_LINK_CLOSED        0x5010B10Eu /* cancelled mid-request; fenced by closing the link */
+#define LLMLINK_NOTIFY_QUEUE_FULL            0x5010B10Fu /* the peer's notification queue is full */
 
 /* "LLM_SUCCESS", "LLM_PARAM_INVALID", ...: the LLMStatusCode name, or
  * "LLMLINK_..." for llmlink's own codes, or "LLM_UNKNOWN_STATUS". Never NULL. */
@@ -745,6 +749,199 @@ typedef struct llmlink_link_stats {
  * direction). LLMLINK_NOT_YET_LINK when there is none or it is unusable. */
 LLMLINK_EXTERN llmlink_status_t llmlink_get_link_stats(llmlink_t *dd, uint64_t cluster_id,
                                                        llmlink_link_stats_t *stats);
+
+/* ------------------------------------------------------------------ */
+/* Asynchronous transfers                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A task is one pull or push submitted without waiting: the *_async calls
+ * check their arguments exactly as the blocking calls do (a call that
+ * fails moves no byte and creates no task), then return at once with a
+ * task. Many tasks may be in flight per link and per engine; they run on
+ * the engine's transfer workers (llmlink.AsyncWorkers) over the link's data
+ * streams, and complete in any order. The blocking calls are a submit and
+ * a wait on the calling thread (one code path, no thread hop).
+ *
+ * A task ends with a final status, the blocking call's status (SUCCESS,
+ * KV_CACHE_NOT_EXIST, NETWORK_ERROR, ...), or LLMLINK_CANCELLED /
+ * LLMLINK_CANCELLED_LINK_CLOSED. Its message (the blocking call's
+ * llmlink_last_error) is llmlink_task_error(). Every handle must be given
+ * to llmlink_task_release exactly once; llmlink_finalize cancels the tasks
+ * still running (their handles stay valid until released).
+ */
+typedef struct llmlink_task llmlink_task_t;
+
+/* Called once on an engine thread when the task's status becomes final,
+ * before llmlink_task_wait returns it and before the engine fd reports it.
+ * It may call llmlink_task_status / llmlink_task_error on the task, and
+ * may submit other tasks; it must not wait, cancel, release or finalize,
+ * and should return quickly (it holds a transfer worker). */
+typedef void (*llmlink_task_done_fn)(llmlink_task_t *task, llmlink_status_t status,
+                                     void *user_data);
+
+/* Options of the *_async calls. Versioned like llmlink_register_options_t:
+ * set version to LLMLINK_TASK_OPTIONS_VERSION or start from
+ * LLMLINK_TASK_OPTIONS_INIT / llmlink_task_options_init. NULL: defaults. */
+#define LLMLINK_TASK_OPTIONS_VERSION 1
+#define LLMLINK_MAX_NOTIFY_BYTES 4096
+typedef struct llmlink_task_options {
+    uint32_t version;          /* LLMLINK_TASK_OPTIONS_VERSION */
+    /* The task's own limit in ms from submission; 0: llm.SyncKvCacheWaitTime
+     * (as the blocking calls). A task past it ends WAIT_PROCESS_TIMEOUT. */
+    int32_t timeout_ms;
+    llmlink_task_done_fn on_done; /* NULL: none */
+    void *user_data;              /* for on_done; also llmlink_task_user_data */
+    /* A notification (at most LLMLINK_MAX_NOTIFY_BYTES, copied at submit)
+     * sent to the link's peer once every byte of the task is in place on
+     * both sides; the peer never receives it before. NULL with 0: none.
+     * If the bytes moved but the peer refused the notification, the task
+     * ends with that status (LLMLINK_NOTIFY_QUEUE_FULL, NOT_YET_LINK, ...)
+     * and a message that says the bytes moved. */
+    const void *notify_data;
+    size_t notify_len;
+} llmlink_task_options_t;
+
+#define LLMLINK_TASK_OPTIONS_INIT { LLMLINK_TASK_OPTIONS_VERSION, 0, NULL, NULL, NULL, 0 }
+
+/* Fills *opts with the defaults of `version`. PARAM_INVALID for NULL or a
+ * version this library does not know. */
+LLMLINK_EXTERN llmlink_status_t llmlink_task_options_init(llmlink_task_options_t *opts,
+                                                          uint32_t version);
+
+/* The blocking calls' arguments and checks; *task receives the handle
+ * (NULL on failure). */
+LLMLINK_EXTERN llmlink_status_t llmlink_pull_blocks_async(
+    llmlink_t *dd, const llmlink_cache_key_t *src_key, int64_t dst_cache_id,
+    const uint64_t *src_blocks, size_t num_src_blocks, const uint64_t *dst_blocks,
+    size_t num_dst_blocks, const llmlink_layer_range_t *layers,
+    const llmlink_task_options_t *opts, llmlink_task_t **task);
+LLMLINK_EXTERN llmlink_status_t llmlink_pull_cache_async(
+    llmlink_t *dd, const llmlink_cache_key_t *src_key, int64_t dst_cache_id,
+    uint32_t batch_index, int64_t size, const llmlink_layer_range_t *layers,
+    const llmlink_task_options_t *opts, llmlink_task_t **task);
+LLMLINK_EXTERN llmlink_status_t llmlink_push_blocks_async(
+    llmlink_t *dd, const llmlink_cache_key_t *dst_key, int64_t src_cache_id,
+    const uint64_t *src_blocks, size_t num_src_blocks, const uint64_t *dst_blocks,
+    size_t num_dst_blocks, const llmlink_layer_range_t *layers,
+    const llmlink_task_options_t *opts, llmlink_task_t **task);
+LLMLINK_EXTERN llmlink_status_t llmlink_push_cache_async(
+    llmlink_t *dd, const llmlink_cache_key_t *dst_key, int64_t src_cache_id,
+    uint32_t src_batch_index, int64_t size, const llmlink_layer_range_t *layers,
+    const llmlink_task_options_t *opts, llmlink_task_t **task);
+
+/* Non-blocking: the final status, or LLMLINK_TASK_PENDING. A NULL task:
+ * PARAM_INVALID. A failed final status also sets this thread's
+ * llmlink_last_error to the task's message. */
+LLMLINK_EXTERN llmlink_status_t llmlink_task_status(llmlink_task_t *task);
+/* Waits up to timeout_ms (-1: no limit; 0: as llmlink_task_status) for the
+ * final status; LLMLINK_TASK_PENDING when the time ran out first (the task
+ * goes on). */
+LLMLINK_EXTERN llmlink_status_t llmlink_task_wait(llmlink_task_t *task, int32_t timeout_ms);
+/*
+ * Cancels the task and returns its final status. When it returns, no byte
+ * of the task will land in either side's memory any more (pull: this
+ * engine's cache; push: the peer's). A task that had not started, or that
+ * the transport stopped between requests (tcp pulls, shm), ends
+ * LLMLINK_CANCELLED and its link stays usable for other tasks; one that a
+ * transport cannot stop alone (a tcp push with payload on the wire, RDMA
+ * with work posted) ends LLMLINK_CANCELLED_LINK_CLOSED: the link was
+ * closed as a failed transfer closes it (link again). A task that had
+ * already finished keeps its status (cancel then changes nothing).
+ * Bounded: at most the transport's fence time (tcp push: 1 s).
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_task_cancel(llmlink_task_t *task);
+/* Frees the handle. A task still running is cancelled first (as
+ * llmlink_task_cancel, so its memory may be reused at once). NULL: no-op. */
+LLMLINK_EXTERN void llmlink_task_release(llmlink_task_t *task);
+/* The task's message: "" while pending or after SUCCESS. Valid until the
+ * task is released. Never NULL (for NULL: ""). */
+LLMLINK_EXTERN const char *llmlink_task_error(llmlink_task_t *task);
+/* opts->user_data of its submission (NULL for NULL). */
+LLMLINK_EXTERN void *llmlink_task_user_data(llmlink_task_t *task);
+
+/*
+ * The engine's event descriptor, for epoll / poll / asyncio / Go's netpoller
+ * / tokio: readable exactly while a finished task has not been collected by
+ * llmlink_task_poll_done or a received notification waits in
+ * llmlink_get_notifies (level-triggered; it never needs to be read). Owned
+ * by the engine: do not close it; valid until llmlink_destroy.
+ * ROLE_NOT_ALLOWED never; NOT_INITIALIZED before llmlink_init.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_get_event_fd(llmlink_t *dd, int *fd);
+/* Collects up to max finished tasks, each once, in the order they finished
+ * (tasks already released are skipped); *count receives how many. The
+ * handles stay owned by the caller (release them as usual). */
+LLMLINK_EXTERN llmlink_status_t llmlink_task_poll_done(llmlink_t *dd, llmlink_task_t **tasks,
+                                                       size_t max, size_t *count);
+
+/*
+ * Layer-wise push (llm_datadist's CacheManager.transfer_cache_async): the
+ * local cache src_cache_id is pushed layer by layer to every target as
+ * soon as sync(layer) says that layer is computed; the pushes of layer i
+ * run while sync(i + 1) waits. sync is called on an engine thread, once per
+ * layer in increasing order over the union of the targets' source ranges,
+ * with timeout_ms -1; returning false ends the task: targets not finished
+ * get LLMLINK_FAILED ("layer synchronizer returned false for layer i").
+ * A target names the remote cache by key (LLMLINK_KEY_BLOCKS, or
+ * LLMLINK_KEY_ID_AND_INDEX, or LLMLINK_KEY_CACHE) and its layer ranges
+ * (start = end = -1: every layer; both ranges cover the same count).
+ * Blocks caches: src_blocks[i] -> dst_blocks[i] for every target (both
+ * lists NULL with 0 for a cache of batch entries). Results per target with
+ * llmlink_task_results. The task's status: SUCCESS when every target
+ * succeeded, else the first target failure's status.
+ */
+typedef bool (*llmlink_layer_sync_fn)(uint32_t layer_index, int32_t timeout_ms,
+                                      void *user_data);
+typedef struct llmlink_transfer_target {
+    llmlink_cache_key_t dst_key;
+    int32_t src_layer_start, src_layer_end;
+    int32_t dst_layer_start, dst_layer_end;
+    uint32_t src_batch_index; /* a cache of batch entries: the entry pushed */
+} llmlink_transfer_target_t;
+
+LLMLINK_EXTERN llmlink_status_t llmlink_transfer_cache_async(
+    llmlink_t *dd, int64_t src_cache_id, llmlink_layer_sync_fn sync, void *sync_user_data,
+    const llmlink_transfer_target_t *targets, size_t num_targets, const uint64_t *src_blocks,
+    size_t num_src_blocks, const uint64_t *dst_blocks, size_t num_dst_blocks,
+    uint32_t tensors_per_layer, const llmlink_task_options_t *opts, llmlink_task_t **task);
+/* Per-target results of a transfer_cache_async task (num_results ==
+ * num_targets): each target's final status, or LLMLINK_TASK_PENDING for a
+ * target none of whose layers has been sent yet (llm_datadist's None).
+ * Any other task: one result, its status. */
+LLMLINK_EXTERN llmlink_status_t llmlink_task_results(llmlink_task_t *task,
+                                                     llmlink_status_t *results,
+                                                     size_t num_results);
+
+/* ------------------------------------------------------------------ */
+/* Notifications                                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Small messages between linked engines ("request R's blocks were read:
+ * free them"). Ordered per link; each engine keeps at most
+ * llmlink.NotifyQueueDepth received and not yet fetched (all links
+ * together). llmlink_notify sends one (1..LLMLINK_MAX_NOTIFY_BYTES bytes)
+ * over the link with cluster_id and waits, up to timeout_ms, for the peer
+ * to queue it: SUCCESS, LLMLINK_NOTIFY_QUEUE_FULL (the peer's queue is
+ * full; nothing queued, try later), NOT_YET_LINK (no usable link, or it
+ * died before the answer), TIMEOUT.
+ */
+LLMLINK_EXTERN llmlink_status_t llmlink_notify(llmlink_t *dd, uint64_t cluster_id,
+                                               const void *data, size_t len,
+                                               int32_t timeout_ms);
+
+typedef struct llmlink_notification {
+    uint64_t cluster_id; /* the sender */
+    uint32_t len;
+    uint8_t data[LLMLINK_MAX_NOTIFY_BYTES];
+} llmlink_notification_t;
+
+/* Takes up to max received notifications, oldest first (per link in the
+ * order sent); *count receives how many (0 when none: SUCCESS). */
+LLMLINK_EXTERN llmlink_status_t llmlink_get_notifies(llmlink_t *dd,
+                                                     llmlink_notification_t *out,
+                                                     size_t max, size_t *count);
 
 #ifdef __cplusplus
 }

@@ -65,6 +65,13 @@ static const status_entry_t table[] = {
      "The peer failed authentication (wrong, missing or unexpected key or certificate)."},
     {LLMLINK_ACCESS_DENIED, "LLMLINK_ACCESS_DENIED",
      "Access control refused it: the cluster may not link, or the cache refuses that way."},
+    {LLMLINK_TASK_PENDING, "LLMLINK_TASK_PENDING", "The task has not finished yet."},
+    {LLMLINK_CANCELLED, "LLMLINK_CANCELLED",
+     "The task was cancelled; nothing of it lands later, and its link stays usable."},
+    {LLMLINK_CANCELLED_LINK_CLOSED, "LLMLINK_CANCELLED_LINK_CLOSED",
+     "The task was cancelled mid-request: the link was closed to stop it; link again."},
+    {LLMLINK_NOTIFY_QUEUE_FULL, "LLMLINK_NOTIFY_QUEUE_FULL",
+     "The peer's notification queue is full; nothing was queued, try later."},
 };
 
 static const status_entry_t *find(llmlink_status_t s)

@@ -137,6 +137,12 @@ typedef struct llk_xstats {
     _Atomic uint64_t bytes_requested, bytes_served, requests_served, requests_refused;
     _Atomic uint64_t tcp_requests, shm_requests, shm_fallbacks;
     _Atomic uint64_t rdma_requests;
+    /* Asynchronous tasks and notifications (core/xfer/task.c, notify.c):
+     * tasks submitted / cancelled (CANCELLED or CANCELLED_LINK_CLOSED);
+     * notifications sent (queued by the peer), received (queued here),
+     * refused because a queue was full (either side's count of it). */
+    _Atomic uint64_t tasks_submitted, tasks_cancelled;
+    _Atomic uint64_t notifies_sent, notifies_received, notifies_refused_full;
 } llk_xstats_t;
 
 typedef void llk_conn_frame_fn(llmlink_t *e, struct llk_conn *c, const llk_frame_header_t *h,

@@ -162,7 +162,7 @@ static void count(llmlink_t *e, const llk_xfer_ctx_t *ctx, llmlink_status_t st, 
 }
 
 static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_cache_t *lc,
-                                    llk_xlink_t *xl)
+                                    llk_xlink_t *xl, llk_xfer_cancel_t *cx)
 {
     tensor_map_t tm;
     llmlink_status_t st = check_local_kind(r, lc);
@@ -197,6 +197,7 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
     ctx.xl = xl;
     ctx.fn = r->fn;
     ctx.local_cache = lc;
+    ctx.cancel = cx;
     ctx.push = r->push;
     ctx.hdr.kind = (uint8_t)r->kind;
     ctx.hdr.flags = (uint16_t)((r->kind == LLK_XKIND_CACHE && r->size < 0 ? LLK_XREQ_WHOLE : 0) |
@@ -224,7 +225,7 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
     return st;
 }
 
-llmlink_status_t llk_xfer_run(llmlink_t *e, const llk_xfer_req_t *r)
+llmlink_status_t llk_xfer_run(llmlink_t *e, const llk_xfer_req_t *r, llk_xfer_cancel_t *cx)
 {
     if (!e->reg_ready)
         return llk_engine_check_running(e, r->fn);
@@ -238,7 +239,7 @@ llmlink_status_t llk_xfer_run(llmlink_t *e, const llk_xfer_req_t *r)
         llk_registry_release(&e->reg, lc, NULL);
         return st == LLMLINK_SUCCESS ? LLMLINK_NOT_YET_LINK : st;
     }
-    st = run_planned(e, r, lc, xl);
+    st = run_planned(e, r, lc, xl, cx);
     llk_xlink_unref(xl);
     llk_registry_release(&e->reg, lc, NULL);
     return st;

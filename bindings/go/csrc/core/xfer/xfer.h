@@ -47,6 +47,7 @@
 #include "llmlink.h"
 #include "base/options.h"
 #include "link/wire.h"
+#include "xfer/cancel.h"
 #include "xfer/planner.h"
 #include "xfer/xfer_wire.h"
 #include "transport/transport.h"
@@ -248,8 +249,9 @@ typedef struct llk_xfer_req {
 } llk_xfer_req_t;
 
 /* Runs one transfer within llm.SyncKvCacheWaitTime (see llmlink.h for the
- * statuses). Takes no engine lock while bytes move. */
-llmlink_status_t llk_xfer_run(llmlink_t *e, const llk_xfer_req_t *r);
+ * statuses). Takes no engine lock while bytes move. cx: the task's cancel
+ * (xfer/cancel.h), NULL for none. */
+llmlink_status_t llk_xfer_run(llmlink_t *e, const llk_xfer_req_t *r, llk_xfer_cancel_t *cx);
 
 /* ---- xfer/requester.c: the requester side of one plan --------------------- */
 
@@ -263,6 +265,7 @@ typedef struct llk_xfer_ctx {
     bool consume_key;        /* then send CONSUME (pull_cache by an allocated CacheKey) */
     int64_t deadline_ms;
     struct llk_cache *local_cache; /* held by the call (transports may register it) */
+    llk_xfer_cancel_t *cancel; /* the task's cancel, NULL: none (xfer/cancel.h) */
     /* per transport (LLK_XPORT_*), for llmlink_get_xfer_stats */
     uint64_t requests[LLK_NXPORTS], fallbacks[LLK_NXPORTS];
 } llk_xfer_ctx_t;
