@@ -1029,8 +1029,14 @@ typedef enum llmlink_refuse_reason {
     LLMLINK_REFUSE_CLUSTER_ID = 4, /* CLUSTER_ID_MISMATCH, ALREADY_LINK */
     LLMLINK_REFUSE_LIMITS = 5,     /* CLUSTER_NUM_EXCEED_LIMIT (llmlink.MaxLinks...) */
     LLMLINK_REFUSE_PROTOCOL = 6,   /* PROTOCOL_ERROR: a malformed or unexpected frame */
-    LLMLINK_REFUSE_CONNECT = 7,    /* client: no connection (nothing listens, unreachable) */
-    LLMLINK_REFUSE_TIMEOUT = 8     /* client: TIMEOUT */
+    /* client: LINK_FAILED: no connection (nothing listens, unreachable), or
+     * the data streams could not attach (a transport the ends cannot agree on
+     * included) */
+    LLMLINK_REFUSE_CONNECT = 7,
+    LLMLINK_REFUSE_TIMEOUT = 8,    /* client: TIMEOUT */
+    /* server: a data stream refused because the two ends' llmlink.Transport
+     * cannot agree (one forces a transport the link cannot use) */
+    LLMLINK_REFUSE_TRANSPORT = 9
 } llmlink_refuse_reason_t;
 #define LLMLINK_METRICS_MAX_REASONS 16
 

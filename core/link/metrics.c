@@ -116,7 +116,10 @@ void llk_metrics_link_closed(llk_metrics_t *m, llmlink_close_reason_t why)
 
 void llk_metrics_hs_refused(llk_metrics_t *m, llmlink_status_t st)
 {
-    add(&m->hs_refused[llk_metrics_refuse_reason(st)], 1);
+    /* The server refuses with LINK_FAILED only a data stream whose
+     * transport the two ends cannot agree on (xfer/streams.c). */
+    add(&m->hs_refused[st == LLMLINK_LINK_FAILED ? LLMLINK_REFUSE_TRANSPORT
+                                                 : llk_metrics_refuse_reason(st)], 1);
 }
 
 void llk_metrics_link_result(llk_metrics_t *m, llmlink_status_t st)
@@ -160,8 +163,9 @@ static const char *const link_dir_names[] = {"outbound", "inbound"};
 static const char *const close_names[] = {"other",          "unlinked", "unlinked_by_peer",
                                           "liveness",       "peer_closed", "transfer_failed",
                                           "finalize",       "protocol_error", "replaced"};
-static const char *const refuse_names[] = {"other",  "auth",     "access",  "version", "cluster_id",
-                                           "limits", "protocol", "connect", "timeout"};
+static const char *const refuse_names[] = {"other",    "auth",    "access",  "version",
+                                           "cluster_id", "limits", "protocol", "connect",
+                                           "timeout",  "transport"};
 
 #define PICK(arr, v) ((v) < sizeof(arr) / sizeof(arr[0]) ? (arr)[v] : NULL)
 

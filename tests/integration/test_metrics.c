@@ -459,6 +459,8 @@ static void test_bounds_and_labels(void **state)
                                               LLMLINK_CLOSE_REPLACED), "replaced");
     assert_string_equal(llmlink_metrics_label(LLMLINK_LABEL_REFUSE_REASON,
                                               LLMLINK_REFUSE_TIMEOUT), "timeout");
+    assert_string_equal(llmlink_metrics_label(LLMLINK_LABEL_REFUSE_REASON,
+                                              LLMLINK_REFUSE_TRANSPORT), "transport");
     assert_string_equal(llmlink_metrics_label(LLMLINK_LABEL_LINK_DIR, LLMLINK_LINK_INBOUND),
                         "inbound");
     assert_null(llmlink_metrics_label(LLMLINK_LABEL_DIR, 2));
