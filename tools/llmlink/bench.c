@@ -71,6 +71,7 @@ static int parse(int argc, char **argv, bconf_t *c)
         {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
     int ch;
     optind = 1;
+    opterr = 0; /* our message, with the usage */
     while ((ch = getopt_long(argc, argv, "b:T:d:n:s:t:jc:o:h", lo, NULL)) != -1) {
         switch (ch) {
         case 'b':
@@ -120,7 +121,7 @@ static int parse(int argc, char **argv, bconf_t *c)
             fputs(usage_text, stdout);
             return -1;
         default:
-            return cli_usage_error("bench", usage_text, "bad arguments");
+            return cli_usage_error("bench", usage_text, "bad option '%s'", argv[optind - 1]);
         }
     }
     if (argc - optind != 1)

@@ -372,6 +372,7 @@ int cli_doctor(int argc, char **argv)
     d.root = "";
     int ch;
     optind = 1;
+    opterr = 0; /* our message, with the usage */
     while ((ch = getopt_long(argc, argv, "s:l:h", lo, NULL)) != -1) {
         char ip[64];
         uint16_t port;
@@ -392,7 +393,7 @@ int cli_doctor(int argc, char **argv)
             fputs(usage_text, stdout);
             return CLI_OK;
         default:
-            return cli_usage_error("doctor", usage_text, "bad arguments");
+            return cli_usage_error("doctor", usage_text, "bad option '%s'", argv[optind - 1]);
         }
     }
     if (optind != argc)

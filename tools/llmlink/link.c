@@ -45,6 +45,7 @@ int cli_link(int argc, char **argv)
     uint64_t id = CLI_DEFAULT_CLIENT_ID, timeout = CLI_DEFAULT_LINK_MS;
     int ch;
     optind = 1;
+    opterr = 0; /* our message, with the usage */
     while ((ch = getopt_long(argc, argv, "c:w:o:h", lo, NULL)) != -1) {
         switch (ch) {
         case 'c':
@@ -71,7 +72,7 @@ int cli_link(int argc, char **argv)
             fputs(usage_text, stdout);
             return CLI_OK;
         default:
-            return cli_usage_error("link", usage_text, "bad arguments");
+            return cli_usage_error("link", usage_text, "bad option '%s'", argv[optind - 1]);
         }
     }
     size_t n = (size_t)(argc - optind);

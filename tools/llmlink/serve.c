@@ -55,6 +55,7 @@ static int parse(int argc, char **argv, serve_conf_t *c)
     c->nsizes = 1;
     int ch;
     optind = 1;
+    opterr = 0; /* our message, with the usage */
     while ((ch = getopt_long(argc, argv, "l:c:b:s:t:o:m:h", lo, NULL)) != -1) {
         char ip[64];
         uint16_t port;
@@ -108,7 +109,7 @@ static int parse(int argc, char **argv, serve_conf_t *c)
             fputs(usage_text, stdout);
             return -1;
         default:
-            return cli_usage_error("serve", usage_text, "bad arguments");
+            return cli_usage_error("serve", usage_text, "bad option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)

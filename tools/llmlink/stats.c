@@ -192,6 +192,7 @@ int cli_stats(int argc, char **argv)
     uint64_t timeout = 5000;
     int ch;
     optind = 1;
+    opterr = 0; /* our message, with the usage */
     while ((ch = getopt_long(argc, argv, "p:rw:h", lo, NULL)) != -1) {
         switch (ch) {
         case 'p':
@@ -208,7 +209,7 @@ int cli_stats(int argc, char **argv)
             fputs(usage_text, stdout);
             return CLI_OK;
         default:
-            return cli_usage_error("stats", usage_text, "bad arguments");
+            return cli_usage_error("stats", usage_text, "bad option '%s'", argv[optind - 1]);
         }
     }
     char addr[128];

@@ -65,6 +65,7 @@ static int parse(int argc, char **argv, xconf_t *c)
         {NULL, 0, NULL, 0}};
     int ch;
     optind = 1;
+    opterr = 0; /* our message, with the usage */
     while ((ch = getopt_long(argc, argv, "b:s:t:n:vc:o:w:h", lo, NULL)) != -1) {
         switch (ch) {
         case 'b':
@@ -116,7 +117,7 @@ static int parse(int argc, char **argv, xconf_t *c)
             fputs(common_usage, stdout);
             return -1;
         default:
-            return usage_error(c, "%s", "bad arguments");
+            return usage_error(c, "bad option '%s'", argv[optind - 1]);
         }
     }
     if (argc - optind != 1)
