@@ -150,7 +150,8 @@ llmlink_status_t llk_xfer_links(llmlink_t *e, llmlink_link_info_t *out, size_t s
     if (l.oom) {
         st = llk_err(LLMLINK_OUT_OF_MEMORY, "llmlink_get_links: out of memory");
     } else {
-        qsort(l.v, l.n, sizeof *l.v, by_dir_and_id);
+        if (l.n) /* qsort(NULL, 0, ...) is undefined */
+            qsort(l.v, l.n, sizeof *l.v, by_dir_and_id);
         for (size_t i = 0; i < l.n && i < max; i++)
             fill((llmlink_link_info_t *)((char *)out + i * stride), &l.v[i]);
         *count = l.n;
