@@ -121,6 +121,13 @@ typedef struct cli_cache {
  * tensor; key: NULL for a cache that only receives. */
 llmlink_status_t cli_cache_alloc(llmlink_t *e, cli_cache_t *c, uint32_t tensors, uint64_t block,
                                  uint64_t blocks, const llmlink_cache_key_t *key);
+/* Maps blocks x block bytes per tensor, fills them with the pattern of
+ * seed, then registers them (llmlink_register_blocks_cache) under key: a
+ * peer can address the cache only once every byte is written (the
+ * registry's lock orders the fill before any peer's request). The memory
+ * stays mapped until the process exits. */
+llmlink_status_t cli_cache_filled(llmlink_t *e, cli_cache_t *c, uint32_t tensors, uint64_t block,
+                                  uint64_t blocks, const llmlink_cache_key_t *key, uint64_t seed);
 /* The cache of block size `block` that serve registers on cluster id. */
 llmlink_cache_key_t cli_serve_key(uint64_t cluster_id, uint64_t block);
 

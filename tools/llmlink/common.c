@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -311,6 +312,32 @@ llmlink_status_t cli_cache_alloc(llmlink_t *e, cli_cache_t *c, uint32_t tensors,
     d.shape[0] = (int64_t)blocks;
     d.shape[1] = (int64_t)block;
     return llmlink_allocate_blocks_cache(e, &d, key, &c->id, c->addrs, CLI_MAX_TENSORS);
+}
+
+llmlink_status_t cli_cache_filled(llmlink_t *e, cli_cache_t *c, uint32_t tensors, uint64_t block,
+                                  uint64_t blocks, const llmlink_cache_key_t *key, uint64_t seed)
+{
+    memset(c, 0, sizeof *c);
+    c->tensors = tensors;
+    c->block = block;
+    c->blocks = blocks;
+    uint64_t bytes = blocks * block;
+    for (uint32_t t = 0; t < tensors; t++) {
+        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return LLMLINK_OUT_OF_MEMORY;
+        cli_fill(p, bytes, seed, t);
+        c->addrs[t] = (uint64_t)(uintptr_t)p;
+    }
+    llmlink_cache_desc_t d;
+    memset(&d, 0, sizeof d);
+    d.num_tensors = tensors;
+    d.data_type = LLMLINK_DT_UINT8;
+    d.placement = LLMLINK_PLACEMENT_HOST;
+    d.num_dims = 2;
+    d.shape[0] = (int64_t)blocks;
+    d.shape[1] = (int64_t)block;
+    return llmlink_register_blocks_cache(e, &d, c->addrs, tensors, key, &c->id);
 }
 
 /* ---- output ---- */

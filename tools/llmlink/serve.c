@@ -1,5 +1,5 @@
 /* serve.c - `llmlink serve`: a PROMPT engine on an address with caches it
- * allocates and fills with the verifiable pattern (cli.h), its port
+ * maps, fills with the verifiable pattern (cli.h), its port
  * printed; optionally its metrics on --metrics ADDR (http.c). Runs until
  * SIGINT or SIGTERM, then unlinks every peer and exits 0. */
 #include <getopt.h>
@@ -133,11 +133,10 @@ static int make_caches(llmlink_t *e, const serve_conf_t *c)
         uint64_t blocks = c->cache_bytes / c->tensors / c->sizes[i];
         llmlink_cache_key_t key = cli_serve_key(c->id, c->sizes[i]);
         cli_cache_t cc;
-        llmlink_status_t st = cli_cache_alloc(e, &cc, (uint32_t)c->tensors, c->sizes[i], blocks, &key);
+        llmlink_status_t st =
+            cli_cache_filled(e, &cc, (uint32_t)c->tensors, c->sizes[i], blocks, &key, c->seed);
         if (st != LLMLINK_SUCCESS)
-            return cli_fail_status("serve", "allocating a cache", st);
-        for (uint32_t t = 0; t < cc.tensors; t++)
-            cli_fill((uint8_t *)(uintptr_t)cc.addrs[t], blocks * c->sizes[i], c->seed, t);
+            return cli_fail_status("serve", "registering a cache", st);
         printf("cache=%" PRId64 " block_size=%" PRIu64 " blocks=%" PRIu64 " tensors=%" PRIu64
                " seed=%" PRIu64 " key=blocks:%" PRIu64 ":%" PRIu64 "\n",
                cc.id, c->sizes[i], blocks, c->tensors, c->seed, c->id, c->sizes[i]);
