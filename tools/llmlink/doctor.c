@@ -73,6 +73,7 @@ static void finding(doc_t *d, const char *level, const char *check, const char *
 static bool read_line(const doc_t *d, const char *path, char *out, size_t cap)
 {
     char full[2048];
+    out[0] = '\0'; /* callers print it even when unreadable */
     snprintf(full, sizeof full, "%s%s", d->root, path);
     FILE *f = fopen(full, "re");
     if (!f)
@@ -269,7 +270,7 @@ static void check_ptrace(doc_t *d)
 
 static void check_ktls(doc_t *d)
 {
-    char ulp[256];
+    char ulp[256] = "";
     if (read_line(d, "/proc/sys/net/ipv4/tcp_available_ulp", ulp, sizeof ulp) &&
         strstr(ulp, "tls"))
         finding(d, "OK", "ktls", NULL, "kernel TLS available (tcp_available_ulp: %s)", ulp);
