@@ -52,6 +52,13 @@
 %ignore llmlink_register_options;
 %ignore llmlink_register_options_t;
 %ignore llmlink_register_options_init;
+/* Metrics: llk_py_get_metrics / llk_py_get_links below return them. */
+%ignore llmlink_metrics;
+%ignore llmlink_metrics_t;
+%ignore llmlink_link_info;
+%ignore llmlink_link_info_t;
+%ignore llmlink_get_metrics;
+%ignore llmlink_get_links;
 /* The callback goes to Python's logging through llk_py_set_log_level. */
 %ignore llmlink_set_log_callback;
 
@@ -267,6 +274,9 @@
 %nothread llk_py_memoryview;
 %nothread llk_py_set_log_level;
 %nothread llk_py_status_of;
+/* These release the GIL themselves around the C call only. */
+%nothread llk_py_get_metrics;
+%nothread llk_py_get_links;
 
 %inline %{
 /* A writable memoryview over nbytes at addr, without a copy. The memory
@@ -278,6 +288,10 @@ PyObject *llk_py_memoryview(uint64_t addr, uint64_t nbytes);
 PyObject *llk_py_set_log_level(int level);
 /* LLMStatusCode(status), or the int where the enum lacks it. */
 PyObject *llk_py_status_of(uint32_t status);
+/* llmlink_get_metrics: a dict of the struct's fields (arrays as lists,
+ * indexed as in C); llmlink_get_links: a list of dicts, one per link. */
+PyObject *llk_py_get_metrics(llmlink_t *dd);
+PyObject *llk_py_get_links(llmlink_t *dd);
 %}
 
 %include "llmlink.h"

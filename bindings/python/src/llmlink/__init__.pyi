@@ -1,7 +1,7 @@
 """Type hints for the public names of llmlink (the llm_datadist API)."""
 import logging
 from enum import Enum, IntEnum
-from typing import Dict, List, Optional, Sequence, Tuple, Union, overload
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, overload
 
 __version__: str
 
@@ -229,5 +229,7 @@ class LLMDataDist:
     @overload
     def link_stats(self, cluster_id: int) -> Dict[str, Union[int, RdmaProtection]]: ...
     def transfer_stats(self) -> Dict[str, int]: ...
+    def metrics(self) -> Dict[str, Any]: ...
+    def links(self) -> List[Dict[str, Any]]: ...
 
 def set_log_level(level: Optional[int]) -> None: ...
