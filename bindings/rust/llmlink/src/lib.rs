@@ -31,7 +31,11 @@ mod cluster;
 mod engine;
 mod error;
 mod log;
+mod metrics;
 mod options;
+/// The `prometheus-client` collector (feature `prometheus`).
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod status;
 
 pub use cache::{Access, CacheDesc, CacheId, CacheKey, DataType, LayerRange, Placement};
@@ -42,6 +46,7 @@ pub use cluster::{ClusterInfo, IpInfo};
 pub use engine::{DataDist, LinkStats, RdmaProtection, Role, Stats, XferStats};
 pub use error::{last_error, Error, Result};
 pub use log::{clear_log_callback, set_log_callback, LogLevel};
+pub use metrics::{bucket_bounds_seconds, label, labels, LabelKind, LinkInfo, Metrics};
 pub use options::Options;
 pub use status::Status;
 
