@@ -32,6 +32,7 @@
 #include "llmlink.h"
 #include "base/options.h"
 #include "link/auth.h"
+#include "link/metrics.h"
 #include "link/wire.h"
 #include "xfer/xfer.h"
 
@@ -125,6 +126,11 @@ typedef struct llk_conn {
 
     /* Authentication exchange (link/auth.h), when the engine has a key. */
     llk_auth_hs_t auth;
+
+    /* Why a link on this connection ended (llmlink_close_reason_t), set by
+     * whoever ends it before the state change; 0 (OTHER) when nobody
+     * said. Counted once, when it leaves LINKED / UNLINKING (link/metrics.h). */
+    uint8_t close_reason;
 
     size_t rx_len, tx_len;
     uint8_t tx[LLK_TX_CAP];
@@ -244,6 +250,10 @@ struct llmlink {
      * ATTACH MAC), under e->mu. */
     llk_auth_key_t *auth;
     uint64_t auth_failures;
+
+    /* Operator counters (llmlink_get_metrics, link/metrics.h): atomics,
+     * no lock. */
+    llk_metrics_t metrics;
 };
 
 /* ---- engine.c: lifecycle ---- */
@@ -409,5 +419,7 @@ llmlink_status_t llk_engine_unlink(llmlink_t *e, const uint64_t *ids, size_t n,
 llmlink_status_t llk_engine_check_link(llmlink_t *e, uint64_t remote_id);
 llmlink_status_t llk_engine_stats(llmlink_t *e, llmlink_stats_t *s);
 llmlink_status_t llk_engine_xfer_stats(llmlink_t *e, llmlink_xfer_stats_t *s);
+/* llmlink_get_metrics (everything but version); link/metrics.c. */
+void llk_engine_metrics(llmlink_t *e, llmlink_metrics_t *m);
 
 #endif /* LLK_ENGINE_H */

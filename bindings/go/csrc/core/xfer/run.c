@@ -209,6 +209,7 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
     ctx.plan = &plan;
     ctx.consume_key = !r->push && r->kind == LLK_XKIND_CACHE && r->key.type == LLMLINK_KEY_CACHE;
     ctx.deadline_ms = llk_now_ms() + llk_xlink_wait_ms(xl, e->opts.sync_kv_wait_ms);
+    int64_t start_ns = llk_metrics_now_ns();
     bool link_failed = false;
     st = llk_xfer_execute(&ctx, &link_failed);
     if (link_failed) {
@@ -221,6 +222,7 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
                 (unsigned long long)xl->remote_id);
     }
     count(e, &ctx, st, plan.total_bytes);
+    llk_xfer_record(e, &ctx, st, link_failed, plan.total_bytes, start_ns);
     llk_plan_free(&plan);
     return st;
 }
