@@ -100,7 +100,7 @@ static void transfers(FILE *f, const llmlink_metrics_t *m)
         uint64_t cum = 0;
         for (size_t b = 0; b < LLMLINK_METRICS_BUCKETS; b++) {
             cum += m->latency_buckets[d][b];
-            fprintf(f, "llmlink_transfer_duration_seconds_bucket{direction=\"%s\",le=\"%.6g\"} %"
+            fprintf(f, "llmlink_transfer_duration_seconds_bucket{direction=\"%s\",le=\"%.9g\"} %"
                        PRIu64 "\n", dn, llmlink_metrics_bucket_bound_seconds(b), cum);
         }
         fprintf(f, "llmlink_transfer_duration_seconds_bucket{direction=\"%s\",le=\"+Inf\"} %"
