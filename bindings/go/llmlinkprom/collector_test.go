@@ -3,6 +3,7 @@
 package llmlinkprom
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 )
 
 const promptID, decoderID = 601, 602
@@ -142,6 +144,28 @@ func TestCollectorExactValues(t *testing.T) {
 	want(t, s, `llmlink_link_transfer_bytes_total{`+ids+`direction="pull",side="outbound"}`, 2*perPull)
 	want(t, s, `llmlink_link_transfers_total{`+ids+`side="outbound",status="success"}`, 2)
 	want(t, s, `llmlink_link_transfers_total{`+ids+`side="outbound",status="failed"}`, 1)
+
+	// le as `llmlink serve --metrics` writes it (prom.c: "%.9g"), in the
+	// text format client_golang serves
+	var text bytes.Buffer
+	_, fams := samples(t, reg)
+	for _, f := range fams {
+		if f.GetName() == "llmlink_transfer_duration_seconds" {
+			if _, err := expfmt.MetricFamilyToText(&text, f); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var les, wantLes []string
+	for _, m := range regexp.MustCompile(`direction="pull",le="([^"]+)"`).FindAllStringSubmatch(text.String(), -1) {
+		les = append(les, m[1])
+	}
+	for _, b := range llmlink.BucketBoundsSeconds() {
+		wantLes = append(wantLes, fmt.Sprintf("%.9g", b))
+	}
+	if strings.Join(les, " ") != strings.Join(append(wantLes, "+Inf"), " ") {
+		t.Errorf("le values %v, want %v and +Inf", les, wantLes)
+	}
 
 	// the same through testutil, by family
 	if n := testutil.CollectAndCount(NewCollector(d), "llmlink_transfers_total"); n != 2*4*5 {

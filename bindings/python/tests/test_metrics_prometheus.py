@@ -19,6 +19,7 @@ prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from llmlink.prometheus import LLMLinkCollector  # noqa: E402
+from llmlink._metrics import bucket_bounds  # noqa: E402
 
 S = LLMStatusCode
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -117,6 +118,10 @@ def test_collector_exact_values_after_a_known_sequence(sequence):
     assert len(pull) == 25 and pull[-1] == (float("inf"), 3)
     assert pull[0][0] == pytest.approx(8e-6)
     assert all(a[1] <= b[1] for a, b in zip(pull, pull[1:]))
+    # le as `llmlink serve --metrics` writes it (prom.c: "%.9g")
+    les = sorted((dict(k)["le"] for k in s["llmlink_transfer_duration_seconds_bucket"]
+                  if dict(k)["direction"] == "pull"), key=float)
+    assert les == [format(b, ".9g") for b in bucket_bounds()] + ["+Inf"]
     # per link
     ids = {"cluster_id": str(peer.cluster_id), "side": "outbound"}
     assert value(s, "llmlink_link_info", **ids, transport="tcp",

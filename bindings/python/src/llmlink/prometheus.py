@@ -21,9 +21,9 @@ __all__ = ["LLMLinkCollector"]
 
 
 def _le(bound):
-    # the text prom.c writes ("%.6g"), so le label values match across
-    # renderings and a dashboard's le="8e-06" selects both
-    return format(bound, ".6g")
+    # the text prom.c writes ("%.9g": exact for every bound), so le label
+    # values match across renderings and a dashboard's le="8e-06" selects both
+    return format(bound, ".9g")
 
 
 def _counter(name, doc, labels=None, values=()):
