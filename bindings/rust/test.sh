@@ -64,9 +64,13 @@ step() { # step NAME COMMAND...
 step "cargo test" cargo test --locked --workspace
 
 # The optional `prometheus` feature (prometheus-client): its collector's test
-# in tests/metrics.rs, which the plain run above compiles out.
-step "cargo test --features prometheus" cargo test --locked -p llmlink --features prometheus \
-    --lib --test metrics
+# in tests/metrics.rs, which the plain run above compiles out, and the
+# module's doc example.
+prometheus_tests() {
+    cargo test --locked -p llmlink --features prometheus --lib --test metrics &&
+        cargo test --locked -p llmlink --features prometheus --doc prometheus
+}
+step "cargo test --features prometheus" prometheus_tests
 
 if cargo clippy --version >/dev/null 2>&1; then
     step "cargo clippy" cargo clippy --locked --workspace --all-targets --features llmlink/prometheus -- -D warnings
