@@ -42,6 +42,7 @@
 #define MAX_PROCS 4
 
 typedef struct fx {
+    const char *transport; /* llmlink.Transport of every engine */
     proc_t procs[MAX_PROCS];
     size_t nprocs;
     llmlink_t *d;
@@ -72,8 +73,10 @@ static uint64_t p_seed(int i)
  * extra, NULL-terminated) with its caches, and links them. */
 static void start_all(fx_t *f, int n, const char *const *extra)
 {
+    char topt[64];
+    snprintf(topt, sizeof topt, "llmlink.Transport=%s", f->transport);
     for (int i = 0; i < n; i++) {
-        const char *opts[] = {"llm.SyncKvCacheWaitTime=20000", NULL};
+        const char *opts[] = {"llm.SyncKvCacheWaitTime=20000", topt, NULL};
         proc_t *p = proc_node_add(f->procs, &f->nprocs, MAX_PROCS, "prompt", p_id(i),
                                   "127.0.0.1:0", opts, NULL, NULL, reply_ms());
         if (!p)
@@ -91,8 +94,8 @@ static void start_all(fx_t *f, int n, const char *const *extra)
         if (sscanf(r, "REG LLM_SUCCESS %lld", (long long *)&f->p_ent[i]) != 1)
             fail_msg("reg cache: %s", r);
     }
-    const char *dopts[12] = {"llm.SyncKvCacheWaitTime=20000"};
-    size_t k = 1;
+    const char *dopts[12] = {"llm.SyncKvCacheWaitTime=20000", topt};
+    size_t k = 2;
     for (size_t i = 0; extra && extra[i] && k < 11; i++)
         dopts[k++] = extra[i];
     dopts[k] = NULL;
@@ -109,8 +112,11 @@ static void start_all(fx_t *f, int n, const char *const *extra)
 static int fx_setup(void **state)
 {
     fx_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->transport = *state ? (const char *)*state : "auto";
     *state = f;
-    return f ? 0 : -1;
+    return 0;
 }
 
 static int fx_teardown(void **state)
@@ -269,8 +275,15 @@ static void test_many_in_flight(void **state)
             got++;
         }
     }
-    print_message("  %zu tasks; completion order %s submission order\n", got,
+    print_message("  %s: %zu tasks; completion order %s submission order\n", f->transport, got,
                   seen_out_of_order ? "differs from" : "matched");
+    llmlink_xfer_stats_t x0 = {.version = LLMLINK_XFER_STATS_VERSION};
+    assert_int_equal(llmlink_get_xfer_stats(f->d, &x0), LLMLINK_SUCCESS);
+    /* The transport asked for is the one that moved the bytes. */
+    if (!strcmp(f->transport, "tcp"))
+        assert_true(x0.tcp_requests > 0 && x0.shm_requests == 0);
+    else
+        assert_true(x0.shm_requests > 0);
     size_t n = 0;
     llmlink_task_t *extra;
     assert_int_equal(llmlink_task_poll_done(f->d, &extra, 1, &n), LLMLINK_SUCCESS);
@@ -558,7 +571,10 @@ int main(void)
 {
     proc_raise_nofile();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_many_in_flight, fx_setup, fx_teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_many_in_flight, fx_setup, fx_teardown,
+                                                 (void *)"tcp"),
+        cmocka_unit_test_prestate_setup_teardown(test_many_in_flight, fx_setup, fx_teardown,
+                                                 (void *)"shm"),
         cmocka_unit_test_setup_teardown(test_fd_callback_wait, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cancel_queued, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_release_running, fx_setup, fx_teardown),
