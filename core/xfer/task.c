@@ -122,6 +122,9 @@ bool llk_task_finish(llmlink_task_t *t, llmlink_status_t st, const char *msg)
     pthread_mutex_unlock(&q->mu);
     if (!mine)
         return false;
+    /* Final: a canceller waiting for the fence may go on (a queued task
+     * the finalize took never started; a worker's task already fenced). */
+    llk_cancel_fenced(&t->cx);
     t->status = st;
     snprintf(t->msg, sizeof t->msg, "%s", st == LLMLINK_SUCCESS ? "" : (msg ? msg : ""));
     /* The callback first (documented): when a waiter wakes or the fd
