@@ -443,6 +443,17 @@ static llmlink_status_t final_or_pending(llmlink_task_t *t, bool done)
     return t->status;
 }
 
+bool llk_task_is_final(llmlink_task_t *t)
+{
+    if (in_callback == t)
+        return true;
+    llk_tasks_t *q = t->e->tasks;
+    pthread_mutex_lock(&q->mu);
+    bool done = t->state == LLK_TASK_DONE;
+    pthread_mutex_unlock(&q->mu);
+    return done;
+}
+
 llmlink_status_t llk_task_status(llmlink_task_t *t)
 {
     if (in_callback == t)

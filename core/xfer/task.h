@@ -113,6 +113,9 @@ bool llk_task_finish(llmlink_task_t *t, llmlink_status_t st, const char *msg);
 void llk_task_unref(llmlink_task_t *t);
 
 llmlink_status_t llk_task_status(llmlink_task_t *t);
+/* Final (or in its own on_done on this thread), without touching
+ * last_error. */
+bool llk_task_is_final(llmlink_task_t *t);
 llmlink_status_t llk_task_wait(llmlink_task_t *t, int32_t timeout_ms);
 llmlink_status_t llk_task_cancel(llmlink_task_t *t);
 void llk_task_release(llmlink_task_t *t);
