@@ -162,6 +162,16 @@ static bool submit_layer(struct llk_layer_task *lt, layer_target_t *g, int32_t l
     return !cancelled;
 }
 
+/* A failed target gets no further layers (its failure is under tq->mu:
+ * a worker's sub_done or a canceller sets it). */
+static bool target_failed(llk_tasks_t *q, layer_target_t *g)
+{
+    pthread_mutex_lock(&q->mu);
+    bool f = g->failed;
+    pthread_mutex_unlock(&q->mu);
+    return f;
+}
+
 static bool driver_cancelled(struct llk_layer_task *lt)
 {
     llk_tasks_t *q = lt->e->tasks;
@@ -195,7 +205,7 @@ static void *driver_main(void *arg)
         }
         for (size_t i = 0; i < lt->ntg; i++) {
             layer_target_t *g = &lt->tg[i];
-            if (l < g->s0 || l >= g->s1 || g->failed)
+            if (l < g->s0 || l >= g->s1 || target_failed(q, g))
                 continue;
             if (!submit_layer(lt, g, l))
                 break;
