@@ -7,7 +7,8 @@
  * at what has landed on the decode side while the push is going on.
  *
  * Cases: a synchronizer that releases layers slowly sees, each time it is
- * called, every earlier layer on the decode side and no later one; the
+ * called, every earlier layer arrive on the decode side (while it
+ * "computes", the earlier pushes run) and no later one; the
  * results per target (PENDING before any layer, then SUCCESS); a target
  * whose key names nothing fails alone while the other succeeds; sync
  * returning false stops the task with FAILED naming the layer; a cancel
@@ -261,20 +262,30 @@ static bool layer_sync(uint32_t layer, int32_t timeout_ms, void *ud)
         if (s->err[0])
             atomic_store(&s->failed, true);
     }
-    /* "Computing" layer `layer`: the push of the layer before overlaps. */
+    /* "Computing" layer `layer`: the push of the layer before overlaps.
+     * The synchronizer then releases the layer only once every earlier
+     * one has landed on the decode side (bounded wait: no speed is
+     * asserted), and checks that no later one has. */
     atomic_store(&s->in_sync, true);
     proc_sleep_ms(s->slow_ms);
     atomic_store(&s->in_sync, false);
     char why[256];
+    int64_t until = proc_now_ms() + reply_ms();
     for (size_t i = 0; i < s->ntg && !atomic_load(&s->failed); i++) {
         const tgt_t *g = &s->tg[i];
         if (g->cache < 0)
             continue;
-        for (int l = g->s0; l < g->s1; l++)
-            if (!layer_is(s->f, g, l, l < (int)layer, why, sizeof why)) {
-                snprintf(s->err, sizeof s->err, "in sync(%u): %s", layer, why);
-                atomic_store(&s->failed, true);
+        for (int l = g->s0; l < g->s1 && !atomic_load(&s->failed); l++) {
+            bool want = l < (int)layer;
+            while (!layer_is(s->f, g, l, want, why, sizeof why)) {
+                if (!want || proc_now_ms() > until) {
+                    snprintf(s->err, sizeof s->err, "in sync(%u): %s", layer, why);
+                    atomic_store(&s->failed, true);
+                    break;
+                }
+                proc_sleep_ms(2);
             }
+        }
     }
     return (int)layer != s->false_at;
 }
