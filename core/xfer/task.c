@@ -345,12 +345,23 @@ llmlink_task_t *llk_task_alloc(llmlink_t *e, const llmlink_task_options_t *opts)
 
 bool llk_task_enqueue(llmlink_t *e, llmlink_task_t *t, bool queue, const char *fn)
 {
+    return llk_task_enqueue_admit(e, t, queue, fn, NULL, NULL);
+}
+
+bool llk_task_enqueue_admit(llmlink_t *e, llmlink_task_t *t, bool queue, const char *fn,
+                            bool (*admit)(void *, llmlink_task_t *), void *arg)
+{
     llk_tasks_t *q = e->tasks;
     pthread_mutex_lock(&q->mu);
     if (q->stop) {
         pthread_mutex_unlock(&q->mu);
         llk_err(LLMLINK_ENGINE_FINALIZED, "%s: engine (cluster %llu) is finalized", fn,
                 (unsigned long long)e->cluster_id);
+        return false;
+    }
+    if (admit && !admit(arg, t)) {
+        pthread_mutex_unlock(&q->mu);
+        llk_err(LLMLINK_CANCELLED, "%s: cancelled before it started", fn);
         return false;
     }
     t->refs++;
@@ -412,6 +423,7 @@ llmlink_status_t llk_task_submit(llmlink_t *e, const llk_xfer_req_t *req,
 llmlink_status_t llk_task_submit_sub(llmlink_t *e, const llk_xfer_req_t *req,
                                      int64_t deadline_ms,
                                      void (*sub_done)(llmlink_task_t *, void *), void *arg,
+                                     bool (*admit)(void *, llmlink_task_t *), void *admit_arg,
                                      llmlink_task_t **out)
 {
     llmlink_task_t *t = NULL;
@@ -421,7 +433,7 @@ llmlink_status_t llk_task_submit_sub(llmlink_t *e, const llk_xfer_req_t *req,
     t->internal = true;
     t->sub_done = sub_done;
     t->sub_arg = arg;
-    if (!llk_task_enqueue(e, t, true, req->fn)) {
+    if (!llk_task_enqueue_admit(e, t, true, req->fn, admit, admit_arg)) {
         st = llk_err_status();
         task_free(t);
         return st;
