@@ -42,6 +42,7 @@ static const llk_conn_handlers_t conn_handlers = {
     },
     .on_closed = llk_link_on_closed,
     .on_handshake_slot_free = server_slot_free,
+    .on_link_down = llk_notify_on_link_down,
 };
 
 static uint64_t random_u64(void)
@@ -78,6 +79,7 @@ llmlink_status_t llk_engine_create(llmlink_t **out, llmlink_role_t role, uint64_
     e->cluster_id = cluster_id;
     e->incarnation = random_u64();
     e->epfd = e->wakefd = -1;
+    e->events.fd = -1;
     e->wake_tag = LLK_EV_WAKE;
     e->state = LLK_ENGINE_CREATED;
     e->conn_handlers = &conn_handlers;
@@ -266,6 +268,12 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
         st = llk_err(LLMLINK_FAILED, "llmlink_init: epoll_ctl: %s", strerror(errno));
         goto fail_listen;
     }
+    /* The event descriptor (llmlink_get_event_fd): once per engine; an
+     * init after a failed one keeps it. */
+    if (e->events.fd < 0 && llk_events_init(&e->events) != 0) {
+        st = llk_err(LLMLINK_FAILED, "llmlink_init: event descriptor: %s", strerror(errno));
+        goto fail_listen;
+    }
     st = open_listeners(e);
     if (st != LLMLINK_SUCCESS)
         goto fail_listen;
@@ -375,6 +383,8 @@ void llk_engine_free(llmlink_t *e)
     e->auth = NULL;
     llk_tls_release(e->tls); /* running relays hold their own reference */
     e->tls = NULL;
+    llk_notify_state_free(&e->notify);
+    llk_events_free(&e->events);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e);
