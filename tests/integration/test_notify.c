@@ -461,7 +461,7 @@ static void test_full_queue(void **state)
     llmlink_t *p = fx_prompt(fx, P_ID, "4", &port);
     llmlink_t *d = fx_decoder(fx, D_ID, false);
     link_to(d, P_ID, port);
-    char m[8];
+    char m[16];
     for (int i = 0; i < 4; i++) {
         snprintf(m, sizeof m, "n%d", i);
         assert_status(llmlink_notify(d, P_ID, m, strlen(m), 5000), LLMLINK_SUCCESS);
