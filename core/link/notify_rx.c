@@ -123,7 +123,9 @@ void llk_notify_on_link_down(llmlink_t *e, llk_conn_t *c)
         }
         w = nx;
     }
-    if (any)
+    /* Senders waiting for room in c's bulk queue look again too (they
+     * find no link and say so). */
+    if (any || e->notify.room_waiters)
         pthread_cond_broadcast(&e->cv);
 }
 
