@@ -34,6 +34,7 @@
 #include "llk_test.h"
 #include "link/engine.h"
 #include "rawpeer.h"
+#include "tls_env.h"
 #include "xfer/notify_testing.h"
 
 #define P_ID 1u
@@ -592,6 +593,44 @@ static void test_arguments(void **state)
     assert_status(llmlink_notify(e, P_ID, "x", 1, 100), LLMLINK_ENGINE_FINALIZED);
 }
 
+/* Over mutual TLS the control connection is wrapped by the relays: 500
+ * notifications of 1..4096 bytes each way at once arrive whole and in
+ * order (frames above the old 4096-byte limit cross the relay too). */
+static void test_tls(void **state)
+{
+    fx_t *fx = *state;
+    llmlink_option_t po[] = {{"llm.listenIpInfo", "127.0.0.1:0"},
+                             {"llmlink.TlsCertFile", llk_test_tls_path("server.pem")},
+                             {"llmlink.TlsKeyFile", llk_test_tls_path("server.key")},
+                             {"llmlink.TlsCaFile", llk_test_tls_path("ca.pem")}};
+    llmlink_option_t dop[] = {{"llmlink.TlsCertFile", llk_test_tls_path("client.pem")},
+                              {"llmlink.TlsKeyFile", llk_test_tls_path("client.key")},
+                              {"llmlink.TlsCaFile", llk_test_tls_path("ca.pem")}};
+    llmlink_t *p = NULL, *d = NULL;
+    assert_status(llmlink_create(&p, LLMLINK_ROLE_PROMPT, P_ID), LLMLINK_SUCCESS);
+    fx->eng[fx->neng++] = p;
+    assert_status(llmlink_init(p, po, 4), LLMLINK_SUCCESS);
+    assert_status(llmlink_create(&d, LLMLINK_ROLE_DECODER, D_ID), LLMLINK_SUCCESS);
+    fx->eng[fx->neng++] = d;
+    assert_status(llmlink_init(d, dop, 3), LLMLINK_SUCCESS);
+    uint16_t port = 0;
+    assert_status(llmlink_get_listen_port(p, 0, &port), LLMLINK_SUCCESS);
+    link_to(d, P_ID, port);
+    fx->snd = (sender_t){.e = p, .peer = D_ID, .n = 500};
+    assert_int_equal(pthread_create(&fx->th, NULL, send_all, &fx->snd), 0);
+    fx->th_started = true;
+    char why[512];
+    if (exchange(d, P_ID, 500, why, sizeof why) != 0)
+        fail_msg("decoder side: %s", why);
+    if (receive_all(p, D_ID, 500, why, sizeof why) != 0)
+        fail_msg("prompt side: %s", why);
+    pthread_join(fx->th, NULL);
+    fx->th_started = false;
+    if (fx->snd.bad)
+        fail_msg("prompt send %d: %s: %s", fx->snd.bad_index, llmlink_status_name(fx->snd.bad),
+                 fx->snd.why);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -601,6 +640,7 @@ int main(void)
         T(test_arguments),       T(test_full_queue),
         T(test_event_fd),        T(test_peer_without_notifications),
         T(test_dead_peer),       T(test_order_both_directions),
+        T(test_tls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
