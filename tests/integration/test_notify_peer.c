@@ -27,7 +27,19 @@
 #define RAW_ID 77u
 #define CAP (LLK_WIRE_MAX_NOTIFY_FRAME + 2048)
 
+/* llmlink_notify from the PROMPT engine to the raw peer, on a thread. */
+typedef struct bg_notify {
+    llmlink_t *e;
+    int32_t timeout_ms;
+    char msg[16];
+    llmlink_status_t st;
+    char why[256];
+    pthread_t th;
+    bool started;
+} bg_notify_t;
+
 typedef struct fx {
+    bg_notify_t bg[2];
     llmlink_t *p, *d;
     uint16_t port;
     int fd;
@@ -80,7 +92,10 @@ static int teardown(void **state)
 {
     fx_t *fx = *state;
     llmlink_set_log_callback(NULL, NULL, LLMLINK_LOG_WARN);
-    rawpeer_close(fx->fd);
+    rawpeer_close(fx->fd); /* ends any sender still waiting (NOT_YET_LINK) */
+    for (int i = 0; i < 2; i++)
+        if (fx->bg[i].started)
+            pthread_join(fx->bg[i].th, NULL); /* each is bounded by its timeout */
     rawpeer_server_stop(fx->srv);
     llmlink_destroy(fx->d);
     llmlink_destroy(fx->p);
@@ -112,6 +127,136 @@ static void raw_link(fx_t *fx)
     assert_int_equal(rawpeer_send(fx->fd, fx->f, n, 5000), RAWPEER_OK);
     llk_frame_header_t h;
     recv_type(fx, LLK_MSG_WELCOME, &h);
+}
+
+/* A raw client that announces notifications (LLK_EXT_NOTIFY), so that the
+ * engine sends it some. */
+static void raw_link_notify(fx_t *fx)
+{
+    fx->fd = rawpeer_connect(fx->port, 5000);
+    assert_true(fx->fd >= 0);
+    llk_msg_hello_t m;
+    memset(&m, 0, sizeof m);
+    m.client_cluster_id = RAW_ID;
+    m.target_cluster_id = P_ID;
+    m.client_role = LLMLINK_ROLE_DECODER;
+    m.incarnation = 5;
+    m.liveness_ms = 3000;
+    m.num_ext = 1;
+    m.ext[0].type = LLK_EXT_NOTIFY;
+    size_t n = llk_wire_encode_hello(fx->f, sizeof fx->f, LLK_WIRE_VERSION, &m);
+    assert_int_equal(rawpeer_send(fx->fd, fx->f, n, 5000), RAWPEER_OK);
+    llk_frame_header_t h;
+    recv_type(fx, LLK_MSG_WELCOME, &h);
+    llk_msg_welcome_t w;
+    const char *why = NULL;
+    assert_int_equal(llk_wire_decode_welcome(fx->payload, h.length, &w, &why), 0);
+    assert_true(llk_wire_has_ext(w.ext, w.num_ext, LLK_EXT_NOTIFY));
+}
+
+static void *bg_notify_main(void *arg)
+{
+    bg_notify_t *b = arg;
+    b->st = llmlink_notify(b->e, RAW_ID, b->msg, strlen(b->msg), b->timeout_ms);
+    snprintf(b->why, sizeof b->why, "%s", llmlink_last_error());
+    return NULL;
+}
+
+static void bg_start(fx_t *fx, int i, const char *msg, int32_t timeout_ms)
+{
+    bg_notify_t *b = &fx->bg[i];
+    b->e = fx->p;
+    b->timeout_ms = timeout_ms;
+    snprintf(b->msg, sizeof b->msg, "%s", msg);
+    assert_int_equal(pthread_create(&b->th, NULL, bg_notify_main, b), 0);
+    b->started = true;
+}
+
+static llmlink_status_t bg_join(fx_t *fx, int i)
+{
+    pthread_join(fx->bg[i].th, NULL);
+    fx->bg[i].started = false;
+    return fx->bg[i].st;
+}
+
+/* Reads the engine's next NOTIFY: its seq; checks the data. */
+static uint64_t recv_notify(fx_t *fx, const char *msg)
+{
+    llk_frame_header_t h;
+    recv_type(fx, LLK_MSG_NOTIFY, &h);
+    uint64_t seq;
+    const uint8_t *d;
+    uint32_t len;
+    const char *why = NULL;
+    assert_int_equal(llk_wire_decode_notify(fx->payload, h.length, &seq, &d, &len, &why), 0);
+    assert_int_equal(len, strlen(msg));
+    assert_memory_equal(d, msg, len);
+    return seq;
+}
+
+static void send_ack(fx_t *fx, uint64_t seq, uint32_t status)
+{
+    size_t n = llk_wire_encode_notify_ack(fx->f, sizeof fx->f, LLK_WIRE_VERSION, seq, status);
+    assert_int_equal(rawpeer_send(fx->fd, fx->f, n, 5000), RAWPEER_OK);
+}
+
+/* The engine's NOTIFY as the peer sees it; an ACK QUEUE_FULL reaches the
+ * sender as LLMLINK_NOTIFY_QUEUE_FULL, SUCCESS as SUCCESS; seqs count up. */
+static void test_engine_sends(void **state)
+{
+    fx_t *fx = *state;
+    raw_link_notify(fx);
+    bg_start(fx, 0, "first", 5000);
+    assert_int_equal(recv_notify(fx, "first"), 0);
+    send_ack(fx, 0, LLMLINK_NOTIFY_QUEUE_FULL);
+    assert_status(bg_join(fx, 0), LLMLINK_NOTIFY_QUEUE_FULL);
+    assert_int_equal(atomic_load(&fx->p->xstats.notifies_refused_full), 1);
+    bg_start(fx, 0, "second", 5000);
+    assert_int_equal(recv_notify(fx, "second"), 1);
+    send_ack(fx, 1, LLMLINK_SUCCESS);
+    assert_status(bg_join(fx, 0), LLMLINK_SUCCESS);
+    assert_int_equal(atomic_load(&fx->p->xstats.notifies_sent), 1);
+    assert_int_equal(stats_of(fx->p).protocol_errors, 0);
+}
+
+/* A sender that timed out leaves; its late ACK is taken in order and the
+ * link stays; the next send works. */
+static void test_late_ack(void **state)
+{
+    fx_t *fx = *state;
+    raw_link_notify(fx);
+    bg_start(fx, 0, "late", 200);
+    assert_int_equal(recv_notify(fx, "late"), 0);
+    assert_status(bg_join(fx, 0), LLMLINK_TIMEOUT);
+    send_ack(fx, 0, LLMLINK_SUCCESS);
+    bg_start(fx, 0, "next", 5000);
+    assert_int_equal(recv_notify(fx, "next"), 1);
+    send_ack(fx, 1, LLMLINK_SUCCESS);
+    assert_status(bg_join(fx, 0), LLMLINK_SUCCESS);
+    assert_int_equal(stats_of(fx->p).protocol_errors, 0);
+    assert_status(llmlink_check_link_status(fx->p, RAW_ID), LLMLINK_SUCCESS);
+}
+
+/* ACKs out of order (seq 1 before seq 0): the link breaks with a message
+ * and both senders end NOT_YET_LINK, long before their timeout. */
+static void test_ack_out_of_order(void **state)
+{
+    fx_t *fx = *state;
+    raw_link_notify(fx);
+    bg_start(fx, 0, "zero", 20000);
+    assert_int_equal(recv_notify(fx, "zero"), 0);
+    bg_start(fx, 1, "one", 20000);
+    assert_int_equal(recv_notify(fx, "one"), 1);
+    int64_t t0 = rawpeer_now_ms();
+    uint64_t before = stats_of(fx->p).protocol_errors;
+    send_ack(fx, 1, LLMLINK_SUCCESS);
+    assert_status(bg_join(fx, 0), LLMLINK_NOT_YET_LINK);
+    assert_status(bg_join(fx, 1), LLMLINK_NOT_YET_LINK);
+    assert_true(rawpeer_now_ms() - t0 < 5000);
+    assert_non_null(strstr(fx->bg[0].why, "died"));
+    assert_int_equal(rawpeer_wait_closed(fx->fd, 5000), RAWPEER_OK);
+    assert_int_equal(stats_of(fx->p).protocol_errors, before + 1);
+    assert_true(logged("not sent or already answered"));
 }
 
 /* A NOTIFY frame by hand: header length hdr_len, len field, n data bytes. */
@@ -292,7 +437,8 @@ int main(void)
         T(test_len_5000_short_frame), T(test_len_0),
         T(test_len_mismatch),        T(test_notify_before_hello),
         T(test_notify_before_welcome), T(test_ack_unknown_seq),
-        T(test_ack_bad_status),
+        T(test_ack_bad_status),      T(test_engine_sends),
+        T(test_late_ack),            T(test_ack_out_of_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
