@@ -53,13 +53,15 @@ static llmlink_status_t reserve(llmlink_t *e, uint64_t cluster_id, size_t n,
             *out = c;
             return LLMLINK_SUCCESS;
         }
+        /* c may be freed while we wait: only its count is kept. */
+        size_t queued = c->ntx_len;
         e->notify.room_waiters++;
         bool more = wait_until(e, deadline_ms);
         e->notify.room_waiters--;
         if (!more)
-            return llk_err(LLMLINK_TIMEOUT, "%s: cluster %llu is not reading (%u bytes of "
+            return llk_err(LLMLINK_TIMEOUT, "%s: cluster %llu is not reading (%zu bytes of "
                            "notifications queued to it)", fn,
-                           (unsigned long long)cluster_id, (unsigned)c->ntx_len);
+                           (unsigned long long)cluster_id, queued);
     }
 }
 
