@@ -43,6 +43,7 @@ static const llk_conn_handlers_t conn_handlers = {
     },
     .on_closed = llk_link_on_closed,
     .on_handshake_slot_free = server_slot_free,
+    .on_link_down = llk_notify_on_link_down,
 };
 
 static uint64_t random_u64(void)
@@ -398,6 +399,7 @@ void llk_engine_free(llmlink_t *e)
     e->auth = NULL;
     llk_tls_release(e->tls); /* running relays hold their own reference */
     e->tls = NULL;
+    llk_notify_state_free(&e->notify);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e);

@@ -90,6 +90,7 @@ GETTER(max_handshakes_per_address)
 GETTER(liveness_interval_ms)
 GETTER(debug_fence_fill)
 GETTER(async_workers)
+GETTER(notify_queue_depth)
 
 /* Ranges and defaults as documented in llmlink.h (llmlink_init). */
 static const struct int_key {
@@ -110,6 +111,7 @@ static const struct int_key {
     {"llmlink.LivenessIntervalMs", 30, 600000, 3000, get_liveness_interval_ms},
     {"llmlink.DebugFenceFill", -1, 255, -1, get_debug_fence_fill},
     {"llmlink.AsyncWorkers", 1, 64, 8, get_async_workers},
+    {"llmlink.NotifyQueueDepth", 1, 65536, 1024, get_notify_queue_depth},
 };
 
 static void test_defaults(void **state)
