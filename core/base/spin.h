@@ -15,11 +15,17 @@
  * once for the next LLK_SPIN_COOLDOWN waits before trying again. A look
  * that finds its event restores the full budget. One llk_spin_t per
  * waiting thread (not shared: no lock).
+ *
+ * One spinner at a time per gate (llk_spin_enter): with many threads
+ * waiting at once (transfer workers, many tasks in flight) their spins
+ * would only take the CPUs from the threads that make progress; the
+ * others sleep at once, as before.
  */
 #ifndef LLK_SPIN_H
 #define LLK_SPIN_H
 
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -58,6 +64,20 @@ static inline void llk_spin_result(llk_spin_t *sp, bool found)
     sp->budget_ns /= 2;
     if (sp->budget_ns < LLK_SPIN_MIN_NS)
         sp->cooldown = LLK_SPIN_COOLDOWN;
+}
+
+/* Takes the gate (no other thread spins behind it): true; then
+ * llk_spin_leave. */
+static inline bool llk_spin_enter(atomic_int *gate)
+{
+    int free_ = 0;
+    return atomic_load_explicit(gate, memory_order_relaxed) == 0 &&
+           atomic_compare_exchange_strong(gate, &free_, 1);
+}
+
+static inline void llk_spin_leave(atomic_int *gate)
+{
+    atomic_store(gate, 0);
 }
 
 #endif /* LLK_SPIN_H */

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -493,6 +494,8 @@ static short step(run_state_t *rs, stream_run_t *s)
 /* This thread's spin state (base/spin.h): requesters are the callers'
  * threads, each with its own. */
 static _Thread_local llk_spin_t g_spin;
+/* One requester thread of the process spins at a time (base/spin.h). */
+static atomic_int g_spin_gate;
 
 /* poll, but first look without sleeping for a short while (base/spin.h:
  * a small request's answer usually comes within tens of microseconds, and
@@ -500,17 +503,19 @@ static _Thread_local llk_spin_t g_spin;
 static int poll_spin(struct pollfd *pf, nfds_t np, int timeout_ms)
 {
     int64_t budget = llk_spin_budget(&g_spin);
-    if (budget > 0) {
+    if (budget > 0 && llk_spin_enter(&g_spin_gate)) {
         int64_t until = llk_now_ns() + budget;
+        int r = 0;
         do {
-            int r = poll(pf, np, 0);
-            if (r != 0) {
-                llk_spin_result(&g_spin, true);
-                return r;
-            }
+            r = poll(pf, np, 0);
+            if (r != 0)
+                break;
             sched_yield(); /* the thread that answers may be waiting for this CPU */
         } while (llk_now_ns() < until);
-        llk_spin_result(&g_spin, false);
+        llk_spin_leave(&g_spin_gate);
+        llk_spin_result(&g_spin, r != 0);
+        if (r != 0)
+            return r;
     }
     return poll(pf, np, timeout_ms);
 }
