@@ -16,10 +16,11 @@
  * that finds its event restores the full budget. One llk_spin_t per
  * waiting thread (not shared: no lock).
  *
- * One spinner at a time per gate (llk_spin_enter): with many threads
- * waiting at once (transfer workers, many tasks in flight) their spins
- * would only take the CPUs from the threads that make progress; the
- * others sleep at once, as before.
+ * One spinner at a time per gate (llk_spin_enter; one gate for the
+ * requesters of a process, one for its owner threads): with many threads
+ * waiting at once (transfer workers, many tasks in flight, many engines)
+ * their spins would only take the CPUs from the threads that make
+ * progress; the others sleep at once, as before.
  */
 #ifndef LLK_SPIN_H
 #define LLK_SPIN_H

@@ -1385,18 +1385,22 @@ static bool take_pending(struct llk_xserver *s)
 static int epoll_spin(int epfd, struct epoll_event *evs, int timeout_ms, bool busy,
                       llk_spin_t *sp)
 {
+    /* One owner thread of the process (engines) spins at a time. */
+    static atomic_int gate;
     int64_t budget = busy && timeout_ms != 0 ? llk_spin_budget(sp) : 0;
-    if (budget > 0) {
+    if (budget > 0 && llk_spin_enter(&gate)) {
         int64_t until = llk_now_ns() + budget;
+        int n = 0;
         do {
-            int n = epoll_wait(epfd, evs, XS_MAX_EVENTS, 0);
-            if (n != 0) {
-                llk_spin_result(sp, true);
-                return n;
-            }
+            n = epoll_wait(epfd, evs, XS_MAX_EVENTS, 0);
+            if (n != 0)
+                break;
             sched_yield(); /* the requester may be waiting for this CPU */
         } while (llk_now_ns() < until);
-        llk_spin_result(sp, false);
+        llk_spin_leave(&gate);
+        llk_spin_result(sp, n != 0);
+        if (n != 0)
+            return n;
     }
     return epoll_wait(epfd, evs, XS_MAX_EVENTS, timeout_ms);
 }
