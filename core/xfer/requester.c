@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/spin.h"
 #include "link/engine.h"
 #include "link/tls.h"
 #include "xfer/xfer.h"
@@ -62,7 +64,7 @@ typedef struct stream_run {
     size_t rx_got, rx_cap;
     size_t cur;        /* data cursor: segment and offset within it */
     uint64_t cur_off;
-    llk_xseg_wire_t *wsegs; /* CHUNK_SEGS scratch for encoding */
+    llk_xseg_wire_t *wsegs; /* scratch for encoding: min(CHUNK_SEGS, plan segments) */
     int lowat;              /* SO_RCVLOWAT now set (0: the default, 1) */
     bool write_out;         /* WRITE payload went out and its final answer has not come */
 } stream_run_t;
@@ -489,6 +491,35 @@ static short step(run_state_t *rs, stream_run_t *s)
     return (s->ph == PH_SEND || s->ph == PH_DATA_OUT) ? POLLOUT : POLLIN;
 }
 
+/* This thread's spin state (base/spin.h): requesters are the callers'
+ * threads, each with its own. */
+static _Thread_local llk_spin_t g_spin;
+/* One requester thread of the process spins at a time (base/spin.h). */
+static atomic_int g_spin_gate;
+
+/* poll, but first look without sleeping for a short while (base/spin.h:
+ * a small request's answer usually comes within tens of microseconds, and
+ * the wake-up costs more than the request). Bounded: then it sleeps. */
+static int poll_spin(struct pollfd *pf, nfds_t np, int timeout_ms)
+{
+    int64_t budget = llk_spin_budget(&g_spin);
+    if (budget > 0 && llk_spin_enter(&g_spin_gate)) {
+        int64_t until = llk_now_ns() + budget;
+        int r = 0;
+        do {
+            r = poll(pf, np, 0);
+            if (r != 0)
+                break;
+            sched_yield(); /* the thread that answers may be waiting for this CPU */
+        } while (llk_now_ns() < until);
+        llk_spin_leave(&g_spin_gate);
+        llk_spin_result(&g_spin, r != 0);
+        if (r != 0)
+            return r;
+    }
+    return poll(pf, np, timeout_ms);
+}
+
 /* Runs every stream until all are finished or the deadline passes. */
 static void run_streams(run_state_t *rs)
 {
@@ -514,7 +545,7 @@ static void run_streams(run_state_t *rs)
                      "not done within llm.SyncKvCacheWaitTime");
             return;
         }
-        int r = poll(pf, (nfds_t)np, left > 1000 ? 1000 : (int)left);
+        int r = poll_spin(pf, (nfds_t)np, left > 1000 ? 1000 : (int)left);
         if (r < 0 && errno != EINTR) {
             fail(rs, NULL, LLMLINK_FAILED, "poll: %s", strerror(errno));
             for (int k = 0; k < np; k++)
@@ -609,9 +640,12 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
     stream_run_t s[LLK_MAX_STREAMS];
     memset(s, 0, sizeof s);
     /* Local memory first: running out of it is this call's failure, not
-     * the link's. */
+     * the link's. A request never holds more segments than the plan has:
+     * a small call takes a small buffer (CHUNK_SEGS of them is 384 KiB,
+     * which costs more than the request itself). */
+    size_t wcap = p->nsegs < CHUNK_SEGS ? (p->nsegs ? p->nsegs : 1) : CHUNK_SEGS;
     for (uint32_t i = 0; i < want && i < LLK_MAX_STREAMS; i++) {
-        s[i].wsegs = malloc(CHUNK_SEGS * sizeof *s[i].wsegs);
+        s[i].wsegs = malloc(wcap * sizeof *s[i].wsegs);
         if (!s[i].wsegs) {
             free_runs(s, (int)want);
             return llk_err(LLMLINK_OUT_OF_MEMORY, "%s: out of memory", ctx->fn);
