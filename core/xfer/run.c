@@ -151,6 +151,10 @@ static void count(llmlink_t *e, const llk_xfer_ctx_t *ctx, llmlink_status_t st, 
     llk_xstats_t *x = &e->xstats;
     for (int i = 0; i < LLK_NXPORTS; i++)
         llk_transports[i]->add_stats(x, ctx->requests[i], ctx->fallbacks[i]);
+    /* A cancel is no failure of the link (tasks_cancelled is the task
+     * engine's). */
+    if (st == LLMLINK_CANCELLED || st == LLMLINK_CANCELLED_LINK_CLOSED)
+        return;
     if (st == LLMLINK_SUCCESS) {
         atomic_fetch_add(&x->transfers, 1);
         atomic_fetch_add(&x->bytes_requested, bytes);
@@ -211,6 +215,8 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
     ctx.deadline_ms = llk_now_ms() + llk_xlink_wait_ms(xl, e->opts.sync_kv_wait_ms);
     bool link_failed = false;
     st = llk_xfer_execute(&ctx, &link_failed);
+    if (st == LLMLINK_CANCELLED_LINK_CLOSED)
+        link_failed = false; /* its message says so already */
     if (link_failed) {
         /* As llm_datadist: a transfer that failed on the wire (or timed out)
          * leaves the link unusable; both ends free it, link again. The
