@@ -377,7 +377,7 @@ static void shm_move(llk_xmove_t *m, llk_xmove_out_t *out)
     if (err == ECANCELED) {
         /* No further batch: the fence holds now. XDONE(CANCELLED) ends the
          * owner's hold; the stream stays usable. */
-        llk_cancel_fenced(m->ctx->cancel);
+        llk_cancel_fenced_as(m->ctx->cancel, LLMLINK_CANCELLED);
         out->send_done = true;
         out->done_status = LLMLINK_CANCELLED;
         out->refusal = LLMLINK_CANCELLED;

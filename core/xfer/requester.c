@@ -478,7 +478,7 @@ static void on_cancel(run_state_t *rs)
     if (!rs->cancel_what[0])
         snprintf(rs->cancel_what, sizeof rs->cancel_what, "between requests");
     if (!rs->cancel_kill)
-        llk_cancel_fenced(rs->ctx->cancel);
+        llk_cancel_fenced_as(rs->ctx->cancel, LLMLINK_CANCELLED);
 }
 
 /* Has a cancel come that this call has not acted on yet? */
@@ -738,7 +738,7 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
         free_runs(s, (int)want);
         llmlink_status_t st = llk_err_status();
         if (st == LLMLINK_CANCELLED)
-            llk_cancel_fenced(ctx->cancel); /* nothing was touched */
+            llk_cancel_fenced_as(ctx->cancel, LLMLINK_CANCELLED); /* nothing was touched */
         return st;
     }
     run_state_t rs = {.ctx = ctx, .s = s, .n = n};
@@ -783,7 +783,10 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
         wait_owner_fenced(&rs);
     }
     /* Whatever ended the call, nothing of it lands any more. */
-    if (llk_cancel_requested(ctx->cancel))
+    if (rs.cancelled)
+        llk_cancel_fenced_as(ctx->cancel, *link_failed ? LLMLINK_CANCELLED_LINK_CLOSED
+                                                       : LLMLINK_CANCELLED);
+    else if (llk_cancel_requested(ctx->cancel))
         llk_cancel_fenced(ctx->cancel);
     free_runs(s, (int)want);
     free(rs.discard);

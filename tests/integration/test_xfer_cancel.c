@@ -21,6 +21,7 @@
  *    succeeds at once.
  *  - CANCELLED_LINK_CLOSED: the probe gets NOT_YET_LINK until the test
  *    links again, then succeeds.
+ * The status given with the fence (llk_cancel_fenced_as) is the call's.
  * Every status is one of these; each kind of transfer must see at least
  * one cancel that stopped it. 250 rounds per transport and direction.
  *
@@ -391,10 +392,16 @@ static void one_round(fx_t *fx, bool push, int round, unsigned *hint, tally_t *t
                  push ? "push" : "pull", round, IO_MS, fx->seed);
     int64_t fenced = llk_now_ms();
     uint64_t h = range_sum(dst, r);
+    uint32_t fst = llk_cancel_fenced_status(&j->cx);
     /* The transfer may still run (draining a tcp pull): the range must not move. */
     fx->w[r] = (watch_t){.on = true, .sum = h, .until = fenced + QUIET_MS, .round = round};
     assert_int_equal(pthread_join(th, NULL), 0);
     check_watches(fx, push);
+    /* The status given with the fence is the call's (a task is final at
+     * its fence); none when the call finished first. */
+    if (fst != (j->st == LLMLINK_SUCCESS ? 0u : (uint32_t)j->st))
+        fail_msg("round %d: fenced as 0x%x, the call returned %s", round, fst,
+                 llmlink_status_name(j->st));
     char pm[512];
     switch (j->st) {
     case LLMLINK_SUCCESS:
