@@ -23,7 +23,8 @@
  *    links again, then succeeds.
  * The status given with the fence (llk_cancel_fenced_as) is the call's.
  * Every status is one of these; each kind of transfer must see at least
- * one cancel that stopped it. 250 rounds per transport and direction.
+ * one cancel that stopped it. 250 rounds per transport and direction (50
+ * under a sanitizer, LLMLINK_SANITIZER).
  *
  * Loopback only; every wait bounded; the child dies with the test
  * (PR_SET_PDEATHSIG) and is reaped in the teardown.
@@ -432,12 +433,20 @@ static void one_round(fx_t *fx, bool push, int round, unsigned *hint, tally_t *t
     free(j);
 }
 
+/* Rounds per transport and direction: fewer under a sanitizer (slower by
+ * 5-15x; nothing is skipped). */
+static int rounds(void)
+{
+    return getenv("LLMLINK_SANITIZER") ? ROUNDS / 5 : ROUNDS;
+}
+
 static void run_rounds(fx_t *fx, bool push)
 {
     tally_t t = {0, 0, 0};
+    const int n = rounds();
     unsigned hint = 0;
     uint64_t before = atomic_load(&fx->d->xstats.transfers_failed);
-    for (int i = 0; i < ROUNDS; i++)
+    for (int i = 0; i < n; i++)
         one_round(fx, push, i, &hint, &t);
     drain_watches(fx, push);
     uint64_t after = atomic_load(&fx->d->xstats.transfers_failed);
@@ -448,7 +457,7 @@ static void run_rounds(fx_t *fx, bool push)
     assert_int_equal(after, before);
     if (t.cancelled + t.closed == 0)
         fail_msg("%s %s: no cancel stopped a transfer in %d rounds (seed %u)", fx->transport,
-                 push ? "push" : "pull", ROUNDS, fx->seed);
+                 push ? "push" : "pull", n, fx->seed);
     /* Pulls and shm stop per request: the link never closes. */
     if (!push || strcmp(fx->transport, "shm") == 0)
         assert_int_equal(t.closed, 0);
