@@ -33,6 +33,7 @@
 #include "base/options.h"
 #include "link/auth.h"
 #include "link/wire.h"
+#include "base/events.h"
 #include "xfer/xfer.h"
 
 typedef enum llk_engine_state {
@@ -244,6 +245,12 @@ struct llmlink {
      * ATTACH MAC), under e->mu. */
     llk_auth_key_t *auth;
     uint64_t auth_failures;
+
+    /* Asynchronous transfers (xfer/task.h): the queue and the transfer
+     * workers, from init to finalize (freed with the engine); the engine
+     * descriptor (llmlink_get_event_fd), made at init, closed when freed. */
+    struct llk_tasks *tasks;
+    llk_events_t events;
 };
 
 /* ---- engine.c: lifecycle ---- */

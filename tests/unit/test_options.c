@@ -89,6 +89,7 @@ GETTER(first_frame_timeout_ms)
 GETTER(max_handshakes_per_address)
 GETTER(liveness_interval_ms)
 GETTER(debug_fence_fill)
+GETTER(async_workers)
 
 /* Ranges and defaults as documented in llmlink.h (llmlink_init). */
 static const struct int_key {
@@ -108,6 +109,7 @@ static const struct int_key {
     {"llmlink.MaxHandshakesPerAddress", 1, 4096, 4, get_max_handshakes_per_address},
     {"llmlink.LivenessIntervalMs", 30, 600000, 3000, get_liveness_interval_ms},
     {"llmlink.DebugFenceFill", -1, 255, -1, get_debug_fence_fill},
+    {"llmlink.AsyncWorkers", 1, 64, 8, get_async_workers},
 };
 
 static void test_defaults(void **state)
