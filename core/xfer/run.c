@@ -232,7 +232,7 @@ static llmlink_status_t not_started(llmlink_t *e, const llk_xfer_prep_t *p,
                                     llk_xfer_cancel_t *cx, int64_t deadline_ms)
 {
     if (llk_cancel_requested(cx)) {
-        llk_cancel_fenced(cx);
+        llk_cancel_fenced_as(cx, LLMLINK_CANCELLED);
         return llk_err(LLMLINK_CANCELLED, "%s: cancelled before it started", p->req.fn);
     }
     if (deadline_ms >= 0 && llk_now_ms() >= deadline_ms) {
