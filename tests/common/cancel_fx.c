@@ -23,10 +23,13 @@
 
 /* ---- the owner process ---------------------------------------------------- */
 
-static void child_main(const char *transport, uint8_t *rmem, int port_wr, int hold_rd)
+static void child_main(const char *transport, const char *ip, uint8_t *rmem, int port_wr,
+                       int hold_rd)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    const llmlink_option_t o[] = {{"llm.listenIpInfo", "127.0.0.1:0"},
+    char listen[80];
+    snprintf(listen, sizeof listen, "%s:0", ip);
+    const llmlink_option_t o[] = {{"llm.listenIpInfo", listen},
                                   {"llm.SyncKvCacheWaitTime", "5000"},
                                   {"llmlink.Transport", transport},
                                   {"llmlink.LivenessIntervalMs", "20000"}};
@@ -58,7 +61,7 @@ static void child_main(const char *transport, uint8_t *rmem, int port_wr, int ho
 
 llmlink_status_t cfx_link_once(cfx_t *fx)
 {
-    llmlink_ip_info_t ip = {"127.0.0.1", fx->port};
+    llmlink_ip_info_t ip = {fx->ip, fx->port};
     llmlink_cluster_info_t c = {CFX_PROMPT_ID, LLMLINK_ROLE_PROMPT, NULL, 0, &ip, 1};
     llmlink_status_t cst[1] = {0};
     llmlink_status_t st = llmlink_link_clusters(fx->d, &c, 1, CFX_IO_MS, cst);
@@ -76,11 +79,17 @@ void cfx_relink(cfx_t *fx)
 
 int cfx_setup(void **state, const char *transport)
 {
+    return cfx_setup_at(state, transport, "127.0.0.1");
+}
+
+int cfx_setup_at(void **state, const char *transport, const char *ip)
+{
     cfx_t *fx = calloc(1, sizeof *fx);
     if (!fx)
         return -1;
     *state = fx;
     fx->transport = transport;
+    fx->ip = ip;
     fx->port_rd = fx->hold_wr = -1;
     fx->rmem = mmap(NULL, CFX_CACHE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                     -1, 0);
@@ -101,7 +110,7 @@ int cfx_setup(void **state, const char *transport)
     if (fx->child == 0) {
         close(pp[0]);
         close(hp[1]);
-        child_main(transport, fx->rmem, pp[1], hp[0]);
+        child_main(transport, ip, fx->rmem, pp[1], hp[0]);
     }
     close(pp[1]);
     close(hp[0]);

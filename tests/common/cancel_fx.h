@@ -47,6 +47,7 @@ typedef struct cfx_watch {
 
 typedef struct cfx {
     const char *transport;
+    const char *ip;       /* where the owner listens (127.0.0.1; rdma: the VM's) */
     uint8_t *rmem;        /* the child's cache (MAP_SHARED) */
     uint8_t *lmem;        /* this engine's cache */
     pid_t child;
@@ -60,6 +61,8 @@ typedef struct cfx {
 
 /* Setup / teardown (cmocka): *state becomes the cfx_t. */
 int cfx_setup(void **state, const char *transport);
+/* The same with the owner listening on ip (rdma: a soft-RoCE address). */
+int cfx_setup_at(void **state, const char *transport, const char *ip);
 int cfx_teardown(void **state);
 
 /* link_clusters once (its per-cluster status); cfx_relink retries,
