@@ -90,6 +90,7 @@ int cfx_setup_at(void **state, const char *transport, const char *ip)
     *state = fx;
     fx->transport = transport;
     fx->ip = ip;
+    fx->max_delay_us = CFX_MAX_DELAY_US;
     fx->port_rd = fx->hold_wr = -1;
     fx->rmem = mmap(NULL, CFX_CACHE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                     -1, 0);
@@ -264,7 +265,7 @@ void cfx_drain_watches(cfx_t *fx, bool push)
 
 unsigned cfx_delay_us(cfx_t *fx)
 {
-    return rand_r(&fx->seed) % 8 == 0 ? 0 : rand_r(&fx->seed) % CFX_MAX_DELAY_US;
+    return rand_r(&fx->seed) % 8 == 0 ? 0 : rand_r(&fx->seed) % fx->max_delay_us;
 }
 
 int cfx_rounds(int full)

@@ -56,6 +56,7 @@ typedef struct cfx {
     llmlink_t *d;
     int64_t cache;
     unsigned seed;        /* printed; LLK_CANCEL_SEED replays it */
+    unsigned max_delay_us; /* cancels come 0..this after the submit (CFX_MAX_DELAY_US) */
     cfx_watch_t w[CFX_NRANGES];
 } cfx_t;
 
@@ -84,7 +85,8 @@ unsigned cfx_free_range(cfx_t *fx, bool push, unsigned hint);
 /* Checks until every window has ended. */
 void cfx_drain_watches(cfx_t *fx, bool push);
 
-/* The random delay before a cancel, in µs: 0 one round in eight. */
+/* The random delay before a cancel, in µs (below max_delay_us): 0 one
+ * round in eight. */
 unsigned cfx_delay_us(cfx_t *fx);
 /* Rounds per transport and direction: fewer under a sanitizer. */
 int cfx_rounds(int full);
