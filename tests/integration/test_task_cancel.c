@@ -69,7 +69,22 @@ static llmlink_status_t probe(cfx_t *fx)
 
 typedef struct tally {
     unsigned ok, cancelled, closed;
+    int64_t us_sum[2], us_max[2]; /* llmlink_task_cancel's time: [0] CANCELLED, [1] _LINK_CLOSED */
 } tally_t;
+
+static void took(tally_t *t, int k, int64_t us)
+{
+    t->us_sum[k] += us;
+    if (us > t->us_max[k])
+        t->us_max[k] = us;
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 static void one_round(cfx_t *fx, bool push, int round, unsigned *hint, tally_t *t)
 {
@@ -89,7 +104,9 @@ static void one_round(cfx_t *fx, bool push, int round, unsigned *hint, tally_t *
         struct timespec ts = {0, (long)us * 1000};
         nanosleep(&ts, NULL);
     }
+    int64_t t0 = now_us();
     llmlink_status_t st = llmlink_task_cancel(task);
+    int64_t t1 = now_us();
     int64_t fenced = llk_now_ms();
     cfx_watch(fx, r, cfx_range_sum(dst, r), fenced, round);
     /* Final at once. */
@@ -109,6 +126,7 @@ static void one_round(cfx_t *fx, bool push, int round, unsigned *hint, tally_t *
         break;
     case LLMLINK_CANCELLED:
         t->cancelled++;
+        took(t, 0, t1 - t0);
         if (!strstr(msg, "cancelled"))
             fail_msg("round %d: CANCELLED with the message \"%s\"", round, msg);
         if (bst != LLMLINK_SUCCESS)
@@ -118,6 +136,7 @@ static void one_round(cfx_t *fx, bool push, int round, unsigned *hint, tally_t *
         break;
     case LLMLINK_CANCELLED_LINK_CLOSED:
         t->closed++;
+        took(t, 1, t1 - t0);
         if (bst == LLMLINK_TASK_PENDING)
             fail_msg("round %d: the other task did not end within %d ms", round, CFX_IO_MS);
         assert_status(probe(fx), LLMLINK_NOT_YET_LINK);
@@ -134,7 +153,8 @@ static void one_round(cfx_t *fx, bool push, int round, unsigned *hint, tally_t *
 
 static void run_rounds(cfx_t *fx, bool push)
 {
-    tally_t t = {0, 0, 0};
+    tally_t t;
+    memset(&t, 0, sizeof t);
     unsigned hint = 0;
     const int n = cfx_rounds(ROUNDS);
     for (int i = 0; i < n; i++)
@@ -143,6 +163,12 @@ static void run_rounds(cfx_t *fx, bool push)
     print_message("test_task_cancel: %s %s: %u completed, %u CANCELLED, %u "
                   "CANCELLED_LINK_CLOSED\n", fx->transport, push ? "push" : "pull", t.ok,
                   t.cancelled, t.closed);
+    /* What a cancel cost (printed, not asserted: no speed in a test). */
+    print_message("test_task_cancel: %s %s: llmlink_task_cancel took mean %lld / max %lld us "
+                  "(CANCELLED), mean %lld / max %lld us (CANCELLED_LINK_CLOSED)\n",
+                  fx->transport, push ? "push" : "pull",
+                  (long long)(t.cancelled ? t.us_sum[0] / t.cancelled : 0), (long long)t.us_max[0],
+                  (long long)(t.closed ? t.us_sum[1] / t.closed : 0), (long long)t.us_max[1]);
     if (t.cancelled + t.closed == 0)
         fail_msg("%s %s: no cancel stopped a task in %d rounds (seed %u)", fx->transport,
                  push ? "push" : "pull", n, fx->seed);
