@@ -174,7 +174,7 @@ LLMLINK_EXTERN void llmlink_task_release(llmlink_task_t *task)
 
 LLMLINK_EXTERN const char *llmlink_task_error(llmlink_task_t *task)
 {
-    if (!task || llk_task_status(task) == LLMLINK_TASK_PENDING)
+    if (!task || !llk_task_is_final(task))
         return "";
     return task->msg;
 }

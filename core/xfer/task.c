@@ -122,6 +122,9 @@ bool llk_task_finish(llmlink_task_t *t, llmlink_status_t st, const char *msg)
     pthread_mutex_unlock(&q->mu);
     if (!mine)
         return false;
+    /* Final: a canceller waiting for the fence may go on (a queued task
+     * the finalize took never started; a worker's task already fenced). */
+    llk_cancel_fenced(&t->cx);
     t->status = st;
     snprintf(t->msg, sizeof t->msg, "%s", st == LLMLINK_SUCCESS ? "" : (msg ? msg : ""));
     /* The callback first (documented): when a waiter wakes or the fd
@@ -342,12 +345,23 @@ llmlink_task_t *llk_task_alloc(llmlink_t *e, const llmlink_task_options_t *opts)
 
 bool llk_task_enqueue(llmlink_t *e, llmlink_task_t *t, bool queue, const char *fn)
 {
+    return llk_task_enqueue_admit(e, t, queue, fn, NULL, NULL);
+}
+
+bool llk_task_enqueue_admit(llmlink_t *e, llmlink_task_t *t, bool queue, const char *fn,
+                            bool (*admit)(void *, llmlink_task_t *), void *arg)
+{
     llk_tasks_t *q = e->tasks;
     pthread_mutex_lock(&q->mu);
     if (q->stop) {
         pthread_mutex_unlock(&q->mu);
         llk_err(LLMLINK_ENGINE_FINALIZED, "%s: engine (cluster %llu) is finalized", fn,
                 (unsigned long long)e->cluster_id);
+        return false;
+    }
+    if (admit && !admit(arg, t)) {
+        pthread_mutex_unlock(&q->mu);
+        llk_err(LLMLINK_CANCELLED, "%s: cancelled before it started", fn);
         return false;
     }
     t->refs++;
@@ -409,6 +423,7 @@ llmlink_status_t llk_task_submit(llmlink_t *e, const llk_xfer_req_t *req,
 llmlink_status_t llk_task_submit_sub(llmlink_t *e, const llk_xfer_req_t *req,
                                      int64_t deadline_ms,
                                      void (*sub_done)(llmlink_task_t *, void *), void *arg,
+                                     bool (*admit)(void *, llmlink_task_t *), void *admit_arg,
                                      llmlink_task_t **out)
 {
     llmlink_task_t *t = NULL;
@@ -418,7 +433,7 @@ llmlink_status_t llk_task_submit_sub(llmlink_t *e, const llk_xfer_req_t *req,
     t->internal = true;
     t->sub_done = sub_done;
     t->sub_arg = arg;
-    if (!llk_task_enqueue(e, t, true, req->fn)) {
+    if (!llk_task_enqueue_admit(e, t, true, req->fn, admit, admit_arg)) {
         st = llk_err_status();
         task_free(t);
         return st;
@@ -438,6 +453,17 @@ static llmlink_status_t final_or_pending(llmlink_task_t *t, bool done)
     if (t->status != LLMLINK_SUCCESS)
         llk_err(t->status, "%s", t->msg);
     return t->status;
+}
+
+bool llk_task_is_final(llmlink_task_t *t)
+{
+    if (in_callback == t)
+        return true;
+    llk_tasks_t *q = t->e->tasks;
+    pthread_mutex_lock(&q->mu);
+    bool done = t->state == LLK_TASK_DONE;
+    pthread_mutex_unlock(&q->mu);
+    return done;
 }
 
 llmlink_status_t llk_task_status(llmlink_task_t *t)

@@ -95,10 +95,14 @@ void llk_tasks_free(llmlink_t *e);
 llmlink_status_t llk_task_submit(llmlink_t *e, const llk_xfer_req_t *req,
                                  const llmlink_task_options_t *opts, llmlink_task_t **out);
 /* The same for the layer driver: an internal task (no done queue, no
- * tasks_submitted count) whose sub_done runs when final. */
+ * tasks_submitted count) whose sub_done runs when final. admit (may be
+ * NULL) runs under tq->mu just before the task is queued, so that the
+ * driver records it atomically with a cancel's snapshot; false: not
+ * queued, CANCELLED. */
 llmlink_status_t llk_task_submit_sub(llmlink_t *e, const llk_xfer_req_t *req,
                                      int64_t deadline_ms,
                                      void (*sub_done)(llmlink_task_t *, void *), void *arg,
+                                     bool (*admit)(void *, llmlink_task_t *), void *admit_arg,
                                      llmlink_task_t **out);
 
 /* A new task object (refs 1: the handle), not queued. */
@@ -106,6 +110,9 @@ llmlink_task_t *llk_task_alloc(llmlink_t *e, const llmlink_task_options_t *opts)
 /* Puts t on the live list (and the run queue unless a driver runs it),
  * taking the queue's reference. false: the engine stopped (llk_err set). */
 bool llk_task_enqueue(llmlink_t *e, llmlink_task_t *t, bool queue, const char *fn);
+/* llk_task_enqueue with an admit check under tq->mu (see submit_sub). */
+bool llk_task_enqueue_admit(llmlink_t *e, llmlink_task_t *t, bool queue, const char *fn,
+                            bool (*admit)(void *, llmlink_task_t *), void *arg);
 /* Makes t final with st and msg: sub_done, on_done (this thread), then
  * waiters, the done queue and the fd; drops the queue's reference. false
  * (nothing done) when another thread already made it final. */
@@ -113,6 +120,9 @@ bool llk_task_finish(llmlink_task_t *t, llmlink_status_t st, const char *msg);
 void llk_task_unref(llmlink_task_t *t);
 
 llmlink_status_t llk_task_status(llmlink_task_t *t);
+/* Final (or in its own on_done on this thread), without touching
+ * last_error. */
+bool llk_task_is_final(llmlink_task_t *t);
 llmlink_status_t llk_task_wait(llmlink_task_t *t, int32_t timeout_ms);
 llmlink_status_t llk_task_cancel(llmlink_task_t *t);
 void llk_task_release(llmlink_task_t *t);

@@ -118,6 +118,27 @@ static void sub_done(llmlink_task_t *sub, void *arg)
     pthread_mutex_unlock(&q->mu);
 }
 
+/* Under tq->mu, just before a push is queued: a cancel already taken
+ * refuses it, else it joins lt->subs in the same critical section, so
+ * that a cancel's snapshot of lt->subs never misses a queued push. */
+static bool admit_push(void *arg, llmlink_task_t *sub)
+{
+    struct llk_layer_task *lt = arg;
+    if (lt->cancel)
+        return false;
+    if (lt->nsubs == lt->cap) {
+        size_t cap = lt->cap ? lt->cap * 2 : 16;
+        llmlink_task_t **n = realloc(lt->subs, cap * sizeof *n);
+        if (!n)
+            return false;
+        lt->subs = n;
+        lt->cap = cap;
+    }
+    sub->refs++; /* lt->subs' reference, dropped by llk_layer_free */
+    lt->subs[lt->nsubs++] = sub;
+    return true;
+}
+
 /* Submits layer l's push to target g. false when the driver must stop. */
 static bool submit_layer(struct llk_layer_task *lt, layer_target_t *g, int32_t l)
 {
@@ -134,32 +155,29 @@ static bool submit_layer(struct llk_layer_task *lt, layer_target_t *g, int32_t l
     g->outstanding++;
     pthread_mutex_unlock(&q->mu);
     llmlink_status_t st = llk_task_submit_sub(lt->e, &r, llk_now_ms() + lt->push_ms, sub_done, g,
-                                              &sub);
-    pthread_mutex_lock(&q->mu);
-    if (st != LLMLINK_SUCCESS) {
-        g->outstanding--;
-        target_fail(g, st, llk_err_message());
-        pthread_mutex_unlock(&q->mu);
+                                              admit_push, lt, &sub);
+    if (st == LLMLINK_SUCCESS) {
+        llk_task_unref(sub); /* the handle: lt->subs holds its own */
         return true;
     }
-    if (lt->nsubs == lt->cap) {
-        size_t cap = lt->cap ? lt->cap * 2 : 16;
-        llmlink_task_t **n = realloc(lt->subs, cap * sizeof *n);
-        if (!n) { /* cannot track it: wait for it here instead */
-            pthread_mutex_unlock(&q->mu);
-            llk_task_wait(sub, -1);
-            llk_task_unref(sub);
-            return true;
-        }
-        lt->subs = n;
-        lt->cap = cap;
-    }
-    lt->subs[lt->nsubs++] = sub;
-    bool cancelled = lt->cancel; /* the canceller may have missed this one */
+    pthread_mutex_lock(&q->mu);
+    g->outstanding--;
+    bool cancelled = lt->cancel;
+    if (!cancelled)
+        target_fail(g, st, llk_err_message());
+    pthread_cond_broadcast(&q->done_cv);
     pthread_mutex_unlock(&q->mu);
-    if (cancelled)
-        llk_task_cancel(sub);
     return !cancelled;
+}
+
+/* A failed target gets no further layers (its failure is under tq->mu:
+ * a worker's sub_done or a canceller sets it). */
+static bool target_failed(llk_tasks_t *q, layer_target_t *g)
+{
+    pthread_mutex_lock(&q->mu);
+    bool f = g->failed;
+    pthread_mutex_unlock(&q->mu);
+    return f;
 }
 
 static bool driver_cancelled(struct llk_layer_task *lt)
@@ -195,7 +213,7 @@ static void *driver_main(void *arg)
         }
         for (size_t i = 0; i < lt->ntg; i++) {
             layer_target_t *g = &lt->tg[i];
-            if (l < g->s0 || l >= g->s1 || g->failed)
+            if (l < g->s0 || l >= g->s1 || target_failed(q, g))
                 continue;
             if (!submit_layer(lt, g, l))
                 break;
