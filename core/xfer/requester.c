@@ -35,6 +35,8 @@
 #define PASS_BYTES (8u << 20)
 /* SO_RCVLOWAT while receiving bytes (see set_lowat). */
 #define LOWAT_BYTES (256u << 10)
+/* Where a cancelled READ's remaining payload is received and dropped. */
+#define DISCARD_BYTES (256u << 10)
 
 typedef enum {
     PH_SEND,      /* sending tx (a request or a DONE) */
@@ -76,6 +78,13 @@ typedef struct run_state {
     llmlink_status_t refusal;  /* first refusal from the owner */
     llmlink_status_t failure;  /* first stream failure: the link is lost */
     char msg[LLK_ERR_MSG_MAX];
+    /* Cancel (xfer/cancel.h): seen while work was left; from then on no
+     * request starts, READ payload goes to discard (never into the cache)
+     * and no transport moves a byte. cancel_kill: a tcp WRITE had started,
+     * which only the link's failure path can stop. */
+    bool cancelled, cancel_kill, cancel_off;
+    uint8_t *discard;
+    char cancel_what[160];
 } run_state_t;
 
 static void fail(run_state_t *rs, stream_run_t *s, llmlink_status_t st, const char *fmt, ...)
@@ -176,7 +185,7 @@ static void take_refusal(run_state_t *rs, const llk_xmove_out_t *out)
 /* Starts this stream's next request, or finishes it. */
 static void next_request(run_state_t *rs, stream_run_t *s)
 {
-    if (rs->refusal != LLMLINK_SUCCESS || rs->failure != LLMLINK_SUCCESS) {
+    if (rs->refusal != LLMLINK_SUCCESS || rs->failure != LLMLINK_SUCCESS || rs->cancelled) {
         s->ph = PH_FINISHED;
         return;
     }
@@ -217,6 +226,10 @@ static void next_request(run_state_t *rs, stream_run_t *s)
 static void redo_on_stream(run_state_t *rs, stream_run_t *s)
 {
     s->redo = false;
+    if (rs->cancelled) { /* a cancelled call starts no request */
+        s->ph = PH_FINISHED;
+        return;
+    }
     build_request(rs, s, LLK_TRANSPORT_ON_STREAM);
 }
 
@@ -409,6 +422,74 @@ static uint64_t bytes_due(const llk_plan_t *p, const stream_run_t *s)
     return due;
 }
 
+/* What a cancel does to stream s now (see on_cancel); NULL: nothing to say. */
+static const char *cancel_stream(run_state_t *rs, stream_run_t *s)
+{
+    if (s->ph == PH_FINISHED)
+        return NULL;
+    if (s->ph == PH_SEND && s->after_send == PH_RESP && s->tx_off == 0) {
+        s->ph = PH_FINISHED; /* not a byte of it went out: it never happened */
+        return "its next request was not sent";
+    }
+    if (s->ph == PH_SEND && s->after_send != PH_RESP)
+        return NULL; /* an XDONE going out: the owner drops its hold */
+    if (!s->t->on_stream)
+        return "no further copy, the grant is ended with XDONE"; /* its move checks the cancel */
+    if (s->op == s->t->op_write) {
+        /* The owner stores what it receives and cannot be told to stop:
+         * only the failure path (kill the link, wait for the owner to end
+         * the stream) fences it. */
+        rs->cancel_kill = true;
+        fail(rs, s, LLMLINK_CANCELLED_LINK_CLOSED,
+             "cancelled with a tcp WRITE under way (its request or payload was on the wire)");
+        return "a tcp WRITE was under way: the link was closed";
+    }
+    if (!rs->discard)
+        rs->discard = malloc(DISCARD_BYTES);
+    if (!rs->discard) {
+        rs->cancel_kill = true;
+        fail(rs, s, LLMLINK_CANCELLED_LINK_CLOSED, "cancelled, and out of memory to drain a READ");
+        return "out of memory to drain a tcp READ: the link was closed";
+    }
+    return "the rest of its tcp READ payload is received and discarded";
+}
+
+/*
+ * A cancel was asked for and the call still has work: from now on no
+ * request starts and nothing more lands in either side's memory. A tcp
+ * READ drains into discard (its stream comes back clean), an shm or RDMA
+ * request ends its grant with XDONE(CANCELLED) without moving a byte, a
+ * request not yet sent is dropped; all that is fenced at once. A tcp WRITE
+ * already started is failed: the link is killed and the fence signalled
+ * after the owner ended its streams (llk_xfer_execute).
+ */
+static void on_cancel(run_state_t *rs)
+{
+    rs->cancelled = true;
+    for (int i = 0; i < rs->n; i++) {
+        stream_run_t *s = &rs->s[i];
+        const char *t = s->ph == PH_FINISHED ? NULL : s->t ? s->t->title : "tcp";
+        int slot = s->slot;
+        bool killed = rs->cancel_kill;
+        const char *what = cancel_stream(rs, s);
+        /* the first stream's story, or the first that closed the link */
+        if (what && (!rs->cancel_what[0] || (rs->cancel_kill && !killed)))
+            snprintf(rs->cancel_what, sizeof rs->cancel_what, "data stream %d (%s): %s", slot, t,
+                     what);
+    }
+    if (!rs->cancel_what[0])
+        snprintf(rs->cancel_what, sizeof rs->cancel_what, "between requests");
+    if (!rs->cancel_kill)
+        llk_cancel_fenced_as(rs->ctx->cancel, LLMLINK_CANCELLED);
+}
+
+/* Has a cancel come that this call has not acted on yet? */
+static void poll_cancel(run_state_t *rs)
+{
+    if (!rs->cancelled && !rs->cancel_off && llk_cancel_requested(rs->ctx->cancel))
+        on_cancel(rs);
+}
+
 /* Moves what the socket takes now. Returns the poll events still wanted. */
 static short step(run_state_t *rs, stream_run_t *s)
 {
@@ -416,7 +497,20 @@ static short step(run_state_t *rs, stream_run_t *s)
     size_t moved = 0;
     for (int guard = 0; guard < 4096 && s->ph != PH_FINISHED && moved < PASS_BYTES; guard++) {
         ssize_t r;
-        if (s->ph == PH_SEND) {
+        poll_cancel(rs);
+        if (s->ph == PH_FINISHED)
+            break;
+        if (s->ph == PH_DATA_IN && rs->cancelled) {
+            /* Cancelled READ: exactly the rest of its payload, never into the cache. */
+            uint64_t due = bytes_due(p, s);
+            r = recv(s->fd, rs->discard, due < DISCARD_BYTES ? (size_t)due : DISCARD_BYTES,
+                     MSG_DONTWAIT);
+            if (r > 0) {
+                if (cursor_advance(p, s, (size_t)r))
+                    next_request(rs, s);
+                continue;
+            }
+        } else if (s->ph == PH_SEND) {
             r = send(s->fd, s->tx + s->tx_off, s->tx_len - s->tx_off, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (r > 0) {
                 s->tx_off += (size_t)r;
@@ -523,9 +617,10 @@ static int poll_spin(struct pollfd *pf, nfds_t np, int timeout_ms)
 /* Runs every stream until all are finished or the deadline passes. */
 static void run_streams(run_state_t *rs)
 {
-    struct pollfd pf[LLK_MAX_STREAMS];
+    struct pollfd pf[LLK_MAX_STREAMS + 1];
     int map[LLK_MAX_STREAMS];
     for (int round = 0; round < 100000000; round++) {
+        poll_cancel(rs);
         int np = 0;
         for (int i = 0; i < rs->n; i++) {
             short ev = step(rs, &rs->s[i]);
@@ -538,6 +633,12 @@ static void run_streams(run_state_t *rs)
         }
         if (np == 0)
             return;
+        /* A cancel wakes this thread at once (its eventfd stays readable,
+         * so it is watched only until the cancel is acted on). */
+        nfds_t nw = (nfds_t)np;
+        llk_xfer_cancel_t *cx = rs->ctx->cancel;
+        if (cx && !rs->cancelled && !rs->cancel_off)
+            pf[nw++] = (struct pollfd){.fd = cx->wake_fd, .events = POLLIN};
         int64_t left = rs->ctx->deadline_ms - llk_now_ms();
         if (left <= 0) {
             for (int k = 0; k < np; k++)
@@ -545,7 +646,7 @@ static void run_streams(run_state_t *rs)
                      "not done within llm.SyncKvCacheWaitTime");
             return;
         }
-        int r = poll_spin(pf, (nfds_t)np, left > 1000 ? 1000 : (int)left);
+        int r = poll_spin(pf, nw, left > 1000 ? 1000 : (int)left);
         if (r < 0 && errno != EINTR) {
             fail(rs, NULL, LLMLINK_FAILED, "poll: %s", strerror(errno));
             for (int k = 0; k < np; k++)
@@ -631,6 +732,19 @@ static void wait_owner_fenced(run_state_t *rs)
     }
 }
 
+/* The status of a call that a cancel stopped, with what it did. */
+static llmlink_status_t cancel_status(run_state_t *rs, bool link_closed)
+{
+    llk_xfer_ctx_t *ctx = rs->ctx;
+    if (link_closed)
+        return llk_err(LLMLINK_CANCELLED_LINK_CLOSED, "%s: cancelled: %s; the transport could not "
+                       "stop it alone, so the link was closed and fenced (%s)", ctx->fn,
+                       rs->cancel_what, rs->msg);
+    return llk_err(LLMLINK_CANCELLED, "%s: cancelled: %s (cluster %llu, %s); the link stays "
+                   "usable", ctx->fn, rs->cancel_what, (unsigned long long)ctx->xl->remote_id,
+                   ctx->xl->peer);
+}
+
 llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
 {
     *link_failed = false;
@@ -653,10 +767,13 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
     }
     /* Waiting for a stream that other calls hold is no failure of the
      * link: a timeout here leaves it up (nothing went on the wire). */
-    int n = llk_xlink_borrow(ctx->xl, want, idx, ctx->deadline_ms, ctx->fn);
+    int n = llk_xlink_borrow_cx(ctx->xl, want, idx, ctx->deadline_ms, ctx->fn, ctx->cancel);
     if (n < 0) {
         free_runs(s, (int)want);
-        return llk_err_status();
+        llmlink_status_t st = llk_err_status();
+        if (st == LLMLINK_CANCELLED)
+            llk_cancel_fenced_as(ctx->cancel, LLMLINK_CANCELLED); /* nothing was touched */
+        return st;
     }
     run_state_t rs = {.ctx = ctx, .s = s, .n = n};
     /* Groups go to streams round robin; a stream with several runs them
@@ -673,11 +790,23 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
         next_request(&rs, &s[i]);
     run_streams(&rs);
     /* A pull_cache by CacheKey drops the key once every byte arrived. */
-    if (rs.failure == LLMLINK_SUCCESS && rs.refusal == LLMLINK_SUCCESS && ctx->consume_key) {
+    if (rs.failure == LLMLINK_SUCCESS && rs.refusal == LLMLINK_SUCCESS && !rs.cancelled &&
+        ctx->consume_key) {
+        /* Every byte is in place: a cancel now changes nothing. */
+        rs.cancel_off = true;
         s[0].consume = true;
         rs.n = 1;
         next_request(&rs, &s[0]);
         run_streams(&rs);
+    }
+    /* A transport that saw the cancel before this loop did (shm between
+     * batches, RDMA with work posted) stopped the call itself. */
+    if (!rs.cancelled && !rs.cancel_off && llk_cancel_requested(ctx->cancel) &&
+        (rs.failure != LLMLINK_SUCCESS || rs.refusal != LLMLINK_SUCCESS)) {
+        rs.cancelled = true;
+        snprintf(rs.cancel_what, sizeof rs.cancel_what, "%s",
+                 rs.failure != LLMLINK_SUCCESS ? "the transport stopped with the link"
+                                               : "the transport stopped the request");
     }
     if (rs.failure != LLMLINK_SUCCESS) {
         /* Broken before any of these streams is given back: a call waiting
@@ -687,8 +816,17 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
         llk_xfer_kill_link(ctx->e, ctx->xl, rs.msg);
         wait_owner_fenced(&rs);
     }
+    /* Whatever ended the call, nothing of it lands any more. */
+    if (rs.cancelled)
+        llk_cancel_fenced_as(ctx->cancel, *link_failed ? LLMLINK_CANCELLED_LINK_CLOSED
+                                                       : LLMLINK_CANCELLED);
+    else if (llk_cancel_requested(ctx->cancel))
+        llk_cancel_fenced(ctx->cancel);
     free_runs(s, (int)want);
+    free(rs.discard);
     llk_xlink_give_back(ctx->xl, idx, n);
+    if (rs.cancelled)
+        return cancel_status(&rs, *link_failed);
     if (rs.failure != LLMLINK_SUCCESS)
         return llk_err(rs.failure, "%s", rs.msg);
     if (rs.refusal != LLMLINK_SUCCESS)
