@@ -885,6 +885,9 @@ LLMLINK_EXTERN llmlink_status_t llmlink_task_poll_done(llmlink_t *dd, llmlink_ta
  * layer in increasing order over the union of the targets' source ranges,
  * with timeout_ms -1; returning false ends the task: targets not finished
  * get LLMLINK_FAILED ("layer synchronizer returned false for layer i").
+ * A cancel stops the pushes at once and calls sync no more, but does not
+ * wait for a sync call that is running; llmlink_task_release does: once it
+ * returns, sync is never called again and sync_user_data may be freed.
  * A target names the remote cache by key (LLMLINK_KEY_BLOCKS, or
  * LLMLINK_KEY_ID_AND_INDEX, or LLMLINK_KEY_CACHE) and its layer ranges
  * (start = end = -1: every layer; both ranges cover the same count).

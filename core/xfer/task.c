@@ -125,8 +125,14 @@ bool llk_task_finish(llmlink_task_t *t, llmlink_status_t st, const char *msg)
     /* Final: a canceller waiting for the fence may go on (a queued task
      * the finalize took never started; a worker's task already fenced). */
     llk_cancel_fenced(&t->cx);
+    pthread_mutex_lock(&q->mu);
     t->status = st;
     snprintf(t->msg, sizeof t->msg, "%s", st == LLMLINK_SUCCESS ? "" : (msg ? msg : ""));
+    /* Final for llmlink_task_status / _error on any thread from here, so
+     * that a thread the callback wakes sees the status (wait and the fd
+     * still come after the callback). */
+    t->published = true;
+    pthread_mutex_unlock(&q->mu);
     /* The callback first (documented): when a waiter wakes or the fd
      * reports the task, its on_done has returned. */
     llmlink_task_t *outer = in_callback;
@@ -461,7 +467,7 @@ bool llk_task_is_final(llmlink_task_t *t)
         return true;
     llk_tasks_t *q = t->e->tasks;
     pthread_mutex_lock(&q->mu);
-    bool done = t->state == LLK_TASK_DONE;
+    bool done = t->state == LLK_TASK_DONE || t->published;
     pthread_mutex_unlock(&q->mu);
     return done;
 }
@@ -472,7 +478,7 @@ llmlink_status_t llk_task_status(llmlink_task_t *t)
         return final_or_pending(t, true);
     llk_tasks_t *q = t->e->tasks;
     pthread_mutex_lock(&q->mu);
-    bool done = t->state == LLK_TASK_DONE;
+    bool done = t->state == LLK_TASK_DONE || t->published;
     pthread_mutex_unlock(&q->mu);
     return final_or_pending(t, done);
 }
@@ -575,6 +581,11 @@ void llk_task_release(llmlink_task_t *t)
     pthread_mutex_unlock(&q->mu);
     if (running)
         (void)llk_task_cancel(t);
+    /* A layer task's synchronizer is never called after release returned
+     * (the caller may free sync_user_data then): a cancel does not wait
+     * for a sync call that is running, release does. */
+    if (t->layer)
+        llk_layer_wait_sync_over(t);
     llk_task_unref(t);
 }
 

@@ -48,6 +48,7 @@ struct llmlink_task {
     bool in_done;           /* on the done queue */
     bool claimed;           /* a thread is making it final (first one wins) */
     bool internal;          /* a layer push of a transfer_cache_async task: no done queue */
+    bool published;         /* status and msg final (set before the callbacks) */
     struct llmlink_task *qnext;         /* run queue */
     struct llmlink_task *dnext, *dprev; /* done queue */
     struct llmlink_task *lnext, *lprev; /* live list (not yet done) */
@@ -140,6 +141,9 @@ llmlink_status_t llk_layer_submit(llmlink_t *e, int64_t src_cache_id, llmlink_la
                                   llmlink_task_t **out);
 /* Cancels a layer task: no more sync calls, its pushes cancelled. */
 void llk_layer_cancel(llmlink_task_t *t);
+/* Waits until the layer task's driver will not call sync any more (it
+ * returned from its last call, or never calls it again). */
+void llk_layer_wait_sync_over(llmlink_task_t *t);
 /* Per-target results (num == num_targets checked by the caller). */
 llmlink_status_t llk_layer_results(llmlink_task_t *t, llmlink_status_t *results, size_t num);
 size_t llk_layer_num_targets(const llmlink_task_t *t);

@@ -35,6 +35,9 @@ struct llk_layer_task {
     pthread_t thread;
     /* under tq->mu */
     bool cancel, frozen;    /* frozen: results final */
+    /* The driver will not call sync again: llmlink_task_release waits for
+     * it, so that sync_user_data may be freed once release returns. */
+    bool sync_over;
     llmlink_task_t **subs;  /* every push submitted, a reference each */
     size_t nsubs, cap;
 };
@@ -227,6 +230,8 @@ static void *driver_main(void *arg)
     }
     /* Every push submitted ends (each is bounded by its deadline). */
     pthread_mutex_lock(&q->mu);
+    lt->sync_over = true;
+    pthread_cond_broadcast(&q->done_cv);
     for (;;) {
         uint32_t left = 0;
         for (size_t i = 0; i < lt->ntg; i++)
@@ -255,6 +260,15 @@ static void *driver_main(void *arg)
 }
 
 /* ---- cancel ----------------------------------------------------------- */
+
+void llk_layer_wait_sync_over(llmlink_task_t *t)
+{
+    llk_tasks_t *q = t->e->tasks;
+    pthread_mutex_lock(&q->mu);
+    while (!t->layer->sync_over)
+        pthread_cond_wait(&q->done_cv, &q->mu);
+    pthread_mutex_unlock(&q->mu);
+}
 
 void llk_layer_cancel(llmlink_task_t *t)
 {

@@ -229,6 +229,7 @@ typedef struct sync_ctx {
     size_t ntg;
     _Atomic(llmlink_task_t *) task;
     atomic_int calls;
+    atomic_int returned;  /* sync calls that have returned */
     int false_at;         /* return false for this layer, -1: never */
     atomic_bool in_sync;  /* set while sync sleeps (for the cancel case) */
     /* Set before the test cancels: an earlier layer's push may then have
@@ -292,6 +293,7 @@ static bool layer_sync(uint32_t layer, int32_t timeout_ms, void *ud)
             }
         }
     }
+    atomic_fetch_add(&s->returned, 1);
     return (int)layer != s->false_at;
 }
 
@@ -427,6 +429,26 @@ static void test_cancel_while_sync_waits(void **state)
     llmlink_task_release(task);
 }
 
+/* Release, unlike cancel, waits for a sync call that is running: once it
+ * returns the synchronizer is never called again (its user data may go). */
+static void test_release_waits_for_sync(void **state)
+{
+    fx_t *f = *state;
+    static const tgt_t tg[] = {{0, 0, LAYERS, 0}};
+    sync_ctx_t s = {.false_at = -1, .slow_ms = 400};
+    llmlink_task_t *task = start(f, &s, tg, 1);
+    int64_t until = proc_now_ms() + reply_ms();
+    while (!(atomic_load(&s.calls) == 2 && atomic_load(&s.in_sync)) && proc_now_ms() < until)
+        proc_sleep_ms(5);
+    assert_int_equal(atomic_load(&s.calls), 2);
+    atomic_store(&s.cancelled, true);
+    llmlink_task_release(task);
+    int calls = atomic_load(&s.calls);
+    assert_int_equal(atomic_load(&s.returned), calls); /* none running */
+    proc_sleep_ms(s.slow_ms + 200);
+    assert_int_equal(atomic_load(&s.calls), calls); /* none after */
+}
+
 static void test_args(void **state)
 {
     fx_t *f = *state;
@@ -491,6 +513,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_target_fails_alone, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_sync_false, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cancel_while_sync_waits, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_release_waits_for_sync, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_args, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
