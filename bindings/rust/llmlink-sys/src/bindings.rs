@@ -42,6 +42,10 @@ pub const LLMLINK_CACHE_KEY_ALREADY_EXIST: u32 = 1343271176;
 pub const LLMLINK_CACHE_IN_USE: u32 = 1343271177;
 pub const LLMLINK_AUTH_FAILED: u32 = 1343271178;
 pub const LLMLINK_ACCESS_DENIED: u32 = 1343271179;
+pub const LLMLINK_TASK_PENDING: u32 = 1343271180;
+pub const LLMLINK_CANCELLED: u32 = 1343271181;
+pub const LLMLINK_CANCELLED_LINK_CLOSED: u32 = 1343271182;
+pub const LLMLINK_NOTIFY_QUEUE_FULL: u32 = 1343271183;
 pub const LLMLINK_MAX_CLUSTERS_PER_CALL: u32 = 16;
 pub const LLMLINK_MAX_IP_INFOS: u32 = 16;
 pub const LLMLINK_MAX_LISTEN_ADDRS: u32 = 8;
@@ -53,6 +57,8 @@ pub const LLMLINK_MAX_BLOCKS_PER_CALL: u32 = 1048576;
 pub const LLMLINK_REGISTER_OPTIONS_VERSION: u32 = 1;
 pub const LLMLINK_XFER_STATS_VERSION: u32 = 2;
 pub const LLMLINK_LINK_STATS_VERSION: u32 = 1;
+pub const LLMLINK_TASK_OPTIONS_VERSION: u32 = 1;
+pub const LLMLINK_MAX_NOTIFY_BYTES: u32 = 4096;
 unsafe extern "C" {
     pub fn llmlink_version_number() -> u32;
 }
@@ -789,5 +795,292 @@ unsafe extern "C" {
         dd: *mut llmlink_t,
         cluster_id: u64,
         stats: *mut llmlink_link_stats_t,
+    ) -> llmlink_status_t;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct llmlink_task {
+    _unused: [u8; 0],
+}
+pub type llmlink_task_t = llmlink_task;
+pub type llmlink_task_done_fn = ::std::option::Option<
+    unsafe extern "C" fn(
+        task: *mut llmlink_task_t,
+        status: llmlink_status_t,
+        user_data: *mut ::std::os::raw::c_void,
+    ),
+>;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct llmlink_task_options {
+    pub version: u32,
+    pub timeout_ms: i32,
+    pub on_done: llmlink_task_done_fn,
+    pub user_data: *mut ::std::os::raw::c_void,
+    pub notify_data: *const ::std::os::raw::c_void,
+    pub notify_len: usize,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of llmlink_task_options",
+    ][::std::mem::size_of::<llmlink_task_options>() - 40usize];
+    [
+        "Alignment of llmlink_task_options",
+    ][::std::mem::align_of::<llmlink_task_options>() - 8usize];
+    [
+        "Offset of field: llmlink_task_options::version",
+    ][::std::mem::offset_of!(llmlink_task_options, version) - 0usize];
+    [
+        "Offset of field: llmlink_task_options::timeout_ms",
+    ][::std::mem::offset_of!(llmlink_task_options, timeout_ms) - 4usize];
+    [
+        "Offset of field: llmlink_task_options::on_done",
+    ][::std::mem::offset_of!(llmlink_task_options, on_done) - 8usize];
+    [
+        "Offset of field: llmlink_task_options::user_data",
+    ][::std::mem::offset_of!(llmlink_task_options, user_data) - 16usize];
+    [
+        "Offset of field: llmlink_task_options::notify_data",
+    ][::std::mem::offset_of!(llmlink_task_options, notify_data) - 24usize];
+    [
+        "Offset of field: llmlink_task_options::notify_len",
+    ][::std::mem::offset_of!(llmlink_task_options, notify_len) - 32usize];
+};
+impl Default for llmlink_task_options {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+pub type llmlink_task_options_t = llmlink_task_options;
+unsafe extern "C" {
+    pub fn llmlink_task_options_init(
+        opts: *mut llmlink_task_options_t,
+        version: u32,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_pull_blocks_async(
+        dd: *mut llmlink_t,
+        src_key: *const llmlink_cache_key_t,
+        dst_cache_id: i64,
+        src_blocks: *const u64,
+        num_src_blocks: usize,
+        dst_blocks: *const u64,
+        num_dst_blocks: usize,
+        layers: *const llmlink_layer_range_t,
+        opts: *const llmlink_task_options_t,
+        task: *mut *mut llmlink_task_t,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_pull_cache_async(
+        dd: *mut llmlink_t,
+        src_key: *const llmlink_cache_key_t,
+        dst_cache_id: i64,
+        batch_index: u32,
+        size: i64,
+        layers: *const llmlink_layer_range_t,
+        opts: *const llmlink_task_options_t,
+        task: *mut *mut llmlink_task_t,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_push_blocks_async(
+        dd: *mut llmlink_t,
+        dst_key: *const llmlink_cache_key_t,
+        src_cache_id: i64,
+        src_blocks: *const u64,
+        num_src_blocks: usize,
+        dst_blocks: *const u64,
+        num_dst_blocks: usize,
+        layers: *const llmlink_layer_range_t,
+        opts: *const llmlink_task_options_t,
+        task: *mut *mut llmlink_task_t,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_push_cache_async(
+        dd: *mut llmlink_t,
+        dst_key: *const llmlink_cache_key_t,
+        src_cache_id: i64,
+        src_batch_index: u32,
+        size: i64,
+        layers: *const llmlink_layer_range_t,
+        opts: *const llmlink_task_options_t,
+        task: *mut *mut llmlink_task_t,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_status(task: *mut llmlink_task_t) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_wait(
+        task: *mut llmlink_task_t,
+        timeout_ms: i32,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_cancel(task: *mut llmlink_task_t) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_release(task: *mut llmlink_task_t);
+}
+unsafe extern "C" {
+    pub fn llmlink_task_error(
+        task: *mut llmlink_task_t,
+    ) -> *const ::std::os::raw::c_char;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_user_data(
+        task: *mut llmlink_task_t,
+    ) -> *mut ::std::os::raw::c_void;
+}
+unsafe extern "C" {
+    pub fn llmlink_get_event_fd(
+        dd: *mut llmlink_t,
+        fd: *mut ::std::os::raw::c_int,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_poll_done(
+        dd: *mut llmlink_t,
+        tasks: *mut *mut llmlink_task_t,
+        max: usize,
+        count: *mut usize,
+    ) -> llmlink_status_t;
+}
+pub type llmlink_layer_sync_fn = ::std::option::Option<
+    unsafe extern "C" fn(
+        layer_index: u32,
+        timeout_ms: i32,
+        user_data: *mut ::std::os::raw::c_void,
+    ) -> bool,
+>;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct llmlink_transfer_target {
+    pub dst_key: llmlink_cache_key_t,
+    pub src_layer_start: i32,
+    pub src_layer_end: i32,
+    pub dst_layer_start: i32,
+    pub dst_layer_end: i32,
+    pub src_batch_index: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of llmlink_transfer_target",
+    ][::std::mem::size_of::<llmlink_transfer_target>() - 80usize];
+    [
+        "Alignment of llmlink_transfer_target",
+    ][::std::mem::align_of::<llmlink_transfer_target>() - 8usize];
+    [
+        "Offset of field: llmlink_transfer_target::dst_key",
+    ][::std::mem::offset_of!(llmlink_transfer_target, dst_key) - 0usize];
+    [
+        "Offset of field: llmlink_transfer_target::src_layer_start",
+    ][::std::mem::offset_of!(llmlink_transfer_target, src_layer_start) - 56usize];
+    [
+        "Offset of field: llmlink_transfer_target::src_layer_end",
+    ][::std::mem::offset_of!(llmlink_transfer_target, src_layer_end) - 60usize];
+    [
+        "Offset of field: llmlink_transfer_target::dst_layer_start",
+    ][::std::mem::offset_of!(llmlink_transfer_target, dst_layer_start) - 64usize];
+    [
+        "Offset of field: llmlink_transfer_target::dst_layer_end",
+    ][::std::mem::offset_of!(llmlink_transfer_target, dst_layer_end) - 68usize];
+    [
+        "Offset of field: llmlink_transfer_target::src_batch_index",
+    ][::std::mem::offset_of!(llmlink_transfer_target, src_batch_index) - 72usize];
+};
+impl Default for llmlink_transfer_target {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+pub type llmlink_transfer_target_t = llmlink_transfer_target;
+unsafe extern "C" {
+    pub fn llmlink_transfer_cache_async(
+        dd: *mut llmlink_t,
+        src_cache_id: i64,
+        sync: llmlink_layer_sync_fn,
+        sync_user_data: *mut ::std::os::raw::c_void,
+        targets: *const llmlink_transfer_target_t,
+        num_targets: usize,
+        src_blocks: *const u64,
+        num_src_blocks: usize,
+        dst_blocks: *const u64,
+        num_dst_blocks: usize,
+        tensors_per_layer: u32,
+        opts: *const llmlink_task_options_t,
+        task: *mut *mut llmlink_task_t,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_results(
+        task: *mut llmlink_task_t,
+        results: *mut llmlink_status_t,
+        num_results: usize,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_notify(
+        dd: *mut llmlink_t,
+        cluster_id: u64,
+        data: *const ::std::os::raw::c_void,
+        len: usize,
+        timeout_ms: i32,
+    ) -> llmlink_status_t;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct llmlink_notification {
+    pub cluster_id: u64,
+    pub len: u32,
+    pub data: [u8; 4096usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of llmlink_notification",
+    ][::std::mem::size_of::<llmlink_notification>() - 4112usize];
+    [
+        "Alignment of llmlink_notification",
+    ][::std::mem::align_of::<llmlink_notification>() - 8usize];
+    [
+        "Offset of field: llmlink_notification::cluster_id",
+    ][::std::mem::offset_of!(llmlink_notification, cluster_id) - 0usize];
+    [
+        "Offset of field: llmlink_notification::len",
+    ][::std::mem::offset_of!(llmlink_notification, len) - 8usize];
+    [
+        "Offset of field: llmlink_notification::data",
+    ][::std::mem::offset_of!(llmlink_notification, data) - 12usize];
+};
+impl Default for llmlink_notification {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+pub type llmlink_notification_t = llmlink_notification;
+unsafe extern "C" {
+    pub fn llmlink_get_notifies(
+        dd: *mut llmlink_t,
+        out: *mut llmlink_notification_t,
+        max: usize,
+        count: *mut usize,
     ) -> llmlink_status_t;
 }
