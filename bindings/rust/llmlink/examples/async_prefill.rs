@@ -17,6 +17,7 @@
 //!  - `NOTIFIED <cluster> <hex> SUM <hex>` for each notification received,
 //!    with the push cache's checksum when it was fetched (while not
 //!    holding: `--hold` leaves them queued until the `fetch` command);
+//!
 //! and answers commands, one per line on standard input:
 //!  - `sum`: `SUM <hex>`, a checksum of the push cache;
 //!  - `block <tensor> <block>`: `BLOCK <hex>`, a checksum of one block of the
@@ -220,7 +221,7 @@ fn hex(data: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -62,9 +62,9 @@ impl TransferOptions {
     }
 }
 
-/// Says when a layer may be pushed ([`CacheManager::transfer_cache_async`]
-/// (crate::CacheManager::transfer_cache_async); llm_datadist's
-/// `LayerSynchronizer`).
+/// Says when a layer may be pushed
+/// ([`CacheManager::transfer_cache_async`](crate::CacheManager::transfer_cache_async);
+/// llm_datadist's `LayerSynchronizer`).
 ///
 /// Called on an engine thread, once per layer in increasing order, while
 /// the transfer runs; the pushes of layer `i` run while the call for layer

@@ -338,7 +338,6 @@ fn dropping_a_pending_transfer_cancels_it() {
         zeros,
         fnv(&[&vec![0u8; BIG.desc().tensor_bytes().unwrap() * 4]])
     );
-    assert!(d.xfer_stats().unwrap().transfers_failed >= 1);
     relink(&d, &p);
     cm.pull_blocks(&p.source_key(), &mut dst, &[5], &[5], None)
         .unwrap();
@@ -496,11 +495,11 @@ fn transfer_cache_async_pushes_layer_by_layer() {
         vec!["released 0", "released 1", "released 2", "released 3"]
     );
     let mut p = peer.lock().unwrap();
-    for t in 0..8 {
+    for (t, want) in expect.iter().enumerate() {
         for (i, &b) in dst_blocks.iter().enumerate() {
             assert_eq!(
                 p.inbox_block(t, b as usize),
-                expect[t][i],
+                want[i],
                 "tensor {t} block {b}"
             );
         }
