@@ -6,7 +6,8 @@ use llmlink_sys as sys;
 
 use crate::cache_manager::{ptr_or_null, size_arg};
 use crate::error::{invalid, Result};
-use crate::transfer::{LayerSynchronizer, Submission};
+use crate::layer_sync::LayerSynchronizer;
+use crate::transfer::Submission;
 use crate::{
     CacheId, CacheKey, CacheManager, LayerRange, LocalCache, RawCache, Transfer, TransferOptions,
 };

@@ -32,6 +32,7 @@ mod cache_manager_async;
 mod cluster;
 mod engine;
 mod error;
+mod layer_sync;
 mod log;
 mod notify;
 mod options;
@@ -46,11 +47,12 @@ pub use cache_manager_async::{PullDestination, TransferTarget};
 pub use cluster::{ClusterInfo, IpInfo};
 pub use engine::{DataDist, LinkStats, RdmaProtection, Role, Stats, XferStats};
 pub use error::{last_error, Error, Result};
+pub use layer_sync::LayerSynchronizer;
 pub use log::{clear_log_callback, set_log_callback, LogLevel};
 pub use notify::{EventFd, Notification, MAX_NOTIFY_BYTES};
 pub use options::Options;
 pub use status::Status;
-pub use transfer::{LayerSynchronizer, Transfer, TransferOptions};
+pub use transfer::{Transfer, TransferOptions};
 
 pub use llmlink_sys;
 

@@ -6,8 +6,9 @@
 //!
 //! Every submission passes the C side an `on_done` callback (the
 //! `extern "C"` trampoline [`on_done`]) whose user data is one reference of
-//! an `Arc<Shared>`. The callback runs once, on an engine thread, when the
-//! status becomes final: it stores the status, takes the stored
+//! an `Arc<Shared>`. The callback runs once when the status becomes final,
+//! on an engine thread (or on the thread whose cancel or drop made it
+//! final, inside that call): it stores the status, takes the stored
 //! [`Waker`] and wakes it, then gives its reference back. The [`Transfer`]
 //! holds another reference, so the shared state lives until the handle is
 //! released *and* the callback has run, whichever comes last. Nothing here
@@ -25,6 +26,7 @@ use std::time::Duration;
 use llmlink_sys as sys;
 
 use crate::error::{invalid, timeout_ms, Error, Result};
+use crate::layer_sync::{LayerSynchronizer, SyncRegistration};
 use crate::Status;
 
 /// Options of one submission (`llmlink_task_options_t`).
@@ -62,33 +64,9 @@ impl TransferOptions {
     }
 }
 
-/// Says when a layer may be pushed
-/// ([`CacheManager::transfer_cache_async`](crate::CacheManager::transfer_cache_async);
-/// llm_datadist's `LayerSynchronizer`).
-///
-/// Called on an engine thread, once per layer in increasing order, while
-/// the transfer runs; the pushes of layer `i` run while the call for layer
-/// `i + 1` waits. Return `true` once the layer is computed, `false` to end
-/// the transfer (targets not finished get [`Status::FAILED`]). A panic
-/// counts as `false`. It holds a transfer worker while it waits: keep
-/// waits bounded.
-pub trait LayerSynchronizer: Send + 'static {
-    /// Waits until layer `layer_index` is computed; `timeout` is the
-    /// library's limit for the wait (`None`: none).
-    fn synchronize_layer(&mut self, layer_index: u32, timeout: Option<Duration>) -> bool;
-}
-
-impl<F: FnMut(u32) -> bool + Send + 'static> LayerSynchronizer for F {
-    fn synchronize_layer(&mut self, layer_index: u32, _timeout: Option<Duration>) -> bool {
-        self(layer_index)
-    }
-}
-
 /// What the C callbacks and the handle share.
 pub(crate) struct Shared {
     state: Mutex<State>,
-    // Only transfer_cache_async: called by the trampoline [`layer_sync`].
-    sync: Option<Mutex<Box<dyn LayerSynchronizer>>>,
 }
 
 #[derive(Default)]
@@ -98,10 +76,9 @@ struct State {
 }
 
 impl Shared {
-    pub(crate) fn new(sync: Option<Box<dyn LayerSynchronizer>>) -> Arc<Shared> {
+    pub(crate) fn new() -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(State::default()),
-            sync: sync.map(Mutex::new),
         })
     }
 
@@ -136,31 +113,15 @@ unsafe extern "C" fn on_done(
     }
 }
 
-/// The `llmlink_layer_sync_fn` trampoline: `user_data` is a reference of
-/// the `Arc<Shared>` that the [`Transfer`] gives back after
-/// `llmlink_task_release` (the C side calls no synchronizer after the task
-/// is released).
-unsafe extern "C" fn layer_sync(layer_index: u32, timeout_ms: i32, user_data: *mut c_void) -> bool {
-    // SAFETY: the reference is alive until the handle's Drop, after release.
-    let shared = unsafe { &*(user_data as *const Shared) };
-    let Some(sync) = shared.sync.as_ref() else {
-        return false;
-    };
-    let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut s = sync.lock().unwrap_or_else(|p| p.into_inner());
-        s.synchronize_layer(layer_index, timeout)
-    }))
-    .unwrap_or(false)
-}
-
 /// The C options of one submission and the references given to C, taken
 /// back by [`Submission::finish`].
 pub(crate) struct Submission {
     shared: Arc<Shared>,
     opts: sys::llmlink_task_options_t,
-    notify: Option<Vec<u8>>,
-    sync_ref: *const Shared,
+    // The notification's bytes, alive until the submit call returned (C
+    // copies them).
+    _notify: Option<Vec<u8>>,
+    sync: Option<SyncRegistration>,
 }
 
 impl Submission {
@@ -179,8 +140,7 @@ impl Submission {
             Some(d) => timeout_ms(what, d)?.max(1),
         };
         let notify = opts.and_then(|o| o.notify.clone());
-        let has_sync = sync.is_some();
-        let shared = Shared::new(sync);
+        let shared = Shared::new();
         let mut c = sys::llmlink_task_options_t {
             version: sys::LLMLINK_TASK_OPTIONS_VERSION,
             timeout_ms: timeout,
@@ -194,18 +154,13 @@ impl Submission {
             c.notify_data = n.as_ptr() as *const c_void;
             c.notify_len = n.len();
         }
-        // The references are taken last: nothing above can fail after them.
+        // The reference is taken last: nothing above can fail after it.
         c.user_data = Arc::into_raw(Arc::clone(&shared)) as *mut c_void;
-        let sync_ref = if has_sync {
-            Arc::into_raw(Arc::clone(&shared))
-        } else {
-            std::ptr::null()
-        };
         Ok(Submission {
             shared,
             opts: c,
-            notify,
-            sync_ref,
+            _notify: notify,
+            sync: sync.map(SyncRegistration::new),
         })
     }
 
@@ -215,7 +170,9 @@ impl Submission {
 
     /// The synchronizer trampoline and its user data.
     pub(crate) fn sync_fn(&self) -> (sys::llmlink_layer_sync_fn, *mut c_void) {
-        (Some(layer_sync), self.sync_ref as *mut c_void)
+        self.sync
+            .as_ref()
+            .map_or((None, std::ptr::null_mut()), SyncRegistration::c_fn)
     }
 
     /// The outcome of the submit call: a [`Transfer`], or the error (read
@@ -234,7 +191,7 @@ impl Submission {
             (true, Some(raw)) => Ok(Transfer {
                 raw,
                 shared: self.shared,
-                sync_ref: self.sync_ref,
+                sync: self.sync,
                 num_results,
                 _borrow: PhantomData,
             }),
@@ -249,15 +206,10 @@ impl Submission {
             }
             (false, _) => {
                 let err = Error::from_last(status);
-                // SAFETY: both came from Arc::into_raw in `new`, and C kept
-                // neither (no task was created).
-                unsafe {
-                    drop(Arc::from_raw(self.opts.user_data as *const Shared));
-                    if !self.sync_ref.is_null() {
-                        drop(Arc::from_raw(self.sync_ref));
-                    }
-                }
-                drop(self.notify);
+                // SAFETY: from Arc::into_raw in `new`, and C did not keep it
+                // (no task was created). The synchronizer's registration
+                // goes with `self`.
+                unsafe { drop(Arc::from_raw(self.opts.user_data as *const Shared)) };
                 Err(err)
             }
         }
@@ -284,9 +236,9 @@ impl Submission {
 pub struct Transfer<'a> {
     raw: NonNull<sys::llmlink_task_t>,
     shared: Arc<Shared>,
-    // The synchronizer's reference (transfer_cache_async), given back after
-    // release; null otherwise.
-    sync_ref: *const Shared,
+    // transfer_cache_async: the synchronizer's entry, removed after release
+    // (see layer_sync.rs).
+    sync: Option<SyncRegistration>,
     num_results: usize,
     // The borrows of the engine and the cache; `*const` makes it !Sync
     // (see below).
@@ -295,8 +247,8 @@ pub struct Transfer<'a> {
 
 // SAFETY: a task handle is not tied to the thread that submitted it (the
 // library keeps no thread-local state per task; a failed call's message is
-// read from the task itself). The shared state is Arc<Mutex<..>> and the
-// synchronizer inside it is `Send`. So the handle may move to another
+// read from the task itself). The shared state is Arc<Mutex<..>>, and the
+// synchronizer's registration is an id. So the handle may move to another
 // thread, e.g. with the future that awaits it.
 unsafe impl Send for Transfer<'_> {}
 // Not Sync: ffi/llmlink.h does not promise that two calls on one task may
@@ -418,11 +370,9 @@ impl Drop for Transfer<'_> {
     fn drop(&mut self) {
         // Cancels first when still running (fenced), then frees the handle.
         unsafe { sys::llmlink_task_release(self.raw.as_ptr()) };
-        if !self.sync_ref.is_null() {
-            // SAFETY: from Arc::into_raw at submission; released tasks call
-            // no synchronizer any more.
-            unsafe { drop(Arc::from_raw(self.sync_ref)) };
-        }
+        // Then the synchronizer's entry: a late call of the driver finds
+        // none (layer_sync.rs).
+        self.sync.take();
     }
 }
 

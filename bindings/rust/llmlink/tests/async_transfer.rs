@@ -585,6 +585,89 @@ fn transfer_cache_async_results_per_target() {
     assert_eq!(tr.wait(WAIT).unwrap_err().status(), Status::FAILED);
 }
 
+/// A layer-wise transfer dropped while its synchronizer waits: the drop
+/// returns without waiting for it, the synchronizer is not called again
+/// once it returns, it is dropped, and nothing reaches the peer.
+#[test]
+fn dropping_a_layer_wise_transfer_while_its_synchronizer_waits() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc};
+    let layout = Layout {
+        tensors: 4,
+        blocks: 8,
+        scale: 1,
+    };
+    let mut p = Peer::start(1, layout, &[]);
+    let d = decoder_linked(10, &[&p], "auto");
+    let cm = d.cache_manager();
+    let mut src = cm.allocate_blocks_cache(&layout.desc(), None).unwrap();
+    fill_tagged(&mut src, 3);
+    let empty = p.inbox_sum();
+
+    /// Sets its flag when the synchronizer is dropped.
+    struct Dropped(Arc<AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (go, gate) = mpsc::channel::<()>();
+    let sync = {
+        let (guard, calls) = (Dropped(Arc::clone(&dropped)), Arc::clone(&calls));
+        move |_layer: u32| {
+            let _keep = &guard;
+            calls.fetch_add(1, Ordering::SeqCst);
+            let _ = entered_tx.send(());
+            gate.recv_timeout(Duration::from_secs(20)).is_ok()
+        }
+    };
+    let tr = cm
+        .transfer_cache_async(
+            &src,
+            sync,
+            &[TransferTarget::new(p.inbox_key())],
+            &[0, 1],
+            &[0, 1],
+            0,
+            None,
+        )
+        .unwrap();
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("synchronizer called");
+    let t0 = Instant::now();
+    drop(tr);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "drop waited {:?}",
+        t0.elapsed()
+    );
+    assert!(!dropped.load(Ordering::SeqCst), "dropped while running");
+    go.send(()).unwrap(); // layer 0 "computed", after the cancel
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dropped.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the synchronizer was never dropped"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "called again after the drop"
+    );
+    assert_eq!(
+        p.inbox_sum(),
+        empty,
+        "a layer reached the peer after the cancel"
+    );
+}
+
 /// Arguments are checked at submission exactly as the blocking calls do:
 /// an error, no transfer.
 #[test]
