@@ -71,7 +71,10 @@ pub(crate) struct Shared {
 
 #[derive(Default)]
 struct State {
-    done: Option<Status>,
+    // The final status and message as the callback saw them: a thread it
+    // wakes may run before the library marks the task done for other
+    // threads (its status and message calls answer "pending" until then).
+    done: Option<(Status, String)>,
     waker: Option<Waker>,
 }
 
@@ -93,17 +96,26 @@ impl Shared {
 /// `Arc<Shared>` given to C at submission; this call consumes it (the C
 /// side calls it exactly once per task that was created).
 unsafe extern "C" fn on_done(
-    _task: *mut sys::llmlink_task_t,
+    task: *mut sys::llmlink_task_t,
     status: sys::llmlink_status_t,
     user_data: *mut c_void,
 ) {
     // SAFETY: `user_data` came from Arc::into_raw in `Submission::new` and
-    // is given back once, here. The task pointer is not touched: the handle
-    // may be released by now.
+    // is given back once, here.
     let shared = unsafe { Arc::from_raw(user_data as *const Shared) };
+    let status = Status::from_raw(status);
+    let message = if status.is_success() {
+        String::new()
+    } else {
+        // The header allows this call in the callback, where the task is
+        // alive and final for this thread.
+        unsafe { CStr::from_ptr(sys::llmlink_task_error(task)) }
+            .to_string_lossy()
+            .into_owned()
+    };
     let waker = {
         let mut st = shared.lock();
-        st.done = Some(Status::from_raw(status));
+        st.done = Some((status, message));
         st.waker.take()
     };
     // After the lock: a waker may run the executor's code. A panic must not
@@ -265,6 +277,9 @@ impl Transfer<'_> {
     /// Non-blocking: [`Status::TASK_PENDING`] while running, else the final
     /// status.
     pub fn status(&self) -> Status {
+        if let Some((st, _)) = &self.shared.lock().done {
+            return *st;
+        }
         let st = Status::from_raw(unsafe { sys::llmlink_task_status(self.raw.as_ptr()) });
         if !st.is_success() {
             // The call copies the task's message into this thread's last
@@ -334,6 +349,9 @@ impl Transfer<'_> {
         if st.is_success() {
             return Ok(());
         }
+        if let Some((_, msg)) = &self.shared.lock().done {
+            return Err(Error::new(st, msg.clone()));
+        }
         // Valid until release; never NULL (header).
         let msg = unsafe { CStr::from_ptr(sys::llmlink_task_error(self.raw.as_ptr())) }
             .to_string_lossy()
@@ -357,10 +375,11 @@ impl Future for Transfer<'_> {
                     _ => st.waker = Some(cx.waker().clone()),
                 }
             }
-            st.done
+            st.done.clone()
         };
         match done {
-            Some(s) => Poll::Ready(self.outcome(s)),
+            Some((s, _)) if s.is_success() => Poll::Ready(Ok(())),
+            Some((s, msg)) => Poll::Ready(Err(Error::new(s, msg))),
             None => Poll::Pending,
         }
     }
