@@ -258,11 +258,15 @@ fn the_future_needs_no_runtime() {
         prompt_cluster_id: 1,
         model_id: 5,
     };
-    let tr = cm
+    let mut tr = cm
         .pull_blocks_async(&bad, &mut dst, &[0], &[0], None, None)
         .unwrap();
-    let (out, _, _) = block_on(tr);
+    let (out, _, _) = block_on(&mut tr);
     let e = out.unwrap_err();
     assert_eq!(e.status(), Status::KV_CACHE_NOT_EXIST, "{e}");
     assert!(!e.message().is_empty(), "{e}");
+    // Right after the wake, the handle agrees (the library may not have
+    // marked the task done for this thread yet).
+    assert_eq!(tr.status(), Status::KV_CACHE_NOT_EXIST);
+    assert_eq!(tr.wait(Some(Duration::ZERO)).unwrap_err(), e);
 }

@@ -570,7 +570,8 @@ fn transfer_cache_async_results_per_target() {
     assert_eq!(tr.results().unwrap(), vec![Some(Status::FAILED)]);
     drop(tr);
 
-    // A panicking synchronizer counts as false (it never unwinds into C).
+    // A panicking synchronizer counts as false (it never unwinds into C;
+    // its "test panic" message in the output is expected).
     let tr = cm
         .transfer_cache_async(
             &src,
