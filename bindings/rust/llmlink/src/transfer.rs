@@ -298,6 +298,9 @@ impl Transfer<'_> {
     /// for the final result. When the time runs out first: `Err` with
     /// [`Status::TASK_PENDING`], and the transfer goes on.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<()> {
+        if let Some(r) = self.callback_outcome() {
+            return r;
+        }
         let ms = match timeout {
             None => -1,
             Some(d) => timeout_ms("Transfer::wait", d)?,
@@ -305,12 +308,27 @@ impl Transfer<'_> {
         let st = Status::from_raw(unsafe { sys::llmlink_task_wait(self.raw.as_ptr(), ms) });
         if st == Status::TASK_PENDING {
             unsafe { sys::llmlink_clear_error() };
-            return Err(Error::new(
-                st,
-                format!("Transfer::wait: still running after {timeout:?}"),
-            ));
+            // The callback may have run meanwhile, before the library marks
+            // the task done for this thread.
+            return self.callback_outcome().unwrap_or_else(|| {
+                Err(Error::new(
+                    st,
+                    format!("Transfer::wait: still running after {timeout:?}"),
+                ))
+            });
         }
         self.outcome(st)
+    }
+
+    /// The final result as the completion callback saw it, if it ran.
+    fn callback_outcome(&self) -> Option<Result<()>> {
+        let st = self.shared.lock();
+        let (status, msg) = st.done.as_ref()?;
+        Some(if status.is_success() {
+            Ok(())
+        } else {
+            Err(Error::new(*status, msg.clone()))
+        })
     }
 
     /// Cancels the transfer and returns its final result. When it returns,
@@ -349,8 +367,8 @@ impl Transfer<'_> {
         if st.is_success() {
             return Ok(());
         }
-        if let Some((_, msg)) = &self.shared.lock().done {
-            return Err(Error::new(st, msg.clone()));
+        if let Some(r) = self.callback_outcome() {
+            return r;
         }
         // Valid until release; never NULL (header).
         let msg = unsafe { CStr::from_ptr(sys::llmlink_task_error(self.raw.as_ptr())) }
