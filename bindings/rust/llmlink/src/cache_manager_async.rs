@@ -1,6 +1,26 @@
 //! The `*_async` methods of [`CacheManager`]: the blocking transfers'
 //! arguments and checks, returning a [`Transfer`] at once, and the
 //! layer-wise push [`transfer_cache_async`](CacheManager::transfer_cache_async).
+//!
+//! A pull's destination stays borrowed while its transfer lives (the
+//! library writes it meanwhile):
+//!
+//! ```compile_fail,E0502
+//! # use llmlink::*;
+//! # fn f(d: &DataDist, key: &CacheKey, desc: &CacheDesc) -> Result<()> {
+//! let mut dst = d.cache_manager().allocate_blocks_cache(desc, None)?;
+//! let t = d.cache_manager().pull_blocks_async(key, &mut dst, &[0], &[0], None, None)?;
+//! println!("{}", dst.tensor(0)[0]); // error: dst is borrowed by the transfer
+//! t.wait(None)?;
+//! # Ok(()) }
+//! ```
+//!
+//! A transfer is used by one thread at a time (`Send`, not `Sync`):
+//!
+//! ```compile_fail,E0277
+//! fn sync<T: Sync>() {}
+//! sync::<llmlink::Transfer<'static>>();
+//! ```
 
 use llmlink_sys as sys;
 
