@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod peer;
+pub mod xfer;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
