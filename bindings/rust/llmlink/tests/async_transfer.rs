@@ -12,9 +12,9 @@ use common::peer::{cont, decoder_linked, fnv, kv_byte, relink, stop, Peer};
 use common::xfer::{assert_pulled, assert_stable, sum_of, BIG, SMALL, WAIT};
 use llmlink::{AllocatedCache, CacheKey, Status, Transfer, TransferOptions};
 
-/// Two peer processes, four threads, each with 2 x 32 single-block pulls in
-/// flight at once (256 in all) into its own cache: every one succeeds and every byte is
-/// where it belongs.
+/// Two peer processes, four threads, each with 2 x 32 single-block pulls
+/// in flight at once (256 in all) into its own cache: every one succeeds
+/// and every byte is where it belongs.
 #[test]
 fn hundreds_of_transfers_in_flight_from_several_threads_and_links() {
     let p1 = Peer::start(1, SMALL, &[]);
