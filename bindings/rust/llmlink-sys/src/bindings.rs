@@ -59,6 +59,14 @@ pub const LLMLINK_XFER_STATS_VERSION: u32 = 2;
 pub const LLMLINK_LINK_STATS_VERSION: u32 = 1;
 pub const LLMLINK_TASK_OPTIONS_VERSION: u32 = 1;
 pub const LLMLINK_MAX_NOTIFY_BYTES: u32 = 4096;
+pub const LLMLINK_METRICS_MAX_DIRS: u32 = 2;
+pub const LLMLINK_METRICS_MAX_TRANSPORTS: u32 = 8;
+pub const LLMLINK_METRICS_MAX_RESULTS: u32 = 8;
+pub const LLMLINK_METRICS_MAX_LINK_DIRS: u32 = 2;
+pub const LLMLINK_METRICS_MAX_REASONS: u32 = 16;
+pub const LLMLINK_METRICS_BUCKETS: u32 = 24;
+pub const LLMLINK_METRICS_VERSION: u32 = 1;
+pub const LLMLINK_LINK_INFO_VERSION: u32 = 1;
 unsafe extern "C" {
     pub fn llmlink_version_number() -> u32;
 }
@@ -1080,6 +1088,260 @@ unsafe extern "C" {
     pub fn llmlink_get_notifies(
         dd: *mut llmlink_t,
         out: *mut llmlink_notification_t,
+        max: usize,
+        count: *mut usize,
+    ) -> llmlink_status_t;
+}
+pub const LLMLINK_METRICS_PULL: llmlink_metrics_dir = 0;
+pub const LLMLINK_METRICS_PUSH: llmlink_metrics_dir = 1;
+pub type llmlink_metrics_dir = ::std::os::raw::c_uint;
+pub use self::llmlink_metrics_dir as llmlink_metrics_dir_t;
+pub const LLMLINK_METRICS_TRANSPORT_NONE: llmlink_metrics_transport = 0;
+pub const LLMLINK_METRICS_TRANSPORT_TCP: llmlink_metrics_transport = 1;
+pub const LLMLINK_METRICS_TRANSPORT_SHM: llmlink_metrics_transport = 2;
+pub const LLMLINK_METRICS_TRANSPORT_RDMA: llmlink_metrics_transport = 3;
+pub type llmlink_metrics_transport = ::std::os::raw::c_uint;
+pub use self::llmlink_metrics_transport as llmlink_metrics_transport_t;
+pub const LLMLINK_METRICS_SUCCESS: llmlink_metrics_result = 0;
+pub const LLMLINK_METRICS_REFUSED: llmlink_metrics_result = 1;
+pub const LLMLINK_METRICS_FAILED: llmlink_metrics_result = 2;
+pub const LLMLINK_METRICS_TIMED_OUT: llmlink_metrics_result = 3;
+pub const LLMLINK_METRICS_CANCELLED: llmlink_metrics_result = 4;
+pub type llmlink_metrics_result = ::std::os::raw::c_uint;
+pub use self::llmlink_metrics_result as llmlink_metrics_result_t;
+pub const LLMLINK_LINK_OUTBOUND: llmlink_link_direction = 0;
+pub const LLMLINK_LINK_INBOUND: llmlink_link_direction = 1;
+pub type llmlink_link_direction = ::std::os::raw::c_uint;
+pub use self::llmlink_link_direction as llmlink_link_direction_t;
+pub const LLMLINK_CLOSE_OTHER: llmlink_close_reason = 0;
+pub const LLMLINK_CLOSE_UNLINKED: llmlink_close_reason = 1;
+pub const LLMLINK_CLOSE_UNLINKED_BY_PEER: llmlink_close_reason = 2;
+pub const LLMLINK_CLOSE_LIVENESS: llmlink_close_reason = 3;
+pub const LLMLINK_CLOSE_PEER_CLOSED: llmlink_close_reason = 4;
+pub const LLMLINK_CLOSE_TRANSFER_FAILED: llmlink_close_reason = 5;
+pub const LLMLINK_CLOSE_FINALIZE: llmlink_close_reason = 6;
+pub const LLMLINK_CLOSE_PROTOCOL_ERROR: llmlink_close_reason = 7;
+pub const LLMLINK_CLOSE_REPLACED: llmlink_close_reason = 8;
+pub type llmlink_close_reason = ::std::os::raw::c_uint;
+pub use self::llmlink_close_reason as llmlink_close_reason_t;
+pub const LLMLINK_REFUSE_OTHER: llmlink_refuse_reason = 0;
+pub const LLMLINK_REFUSE_AUTH: llmlink_refuse_reason = 1;
+pub const LLMLINK_REFUSE_ACCESS: llmlink_refuse_reason = 2;
+pub const LLMLINK_REFUSE_VERSION: llmlink_refuse_reason = 3;
+pub const LLMLINK_REFUSE_CLUSTER_ID: llmlink_refuse_reason = 4;
+pub const LLMLINK_REFUSE_LIMITS: llmlink_refuse_reason = 5;
+pub const LLMLINK_REFUSE_PROTOCOL: llmlink_refuse_reason = 6;
+pub const LLMLINK_REFUSE_CONNECT: llmlink_refuse_reason = 7;
+pub const LLMLINK_REFUSE_TIMEOUT: llmlink_refuse_reason = 8;
+pub const LLMLINK_REFUSE_TRANSPORT: llmlink_refuse_reason = 9;
+pub type llmlink_refuse_reason = ::std::os::raw::c_uint;
+pub use self::llmlink_refuse_reason as llmlink_refuse_reason_t;
+unsafe extern "C" {
+    pub fn llmlink_metrics_bucket_bound_seconds(i: usize) -> f64;
+}
+pub const LLMLINK_LABEL_DIR: llmlink_metrics_label_kind = 0;
+pub const LLMLINK_LABEL_TRANSPORT: llmlink_metrics_label_kind = 1;
+pub const LLMLINK_LABEL_RESULT: llmlink_metrics_label_kind = 2;
+pub const LLMLINK_LABEL_LINK_DIR: llmlink_metrics_label_kind = 3;
+pub const LLMLINK_LABEL_CLOSE_REASON: llmlink_metrics_label_kind = 4;
+pub const LLMLINK_LABEL_REFUSE_REASON: llmlink_metrics_label_kind = 5;
+pub type llmlink_metrics_label_kind = ::std::os::raw::c_uint;
+pub use self::llmlink_metrics_label_kind as llmlink_metrics_label_kind_t;
+unsafe extern "C" {
+    pub fn llmlink_metrics_label(
+        kind: llmlink_metrics_label_kind_t,
+        value: u32,
+    ) -> *const ::std::os::raw::c_char;
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct llmlink_metrics {
+    pub version: u32,
+    pub links_up: u32,
+    pub links_established: [u64; 2usize],
+    pub links_closed: [u64; 16usize],
+    pub handshakes_ok: u64,
+    pub handshakes_refused: [u64; 16usize],
+    pub handshakes_timed_out: u64,
+    pub link_failures: [u64; 16usize],
+    pub transfers: [[[u64; 8usize]; 8usize]; 2usize],
+    pub bytes: [[u64; 8usize]; 2usize],
+    pub latency_buckets: [[u64; 24usize]; 2usize],
+    pub latency_count: [u64; 2usize],
+    pub latency_sum_ns: [u64; 2usize],
+    pub requests_served: u64,
+    pub requests_refused: u64,
+    pub tasks_submitted: u64,
+    pub tasks_cancelled: u64,
+    pub notifies_sent: u64,
+    pub notifies_received: u64,
+    pub notifies_refused_full: u64,
+    pub protocol_errors: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of llmlink_metrics"][::std::mem::size_of::<llmlink_metrics>() - 2056usize];
+    ["Alignment of llmlink_metrics"][::std::mem::align_of::<llmlink_metrics>() - 8usize];
+    [
+        "Offset of field: llmlink_metrics::version",
+    ][::std::mem::offset_of!(llmlink_metrics, version) - 0usize];
+    [
+        "Offset of field: llmlink_metrics::links_up",
+    ][::std::mem::offset_of!(llmlink_metrics, links_up) - 4usize];
+    [
+        "Offset of field: llmlink_metrics::links_established",
+    ][::std::mem::offset_of!(llmlink_metrics, links_established) - 8usize];
+    [
+        "Offset of field: llmlink_metrics::links_closed",
+    ][::std::mem::offset_of!(llmlink_metrics, links_closed) - 24usize];
+    [
+        "Offset of field: llmlink_metrics::handshakes_ok",
+    ][::std::mem::offset_of!(llmlink_metrics, handshakes_ok) - 152usize];
+    [
+        "Offset of field: llmlink_metrics::handshakes_refused",
+    ][::std::mem::offset_of!(llmlink_metrics, handshakes_refused) - 160usize];
+    [
+        "Offset of field: llmlink_metrics::handshakes_timed_out",
+    ][::std::mem::offset_of!(llmlink_metrics, handshakes_timed_out) - 288usize];
+    [
+        "Offset of field: llmlink_metrics::link_failures",
+    ][::std::mem::offset_of!(llmlink_metrics, link_failures) - 296usize];
+    [
+        "Offset of field: llmlink_metrics::transfers",
+    ][::std::mem::offset_of!(llmlink_metrics, transfers) - 424usize];
+    [
+        "Offset of field: llmlink_metrics::bytes",
+    ][::std::mem::offset_of!(llmlink_metrics, bytes) - 1448usize];
+    [
+        "Offset of field: llmlink_metrics::latency_buckets",
+    ][::std::mem::offset_of!(llmlink_metrics, latency_buckets) - 1576usize];
+    [
+        "Offset of field: llmlink_metrics::latency_count",
+    ][::std::mem::offset_of!(llmlink_metrics, latency_count) - 1960usize];
+    [
+        "Offset of field: llmlink_metrics::latency_sum_ns",
+    ][::std::mem::offset_of!(llmlink_metrics, latency_sum_ns) - 1976usize];
+    [
+        "Offset of field: llmlink_metrics::requests_served",
+    ][::std::mem::offset_of!(llmlink_metrics, requests_served) - 1992usize];
+    [
+        "Offset of field: llmlink_metrics::requests_refused",
+    ][::std::mem::offset_of!(llmlink_metrics, requests_refused) - 2000usize];
+    [
+        "Offset of field: llmlink_metrics::tasks_submitted",
+    ][::std::mem::offset_of!(llmlink_metrics, tasks_submitted) - 2008usize];
+    [
+        "Offset of field: llmlink_metrics::tasks_cancelled",
+    ][::std::mem::offset_of!(llmlink_metrics, tasks_cancelled) - 2016usize];
+    [
+        "Offset of field: llmlink_metrics::notifies_sent",
+    ][::std::mem::offset_of!(llmlink_metrics, notifies_sent) - 2024usize];
+    [
+        "Offset of field: llmlink_metrics::notifies_received",
+    ][::std::mem::offset_of!(llmlink_metrics, notifies_received) - 2032usize];
+    [
+        "Offset of field: llmlink_metrics::notifies_refused_full",
+    ][::std::mem::offset_of!(llmlink_metrics, notifies_refused_full) - 2040usize];
+    [
+        "Offset of field: llmlink_metrics::protocol_errors",
+    ][::std::mem::offset_of!(llmlink_metrics, protocol_errors) - 2048usize];
+};
+pub type llmlink_metrics_t = llmlink_metrics;
+unsafe extern "C" {
+    pub fn llmlink_get_metrics(
+        dd: *mut llmlink_t,
+        metrics: *mut llmlink_metrics_t,
+    ) -> llmlink_status_t;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct llmlink_link_info {
+    pub version: u32,
+    pub direction: u32,
+    pub cluster_id: u64,
+    pub transport: u32,
+    pub streams: u32,
+    pub up_since_ms: i64,
+    pub bytes_pulled: u64,
+    pub bytes_pushed: u64,
+    pub transfers_ok: u64,
+    pub transfers_failed: u64,
+    pub rdma_protection: u32,
+    pub reserved: u32,
+    pub peer_write_bytes: u64,
+    pub peer_read_bytes: u64,
+    pub requests_fenced: u64,
+    pub peer: [::std::os::raw::c_char; 72usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of llmlink_link_info"][::std::mem::size_of::<llmlink_link_info>() - 168usize];
+    [
+        "Alignment of llmlink_link_info",
+    ][::std::mem::align_of::<llmlink_link_info>() - 8usize];
+    [
+        "Offset of field: llmlink_link_info::version",
+    ][::std::mem::offset_of!(llmlink_link_info, version) - 0usize];
+    [
+        "Offset of field: llmlink_link_info::direction",
+    ][::std::mem::offset_of!(llmlink_link_info, direction) - 4usize];
+    [
+        "Offset of field: llmlink_link_info::cluster_id",
+    ][::std::mem::offset_of!(llmlink_link_info, cluster_id) - 8usize];
+    [
+        "Offset of field: llmlink_link_info::transport",
+    ][::std::mem::offset_of!(llmlink_link_info, transport) - 16usize];
+    [
+        "Offset of field: llmlink_link_info::streams",
+    ][::std::mem::offset_of!(llmlink_link_info, streams) - 20usize];
+    [
+        "Offset of field: llmlink_link_info::up_since_ms",
+    ][::std::mem::offset_of!(llmlink_link_info, up_since_ms) - 24usize];
+    [
+        "Offset of field: llmlink_link_info::bytes_pulled",
+    ][::std::mem::offset_of!(llmlink_link_info, bytes_pulled) - 32usize];
+    [
+        "Offset of field: llmlink_link_info::bytes_pushed",
+    ][::std::mem::offset_of!(llmlink_link_info, bytes_pushed) - 40usize];
+    [
+        "Offset of field: llmlink_link_info::transfers_ok",
+    ][::std::mem::offset_of!(llmlink_link_info, transfers_ok) - 48usize];
+    [
+        "Offset of field: llmlink_link_info::transfers_failed",
+    ][::std::mem::offset_of!(llmlink_link_info, transfers_failed) - 56usize];
+    [
+        "Offset of field: llmlink_link_info::rdma_protection",
+    ][::std::mem::offset_of!(llmlink_link_info, rdma_protection) - 64usize];
+    [
+        "Offset of field: llmlink_link_info::reserved",
+    ][::std::mem::offset_of!(llmlink_link_info, reserved) - 68usize];
+    [
+        "Offset of field: llmlink_link_info::peer_write_bytes",
+    ][::std::mem::offset_of!(llmlink_link_info, peer_write_bytes) - 72usize];
+    [
+        "Offset of field: llmlink_link_info::peer_read_bytes",
+    ][::std::mem::offset_of!(llmlink_link_info, peer_read_bytes) - 80usize];
+    [
+        "Offset of field: llmlink_link_info::requests_fenced",
+    ][::std::mem::offset_of!(llmlink_link_info, requests_fenced) - 88usize];
+    [
+        "Offset of field: llmlink_link_info::peer",
+    ][::std::mem::offset_of!(llmlink_link_info, peer) - 96usize];
+};
+impl Default for llmlink_link_info {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+pub type llmlink_link_info_t = llmlink_link_info;
+unsafe extern "C" {
+    pub fn llmlink_get_links(
+        dd: *mut llmlink_t,
+        out: *mut llmlink_link_info_t,
         max: usize,
         count: *mut usize,
     ) -> llmlink_status_t;
