@@ -224,6 +224,56 @@ def test_wait_with_a_time_limit_and_the_transfer_lifecycle(linked):
     assert not decoder._handle.hub._tasks
 
 
+def big_pull(decoder, peer, fill=0xAB):
+    """A 128 MiB pull over tcp (64 blocks of 1 MiB per tensor), submitted;
+    (task, the destination arrays: keep them while the task may run)."""
+    blocks, block = 64, 1024 * 1024
+    peer_blocks(peer, seed=None, blocks=blocks, block=block)
+    cache, arrays = local_blocks(decoder, fill=fill, blocks=blocks, block=block)
+    task = decoder.cache_manager.pull_blocks_async(BlocksCacheKey(1), cache, list(range(blocks)),
+                                                   list(range(blocks)), timeout_ms=30000)
+    return task, arrays
+
+
+def test_close_from_another_thread_wakes_a_waiter(make_decoder, peer):
+    decoder = make_decoder(transport="tcp")
+    link(decoder, peer)
+    task, arrays = big_pull(decoder, peer)
+    outcome = []
+
+    def waiter():
+        try:
+            outcome.append(task.wait())
+        except LLMException as e:
+            outcome.append(e.status_code)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.005)
+    task.close()                     # cancels (fenced); the handle goes when wait returns
+    thread.join(30)
+    assert not thread.is_alive()
+    assert outcome == [task.status] and outcome[0] in CANCELLED, task.message
+    assert not decoder._handle.hub._tasks
+    del arrays                       # only now: the task wrote into them until its fence
+
+
+def test_finalize_wakes_an_await(make_decoder, peer):
+    decoder = make_decoder(transport="tcp")
+    link(decoder, peer)
+
+    async def main():
+        task, arrays = big_pull(decoder, peer)
+        asyncio.get_running_loop().call_later(0.005, decoder.finalize)
+        with pytest.raises(LLMException) as e:
+            await asyncio.wait_for(task, 30)
+        return task, e.value.status_code, arrays
+
+    task, status, _ = asyncio.run(main())
+    assert status == task.status and status in CANCELLED, task.message
+    task.close()
+
+
 def test_finalize_releases_running_tasks(make_decoder, peer):
     decoder = make_decoder()
     link(decoder, peer)
