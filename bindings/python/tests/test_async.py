@@ -18,6 +18,9 @@ from llmlink import (BlocksCacheKey, CacheDesc, CacheKey, DataType, LLMException
 S = LLMStatusCode
 TENSORS, BLOCKS, BLOCK = 2, 256, 1024     # per tensor: 256 blocks of 1 KiB
 CANCELLED = (S.LLMLINK_CANCELLED, S.LLMLINK_CANCELLED_LINK_CLOSED)
+# The tasks' own limit where many queue at once on a shared test host (the
+# default, llm.SyncKvCacheWaitTime, is 1 s from submission).
+LONG = 30000
 
 
 def link(decoder, *peers):
@@ -73,9 +76,9 @@ def test_hundreds_in_flight_on_two_links_from_four_threads(make_decoder, start_p
     def submit(part):
         mine = []
         for s, d in pulls[part::4]:
-            mine.append(cm.pull_blocks_async(BlocksCacheKey(1), into, [s], [d]))
+            mine.append(cm.pull_blocks_async(BlocksCacheKey(1), into, [s], [d], timeout_ms=LONG))
         for s, d in pushes[part::4]:
-            mine.append(cm.push_blocks_async(BlocksCacheKey(2), out, [s], [d]))
+            mine.append(cm.push_blocks_async(BlocksCacheKey(2), out, [s], [d], timeout_ms=LONG))
         with lock:
             tasks.extend(mine)
 
@@ -110,8 +113,8 @@ def test_asyncio_gather_of_100_tasks_starts_no_thread(linked):
     before = threading.active_count()
 
     async def main():
-        tasks = [cm.pull_blocks_async(BlocksCacheKey(1), cache, [(b * 3) % BLOCKS], [b])
-                 for b in range(100)]
+        tasks = [cm.pull_blocks_async(BlocksCacheKey(1), cache, [(b * 3) % BLOCKS], [b],
+                                      timeout_ms=LONG) for b in range(100)]
         results = await asyncio.gather(*tasks)
         assert threading.active_count() == before
         assert all(r is None for r in results)

@@ -21,6 +21,7 @@ TENSORS = 2 * LAYERS
 SRC, DST = [0, 1, 2], [5, 6, 7]
 SEED = 51
 WAIT_S = 10.0
+LONG = 30000      # the tasks' limit (the default is llm.SyncKvCacheWaitTime, 1 s)
 
 
 def link(decoder, *peers):
@@ -91,7 +92,8 @@ def test_layer_i_lands_before_layer_i_plus_1_is_released(make_decoder, peer):
     cache, arrays = local_source(decoder)
     sync = Recorder(peer, dst_id, arrays)
     config = TransferWithCacheKeyConfig(BlocksCacheKey(1), range(0, LAYERS), range(0, LAYERS))
-    task = decoder.cache_manager.transfer_cache_async(cache, sync, [config], SRC, DST)
+    task = decoder.cache_manager.transfer_cache_async(cache, sync, [config], SRC, DST,
+                                                      timeout_ms=LONG)
     assert isinstance(task, CacheTask)
     assert task.synchronize() == S.LLM_SUCCESS
     assert task.get_results() == [S.LLM_SUCCESS]
@@ -116,7 +118,7 @@ def test_results_per_config_with_one_bad_destination(make_decoder, start_peer):
         TransferWithCacheKeyConfig(BlocksCacheKey(2, model_id=9), range(0, 2), range(2, 4)),
     ]
     task = decoder.cache_manager.transfer_cache_async(cache, Recorder(p1, id1, arrays), configs,
-                                                      SRC, DST)
+                                                      SRC, DST, timeout_ms=LONG)
     status = task.synchronize(30000)
     results = task.get_results()
     assert len(results) == 2 and results[0] == S.LLM_SUCCESS
@@ -138,7 +140,7 @@ def test_a_false_or_raising_synchronizer_ends_the_task(make_decoder, peer, caplo
     cm = decoder.cache_manager
 
     sync = Recorder(peer, dst_id, arrays, answer=lambda layer: layer < 1)
-    task = cm.transfer_cache_async(cache, sync, [config], SRC, DST)
+    task = cm.transfer_cache_async(cache, sync, [config], SRC, DST, timeout_ms=LONG)
     assert task.synchronize() == S.LLM_FAILED
     assert task.get_results() == [S.LLM_FAILED]
     assert "layer synchronizer returned false for layer 1" in task.message
@@ -150,7 +152,7 @@ def test_a_false_or_raising_synchronizer_ends_the_task(make_decoder, peer, caplo
             raise KeyError("model blew up")
 
     caplog.set_level(logging.ERROR, logger="llmlink")
-    with cm.transfer_cache_async(cache, Raises(), [config], SRC, DST) as task:
+    with cm.transfer_cache_async(cache, Raises(), [config], SRC, DST, timeout_ms=LONG) as task:
         assert task.synchronize() == S.LLM_FAILED
         assert "for layer 0" in task.message
     assert any("model blew up" in r.getMessage() or "model blew up" in str(r.exc_info)
@@ -169,7 +171,8 @@ def test_results_are_none_until_a_layer_starts(make_decoder, peer):
             return go.wait(WAIT_S)
 
     config = TransferWithCacheKeyConfig(BlocksCacheKey(1), range(0, LAYERS), range(0, LAYERS))
-    task = decoder.cache_manager.transfer_cache_async(cache, Gate(), (config, config), SRC, DST)
+    task = decoder.cache_manager.transfer_cache_async(cache, Gate(), (config, config), SRC, DST,
+                                                      timeout_ms=LONG)
     assert task.get_results(timeout_in_millis=50) == [None, None]
     assert task.synchronize(timeout_in_millis=0) == S.LLMLINK_TASK_PENDING
     go.set()
@@ -196,7 +199,7 @@ def test_cache_of_batch_entries(make_decoder, peer):
 
     config = TransferWithCacheKeyConfig(CacheKeyByIdAndIndex(1, dst_id, 0), range(1, 3),
                                         range(0, 2), src_batch_index=1)
-    with decoder.cache_manager.transfer_cache_async(cache, Now(), [config]) as task:
+    with decoder.cache_manager.transfer_cache_async(cache, Now(), [config], timeout_ms=LONG) as task:
         assert task.synchronize() == S.LLM_SUCCESS
     want = [np.zeros(2 * entry, dtype=np.uint8) for _ in range(TENSORS)]
     for layer in range(2):                    # source layers 1, 2 -> layers 0, 1
