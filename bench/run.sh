@@ -8,7 +8,9 @@
 #      iperf3, one TCP stream on 127.0.0.1, and ucx_perftest ucp_get with
 #      UCX_TLS=tcp on lo, 256 KiB messages;
 #   3. bench_xfer, given those figures (it prints them and our ratios to
-#      them), teeing its tables to $BUILD/bench/results-xfer.md.
+#      them), teeing its tables to $BUILD/bench/results-xfer.md;
+#   4. bench_notify (notification send and round trip between two
+#      processes), teeing its table to $BUILD/bench/results-notify.md.
 # Progress lines (stderr) go to the terminal only. A run that prints nothing
 # (a usage error) leaves the previous results file alone.
 #
@@ -17,7 +19,7 @@
 #   --only a,b,...     bench_link sections only (a..e); alone, skips bench_xfer
 #   --xfer-only a,...  bench_xfer sections only (a..d); alone, skips bench_link
 #   --streams N        llmlink.StreamsPerLink for bench_xfer (1..8)
-#   --skip LIST        skip some of: link, xfer, refs (comma-separated)
+#   --skip LIST        skip some of: link, xfer, refs, notify (comma-separated)
 #   --help
 # Other arguments go to bench_link, as before.
 #
@@ -68,13 +70,14 @@ while [ $# -gt 0 ]; do
     shift
 done
 # One --only alone restricts the run to that benchmark.
-if [ $link_only = 1 ] && [ $xfer_only = 0 ]; then skip="${skip}xfer,refs,"; fi
-if [ $xfer_only = 1 ] && [ $link_only = 0 ]; then skip="${skip}link,"; fi
+if [ $link_only = 1 ] && [ $xfer_only = 0 ]; then skip="${skip}xfer,refs,notify,"; fi
+if [ $xfer_only = 1 ] && [ $link_only = 0 ]; then skip="${skip}link,notify,"; fi
 skipped() { case $skip in *",$1,"*) return 0 ;; esac; return 1; }
 
 bins=()
 skipped link || bins+=("$build/bench/bench_link")
 skipped xfer || bins+=("$build/bench/bench_xfer")
+skipped notify || bins+=("$build/bench/bench_notify")
 for bin in "${bins[@]+"${bins[@]}"}"; do
     if [ ! -x "$bin" ]; then
         echo "bench/run.sh: $bin does not exist; build it with 'make bench-bins' (or 'make bench')" >&2
@@ -223,6 +226,15 @@ if ! skipped xfer; then
     skipped link || echo
     run_teed "$build/bench/results-xfer.md" "$build/bench/bench_xfer" \
         "${xfer_args[@]+"${xfer_args[@]}"}"
+    note $?
+fi
+
+if ! skipped notify; then
+    notify_args=()
+    [ $quick = 1 ] && notify_args+=(--quick)
+    echo
+    run_teed "$build/bench/results-notify.md" "$build/bench/bench_notify" \
+        "${notify_args[@]+"${notify_args[@]}"}"
     note $?
 fi
 exit $status
