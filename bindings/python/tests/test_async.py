@@ -111,6 +111,15 @@ def test_asyncio_gather_of_100_tasks_starts_no_thread(linked):
     cache, arrays = local_blocks(decoder)
     cm = decoder.cache_manager
     before = threading.active_count()
+    hub = decoder._handle.hub
+    drains = []
+    real_drain = hub.drain
+
+    def counted_drain():
+        drains.append(1)
+        return real_drain()
+
+    hub.drain = counted_drain   # the reader's one job, counted: a spin would run it endlessly
 
     async def main():
         tasks = [cm.pull_blocks_async(BlocksCacheKey(1), cache, [(b * 3) % BLOCKS], [b],
@@ -126,6 +135,7 @@ def test_asyncio_gather_of_100_tasks_starts_no_thread(linked):
 
     asyncio.run(main())
     assert threading.active_count() == before
+    assert 1 <= len(drains) <= 100 + 20
     for t in range(TENSORS):
         src = pattern(BLOCKS * BLOCK, 8, t)
         for b in range(100):
