@@ -15,11 +15,14 @@ when a wake-up collects nothing it stops watching and looks again after a
 short pause (1 ms, doubling to 50 ms) instead of spinning."""
 import asyncio
 import collections
+import logging
 import threading
 import weakref
 
 from . import capi
+from ._notify import Notification
 
+_log = logging.getLogger("llmlink")
 _POLL_BATCH = 256
 _NOTIFY_BATCH = 64
 _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.001, 0.05
@@ -91,6 +94,9 @@ class _LoopWatch:
         except RuntimeError:  # the engine was finalized: close_all resolved the waiters
             self.stop()
             return
+        except Exception:  # noqa: BLE001 - never let a failing reader spin the loop
+            _log.exception("llmlink: collecting finished tasks failed; retrying")
+            progressed = False
         if progressed:
             self._pause = 0.0
             return
@@ -167,6 +173,9 @@ class TaskHub:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         with self._lock:
+            # Calls that gave up (cancelled, timed out) leave their futures.
+            self._notify_waiters = collections.deque(
+                f for f in self._notify_waiters if not f.done())
             self._notify_waiters.append(fut)
         self._hold(loop, fut)
         return fut
@@ -218,7 +227,6 @@ class TaskHub:
         got = []
         if live > spilled:
             got = self._handle.call(capi.llk_py_get_notifies, min(live - spilled, _NOTIFY_BATCH))
-        from ._notify import Notification
         with self._lock:
             self._spill.extend(Notification(*item) for item in got)
             handed = []
