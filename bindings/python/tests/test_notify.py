@@ -99,6 +99,24 @@ def test_next_notify_awaits_the_fd(make_decoder, peer):
     assert not decoder._handle.hub._watches
 
 
+def test_a_next_notify_that_gave_up_takes_nothing(make_decoder, peer):
+    decoder = linked_to(make_decoder, peer)
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(decoder.next_notify(), 0.05)
+        peer.request("notify", cluster=DECODER, data=b"after".hex())
+        return await asyncio.wait_for(decoder.next_notify(), WAIT_S)
+
+    assert asyncio.run(main()) == Notification(1, b"after")
+    peer.request("notify", cluster=DECODER, data=b"later".hex())
+    got, deadline = [], time.monotonic() + WAIT_S
+    while not got and time.monotonic() < deadline:
+        got = decoder.get_notifies()
+        time.sleep(0.01)
+    assert got == [Notification(1, b"later")]
+
+
 def test_await_while_notifications_wait_unfetched(make_decoder, peer):
     """The fd stays readable while a notification waits that nobody takes:
     awaiting a transfer still completes, and the notification is left for
