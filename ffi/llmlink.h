@@ -767,8 +767,10 @@ LLMLINK_EXTERN llmlink_status_t llmlink_get_link_stats(llmlink_t *dd, uint64_t c
  * KV_CACHE_NOT_EXIST, NETWORK_ERROR, ...), or LLMLINK_CANCELLED /
  * LLMLINK_CANCELLED_LINK_CLOSED. Its message (the blocking call's
  * llmlink_last_error) is llmlink_task_error(). Every handle must be given
- * to llmlink_task_release exactly once; llmlink_finalize cancels the tasks
- * still running (their handles stay valid until released).
+ * to llmlink_task_release exactly once, before llmlink_destroy (as libgit2's
+ * objects before their repository: destroy frees what a handle points to);
+ * llmlink_finalize cancels the tasks still running (their handles stay valid
+ * until released).
  */
 typedef struct llmlink_task llmlink_task_t;
 

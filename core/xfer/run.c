@@ -151,6 +151,10 @@ static void count(llmlink_t *e, const llk_xfer_ctx_t *ctx, llmlink_status_t st, 
     llk_xstats_t *x = &e->xstats;
     for (int i = 0; i < LLK_NXPORTS; i++)
         llk_transports[i]->add_stats(x, ctx->requests[i], ctx->fallbacks[i]);
+    /* A cancel is no failure of the link (tasks_cancelled is the task
+     * engine's). */
+    if (st == LLMLINK_CANCELLED || st == LLMLINK_CANCELLED_LINK_CLOSED)
+        return;
     if (st == LLMLINK_SUCCESS) {
         atomic_fetch_add(&x->transfers, 1);
         atomic_fetch_add(&x->bytes_requested, bytes);
@@ -228,7 +232,7 @@ static llmlink_status_t not_started(llmlink_t *e, const llk_xfer_prep_t *p,
                                     llk_xfer_cancel_t *cx, int64_t deadline_ms)
 {
     if (llk_cancel_requested(cx)) {
-        llk_cancel_fenced(cx);
+        llk_cancel_fenced_as(cx, LLMLINK_CANCELLED);
         return llk_err(LLMLINK_CANCELLED, "%s: cancelled before it started", p->req.fn);
     }
     if (deadline_ms >= 0 && llk_now_ms() >= deadline_ms) {
@@ -288,6 +292,8 @@ llmlink_status_t llk_xfer_exec(llmlink_t *e, llk_xfer_prep_t *p, llk_xfer_cancel
                           : llk_now_ms() + llk_xlink_wait_ms(xl, e->opts.sync_kv_wait_ms);
     bool link_failed = false;
     st = llk_xfer_execute(&ctx, &link_failed);
+    if (st == LLMLINK_CANCELLED_LINK_CLOSED)
+        link_failed = false; /* its message says so already */
     if (link_failed) {
         /* As llm_datadist: a transfer that failed on the wire (or timed out)
          * leaves the link unusable; both ends free it, link again. The

@@ -165,6 +165,10 @@ int llk_xlink_recv_all(llk_xlink_t *xl, int fd, uint8_t *buf, size_t len, int64_
  * (WAIT_PROCESS_TIMEOUT), with llk_err() set. */
 int llk_xlink_borrow(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_ms,
                      const char *fn);
+/* The same, stopping when cx (NULL: none) is cancelled: -1 with
+ * LLMLINK_CANCELLED, nothing borrowed. */
+int llk_xlink_borrow_cx(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_ms,
+                        const char *fn, llk_xfer_cancel_t *cx);
 void llk_xlink_give_back(llk_xlink_t *xl, const int *idx, int n);
 
 /*

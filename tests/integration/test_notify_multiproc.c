@@ -252,6 +252,12 @@ static void test_dead_peer(void **state)
     assert_status(llmlink_notify(d, P_ID, hi, sizeof hi, 5000), LLMLINK_SUCCESS);
 
     assert_int_equal(kill(fx->child, SIGSTOP), 0);
+    /* kill() returns before the child has stopped: a notify sent at once
+     * could still be answered. WUNTRACED returns once every thread of it
+     * has stopped. */
+    int sws = 0;
+    assert_int_equal(waitpid(fx->child, &sws, WUNTRACED), fx->child);
+    assert_true(WIFSTOPPED(sws));
     int64_t t0 = rawpeer_now_ms();
     assert_status(llmlink_notify(d, P_ID, hi, sizeof hi, 300), LLMLINK_TIMEOUT);
     int64_t el = rawpeer_now_ms() - t0;
