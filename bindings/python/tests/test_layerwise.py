@@ -21,7 +21,7 @@ TENSORS = 2 * LAYERS
 SRC, DST = [0, 1, 2], [5, 6, 7]
 SEED = 51
 WAIT_S = 10.0
-LONG = 30000      # the tasks' limit (the default is llm.SyncKvCacheWaitTime, 1 s)
+LONG = 30000      # each layer push's limit (the default is llm.SyncKvCacheWaitTime, 1 s)
 
 
 def link(decoder, *peers):

@@ -163,7 +163,9 @@ class CacheManager:
         next layer computes. Blocks caches: src_block_indices[i] ->
         dst_block_indices[i] (both None for a cache of batch entries).
         dst_block_memory_size is checked and otherwise unused (the remote
-        cache's block size is known from its key). Returns a CacheTask."""
+        cache's block size is known from its key). timeout_ms: each layer
+        push's limit from its submission (None: llm.SyncKvCacheWaitTime; the
+        synchronizer's time does not count). Returns a CacheTask."""
         src = check_type("src_cache", src_cache, Cache)
         sync = SyncCall(layer_synchronizer)
         targets = c_targets(transfer_configs)
