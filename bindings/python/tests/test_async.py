@@ -210,6 +210,33 @@ def test_cancelled_await_is_a_fenced_cancel(make_decoder, peer, direction):
         assert after.wait(10000)
 
 
+def test_peer_killed_with_tasks_in_flight(linked):
+    """SIGKILL the peer with 40 tasks in flight: every awaited task ends
+    with an error within its limit, through the fd; none hangs."""
+    decoder, peer = linked
+    peer_blocks(peer, seed=2)
+    cache, _ = local_blocks(decoder)
+    cm = decoder.cache_manager
+    peer.pause()
+
+    async def main():
+        tasks = [cm.pull_blocks_async(BlocksCacheKey(1), cache, [b], [b], timeout_ms=5000)
+                 for b in range(40)]
+        await asyncio.sleep(0.05)
+        peer.proc.kill()
+        started = time.monotonic()
+        outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+        return tasks, outcomes, time.monotonic() - started
+
+    tasks, outcomes, took = asyncio.run(main())
+    assert took < 20
+    assert all(isinstance(o, LLMException) for o in outcomes), outcomes
+    assert all(t.status not in (S.LLM_SUCCESS, S.LLMLINK_TASK_PENDING) for t in tasks)
+    assert {o.status_code for o in outcomes} == {t.status for t in tasks}
+    for t in tasks:
+        t.close()
+
+
 def test_wait_with_a_time_limit_and_the_transfer_lifecycle(linked):
     decoder, peer = linked
     peer_blocks(peer, seed=4)
