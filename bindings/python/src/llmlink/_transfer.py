@@ -47,13 +47,11 @@ class Transfer:
         except RuntimeError:
             return None
         with self._lock:
-            if self._ptr is None:
-                ptr = None
-            else:
+            if self._ptr is not None:
                 self._uses += 1
                 return self._ptr
-        self._handle.exit()
-        return ptr
+        self._handle.exit()  # released already: no use of the engine either
+        return None
 
     def _unuse(self, engine=True):
         with self._lock:
