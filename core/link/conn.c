@@ -51,11 +51,25 @@ void llk_conn_set_xfer(llk_conn_t *c, void *ctx, const llk_conn_xfer_ops_t *ops)
     c->xfer_ops = ops;
 }
 
+/* Operator counters (link/metrics.h): a link made, or one that ends (an
+ * unlink this side started that ends any way counts as unlinked). */
+static void count_link_change(llmlink_t *e, const llk_conn_t *c, llk_conn_state_t s)
+{
+    if (s == LLK_CONN_LINKED && c->state != LLK_CONN_LINKED)
+        llk_metrics_link_up(&e->metrics, c->outbound);
+    else if (llk_conn_is_link(c) && (s == LLK_CONN_CLOSING || s == LLK_CONN_DEAD))
+        llk_metrics_link_closed(&e->metrics,
+                                c->close_reason ? (llmlink_close_reason_t)c->close_reason
+                                : c->state == LLK_CONN_UNLINKING ? LLMLINK_CLOSE_UNLINKED
+                                                                 : LLMLINK_CLOSE_OTHER);
+}
+
 void llk_conn_set_state(llmlink_t *e, llk_conn_t *c, llk_conn_state_t s)
 {
     if (c->state == s)
         return;
     bool was_hs = c->state == LLK_CONN_SRV_HANDSHAKE;
+    count_link_change(e, c, s);
     if (c->state == LLK_CONN_SRV_PARKED)
         llk_park_unlink(e, c);
     LLK_DEBUG("cluster %llu: conn %s (%s) %s -> %s", (unsigned long long)e->cluster_id, c->peer,
@@ -298,6 +312,8 @@ void llk_conn_destroy(llmlink_t *e, llk_conn_t *c)
         llk_conn_complete(e, c, LLMLINK_LINK_FAILED, "connection closed");
     if (c->state == LLK_CONN_SRV_HANDSHAKE || c->state == LLK_CONN_SRV_PARKED)
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
+    if (llk_conn_is_link(c)) /* only llk_engine_finalize frees a live link */
+        llk_metrics_link_closed(&e->metrics, LLMLINK_CLOSE_FINALIZE);
     llk_conn_close_fd(e, c);
     if (c->xfer_ops) {
         c->xfer_ops->broken(c->xfer_ctx, "the link was freed");
@@ -338,6 +354,7 @@ static void on_bad_header(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t 
             LLK_WARN("cluster %llu: refused %s: protocol version %u, this side speaks %u",
                      (unsigned long long)e->cluster_id, c->peer, h->version, LLK_WIRE_VERSION);
             e->hs_rejected++;
+            llk_metrics_hs_refused(&e->metrics, LLMLINK_VERSION_MISMATCH);
             llk_conn_queue_reject(c, LLMLINK_VERSION_MISMATCH,
                                   "protocol version %u not supported; server speaks %u",
                                   h->version, LLK_WIRE_VERSION);
@@ -363,6 +380,7 @@ static void on_bad_header(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t 
         llk_conn_complete(e, c, llk_conn_unlink_failure(c),
                           "peer %s sent a bad frame: %s", c->peer, why);
         e->links_lost++;
+        c->close_reason = LLMLINK_CLOSE_PROTOCOL_ERROR;
     }
     llk_conn_set_state(e, c, LLK_CONN_DEAD);
 }

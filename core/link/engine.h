@@ -33,6 +33,7 @@
 #include "base/events.h"
 #include "base/options.h"
 #include "link/auth.h"
+#include "link/metrics.h"
 #include "link/wire.h"
 #include "base/events.h"
 #include "xfer/xfer.h"
@@ -142,6 +143,10 @@ typedef struct llk_conn {
      * (ntx_frame_left bytes of it remain), so frames never interleave. */
     uint8_t *ntx;
     size_t ntx_len, ntx_cap, ntx_frame_left;
+    /* Why a link on this connection ended (llmlink_close_reason_t), set by
+     * whoever ends it before the state change; 0 (OTHER) when nobody
+     * said. Counted once, when it leaves LINKED / UNLINKING (link/metrics.h). */
+    uint8_t close_reason;
 
     size_t rx_len, tx_len;
     uint8_t tx[LLK_TX_CAP];
@@ -275,6 +280,9 @@ struct llmlink {
     llk_events_t events;
     /* Notifications (xfer/notify.c), under e->mu. */
     llk_notify_state_t notify;
+    /* Operator counters (llmlink_get_metrics, link/metrics.h): atomics,
+     * no lock. */
+    llk_metrics_t metrics;
 };
 
 /* ---- engine.c: lifecycle ---- */
@@ -443,5 +451,7 @@ llmlink_status_t llk_engine_unlink(llmlink_t *e, const uint64_t *ids, size_t n,
 llmlink_status_t llk_engine_check_link(llmlink_t *e, uint64_t remote_id);
 llmlink_status_t llk_engine_stats(llmlink_t *e, llmlink_stats_t *s);
 llmlink_status_t llk_engine_xfer_stats(llmlink_t *e, llmlink_xfer_stats_t *s);
+/* llmlink_get_metrics (everything but version); link/metrics.c. */
+void llk_engine_metrics(llmlink_t *e, llmlink_metrics_t *m);
 
 #endif /* LLK_ENGINE_H */

@@ -128,6 +128,7 @@ static void reject(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char 
     LLK_WARN("cluster %llu: refused link from %s: %s (%s)", (unsigned long long)e->cluster_id,
              c->peer, msg, llmlink_status_name(st));
     e->hs_rejected++;
+    llk_metrics_hs_refused(&e->metrics, st);
     llk_conn_queue_reject(c, st, "%s", msg);
     llk_conn_set_state(e, c, LLK_CONN_CLOSING);
     c->deadline_ms = 0;
@@ -140,6 +141,7 @@ static void reject_quietly(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, con
     llk_server_warn_limit(e, now, "refused link from %s: %s (%s)", c->peer, msg,
                           llmlink_status_name(st));
     e->hs_rejected++;
+    llk_metrics_hs_refused(&e->metrics, st);
     llk_conn_queue_reject(c, st, "%s", msg);
     llk_conn_set_state(e, c, LLK_CONN_CLOSING);
     c->deadline_ms = 0;
@@ -179,6 +181,7 @@ static bool claim_allowed(llmlink_t *e, llk_conn_t *c, llk_conn_t *old, int64_t 
                                                : "being unlinked");
         if (old->waiter)
             llk_conn_complete(e, old, LLMLINK_UNLINK_FAILED, "peer linked again");
+        old->close_reason = LLMLINK_CLOSE_REPLACED;
         llk_conn_set_state(e, old, LLK_CONN_DEAD);
         return true;
     }

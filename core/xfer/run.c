@@ -290,6 +290,7 @@ llmlink_status_t llk_xfer_exec(llmlink_t *e, llk_xfer_prep_t *p, llk_xfer_cancel
     ctx.deadline_ms = deadline_ms >= 0
                           ? deadline_ms
                           : llk_now_ms() + llk_xlink_wait_ms(xl, e->opts.sync_kv_wait_ms);
+    int64_t start_ns = llk_metrics_now_ns();
     bool link_failed = false;
     st = llk_xfer_execute(&ctx, &link_failed);
     if (st == LLMLINK_CANCELLED_LINK_CLOSED)
@@ -304,6 +305,7 @@ llmlink_status_t llk_xfer_exec(llmlink_t *e, llk_xfer_prep_t *p, llk_xfer_cancel
                 (unsigned long long)xl->remote_id);
     }
     count(e, &ctx, st, plan.total_bytes);
+    llk_xfer_record(e, &ctx, st, link_failed, plan.total_bytes, start_ns);
     llk_plan_free(&plan);
     return st;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/addr.h"
@@ -44,6 +45,9 @@ llk_xlink_t *llk_xlink_new(uint64_t remote_id, bool outbound, uint32_t nstreams,
     }
     pthread_condattr_destroy(&ca);
     xl->refs = 1;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    xl->up_since_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     xl->remote_id = remote_id;
     xl->outbound = outbound;
     xl->nstreams = nstreams > LLK_MAX_STREAMS ? LLK_MAX_STREAMS : nstreams;

@@ -100,6 +100,12 @@ typedef struct llk_xlink {
     _Atomic uint64_t peer_write_bytes, peer_read_bytes;
     _Atomic uint64_t requests_fenced;
 
+    /* This engine's own calls over the link (llmlink_get_links), counted
+     * with relaxed additions by xfer/xfer_metrics.c; up_since_ms: Unix
+     * time in ms when the xlink was made (set once, before it is shared). */
+    _Atomic uint64_t calls_ok, calls_failed, bytes_pulled, bytes_pushed;
+    int64_t up_since_ms;
+
     /* The peer's llm.SyncKvCacheWaitTime from its HELLO / WELCOME
      * (LLK_EXT_WAIT_TIME, link/wire.h), 0 when it sent none. Set once by
      * the reactor when the xlink is installed, read by any thread. */
@@ -307,5 +313,18 @@ typedef struct llk_xfer_ctx {
  * a failed tcp WRITE waits, bounded, for the owner to end its streams).
  * *link_failed tells which. */
 llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed);
+
+/* ---- xfer/xfer_metrics.c: operator counters of transfers and links ---- */
+
+/* Records one finished call of run.c (ctx: its requests per transport;
+ * start_ns: llk_metrics_now_ns() when it began): the engine's metrics and
+ * the link's counters. No lock. */
+void llk_xfer_record(llmlink_t *e, const llk_xfer_ctx_t *ctx, llmlink_status_t st,
+                     bool link_failed, uint64_t bytes, int64_t start_ns);
+/* llmlink_get_links: up to max elements at out, stride bytes apart (each
+ * an llmlink_link_info_t of the caller's version, version field set by
+ * the caller); *count = live links. Takes e->mu. */
+llmlink_status_t llk_xfer_links(llmlink_t *e, llmlink_link_info_t *out, size_t stride,
+                                size_t max, size_t *count);
 
 #endif /* LLK_XFER_H */
