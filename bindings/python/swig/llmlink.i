@@ -67,6 +67,14 @@
 %ignore llmlink_task_poll_done;
 %ignore llmlink_get_notifies;
 %ignore llmlink_task_results;
+/* Operator metrics (issue 17): not wrapped yet (SWIG cannot set their
+ * multi-dimensional arrays); the Python collector will convert them. */
+%ignore llmlink_metrics;
+%ignore llmlink_metrics_t;
+%ignore llmlink_get_metrics;
+%ignore llmlink_link_info;
+%ignore llmlink_link_info_t;
+%ignore llmlink_get_links;
 /* The package keeps its own objects per task (on_done is not used: the
  * engine fd drives asyncio), so the task's user_data stays NULL. */
 %ignore llmlink_task_user_data;
@@ -314,7 +322,7 @@
 /* llmlink_notify's payload: bytes, borrowed for the call. */
 %typemap(in) (const void *data, size_t len) (const void *buf = NULL, size_t n = 0) {
     if (llk_py_notify_data_from($input, &buf, &n) < 0) SWIG_fail;
-    $1 = buf;
+    $1 = (void *)buf; /* SWIG drops the const; the call only reads it */
     $2 = n;
 }
 
