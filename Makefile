@@ -138,9 +138,13 @@ TOOL_SRCS   := $(sort $(wildcard tests/tools/*.c))
 FUZZ_SRCS   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_MAIN   := tests/fuzz/standalone_main.c
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
-BENCH_SRCS  := $(sort $(wildcard bench/*.c))
-# bench/bench_common.c is no program: its object is linked into every one.
-BENCH_COMMON_SRC := bench/bench_common.c
+# bench/bench_async.c needs the task API (llmlink_task_poll_done and the
+# rest): built once the library defines it.
+BENCH_NEEDS_TASKS := $(if $(shell grep -lw llmlink_task_poll_done ffi/*.c 2>/dev/null),,bench/bench_async.c)
+BENCH_SRCS  := $(filter-out $(BENCH_NEEDS_TASKS),$(sort $(wildcard bench/*.c)))
+# bench/bench_common.c and bench/small_session.c are no programs: their
+# objects are linked into every one.
+BENCH_COMMON_SRC := bench/bench_common.c bench/small_session.c
 BENCH_PROG_SRCS  := $(filter-out $(BENCH_COMMON_SRC),$(BENCH_SRCS))
 # The `llmlink` command: every tools/llmlink/*.c makes one program.
 CLI_SRCS    := $(sort $(wildcard tools/llmlink/*.c))

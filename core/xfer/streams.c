@@ -154,8 +154,25 @@ bool llk_xlink_is_broken(llk_xlink_t *xl)
 int llk_xlink_borrow(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_ms,
                      const char *fn)
 {
+    return llk_xlink_borrow_cx(xl, want, idx, deadline_ms, fn, NULL);
+}
+
+/* How often a borrower with a cancel looks at it while no stream is free
+ * (the canceller cannot signal xl->cv: it knows no link). */
+#define BORROW_CANCEL_MS 2
+
+int llk_xlink_borrow_cx(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_ms,
+                        const char *fn, llk_xfer_cancel_t *cx)
+{
     pthread_mutex_lock(&xl->mu);
     for (;;) {
+        if (llk_cancel_requested(cx)) {
+            llk_err(LLMLINK_CANCELLED, "%s: cancelled while waiting for a free data stream of the "
+                    "link with cluster %llu (%s): nothing was sent; the link stays usable", fn,
+                    (unsigned long long)xl->remote_id, xl->peer);
+            pthread_mutex_unlock(&xl->mu);
+            return -1;
+        }
         if (xl->broken) {
             llk_err(LLMLINK_NOT_YET_LINK, "%s: the link with cluster %llu (%s) is unusable: %s; "
                     "link it again", fn, (unsigned long long)xl->remote_id, xl->peer, xl->why);
@@ -180,7 +197,10 @@ int llk_xlink_borrow(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_
             pthread_mutex_unlock(&xl->mu);
             return -1;
         }
-        struct timespec ts = llk_ms_timespec(deadline_ms);
+        int64_t until = deadline_ms;
+        if (cx && until > now + BORROW_CANCEL_MS)
+            until = now + BORROW_CANCEL_MS;
+        struct timespec ts = llk_ms_timespec(until);
         pthread_cond_timedwait(&xl->cv, &xl->mu, &ts);
     }
 }

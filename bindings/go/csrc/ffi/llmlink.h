@@ -767,8 +767,10 @@ LLMLINK_EXTERN llmlink_status_t llmlink_get_link_stats(llmlink_t *dd, uint64_t c
  * KV_CACHE_NOT_EXIST, NETWORK_ERROR, ...), or LLMLINK_CANCELLED /
  * LLMLINK_CANCELLED_LINK_CLOSED. Its message (the blocking call's
  * llmlink_last_error) is llmlink_task_error(). Every handle must be given
- * to llmlink_task_release exactly once; llmlink_finalize cancels the tasks
- * still running (their handles stay valid until released).
+ * to llmlink_task_release exactly once, before llmlink_destroy (as libgit2's
+ * objects before their repository: destroy frees what a handle points to);
+ * llmlink_finalize cancels the tasks still running (their handles stay valid
+ * until released).
  */
 typedef struct llmlink_task llmlink_task_t;
 
@@ -883,6 +885,9 @@ LLMLINK_EXTERN llmlink_status_t llmlink_task_poll_done(llmlink_t *dd, llmlink_ta
  * layer in increasing order over the union of the targets' source ranges,
  * with timeout_ms -1; returning false ends the task: targets not finished
  * get LLMLINK_FAILED ("layer synchronizer returned false for layer i").
+ * A cancel stops the pushes at once and calls sync no more, but does not
+ * wait for a sync call that is running; llmlink_task_release does: once it
+ * returns, sync is never called again and sync_user_data may be freed.
  * A target names the remote cache by key (LLMLINK_KEY_BLOCKS, or
  * LLMLINK_KEY_ID_AND_INDEX, or LLMLINK_KEY_CACHE) and its layer ranges
  * (start = end = -1: every layer; both ranges cover the same count).

@@ -60,6 +60,11 @@ void llk_link_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
         llk_conn_set_state(e, c, LLK_CONN_CLOSING);
         c->deadline_ms = 0;
         return;
+    case LLK_MSG_NOTIFY:
+    case LLK_MSG_NOTIFY_ACK:
+        if (llk_notify_on_frame(e, c, h, payload, &why) == 0)
+            return;
+        break;
     default:
         why = "unexpected message type on a link";
         break;

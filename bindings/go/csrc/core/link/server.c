@@ -325,6 +325,10 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
             llk_xlink_set_peer_read_depth(xl, depth);
             break;
         }
+    /* Notifications only with a client that takes them (wire.h). */
+    c->peer_notify = !e->test_legacy_notify && llk_wire_has_ext(m.ext, m.num_ext, LLK_EXT_NOTIFY);
+    if (c->peer_notify)
+        w.ext[w.num_ext++].type = LLK_EXT_NOTIFY;
     uint8_t f[LLK_WIRE_HEADER_SIZE + 64];
     size_t n = llk_wire_encode_welcome(f, sizeof f, LLK_WIRE_VERSION, &w);
     if (!llk_conn_queue(c, f, n)) {
