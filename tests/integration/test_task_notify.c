@@ -125,6 +125,18 @@ typedef struct child {
     int out;
 } child_t;
 
+/* The engine's threads write our cache for the peer's pushes in an order
+ * that messages through the other process set, which ThreadSanitizer
+ * cannot see; a call that takes the engine's registry lock (its threads
+ * take it around every request) before and after our reads makes that
+ * order visible to it (as llmlink-node's sync_with_engine). It waits for
+ * nothing, so the check still runs the moment a notification is fetched. */
+static void sync_with_engine(llmlink_t *e)
+{
+    llmlink_xfer_stats_t s = {.version = LLMLINK_XFER_STATS_VERSION};
+    (void)llmlink_get_xfer_stats(e, &s);
+}
+
 /* "<kind> <round> <n> s0 d0 s1 d1 ...": checks that every pair landed -
  * push: the decoder's src block in our dst block; pull: our src block in
  * the decoder's dst block. 0, or -1 with why. */
@@ -149,7 +161,10 @@ static int check_pairs(child_t *ch, const char *msg, char *kind, int *round, cha
         }
         p += used;
         const tfx_cache_t *c = push ? &ch->own : &ch->peer;
-        if (!tfx_block_holds(c, d, push ? D_SEED : P_SEED, s, why, cap))
+        sync_with_engine(ch->e);
+        bool ok = tfx_block_holds(c, d, push ? D_SEED : P_SEED, s, why, cap);
+        sync_with_engine(ch->e);
+        if (!ok)
             return -1;
     }
     return 0;
