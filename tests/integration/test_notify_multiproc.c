@@ -252,6 +252,11 @@ static void test_dead_peer(void **state)
     assert_status(llmlink_notify(d, P_ID, hi, sizeof hi, 5000), LLMLINK_SUCCESS);
 
     assert_int_equal(kill(fx->child, SIGSTOP), 0);
+    /* The stop is delivered asynchronously: until it is reported, the
+     * child may still answer (the notify below then succeeds). */
+    int ws = 0;
+    assert_int_equal(waitpid(fx->child, &ws, WUNTRACED), fx->child);
+    assert_true(WIFSTOPPED(ws));
     int64_t t0 = rawpeer_now_ms();
     assert_status(llmlink_notify(d, P_ID, hi, sizeof hi, 300), LLMLINK_TIMEOUT);
     int64_t el = rawpeer_now_ms() - t0;

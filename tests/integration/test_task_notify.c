@@ -369,6 +369,21 @@ static void quit_child(fx_t *f)
     assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
 }
 
+/* SIGSTOP, and wait (bounded) until the child is stopped: the signal is
+ * delivered asynchronously, and a child still running a moment after
+ * kill() returned could serve the next request. */
+static void stop_child(fx_t *f)
+{
+    assert_int_equal(kill(f->child, SIGSTOP), 0);
+    int ws = 0;
+    int64_t deadline = proc_now_ms() + wait_ms();
+    pid_t r = 0;
+    while ((r = waitpid(f->child, &ws, WUNTRACED | WNOHANG)) == 0 && proc_now_ms() < deadline)
+        proc_sleep_ms(1);
+    assert_int_equal(r, f->child);
+    assert_true(WIFSTOPPED(ws));
+}
+
 /* A task's message and block pairs: "<kind> <round> K s0 d0 s1 d1". */
 typedef struct job {
     int round;
@@ -522,7 +537,7 @@ static void test_pull_once_per_success(void **state)
     job_t ahead, queued;
     job_make(f, &ahead, "pull", round++);
     job_make(f, &queued, "pull", round++);
-    assert_int_equal(kill(f->child, SIGSTOP), 0);
+    stop_child(f);
     assert_status(job_submit(f, &ahead, false, true), LLMLINK_SUCCESS);
     assert_status(job_submit(f, &queued, false, true), LLMLINK_SUCCESS);
     assert_status(llmlink_task_cancel(queued.task), LLMLINK_CANCELLED);
