@@ -27,6 +27,11 @@
 #define BATCH_MAX_TASKS 256
 #define BATCH_MAX_RUNS 1024
 #define BATCH_MAX_BYTES ((uint64_t)64 << 20)
+/* Fewer tasks run one by one, as without coalescing: a task in a batch
+ * shares its fate with the others when one is cancelled on a stalled peer
+ * (the cancel closes the link for all), a cost that a handful of requests
+ * does not pay for; a queue backed up this far does (bench/README.md). */
+#define BATCH_MIN_TASKS 8
 
 static bool same_key(const llmlink_cache_key_t *a, const llmlink_cache_key_t *b)
 {
@@ -86,30 +91,37 @@ bool llk_batch_take_locked(llk_tasks_t *q, llmlink_task_t *lead, llk_xfer_cancel
         return false;
     size_t ntasks = 1, nruns = lead->prep.nruns;
     uint64_t bytes = task_bytes(lead);
-    llmlink_task_t *tail = lead;
+    llmlink_task_t *tail = lead, *c = q->qhead;
     /* Only the tasks right behind it: a task skipped over could touch the
-     * same bytes as a later one, whose order must stay as submitted. */
-    while (q->qhead && ntasks < BATCH_MAX_TASKS) {
-        llmlink_task_t *c = q->qhead;
+     * same bytes as a later one, whose order must stay as submitted. They
+     * are chained (bnext) while looked at, taken off the queue only once
+     * the batch is big enough. */
+    for (; c && ntasks < BATCH_MAX_TASKS; c = c->qnext) {
         uint64_t cb = task_bytes(c);
         if (!compatible(lead, c) || nruns + c->prep.nruns > BATCH_MAX_RUNS ||
             bytes + cb > BATCH_MAX_BYTES || overlaps(lead, c))
             break;
-        q->qhead = c->qnext;
-        if (!q->qhead)
-            q->qtail = NULL;
-        c->qnext = NULL;
-        c->state = LLK_TASK_RUNNING;
         tail->bnext = c;
         tail = c;
         ntasks++;
         nruns += c->prep.nruns;
         bytes += cb;
     }
-    if (ntasks == 1)
+    if (ntasks < BATCH_MIN_TASKS) {
+        for (llmlink_task_t *m = lead, *next; m; m = next) {
+            next = m->bnext;
+            m->bnext = NULL;
+        }
         return false;
-    for (llmlink_task_t *m = lead; m; m = m->bnext)
+    }
+    q->qhead = c;
+    if (!c)
+        q->qtail = NULL;
+    for (llmlink_task_t *m = lead; m; m = m->bnext) {
+        m->qnext = NULL;
+        m->state = LLK_TASK_RUNNING;
         m->bcx = bcx;
+    }
     q->batched += ntasks;
     return true;
 }
