@@ -195,9 +195,17 @@ void llk_task_complete(llmlink_task_t *t, llmlink_status_t st, const char *msg)
 
 void llk_task_run(llmlink_task_t *t)
 {
+    /* The worker's own reference: a cancel may make the task final at its
+     * fence (llk_task_cancel) while this thread still drains a stream, and
+     * the handle may be released meanwhile. */
+    llk_tasks_t *q = t->e->tasks;
+    pthread_mutex_lock(&q->mu);
+    t->refs++;
+    pthread_mutex_unlock(&q->mu);
     llk_err_clear();
     llmlink_status_t st = llk_xfer_exec(t->e, &t->prep, &t->cx, t->deadline_ms);
     llk_task_complete(t, st, st == LLMLINK_SUCCESS ? "" : llk_err_message());
+    llk_task_unref(t);
 }
 
 void llk_task_requeue_front_locked(llk_tasks_t *q, llmlink_task_t *list)
@@ -594,6 +602,8 @@ llmlink_status_t llk_task_cancel(llmlink_task_t *t)
         return final_or_pending(t, true);
     }
     int64_t bound = t->deadline_ms + CANCEL_SLACK_MS;
+    bool in_batch = t->bcx != NULL;
+    const char *fn = t->prep.req.fn;
     if (t->bcx) {
         /* In a running batch: the task's own cancel marks it (the batch
          * worker reads that under this lock), the batch's stops the
@@ -605,6 +615,18 @@ llmlink_status_t llk_task_cancel(llmlink_task_t *t)
     pthread_mutex_unlock(&q->mu);
     llk_cancel_request(&t->cx);
     llk_cancel_wait_fenced(&t->cx, bound);
+    /* A transport that stopped the task and keeps the link (a tcp pull
+     * switched to discarding, an shm copy stopped) says CANCELLED with
+     * its fence: the task is final now, while its worker may still drain
+     * the stream (bounded by the deadline; against a frozen peer that is
+     * the whole deadline). A task in a batch is fenced by the batch's
+     * return instead. */
+    if (!in_batch && llk_cancel_fenced_status(&t->cx) == LLMLINK_CANCELLED) {
+        char msg[LLK_ERR_MSG_MAX];
+        snprintf(msg, sizeof msg, "%s: cancelled; nothing of it lands any more (what was in "
+                 "flight is discarded) and the link stays usable", fn ? fn : "task");
+        llk_task_finish(t, LLMLINK_CANCELLED, msg); /* no-op when it ended first */
+    }
     /* The status is the executor's (CANCELLED, CANCELLED_LINK_CLOSED, or
      * what the transfer ended with when it finished first). */
     pthread_mutex_lock(&q->mu);

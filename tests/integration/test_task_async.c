@@ -29,6 +29,7 @@
 #include "kvfill.h"
 #include "llmlink.h"
 #include "proc.h"
+#include "llk_test.h"
 #include "task_fx.h"
 
 #define D_ID 7001
@@ -374,6 +375,41 @@ static llmlink_task_t *pull_one(fx_t *f, int p, uint64_t src, uint64_t dst, cb_r
     return t;
 }
 
+/* A cancel of a tcp pull whose peer stopped answering: the transport
+ * switches the request to discarding at once, so the cancel is final at
+ * that fence (CANCELLED, link kept) - not when the worker's drain gives
+ * up at the task's 10 s deadline. Nothing lands afterwards. */
+static void test_cancel_frozen_peer_prompt(void **state)
+{
+    fx_t *f = *state;
+    start_all(f, 1, NULL);
+    proc_must(proc_kill(&f->procs[0], SIGSTOP));
+    llmlink_task_t *t = pull_one(f, 0, 9, 903, NULL, 10000);
+    proc_sleep_ms(100); /* the request is on the wire, no answer comes */
+    assert_int_equal(llmlink_task_status(t), LLMLINK_TASK_PENDING);
+    int64_t t0 = proc_now_ms();
+    llmlink_status_t st = llmlink_task_cancel(t);
+    int64_t took = proc_now_ms() - t0;
+    assert_status(st, LLMLINK_CANCELLED);
+    assert_status(llmlink_task_status(t), LLMLINK_CANCELLED);
+    if (took >= 5000)
+        fail_msg("cancel took %lld ms: it waited for the drain, not for the fence",
+                 (long long)took);
+    llmlink_task_release(t);
+    proc_must(proc_kill(&f->procs[0], SIGCONT));
+    /* The answer now arrives and is discarded: block 903 never gets it. */
+    char why[256];
+    proc_sleep_ms(200);
+    assert_false(tfx_block_holds(&f->dblk, 903, p_seed(0), 9, why, sizeof why));
+    /* The link stays usable. */
+    llmlink_task_t *u = pull_one(f, 0, 10, 904, NULL, 0);
+    assert_int_equal(llmlink_task_wait(u, reply_ms()), LLMLINK_SUCCESS);
+    if (!tfx_block_holds(&f->dblk, 904, p_seed(0), 10, why, sizeof why))
+        fail_msg("%s", why);
+    llmlink_task_release(u);
+    assert_false(tfx_block_holds(&f->dblk, 903, p_seed(0), 9, why, sizeof why));
+}
+
 static void test_fd_callback_wait(void **state)
 {
     fx_t *f = *state;
@@ -575,6 +611,8 @@ int main(void)
                                                  (void *)"tcp"),
         cmocka_unit_test_prestate_setup_teardown(test_many_in_flight, fx_setup, fx_teardown,
                                                  (void *)"shm"),
+        cmocka_unit_test_prestate_setup_teardown(test_cancel_frozen_peer_prompt, fx_setup,
+                                                 fx_teardown, (void *)"tcp"),
         cmocka_unit_test_setup_teardown(test_fd_callback_wait, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cancel_queued, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_release_running, fx_setup, fx_teardown),
