@@ -28,7 +28,7 @@ const (
 	// The Access (a number) of the peer's three caches; unset: the
 	// default (no WithAccess, so AccessReadWrite).
 	peerAccessEnv = "LLMLINK_GO_PEER_ACCESS"
-	testBlocks    = 16               // blocks of every peer blocks cache
+	testBlocks    = 16               // blocks of every peer blocks cache (unless peerBlocksEnv)
 	replyWait     = 20 * time.Second // bound on any peer reply
 )
 
@@ -179,8 +179,8 @@ func runPeer(idText string) int {
 		copts = append(copts, WithAccess(Access(v)))
 	}
 	ka, kb := NewBlocksCacheKey(id, 0), NewBlocksCacheKey(id, 1)
-	a, err1 := e.AllocateBlocksCache(blocksDesc(testBlocks), &ka, copts...)
-	b, err2 := e.AllocateBlocksCache(blocksDesc(testBlocks), &kb, copts...)
+	a, err1 := e.AllocateBlocksCache(blocksDesc(peerBlocks()), &ka, copts...)
+	b, err2 := e.AllocateBlocksCache(blocksDesc(peerBlocks()), &kb, copts...)
 	c, err3 := e.AllocateCache(batchDesc(2), []CacheKey{NewCacheKey(id, 7, 0), NewCacheKey(id, 8, 0)}, copts...)
 	for _, err := range []error{err1, err2, err3} {
 		if err != nil {
@@ -208,6 +208,10 @@ func runPeer(idText string) int {
 		}
 		if len(f) == 2 && f[0] == "linkstats" {
 			fmt.Println(peerLinkStats(e, f[1]))
+			continue
+		}
+		if r, ok := peerAsyncCommand(e, caches, f); ok {
+			fmt.Println(r)
 			continue
 		}
 		fmt.Println("ERR unknown command")
