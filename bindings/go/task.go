@@ -134,9 +134,13 @@ func (e *Engine) submit(op string, targets int, syncH cgo.Handle,
 // the same arguments and checks (a refused call moves no byte and returns
 // no Transfer), then the Transfer at once.
 func (e *Engine) PullBlocksAsync(srcKey CacheKey, dstCacheID int64, srcBlocks, dstBlocks []uint64, layers *LayerRange, opts ...TaskOption) (*Transfer, error) {
+	return e.pullBlocksAsync("PullBlocksAsync", srcKey, dstCacheID, srcBlocks, dstBlocks, layers, opts)
+}
+
+func (e *Engine) pullBlocksAsync(op string, srcKey CacheKey, dstCacheID int64, srcBlocks, dstBlocks []uint64, layers *LayerRange, opts []TaskOption) (*Transfer, error) {
 	key, src, dst, lr, o := srcKey.toC(), cBlocks(srcBlocks), cBlocks(dstBlocks), layers.toC(), taskOpts(opts)
 	nd, nl := notifyPtr(o.notify)
-	t, err := e.submit("PullBlocksAsync", 1, 0, func(h *C.llmlink_t, task **C.llmlink_task_t, ce *C.gollk_err_t) C.llmlink_status_t {
+	t, err := e.submit(op, 1, 0, func(h *C.llmlink_t, task **C.llmlink_task_t, ce *C.gollk_err_t) C.llmlink_status_t {
 		return C.gollk_pull_blocks_async(h, &key, C.int64_t(dstCacheID), u64Ptr(src), C.size_t(len(src)),
 			u64Ptr(dst), C.size_t(len(dst)), lr, C.int32_t(o.timeoutMs), nd, nl, task, ce)
 	})
@@ -148,9 +152,13 @@ func (e *Engine) PullBlocksAsync(srcKey CacheKey, dstCacheID int64, srcBlocks, d
 
 // PullCacheAsync is PullCache without waiting (llmlink_pull_cache_async).
 func (e *Engine) PullCacheAsync(srcKey CacheKey, dstCacheID int64, batchIndex uint32, size int64, layers *LayerRange, opts ...TaskOption) (*Transfer, error) {
+	return e.pullCacheAsync("PullCacheAsync", srcKey, dstCacheID, batchIndex, size, layers, opts)
+}
+
+func (e *Engine) pullCacheAsync(op string, srcKey CacheKey, dstCacheID int64, batchIndex uint32, size int64, layers *LayerRange, opts []TaskOption) (*Transfer, error) {
 	key, lr, o := srcKey.toC(), layers.toC(), taskOpts(opts)
 	nd, nl := notifyPtr(o.notify)
-	t, err := e.submit("PullCacheAsync", 1, 0, func(h *C.llmlink_t, task **C.llmlink_task_t, ce *C.gollk_err_t) C.llmlink_status_t {
+	t, err := e.submit(op, 1, 0, func(h *C.llmlink_t, task **C.llmlink_task_t, ce *C.gollk_err_t) C.llmlink_status_t {
 		return C.gollk_pull_cache_async(h, &key, C.int64_t(dstCacheID), C.uint32_t(batchIndex), C.int64_t(size),
 			lr, C.int32_t(o.timeoutMs), nd, nl, task, ce)
 	})
@@ -160,9 +168,13 @@ func (e *Engine) PullCacheAsync(srcKey CacheKey, dstCacheID int64, batchIndex ui
 
 // PushBlocksAsync is PushBlocks without waiting (llmlink_push_blocks_async).
 func (e *Engine) PushBlocksAsync(dstKey CacheKey, srcCacheID int64, srcBlocks, dstBlocks []uint64, layers *LayerRange, opts ...TaskOption) (*Transfer, error) {
+	return e.pushBlocksAsync("PushBlocksAsync", dstKey, srcCacheID, srcBlocks, dstBlocks, layers, opts)
+}
+
+func (e *Engine) pushBlocksAsync(op string, dstKey CacheKey, srcCacheID int64, srcBlocks, dstBlocks []uint64, layers *LayerRange, opts []TaskOption) (*Transfer, error) {
 	key, src, dst, lr, o := dstKey.toC(), cBlocks(srcBlocks), cBlocks(dstBlocks), layers.toC(), taskOpts(opts)
 	nd, nl := notifyPtr(o.notify)
-	t, err := e.submit("PushBlocksAsync", 1, 0, func(h *C.llmlink_t, task **C.llmlink_task_t, ce *C.gollk_err_t) C.llmlink_status_t {
+	t, err := e.submit(op, 1, 0, func(h *C.llmlink_t, task **C.llmlink_task_t, ce *C.gollk_err_t) C.llmlink_status_t {
 		return C.gollk_push_blocks_async(h, &key, C.int64_t(srcCacheID), u64Ptr(src), C.size_t(len(src)),
 			u64Ptr(dst), C.size_t(len(dst)), lr, C.int32_t(o.timeoutMs), nd, nl, task, ce)
 	})
@@ -174,9 +186,13 @@ func (e *Engine) PushBlocksAsync(dstKey CacheKey, srcCacheID int64, srcBlocks, d
 
 // PushCacheAsync is PushCache without waiting (llmlink_push_cache_async).
 func (e *Engine) PushCacheAsync(dstKey CacheKey, srcCacheID int64, srcBatchIndex uint32, size int64, layers *LayerRange, opts ...TaskOption) (*Transfer, error) {
+	return e.pushCacheAsync("PushCacheAsync", dstKey, srcCacheID, srcBatchIndex, size, layers, opts)
+}
+
+func (e *Engine) pushCacheAsync(op string, dstKey CacheKey, srcCacheID int64, srcBatchIndex uint32, size int64, layers *LayerRange, opts []TaskOption) (*Transfer, error) {
 	key, lr, o := dstKey.toC(), layers.toC(), taskOpts(opts)
 	nd, nl := notifyPtr(o.notify)
-	t, err := e.submit("PushCacheAsync", 1, 0, func(h *C.llmlink_t, task **C.llmlink_task_t, ce *C.gollk_err_t) C.llmlink_status_t {
+	t, err := e.submit(op, 1, 0, func(h *C.llmlink_t, task **C.llmlink_task_t, ce *C.gollk_err_t) C.llmlink_status_t {
 		return C.gollk_push_cache_async(h, &key, C.int64_t(srcCacheID), C.uint32_t(srcBatchIndex), C.int64_t(size),
 			lr, C.int32_t(o.timeoutMs), nd, nl, task, ce)
 	})
