@@ -300,3 +300,39 @@ func TestTransferFinalizer(t *testing.T) {
 		t.Fatalf("%d tasks still in the table", len(d.async.liveTasks()))
 	}
 }
+
+// The dispatcher sleeps in the netpoller: no collection while nothing
+// happens, and a few per completed transfer (not a loop).
+func TestDispatcherSleepsOnTheFd(t *testing.T) {
+	p := startPeer(t, 205)
+	d := newDecoder(t, 1205, nil)
+	linkAll(t, d, p)
+	dst, err := d.AllocateBlocksCache(blocksDesc(testBlocks), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = d.Notifications() // starts the dispatcher
+	time.Sleep(50 * time.Millisecond)
+	before := d.async.wakes.Load()
+	time.Sleep(300 * time.Millisecond)
+	if w := d.async.wakes.Load(); w != before {
+		t.Fatalf("%d collections in 300 ms with nothing to collect", w-before)
+	}
+	for i := 0; i < 10; i++ {
+		tr, err := d.PullBlocksAsync(NewBlocksCacheKey(p.id, 0), dst.ID, []uint64{uint64(i)}, []uint64{uint64(i)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		tr.Close()
+	}
+	w := d.async.wakes.Load() - before
+	if w < 1 || w > 30 {
+		t.Fatalf("%d collections for 10 transfers", w)
+	}
+	if d.async.heldPolls.Load() != 0 {
+		t.Fatal("timed looks without held notifications")
+	}
+}

@@ -83,8 +83,9 @@ type asyncCore struct {
 	// Scratch of the dispatcher goroutine only.
 	polled [pollBatch]*C.llmlink_task_t
 	nbuf   *C.llmlink_notification_t // notifyBatch entries, C memory
-	// heldPolls counts the dispatcher's timed looks (tests).
-	heldPolls atomic.Uint64
+	// heldPolls counts the dispatcher's timed looks, wakes its collections
+	// (tests).
+	heldPolls, wakes atomic.Uint64
 }
 
 func newAsyncCore(h *C.llmlink_t, notifyDepth int) *asyncCore {
@@ -152,13 +153,14 @@ func (c *asyncCore) run(rc syscall.RawConn) {
 	timer.Stop()
 	for {
 		held := false
-		err := rc.Read(func(uintptr) bool {
+		err := rc.Read(func(fd uintptr) bool {
 			select {
 			case <-c.stopping:
 				return true
 			default:
 			}
-			held = c.collect()
+			c.wakes.Add(1)
+			held = c.collect(int(fd))
 			return held // false: sleep until the next edge
 		})
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -180,10 +182,10 @@ func (c *asyncCore) run(rc syscall.RawConn) {
 
 // collect takes every finished task and as many notifications as the
 // channel has room for; held reports notifications left in the C queue.
-func (c *asyncCore) collect() (held bool) {
+func (c *asyncCore) collect(fd int) (held bool) {
 	for c.pollTasks() == pollBatch {
 	}
-	return c.pollNotifies()
+	return c.pollNotifies(fd)
 }
 
 // pollTasks records the final status of up to pollBatch finished tasks
@@ -206,11 +208,11 @@ func (c *asyncCore) pollTasks() int {
 
 // pollNotifies moves received notifications into the channel while it has
 // room; true when some had to stay in the C queue.
-func (c *asyncCore) pollNotifies() (held bool) {
+func (c *asyncCore) pollNotifies(fd int) (held bool) {
 	for {
 		room := cap(c.notes) - len(c.notes) // only this goroutine sends
 		if room == 0 {
-			return c.notifiesWaiting()
+			return readable(fd)
 		}
 		if room > notifyBatch {
 			room = notifyBatch
@@ -229,24 +231,13 @@ func (c *asyncCore) pollNotifies() (held bool) {
 	}
 }
 
-// notifiesWaiting: is the engine fd readable although every task was
-// collected, i.e. do notifications wait in the C queue?
-func (c *asyncCore) notifiesWaiting() bool {
+// readable: is the engine fd (our duplicate of it) readable now? With every
+// finished task collected, that means notifications wait in the C queue.
+func readable(fd int) bool {
 	var pfd C.struct_pollfd
-	pfd.fd = C.int(c.fdNum())
+	pfd.fd = C.int(fd)
 	pfd.events = C.POLLIN
 	return C.poll(&pfd, 1, 0) == 1
-}
-
-// fdNum is the engine fd number (for poll); stable while the dispatcher
-// runs.
-func (c *asyncCore) fdNum() int {
-	var fd C.int
-	var ce C.gollk_err_t
-	if C.gollk_done(C.llmlink_get_event_fd(c.h, &fd), &ce) != C.LLMLINK_SUCCESS {
-		return -1
-	}
-	return int(fd)
 }
 
 // add puts a submitted task in the table.
