@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# run.sh [BUILD_DIR] [options] - run the link and the transfer benchmarks.
+# run.sh [BUILD_DIR] [options] - run the link, transfer and small-request
+# benchmarks.
 #
 # Builds nothing: `make bench` builds $BUILD/bench/bench_link and
 # $BUILD/bench/bench_xfer first, then calls this script. It runs
@@ -8,7 +9,13 @@
 #      iperf3, one TCP stream on 127.0.0.1, and ucx_perftest ucp_get with
 #      UCX_TLS=tcp on lo, 256 KiB messages;
 #   3. bench_xfer, given those figures (it prints them and our ratios to
-#      them), teeing its tables to $BUILD/bench/results-xfer.md.
+#      them), teeing its tables to $BUILD/bench/results-xfer.md;
+#   4. bench_small (one-block pull latency), teeing its table to
+#      $BUILD/bench/results-small.md, then bench_async (many one-block pulls
+#      in flight) to results-async.md where it was built (it needs the task
+#      API).
+#   5. bench_notify (notification send and round trip between two
+#      processes), teeing its table to $BUILD/bench/results-notify.md.
 # Progress lines (stderr) go to the terminal only. A run that prints nothing
 # (a usage error) leaves the previous results file alone.
 #
@@ -17,7 +24,7 @@
 #   --only a,b,...     bench_link sections only (a..e); alone, skips bench_xfer
 #   --xfer-only a,...  bench_xfer sections only (a..d); alone, skips bench_link
 #   --streams N        llmlink.StreamsPerLink for bench_xfer (1..8)
-#   --skip LIST        skip some of: link, xfer, refs (comma-separated)
+#   --skip LIST        skip some of: link, xfer, refs, small, notify (comma-separated)
 #   --help
 # Other arguments go to bench_link, as before.
 #
@@ -68,13 +75,15 @@ while [ $# -gt 0 ]; do
     shift
 done
 # One --only alone restricts the run to that benchmark.
-if [ $link_only = 1 ] && [ $xfer_only = 0 ]; then skip="${skip}xfer,refs,"; fi
-if [ $xfer_only = 1 ] && [ $link_only = 0 ]; then skip="${skip}link,"; fi
+if [ $link_only = 1 ] && [ $xfer_only = 0 ]; then skip="${skip}xfer,refs,small,notify,"; fi
+if [ $xfer_only = 1 ] && [ $link_only = 0 ]; then skip="${skip}link,small,notify,"; fi
 skipped() { case $skip in *",$1,"*) return 0 ;; esac; return 1; }
 
 bins=()
 skipped link || bins+=("$build/bench/bench_link")
 skipped xfer || bins+=("$build/bench/bench_xfer")
+skipped small || bins+=("$build/bench/bench_small")
+skipped notify || bins+=("$build/bench/bench_notify")
 for bin in "${bins[@]+"${bins[@]}"}"; do
     if [ ! -x "$bin" ]; then
         echo "bench/run.sh: $bin does not exist; build it with 'make bench-bins' (or 'make bench')" >&2
@@ -223,6 +232,30 @@ if ! skipped xfer; then
     skipped link || echo
     run_teed "$build/bench/results-xfer.md" "$build/bench/bench_xfer" \
         "${xfer_args[@]+"${xfer_args[@]}"}"
+    note $?
+fi
+
+if ! skipped small; then
+    small_args=()
+    [ $quick = 1 ] && small_args+=(--quick)
+    echo
+    run_teed "$build/bench/results-small.md" "$build/bench/bench_small" \
+        "${small_args[@]+"${small_args[@]}"}"
+    note $?
+    if [ -x "$build/bench/bench_async" ]; then
+        echo
+        run_teed "$build/bench/results-async.md" "$build/bench/bench_async" \
+            "${small_args[@]+"${small_args[@]}"}"
+        note $?
+    fi
+fi
+
+if ! skipped notify; then
+    notify_args=()
+    [ $quick = 1 ] && notify_args+=(--quick)
+    echo
+    run_teed "$build/bench/results-notify.md" "$build/bench/bench_notify" \
+        "${notify_args[@]+"${notify_args[@]}"}"
     note $?
 fi
 exit $status

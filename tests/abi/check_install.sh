@@ -3,7 +3,8 @@
 # program against the installed header through pkg-config (shared and
 # static), run it, check the man pages (every page of tools/gen_man.py
 # --list installed under MANDIR/man3, rendered without warnings by man or
-# groff when one is there), then uninstall and check that nothing is left.
+# groff when one is there), check that the llmlink command runs from BINDIR,
+# then uninstall and check that nothing is left.
 # What a packager or a binding's build.rs does with `make install`.
 set -eu
 build=${1:?usage: check_install.sh BUILD_DIR}
@@ -43,6 +44,10 @@ cc -static-libgcc -o "$stage/consumer-static" "$stage/consumer.c" \
     $(pkg-config --static --libs llmlink | sed 's/-lllmlink\b//')
 out=$("$stage/consumer-static")
 [ "$out" = "LLM_SUCCESS" ] || { echo "check_install: static consumer printed '$out'"; exit 1; }
+# The command (tools/llmlink/, docs/cli.md), in BINDIR.
+cli=$("$stage$prefix/bin/llmlink" --version) ||
+    { echo "check_install: $stage$prefix/bin/llmlink --version failed"; exit 1; }
+case "$cli" in "llmlink "[0-9]*) ;; *) echo "check_install: llmlink --version printed '$cli'"; exit 1 ;; esac
 # Man pages: the names come from the header, as `make install` takes them.
 mandir="$stage$prefix/share/man/man3"
 pages=$(python3 tools/gen_man.py --header ffi/llmlink.h --list)
@@ -74,5 +79,5 @@ soname=$(readelf -d "$stage$prefix/lib/libllmlink.so" | sed -n 's/.*SONAME.*\[\(
 make -s --no-print-directory uninstall BUILD="$build" DESTDIR="$stage" PREFIX="$prefix" >/dev/null
 left=$(find "$stage$prefix" -type f 2>/dev/null | head -5)
 [ -z "$left" ] || { echo "check_install: left after uninstall: $left"; exit 1; }
-echo "check_install: installed, built (pkg-config, shared + static), ran, uninstalled; soname $soname"
+echo "check_install: installed, built (pkg-config, shared + static), ran, uninstalled; soname $soname; $cli in bin/"
 echo "check_install: $npages man pages installed in MANDIR/man3, $rendered, removed by uninstall"

@@ -113,7 +113,8 @@ for node in ast.walk(init):
         wanted += [e.value for e in node.value.elts]
 for file, cls in (("_datadist.py", "LLMDataDist"), ("_cache_manager.py", "CacheManager")):
     for node in class_def(module(file), cls).body:
-        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                not node.name.startswith("_"):
             wanted.append(node.name)
 config = class_def(module("_config.py"), "LLMConfig")
 for node in config.body:

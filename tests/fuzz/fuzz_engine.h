@@ -135,6 +135,7 @@ typedef struct fz_conn {
     llk_conn_state_t last; /* state after the previous step */
     bool outbound;
     bool saw_reject, saw_welcome, saw_attach_ok;
+    unsigned notify_acks; /* NOTIFY_ACK frames the engine sent */
     bool peer_wr_closed; /* the harness closed its sending side (EOF) */
     /* The last ATTACH the harness sent on it, when it decoded. */
     bool attach_known;
@@ -486,6 +487,14 @@ static inline void fz_read_answers(fz_t *fz, fz_conn_t *fc)
         case LLK_MSG_UNLINK_ACK:
             FZ_CHECK(llk_wire_decode_simple((llk_msg_type_t)h.type, p, h.length, &why) == 0);
             break;
+        case LLK_MSG_NOTIFY_ACK: {
+            /* The answer to a NOTIFY the harness sent on a link. */
+            uint64_t seq;
+            uint32_t st;
+            FZ_CHECK(llk_wire_decode_notify_ack(p, h.length, &seq, &st, &why) == 0);
+            fc->notify_acks++;
+            break;
+        }
         default:
             FZ_CHECK(!"the engine sent a frame type it never sends");
         }
@@ -503,11 +512,13 @@ static inline void fz_service(fz_t *fz)
         if (!fz_live(fc))
             continue;
         llk_conn_t *c = fc->c;
-        if (c->state != LLK_CONN_DEAD && c->tx_len && llk_conn_flush(fz->e, c, fz->now) != 0)
+        if (c->state != LLK_CONN_DEAD && (c->tx_len || c->ntx_len) &&
+            llk_conn_flush(fz->e, c, fz->now) != 0)
             llk_link_on_closed(fz->e, c, errno);
         if (c->state != LLK_CONN_DEAD)
             llk_link_on_timer(fz->e, c, fz->now);
-        if (c->state != LLK_CONN_DEAD && c->tx_len && llk_conn_flush(fz->e, c, fz->now) != 0)
+        if (c->state != LLK_CONN_DEAD && (c->tx_len || c->ntx_len) &&
+            llk_conn_flush(fz->e, c, fz->now) != 0)
             llk_link_on_closed(fz->e, c, errno);
         fz_read_answers(fz, fc);
         if (c->state == LLK_CONN_DEAD) {
@@ -537,6 +548,8 @@ static inline void fz_check_engine(fz_t *fz)
     }
     /* The handshake accounting: one slot per connection in handshake. */
     FZ_CHECK(e->hs_in_progress == hs);
+    /* The received notifications stay within llmlink.NotifyQueueDepth. */
+    FZ_CHECK(e->notify.count <= e->opts.notify_queue_depth);
     FZ_CHECK(e->hs_in_progress <= FZ_MAX_CONNS);
     FZ_CHECK(links_in <= e->opts.max_links);
     for (size_t i = 0; i < fz->nconn; i++) {

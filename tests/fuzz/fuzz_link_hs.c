@@ -56,6 +56,7 @@ static const uint16_t fz_types[] = {
     LLK_MSG_HELLO,  LLK_MSG_WELCOME,    LLK_MSG_REJECT, LLK_MSG_HEARTBEAT,
     LLK_MSG_UNLINK, LLK_MSG_UNLINK_ACK, LLK_MSG_ATTACH, LLK_MSG_ATTACH_OK,
     LLK_MSG_AUTH_HELLO, LLK_MSG_AUTH_CHALLENGE, LLK_MSG_AUTH_PROOF,
+    LLK_MSG_NOTIFY, LLK_MSG_NOTIFY_ACK,
 };
 
 /* Extensions a HELLO / WELCOME step may carry (type, payload length). */
@@ -64,7 +65,7 @@ static const struct {
 } fz_exts[] = {
     {LLK_EXT_DATA_STREAMS, 0},    {LLK_EXT_RDMA, 0},         {LLK_EXT_WAIT_TIME, 4},
     {LLK_EXT_RDMA_READ_DEPTH, 0}, {0x7ff0u, 3},              {LLK_WIRE_EXT_CRITICAL | 0x0042u, 0},
-    {LLK_EXT_WAIT_TIME, 2},
+    {LLK_EXT_WAIT_TIME, 2},       {LLK_EXT_NOTIFY, 0},
 };
 
 #define N_TYPES (sizeof fz_types / sizeof fz_types[0])
@@ -74,7 +75,7 @@ static const struct {
 enum { OP_FRAME, OP_RAW, OP_SPLIT, OP_HELLO, OP_WELCOME, OP_ATTACH, OP_TIME, OP_ACCEPT,
        OP_SWITCH, OP_EOF, OP_AUTH_HELLO, OP_AUTH_PROOF, OP_AUTH_CHALLENGE, OP_COUNT };
 
-static uint8_t frame[LLK_WIRE_MAX_FRAME + 128];
+static uint8_t frame[LLK_WIRE_MAX_NOTIFY_FRAME + 128];
 static uint8_t ext_data[LLK_WIRE_MAX_EXTENSIONS][8];
 
 /* Up to 3 extensions from the input (their data too). */
@@ -248,7 +249,8 @@ static void check_auth_failed(fz_t *fz, fz_conn_t *fc, uint64_t failures_before)
 static size_t build_frame(fz_in_t *in)
 {
     uint16_t type = fz_types[fz_u8(in) % N_TYPES];
-    uint32_t len = fz_u16(in) % (LLK_WIRE_MAX_PAYLOAD + 64);
+    /* NOTIFY may be longer than the rest (wire.h): its limit, and over. */
+    uint32_t len = fz_u16(in) % (LLK_WIRE_MAX_NOTIFY_PAYLOAD + 64);
     size_t got;
     const uint8_t *p = fz_take(in, len, &got);
     fz_header(frame, type, len);

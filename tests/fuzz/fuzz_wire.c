@@ -18,7 +18,9 @@
  *  - llk_wire_find_unknown_critical returns the first critical extension;
  *  - the extensions this side reads (LLK_EXT_WAIT_TIME, LLK_EXT_RDMA_READ_DEPTH)
  *    are found in any position, and a wait time is only ever taken within
- *    LLK_WAIT_TIME_MIN_MS..LLK_WAIT_TIME_MAX_MS (else refused with a reason).
+ *    LLK_WAIT_TIME_MIN_MS..LLK_WAIT_TIME_MAX_MS (else refused with a reason);
+ *  - a NOTIFY that decodes holds 1..4096 bytes filling its frame exactly,
+ *    a NOTIFY_ACK a known status; both re-encode to the same bytes.
  *
  * Built with tests/fuzz/standalone_main.c (make fuzz-bins) or with
  * libFuzzer (make fuzz-libfuzzer). Seeds: tests/fuzz/corpus/wire/.
@@ -29,6 +31,7 @@
 #include <string.h>
 
 #include "link/wire.h"
+#include "llmlink.h"
 
 #define CHECK(cond)      \
     do {                 \
@@ -37,7 +40,7 @@
     } while (0)
 
 /* Re-encoded frames; static so that a 4 KiB payload costs no stack. */
-static uint8_t reencoded[LLK_WIRE_MAX_FRAME];
+static uint8_t reencoded[LLK_WIRE_MAX_RX_FRAME];
 
 /* Returns the payload of a frame this target just encoded, after checking
  * its header is valid and of the expected type and length. */
@@ -258,6 +261,37 @@ static void fuzz_attach_ok(const uint8_t *p, size_t len)
     CHECK(memcmp(&again, &m, sizeof m) == 0);
 }
 
+/* NOTIFY: what decodes has 1..4096 data bytes exactly filling the frame,
+ * and re-encodes to the same bytes. NOTIFY_ACK: a known status. */
+static void fuzz_notify(llk_msg_type_t type, const uint8_t *p, size_t len)
+{
+    const char *why = NULL;
+    uint64_t seq;
+    size_t n;
+    if (type == LLK_MSG_NOTIFY) {
+        const uint8_t *data = NULL;
+        uint32_t dlen = 0;
+        if (llk_wire_decode_notify(p, len, &seq, &data, &dlen, &why) != 0) {
+            CHECK(why != NULL);
+            return;
+        }
+        CHECK(dlen >= 1 && dlen <= LLK_NOTIFY_MAX_DATA);
+        CHECK(len == LLK_NOTIFY_HEAD + dlen && data == p + LLK_NOTIFY_HEAD);
+        n = llk_wire_encode_notify(reencoded, sizeof reencoded, LLK_WIRE_VERSION, seq, data,
+                                   dlen);
+    } else {
+        uint32_t st = 0;
+        if (llk_wire_decode_notify_ack(p, len, &seq, &st, &why) != 0) {
+            CHECK(why != NULL);
+            return;
+        }
+        CHECK(st == LLMLINK_SUCCESS || st == LLMLINK_NOTIFY_QUEUE_FULL);
+        n = llk_wire_encode_notify_ack(reencoded, sizeof reencoded, LLK_WIRE_VERSION, seq, st);
+    }
+    CHECK(n == LLK_WIRE_HEADER_SIZE + len);
+    CHECK(memcmp(reencoded_payload(n, type), p, len) == 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t pos = 0;
@@ -270,7 +304,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(llk_wire_header_check_str(hc) != NULL);
         if (hc != LLK_HDR_OK)
             break;
-        CHECK(h.length <= LLK_WIRE_MAX_PAYLOAD);
+        CHECK(h.length <= (h.type == LLK_MSG_NOTIFY ? LLK_WIRE_MAX_NOTIFY_PAYLOAD
+                                                     : LLK_WIRE_MAX_PAYLOAD));
 
         size_t len = size - pos < h.length ? size - pos : h.length;
         /* An exact-size copy: a decoder that reads one byte too far hits
@@ -292,6 +327,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case LLK_MSG_AUTH_HELLO:
         case LLK_MSG_AUTH_CHALLENGE:
         case LLK_MSG_AUTH_PROOF: fuzz_auth((llk_msg_type_t)h.type, payload, len); break;
+        case LLK_MSG_NOTIFY:
+        case LLK_MSG_NOTIFY_ACK: fuzz_notify((llk_msg_type_t)h.type, payload, len); break;
         default: abort(); /* llk_wire_check_header let an unknown type through */
         }
         free(payload);

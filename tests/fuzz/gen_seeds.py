@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MAGIC = 0x4C4C4D4B
 HELLO, WELCOME, REJECT, HEARTBEAT, UNLINK, UNLINK_ACK, ATTACH, ATTACH_OK = range(1, 9)
 AUTH_HELLO, AUTH_CHALLENGE, AUTH_PROOF = range(9, 12)
+NOTIFY, NOTIFY_ACK = 13, 14
 PROMPT, DECODER, MIX = 1, 2, 3
 EXT_DATA_STREAMS, EXT_RDMA, EXT_WAIT_TIME, EXT_READ_DEPTH = 1, 2, 3, 4
 
@@ -62,9 +63,9 @@ def frame(mtype, payload):
  OP_AUTH_HELLO, OP_AUTH_PROOF, OP_AUTH_CHALLENGE) = range(13)
 # fz_types[] order: the index FRAME / SPLIT take.
 FZ_TYPES = [HELLO, WELCOME, REJECT, HEARTBEAT, UNLINK, UNLINK_ACK, ATTACH, ATTACH_OK,
-            AUTH_HELLO, AUTH_CHALLENGE, AUTH_PROOF]
+            AUTH_HELLO, AUTH_CHALLENGE, AUTH_PROOF, NOTIFY, NOTIFY_ACK]
 # fz_exts[] indexes
-X_STREAMS, X_RDMA, X_WAIT, X_DEPTH, X_UNKNOWN, X_CRITICAL, X_WAIT_SHORT = range(7)
+X_STREAMS, X_RDMA, X_WAIT, X_DEPTH, X_UNKNOWN, X_CRITICAL, X_WAIT_SHORT, X_NOTIFY = range(8)
 
 
 def cfg(mode, max_links=1, legacy_wait=False, legacy_rails=False, expected_role=0):
@@ -131,6 +132,10 @@ def op_auth_proof(kind=P_RIGHT, hello=None, flip_byte=0):
 
 def op_auth_challenge(kind=C_RIGHT, nonce=2):
     return u8(OP_AUTH_CHALLENGE) + u8(kind) + u8(nonce)
+
+
+def notify_payload(seq, data):
+    return u64(seq) + u32(len(data)) + data
 
 
 def reject_payload(status, msg):
@@ -233,6 +238,34 @@ LINK_HS = {
     "mix_auth": cfg(1, max_links=2) + KEYED + b"\x00" + op_auth_hello() +
         op_auth_proof(hello=hello_fields(expected=0)) + u8(OP_ACCEPT) + b"\x01" + op_auth_challenge() +
         op_welcome(ext=exts((X_STREAMS, b""))),
+    # A linked client sends notifications: a good one (ACKed), then one
+    # whose length field disagrees (the link breaks).
+    "srv_notify": cfg(0) + b"\x7f" + b"\x00" + op_hello(ext=exts((X_NOTIFY, b""))) +
+        op_frame(NOTIFY, notify_payload(0, b"blocks of request 7 read")) +
+        op_frame(NOTIFY, notify_payload(1, b"x" * 4096)) +
+        op_frame(NOTIFY, u64(2) + u32(9) + b"short"),
+    # An ACK for a notification never sent, and a NOTIFY of length 0.
+    "srv_notify_bad": cfg(0, max_links=2) + b"\x7f" + b"\x00" + op_hello() +
+        op_frame(NOTIFY_ACK, u64(0) + u32(0)) + u8(OP_ACCEPT) + b"\x00" + op_hello(inc=2) +
+        op_frame(NOTIFY, u64(0) + u32(0)),
+    # NOTIFY before HELLO (server) and before WELCOME (client).
+    "notify_early": cfg(1, max_links=2) + b"\x7f" + b"\x00" +
+        op_frame(NOTIFY, notify_payload(0, b"early")) + u8(OP_ACCEPT) + b"\x01" +
+        op_frame(NOTIFY, notify_payload(0, b"early")),
+    # The client: WELCOME announcing notifications, then one from the server.
+    "cli_notify": cfg(2) + b"\x7f" + b"\x00" +
+        op_welcome(ext=exts((X_STREAMS, b""), (X_NOTIFY, b""))) +
+        op_frame(NOTIFY, notify_payload(5, b"free request 9")),
+}
+
+# ---- fuzz_wire.c -------------------------------------------------------------
+# The input is a control connection's byte stream (frames back to back).
+WIRE = {
+    "notify": frame(NOTIFY, notify_payload(3, b"request 7 read")) +
+        frame(NOTIFY_ACK, u64(3) + u32(0)),
+    "notify_max": frame(NOTIFY, notify_payload(4, bytes(range(256)) * 16)),
+    "notify_full_ack": frame(NOTIFY_ACK, u64(9) + u32(0x5010B10F)) +
+        frame(NOTIFY, u64(1) + u32(7) + b"abc"),
 }
 
 # ---- fuzz_attach.c -----------------------------------------------------------
@@ -398,7 +431,7 @@ RDMA_SEEDS = {
         u32(0x10) + u32(0x20) + bytes(16) + u16(0) + u8(3) + u8(0x12),
 }
 
-TARGETS = {"link_hs": LINK_HS, "attach": ATTACH_SEEDS, "owner_admit": OWNER_SEEDS,
+TARGETS = {"link_hs": LINK_HS, "wire": WIRE, "attach": ATTACH_SEEDS, "owner_admit": OWNER_SEEDS,
            "rdma_setup": RDMA_SEEDS}
 
 

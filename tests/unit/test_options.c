@@ -89,6 +89,8 @@ GETTER(first_frame_timeout_ms)
 GETTER(max_handshakes_per_address)
 GETTER(liveness_interval_ms)
 GETTER(debug_fence_fill)
+GETTER(async_workers)
+GETTER(notify_queue_depth)
 
 /* Ranges and defaults as documented in llmlink.h (llmlink_init). */
 static const struct int_key {
@@ -108,6 +110,8 @@ static const struct int_key {
     {"llmlink.MaxHandshakesPerAddress", 1, 4096, 4, get_max_handshakes_per_address},
     {"llmlink.LivenessIntervalMs", 30, 600000, 3000, get_liveness_interval_ms},
     {"llmlink.DebugFenceFill", -1, 255, -1, get_debug_fence_fill},
+    {"llmlink.AsyncWorkers", 1, 64, 8, get_async_workers},
+    {"llmlink.NotifyQueueDepth", 1, 65536, 1024, get_notify_queue_depth},
 };
 
 static void test_defaults(void **state)

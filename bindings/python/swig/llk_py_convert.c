@@ -83,6 +83,17 @@ static int get_i32(PyObject *obj, int32_t *out, const char *what)
     return 0;
 }
 
+/* For the other conversion files (llk_py_task.c). */
+int llk_py_i32_from(PyObject *obj, int32_t *out, const char *what)
+{
+    return get_i32(obj, out, what);
+}
+
+int llk_py_u32_from(PyObject *obj, uint32_t *out, const char *what)
+{
+    return get_u32(obj, out, what);
+}
+
 static char *dup_str(PyObject *obj, const char *what)
 {
     if (!PyUnicode_Check(obj)) {

@@ -14,6 +14,10 @@
 
 #include "llmlink.h"
 
+/* The initial value of every conversion below: SWIG runs each freearg
+ * when a call fails, also for arguments not converted yet. */
+#define LLK_PY_ZERO {0}
+
 typedef struct {
     llmlink_option_t *items;
     char **strings; /* capacity entries, NULL or owned */
@@ -53,6 +57,9 @@ void llk_py_keys_free(llk_py_keys_t *conv);
 int llk_py_u64s_from(llk_py_u64s_t *out, PyObject *obj, const char *what);
 void llk_py_u64s_free(llk_py_u64s_t *conv);
 int llk_py_layers_from(llmlink_layer_range_t *out, PyObject *obj);
+/* An int in the C type's range (TypeError / ValueError naming what). */
+int llk_py_i32_from(PyObject *obj, int32_t *out, const char *what);
+int llk_py_u32_from(PyObject *obj, uint32_t *out, const char *what);
 
 /* Raises LLMException(message, LLMStatusCode(status)) with the calling
  * thread's llmlink_last_error(); call it right after the failing call. */

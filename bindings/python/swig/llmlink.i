@@ -24,6 +24,7 @@
 #include <string.h>
 #include "llmlink.h"
 #include "llk_py_convert.h"
+#include "llk_py_task.h"
 %}
 
 %include <stdint.i>
@@ -54,6 +55,29 @@
 %ignore llmlink_register_options_init;
 /* The callback goes to Python's logging through llk_py_set_log_level. */
 %ignore llmlink_set_log_callback;
+%ignore llmlink_task_options;
+%ignore llmlink_task_options_t;
+%ignore llmlink_task_options_init;
+%ignore llmlink_transfer_target;
+%ignore llmlink_transfer_target_t;
+%ignore llmlink_notification;
+%ignore llmlink_notification_t;
+/* These hand back arrays: llk_py_task_poll_done, llk_py_get_notifies and
+ * llk_py_task_results below return lists. */
+%ignore llmlink_task_poll_done;
+%ignore llmlink_get_notifies;
+%ignore llmlink_task_results;
+/* Operator metrics (issue 17): not wrapped yet (SWIG cannot set their
+ * multi-dimensional arrays); the Python collector will convert them. */
+%ignore llmlink_metrics;
+%ignore llmlink_metrics_t;
+%ignore llmlink_get_metrics;
+%ignore llmlink_link_info;
+%ignore llmlink_link_info_t;
+%ignore llmlink_get_links;
+/* The package keeps its own objects per task (on_done is not used: the
+ * engine fd drives asyncio), so the task's user_data stays NULL. */
+%ignore llmlink_task_user_data;
 
 /* ------------------------------------------------------------------ */
 /* Status: raise on failure (the default for every call)               */
@@ -129,7 +153,7 @@
 /* ------------------------------------------------------------------ */
 /* Options: a dict {str: str}                                          */
 /* ------------------------------------------------------------------ */
-%typemap(in) (const llmlink_option_t *options, size_t num_options) (llk_py_options_t conv) {
+%typemap(in) (const llmlink_option_t *options, size_t num_options) (llk_py_options_t conv = LLK_PY_ZERO) {
     if (llk_py_options_from(&conv, $input) < 0) SWIG_fail;
     $1 = conv.items;
     $2 = conv.count;
@@ -143,7 +167,7 @@
 /* clusters: a sequence of (remote_cluster_id, remote_role,            */
 /*           [(ip, port), ...] local, [(ip, port), ...] remote)        */
 /* ------------------------------------------------------------------ */
-%typemap(in) (const llmlink_cluster_info_t *clusters, size_t num_clusters) (llk_py_clusters_t conv) {
+%typemap(in) (const llmlink_cluster_info_t *clusters, size_t num_clusters) (llk_py_clusters_t conv = LLK_PY_ZERO) {
     if (llk_py_clusters_from(&conv, $input) < 0) SWIG_fail;
     $1 = conv.items;
     $2 = conv.count;
@@ -201,7 +225,7 @@
     }
 }
 
-%typemap(in) (const llmlink_cache_key_t *keys, size_t num_keys) (llk_py_keys_t conv) {
+%typemap(in) (const llmlink_cache_key_t *keys, size_t num_keys) (llk_py_keys_t conv = LLK_PY_ZERO) {
     if (llk_py_keys_from(&conv, $input) < 0) SWIG_fail;
     $1 = conv.items;
     $2 = conv.count;
@@ -210,9 +234,9 @@
     llk_py_keys_free(&conv$argnum);
 }
 
-%typemap(in) (const uint64_t *addrs, size_t num_addrs) (llk_py_u64s_t conv),
-             (const uint64_t *src_blocks, size_t num_src_blocks) (llk_py_u64s_t conv),
-             (const uint64_t *dst_blocks, size_t num_dst_blocks) (llk_py_u64s_t conv) {
+%typemap(in) (const uint64_t *addrs, size_t num_addrs) (llk_py_u64s_t conv = LLK_PY_ZERO),
+             (const uint64_t *src_blocks, size_t num_src_blocks) (llk_py_u64s_t conv = LLK_PY_ZERO),
+             (const uint64_t *dst_blocks, size_t num_dst_blocks) (llk_py_u64s_t conv = LLK_PY_ZERO) {
     if (llk_py_u64s_from(&conv, $input, "$1_name") < 0) SWIG_fail;
     $1 = conv.items;
     $2 = conv.count;
@@ -262,11 +286,77 @@
 }
 
 /* ------------------------------------------------------------------ */
+/* Tasks (the *_async calls) and notifications                         */
+/* opts: (timeout_ms, notify bytes or None) or None; the task handle   */
+/* comes back as an llmlink_task_t pointer object, which the package   */
+/* releases exactly once (llmlink_task_release).                       */
+/* ------------------------------------------------------------------ */
+%typemap(in) const llmlink_task_options_t *opts (llmlink_task_options_t value) {
+    $1 = NULL;
+    if ($input != Py_None) {
+        if (llk_py_task_opts_from(&value, $input) < 0) SWIG_fail;
+        $1 = &value;
+    }
+}
+
+%typemap(in, numinputs=0) llmlink_task_t **task (llmlink_task_t *handle = NULL) { $1 = &handle; }
+%typemap(argout) llmlink_task_t **task {
+    $result = SWIG_Python_AppendOutput($result,
+                                       SWIG_NewPointerObj(handle$argnum, $descriptor(llmlink_task_t *), 0));
+}
+
+/* A task's status is an answer (TASK_PENDING, or its final status), not
+ * an error of the call: LLMStatusCode back, the message from
+ * llmlink_task_error. */
+%typemap(out) llmlink_status_t llmlink_task_status, llmlink_status_t llmlink_task_wait,
+              llmlink_status_t llmlink_task_cancel {
+    $result = llk_py_status($1);
+    if (!$result) SWIG_fail;
+}
+
+%typemap(in, numinputs=0) int *fd (int value = -1) { $1 = &value; }
+%typemap(argout) int *fd {
+    $result = SWIG_Python_AppendOutput($result, PyLong_FromLong((long)value$argnum));
+}
+
+/* llmlink_notify's payload: bytes, borrowed for the call. */
+%typemap(in) (const void *data, size_t len) (const void *buf = NULL, size_t n = 0) {
+    if (llk_py_notify_data_from($input, &buf, &n) < 0) SWIG_fail;
+    $1 = (void *)buf; /* SWIG drops the const; the call only reads it */
+    $2 = n;
+}
+
+/* transfer_cache_async: the synchronizer is a Python callable
+ * (layer_index, timeout_ms) -> bool, called through llk_py_layer_sync;
+ * targets as llk_py_targets_from takes them. */
+%typemap(in) (llmlink_layer_sync_fn sync, void *sync_user_data) {
+    if (!PyCallable_Check($input)) {
+        PyErr_SetString(PyExc_TypeError, "layer synchronizer must be callable");
+        SWIG_fail;
+    }
+    $1 = llk_py_layer_sync;
+    $2 = $input;
+}
+%typemap(in) (const llmlink_transfer_target_t *targets, size_t num_targets)
+        (llk_py_targets_t conv = LLK_PY_ZERO) {
+    if (llk_py_targets_from(&conv, $input) < 0) SWIG_fail;
+    $1 = conv.items;
+    $2 = conv.count;
+}
+%typemap(freearg) (const llmlink_transfer_target_t *targets, size_t num_targets) {
+    llk_py_targets_free(&conv$argnum);
+}
+
+/* ------------------------------------------------------------------ */
 /* Helpers that touch Python objects keep the GIL                      */
 /* ------------------------------------------------------------------ */
 %nothread llk_py_memoryview;
 %nothread llk_py_set_log_level;
 %nothread llk_py_status_of;
+/* These release the GIL themselves around their C call. */
+%nothread llk_py_task_poll_done;
+%nothread llk_py_get_notifies;
+%nothread llk_py_task_results;
 
 %inline %{
 /* A writable memoryview over nbytes at addr, without a copy. The memory
@@ -278,6 +368,12 @@ PyObject *llk_py_memoryview(uint64_t addr, uint64_t nbytes);
 PyObject *llk_py_set_log_level(int level);
 /* LLMStatusCode(status), or the int where the enum lacks it. */
 PyObject *llk_py_status_of(uint32_t status);
+/* [address of each finished task], at most max (llmlink_task_poll_done). */
+PyObject *llk_py_task_poll_done(llmlink_t *dd, size_t max);
+/* [(cluster_id, bytes)], at most max (llmlink_get_notifies). */
+PyObject *llk_py_get_notifies(llmlink_t *dd, size_t max);
+/* [LLMStatusCode per target] (llmlink_task_results). */
+PyObject *llk_py_task_results(llmlink_task_t *task, size_t n);
 %}
 
 %include "llmlink.h"

@@ -10,6 +10,7 @@ import llmlink
 from conftest import cluster_to
 from llmlink import LLMConfig, LLMDataDist, LLMException, LLMRole, LLMStatusCode, capi
 
+FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 HEADER = os.path.join(os.path.dirname(__file__), "..", "..", "..", "ffi", "llmlink.h")
 
 LLM_DATADIST_NAMES = [
@@ -30,10 +31,10 @@ def test_type_hints_cover_every_public_name():
     defined = {n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
     assert set(llmlink.__all__) <= defined, set(llmlink.__all__) - defined
     classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
-    hinted = {f.name for f in classes["CacheManager"].body if isinstance(f, ast.FunctionDef)}
+    hinted = {f.name for f in classes["CacheManager"].body if isinstance(f, FUNCTIONS)}
     public = {m for m in vars(llmlink.CacheManager) if not m.startswith("_")}
     assert public <= hinted, public - hinted
-    hinted = {f.name for f in classes["LLMDataDist"].body if isinstance(f, ast.FunctionDef)}
+    hinted = {f.name for f in classes["LLMDataDist"].body if isinstance(f, FUNCTIONS)}
     public = {m for m in vars(LLMDataDist) if not m.startswith("_")}
     assert public <= hinted, public - hinted
 

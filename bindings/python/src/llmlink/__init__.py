@@ -7,7 +7,10 @@ from ._cache_manager import CacheManager
 from ._cluster import LLMClusterInfo
 from ._config import LLMConfig
 from ._datadist import LLMDataDist
+from ._layerwise import LayerSynchronizer, TransferConfig, TransferWithCacheKeyConfig
 from ._logging import set_log_level
+from ._notify import Notification
+from ._transfer import CacheTask, Transfer
 from ._types import (BlocksCacheKey, Cache, CacheDesc, CacheKey, CacheKeyByIdAndIndex, DataType,
                      LLMRole, Placement, RdmaProtection)
 
@@ -19,6 +22,7 @@ __version__ = capi.llmlink_version_string()
 
 __all__ = [
     "BlocksCacheKey", "Cache", "CacheDesc", "CacheKey", "CacheKeyByIdAndIndex", "CacheManager",
-    "DataType", "LLMClusterInfo", "LLMConfig", "LLMDataDist", "LLMException", "LLMRole",
-    "LLMStatusCode", "Placement", "RdmaProtection", "set_log_level",
+    "CacheTask", "DataType", "LayerSynchronizer", "LLMClusterInfo", "LLMConfig", "LLMDataDist",
+    "LLMException", "LLMRole", "LLMStatusCode", "Notification", "Placement", "RdmaProtection",
+    "Transfer", "TransferConfig", "TransferWithCacheKeyConfig", "set_log_level",
 ]

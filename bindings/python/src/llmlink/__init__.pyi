@@ -1,7 +1,8 @@
 """Type hints for the public names of llmlink (the llm_datadist API)."""
 import logging
 from enum import Enum, IntEnum
-from typing import Dict, List, Optional, Sequence, Tuple, Union, overload
+from typing import (Any, Dict, Generator, List, NamedTuple, Optional, Sequence, Tuple, Union,
+                    overload)
 
 __version__: str
 
@@ -43,6 +44,10 @@ class LLMStatusCode(IntEnum):
     LLMLINK_CACHE_IN_USE: int
     LLMLINK_AUTH_FAILED: int
     LLMLINK_ACCESS_DENIED: int
+    LLMLINK_TASK_PENDING: int
+    LLMLINK_CANCELLED: int
+    LLMLINK_CANCELLED_LINK_CLOSED: int
+    LLMLINK_NOTIFY_QUEUE_FULL: int
 
 class LLMException(Exception):
     def __init__(self, message: str = ..., status_code: Union[LLMStatusCode, int] = ...) -> None: ...
@@ -172,6 +177,51 @@ class Cache:
 
 PullKey = Union[CacheKey, CacheKeyByIdAndIndex]
 
+class Transfer:
+    # A pull or push in flight; released by close(), a with-block, the
+    # garbage collector, or finalize (a running task is cancelled first).
+    @property
+    def status(self) -> Union[LLMStatusCode, int]: ...
+    @property
+    def message(self) -> str: ...
+    def done(self) -> bool: ...
+    def wait(self, timeout_ms: Optional[int] = ...) -> bool: ...
+    def cancel(self) -> Union[LLMStatusCode, int]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> "Transfer": ...
+    def __exit__(self, *exc: Any) -> None: ...
+    def __await__(self) -> Generator[Any, None, None]: ...
+
+class CacheTask(Transfer):
+    def synchronize(self, timeout_in_millis: Optional[int] = ...) -> Union[LLMStatusCode, int]: ...
+    def get_results(self, timeout_in_millis: Optional[int] = ...
+                    ) -> List[Optional[Union[LLMStatusCode, int]]]: ...
+
+class LayerSynchronizer:
+    def synchronize_layer(self, layer_index: int, timeout_in_millis: Optional[int]) -> bool: ...
+
+class TransferWithCacheKeyConfig:
+    def __init__(self, cache_key: Union[BlocksCacheKey, CacheKeyByIdAndIndex, CacheKey],
+                 src_layer_range: Optional[range] = ..., dst_layer_range: Optional[range] = ...,
+                 src_batch_index: int = ...) -> None: ...
+    cache_key: Union[BlocksCacheKey, CacheKeyByIdAndIndex, CacheKey]
+    src_layer_range: Optional[range]
+    dst_layer_range: Optional[range]
+    src_batch_index: int
+
+class TransferConfig:
+    # Accepted; transfer_cache_async raises LLM_FEATURE_NOT_ENABLED for it.
+    def __init__(self, dst_cluster_id: int, dst_addrs: Sequence[int],
+                 src_layer_range: Optional[range] = ..., src_batch_index: int = ...) -> None: ...
+    dst_cluster_id: int
+    dst_addrs: List[int]
+    src_layer_range: Optional[range]
+    src_batch_index: int
+
+class Notification(NamedTuple):
+    cluster_id: int
+    data: bytes
+
 class CacheManager:
     def register_cache(self, cache_desc: CacheDesc, addrs: Sequence[int],
                        cache_keys: Sequence[CacheKey] = ...,
@@ -203,6 +253,37 @@ class CacheManager:
     def push_cache(self, dst_cache_key: PullKey, src_cache: Cache, src_batch_index: int = ...,
                    src_layer_range: Optional[range] = ..., dst_layer_range: Optional[range] = ...,
                    size: int = ..., tensor_num_per_layer: int = ...) -> None: ...
+    # The same without waiting. notify: bytes (1..4096) the peer gets once
+    # every byte is in place; timeout_ms: None for llm.SyncKvCacheWaitTime.
+    def pull_cache_async(self, cache_key: PullKey, cache: Cache, batch_index: int = ...,
+                         size: int = ..., src_layer_range: Optional[range] = ...,
+                         dst_layer_range: Optional[range] = ..., tensor_num_per_layer: int = ...,
+                         *, notify: Optional[bytes] = ..., timeout_ms: Optional[int] = ...
+                         ) -> Transfer: ...
+    def pull_blocks_async(self, src_cache_key: Union[PullKey, BlocksCacheKey], dst_cache: Cache,
+                          src_blocks: Optional[Sequence[int]] = ..., dst_blocks: Sequence[int] = ...,
+                          src_layer_range: Optional[range] = ...,
+                          dst_layer_range: Optional[range] = ..., tensor_num_per_layer: int = ...,
+                          *, notify: Optional[bytes] = ..., timeout_ms: Optional[int] = ...
+                          ) -> Transfer: ...
+    def push_blocks_async(self, dst_cache_key: BlocksCacheKey, src_cache: Cache,
+                          src_blocks: Sequence[int] = ..., dst_blocks: Sequence[int] = ...,
+                          src_layer_range: Optional[range] = ...,
+                          dst_layer_range: Optional[range] = ..., tensor_num_per_layer: int = ...,
+                          *, notify: Optional[bytes] = ..., timeout_ms: Optional[int] = ...
+                          ) -> Transfer: ...
+    def push_cache_async(self, dst_cache_key: PullKey, src_cache: Cache, src_batch_index: int = ...,
+                         src_layer_range: Optional[range] = ...,
+                         dst_layer_range: Optional[range] = ..., size: int = ...,
+                         tensor_num_per_layer: int = ..., *, notify: Optional[bytes] = ...,
+                         timeout_ms: Optional[int] = ...) -> Transfer: ...
+    def transfer_cache_async(
+            self, src_cache: Cache, layer_synchronizer: LayerSynchronizer,
+            transfer_configs: Sequence[Union[TransferWithCacheKeyConfig, TransferConfig]],
+            src_block_indices: Optional[Sequence[int]] = ...,
+            dst_block_indices: Optional[Sequence[int]] = ...,
+            dst_block_memory_size: Optional[int] = ..., *,
+            timeout_ms: Optional[int] = ...) -> CacheTask: ...
 
 LinkOutcome = Tuple[LLMStatusCode, List[LLMStatusCode]]
 
@@ -229,5 +310,8 @@ class LLMDataDist:
     @overload
     def link_stats(self, cluster_id: int) -> Dict[str, Union[int, RdmaProtection]]: ...
     def transfer_stats(self) -> Dict[str, int]: ...
+    def notify(self, cluster_id: int, data: bytes, timeout_ms: int = ...) -> None: ...
+    def get_notifies(self, max_count: Optional[int] = ...) -> List[Notification]: ...
+    async def next_notify(self) -> Notification: ...
 
 def set_log_level(level: Optional[int]) -> None: ...

@@ -1,9 +1,11 @@
 """LLMDataDist: one engine, with llm_datadist's calls and error semantics."""
 from . import capi
 from ._cache_manager import CacheManager
-from ._checks import UINT16_MAX, check_int, check_list_of, check_timeout, check_type, check_uint64
+from ._checks import (UINT16_MAX, UINT32_MAX, check_int, check_list_of, check_timeout, check_type,
+                      check_uint64)
 from ._cluster import LLMClusterInfo
 from ._handle import EngineHandle
+from ._notify import Notification, notify_bytes
 from ._types import LLMRole, rdma_protection_of
 
 
@@ -108,6 +110,47 @@ class LLMDataDist:
 
     def transfer_stats(self):
         return self._engine().call(capi.llmlink_get_xfer_stats)
+
+    # Notifications: small messages between linked engines.
+    def notify(self, cluster_id, data, timeout_ms=1000):
+        """Sends data (bytes, 1..4096) to the linked engine cluster_id and
+        waits up to timeout_ms for it to be queued there. LLMException:
+        LLMLINK_NOTIFY_QUEUE_FULL (the peer's queue is full: nothing was
+        queued, try later), LLM_NOT_YET_LINK, LLM_TIMEOUT."""
+        engine = self._engine()
+        check_uint64("cluster_id", cluster_id)
+        data = notify_bytes("data", data)
+        check_timeout("timeout_ms", timeout_ms)
+        engine.call(capi.llmlink_notify, cluster_id, data, timeout_ms)
+
+    def get_notifies(self, max_count=None):
+        """The notifications received and not yet taken, oldest first (in
+        the order each peer sent them), at most max_count (None: all):
+        a list of Notification(cluster_id, data)."""
+        engine = self._engine()
+        if max_count is not None:
+            check_int("max_count", max_count, 0, UINT32_MAX)
+        want = UINT32_MAX if max_count is None else max_count
+        out = engine.hub.take_spilled(want)
+        while len(out) < want:
+            batch = engine.call(capi.llk_py_get_notifies, min(want - len(out), _NOTIFY_BATCH))
+            out += [Notification(*item) for item in batch]
+            if len(batch) < _NOTIFY_BATCH:
+                break
+        return out
+
+    async def next_notify(self):
+        """asyncio: the next notification (a Notification), waiting on the
+        engine's fd (no thread, no polling) until one arrives."""
+        engine = self._engine()
+        got = self.get_notifies(1)
+        if got:
+            return got[0]
+        return await engine.hub.watch_notify()
+
+
+# Notifications per C call (each is up to 4 KiB in the call's buffer).
+_NOTIFY_BATCH = 64
 
 
 def _c_clusters(clusters):

@@ -14,10 +14,14 @@ First line out: {"ready": true, "port": <listen port>} (or {"ready": false,
                    [remote_accessible]
                    (remote_accessible: true by default, "default" for the
                    binding's own default; access: llmlink's
-                   llmlink_register_blocks_cache_opts with that access)
+                   llmlink_register_blocks_cache_opts with that access;
+                   seed null: zeroed memory)
   allocate_cache   num_tensors shape dtype keys=[...] seed
                    -> cache_id   (memory filled with kvpattern.pattern(seed))
   digest  cache_id           -> digests: sha256 of each tensor's bytes
+  read    cache_id tensor offset size -> hex: those bytes of the tensor
+  notify  cluster data=HEX [timeout_ms] -> sends a notification to cluster
+  get_notifies [max_count]   -> notifies: [[cluster_id, HEX], ...]
   stats                      -> links: link_stats(), xfer: transfer_stats()
   unlink  clusters=[id...] force -> ret, rets (status names)
   quit                       -> finalizes, replies, exits 0
@@ -52,7 +56,9 @@ class Peer:
 
     def _register(self, req, blocks):
         desc = self._desc(req)
-        arrays = [pattern(desc.size, req.get("seed", 0), t) for t in range(desc.num_tensors)]
+        seed = req.get("seed", 0)
+        arrays = [np.zeros(desc.size, dtype=np.uint8) if seed is None else pattern(desc.size, seed, t)
+                  for t in range(desc.num_tensors)]
         addrs = [a.ctypes.data for a in arrays]
         # The decoder pulls from and pushes into these: remotely accessible,
         # as llm_datadist needs for host memory ("default": the binding's
@@ -98,6 +104,19 @@ class Peer:
         cache, _ = self.caches[req["cache_id"]]
         return {"digests": [digest(cache.tensor_buffer(t))
                             for t in range(cache.cache_desc.num_tensors)]}
+
+    def op_read(self, req):
+        cache, _ = self.caches[req["cache_id"]]
+        view = cache.tensor_buffer(req["tensor"])
+        return {"hex": bytes(view[req["offset"]:req["offset"] + req["size"]]).hex()}
+
+    def op_notify(self, req):
+        self.engine.notify(req["cluster"], bytes.fromhex(req["data"]), req.get("timeout_ms", 1000))
+        return {}
+
+    def op_get_notifies(self, req):
+        got = self.engine.get_notifies(req.get("max_count"))
+        return {"notifies": [[n.cluster_id, n.data.hex()] for n in got]}
 
     def op_stats(self, req):
         return {"links": self.engine.link_stats(), "xfer": self.engine.transfer_stats()}

@@ -42,6 +42,10 @@ pub const LLMLINK_CACHE_KEY_ALREADY_EXIST: u32 = 1343271176;
 pub const LLMLINK_CACHE_IN_USE: u32 = 1343271177;
 pub const LLMLINK_AUTH_FAILED: u32 = 1343271178;
 pub const LLMLINK_ACCESS_DENIED: u32 = 1343271179;
+pub const LLMLINK_TASK_PENDING: u32 = 1343271180;
+pub const LLMLINK_CANCELLED: u32 = 1343271181;
+pub const LLMLINK_CANCELLED_LINK_CLOSED: u32 = 1343271182;
+pub const LLMLINK_NOTIFY_QUEUE_FULL: u32 = 1343271183;
 pub const LLMLINK_MAX_CLUSTERS_PER_CALL: u32 = 16;
 pub const LLMLINK_MAX_IP_INFOS: u32 = 16;
 pub const LLMLINK_MAX_LISTEN_ADDRS: u32 = 8;
@@ -53,6 +57,16 @@ pub const LLMLINK_MAX_BLOCKS_PER_CALL: u32 = 1048576;
 pub const LLMLINK_REGISTER_OPTIONS_VERSION: u32 = 1;
 pub const LLMLINK_XFER_STATS_VERSION: u32 = 2;
 pub const LLMLINK_LINK_STATS_VERSION: u32 = 1;
+pub const LLMLINK_TASK_OPTIONS_VERSION: u32 = 1;
+pub const LLMLINK_MAX_NOTIFY_BYTES: u32 = 4096;
+pub const LLMLINK_METRICS_MAX_DIRS: u32 = 2;
+pub const LLMLINK_METRICS_MAX_TRANSPORTS: u32 = 8;
+pub const LLMLINK_METRICS_MAX_RESULTS: u32 = 8;
+pub const LLMLINK_METRICS_MAX_LINK_DIRS: u32 = 2;
+pub const LLMLINK_METRICS_MAX_REASONS: u32 = 16;
+pub const LLMLINK_METRICS_BUCKETS: u32 = 24;
+pub const LLMLINK_METRICS_VERSION: u32 = 1;
+pub const LLMLINK_LINK_INFO_VERSION: u32 = 1;
 unsafe extern "C" {
     pub fn llmlink_version_number() -> u32;
 }
@@ -789,5 +803,546 @@ unsafe extern "C" {
         dd: *mut llmlink_t,
         cluster_id: u64,
         stats: *mut llmlink_link_stats_t,
+    ) -> llmlink_status_t;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct llmlink_task {
+    _unused: [u8; 0],
+}
+pub type llmlink_task_t = llmlink_task;
+pub type llmlink_task_done_fn = ::std::option::Option<
+    unsafe extern "C" fn(
+        task: *mut llmlink_task_t,
+        status: llmlink_status_t,
+        user_data: *mut ::std::os::raw::c_void,
+    ),
+>;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct llmlink_task_options {
+    pub version: u32,
+    pub timeout_ms: i32,
+    pub on_done: llmlink_task_done_fn,
+    pub user_data: *mut ::std::os::raw::c_void,
+    pub notify_data: *const ::std::os::raw::c_void,
+    pub notify_len: usize,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of llmlink_task_options",
+    ][::std::mem::size_of::<llmlink_task_options>() - 40usize];
+    [
+        "Alignment of llmlink_task_options",
+    ][::std::mem::align_of::<llmlink_task_options>() - 8usize];
+    [
+        "Offset of field: llmlink_task_options::version",
+    ][::std::mem::offset_of!(llmlink_task_options, version) - 0usize];
+    [
+        "Offset of field: llmlink_task_options::timeout_ms",
+    ][::std::mem::offset_of!(llmlink_task_options, timeout_ms) - 4usize];
+    [
+        "Offset of field: llmlink_task_options::on_done",
+    ][::std::mem::offset_of!(llmlink_task_options, on_done) - 8usize];
+    [
+        "Offset of field: llmlink_task_options::user_data",
+    ][::std::mem::offset_of!(llmlink_task_options, user_data) - 16usize];
+    [
+        "Offset of field: llmlink_task_options::notify_data",
+    ][::std::mem::offset_of!(llmlink_task_options, notify_data) - 24usize];
+    [
+        "Offset of field: llmlink_task_options::notify_len",
+    ][::std::mem::offset_of!(llmlink_task_options, notify_len) - 32usize];
+};
+impl Default for llmlink_task_options {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+pub type llmlink_task_options_t = llmlink_task_options;
+unsafe extern "C" {
+    pub fn llmlink_task_options_init(
+        opts: *mut llmlink_task_options_t,
+        version: u32,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_pull_blocks_async(
+        dd: *mut llmlink_t,
+        src_key: *const llmlink_cache_key_t,
+        dst_cache_id: i64,
+        src_blocks: *const u64,
+        num_src_blocks: usize,
+        dst_blocks: *const u64,
+        num_dst_blocks: usize,
+        layers: *const llmlink_layer_range_t,
+        opts: *const llmlink_task_options_t,
+        task: *mut *mut llmlink_task_t,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_pull_cache_async(
+        dd: *mut llmlink_t,
+        src_key: *const llmlink_cache_key_t,
+        dst_cache_id: i64,
+        batch_index: u32,
+        size: i64,
+        layers: *const llmlink_layer_range_t,
+        opts: *const llmlink_task_options_t,
+        task: *mut *mut llmlink_task_t,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_push_blocks_async(
+        dd: *mut llmlink_t,
+        dst_key: *const llmlink_cache_key_t,
+        src_cache_id: i64,
+        src_blocks: *const u64,
+        num_src_blocks: usize,
+        dst_blocks: *const u64,
+        num_dst_blocks: usize,
+        layers: *const llmlink_layer_range_t,
+        opts: *const llmlink_task_options_t,
+        task: *mut *mut llmlink_task_t,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_push_cache_async(
+        dd: *mut llmlink_t,
+        dst_key: *const llmlink_cache_key_t,
+        src_cache_id: i64,
+        src_batch_index: u32,
+        size: i64,
+        layers: *const llmlink_layer_range_t,
+        opts: *const llmlink_task_options_t,
+        task: *mut *mut llmlink_task_t,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_status(task: *mut llmlink_task_t) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_wait(
+        task: *mut llmlink_task_t,
+        timeout_ms: i32,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_cancel(task: *mut llmlink_task_t) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_release(task: *mut llmlink_task_t);
+}
+unsafe extern "C" {
+    pub fn llmlink_task_error(
+        task: *mut llmlink_task_t,
+    ) -> *const ::std::os::raw::c_char;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_user_data(
+        task: *mut llmlink_task_t,
+    ) -> *mut ::std::os::raw::c_void;
+}
+unsafe extern "C" {
+    pub fn llmlink_get_event_fd(
+        dd: *mut llmlink_t,
+        fd: *mut ::std::os::raw::c_int,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_poll_done(
+        dd: *mut llmlink_t,
+        tasks: *mut *mut llmlink_task_t,
+        max: usize,
+        count: *mut usize,
+    ) -> llmlink_status_t;
+}
+pub type llmlink_layer_sync_fn = ::std::option::Option<
+    unsafe extern "C" fn(
+        layer_index: u32,
+        timeout_ms: i32,
+        user_data: *mut ::std::os::raw::c_void,
+    ) -> bool,
+>;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct llmlink_transfer_target {
+    pub dst_key: llmlink_cache_key_t,
+    pub src_layer_start: i32,
+    pub src_layer_end: i32,
+    pub dst_layer_start: i32,
+    pub dst_layer_end: i32,
+    pub src_batch_index: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of llmlink_transfer_target",
+    ][::std::mem::size_of::<llmlink_transfer_target>() - 80usize];
+    [
+        "Alignment of llmlink_transfer_target",
+    ][::std::mem::align_of::<llmlink_transfer_target>() - 8usize];
+    [
+        "Offset of field: llmlink_transfer_target::dst_key",
+    ][::std::mem::offset_of!(llmlink_transfer_target, dst_key) - 0usize];
+    [
+        "Offset of field: llmlink_transfer_target::src_layer_start",
+    ][::std::mem::offset_of!(llmlink_transfer_target, src_layer_start) - 56usize];
+    [
+        "Offset of field: llmlink_transfer_target::src_layer_end",
+    ][::std::mem::offset_of!(llmlink_transfer_target, src_layer_end) - 60usize];
+    [
+        "Offset of field: llmlink_transfer_target::dst_layer_start",
+    ][::std::mem::offset_of!(llmlink_transfer_target, dst_layer_start) - 64usize];
+    [
+        "Offset of field: llmlink_transfer_target::dst_layer_end",
+    ][::std::mem::offset_of!(llmlink_transfer_target, dst_layer_end) - 68usize];
+    [
+        "Offset of field: llmlink_transfer_target::src_batch_index",
+    ][::std::mem::offset_of!(llmlink_transfer_target, src_batch_index) - 72usize];
+};
+impl Default for llmlink_transfer_target {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+pub type llmlink_transfer_target_t = llmlink_transfer_target;
+unsafe extern "C" {
+    pub fn llmlink_transfer_cache_async(
+        dd: *mut llmlink_t,
+        src_cache_id: i64,
+        sync: llmlink_layer_sync_fn,
+        sync_user_data: *mut ::std::os::raw::c_void,
+        targets: *const llmlink_transfer_target_t,
+        num_targets: usize,
+        src_blocks: *const u64,
+        num_src_blocks: usize,
+        dst_blocks: *const u64,
+        num_dst_blocks: usize,
+        tensors_per_layer: u32,
+        opts: *const llmlink_task_options_t,
+        task: *mut *mut llmlink_task_t,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_task_results(
+        task: *mut llmlink_task_t,
+        results: *mut llmlink_status_t,
+        num_results: usize,
+    ) -> llmlink_status_t;
+}
+unsafe extern "C" {
+    pub fn llmlink_notify(
+        dd: *mut llmlink_t,
+        cluster_id: u64,
+        data: *const ::std::os::raw::c_void,
+        len: usize,
+        timeout_ms: i32,
+    ) -> llmlink_status_t;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct llmlink_notification {
+    pub cluster_id: u64,
+    pub len: u32,
+    pub data: [u8; 4096usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of llmlink_notification",
+    ][::std::mem::size_of::<llmlink_notification>() - 4112usize];
+    [
+        "Alignment of llmlink_notification",
+    ][::std::mem::align_of::<llmlink_notification>() - 8usize];
+    [
+        "Offset of field: llmlink_notification::cluster_id",
+    ][::std::mem::offset_of!(llmlink_notification, cluster_id) - 0usize];
+    [
+        "Offset of field: llmlink_notification::len",
+    ][::std::mem::offset_of!(llmlink_notification, len) - 8usize];
+    [
+        "Offset of field: llmlink_notification::data",
+    ][::std::mem::offset_of!(llmlink_notification, data) - 12usize];
+};
+impl Default for llmlink_notification {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+pub type llmlink_notification_t = llmlink_notification;
+unsafe extern "C" {
+    pub fn llmlink_get_notifies(
+        dd: *mut llmlink_t,
+        out: *mut llmlink_notification_t,
+        max: usize,
+        count: *mut usize,
+    ) -> llmlink_status_t;
+}
+pub const LLMLINK_METRICS_PULL: llmlink_metrics_dir = 0;
+pub const LLMLINK_METRICS_PUSH: llmlink_metrics_dir = 1;
+pub type llmlink_metrics_dir = ::std::os::raw::c_uint;
+pub use self::llmlink_metrics_dir as llmlink_metrics_dir_t;
+pub const LLMLINK_METRICS_TRANSPORT_NONE: llmlink_metrics_transport = 0;
+pub const LLMLINK_METRICS_TRANSPORT_TCP: llmlink_metrics_transport = 1;
+pub const LLMLINK_METRICS_TRANSPORT_SHM: llmlink_metrics_transport = 2;
+pub const LLMLINK_METRICS_TRANSPORT_RDMA: llmlink_metrics_transport = 3;
+pub type llmlink_metrics_transport = ::std::os::raw::c_uint;
+pub use self::llmlink_metrics_transport as llmlink_metrics_transport_t;
+pub const LLMLINK_METRICS_SUCCESS: llmlink_metrics_result = 0;
+pub const LLMLINK_METRICS_REFUSED: llmlink_metrics_result = 1;
+pub const LLMLINK_METRICS_FAILED: llmlink_metrics_result = 2;
+pub const LLMLINK_METRICS_TIMED_OUT: llmlink_metrics_result = 3;
+pub const LLMLINK_METRICS_CANCELLED: llmlink_metrics_result = 4;
+pub type llmlink_metrics_result = ::std::os::raw::c_uint;
+pub use self::llmlink_metrics_result as llmlink_metrics_result_t;
+pub const LLMLINK_LINK_OUTBOUND: llmlink_link_direction = 0;
+pub const LLMLINK_LINK_INBOUND: llmlink_link_direction = 1;
+pub type llmlink_link_direction = ::std::os::raw::c_uint;
+pub use self::llmlink_link_direction as llmlink_link_direction_t;
+pub const LLMLINK_CLOSE_OTHER: llmlink_close_reason = 0;
+pub const LLMLINK_CLOSE_UNLINKED: llmlink_close_reason = 1;
+pub const LLMLINK_CLOSE_UNLINKED_BY_PEER: llmlink_close_reason = 2;
+pub const LLMLINK_CLOSE_LIVENESS: llmlink_close_reason = 3;
+pub const LLMLINK_CLOSE_PEER_CLOSED: llmlink_close_reason = 4;
+pub const LLMLINK_CLOSE_TRANSFER_FAILED: llmlink_close_reason = 5;
+pub const LLMLINK_CLOSE_FINALIZE: llmlink_close_reason = 6;
+pub const LLMLINK_CLOSE_PROTOCOL_ERROR: llmlink_close_reason = 7;
+pub const LLMLINK_CLOSE_REPLACED: llmlink_close_reason = 8;
+pub type llmlink_close_reason = ::std::os::raw::c_uint;
+pub use self::llmlink_close_reason as llmlink_close_reason_t;
+pub const LLMLINK_REFUSE_OTHER: llmlink_refuse_reason = 0;
+pub const LLMLINK_REFUSE_AUTH: llmlink_refuse_reason = 1;
+pub const LLMLINK_REFUSE_ACCESS: llmlink_refuse_reason = 2;
+pub const LLMLINK_REFUSE_VERSION: llmlink_refuse_reason = 3;
+pub const LLMLINK_REFUSE_CLUSTER_ID: llmlink_refuse_reason = 4;
+pub const LLMLINK_REFUSE_LIMITS: llmlink_refuse_reason = 5;
+pub const LLMLINK_REFUSE_PROTOCOL: llmlink_refuse_reason = 6;
+pub const LLMLINK_REFUSE_CONNECT: llmlink_refuse_reason = 7;
+pub const LLMLINK_REFUSE_TIMEOUT: llmlink_refuse_reason = 8;
+pub const LLMLINK_REFUSE_TRANSPORT: llmlink_refuse_reason = 9;
+pub type llmlink_refuse_reason = ::std::os::raw::c_uint;
+pub use self::llmlink_refuse_reason as llmlink_refuse_reason_t;
+unsafe extern "C" {
+    pub fn llmlink_metrics_bucket_bound_seconds(i: usize) -> f64;
+}
+pub const LLMLINK_LABEL_DIR: llmlink_metrics_label_kind = 0;
+pub const LLMLINK_LABEL_TRANSPORT: llmlink_metrics_label_kind = 1;
+pub const LLMLINK_LABEL_RESULT: llmlink_metrics_label_kind = 2;
+pub const LLMLINK_LABEL_LINK_DIR: llmlink_metrics_label_kind = 3;
+pub const LLMLINK_LABEL_CLOSE_REASON: llmlink_metrics_label_kind = 4;
+pub const LLMLINK_LABEL_REFUSE_REASON: llmlink_metrics_label_kind = 5;
+pub type llmlink_metrics_label_kind = ::std::os::raw::c_uint;
+pub use self::llmlink_metrics_label_kind as llmlink_metrics_label_kind_t;
+unsafe extern "C" {
+    pub fn llmlink_metrics_label(
+        kind: llmlink_metrics_label_kind_t,
+        value: u32,
+    ) -> *const ::std::os::raw::c_char;
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct llmlink_metrics {
+    pub version: u32,
+    pub links_up: u32,
+    pub links_established: [u64; 2usize],
+    pub links_closed: [u64; 16usize],
+    pub handshakes_ok: u64,
+    pub handshakes_refused: [u64; 16usize],
+    pub handshakes_timed_out: u64,
+    pub link_failures: [u64; 16usize],
+    pub transfers: [[[u64; 8usize]; 8usize]; 2usize],
+    pub bytes: [[u64; 8usize]; 2usize],
+    pub latency_buckets: [[u64; 24usize]; 2usize],
+    pub latency_count: [u64; 2usize],
+    pub latency_sum_ns: [u64; 2usize],
+    pub requests_served: u64,
+    pub requests_refused: u64,
+    pub tasks_submitted: u64,
+    pub tasks_cancelled: u64,
+    pub notifies_sent: u64,
+    pub notifies_received: u64,
+    pub notifies_refused_full: u64,
+    pub protocol_errors: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of llmlink_metrics"][::std::mem::size_of::<llmlink_metrics>() - 2056usize];
+    ["Alignment of llmlink_metrics"][::std::mem::align_of::<llmlink_metrics>() - 8usize];
+    [
+        "Offset of field: llmlink_metrics::version",
+    ][::std::mem::offset_of!(llmlink_metrics, version) - 0usize];
+    [
+        "Offset of field: llmlink_metrics::links_up",
+    ][::std::mem::offset_of!(llmlink_metrics, links_up) - 4usize];
+    [
+        "Offset of field: llmlink_metrics::links_established",
+    ][::std::mem::offset_of!(llmlink_metrics, links_established) - 8usize];
+    [
+        "Offset of field: llmlink_metrics::links_closed",
+    ][::std::mem::offset_of!(llmlink_metrics, links_closed) - 24usize];
+    [
+        "Offset of field: llmlink_metrics::handshakes_ok",
+    ][::std::mem::offset_of!(llmlink_metrics, handshakes_ok) - 152usize];
+    [
+        "Offset of field: llmlink_metrics::handshakes_refused",
+    ][::std::mem::offset_of!(llmlink_metrics, handshakes_refused) - 160usize];
+    [
+        "Offset of field: llmlink_metrics::handshakes_timed_out",
+    ][::std::mem::offset_of!(llmlink_metrics, handshakes_timed_out) - 288usize];
+    [
+        "Offset of field: llmlink_metrics::link_failures",
+    ][::std::mem::offset_of!(llmlink_metrics, link_failures) - 296usize];
+    [
+        "Offset of field: llmlink_metrics::transfers",
+    ][::std::mem::offset_of!(llmlink_metrics, transfers) - 424usize];
+    [
+        "Offset of field: llmlink_metrics::bytes",
+    ][::std::mem::offset_of!(llmlink_metrics, bytes) - 1448usize];
+    [
+        "Offset of field: llmlink_metrics::latency_buckets",
+    ][::std::mem::offset_of!(llmlink_metrics, latency_buckets) - 1576usize];
+    [
+        "Offset of field: llmlink_metrics::latency_count",
+    ][::std::mem::offset_of!(llmlink_metrics, latency_count) - 1960usize];
+    [
+        "Offset of field: llmlink_metrics::latency_sum_ns",
+    ][::std::mem::offset_of!(llmlink_metrics, latency_sum_ns) - 1976usize];
+    [
+        "Offset of field: llmlink_metrics::requests_served",
+    ][::std::mem::offset_of!(llmlink_metrics, requests_served) - 1992usize];
+    [
+        "Offset of field: llmlink_metrics::requests_refused",
+    ][::std::mem::offset_of!(llmlink_metrics, requests_refused) - 2000usize];
+    [
+        "Offset of field: llmlink_metrics::tasks_submitted",
+    ][::std::mem::offset_of!(llmlink_metrics, tasks_submitted) - 2008usize];
+    [
+        "Offset of field: llmlink_metrics::tasks_cancelled",
+    ][::std::mem::offset_of!(llmlink_metrics, tasks_cancelled) - 2016usize];
+    [
+        "Offset of field: llmlink_metrics::notifies_sent",
+    ][::std::mem::offset_of!(llmlink_metrics, notifies_sent) - 2024usize];
+    [
+        "Offset of field: llmlink_metrics::notifies_received",
+    ][::std::mem::offset_of!(llmlink_metrics, notifies_received) - 2032usize];
+    [
+        "Offset of field: llmlink_metrics::notifies_refused_full",
+    ][::std::mem::offset_of!(llmlink_metrics, notifies_refused_full) - 2040usize];
+    [
+        "Offset of field: llmlink_metrics::protocol_errors",
+    ][::std::mem::offset_of!(llmlink_metrics, protocol_errors) - 2048usize];
+};
+pub type llmlink_metrics_t = llmlink_metrics;
+unsafe extern "C" {
+    pub fn llmlink_get_metrics(
+        dd: *mut llmlink_t,
+        metrics: *mut llmlink_metrics_t,
+    ) -> llmlink_status_t;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct llmlink_link_info {
+    pub version: u32,
+    pub direction: u32,
+    pub cluster_id: u64,
+    pub transport: u32,
+    pub streams: u32,
+    pub up_since_ms: i64,
+    pub bytes_pulled: u64,
+    pub bytes_pushed: u64,
+    pub transfers_ok: u64,
+    pub transfers_failed: u64,
+    pub rdma_protection: u32,
+    pub reserved: u32,
+    pub peer_write_bytes: u64,
+    pub peer_read_bytes: u64,
+    pub requests_fenced: u64,
+    pub peer: [::std::os::raw::c_char; 72usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of llmlink_link_info"][::std::mem::size_of::<llmlink_link_info>() - 168usize];
+    [
+        "Alignment of llmlink_link_info",
+    ][::std::mem::align_of::<llmlink_link_info>() - 8usize];
+    [
+        "Offset of field: llmlink_link_info::version",
+    ][::std::mem::offset_of!(llmlink_link_info, version) - 0usize];
+    [
+        "Offset of field: llmlink_link_info::direction",
+    ][::std::mem::offset_of!(llmlink_link_info, direction) - 4usize];
+    [
+        "Offset of field: llmlink_link_info::cluster_id",
+    ][::std::mem::offset_of!(llmlink_link_info, cluster_id) - 8usize];
+    [
+        "Offset of field: llmlink_link_info::transport",
+    ][::std::mem::offset_of!(llmlink_link_info, transport) - 16usize];
+    [
+        "Offset of field: llmlink_link_info::streams",
+    ][::std::mem::offset_of!(llmlink_link_info, streams) - 20usize];
+    [
+        "Offset of field: llmlink_link_info::up_since_ms",
+    ][::std::mem::offset_of!(llmlink_link_info, up_since_ms) - 24usize];
+    [
+        "Offset of field: llmlink_link_info::bytes_pulled",
+    ][::std::mem::offset_of!(llmlink_link_info, bytes_pulled) - 32usize];
+    [
+        "Offset of field: llmlink_link_info::bytes_pushed",
+    ][::std::mem::offset_of!(llmlink_link_info, bytes_pushed) - 40usize];
+    [
+        "Offset of field: llmlink_link_info::transfers_ok",
+    ][::std::mem::offset_of!(llmlink_link_info, transfers_ok) - 48usize];
+    [
+        "Offset of field: llmlink_link_info::transfers_failed",
+    ][::std::mem::offset_of!(llmlink_link_info, transfers_failed) - 56usize];
+    [
+        "Offset of field: llmlink_link_info::rdma_protection",
+    ][::std::mem::offset_of!(llmlink_link_info, rdma_protection) - 64usize];
+    [
+        "Offset of field: llmlink_link_info::reserved",
+    ][::std::mem::offset_of!(llmlink_link_info, reserved) - 68usize];
+    [
+        "Offset of field: llmlink_link_info::peer_write_bytes",
+    ][::std::mem::offset_of!(llmlink_link_info, peer_write_bytes) - 72usize];
+    [
+        "Offset of field: llmlink_link_info::peer_read_bytes",
+    ][::std::mem::offset_of!(llmlink_link_info, peer_read_bytes) - 80usize];
+    [
+        "Offset of field: llmlink_link_info::requests_fenced",
+    ][::std::mem::offset_of!(llmlink_link_info, requests_fenced) - 88usize];
+    [
+        "Offset of field: llmlink_link_info::peer",
+    ][::std::mem::offset_of!(llmlink_link_info, peer) - 96usize];
+};
+impl Default for llmlink_link_info {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+pub type llmlink_link_info_t = llmlink_link_info;
+unsafe extern "C" {
+    pub fn llmlink_get_links(
+        dd: *mut llmlink_t,
+        out: *mut llmlink_link_info_t,
+        max: usize,
+        count: *mut usize,
     ) -> llmlink_status_t;
 }

@@ -94,7 +94,7 @@ pub trait LocalCache: sealed::Sealed {
 }
 
 /// NULL for an empty slice: the C side wants NULL with a 0 count.
-fn ptr_or_null<T>(v: &[T]) -> *const T {
+pub(crate) fn ptr_or_null<T>(v: &[T]) -> *const T {
     if v.is_empty() {
         std::ptr::null()
     } else {
@@ -107,11 +107,11 @@ impl<'e> CacheManager<'e> {
         CacheManager { dd }
     }
 
-    fn raw(&self) -> *mut sys::llmlink_t {
+    pub(crate) fn raw(&self) -> *mut sys::llmlink_t {
         self.dd.as_raw()
     }
 
-    fn own<C: LocalCache + ?Sized>(&self, what: &str, cache: &C) -> Result<i64> {
+    pub(crate) fn own<C: LocalCache + ?Sized>(&self, what: &str, cache: &C) -> Result<i64> {
         if !std::ptr::eq(cache.engine(), self.raw()) {
             return Err(invalid(format!(
                 "{what}: cache {} belongs to another engine",
@@ -562,7 +562,7 @@ impl<'e> CacheManager<'e> {
 }
 
 /// `None` -> -1 (the whole entry); a size past i64 cannot be asked for.
-fn size_arg(what: &str, size: Option<u64>) -> Result<i64> {
+pub(crate) fn size_arg(what: &str, size: Option<u64>) -> Result<i64> {
     match size {
         None => Ok(-1),
         Some(n) => i64::try_from(n).map_err(|_| invalid(format!("{what}: size {n} is too large"))),

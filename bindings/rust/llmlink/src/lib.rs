@@ -21,29 +21,38 @@
 //!
 //! The pieces: [`DataDist`] (an engine: init, link, unlink, check),
 //! [`CacheManager`] (register or allocate KV cache memory, pull and push
-//! blocks and caches), [`Status`] and [`Error`] (every failure carries the C
+//! blocks and caches; the `*_async` methods return a [`Transfer`] to wait
+//! for, cancel or `.await`), [`Status`] and [`Error`] (every failure carries the C
 //! side's message). Raw bindings are in [`llmlink_sys`].
 #![deny(missing_docs)]
 
 mod cache;
 mod cache_manager;
+mod cache_manager_async;
 mod cluster;
 mod engine;
 mod error;
+mod layer_sync;
 mod log;
+mod notify;
 mod options;
 mod status;
+mod transfer;
 
 pub use cache::{Access, CacheDesc, CacheId, CacheKey, DataType, LayerRange, Placement};
 pub use cache_manager::{
     AllocatedCache, CacheManager, LocalCache, RawCache, RegisteredCache, UnregisterError,
 };
+pub use cache_manager_async::{PullDestination, TransferTarget};
 pub use cluster::{ClusterInfo, IpInfo};
 pub use engine::{DataDist, LinkStats, RdmaProtection, Role, Stats, XferStats};
 pub use error::{last_error, Error, Result};
+pub use layer_sync::LayerSynchronizer;
 pub use log::{clear_log_callback, set_log_callback, LogLevel};
+pub use notify::{EventFd, Notification, MAX_NOTIFY_BYTES};
 pub use options::Options;
 pub use status::Status;
+pub use transfer::{Transfer, TransferOptions};
 
 pub use llmlink_sys;
 

@@ -101,6 +101,19 @@ statuses! {
     /// or a link from a cluster id not in the server's
     /// `llmlink.AllowedClusters`.
     ACCESS_DENIED = LLMLINK_ACCESS_DENIED;
+    /// A transfer is still running (the answer of a non-blocking status,
+    /// or of a wait whose time ran out first; the transfer goes on).
+    TASK_PENDING = LLMLINK_TASK_PENDING;
+    /// The transfer was cancelled: no byte of it lands any more, and its
+    /// link stays usable.
+    CANCELLED = LLMLINK_CANCELLED;
+    /// The transfer was cancelled and its transport could only stop it by
+    /// closing the link (a tcp push with payload on the wire, RDMA work
+    /// posted): no byte of it lands any more; link again.
+    CANCELLED_LINK_CLOSED = LLMLINK_CANCELLED_LINK_CLOSED;
+    /// The peer's queue of received notifications is full: nothing was
+    /// queued, try later.
+    NOTIFY_QUEUE_FULL = LLMLINK_NOTIFY_QUEUE_FULL;
 }
 
 impl Status {

@@ -2,6 +2,9 @@
 //! chosen by the OS, reserved dead ports, byte patterns.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod peer;
+pub mod xfer;
+
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
 
