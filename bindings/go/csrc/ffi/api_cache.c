@@ -18,6 +18,7 @@
 #include "xfer/engine_caches.h"
 #include "base/err.h"
 #include "xfer/xfer.h"
+#include "xfer_args.h"
 
 /* A block index at or above this is refused at once: no registrable cache
  * has that many blocks (a tensor is at most 2^48 bytes), and the bound
@@ -535,18 +536,16 @@ static llmlink_status_t run(llmlink_t *dd, const llk_xfer_req_t *req)
     return llk_xfer_run(dd, req, NULL);
 }
 
-LLMLINK_EXTERN llmlink_status_t llmlink_pull_blocks(llmlink_t *dd, const llmlink_cache_key_t *src_key,
-                                                    int64_t dst_cache_id, const uint64_t *src_blocks,
-                                                    size_t num_src_blocks, const uint64_t *dst_blocks,
-                                                    size_t num_dst_blocks,
-                                                    const llmlink_layer_range_t *layers)
+/* The request builders the blocking calls and their *_async forms share
+ * (ffi/xfer_args.h): every check that needs no cache and no network. */
+llmlink_status_t llk_args_pull_blocks(llk_xfer_req_t *req, const char *fn,
+                                      const llmlink_cache_key_t *src_key, int64_t dst_cache_id,
+                                      const uint64_t *src_blocks, size_t num_src_blocks,
+                                      const uint64_t *dst_blocks, size_t num_dst_blocks,
+                                      const llmlink_layer_range_t *layers)
 {
-    static const char fn[] = "llmlink_pull_blocks";
-    if (!dd)
-        return llk_err(LLMLINK_PARAM_INVALID, "%s: dd is NULL", fn);
-    llk_xfer_req_t req;
     llmlink_status_t st = start_req(
-        &req, fn, false, "src_key", src_key,
+        req, fn, false, "src_key", src_key,
         KBIT(LLMLINK_KEY_BLOCKS) | KBIT(LLMLINK_KEY_CACHE) | KBIT(LLMLINK_KEY_ID_AND_INDEX),
         "LLMLINK_KEY_BLOCKS (with src_blocks), LLMLINK_KEY_CACHE or LLMLINK_KEY_ID_AND_INDEX "
         "(without)", "dst_cache_id", dst_cache_id, layers);
@@ -562,12 +561,88 @@ LLMLINK_EXTERN llmlink_status_t llmlink_pull_blocks(llmlink_t *dd, const llmlink
     st = check_block_pairs(fn, src_blocks, num_src_blocks, dst_blocks, num_dst_blocks, by_cache);
     if (st != LLMLINK_SUCCESS)
         return st;
-    req.kind = by_cache ? LLK_XKIND_CACHE_AS_BLOCKS : LLK_XKIND_BLOCKS;
-    req.local_blocks = dst_blocks;
-    req.remote_blocks = by_cache ? NULL : src_blocks;
-    req.nblocks = num_dst_blocks;
-    req.size = -1;
-    return run(dd, &req);
+    req->kind = by_cache ? LLK_XKIND_CACHE_AS_BLOCKS : LLK_XKIND_BLOCKS;
+    req->local_blocks = dst_blocks;
+    req->remote_blocks = by_cache ? NULL : src_blocks;
+    req->nblocks = num_dst_blocks;
+    req->size = -1;
+    return LLMLINK_SUCCESS;
+}
+
+llmlink_status_t llk_args_push_blocks(llk_xfer_req_t *req, const char *fn,
+                                      const llmlink_cache_key_t *dst_key, int64_t src_cache_id,
+                                      const uint64_t *src_blocks, size_t num_src_blocks,
+                                      const uint64_t *dst_blocks, size_t num_dst_blocks,
+                                      const llmlink_layer_range_t *layers)
+{
+    llmlink_status_t st = start_req(req, fn, true, "dst_key", dst_key, KBIT(LLMLINK_KEY_BLOCKS),
+                                    "LLMLINK_KEY_BLOCKS only", "src_cache_id", src_cache_id,
+                                    layers);
+    if (st == LLMLINK_SUCCESS)
+        st = check_block_pairs(fn, src_blocks, num_src_blocks, dst_blocks, num_dst_blocks, false);
+    if (st != LLMLINK_SUCCESS)
+        return st;
+    req->kind = LLK_XKIND_BLOCKS;
+    req->local_blocks = src_blocks;
+    req->remote_blocks = dst_blocks;
+    req->nblocks = num_dst_blocks;
+    req->size = -1;
+    return LLMLINK_SUCCESS;
+}
+
+llmlink_status_t llk_args_cache(llk_xfer_req_t *req, const char *fn, bool push,
+                                const char *key_arg, const llmlink_cache_key_t *key,
+                                const char *id_arg, int64_t local_id, uint32_t local_batch,
+                                int64_t size, const llmlink_layer_range_t *layers)
+{
+    llmlink_status_t st = start_req(req, fn, push, key_arg, key,
+                                    KBIT(LLMLINK_KEY_CACHE) | KBIT(LLMLINK_KEY_ID_AND_INDEX),
+                                    "LLMLINK_KEY_CACHE or LLMLINK_KEY_ID_AND_INDEX", id_arg,
+                                    local_id, layers);
+    if (st == LLMLINK_SUCCESS)
+        st = check_size(fn, size);
+    if (st != LLMLINK_SUCCESS)
+        return st;
+    req->kind = LLK_XKIND_CACHE;
+    req->local_batch = local_batch;
+    req->size = size;
+    return LLMLINK_SUCCESS;
+}
+
+llmlink_status_t llk_args_layers(const char *fn, const llmlink_layer_range_t *layers)
+{
+    bool has;
+    llmlink_layer_range_t norm;
+    return check_layers(fn, layers, &has, &norm);
+}
+
+llmlink_status_t llk_args_key(const char *fn, const char *arg, const llmlink_cache_key_t *key)
+{
+    return check_key(fn, arg, key,
+                     KBIT(LLMLINK_KEY_BLOCKS) | KBIT(LLMLINK_KEY_CACHE) |
+                         KBIT(LLMLINK_KEY_ID_AND_INDEX),
+                     "LLMLINK_KEY_BLOCKS, LLMLINK_KEY_CACHE or LLMLINK_KEY_ID_AND_INDEX");
+}
+
+llmlink_status_t llk_args_block_pairs(const char *fn, const uint64_t *src, size_t nsrc,
+                                      const uint64_t *dst, size_t ndst)
+{
+    return check_block_pairs(fn, src, nsrc, dst, ndst, false);
+}
+
+LLMLINK_EXTERN llmlink_status_t llmlink_pull_blocks(llmlink_t *dd, const llmlink_cache_key_t *src_key,
+                                                    int64_t dst_cache_id, const uint64_t *src_blocks,
+                                                    size_t num_src_blocks, const uint64_t *dst_blocks,
+                                                    size_t num_dst_blocks,
+                                                    const llmlink_layer_range_t *layers)
+{
+    static const char fn[] = "llmlink_pull_blocks";
+    if (!dd)
+        return llk_err(LLMLINK_PARAM_INVALID, "%s: dd is NULL", fn);
+    llk_xfer_req_t req;
+    llmlink_status_t st = llk_args_pull_blocks(&req, fn, src_key, dst_cache_id, src_blocks,
+                                               num_src_blocks, dst_blocks, num_dst_blocks, layers);
+    return st != LLMLINK_SUCCESS ? st : run(dd, &req);
 }
 
 LLMLINK_EXTERN llmlink_status_t llmlink_push_blocks(llmlink_t *dd, const llmlink_cache_key_t *dst_key,
@@ -580,19 +655,9 @@ LLMLINK_EXTERN llmlink_status_t llmlink_push_blocks(llmlink_t *dd, const llmlink
     if (!dd)
         return llk_err(LLMLINK_PARAM_INVALID, "%s: dd is NULL", fn);
     llk_xfer_req_t req;
-    llmlink_status_t st = start_req(&req, fn, true, "dst_key", dst_key, KBIT(LLMLINK_KEY_BLOCKS),
-                                    "LLMLINK_KEY_BLOCKS only", "src_cache_id", src_cache_id,
-                                    layers);
-    if (st == LLMLINK_SUCCESS)
-        st = check_block_pairs(fn, src_blocks, num_src_blocks, dst_blocks, num_dst_blocks, false);
-    if (st != LLMLINK_SUCCESS)
-        return st;
-    req.kind = LLK_XKIND_BLOCKS;
-    req.local_blocks = src_blocks;
-    req.remote_blocks = dst_blocks;
-    req.nblocks = num_dst_blocks;
-    req.size = -1;
-    return run(dd, &req);
+    llmlink_status_t st = llk_args_push_blocks(&req, fn, dst_key, src_cache_id, src_blocks,
+                                               num_src_blocks, dst_blocks, num_dst_blocks, layers);
+    return st != LLMLINK_SUCCESS ? st : run(dd, &req);
 }
 
 /* pull_cache / push_cache: one batch entry. */
@@ -604,18 +669,9 @@ static llmlink_status_t cache_call(llmlink_t *dd, const char *fn, bool push, con
     if (!dd)
         return llk_err(LLMLINK_PARAM_INVALID, "%s: dd is NULL", fn);
     llk_xfer_req_t req;
-    llmlink_status_t st = start_req(&req, fn, push, key_arg, key,
-                                    KBIT(LLMLINK_KEY_CACHE) | KBIT(LLMLINK_KEY_ID_AND_INDEX),
-                                    "LLMLINK_KEY_CACHE or LLMLINK_KEY_ID_AND_INDEX", id_arg,
-                                    local_id, layers);
-    if (st == LLMLINK_SUCCESS)
-        st = check_size(fn, size);
-    if (st != LLMLINK_SUCCESS)
-        return st;
-    req.kind = LLK_XKIND_CACHE;
-    req.local_batch = local_batch;
-    req.size = size;
-    return run(dd, &req);
+    llmlink_status_t st = llk_args_cache(&req, fn, push, key_arg, key, id_arg, local_id,
+                                         local_batch, size, layers);
+    return st != LLMLINK_SUCCESS ? st : run(dd, &req);
 }
 
 LLMLINK_EXTERN llmlink_status_t llmlink_pull_cache(llmlink_t *dd, const llmlink_cache_key_t *src_key,

@@ -767,8 +767,10 @@ LLMLINK_EXTERN llmlink_status_t llmlink_get_link_stats(llmlink_t *dd, uint64_t c
  * KV_CACHE_NOT_EXIST, NETWORK_ERROR, ...), or LLMLINK_CANCELLED /
  * LLMLINK_CANCELLED_LINK_CLOSED. Its message (the blocking call's
  * llmlink_last_error) is llmlink_task_error(). Every handle must be given
- * to llmlink_task_release exactly once; llmlink_finalize cancels the tasks
- * still running (their handles stay valid until released).
+ * to llmlink_task_release exactly once, before llmlink_destroy (as libgit2's
+ * objects before their repository: destroy frees what a handle points to);
+ * llmlink_finalize cancels the tasks still running (their handles stay valid
+ * until released).
  */
 typedef struct llmlink_task llmlink_task_t;
 
@@ -883,6 +885,9 @@ LLMLINK_EXTERN llmlink_status_t llmlink_task_poll_done(llmlink_t *dd, llmlink_ta
  * layer in increasing order over the union of the targets' source ranges,
  * with timeout_ms -1; returning false ends the task: targets not finished
  * get LLMLINK_FAILED ("layer synchronizer returned false for layer i").
+ * A cancel stops the pushes at once and calls sync no more, but does not
+ * wait for a sync call that is running; llmlink_task_release does: once it
+ * returns, sync is never called again and sync_user_data may be freed.
  * A target names the remote cache by key (LLMLINK_KEY_BLOCKS, or
  * LLMLINK_KEY_ID_AND_INDEX, or LLMLINK_KEY_CACHE) and its layer ranges
  * (start = end = -1: every layer; both ranges cover the same count).
@@ -942,6 +947,212 @@ typedef struct llmlink_notification {
 LLMLINK_EXTERN llmlink_status_t llmlink_get_notifies(llmlink_t *dd,
                                                      llmlink_notification_t *out,
                                                      size_t max, size_t *count);
+
+/* ------------------------------------------------------------------ */
+/* Metrics                                                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Counters an operator can chart (docs/metrics.md says what each means and
+ * what to do when it moves). llmlink_get_metrics fills one snapshot of an
+ * engine; llmlink_get_links one element per live link.
+ *
+ * Growth. The arrays below are indexed by the enums that follow; an enum
+ * value is never renumbered, and each array is sized with room to spare
+ * (LLMLINK_METRICS_MAX_*), so a later version adds values within that room
+ * and appends fields after the last one, without moving any. Elements past
+ * an enum's last value stay 0. llmlink_metrics_label names every value
+ * (the label text docs/metrics.md and the Prometheus renderings use).
+ *
+ * Counters only grow (from 0 at llmlink_create) except the gauges marked
+ * "now". Transfers are counted on the calling thread with relaxed atomic
+ * additions (no lock on the transfer path), so one snapshot may see a
+ * transfer's count and not yet its bytes; each counter is exact once the
+ * calls have returned.
+ */
+
+/* Which way a transfer moved the bytes. */
+typedef enum llmlink_metrics_dir {
+    LLMLINK_METRICS_PULL = 0, /* remote cache -> this engine's (pull_*) */
+    LLMLINK_METRICS_PUSH = 1  /* this engine's cache -> remote (push_*, transfer_cache_async) */
+} llmlink_metrics_dir_t;
+#define LLMLINK_METRICS_MAX_DIRS 2
+
+/* The transport a transfer, or a link, moves its bytes with. A transfer
+ * whose requests went over more than one (an shm request redone over tcp)
+ * counts under the one that carried most of its requests (on a tie the
+ * preferred: shm, rdma, tcp); NONE: no request was sent (it failed or was
+ * cancelled before, e.g. no stream came free). */
+typedef enum llmlink_metrics_transport {
+    LLMLINK_METRICS_TRANSPORT_NONE = 0,
+    LLMLINK_METRICS_TRANSPORT_TCP = 1,
+    LLMLINK_METRICS_TRANSPORT_SHM = 2,
+    LLMLINK_METRICS_TRANSPORT_RDMA = 3
+} llmlink_metrics_transport_t;
+#define LLMLINK_METRICS_MAX_TRANSPORTS 8
+
+/* A transfer's final status, by class. */
+typedef enum llmlink_metrics_result {
+    LLMLINK_METRICS_SUCCESS = 0,
+    /* the peer refused it (unknown key, range, access, cache in use...): no
+     * byte moved, the link stays usable */
+    LLMLINK_METRICS_REFUSED = 1,
+    /* it failed on the wire (network, protocol, the link broke): the link
+     * was closed */
+    LLMLINK_METRICS_FAILED = 2,
+    LLMLINK_METRICS_TIMED_OUT = 3, /* WAIT_PROCESS_TIMEOUT (the link was closed) */
+    LLMLINK_METRICS_CANCELLED = 4  /* CANCELLED or CANCELLED_LINK_CLOSED */
+} llmlink_metrics_result_t;
+#define LLMLINK_METRICS_MAX_RESULTS 8
+
+/* Which end made a link. */
+typedef enum llmlink_link_direction {
+    LLMLINK_LINK_OUTBOUND = 0, /* this engine linked to the peer (link_clusters) */
+    LLMLINK_LINK_INBOUND = 1   /* the peer linked to this engine */
+} llmlink_link_direction_t;
+#define LLMLINK_METRICS_MAX_LINK_DIRS 2
+
+/* Why a link ended. */
+typedef enum llmlink_close_reason {
+    LLMLINK_CLOSE_OTHER = 0,
+    LLMLINK_CLOSE_UNLINKED = 1,         /* llmlink_unlink_clusters on this engine */
+    LLMLINK_CLOSE_UNLINKED_BY_PEER = 2, /* the peer unlinked */
+    LLMLINK_CLOSE_LIVENESS = 3,         /* nothing heard within llmlink.LivenessIntervalMs */
+    LLMLINK_CLOSE_PEER_CLOSED = 4,      /* the connection ended (EOF, reset, socket error) */
+    LLMLINK_CLOSE_TRANSFER_FAILED = 5,  /* a transfer failed or timed out on it */
+    LLMLINK_CLOSE_FINALIZE = 6,         /* llmlink_finalize / destroy on this engine */
+    LLMLINK_CLOSE_PROTOCOL_ERROR = 7,   /* the peer sent a bad frame */
+    LLMLINK_CLOSE_REPLACED = 8          /* the peer's cluster linked again, from a new connection */
+} llmlink_close_reason_t;
+
+/* Why a handshake (server side) or a link attempt (client side) failed. */
+typedef enum llmlink_refuse_reason {
+    LLMLINK_REFUSE_OTHER = 0,
+    LLMLINK_REFUSE_AUTH = 1,       /* AUTH_FAILED: key (or certificate) */
+    LLMLINK_REFUSE_ACCESS = 2,     /* ACCESS_DENIED (llmlink.AllowedClusters), ROLE_NOT_ALLOWED */
+    LLMLINK_REFUSE_VERSION = 3,    /* VERSION_MISMATCH */
+    LLMLINK_REFUSE_CLUSTER_ID = 4, /* CLUSTER_ID_MISMATCH, ALREADY_LINK */
+    LLMLINK_REFUSE_LIMITS = 5,     /* CLUSTER_NUM_EXCEED_LIMIT (llmlink.MaxLinks...) */
+    LLMLINK_REFUSE_PROTOCOL = 6,   /* PROTOCOL_ERROR: a malformed or unexpected frame */
+    /* client: LINK_FAILED: no connection (nothing listens, unreachable), or
+     * the data streams could not attach (a transport the ends cannot agree on
+     * included) */
+    LLMLINK_REFUSE_CONNECT = 7,
+    LLMLINK_REFUSE_TIMEOUT = 8,    /* client: TIMEOUT */
+    /* server: a data stream refused because the two ends' llmlink.Transport
+     * cannot agree (one forces a transport the link cannot use) */
+    LLMLINK_REFUSE_TRANSPORT = 9
+} llmlink_refuse_reason_t;
+#define LLMLINK_METRICS_MAX_REASONS 16
+
+/* Transfer durations: bucket i (0 <= i < LLMLINK_METRICS_BUCKETS) counts the
+ * transfers that took more than bound(i - 1) and at most bound(i) seconds,
+ * bound(i) = 8e-6 * 2^i (8 us ... 67.1 s; bound(-1) = 0); a transfer over
+ * the last bound is only in latency_count. Buckets are NOT cumulative
+ * (Prometheus' le buckets are their running sums). */
+#define LLMLINK_METRICS_BUCKETS 24
+/* bound(i) in seconds; +infinity for i >= LLMLINK_METRICS_BUCKETS. */
+LLMLINK_EXTERN double llmlink_metrics_bucket_bound_seconds(size_t i);
+
+/* What kind of value llmlink_metrics_label names. */
+typedef enum llmlink_metrics_label_kind {
+    LLMLINK_LABEL_DIR = 0,          /* llmlink_metrics_dir_t: "pull", "push" */
+    LLMLINK_LABEL_TRANSPORT = 1,    /* llmlink_metrics_transport_t: "none", "tcp", "shm", "rdma" */
+    LLMLINK_LABEL_RESULT = 2,       /* llmlink_metrics_result_t: "success", "refused", ... */
+    LLMLINK_LABEL_LINK_DIR = 3,     /* llmlink_link_direction_t: "outbound", "inbound" */
+    LLMLINK_LABEL_CLOSE_REASON = 4, /* llmlink_close_reason_t: "other", "unlinked", ... */
+    LLMLINK_LABEL_REFUSE_REASON = 5 /* llmlink_refuse_reason_t: "other", "auth", ... */
+} llmlink_metrics_label_kind_t;
+/* The label text of one enum value (lower case, [a-z_]), static storage;
+ * NULL for an unknown kind or a value the enum does not have (yet). */
+LLMLINK_EXTERN const char *llmlink_metrics_label(llmlink_metrics_label_kind_t kind,
+                                                 uint32_t value);
+
+#define LLMLINK_METRICS_VERSION 1
+typedef struct llmlink_metrics {
+    uint32_t version;    /* set to LLMLINK_METRICS_VERSION before the call */
+    uint32_t links_up;   /* now: established links, both directions */
+    /* Links made, by llmlink_link_direction_t, and ended, by
+     * llmlink_close_reason_t (whichever end made them). */
+    uint64_t links_established[LLMLINK_METRICS_MAX_LINK_DIRS];
+    uint64_t links_closed[LLMLINK_METRICS_MAX_REASONS];
+    /* Server side (inbound): handshakes that made a link; refused, by
+     * llmlink_refuse_reason_t (a REJECT sent, or the client walked away
+     * from this engine's authentication); timed out (half-open, first
+     * frame or handshake deadline passed). Data streams' ATTACH refusals
+     * count under refused too. */
+    uint64_t handshakes_ok;
+    uint64_t handshakes_refused[LLMLINK_METRICS_MAX_REASONS];
+    uint64_t handshakes_timed_out;
+    /* Client side: clusters of llmlink_link_clusters calls that did not
+     * link (ALREADY_LINK is no failure), by llmlink_refuse_reason_t. */
+    uint64_t link_failures[LLMLINK_METRICS_MAX_REASONS];
+    /* This engine's transfer calls (blocking or task) that reached a link:
+     * by llmlink_metrics_dir_t, llmlink_metrics_transport_t and
+     * llmlink_metrics_result_t. Calls refused by argument checks, or for
+     * want of a link (NOT_YET_LINK), are not counted. */
+    uint64_t transfers[LLMLINK_METRICS_MAX_DIRS][LLMLINK_METRICS_MAX_TRANSPORTS]
+                      [LLMLINK_METRICS_MAX_RESULTS];
+    /* Payload bytes of the successful ones (dir x transport). */
+    uint64_t bytes[LLMLINK_METRICS_MAX_DIRS][LLMLINK_METRICS_MAX_TRANSPORTS];
+    /* Durations of every counted transfer (any result), per direction:
+     * see LLMLINK_METRICS_BUCKETS. count = the transfers counted above in
+     * that direction; sum in nanoseconds. */
+    uint64_t latency_buckets[LLMLINK_METRICS_MAX_DIRS][LLMLINK_METRICS_BUCKETS];
+    uint64_t latency_count[LLMLINK_METRICS_MAX_DIRS];
+    uint64_t latency_sum_ns[LLMLINK_METRICS_MAX_DIRS];
+    /* Peers' requests this engine served (completed) and refused. */
+    uint64_t requests_served;
+    uint64_t requests_refused;
+    /* Asynchronous tasks and notifications: tasks submitted; tasks that
+     * ended CANCELLED or CANCELLED_LINK_CLOSED; notifications this engine
+     * sent that the peer queued, received and queued here, and refused
+     * because a queue was full (either side's count of it). */
+    uint64_t tasks_submitted;
+    uint64_t tasks_cancelled;
+    uint64_t notifies_sent;
+    uint64_t notifies_received;
+    uint64_t notifies_refused_full;
+    uint64_t protocol_errors; /* connections dropped for bad frames (llmlink_stats_t's) */
+} llmlink_metrics_t;
+
+/* A snapshot of this engine's metrics. Works on a finalized engine too
+ * (counters can be read after shutdown; links_up is then 0). */
+LLMLINK_EXTERN llmlink_status_t llmlink_get_metrics(llmlink_t *dd, llmlink_metrics_t *metrics);
+
+/* One live link, as llmlink_get_links reports it. */
+#define LLMLINK_LINK_INFO_VERSION 1
+typedef struct llmlink_link_info {
+    uint32_t version;         /* see llmlink_get_links */
+    uint32_t direction;       /* llmlink_link_direction_t */
+    uint64_t cluster_id;      /* the peer's */
+    uint32_t transport;       /* llmlink_metrics_transport_t the link moves bytes with now */
+    uint32_t streams;         /* data streams this engine requests on, attached now */
+    int64_t up_since_ms;      /* when it was made: Unix time, milliseconds (CLOCK_REALTIME) */
+    /* This engine's transfer calls over the link: payload bytes of the
+     * successful pulls and pushes, and calls by outcome (success / any
+     * other counted result, as in llmlink_metrics_t.transfers). */
+    uint64_t bytes_pulled;
+    uint64_t bytes_pushed;
+    uint64_t transfers_ok;
+    uint64_t transfers_failed;
+    /* llmlink_link_stats_t's fields: what the peer's requests did here. */
+    uint32_t rdma_protection; /* llmlink_rdma_protection_t */
+    uint32_t reserved;        /* 0 */
+    uint64_t peer_write_bytes;
+    uint64_t peer_read_bytes;
+    uint64_t requests_fenced;
+    char peer[72];            /* the peer's address, "ip:port" or "[ip6]:port" */
+} llmlink_link_info_t;
+
+/* The engine's live links (LINKED, with their data streams: those a
+ * transfer may use), outbound first, each direction in cluster id order.
+ * Set out[0].version to LLMLINK_LINK_INFO_VERSION (it sets the stride of
+ * out[] for every element; max 0 lets out be NULL). Fills up to max
+ * elements; *count receives the number of live links, which may exceed
+ * max (call again with a larger array). */
+LLMLINK_EXTERN llmlink_status_t llmlink_get_links(llmlink_t *dd, llmlink_link_info_t *out,
+                                                  size_t max, size_t *count);
 
 #ifdef __cplusplus
 }

@@ -31,6 +31,8 @@ void llk_options_defaults(llk_options_t *o)
     o->streams_per_link = 2;
     o->rdma_gid_index = -1;
     o->max_caches = 4096;
+    o->async_workers = 8;
+    o->notify_queue_depth = 1024;
 }
 
 const char *llk_transport_name(llk_transport_t t)
@@ -132,6 +134,8 @@ static const key_spec_t specs[] = {
     {"llmlink.Transport", K_TRANSPORT, 0, 0, 0},
     {"llmlink.StreamsPerLink", K_INT, 1, 8, OFF(streams_per_link)},
     {"llmlink.MaxCaches", K_INT, 1, 1048576, OFF(max_caches)},
+    {"llmlink.AsyncWorkers", K_INT, 1, 64, OFF(async_workers)},
+    {"llmlink.NotifyQueueDepth", K_INT, 1, 65536, OFF(notify_queue_depth)},
     {"llmlink.RdmaDevice", K_RDMA_DEVICE, 0, 0, 0},
     {"llmlink.RdmaPort", K_INT, 0, 255, OFF(rdma_port)},
     {"llmlink.RdmaGidIndex", K_RDMA_GID, 0, 0, 0},

@@ -56,6 +56,8 @@ typedef struct llk_options {
     llk_transport_t transport;        /* default auto */
     uint32_t streams_per_link;        /* llmlink.StreamsPerLink, default 2 */
     uint32_t max_caches;              /* llmlink.MaxCaches, default 4096 */
+    uint32_t async_workers;           /* llmlink.AsyncWorkers, default 8 (1..64) */
+    uint32_t notify_queue_depth;      /* llmlink.NotifyQueueDepth, default 1024 */
     /* RDMA (rdma.h) */
     char rdma_device[64];             /* llmlink.RdmaDevice: "" = pick by GID/IP */
     uint32_t rdma_port;               /* llmlink.RdmaPort: 0 = first active port */

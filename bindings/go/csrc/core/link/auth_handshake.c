@@ -25,6 +25,7 @@ static void refuse(llmlink_t *e, llk_conn_t *c, int64_t now, const char *msg)
 {
     llk_auth_count_failure(e, now, c->peer, msg);
     e->hs_rejected++;
+    llk_metrics_hs_refused(&e->metrics, LLMLINK_AUTH_FAILED);
     llk_conn_queue_reject(c, LLMLINK_AUTH_FAILED, "%s", msg);
     llk_conn_set_state(e, c, LLK_CONN_CLOSING);
     c->deadline_ms = 0;
@@ -61,6 +62,7 @@ static void on_auth_hello(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t 
         LLK_ERROR("cluster %llu: libcrypto failed during a handshake with %s",
                   (unsigned long long)e->cluster_id, c->peer);
         e->hs_rejected++;
+        llk_metrics_hs_refused(&e->metrics, LLMLINK_FAILED);
         llk_conn_queue_reject(c, LLMLINK_FAILED, "internal error");
         llk_conn_set_state(e, c, LLK_CONN_CLOSING);
         c->deadline_ms = 0;
@@ -85,6 +87,7 @@ static void on_after_challenge(llmlink_t *e, llk_conn_t *c, const llk_frame_head
         llk_auth_count_failure(e, now, c->peer,
                                "the client refused this engine's proof (the two keys differ)");
         e->hs_rejected++;
+        llk_metrics_hs_refused(&e->metrics, LLMLINK_AUTH_FAILED);
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
         return;
     }

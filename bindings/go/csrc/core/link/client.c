@@ -110,6 +110,8 @@ static bool queue_hello(llmlink_t *e, llk_conn_t *c)
     uint8_t count[2];
     llk_wire_ext_stream_count(&m.ext[m.num_ext++], count,
                               (uint16_t)(2 * e->opts.streams_per_link));
+    if (!e->test_legacy_notify)
+        m.ext[m.num_ext++].type = LLK_EXT_NOTIFY; /* we take NOTIFY (wire.h) */
     uint8_t f[LLK_WIRE_HEADER_SIZE + 128];
     size_t n = llk_wire_encode_hello(f, sizeof f, LLK_WIRE_VERSION, &m);
     return llk_conn_queue(c, f, n);
@@ -316,6 +318,8 @@ void llk_client_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
                             llk_wire_has_ext(w.ext, w.num_ext, LLK_EXT_RDMA_READ_DEPTH));
             }
     c->remote_incarnation = w.incarnation;
+    c->peer_notify = !e->test_legacy_notify &&
+                     llk_wire_has_ext(w.ext, w.num_ext, LLK_EXT_NOTIFY);
     c->liveness_ms = w.liveness_ms < e->opts.liveness_interval_ms ? w.liveness_ms
                                                                    : e->opts.liveness_interval_ms;
     c->deadline_ms = 0;

@@ -51,11 +51,25 @@ void llk_conn_set_xfer(llk_conn_t *c, void *ctx, const llk_conn_xfer_ops_t *ops)
     c->xfer_ops = ops;
 }
 
+/* Operator counters (link/metrics.h): a link made, or one that ends (an
+ * unlink this side started that ends any way counts as unlinked). */
+static void count_link_change(llmlink_t *e, const llk_conn_t *c, llk_conn_state_t s)
+{
+    if (s == LLK_CONN_LINKED && c->state != LLK_CONN_LINKED)
+        llk_metrics_link_up(&e->metrics, c->outbound);
+    else if (llk_conn_is_link(c) && (s == LLK_CONN_CLOSING || s == LLK_CONN_DEAD))
+        llk_metrics_link_closed(&e->metrics,
+                                c->close_reason ? (llmlink_close_reason_t)c->close_reason
+                                : c->state == LLK_CONN_UNLINKING ? LLMLINK_CLOSE_UNLINKED
+                                                                 : LLMLINK_CLOSE_OTHER);
+}
+
 void llk_conn_set_state(llmlink_t *e, llk_conn_t *c, llk_conn_state_t s)
 {
     if (c->state == s)
         return;
     bool was_hs = c->state == LLK_CONN_SRV_HANDSHAKE;
+    count_link_change(e, c, s);
     if (c->state == LLK_CONN_SRV_PARKED)
         llk_park_unlink(e, c);
     LLK_DEBUG("cluster %llu: conn %s (%s) %s -> %s", (unsigned long long)e->cluster_id, c->peer,
@@ -69,6 +83,8 @@ void llk_conn_set_state(llmlink_t *e, llk_conn_t *c, llk_conn_state_t s)
         snprintf(why, sizeof why, "the link was closed (%s)", llk_conn_state_name(s));
         c->xfer_ops->broken(c->xfer_ctx, why);
     }
+    if ((s == LLK_CONN_CLOSING || s == LLK_CONN_DEAD) && e->conn_handlers->on_link_down)
+        e->conn_handlers->on_link_down(e, c);
     if (was_hs) {
         /* A handshake slot frees up: let the next waiting client in. */
         e->hs_in_progress--;
@@ -123,6 +139,28 @@ bool llk_conn_queue(llk_conn_t *c, const uint8_t *frame, size_t len)
     return true;
 }
 
+bool llk_conn_queue_bulk(llk_conn_t *c, const uint8_t *frame, size_t len, size_t limit)
+{
+    if (len == 0 || c->ntx_len + len > limit)
+        return false;
+    if (c->ntx_len + len > c->ntx_cap) {
+        /* Grown on demand: most links never notify and pay nothing. */
+        size_t cap = c->ntx_cap ? c->ntx_cap : 2 * LLK_WIRE_MAX_NOTIFY_FRAME;
+        while (cap < c->ntx_len + len)
+            cap *= 2;
+        if (cap > limit)
+            cap = limit;
+        uint8_t *p = realloc(c->ntx, cap);
+        if (!p)
+            return false;
+        c->ntx = p;
+        c->ntx_cap = cap;
+    }
+    memcpy(c->ntx + c->ntx_len, frame, len);
+    c->ntx_len += len;
+    return true;
+}
+
 bool llk_conn_queue_simple(llk_conn_t *c, llk_msg_type_t type)
 {
     uint8_t f[LLK_WIRE_HEADER_SIZE + 8];
@@ -152,13 +190,13 @@ void llk_conn_set_events(llmlink_t *e, llk_conn_t *c, bool want_out)
         c->want_out = want_out;
 }
 
-int llk_conn_flush(llmlink_t *e, llk_conn_t *c, int64_t now)
+/* Sends up to len bytes of buf; *sent gets how many went. -1 (errno) on a
+ * socket error; 0 when done or the socket is full. */
+static int send_some(int fd, const uint8_t *buf, size_t len, size_t *sent)
 {
-    if (c->fd < 0 || c->state == LLK_CONN_CLI_CONNECTING)
-        return 0;
     size_t off = 0;
-    while (off < c->tx_len) {
-        ssize_t w = send(c->fd, c->tx + off, c->tx_len - off, MSG_NOSIGNAL);
+    while (off < len) {
+        ssize_t w = send(fd, buf + off, len - off, MSG_NOSIGNAL);
         if (w > 0) {
             off += (size_t)w;
             continue;
@@ -167,18 +205,74 @@ int llk_conn_flush(llmlink_t *e, llk_conn_t *c, int64_t now)
             continue;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
-        int err = errno;
-        memmove(c->tx, c->tx + off, c->tx_len - off);
-        c->tx_len -= off;
+        *sent = off;
+        return -1;
+    }
+    *sent = off;
+    return 0;
+}
+
+/* n bytes of ntx went out: where does that leave us in its frames? ntx
+ * holds whole frames we encoded, so their headers can be trusted. */
+static void ntx_consume(llmlink_t *e, llk_conn_t *c, size_t n)
+{
+    if (!n)
+        return;
+    if (c->ntx_frame_left) {
+        c->ntx_frame_left -= n; /* n <= ntx_frame_left: only that was sent */
+    } else {
+        size_t pos = 0;
+        while (pos < n) {
+            const uint8_t *h = c->ntx + pos;
+            size_t fl = LLK_WIRE_HEADER_SIZE + ((size_t)h[8] << 24 | (size_t)h[9] << 16 |
+                                                (size_t)h[10] << 8 | h[11]);
+            if (pos + fl > n) {
+                c->ntx_frame_left = pos + fl - n;
+                break;
+            }
+            pos += fl;
+        }
+    }
+    memmove(c->ntx, c->ntx + n, c->ntx_len - n);
+    c->ntx_len -= n;
+    if (e->notify.room_waiters)
+        pthread_cond_broadcast(&e->cv); /* senders waiting for room */
+}
+
+int llk_conn_flush(llmlink_t *e, llk_conn_t *c, int64_t now)
+{
+    if (c->fd < 0 || c->state == LLK_CONN_CLI_CONNECTING)
+        return 0;
+    int rc = 0, err = 0;
+    size_t sent = 0, total = 0;
+    /* 1. the rest of a bulk frame partly written, 2. tx, 3. the bulk queue:
+     * no frame is ever cut by another. */
+    if (c->ntx_frame_left) {
+        rc = send_some(c->fd, c->ntx, c->ntx_frame_left, &sent);
+        err = errno;
+        total += sent;
+        ntx_consume(e, c, sent);
+    }
+    if (rc == 0 && !c->ntx_frame_left && c->tx_len) {
+        rc = send_some(c->fd, c->tx, c->tx_len, &sent);
+        err = errno;
+        total += sent;
+        memmove(c->tx, c->tx + sent, c->tx_len - sent);
+        c->tx_len -= sent;
+    }
+    if (rc == 0 && !c->ntx_frame_left && !c->tx_len && c->ntx_len) {
+        rc = send_some(c->fd, c->ntx, c->ntx_len, &sent);
+        err = errno;
+        total += sent;
+        ntx_consume(e, c, sent);
+    }
+    if (total)
+        c->last_tx_ms = now;
+    if (rc != 0) {
         errno = err;
         return -1;
     }
-    if (off) {
-        memmove(c->tx, c->tx + off, c->tx_len - off);
-        c->tx_len -= off;
-        c->last_tx_ms = now;
-    }
-    llk_conn_set_events(e, c, c->tx_len > 0);
+    llk_conn_set_events(e, c, c->tx_len > 0 || c->ntx_len > 0);
     return 0;
 }
 
@@ -218,6 +312,8 @@ void llk_conn_destroy(llmlink_t *e, llk_conn_t *c)
         llk_conn_complete(e, c, LLMLINK_LINK_FAILED, "connection closed");
     if (c->state == LLK_CONN_SRV_HANDSHAKE || c->state == LLK_CONN_SRV_PARKED)
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
+    if (llk_conn_is_link(c)) /* only llk_engine_finalize frees a live link */
+        llk_metrics_link_closed(&e->metrics, LLMLINK_CLOSE_FINALIZE);
     llk_conn_close_fd(e, c);
     if (c->xfer_ops) {
         c->xfer_ops->broken(c->xfer_ctx, "the link was freed");
@@ -225,6 +321,9 @@ void llk_conn_destroy(llmlink_t *e, llk_conn_t *c)
         c->xfer_ctx = NULL;
         c->xfer_ops = NULL;
     }
+    if (e->conn_handlers->on_link_down)
+        e->conn_handlers->on_link_down(e, c);
+    free(c->ntx);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -255,6 +354,7 @@ static void on_bad_header(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t 
             LLK_WARN("cluster %llu: refused %s: protocol version %u, this side speaks %u",
                      (unsigned long long)e->cluster_id, c->peer, h->version, LLK_WIRE_VERSION);
             e->hs_rejected++;
+            llk_metrics_hs_refused(&e->metrics, LLMLINK_VERSION_MISMATCH);
             llk_conn_queue_reject(c, LLMLINK_VERSION_MISMATCH,
                                   "protocol version %u not supported; server speaks %u",
                                   h->version, LLK_WIRE_VERSION);
@@ -280,6 +380,7 @@ static void on_bad_header(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t 
         llk_conn_complete(e, c, llk_conn_unlink_failure(c),
                           "peer %s sent a bad frame: %s", c->peer, why);
         e->links_lost++;
+        c->close_reason = LLMLINK_CLOSE_PROTOCOL_ERROR;
     }
     llk_conn_set_state(e, c, LLK_CONN_DEAD);
 }

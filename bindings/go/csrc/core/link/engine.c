@@ -16,6 +16,7 @@
 #include "base/addr.h"
 #include "base/clock.h"
 #include "link/engine.h"
+#include "xfer/task.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "link/tls.h"
@@ -42,6 +43,7 @@ static const llk_conn_handlers_t conn_handlers = {
     },
     .on_closed = llk_link_on_closed,
     .on_handshake_slot_free = server_slot_free,
+    .on_link_down = llk_notify_on_link_down,
 };
 
 static uint64_t random_u64(void)
@@ -78,6 +80,7 @@ llmlink_status_t llk_engine_create(llmlink_t **out, llmlink_role_t role, uint64_
     e->cluster_id = cluster_id;
     e->incarnation = random_u64();
     e->epfd = e->wakefd = -1;
+    e->events.fd = -1;
     e->wake_tag = LLK_EV_WAKE;
     e->state = LLK_ENGINE_CREATED;
     e->conn_handlers = &conn_handlers;
@@ -282,6 +285,14 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
     st = llk_xserver_start(e);
     if (st != LLMLINK_SUCCESS)
         goto fail_xserver;
+    if (e->events.fd < 0 && llk_events_init(&e->events) != 0) {
+        st = llk_err(LLMLINK_FAILED, "llmlink_init: eventfd (engine events): %s",
+                     strerror(errno));
+        goto fail_tasks;
+    }
+    st = llk_tasks_start(e, e->opts.async_workers);
+    if (st != LLMLINK_SUCCESS)
+        goto fail_tasks;
     e->stop = false;
     e->state = LLK_ENGINE_RUNNING;
     pthread_attr_t attr;
@@ -300,6 +311,10 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
     return LLMLINK_SUCCESS;
 
 fail_thread:
+    llk_tasks_stop_begin(e);
+    llk_tasks_join(e);
+    llk_tasks_free(e);
+fail_tasks:
     llk_xserver_stop(e);
 fail_xserver:
     llk_registry_destroy(&e->reg);
@@ -332,6 +347,11 @@ void llk_engine_finalize(llmlink_t *e)
         return;
     }
     e->state = LLK_ENGINE_FINALIZED;
+    pthread_mutex_unlock(&e->mu);
+    /* Tasks first: no new ones, queued ones end CANCELLED, running ones
+     * are asked to stop; the links' breaks below end their transfers. */
+    llk_tasks_stop_begin(e);
+    pthread_mutex_lock(&e->mu);
     e->stop = true;
     llk_reactor_wake(e);
     pthread_mutex_unlock(&e->mu);
@@ -349,6 +369,8 @@ void llk_engine_finalize(llmlink_t *e)
     }
     close_listeners(e);
     pthread_mutex_unlock(&e->mu);
+    /* Every link is broken: running tasks end now (handles stay valid). */
+    llk_tasks_join(e);
     /* The links are broken: the owner thread ends their streams. Caches stay
      * registered (their count is still readable) until llk_engine_free. */
     llk_xserver_stop(e);
@@ -365,6 +387,8 @@ void llk_engine_free(llmlink_t *e)
     /* Reverse order of creation: the links' QPs and CQs went with the
      * links (finalize), the caches' MRs go with the registry, then the
      * protection domains and devices. */
+    llk_tasks_free(e);
+    llk_events_free(&e->events);
     if (e->reg_ready) {
         llk_registry_destroy(&e->reg);
         e->reg_ready = false;
@@ -375,6 +399,7 @@ void llk_engine_free(llmlink_t *e)
     e->auth = NULL;
     llk_tls_release(e->tls); /* running relays hold their own reference */
     e->tls = NULL;
+    llk_notify_state_free(&e->notify);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e);

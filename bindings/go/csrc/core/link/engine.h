@@ -30,10 +30,14 @@
 
 #include "xfer/cache_registry.h"
 #include "llmlink.h"
+#include "base/events.h"
 #include "base/options.h"
 #include "link/auth.h"
+#include "link/metrics.h"
 #include "link/wire.h"
+#include "base/events.h"
 #include "xfer/xfer.h"
+#include "xfer/notify.h"
 
 typedef enum llk_engine_state {
     LLK_ENGINE_CREATED = 0,
@@ -126,9 +130,27 @@ typedef struct llk_conn {
     /* Authentication exchange (link/auth.h), when the engine has a key. */
     llk_auth_hs_t auth;
 
+    /* Notifications (xfer/notify.c) on a link: the peer announced
+     * LLK_EXT_NOTIFY; the next seq to send and the next one whose ACK is
+     * due (ACKs come in order on the one stream, so any other is a
+     * protocol error). */
+    bool peer_notify;
+    uint64_t notify_seq, notify_ack_next;
+    /* The bulk queue (NOTIFY and NOTIFY_ACK frames, up to 4124 bytes each,
+     * more than tx holds): heap, grown on first use, bounded by the caller
+     * (llk_conn_queue_bulk). Bytes of tx always go out before those of
+     * ntx, except that a frame of ntx partly written is finished first
+     * (ntx_frame_left bytes of it remain), so frames never interleave. */
+    uint8_t *ntx;
+    size_t ntx_len, ntx_cap, ntx_frame_left;
+    /* Why a link on this connection ended (llmlink_close_reason_t), set by
+     * whoever ends it before the state change; 0 (OTHER) when nobody
+     * said. Counted once, when it leaves LINKED / UNLINKING (link/metrics.h). */
+    uint8_t close_reason;
+
     size_t rx_len, tx_len;
     uint8_t tx[LLK_TX_CAP];
-    uint8_t rx[LLK_WIRE_MAX_FRAME];
+    uint8_t rx[LLK_WIRE_MAX_RX_FRAME];
 } llk_conn_t;
 
 /* Transfer counters, updated without the engine lock. */
@@ -162,6 +184,9 @@ typedef struct llk_conn_handlers {
     void (*on_closed)(llmlink_t *e, struct llk_conn *c, int err);
     /* A server handshake ended (its slot is free): let the next one in. */
     void (*on_handshake_slot_free)(llmlink_t *e);
+    /* c goes CLOSING or DEAD, or is freed: whatever waits on it (senders
+     * of notifications) ends now. Optional; may be called more than once. */
+    void (*on_link_down)(llmlink_t *e, struct llk_conn *c);
 } llk_conn_handlers_t;
 
 typedef struct llk_listener {
@@ -205,6 +230,9 @@ struct llmlink {
      * 0.3: no LLK_EXT_RDMA_READ_DEPTH sent or read, a peer's record with
      * the READ-depth byte set refused. Set before the engine links. */
     bool test_legacy_rails;
+    /* Test seam (llk_test_set_legacy_notify): neither announce nor use
+     * LLK_EXT_NOTIFY, as an llmlink without notifications. */
+    bool test_legacy_notify;
     struct llk_xserver *xsrv;
     llk_host_id_t host;
     llk_xstats_t xstats;
@@ -244,6 +272,17 @@ struct llmlink {
      * ATTACH MAC), under e->mu. */
     llk_auth_key_t *auth;
     uint64_t auth_failures;
+
+    /* Asynchronous transfers (xfer/task.h): the queue and the transfer
+     * workers, from init to finalize (freed with the engine); the engine
+     * descriptor (llmlink_get_event_fd), made at init, closed when freed. */
+    struct llk_tasks *tasks;
+    llk_events_t events;
+    /* Notifications (xfer/notify.c), under e->mu. */
+    llk_notify_state_t notify;
+    /* Operator counters (llmlink_get_metrics, link/metrics.h): atomics,
+     * no lock. */
+    llk_metrics_t metrics;
 };
 
 /* ---- engine.c: lifecycle ---- */
@@ -277,6 +316,9 @@ void llk_conn_set_xfer(llk_conn_t *c, void *ctx, const llk_conn_xfer_ops_t *ops)
 void llk_conn_set_state(llmlink_t *e, llk_conn_t *c, llk_conn_state_t s);
 /* Queues a frame; false if the queue is full (the peer stopped reading). */
 bool llk_conn_queue(llk_conn_t *c, const uint8_t *frame, size_t len);
+/* Queues a frame on the bulk queue (c->ntx) if it then holds at most
+ * limit bytes; false when it would not (or out of memory). */
+bool llk_conn_queue_bulk(llk_conn_t *c, const uint8_t *frame, size_t len, size_t limit);
 bool llk_conn_queue_simple(llk_conn_t *c, llk_msg_type_t type);
 bool llk_conn_queue_reject(llk_conn_t *c, llmlink_status_t status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -409,5 +451,7 @@ llmlink_status_t llk_engine_unlink(llmlink_t *e, const uint64_t *ids, size_t n,
 llmlink_status_t llk_engine_check_link(llmlink_t *e, uint64_t remote_id);
 llmlink_status_t llk_engine_stats(llmlink_t *e, llmlink_stats_t *s);
 llmlink_status_t llk_engine_xfer_stats(llmlink_t *e, llmlink_xfer_stats_t *s);
+/* llmlink_get_metrics (everything but version); link/metrics.c. */
+void llk_engine_metrics(llmlink_t *e, llmlink_metrics_t *m);
 
 #endif /* LLK_ENGINE_H */

@@ -76,11 +76,19 @@ void llk_link_kill(llmlink_t *e, const void *xfer_ctx, const char *why)
             if (c->waiter)
                 llk_conn_complete(e, c, llk_conn_unlink_failure(c), "transfer failed: %s", why);
             e->links_lost++;
+            c->close_reason = LLMLINK_CLOSE_TRANSFER_FAILED;
             llk_conn_set_state(e, c, LLK_CONN_DEAD);
         }
     if (e->state == LLK_ENGINE_RUNNING)
         llk_reactor_wake(e);
     pthread_mutex_unlock(&e->mu);
+}
+
+void llk_link_each_locked(llmlink_t *e, llk_link_each_fn *fn, void *arg)
+{
+    for (llk_conn_t *c = e->conns; c; c = c->next)
+        if (c->state == LLK_CONN_LINKED && c->xfer_ctx)
+            fn(arg, c->xfer_ctx, c->outbound, c->remote_id, c->peer);
 }
 
 void llk_link_stream_begin_locked(llmlink_t *e)
@@ -108,6 +116,7 @@ void llk_link_stream_refuse_locked(llmlink_t *e, llk_conn_t *c, llmlink_status_t
         e->protocol_errors++;
     LLK_WARN("cluster %llu: refused data stream from %s: %s", (unsigned long long)e->cluster_id,
              c->peer, msg);
+    llk_metrics_hs_refused(&e->metrics, status);
     llk_conn_queue_reject(c, status, "%s", msg);
     llk_conn_set_state(e, c, LLK_CONN_CLOSING);
     c->deadline_ms = 0;

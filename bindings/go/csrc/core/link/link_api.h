@@ -48,6 +48,15 @@ llmlink_status_t llk_link_find_locked(llmlink_t *e, uint64_t remote_id, const ch
  */
 void llk_link_kill(llmlink_t *e, const void *xfer_ctx, const char *why);
 
+/*
+ * Calls fn for every LINKED connection that carries a transfer side, with
+ * its attachment, direction, peer id and address text (valid during the
+ * call). e->mu held (llk_link_lock); fn must not take it.
+ */
+typedef void llk_link_each_fn(void *arg, void *xfer_ctx, bool outbound, uint64_t remote_id,
+                              const char *peer);
+void llk_link_each_locked(llmlink_t *e, llk_link_each_fn *fn, void *arg);
+
 /* ---- data streams: an ATTACH on a fresh server connection c ----------- */
 
 /* A data stream is no handshake: takes c out of the handshake counts. */

@@ -17,9 +17,11 @@
  * report (it always does at the deadline; this only bounds a bug). */
 #define WAIT_BACKSTOP_MS 2000
 
-static void link_lost(llmlink_t *e, llk_conn_t *c, const char *why)
+static void link_lost(llmlink_t *e, llk_conn_t *c, llmlink_close_reason_t reason,
+                      const char *why)
 {
     e->links_lost++;
+    c->close_reason = (uint8_t)reason;
     LLK_WARN("cluster %llu: link %s cluster %llu (%s) lost: %s; link freed",
              (unsigned long long)e->cluster_id, c->outbound ? "to" : "from",
              (unsigned long long)c->remote_id, c->peer, why);
@@ -54,9 +56,15 @@ void llk_link_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
                  (unsigned long long)c->remote_id, c->peer);
         llk_conn_complete(e, c, LLMLINK_SUCCESS, "unlinked (peer unlinked too)");
         llk_conn_queue_simple(c, LLK_MSG_UNLINK_ACK);
+        c->close_reason = LLMLINK_CLOSE_UNLINKED_BY_PEER;
         llk_conn_set_state(e, c, LLK_CONN_CLOSING);
         c->deadline_ms = 0;
         return;
+    case LLK_MSG_NOTIFY:
+    case LLK_MSG_NOTIFY_ACK:
+        if (llk_notify_on_frame(e, c, h, payload, &why) == 0)
+            return;
+        break;
     default:
         why = "unexpected message type on a link";
         break;
@@ -65,7 +73,7 @@ void llk_link_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *h,
     if (c->waiter)
         llk_conn_complete(e, c, llk_conn_unlink_failure(c),
                           "peer %s sent a bad frame: %s", c->peer, why);
-    link_lost(e, c, why);
+    link_lost(e, c, LLMLINK_CLOSE_PROTOCOL_ERROR, why);
 }
 
 void llk_link_on_closed(llmlink_t *e, llk_conn_t *c, int err)
@@ -89,10 +97,10 @@ void llk_link_on_closed(llmlink_t *e, llk_conn_t *c, int err)
     case LLK_CONN_UNLINKING:
         llk_conn_complete(e, c, llk_conn_unlink_failure(c),
                           "%s before acknowledging the unlink (%s)", why, c->peer);
-        link_lost(e, c, why);
+        link_lost(e, c, LLMLINK_CLOSE_PEER_CLOSED, why);
         break;
     case LLK_CONN_LINKED:
-        link_lost(e, c, why);
+        link_lost(e, c, LLMLINK_CLOSE_PEER_CLOSED, why);
         break;
     default:
         llk_conn_set_state(e, c, LLK_CONN_DEAD);
@@ -174,7 +182,7 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
         pthread_mutex_unlock(&xl->mu);
         if (c->waiter)
             llk_conn_complete(e, c, llk_conn_unlink_failure(c), "%s", why);
-        link_lost(e, c, why);
+        link_lost(e, c, LLMLINK_CLOSE_TRANSFER_FAILED, why);
         return 0;
     }
     if (llk_conn_is_link(c)) {
@@ -185,7 +193,7 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
             if (c->waiter)
                 llk_conn_complete(e, c, llk_conn_unlink_failure(c),
                                   "%s: %s", c->peer, why);
-            link_lost(e, c, why);
+            link_lost(e, c, LLMLINK_CLOSE_LIVENESS, why);
             return 0;
         }
         /* Three heartbeats per interval: one lost or late still leaves the
@@ -197,7 +205,7 @@ int64_t llk_link_on_timer(llmlink_t *e, llk_conn_t *c, int64_t now)
             /* A heartbeat that does not fit means a queue full of frames
              * the peer never read: as in unlink, the peer is not reading. */
             if (!llk_conn_queue_simple(c, LLK_MSG_HEARTBEAT)) {
-                link_lost(e, c, "peer stopped reading");
+                link_lost(e, c, LLMLINK_CLOSE_LIVENESS, "peer stopped reading");
                 return 0;
             }
             c->last_tx_ms = now; /* even if the send is still queued */
@@ -520,6 +528,8 @@ llmlink_status_t llk_engine_link(llmlink_t *e, const llk_link_req_t *reqs, size_
         llk_reactor_wake(e);
     wait_and_attach(e, w, ids, n, deadline);
     pthread_mutex_unlock(&e->mu);
+    for (size_t i = 0; i < n; i++)
+        llk_metrics_link_result(&e->metrics, w[i].status);
     return report_call(w, n, ids, statuses, "llmlink_link_clusters", LLMLINK_LINK_FAILED);
 }
 
@@ -559,6 +569,7 @@ llmlink_status_t llk_engine_unlink(llmlink_t *e, const uint64_t *ids, size_t n,
         if (force) {
             LLK_INFO("cluster %llu: force-unlinked cluster %llu (%s)",
                      (unsigned long long)e->cluster_id, (unsigned long long)ids[i], c->peer);
+            c->close_reason = LLMLINK_CLOSE_UNLINKED;
             llk_conn_set_state(e, c, LLK_CONN_DEAD);
             w[i].status = LLMLINK_SUCCESS;
             started = true;
@@ -567,6 +578,7 @@ llmlink_status_t llk_engine_unlink(llmlink_t *e, const uint64_t *ids, size_t n,
         if (!llk_conn_queue_simple(c, LLK_MSG_UNLINK)) {
             w[i].status = llk_conn_unlink_failure(c);
             snprintf(w[i].detail, sizeof w[i].detail, "peer %s is not reading", c->peer);
+            c->close_reason = LLMLINK_CLOSE_UNLINKED;
             llk_conn_set_state(e, c, LLK_CONN_DEAD);
             started = true;
             continue;

@@ -32,7 +32,8 @@ static void on_conn_event(llmlink_t *e, llk_conn_t *c, uint32_t ev, int64_t now)
 
 static void flush(llmlink_t *e, llk_conn_t *c, int64_t now)
 {
-    if (c->state == LLK_CONN_DEAD || c->state == LLK_CONN_CLI_PENDING || c->tx_len == 0)
+    if (c->state == LLK_CONN_DEAD || c->state == LLK_CONN_CLI_PENDING ||
+        (c->tx_len == 0 && c->ntx_len == 0))
         return;
     if (llk_conn_flush(e, c, now) != 0)
         llk_link_on_closed(e, c, errno);

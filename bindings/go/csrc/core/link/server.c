@@ -128,6 +128,7 @@ static void reject(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, const char 
     LLK_WARN("cluster %llu: refused link from %s: %s (%s)", (unsigned long long)e->cluster_id,
              c->peer, msg, llmlink_status_name(st));
     e->hs_rejected++;
+    llk_metrics_hs_refused(&e->metrics, st);
     llk_conn_queue_reject(c, st, "%s", msg);
     llk_conn_set_state(e, c, LLK_CONN_CLOSING);
     c->deadline_ms = 0;
@@ -140,6 +141,7 @@ static void reject_quietly(llmlink_t *e, llk_conn_t *c, llmlink_status_t st, con
     llk_server_warn_limit(e, now, "refused link from %s: %s (%s)", c->peer, msg,
                           llmlink_status_name(st));
     e->hs_rejected++;
+    llk_metrics_hs_refused(&e->metrics, st);
     llk_conn_queue_reject(c, st, "%s", msg);
     llk_conn_set_state(e, c, LLK_CONN_CLOSING);
     c->deadline_ms = 0;
@@ -179,6 +181,7 @@ static bool claim_allowed(llmlink_t *e, llk_conn_t *c, llk_conn_t *old, int64_t 
                                                : "being unlinked");
         if (old->waiter)
             llk_conn_complete(e, old, LLMLINK_UNLINK_FAILED, "peer linked again");
+        old->close_reason = LLMLINK_CLOSE_REPLACED;
         llk_conn_set_state(e, old, LLK_CONN_DEAD);
         return true;
     }
@@ -322,6 +325,10 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
             llk_xlink_set_peer_read_depth(xl, depth);
             break;
         }
+    /* Notifications only with a client that takes them (wire.h). */
+    c->peer_notify = !e->test_legacy_notify && llk_wire_has_ext(m.ext, m.num_ext, LLK_EXT_NOTIFY);
+    if (c->peer_notify)
+        w.ext[w.num_ext++].type = LLK_EXT_NOTIFY;
     uint8_t f[LLK_WIRE_HEADER_SIZE + 64];
     size_t n = llk_wire_encode_welcome(f, sizeof f, LLK_WIRE_VERSION, &w);
     if (!llk_conn_queue(c, f, n)) {

@@ -26,9 +26,11 @@ llk_header_check_t llk_wire_check_header(const llk_frame_header_t *h)
      * in another version. */
     if (h->version != LLK_WIRE_VERSION)
         return LLK_HDR_BAD_VERSION;
-    if (h->length > LLK_WIRE_MAX_PAYLOAD)
+    /* NOTIFY alone may exceed LLK_WIRE_MAX_PAYLOAD (wire.h). */
+    uint32_t max = h->type == LLK_MSG_NOTIFY ? LLK_WIRE_MAX_NOTIFY_PAYLOAD : LLK_WIRE_MAX_PAYLOAD;
+    if (h->length > max)
         return LLK_HDR_TOO_LARGE;
-    if (h->type < LLK_MSG_HELLO || h->type > LLK_MSG_LAST)
+    if (h->type < LLK_MSG_HELLO || h->type > LLK_MSG_LAST || h->type == LLK_MSG_RESERVED_12)
         return LLK_HDR_BAD_TYPE;
     if (h->flags != 0)
         return LLK_HDR_BAD_FLAGS;
@@ -63,7 +65,8 @@ static size_t end_frame(wbuf_t *w)
     if (w->overflow)
         return 0;
     size_t payload = w->len - LLK_WIRE_HEADER_SIZE;
-    if (payload > LLK_WIRE_MAX_PAYLOAD)
+    bool notify = w->len >= 8 && w->p[6] == 0 && w->p[7] == LLK_MSG_NOTIFY;
+    if (payload > (notify ? LLK_WIRE_MAX_NOTIFY_PAYLOAD : LLK_WIRE_MAX_PAYLOAD))
         return 0;
     w->p[8] = (uint8_t)(payload >> 24);
     w->p[9] = (uint8_t)(payload >> 16);
@@ -529,4 +532,71 @@ int llk_wire_decode_attach_ok(const uint8_t *payload, size_t len, llk_msg_attach
         return -1;
     }
     return finish(&r, why);
+}
+
+/* ---- notifications ------------------------------------------------------- */
+
+size_t llk_wire_encode_notify(uint8_t *out, size_t cap, uint16_t version, uint64_t seq,
+                              const void *data, uint32_t len)
+{
+    if (!data || len == 0 || len > LLK_NOTIFY_MAX_DATA)
+        return 0;
+    wbuf_t w = {out, 0, cap, 0};
+    begin_frame(&w, version, LLK_MSG_NOTIFY);
+    put_u64(&w, seq);
+    put_u32(&w, len);
+    put_bytes(&w, data, len);
+    return end_frame(&w);
+}
+
+int llk_wire_decode_notify(const uint8_t *payload, size_t plen, uint64_t *seq,
+                           const uint8_t **data, uint32_t *len, const char **why)
+{
+    rbuf_t r = {payload, plen, 0, 0};
+    *seq = get_u64(&r);
+    *len = get_u32(&r);
+    *data = NULL;
+    if (r.short_read) {
+        *why = "truncated NOTIFY";
+        return -1;
+    }
+    if (*len == 0) {
+        *why = "NOTIFY: empty notification";
+        return -1;
+    }
+    if (*len > LLK_NOTIFY_MAX_DATA) {
+        *why = "NOTIFY: notification longer than 4096 bytes";
+        return -1;
+    }
+    if (plen - LLK_NOTIFY_HEAD != *len) {
+        *why = "NOTIFY: length field disagrees with the frame";
+        return -1;
+    }
+    *data = payload + LLK_NOTIFY_HEAD;
+    return 0;
+}
+
+size_t llk_wire_encode_notify_ack(uint8_t *out, size_t cap, uint16_t version, uint64_t seq,
+                                  uint32_t status)
+{
+    wbuf_t w = {out, 0, cap, 0};
+    begin_frame(&w, version, LLK_MSG_NOTIFY_ACK);
+    put_u64(&w, seq);
+    put_u32(&w, status);
+    return end_frame(&w);
+}
+
+int llk_wire_decode_notify_ack(const uint8_t *payload, size_t plen, uint64_t *seq,
+                               uint32_t *status, const char **why)
+{
+    rbuf_t r = {payload, plen, 0, 0};
+    *seq = get_u64(&r);
+    *status = get_u32(&r);
+    if (finish(&r, why) != 0)
+        return -1;
+    if (*status != LLMLINK_SUCCESS && *status != LLMLINK_NOTIFY_QUEUE_FULL) {
+        *why = "NOTIFY_ACK: status neither SUCCESS nor NOTIFY_QUEUE_FULL";
+        return -1;
+    }
+    return 0;
 }

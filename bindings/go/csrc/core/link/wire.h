@@ -41,6 +41,20 @@
  *   AUTH_HELLO     u8 scheme (LLK_AUTH_SCHEME_PSK1), 32 bytes client nonce Nc
  *   AUTH_CHALLENGE 32 bytes server nonce Ns, 32 bytes MAC_s
  *   AUTH_PROOF     32 bytes MAC_c
+ *   NOTIFY     u64 seq, u32 len (1..LLK_NOTIFY_MAX_DATA), len data bytes:
+ *              a notification (llmlink_notify) on a LINKED control
+ *              connection, sent only to a peer that announced
+ *              LLK_EXT_NOTIFY. seq is the sender's, increasing per
+ *              connection; the frame's payload is exactly 12 + len bytes.
+ *              The only frame allowed above LLK_WIRE_MAX_PAYLOAD (up to
+ *              LLK_WIRE_MAX_NOTIFY_PAYLOAD): a 4096-byte notification plus
+ *              its 12 bytes of head must fit in one frame, and no other
+ *              message needs more, so the limit grows for this type alone.
+ *   NOTIFY_ACK u64 seq (of a NOTIFY this side received), u32 status
+ *              (LLMLINK_SUCCESS: queued; LLMLINK_NOTIFY_QUEUE_FULL: the
+ *              receiver's queue was full, nothing queued). A NOTIFY
+ *              outside LINKED/UNLINKING, a malformed one, or an ACK for a
+ *              seq with no NOTIFY waiting breaks the link (PROTOCOL_ERROR).
  *
  * Authentication (link/auth.h; docs/security.md). When the client has a
  * key, every connection it opens (control and data streams) starts with
@@ -69,7 +83,8 @@
  * Defined: LLK_EXT_DATA_STREAMS (WELCOME, empty), LLK_EXT_RDMA (HELLO /
  * WELCOME, empty), LLK_EXT_WAIT_TIME (HELLO / WELCOME, u32 ms),
  * LLK_EXT_RDMA_READ_DEPTH (HELLO / WELCOME, empty), LLK_EXT_STREAM_COUNT
- * (HELLO, u16), LLK_EXT_ATTACH_MAC (ATTACH, 32 bytes), below.
+ * (HELLO, u16), LLK_EXT_ATTACH_MAC (ATTACH, 32 bytes), LLK_EXT_NOTIFY
+ * (HELLO / WELCOME, empty), below.
  * An extension whose type has bit 15 set is critical: a receiver that does
  * not know it must refuse the handshake; others are skipped.
  *
@@ -117,9 +132,23 @@ typedef enum llk_msg_type {
     /* 9..12: authentication (12 reserved) */
     LLK_MSG_AUTH_HELLO = 9,
     LLK_MSG_AUTH_CHALLENGE = 10,
-    LLK_MSG_AUTH_PROOF = 11
+    LLK_MSG_AUTH_PROOF = 11,
+    /* 13, 14: notifications (llmlink_notify) */
+    LLK_MSG_NOTIFY = 13,
+    LLK_MSG_NOTIFY_ACK = 14
 } llk_msg_type_t;
-#define LLK_MSG_LAST LLK_MSG_AUTH_PROOF
+#define LLK_MSG_LAST LLK_MSG_NOTIFY_ACK
+#define LLK_MSG_RESERVED_12 12
+
+/* NOTIFY: the data bound (LLMLINK_MAX_NOTIFY_BYTES), the fixed head
+ * (seq, len), the largest payload and frame; NOTIFY_ACK's payload. The
+ * receive buffer of a connection holds the largest frame of any type. */
+#define LLK_NOTIFY_MAX_DATA 4096u
+#define LLK_NOTIFY_HEAD 12u
+#define LLK_WIRE_MAX_NOTIFY_PAYLOAD (LLK_NOTIFY_HEAD + LLK_NOTIFY_MAX_DATA)
+#define LLK_WIRE_MAX_NOTIFY_FRAME (LLK_WIRE_HEADER_SIZE + LLK_WIRE_MAX_NOTIFY_PAYLOAD)
+#define LLK_WIRE_MAX_RX_FRAME LLK_WIRE_MAX_NOTIFY_FRAME
+#define LLK_NOTIFY_ACK_PAYLOAD 12u
 
 #define LLK_WIRE_HOST_ID_SIZE 28u
 
@@ -168,6 +197,14 @@ typedef enum llk_msg_type {
  * the stream; 32 bytes): MAC_a, above. 0x0007 stays reserved for
  * authentication. */
 #define LLK_EXT_ATTACH_MAC (LLK_WIRE_EXT_CRITICAL | 0x0006u)
+
+/* HELLO / WELCOME extension (not critical, empty): this side receives
+ * NOTIFY and answers NOTIFY_ACK. A side sends NOTIFY only to a peer that
+ * announced it: an older llmlink drops a link on a type it does not know
+ * (LLK_HDR_BAD_TYPE), so llmlink_notify to it fails FEATURE_NOT_ENABLED
+ * and the link stays up. The server announces it only to a client that
+ * did. A length other than 0 is ignored (later versions may add). */
+#define LLK_EXT_NOTIFY 0x0008u
 
 /* Authentication payloads. */
 #define LLK_AUTH_SCHEME_PSK1 1u
@@ -308,6 +345,20 @@ int llk_wire_decode_welcome(const uint8_t *payload, size_t len, llk_msg_welcome_
 int llk_wire_decode_reject(const uint8_t *payload, size_t len, llk_msg_reject_t *m, const char **why);
 /* HEARTBEAT / UNLINK_ACK must be empty, UNLINK exactly 4 zero bytes. */
 int llk_wire_decode_simple(llk_msg_type_t type, const uint8_t *payload, size_t len, const char **why);
+
+/* Notifications. NOTIFY: data (1..LLK_NOTIFY_MAX_DATA bytes) is copied
+ * into the frame; 0 when it does not fit or len is out of range. The
+ * decoder checks len against the bounds and against the payload's size,
+ * and points *data into payload. NOTIFY_ACK: status must be SUCCESS or
+ * NOTIFY_QUEUE_FULL. */
+size_t llk_wire_encode_notify(uint8_t *out, size_t cap, uint16_t version, uint64_t seq,
+                              const void *data, uint32_t len);
+int llk_wire_decode_notify(const uint8_t *payload, size_t plen, uint64_t *seq,
+                           const uint8_t **data, uint32_t *len, const char **why);
+size_t llk_wire_encode_notify_ack(uint8_t *out, size_t cap, uint16_t version, uint64_t seq,
+                                  uint32_t status);
+int llk_wire_decode_notify_ack(const uint8_t *payload, size_t plen, uint64_t *seq,
+                               uint32_t *status, const char **why);
 
 /* Points ext at buf (4 bytes, kept by the caller) holding ms: the
  * LLK_EXT_WAIT_TIME extension. */

@@ -469,9 +469,12 @@ static llk_xuse_t rdma_request_usable(llk_xfer_ctx_t *ctx, int fd, llk_xmove_out
 
 /* ---- moving ---------------------------------------------------------------- */
 
+/* The move gives up when the link broke or the call's task was cancelled
+ * (RDMA cannot stop one request alone: the QPs go to the error state). */
 static bool link_aborted(void *arg)
 {
-    return llk_xlink_is_broken(arg);
+    llk_xfer_ctx_t *ctx = arg;
+    return llk_xlink_is_broken(ctx->xl) || llk_cancel_requested(ctx->cancel);
 }
 
 /* The owner's grant (XRESP_RDMA) for the request: check it, post the work
@@ -494,6 +497,17 @@ static void rdma_move(llk_xmove_t *m, llk_xmove_out_t *out)
         out->failure = LLMLINK_PROTOCOL_ERROR;
         snprintf(out->msg, sizeof out->msg, "RDMA grant of %u regions on %u rails for %zu "
                  "segments on %u rails", g.niov, g.nrails, n, nrails);
+        return;
+    }
+    if (llk_cancel_requested(ctx->cancel)) {
+        /* Cancelled before any work was posted: end the grant unused. */
+        out->send_done = out->done_gen = true;
+        out->done_status = LLMLINK_CANCELLED;
+        out->gen = g.generation;
+        out->refusal = LLMLINK_CANCELLED;
+        snprintf(out->msg, sizeof out->msg, "%s: cancelled: RDMA grant on data stream %d ended "
+                 "unused (cluster %llu); the link stays usable", ctx->fn, m->slot,
+                 (unsigned long long)ctx->xl->remote_id);
         return;
     }
     char msg[512];
@@ -536,7 +550,7 @@ static void rdma_move(llk_xmove_t *m, llk_xmove_out_t *out)
             nanosleep(&ts, NULL);
         }
     llmlink_status_t st = llk_rdma_move(l, m->op == LLK_XOP_RDMA_WRITE, sg, n, ctx->deadline_ms,
-                                        link_aborted, ctx->xl, msg, sizeof msg);
+                                        link_aborted, ctx, msg, sizeof msg);
     free(sg);
     if (st == LLMLINK_SUCCESS) {
         out->send_done = out->done_gen = true;
@@ -547,7 +561,11 @@ static void rdma_move(llk_xmove_t *m, llk_xmove_out_t *out)
     /* The rail is unusable after a completion error: the link goes (the
      * caller kills it), relink makes new QPs. */
     out->failure = st == LLMLINK_NOT_YET_LINK ? LLMLINK_NETWORK_ERROR : st;
-    snprintf(out->msg, sizeof out->msg, "%s", msg);
+    if (llk_cancel_requested(ctx->cancel) && !llk_xlink_is_broken(ctx->xl))
+        snprintf(out->msg, sizeof out->msg, "cancelled with RDMA work posted: every QP of the "
+                 "link moved to the error state and its completions were reaped");
+    else
+        snprintf(out->msg, sizeof out->msg, "%s", msg);
 }
 
 static llmlink_status_t rdma_serve_allowed(llk_xlink_t *xl, int fd, char *msg, size_t cap)

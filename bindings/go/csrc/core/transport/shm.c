@@ -295,6 +295,11 @@ static int copy(const llk_xmove_t *m, pid_t pid)
             err = ETIMEDOUT;
             break;
         }
+        /* A task's cancel stops the copy between batches (xfer/cancel.h). */
+        if (llk_cancel_requested(m->ctx->cancel)) {
+            err = ECANCELED;
+            break;
+        }
         ssize_t got = m->op == LLK_XOP_SHM_READ
                           ? process_vm_readv(pid, liov, (unsigned long)n, riov, (unsigned long)n, 0)
                           : process_vm_writev(pid, liov, (unsigned long)n, riov, (unsigned long)n, 0);
@@ -367,6 +372,18 @@ static void shm_move(llk_xmove_t *m, llk_xmove_out_t *out)
     if (err == 0) {
         out->send_done = true;
         out->done_status = LLMLINK_SUCCESS;
+        return;
+    }
+    if (err == ECANCELED) {
+        /* No further batch: the fence holds now. XDONE(CANCELLED) ends the
+         * owner's hold; the stream stays usable. */
+        llk_cancel_fenced_as(m->ctx->cancel, LLMLINK_CANCELLED);
+        out->send_done = true;
+        out->done_status = LLMLINK_CANCELLED;
+        out->refusal = LLMLINK_CANCELLED;
+        snprintf(out->msg, sizeof out->msg, "%s: cancelled: shm copy on data stream %d stopped "
+                 "between batches (cluster %llu); the link stays usable", m->ctx->fn, m->slot,
+                 (unsigned long long)xl->remote_id);
         return;
     }
     if (err == ETIMEDOUT) {

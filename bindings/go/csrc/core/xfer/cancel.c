@@ -11,6 +11,7 @@ int llk_cancel_init(llk_xfer_cancel_t *cx)
 {
     atomic_init(&cx->requested, false);
     cx->fenced = false;
+    cx->fenced_status = 0;
     cx->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (cx->wake_fd < 0)
         return -1;
@@ -54,9 +55,24 @@ void llk_cancel_request(llk_xfer_cancel_t *cx)
 
 void llk_cancel_fenced(llk_xfer_cancel_t *cx)
 {
+    llk_cancel_fenced_as(cx, 0);
+}
+
+uint32_t llk_cancel_fenced_status(llk_xfer_cancel_t *cx)
+{
+    pthread_mutex_lock(&cx->mu);
+    uint32_t st = cx->fenced_status;
+    pthread_mutex_unlock(&cx->mu);
+    return st;
+}
+
+void llk_cancel_fenced_as(llk_xfer_cancel_t *cx, uint32_t status)
+{
     if (!cx)
         return;
     pthread_mutex_lock(&cx->mu);
+    if (!cx->fenced_status)
+        cx->fenced_status = status;
     if (!cx->fenced) {
         cx->fenced = true;
         pthread_cond_broadcast(&cx->cv);

@@ -27,6 +27,10 @@ typedef struct llk_xfer_cancel {
     pthread_mutex_t mu;
     pthread_cond_t cv;     /* CLOCK_MONOTONIC */
     bool fenced;           /* under mu */
+    /* Under mu: the status the executor gave with the fence
+     * (llk_cancel_fenced_as), 0 when it gave none (then the call's own
+     * return is the task's status). */
+    uint32_t fenced_status;
 } llk_xfer_cancel_t;
 
 /* 0, or -1 with errno. */
@@ -42,6 +46,13 @@ static inline bool llk_cancel_requested(llk_xfer_cancel_t *cx)
 /* Executor: from now on nothing of the call lands anywhere (idempotent;
  * cx may be NULL). */
 void llk_cancel_fenced(llk_xfer_cancel_t *cx);
+/* The same, saying what the task's status is from the fence on
+ * (LLMLINK_CANCELLED: the link stays; LLMLINK_CANCELLED_LINK_CLOSED), so
+ * that the canceller need not wait for the call to return (a tcp pull may
+ * still drain its stream). The first status given wins. */
+void llk_cancel_fenced_as(llk_xfer_cancel_t *cx, uint32_t status);
+/* What llk_cancel_fenced_as said, 0 if nothing (cx->mu not held). */
+uint32_t llk_cancel_fenced_status(llk_xfer_cancel_t *cx);
 /* Canceller: waits until the executor said the fence holds, or until
  * deadline_ms (monotonic; -1: no limit). true when fenced. */
 bool llk_cancel_wait_fenced(llk_xfer_cancel_t *cx, int64_t deadline_ms);

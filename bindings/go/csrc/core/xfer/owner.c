@@ -52,6 +52,7 @@
 #include "link/engine.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/spin.h"
 #include "xfer/owner_testing.h"
 #include "xfer/xfer.h"
 #include "xfer/xfer_wire.h"
@@ -1376,13 +1377,43 @@ static bool take_pending(struct llk_xserver *s)
     return stop;
 }
 
+/* epoll_wait, but right after activity (`busy`) first look without
+ * sleeping for a short while (base/spin.h): a requester making small calls
+ * one after another sends its next request within microseconds, and
+ * waking this thread for it costs more than serving it. Bounded: then it
+ * sleeps as before. */
+static int epoll_spin(int epfd, struct epoll_event *evs, int timeout_ms, bool busy,
+                      llk_spin_t *sp)
+{
+    /* One owner thread of the process (engines) spins at a time. */
+    static atomic_int gate;
+    int64_t budget = busy && timeout_ms != 0 ? llk_spin_budget(sp) : 0;
+    if (budget > 0 && llk_spin_enter(&gate)) {
+        int64_t until = llk_now_ns() + budget;
+        int n = 0;
+        do {
+            n = epoll_wait(epfd, evs, XS_MAX_EVENTS, 0);
+            if (n != 0)
+                break;
+            sched_yield(); /* the requester may be waiting for this CPU */
+        } while (llk_now_ns() < until);
+        llk_spin_leave(&gate);
+        llk_spin_result(sp, n != 0);
+        if (n != 0)
+            return n;
+    }
+    return epoll_wait(epfd, evs, XS_MAX_EVENTS, timeout_ms);
+}
+
 static void *xserver_main(void *arg)
 {
     struct llk_xserver *s = arg;
     struct epoll_event evs[XS_MAX_EVENTS];
     pthread_setname_np(pthread_self(), "xserver");
+    llk_spin_t spin = {0, 0};
+    int n = 0;
     while (!take_pending(s)) {
-        int n = epoll_wait(s->epfd, evs, XS_MAX_EVENTS, wait_timeout(s, llk_now_ms()));
+        n = epoll_spin(s->epfd, evs, wait_timeout(s, llk_now_ms()), n > 0, &spin);
         int err = errno;
         /* A stream epoll reports was added before it went on the pending
          * list (both under s->mu): take it before looking at the events. */

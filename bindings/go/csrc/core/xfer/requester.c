@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/spin.h"
 #include "link/engine.h"
 #include "link/tls.h"
 #include "xfer/xfer.h"
@@ -33,6 +35,8 @@
 #define PASS_BYTES (8u << 20)
 /* SO_RCVLOWAT while receiving bytes (see set_lowat). */
 #define LOWAT_BYTES (256u << 10)
+/* Where a cancelled READ's remaining payload is received and dropped. */
+#define DISCARD_BYTES (256u << 10)
 
 typedef enum {
     PH_SEND,      /* sending tx (a request or a DONE) */
@@ -62,7 +66,7 @@ typedef struct stream_run {
     size_t rx_got, rx_cap;
     size_t cur;        /* data cursor: segment and offset within it */
     uint64_t cur_off;
-    llk_xseg_wire_t *wsegs; /* CHUNK_SEGS scratch for encoding */
+    llk_xseg_wire_t *wsegs; /* scratch for encoding: min(CHUNK_SEGS, plan segments) */
     int lowat;              /* SO_RCVLOWAT now set (0: the default, 1) */
     bool write_out;         /* WRITE payload went out and its final answer has not come */
 } stream_run_t;
@@ -74,6 +78,13 @@ typedef struct run_state {
     llmlink_status_t refusal;  /* first refusal from the owner */
     llmlink_status_t failure;  /* first stream failure: the link is lost */
     char msg[LLK_ERR_MSG_MAX];
+    /* Cancel (xfer/cancel.h): seen while work was left; from then on no
+     * request starts, READ payload goes to discard (never into the cache)
+     * and no transport moves a byte. cancel_kill: a tcp WRITE had started,
+     * which only the link's failure path can stop. */
+    bool cancelled, cancel_kill, cancel_off;
+    uint8_t *discard;
+    char cancel_what[160];
 } run_state_t;
 
 static void fail(run_state_t *rs, stream_run_t *s, llmlink_status_t st, const char *fmt, ...)
@@ -174,7 +185,7 @@ static void take_refusal(run_state_t *rs, const llk_xmove_out_t *out)
 /* Starts this stream's next request, or finishes it. */
 static void next_request(run_state_t *rs, stream_run_t *s)
 {
-    if (rs->refusal != LLMLINK_SUCCESS || rs->failure != LLMLINK_SUCCESS) {
+    if (rs->refusal != LLMLINK_SUCCESS || rs->failure != LLMLINK_SUCCESS || rs->cancelled) {
         s->ph = PH_FINISHED;
         return;
     }
@@ -215,6 +226,10 @@ static void next_request(run_state_t *rs, stream_run_t *s)
 static void redo_on_stream(run_state_t *rs, stream_run_t *s)
 {
     s->redo = false;
+    if (rs->cancelled) { /* a cancelled call starts no request */
+        s->ph = PH_FINISHED;
+        return;
+    }
     build_request(rs, s, LLK_TRANSPORT_ON_STREAM);
 }
 
@@ -407,6 +422,74 @@ static uint64_t bytes_due(const llk_plan_t *p, const stream_run_t *s)
     return due;
 }
 
+/* What a cancel does to stream s now (see on_cancel); NULL: nothing to say. */
+static const char *cancel_stream(run_state_t *rs, stream_run_t *s)
+{
+    if (s->ph == PH_FINISHED)
+        return NULL;
+    if (s->ph == PH_SEND && s->after_send == PH_RESP && s->tx_off == 0) {
+        s->ph = PH_FINISHED; /* not a byte of it went out: it never happened */
+        return "its next request was not sent";
+    }
+    if (s->ph == PH_SEND && s->after_send != PH_RESP)
+        return NULL; /* an XDONE going out: the owner drops its hold */
+    if (!s->t->on_stream)
+        return "no further copy, the grant is ended with XDONE"; /* its move checks the cancel */
+    if (s->op == s->t->op_write) {
+        /* The owner stores what it receives and cannot be told to stop:
+         * only the failure path (kill the link, wait for the owner to end
+         * the stream) fences it. */
+        rs->cancel_kill = true;
+        fail(rs, s, LLMLINK_CANCELLED_LINK_CLOSED,
+             "cancelled with a tcp WRITE under way (its request or payload was on the wire)");
+        return "a tcp WRITE was under way: the link was closed";
+    }
+    if (!rs->discard)
+        rs->discard = malloc(DISCARD_BYTES);
+    if (!rs->discard) {
+        rs->cancel_kill = true;
+        fail(rs, s, LLMLINK_CANCELLED_LINK_CLOSED, "cancelled, and out of memory to drain a READ");
+        return "out of memory to drain a tcp READ: the link was closed";
+    }
+    return "the rest of its tcp READ payload is received and discarded";
+}
+
+/*
+ * A cancel was asked for and the call still has work: from now on no
+ * request starts and nothing more lands in either side's memory. A tcp
+ * READ drains into discard (its stream comes back clean), an shm or RDMA
+ * request ends its grant with XDONE(CANCELLED) without moving a byte, a
+ * request not yet sent is dropped; all that is fenced at once. A tcp WRITE
+ * already started is failed: the link is killed and the fence signalled
+ * after the owner ended its streams (llk_xfer_execute).
+ */
+static void on_cancel(run_state_t *rs)
+{
+    rs->cancelled = true;
+    for (int i = 0; i < rs->n; i++) {
+        stream_run_t *s = &rs->s[i];
+        const char *t = s->ph == PH_FINISHED ? NULL : s->t ? s->t->title : "tcp";
+        int slot = s->slot;
+        bool killed = rs->cancel_kill;
+        const char *what = cancel_stream(rs, s);
+        /* the first stream's story, or the first that closed the link */
+        if (what && (!rs->cancel_what[0] || (rs->cancel_kill && !killed)))
+            snprintf(rs->cancel_what, sizeof rs->cancel_what, "data stream %d (%s): %s", slot, t,
+                     what);
+    }
+    if (!rs->cancel_what[0])
+        snprintf(rs->cancel_what, sizeof rs->cancel_what, "between requests");
+    if (!rs->cancel_kill)
+        llk_cancel_fenced_as(rs->ctx->cancel, LLMLINK_CANCELLED);
+}
+
+/* Has a cancel come that this call has not acted on yet? */
+static void poll_cancel(run_state_t *rs)
+{
+    if (!rs->cancelled && !rs->cancel_off && llk_cancel_requested(rs->ctx->cancel))
+        on_cancel(rs);
+}
+
 /* Moves what the socket takes now. Returns the poll events still wanted. */
 static short step(run_state_t *rs, stream_run_t *s)
 {
@@ -414,7 +497,20 @@ static short step(run_state_t *rs, stream_run_t *s)
     size_t moved = 0;
     for (int guard = 0; guard < 4096 && s->ph != PH_FINISHED && moved < PASS_BYTES; guard++) {
         ssize_t r;
-        if (s->ph == PH_SEND) {
+        poll_cancel(rs);
+        if (s->ph == PH_FINISHED)
+            break;
+        if (s->ph == PH_DATA_IN && rs->cancelled) {
+            /* Cancelled READ: exactly the rest of its payload, never into the cache. */
+            uint64_t due = bytes_due(p, s);
+            r = recv(s->fd, rs->discard, due < DISCARD_BYTES ? (size_t)due : DISCARD_BYTES,
+                     MSG_DONTWAIT);
+            if (r > 0) {
+                if (cursor_advance(p, s, (size_t)r))
+                    next_request(rs, s);
+                continue;
+            }
+        } else if (s->ph == PH_SEND) {
             r = send(s->fd, s->tx + s->tx_off, s->tx_len - s->tx_off, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (r > 0) {
                 s->tx_off += (size_t)r;
@@ -489,12 +585,42 @@ static short step(run_state_t *rs, stream_run_t *s)
     return (s->ph == PH_SEND || s->ph == PH_DATA_OUT) ? POLLOUT : POLLIN;
 }
 
+/* This thread's spin state (base/spin.h): requesters are the callers'
+ * threads, each with its own. */
+static _Thread_local llk_spin_t g_spin;
+/* One requester thread of the process spins at a time (base/spin.h). */
+static atomic_int g_spin_gate;
+
+/* poll, but first look without sleeping for a short while (base/spin.h:
+ * a small request's answer usually comes within tens of microseconds, and
+ * the wake-up costs more than the request). Bounded: then it sleeps. */
+static int poll_spin(struct pollfd *pf, nfds_t np, int timeout_ms)
+{
+    int64_t budget = llk_spin_budget(&g_spin);
+    if (budget > 0 && llk_spin_enter(&g_spin_gate)) {
+        int64_t until = llk_now_ns() + budget;
+        int r = 0;
+        do {
+            r = poll(pf, np, 0);
+            if (r != 0)
+                break;
+            sched_yield(); /* the thread that answers may be waiting for this CPU */
+        } while (llk_now_ns() < until);
+        llk_spin_leave(&g_spin_gate);
+        llk_spin_result(&g_spin, r != 0);
+        if (r != 0)
+            return r;
+    }
+    return poll(pf, np, timeout_ms);
+}
+
 /* Runs every stream until all are finished or the deadline passes. */
 static void run_streams(run_state_t *rs)
 {
-    struct pollfd pf[LLK_MAX_STREAMS];
+    struct pollfd pf[LLK_MAX_STREAMS + 1];
     int map[LLK_MAX_STREAMS];
     for (int round = 0; round < 100000000; round++) {
+        poll_cancel(rs);
         int np = 0;
         for (int i = 0; i < rs->n; i++) {
             short ev = step(rs, &rs->s[i]);
@@ -507,6 +633,12 @@ static void run_streams(run_state_t *rs)
         }
         if (np == 0)
             return;
+        /* A cancel wakes this thread at once (its eventfd stays readable,
+         * so it is watched only until the cancel is acted on). */
+        nfds_t nw = (nfds_t)np;
+        llk_xfer_cancel_t *cx = rs->ctx->cancel;
+        if (cx && !rs->cancelled && !rs->cancel_off)
+            pf[nw++] = (struct pollfd){.fd = cx->wake_fd, .events = POLLIN};
         int64_t left = rs->ctx->deadline_ms - llk_now_ms();
         if (left <= 0) {
             for (int k = 0; k < np; k++)
@@ -514,7 +646,7 @@ static void run_streams(run_state_t *rs)
                      "not done within llm.SyncKvCacheWaitTime");
             return;
         }
-        int r = poll(pf, (nfds_t)np, left > 1000 ? 1000 : (int)left);
+        int r = poll_spin(pf, nw, left > 1000 ? 1000 : (int)left);
         if (r < 0 && errno != EINTR) {
             fail(rs, NULL, LLMLINK_FAILED, "poll: %s", strerror(errno));
             for (int k = 0; k < np; k++)
@@ -600,6 +732,19 @@ static void wait_owner_fenced(run_state_t *rs)
     }
 }
 
+/* The status of a call that a cancel stopped, with what it did. */
+static llmlink_status_t cancel_status(run_state_t *rs, bool link_closed)
+{
+    llk_xfer_ctx_t *ctx = rs->ctx;
+    if (link_closed)
+        return llk_err(LLMLINK_CANCELLED_LINK_CLOSED, "%s: cancelled: %s; the transport could not "
+                       "stop it alone, so the link was closed and fenced (%s)", ctx->fn,
+                       rs->cancel_what, rs->msg);
+    return llk_err(LLMLINK_CANCELLED, "%s: cancelled: %s (cluster %llu, %s); the link stays "
+                   "usable", ctx->fn, rs->cancel_what, (unsigned long long)ctx->xl->remote_id,
+                   ctx->xl->peer);
+}
+
 llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
 {
     *link_failed = false;
@@ -609,9 +754,12 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
     stream_run_t s[LLK_MAX_STREAMS];
     memset(s, 0, sizeof s);
     /* Local memory first: running out of it is this call's failure, not
-     * the link's. */
+     * the link's. A request never holds more segments than the plan has:
+     * a small call takes a small buffer (CHUNK_SEGS of them is 384 KiB,
+     * which costs more than the request itself). */
+    size_t wcap = p->nsegs < CHUNK_SEGS ? (p->nsegs ? p->nsegs : 1) : CHUNK_SEGS;
     for (uint32_t i = 0; i < want && i < LLK_MAX_STREAMS; i++) {
-        s[i].wsegs = malloc(CHUNK_SEGS * sizeof *s[i].wsegs);
+        s[i].wsegs = malloc(wcap * sizeof *s[i].wsegs);
         if (!s[i].wsegs) {
             free_runs(s, (int)want);
             return llk_err(LLMLINK_OUT_OF_MEMORY, "%s: out of memory", ctx->fn);
@@ -619,10 +767,13 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
     }
     /* Waiting for a stream that other calls hold is no failure of the
      * link: a timeout here leaves it up (nothing went on the wire). */
-    int n = llk_xlink_borrow(ctx->xl, want, idx, ctx->deadline_ms, ctx->fn);
+    int n = llk_xlink_borrow_cx(ctx->xl, want, idx, ctx->deadline_ms, ctx->fn, ctx->cancel);
     if (n < 0) {
         free_runs(s, (int)want);
-        return llk_err_status();
+        llmlink_status_t st = llk_err_status();
+        if (st == LLMLINK_CANCELLED)
+            llk_cancel_fenced_as(ctx->cancel, LLMLINK_CANCELLED); /* nothing was touched */
+        return st;
     }
     run_state_t rs = {.ctx = ctx, .s = s, .n = n};
     /* Groups go to streams round robin; a stream with several runs them
@@ -639,11 +790,23 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
         next_request(&rs, &s[i]);
     run_streams(&rs);
     /* A pull_cache by CacheKey drops the key once every byte arrived. */
-    if (rs.failure == LLMLINK_SUCCESS && rs.refusal == LLMLINK_SUCCESS && ctx->consume_key) {
+    if (rs.failure == LLMLINK_SUCCESS && rs.refusal == LLMLINK_SUCCESS && !rs.cancelled &&
+        ctx->consume_key) {
+        /* Every byte is in place: a cancel now changes nothing. */
+        rs.cancel_off = true;
         s[0].consume = true;
         rs.n = 1;
         next_request(&rs, &s[0]);
         run_streams(&rs);
+    }
+    /* A transport that saw the cancel before this loop did (shm between
+     * batches, RDMA with work posted) stopped the call itself. */
+    if (!rs.cancelled && !rs.cancel_off && llk_cancel_requested(ctx->cancel) &&
+        (rs.failure != LLMLINK_SUCCESS || rs.refusal != LLMLINK_SUCCESS)) {
+        rs.cancelled = true;
+        snprintf(rs.cancel_what, sizeof rs.cancel_what, "%s",
+                 rs.failure != LLMLINK_SUCCESS ? "the transport stopped with the link"
+                                               : "the transport stopped the request");
     }
     if (rs.failure != LLMLINK_SUCCESS) {
         /* Broken before any of these streams is given back: a call waiting
@@ -653,8 +816,17 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed)
         llk_xfer_kill_link(ctx->e, ctx->xl, rs.msg);
         wait_owner_fenced(&rs);
     }
+    /* Whatever ended the call, nothing of it lands any more. */
+    if (rs.cancelled)
+        llk_cancel_fenced_as(ctx->cancel, *link_failed ? LLMLINK_CANCELLED_LINK_CLOSED
+                                                       : LLMLINK_CANCELLED);
+    else if (llk_cancel_requested(ctx->cancel))
+        llk_cancel_fenced(ctx->cancel);
     free_runs(s, (int)want);
+    free(rs.discard);
     llk_xlink_give_back(ctx->xl, idx, n);
+    if (rs.cancelled)
+        return cancel_status(&rs, *link_failed);
     if (rs.failure != LLMLINK_SUCCESS)
         return llk_err(rs.failure, "%s", rs.msg);
     if (rs.refusal != LLMLINK_SUCCESS)

@@ -151,6 +151,10 @@ static void count(llmlink_t *e, const llk_xfer_ctx_t *ctx, llmlink_status_t st, 
     llk_xstats_t *x = &e->xstats;
     for (int i = 0; i < LLK_NXPORTS; i++)
         llk_transports[i]->add_stats(x, ctx->requests[i], ctx->fallbacks[i]);
+    /* A cancel is no failure of the link (tasks_cancelled is the task
+     * engine's). */
+    if (st == LLMLINK_CANCELLED || st == LLMLINK_CANCELLED_LINK_CLOSED)
+        return;
     if (st == LLMLINK_SUCCESS) {
         atomic_fetch_add(&x->transfers, 1);
         atomic_fetch_add(&x->bytes_requested, bytes);
@@ -161,18 +165,92 @@ static void count(llmlink_t *e, const llk_xfer_ctx_t *ctx, llmlink_status_t st, 
         atomic_fetch_add(&x->transfers_timed_out, 1);
 }
 
-static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_cache_t *lc,
-                                    llk_xlink_t *xl, llk_xfer_cancel_t *cx)
+/* The local half of a call: the request's own checks against the local
+ * cache, its tensors and byte runs. Nothing here needs the network. */
+static llmlink_status_t prepare_local(const llk_xfer_req_t *r, llk_cache_t *lc,
+                                      llk_xfer_prep_t *p)
 {
     tensor_map_t tm;
     llmlink_status_t st = check_local_kind(r, lc);
     if (st == LLMLINK_SUCCESS)
         st = map_tensors(r, lc, &tm);
-    llk_byte_run_t *runs = NULL;
-    size_t nruns = 0;
     if (st == LLMLINK_SUCCESS)
-        st = r->kind == LLK_XKIND_CACHE ? entry_run(r, lc, &runs, &nruns)
-                                        : block_runs(r, lc, &runs, &nruns);
+        st = r->kind == LLK_XKIND_CACHE ? entry_run(r, lc, &p->runs, &p->nruns)
+                                        : block_runs(r, lc, &p->runs, &p->nruns);
+    if (st != LLMLINK_SUCCESS)
+        return st;
+    p->l0 = tm.l0;
+    p->r0 = tm.r0;
+    p->n = tm.n;
+    p->all = tm.all;
+    return LLMLINK_SUCCESS;
+}
+
+llmlink_status_t llk_xfer_prepare(llmlink_t *e, const llk_xfer_req_t *r, llk_xfer_prep_t *p)
+{
+    memset(p, 0, sizeof *p);
+    if (!e->reg_ready)
+        return llk_engine_check_running(e, r->fn);
+    llk_cache_t *lc = NULL;
+    llmlink_status_t st = llk_registry_acquire_id(&e->reg, r->fn, r->local_id, &lc);
+    if (st != LLMLINK_SUCCESS)
+        return st;
+    llk_xlink_t *xl = llk_xfer_find_link(e, r->key.cluster_id, r->fn);
+    if (!xl) {
+        st = llk_err_status();
+        llk_registry_release(&e->reg, lc, NULL);
+        return st == LLMLINK_SUCCESS ? LLMLINK_NOT_YET_LINK : st;
+    }
+    p->lc = lc;
+    p->xl = xl;
+    st = prepare_local(r, lc, p);
+    if (st != LLMLINK_SUCCESS) {
+        llk_xfer_prep_free(e, p);
+        return st;
+    }
+    /* The lists were turned into runs: the request's pointers may go. */
+    p->req = *r;
+    p->req.local_blocks = p->req.remote_blocks = NULL;
+    return LLMLINK_SUCCESS;
+}
+
+void llk_xfer_prep_free(llmlink_t *e, llk_xfer_prep_t *p)
+{
+    free(p->runs);
+    p->runs = NULL;
+    if (p->xl)
+        llk_xlink_unref(p->xl);
+    if (p->lc)
+        llk_registry_release(&e->reg, p->lc, NULL);
+    p->xl = NULL;
+    p->lc = NULL;
+}
+
+/* A task that never started: its deadline passed in the queue, or it was
+ * cancelled before a worker took it. Nothing moved; the link is untouched. */
+static llmlink_status_t not_started(llmlink_t *e, const llk_xfer_prep_t *p,
+                                    llk_xfer_cancel_t *cx, int64_t deadline_ms)
+{
+    if (llk_cancel_requested(cx)) {
+        llk_cancel_fenced_as(cx, LLMLINK_CANCELLED);
+        return llk_err(LLMLINK_CANCELLED, "%s: cancelled before it started", p->req.fn);
+    }
+    if (deadline_ms >= 0 && llk_now_ms() >= deadline_ms) {
+        atomic_fetch_add(&e->xstats.transfers_failed, 1);
+        atomic_fetch_add(&e->xstats.transfers_timed_out, 1);
+        return llk_err(LLMLINK_WAIT_PROCESS_TIMEOUT, "%s: the task's timeout ran out before a "
+                       "transfer worker could start it (too many tasks queued?)", p->req.fn);
+    }
+    return LLMLINK_SUCCESS;
+}
+
+llmlink_status_t llk_xfer_exec(llmlink_t *e, llk_xfer_prep_t *p, llk_xfer_cancel_t *cx,
+                               int64_t deadline_ms)
+{
+    const llk_xfer_req_t *r = &p->req;
+    llk_cache_t *lc = p->lc;
+    llk_xlink_t *xl = p->xl;
+    llmlink_status_t st = not_started(e, p, cx, deadline_ms);
     if (st != LLMLINK_SUCCESS)
         return st;
     const llk_transport_ops_t *t = llk_transport_for_link(xl);
@@ -180,14 +258,13 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
     /* Every request of the transfer carries its whole extent, so that the
      * owner refuses all of them or none (no partial transfer). */
     uint64_t bound_end = 0;
-    for (size_t i = 0; i < nruns; i++)
-        if (runs[i].roff + runs[i].len > bound_end)
-            bound_end = runs[i].roff + runs[i].len;
+    for (size_t i = 0; i < p->nruns; i++)
+        if (p->runs[i].roff + p->runs[i].len > bound_end)
+            bound_end = p->runs[i].roff + p->runs[i].len;
     llk_plan_t plan;
     memset(&plan, 0, sizeof plan);
-    st = llk_plan_build(&plan, runs, nruns, tm.l0, tm.r0, tm.n, lc->addrs, lc->tensor_bytes,
-                        t->slice_bytes, streams);
-    free(runs);
+    st = llk_plan_build(&plan, p->runs, p->nruns, p->l0, p->r0, p->n, lc->addrs,
+                        lc->tensor_bytes, t->slice_bytes, streams);
     if (st != LLMLINK_SUCCESS)
         return st;
 
@@ -201,16 +278,23 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
     ctx.push = r->push;
     ctx.hdr.kind = (uint8_t)r->kind;
     ctx.hdr.flags = (uint16_t)((r->kind == LLK_XKIND_CACHE && r->size < 0 ? LLK_XREQ_WHOLE : 0) |
-                               (tm.all ? LLK_XREQ_ALL_TENSORS : 0));
+                               (p->all ? LLK_XREQ_ALL_TENSORS : 0));
     ctx.hdr.bound_end = bound_end;
     ctx.hdr.key = r->key;
     ctx.hdr.unit_bytes = lc->unit_bytes;
-    ctx.hdr.num_tensors_hint = tm.r0 + tm.n;
+    ctx.hdr.num_tensors_hint = p->r0 + p->n;
     ctx.plan = &plan;
     ctx.consume_key = !r->push && r->kind == LLK_XKIND_CACHE && r->key.type == LLMLINK_KEY_CACHE;
-    ctx.deadline_ms = llk_now_ms() + llk_xlink_wait_ms(xl, e->opts.sync_kv_wait_ms);
+    /* A task's own deadline (from its submission) wins; a blocking call's
+     * starts now. */
+    ctx.deadline_ms = deadline_ms >= 0
+                          ? deadline_ms
+                          : llk_now_ms() + llk_xlink_wait_ms(xl, e->opts.sync_kv_wait_ms);
+    int64_t start_ns = llk_metrics_now_ns();
     bool link_failed = false;
     st = llk_xfer_execute(&ctx, &link_failed);
+    if (st == LLMLINK_CANCELLED_LINK_CLOSED)
+        link_failed = false; /* its message says so already */
     if (link_failed) {
         /* As llm_datadist: a transfer that failed on the wire (or timed out)
          * leaves the link unusable; both ends free it, link again. The
@@ -221,26 +305,18 @@ static llmlink_status_t run_planned(llmlink_t *e, const llk_xfer_req_t *r, llk_c
                 (unsigned long long)xl->remote_id);
     }
     count(e, &ctx, st, plan.total_bytes);
+    llk_xfer_record(e, &ctx, st, link_failed, plan.total_bytes, start_ns);
     llk_plan_free(&plan);
     return st;
 }
 
 llmlink_status_t llk_xfer_run(llmlink_t *e, const llk_xfer_req_t *r, llk_xfer_cancel_t *cx)
 {
-    if (!e->reg_ready)
-        return llk_engine_check_running(e, r->fn);
-    llk_cache_t *lc = NULL;
-    llmlink_status_t st = llk_registry_acquire_id(&e->reg, r->fn, r->local_id, &lc);
+    llk_xfer_prep_t p;
+    llmlink_status_t st = llk_xfer_prepare(e, r, &p);
     if (st != LLMLINK_SUCCESS)
         return st;
-    llk_xlink_t *xl = llk_xfer_find_link(e, r->key.cluster_id, r->fn);
-    if (!xl) {
-        st = llk_err_status();
-        llk_registry_release(&e->reg, lc, NULL);
-        return st == LLMLINK_SUCCESS ? LLMLINK_NOT_YET_LINK : st;
-    }
-    st = run_planned(e, r, lc, xl, cx);
-    llk_xlink_unref(xl);
-    llk_registry_release(&e->reg, lc, NULL);
+    st = llk_xfer_exec(e, &p, cx, -1);
+    llk_xfer_prep_free(e, &p);
     return st;
 }

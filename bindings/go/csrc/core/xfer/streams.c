@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/addr.h"
@@ -44,6 +45,9 @@ llk_xlink_t *llk_xlink_new(uint64_t remote_id, bool outbound, uint32_t nstreams,
     }
     pthread_condattr_destroy(&ca);
     xl->refs = 1;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    xl->up_since_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     xl->remote_id = remote_id;
     xl->outbound = outbound;
     xl->nstreams = nstreams > LLK_MAX_STREAMS ? LLK_MAX_STREAMS : nstreams;
@@ -150,8 +154,25 @@ bool llk_xlink_is_broken(llk_xlink_t *xl)
 int llk_xlink_borrow(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_ms,
                      const char *fn)
 {
+    return llk_xlink_borrow_cx(xl, want, idx, deadline_ms, fn, NULL);
+}
+
+/* How often a borrower with a cancel looks at it while no stream is free
+ * (the canceller cannot signal xl->cv: it knows no link). */
+#define BORROW_CANCEL_MS 2
+
+int llk_xlink_borrow_cx(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_ms,
+                        const char *fn, llk_xfer_cancel_t *cx)
+{
     pthread_mutex_lock(&xl->mu);
     for (;;) {
+        if (llk_cancel_requested(cx)) {
+            llk_err(LLMLINK_CANCELLED, "%s: cancelled while waiting for a free data stream of the "
+                    "link with cluster %llu (%s): nothing was sent; the link stays usable", fn,
+                    (unsigned long long)xl->remote_id, xl->peer);
+            pthread_mutex_unlock(&xl->mu);
+            return -1;
+        }
         if (xl->broken) {
             llk_err(LLMLINK_NOT_YET_LINK, "%s: the link with cluster %llu (%s) is unusable: %s; "
                     "link it again", fn, (unsigned long long)xl->remote_id, xl->peer, xl->why);
@@ -176,7 +197,10 @@ int llk_xlink_borrow(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_
             pthread_mutex_unlock(&xl->mu);
             return -1;
         }
-        struct timespec ts = llk_ms_timespec(deadline_ms);
+        int64_t until = deadline_ms;
+        if (cx && until > now + BORROW_CANCEL_MS)
+            until = now + BORROW_CANCEL_MS;
+        struct timespec ts = llk_ms_timespec(until);
         pthread_cond_timedwait(&xl->cv, &xl->mu, &ts);
     }
 }

@@ -100,6 +100,12 @@ typedef struct llk_xlink {
     _Atomic uint64_t peer_write_bytes, peer_read_bytes;
     _Atomic uint64_t requests_fenced;
 
+    /* This engine's own calls over the link (llmlink_get_links), counted
+     * with relaxed additions by xfer/xfer_metrics.c; up_since_ms: Unix
+     * time in ms when the xlink was made (set once, before it is shared). */
+    _Atomic uint64_t calls_ok, calls_failed, bytes_pulled, bytes_pushed;
+    int64_t up_since_ms;
+
     /* The peer's llm.SyncKvCacheWaitTime from its HELLO / WELCOME
      * (LLK_EXT_WAIT_TIME, link/wire.h), 0 when it sent none. Set once by
      * the reactor when the xlink is installed, read by any thread. */
@@ -165,6 +171,10 @@ int llk_xlink_recv_all(llk_xlink_t *xl, int fd, uint8_t *buf, size_t len, int64_
  * (WAIT_PROCESS_TIMEOUT), with llk_err() set. */
 int llk_xlink_borrow(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_ms,
                      const char *fn);
+/* The same, stopping when cx (NULL: none) is cancelled: -1 with
+ * LLMLINK_CANCELLED, nothing borrowed. */
+int llk_xlink_borrow_cx(llk_xlink_t *xl, uint32_t want, int *idx, int64_t deadline_ms,
+                        const char *fn, llk_xfer_cancel_t *cx);
 void llk_xlink_give_back(llk_xlink_t *xl, const int *idx, int n);
 
 /*
@@ -250,8 +260,34 @@ typedef struct llk_xfer_req {
 
 /* Runs one transfer within llm.SyncKvCacheWaitTime (see llmlink.h for the
  * statuses). Takes no engine lock while bytes move. cx: the task's cancel
- * (xfer/cancel.h), NULL for none. */
+ * (xfer/cancel.h), NULL for none. llk_xfer_prepare + llk_xfer_exec. */
 llmlink_status_t llk_xfer_run(llmlink_t *e, const llk_xfer_req_t *r, llk_xfer_cancel_t *cx);
+
+/* A transfer split in two, so that a task's local mistakes fail its submit
+ * (xfer/task.c): prepare resolves and holds the local cache (registry
+ * reference) and the link (xlink reference), checks the request against
+ * the local cache (kind, block indexes, layer ranges) and turns its lists
+ * into byte runs; nothing goes on the network. exec plans and moves the
+ * bytes. The request's block lists are not used after prepare. */
+typedef struct llk_xfer_prep {
+    llk_xfer_req_t req;        /* copy, lists cleared */
+    struct llk_cache *lc;
+    llk_xlink_t *xl;
+    uint32_t l0, r0, n;        /* local tensor l0 + k <-> remote r0 + k, k < n */
+    bool all;                  /* every tensor of both caches */
+    llk_byte_run_t *runs;
+    size_t nruns;
+} llk_xfer_prep_t;
+
+/* On failure *p holds nothing (llk_err set). */
+llmlink_status_t llk_xfer_prepare(llmlink_t *e, const llk_xfer_req_t *r, llk_xfer_prep_t *p);
+/* deadline_ms: monotonic, the task's; -1: llm.SyncKvCacheWaitTime from
+ * now (a blocking call). A cx already cancelled ends CANCELLED, a deadline
+ * already past WAIT_PROCESS_TIMEOUT, before any traffic. */
+llmlink_status_t llk_xfer_exec(llmlink_t *e, llk_xfer_prep_t *p, llk_xfer_cancel_t *cx,
+                               int64_t deadline_ms);
+/* Drops what prepare holds (idempotent). */
+void llk_xfer_prep_free(llmlink_t *e, llk_xfer_prep_t *p);
 
 /* ---- xfer/requester.c: the requester side of one plan --------------------- */
 
@@ -277,5 +313,18 @@ typedef struct llk_xfer_ctx {
  * a failed tcp WRITE waits, bounded, for the owner to end its streams).
  * *link_failed tells which. */
 llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed);
+
+/* ---- xfer/xfer_metrics.c: operator counters of transfers and links ---- */
+
+/* Records one finished call of run.c (ctx: its requests per transport;
+ * start_ns: llk_metrics_now_ns() when it began): the engine's metrics and
+ * the link's counters. No lock. */
+void llk_xfer_record(llmlink_t *e, const llk_xfer_ctx_t *ctx, llmlink_status_t st,
+                     bool link_failed, uint64_t bytes, int64_t start_ns);
+/* llmlink_get_links: up to max elements at out, stride bytes apart (each
+ * an llmlink_link_info_t of the caller's version, version field set by
+ * the caller); *count = live links. Takes e->mu. */
+llmlink_status_t llk_xfer_links(llmlink_t *e, llmlink_link_info_t *out, size_t stride,
+                                size_t max, size_t *count);
 
 #endif /* LLK_XFER_H */
