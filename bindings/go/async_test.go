@@ -332,7 +332,8 @@ func TestDispatcherSleepsOnTheFd(t *testing.T) {
 	if w < 1 || w > 30 {
 		t.Fatalf("%d collections for 10 transfers", w)
 	}
-	if d.async.heldPolls.Load() != 0 {
-		t.Fatal("timed looks without held notifications")
+	// A completion racing with a collection costs one timed look at most.
+	if h := d.async.heldPolls.Load(); h > 10 {
+		t.Fatalf("%d timed looks for 10 transfers without held notifications", h)
 	}
 }

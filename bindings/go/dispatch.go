@@ -181,11 +181,19 @@ func (c *asyncCore) run(rc syscall.RawConn) {
 }
 
 // collect takes every finished task and as many notifications as the
-// channel has room for; held reports notifications left in the C queue.
+// channel has room for; held reports that the descriptor is still
+// readable afterwards (notifications left in the C queue).
 func (c *asyncCore) collect(fd int) (held bool) {
 	for c.pollTasks() == pollBatch {
 	}
-	return c.pollNotifies(fd)
+	if c.pollNotifies(fd) {
+		return true
+	}
+	// Everything was collected, so the descriptor should read empty now
+	// and the next event be a new edge. If it is still readable (a task
+	// finished meanwhile, or the C side kept its bit set), sleeping on it
+	// could miss that: look again shortly instead.
+	return readable(fd)
 }
 
 // pollTasks records the final status of up to pollBatch finished tasks

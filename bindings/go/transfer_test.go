@@ -331,7 +331,10 @@ func TestTransferContextCancelAndClose(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancel: %v", err)
 	}
-	if took := time.Since(start); took > 2*time.Second {
+	// A tcp pull drains the rest of its request into scratch before it
+	// returns (bounded by the C side: at most the task's deadline plus 2 s;
+	// ~3 s against a frozen peer): well under the 20 s transfer timeout.
+	if took := time.Since(start); took > 8*time.Second {
 		t.Fatalf("cancel took %v, the transfer timeout is 20 s", took)
 	}
 	if !errors.Is(err, ErrCancelled) && !errors.Is(err, ErrCancelledLinkClosed) {
@@ -356,7 +359,7 @@ func TestTransferContextCancelAndClose(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || (!errors.Is(err, ErrCancelled) && !errors.Is(err, ErrCancelledLinkClosed)) {
 		t.Fatalf("deadline: %v", err)
 	}
-	if took := time.Since(start); took > 2*time.Second {
+	if took := time.Since(start); took > 8*time.Second {
 		t.Fatalf("deadline cancel took %v", took)
 	}
 	if n := d.running(); n != 0 {
