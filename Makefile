@@ -19,6 +19,7 @@
 #   make cli             the `llmlink` command ($(BUILD)/bin/llmlink, tools/llmlink/);
 #                        its --metrics endpoint needs libmicrohttpd-dev (probed)
 #   make cli-venv        a venv with prometheus_client for the command's test
+#   make test-plot       bench/plot.py on a recorded JSON (in `make test`; matplotlib)
 #   make install / uninstall   PREFIX, DESTDIR, LIBDIR, INCLUDEDIR, PKGCONFIGDIR, MANDIR, BINDIR
 #   make clean
 #
@@ -266,7 +267,7 @@ $(CONFIG_H): FORCE
 # ---------------------------------------------------------------
 # Top-level targets
 # ---------------------------------------------------------------
-.PHONY: all lib static shared pc tests tools cli cli-venv fuzz-bins examples bench-bins \
+.PHONY: all lib static shared pc tests tools cli cli-venv plot-venv test-plot fuzz-bins examples bench-bins \
         build-all deps test test-c test-rdma test-rdma-harness check-exports check-rebuild asan tsan san-run fuzz \
         fuzz-run-standalone fuzz-libfuzzer fuzz-libfuzzer-bins fuzz-ci demo bench man install uninstall clean \
         print-version FORCE
@@ -410,6 +411,19 @@ $(CLI_VENV_STAMP):
 	$(Q)$(CLI_VENV)/bin/python -m pip install --quiet --disable-pip-version-check prometheus_client
 	@touch $@
 
+# bench/plot.py's test (tests/tools/test_plot.py, in `make test`) and `make
+# bench` draw with matplotlib, installed into the same venv.
+PLOT_VENV_STAMP := $(CLI_VENV)/.matplotlib
+plot-venv: $(PLOT_VENV_STAMP)
+$(PLOT_VENV_STAMP): $(CLI_VENV_STAMP)
+	$(say) PIP matplotlib
+	$(Q)$(CLI_VENV)/bin/python -m pip install --quiet --disable-pip-version-check matplotlib
+	@touch $@
+
+TEST_SUITES_EXTRA += test-plot
+test-plot: $(PLOT_VENV_STAMP)
+	timeout 300 $(CLI_VENV)/bin/python tests/tools/test_plot.py
+
 deps:
 	bash ci/install-deps.sh
 
@@ -521,12 +535,21 @@ fuzz-ci:
 demo: $(BUILD)/examples/pd_demo
 	$(BUILD)/examples/pd_demo
 
-bench: bench-bins examples
-	@if [ -f bench/run.sh ]; then \
-	    LLMLINK_BUILD=$(BUILD) bash bench/run.sh $(BUILD); \
+# Then the figures: bench/collect.py measures with the llmlink command into
+# $(BUILD)/bench/bench.jsonl, bench/plot.py draws $(BUILD)/bench/plots/*.png
+# (bench/README.md). The status is run.sh's, or collect's when run.sh passed.
+bench: bench-bins examples cli plot-venv
+	@status=0; \
+	if [ -f bench/run.sh ]; then \
+	    LLMLINK_BUILD=$(BUILD) bash bench/run.sh $(BUILD) || status=$$?; \
 	else \
 	    echo "make bench: bench/run.sh does not exist; built: $(BENCH_BINS)"; \
-	fi
+	fi; \
+	$(PYTHON3) bench/collect.py --llmlink $(CLI_BIN) -o $(BUILD)/bench/bench.jsonl || \
+	    { [ $$status -ne 0 ] || status=1; }; \
+	$(CLI_VENV)/bin/python bench/plot.py -o $(BUILD)/bench/plots $(BUILD)/bench/bench.jsonl || \
+	    { [ $$status -ne 0 ] || status=1; }; \
+	exit $$status
 
 # ---------------------------------------------------------------
 # Man pages (section 3), generated from the comments of $(HEADER):

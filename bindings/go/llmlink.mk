@@ -16,9 +16,14 @@
 #                           the shared library staged as if installed; then
 #                           go-test-outside: a module outside the tree that
 #                           requires the package (replace to this path) and
-#                           runs a link + pull with a plain `go run`, no make.
+#                           runs a link + pull with a plain `go run`, no make;
+#                           and go-test-prom.
+#   make go-test-prom       go vet and go test -race of bindings/go/llmlinkprom,
+#                           the prometheus.Collector (its own module, requiring
+#                           prometheus/client_golang: the Go module proxy).
 #
-# No module is downloaded: the package has no dependency.
+# The llmlink package downloads no module: it has no dependency. Only the
+# llmlinkprom module does (its go.sum pins them).
 
 GO ?= go
 TEST_SUITES_EXTRA += test-go
@@ -38,9 +43,9 @@ GO_CACHE_ENV := GOCACHE=$(GO_BUILD_ABS)/go-cache GOPATH=$(GO_BUILD_ABS)/go-path
 endif
 GO_ENV = CGO_ENABLED=1 CGO_CFLAGS="-O2 -g -DLLMLINK_GO_STAMP=$(go_stamp)" $(GO_CACHE_ENV)
 
-.PHONY: test-go go-vendor go-vendor-check go-vet go-test go-test-static go-test-pkgconfig go-test-outside
+.PHONY: test-go go-vendor go-vendor-check go-vet go-test go-test-static go-test-pkgconfig go-test-outside go-test-prom
 
-test-go: go-vendor-check go-vet go-test go-test-static go-test-pkgconfig go-test-outside
+test-go: go-vendor-check go-vet go-test go-test-static go-test-pkgconfig go-test-outside go-test-prom
 
 go-vendor:
 	$(say) VENDOR bindings/go
@@ -67,6 +72,13 @@ go-vet: go-vendor-check
 go-test: go-vet
 	$(say) GOTEST bindings/go
 	$(Q)cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 ./...
+
+# The collector's module: the core package through its replace (../), so it
+# tests this tree's package, not a published one.
+go-test-prom: go-vendor-check
+	$(say) GOTEST bindings/go/llmlinkprom
+	$(Q)cd bindings/go/llmlinkprom && $(GO_ENV) $(GO) vet ./... && \
+	    $(GO_ENV) $(GO) test -race -count=1 ./...
 
 # The static library of `make`, linked instead of the cgo-compiled sources:
 # a few tests (the full suite runs on the default build above).

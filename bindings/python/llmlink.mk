@@ -2,7 +2,8 @@
 #
 #   make test-python    venv in $(BUILD)/py-venv, `pip install ./bindings/python
 #                       numpy` into it (SWIG runs and the C library is compiled
-#                       into the extension), then the pytest suite
+#                       into the extension; [prometheus]: prometheus_client for
+#                       llmlink.prometheus), then the pytest suite
 #   make python         only the venv with the package installed
 #   make test-python-dist   `python -m build` the sdist and the wheel (from the
 #                       sdist), check what they carry, install each into a
@@ -44,7 +45,7 @@ $(PY_VENV_PYTHON):
 $(PY_STAMP): $(PY_SOURCES) | $(PY_VENV_PYTHON)
 	$(say) PIP $(PY_DIR)
 	$(Q)LLMLINK_PY_BUILD_DIR=$(abspath $(BUILD))/py-build \
-	    $(PY_VENV_PYTHON) -m pip install --quiet --disable-pip-version-check ./$(PY_DIR) numpy
+	    $(PY_VENV_PYTHON) -m pip install --quiet --disable-pip-version-check './$(PY_DIR)[prometheus]' numpy
 	$(Q)$(PY_VENV_PYTHON) -c 'import pytest' 2>/dev/null || \
 	    $(PY_VENV_PYTHON) -m pip install --quiet --disable-pip-version-check pytest
 	$(Q)touch $@

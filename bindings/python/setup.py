@@ -178,7 +178,8 @@ class SdistWithSources(sdist):
 # The library's includes, defines and flags, as the Makefile applies them.
 extension = Extension(
     "llmlink._capi",
-    sources=["swig/llmlink.i", "swig/llk_py_convert.c", "swig/llk_py_task.c"],
+    sources=["swig/llmlink.i", "swig/llk_py_convert.c", "swig/llk_py_task.c",
+             "swig/llk_py_metrics.c"],
     include_dirs=[os.path.join(ROOT, d) for d in SOURCES.get("include", [])] + [SWIG_DIR],
     define_macros=[(d, None) for d in SOURCES.get("define", [])],
     extra_compile_args=["-std=" + s for s in SOURCES.get("std", [])] + SOURCES.get("flag", []),

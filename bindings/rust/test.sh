@@ -4,7 +4,8 @@
 #  1. cargo test         both crates: sys unit tests, the safe crate's
 #                        integration tests (engines in this process, the
 #                        example binaries as child processes), doc tests
-#  2. cargo clippy --all-targets -- -D warnings
+#     then the `prometheus` feature's test (cargo test --features prometheus)
+#  2. cargo clippy --all-targets --features llmlink/prometheus -- -D warnings
 #  3. cargo doc --no-deps with RUSTDOCFLAGS=-D warnings (the safe crate has
 #                        #![deny(missing_docs)])
 #  4. the pkg-config path of llmlink-sys: `make install` into
@@ -62,8 +63,17 @@ step() { # step NAME COMMAND...
 # binaries tests/examples.rs runs, and runs the doc tests.
 step "cargo test" cargo test --locked --workspace
 
+# The optional `prometheus` feature (prometheus-client): its collector's test
+# in tests/metrics.rs, which the plain run above compiles out, and the
+# module's doc example.
+prometheus_tests() {
+    cargo test --locked -p llmlink --features prometheus --lib --test metrics &&
+        cargo test --locked -p llmlink --features prometheus --doc prometheus
+}
+step "cargo test --features prometheus" prometheus_tests
+
 if cargo clippy --version >/dev/null 2>&1; then
-    step "cargo clippy" cargo clippy --locked --workspace --all-targets -- -D warnings
+    step "cargo clippy" cargo clippy --locked --workspace --all-targets --features llmlink/prometheus -- -D warnings
 else
     echo "test-rust: NOT RUN: cargo clippy is not installed (rustup component add clippy);" \
         "the clippy check was skipped" >&2

@@ -8,7 +8,9 @@
   core/base/status.c;
 - docs/migration.md names every public name of the Python package
   (llmlink.__all__), every LLMConfig option and every public method of
-  LLMDataDist and CacheManager (read from the sources, no build needed).
+  LLMDataDist and CacheManager (read from the sources, no build needed);
+- docs/async.md's C example is, word for word, the marked part of
+  examples/async_pull.c (which `make examples` compiles).
 
 Prints what it compared; exits 1 on any difference. Standard library only.
 """
@@ -131,9 +133,28 @@ if missing:
 print(f"check_docs: migration: {len(set(wanted))} public Python names, all named in docs/migration.md"
       if not missing else f"check_docs: migration: {len(missing)} of {len(set(wanted))} public names missing")
 
+# --- the async.md example ------------------------------------------------
+# The function in docs/async.md's C block (after its #include lines) is the
+# one examples/async_pull.c compiles and runs, between its markers.
+example = read("examples/async_pull.c")
+m = re.search(r"/\* \[async\.md example\] \*/\n(.*?)/\* \[end of the async\.md example\] \*/",
+              example, re.S)
+blocks = re.findall(r"```c\n(.*?)```", read("docs/async.md"), re.S)
+if not m:
+    problems.append("examples/async_pull.c: the async.md example markers are missing")
+elif len(blocks) != 1:
+    problems.append(f"docs/async.md: {len(blocks)} C blocks, expected 1 (the example)")
+else:
+    doc_body = re.sub(r"\A(#include [^\n]*\n)+\n", "", blocks[0])
+    if doc_body != m.group(1):
+        problems.append("docs/async.md: the C example differs from examples/async_pull.c "
+                        "(between its '[async.md example]' markers)")
+if m and len(blocks) == 1 and doc_body == m.group(1):
+    print("check_docs: async.md example: the same text as examples/async_pull.c")
+
 # --- links --------------------------------------------------------------
 # Links may point into the repository or to public upstream documentation.
-for doc in ("docs/options.md", "docs/status-codes.md", "docs/migration.md"):
+for doc in ("docs/options.md", "docs/status-codes.md", "docs/migration.md", "docs/async.md"):
     text = read(doc)
     for url in re.findall(r"https?://[^\s)>\]`]+", text):
         if not re.match(r"https://www\.hiascend\.com/", url):

@@ -73,6 +73,12 @@ PyObject *llk_py_stats_dict(const llmlink_stats_t *s);
 PyObject *llk_py_xfer_stats_dict(const llmlink_xfer_stats_t *s);
 PyObject *llk_py_link_stats_dict(const llmlink_link_stats_t *s);
 
+/* llk_py_metrics.c: llmlink_get_metrics as a dict of ints and lists of
+ * ints (the struct's fields, arrays indexed as in C), llmlink_get_links as a
+ * list of dicts; NULL with an exception (LLMException) on failure. */
+PyObject *llk_py_get_metrics(llmlink_t *dd);
+PyObject *llk_py_get_links(llmlink_t *dd);
+
 PyObject *llk_py_memoryview(uint64_t addr, uint64_t nbytes);
 PyObject *llk_py_set_log_level(int level);
 PyObject *llk_py_status_of(uint32_t status);

@@ -53,6 +53,14 @@
 %ignore llmlink_register_options;
 %ignore llmlink_register_options_t;
 %ignore llmlink_register_options_init;
+/* Metrics (SWIG cannot set their multi-dimensional arrays):
+ * llk_py_get_metrics / llk_py_get_links below return them as dicts. */
+%ignore llmlink_metrics;
+%ignore llmlink_metrics_t;
+%ignore llmlink_link_info;
+%ignore llmlink_link_info_t;
+%ignore llmlink_get_metrics;
+%ignore llmlink_get_links;
 /* The callback goes to Python's logging through llk_py_set_log_level. */
 %ignore llmlink_set_log_callback;
 %ignore llmlink_task_options;
@@ -67,14 +75,6 @@
 %ignore llmlink_task_poll_done;
 %ignore llmlink_get_notifies;
 %ignore llmlink_task_results;
-/* Operator metrics (issue 17): not wrapped yet (SWIG cannot set their
- * multi-dimensional arrays); the Python collector will convert them. */
-%ignore llmlink_metrics;
-%ignore llmlink_metrics_t;
-%ignore llmlink_get_metrics;
-%ignore llmlink_link_info;
-%ignore llmlink_link_info_t;
-%ignore llmlink_get_links;
 /* The package keeps its own objects per task (on_done is not used: the
  * engine fd drives asyncio), so the task's user_data stays NULL. */
 %ignore llmlink_task_user_data;
@@ -357,6 +357,8 @@
 %nothread llk_py_task_poll_done;
 %nothread llk_py_get_notifies;
 %nothread llk_py_task_results;
+%nothread llk_py_get_metrics;
+%nothread llk_py_get_links;
 
 %inline %{
 /* A writable memoryview over nbytes at addr, without a copy. The memory
@@ -374,6 +376,10 @@ PyObject *llk_py_task_poll_done(llmlink_t *dd, size_t max);
 PyObject *llk_py_get_notifies(llmlink_t *dd, size_t max);
 /* [LLMStatusCode per target] (llmlink_task_results). */
 PyObject *llk_py_task_results(llmlink_task_t *task, size_t n);
+/* llmlink_get_metrics: a dict of the struct's fields (arrays as lists,
+ * indexed as in C); llmlink_get_links: a list of dicts, one per link. */
+PyObject *llk_py_get_metrics(llmlink_t *dd);
+PyObject *llk_py_get_links(llmlink_t *dd);
 %}
 
 %include "llmlink.h"

@@ -100,6 +100,7 @@ def check_sdist(sdist, version):
     want = ["csrc/core/sources.list", "gen/llmlink_wrap.c", "gen/capi.py", "setup.py",
             "pyproject.toml", "swig/llk_py_convert.c", "swig/llk_py_convert.h",
             "swig/llk_py_task.c", "swig/llk_py_task.h",
+            "swig/llk_py_metrics.c",
             "swig/llmlink.i", "src/llmlink/py.typed", "src/llmlink/__init__.pyi"]
     want += ["csrc/" + s for s in srcs]
     # Every header the library can include: those under the include dirs.

@@ -5,6 +5,7 @@ from ._checks import (UINT16_MAX, UINT32_MAX, check_int, check_list_of, check_ti
                       check_uint64)
 from ._cluster import LLMClusterInfo
 from ._handle import EngineHandle
+from ._metrics import labelled_link, labelled_metrics
 from ._notify import Notification, notify_bytes
 from ._types import LLMRole, rdma_protection_of
 
@@ -110,6 +111,24 @@ class LLMDataDist:
 
     def transfer_stats(self):
         return self._engine().call(capi.llmlink_get_xfer_stats)
+
+    def metrics(self):
+        """The engine's operator metrics (llmlink_get_metrics; docs/metrics.md):
+        a dict of the C struct's fields, every array keyed by label text -
+        links_established by side, links_closed / handshakes_refused /
+        link_failures by reason, transfers by (direction, transport,
+        status), bytes by (direction, transport), latency_buckets (per
+        bucket, not cumulative), latency_count and latency_sum_ns by
+        direction. llmlink.prometheus.LLMLinkCollector exports them."""
+        return labelled_metrics(self._engine().call(capi.llk_py_get_metrics))
+
+    def links(self):
+        """The live links (llmlink_get_links), outbound first, by cluster id:
+        dicts with direction ("outbound"/"inbound"), cluster_id, transport
+        ("tcp", "shm", "rdma"), streams, up_since_ms, bytes_pulled,
+        bytes_pushed, transfers_ok, transfers_failed, rdma_protection,
+        peer_write_bytes, peer_read_bytes, requests_fenced, peer ("ip:port")."""
+        return [labelled_link(link) for link in self._engine().call(capi.llk_py_get_links)]
 
     # Notifications: small messages between linked engines.
     def notify(self, cluster_id, data, timeout_ms=1000):

@@ -5,13 +5,14 @@
 //! # Why a registry and not a pointer
 //!
 //! The C side calls the synchronizer on the task's driver thread. A cancel
-//! (or a release, which cancels) makes the task final without waiting for
-//! that thread: it may be inside the synchronizer, or just about to call it
-//! once more, after `llmlink_task_release` returned (ffi/llmlink.h does
-//! not say when `sync_user_data` may be freed). So the user data is not a
-//! pointer but an id that is never reused, looked up in a process-wide
-//! table: the [`Transfer`](crate::Transfer)'s drop removes its entry, and a
-//! late call finds none and answers `false` without touching freed memory.
+//! makes the task final without waiting for that thread: it may be inside
+//! the synchronizer. `llmlink_task_release` does wait for a running call
+//! and the synchronizer is never called after it returned (ffi/llmlink.h),
+//! so a [`Transfer`](crate::Transfer)'s drop blocks until a synchronizer
+//! call in progress returns. The user data is still not a pointer but an id
+//! that is never reused, looked up in a process-wide table (belt and
+//! braces: a call that found no entry answers `false` without touching
+//! freed memory).
 //! A call already running holds its own `Arc` of the synchronizer, which is
 //! dropped when that call returns.
 

@@ -34,8 +34,12 @@ mod engine;
 mod error;
 mod layer_sync;
 mod log;
+mod metrics;
 mod notify;
 mod options;
+/// The `prometheus-client` collector (feature `prometheus`).
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod status;
 mod transfer;
 
@@ -49,6 +53,7 @@ pub use engine::{DataDist, LinkStats, RdmaProtection, Role, Stats, XferStats};
 pub use error::{last_error, Error, Result};
 pub use layer_sync::LayerSynchronizer;
 pub use log::{clear_log_callback, set_log_callback, LogLevel};
+pub use metrics::{bucket_bounds_seconds, label, labels, LabelKind, LinkInfo, Metrics};
 pub use notify::{EventFd, Notification, MAX_NOTIFY_BYTES};
 pub use options::Options;
 pub use status::Status;

@@ -241,7 +241,8 @@ impl Submission {
 ///
 /// **Dropping it releases it; a transfer still running is cancelled first
 /// (fenced, as [`cancel`](Self::cancel)), so dropping can block up to the
-/// transport's fence time (tcp push: 1 s).** No byte of it lands after the
+/// transport's fence time (tcp push: 1 s); a layer-wise transfer's drop
+/// also waits for a synchronizer call in progress to return.** No byte of it lands after the
 /// drop, so the borrows can end. A `std::mem::forget` skips that: the
 /// transfer then runs to its end and the handle leaks (its bytes may land
 /// later, as a linked peer's may).

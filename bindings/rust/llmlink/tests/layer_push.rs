@@ -207,8 +207,10 @@ fn transfer_cache_async_results_per_target() {
 }
 
 /// A layer-wise transfer dropped while its synchronizer waits: the drop
-/// returns without waiting for it, the synchronizer is not called again
-/// once it returns, it is dropped, and nothing reaches the peer.
+/// cancels at once but returns only once that synchronizer call returned
+/// (ffi/llmlink.h: after release the synchronizer is never called), the
+/// synchronizer is not called again, it is dropped, and nothing reaches the
+/// peer.
 #[test]
 fn dropping_a_layer_wise_transfer_while_its_synchronizer_waits() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -259,15 +261,21 @@ fn dropping_a_layer_wise_transfer_while_its_synchronizer_waits() {
     entered
         .recv_timeout(Duration::from_secs(10))
         .expect("synchronizer called");
+    // Layer 0 is "computed" 300 ms from now, after the cancel: the drop
+    // waits for that call to return.
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        go.send(()).unwrap();
+    });
     let t0 = Instant::now();
     drop(tr);
+    let took = t0.elapsed();
+    releaser.join().unwrap();
     assert!(
-        t0.elapsed() < Duration::from_secs(5),
-        "drop waited {:?}",
-        t0.elapsed()
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "drop took {:?}: it must wait for the running synchronizer call, and only for it",
+        took
     );
-    assert!(!dropped.load(Ordering::SeqCst), "dropped while running");
-    go.send(()).unwrap(); // layer 0 "computed", after the cancel
     let deadline = Instant::now() + Duration::from_secs(10);
     while !dropped.load(Ordering::SeqCst) {
         assert!(
