@@ -238,7 +238,7 @@ func peerLinkStats(e *Engine, idText string) string {
 
 // peer is a running prefill child process.
 type peer struct {
-	t        *testing.T
+	t        testing.TB
 	id       uint64
 	port     uint16
 	a, b, c  int64 // cache ids in the peer
@@ -248,14 +248,14 @@ type peer struct {
 	finished chan struct{}
 }
 
-func startPeer(t *testing.T, id uint64, opts ...string) *peer {
+func startPeer(t testing.TB, id uint64, opts ...string) *peer {
 	t.Helper()
 	return startPeerEnv(t, id, nil, opts...)
 }
 
 // startPeerEnv is startPeer with more environment for the child (e.g.
 // peerAccessEnv).
-func startPeerEnv(t *testing.T, id uint64, env []string, opts ...string) *peer {
+func startPeerEnv(t testing.TB, id uint64, env []string, opts ...string) *peer {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), env...), peerEnv+"="+strconv.FormatUint(id, 10), peerOptsEnv+"="+strings.Join(opts, ";"),
