@@ -248,13 +248,6 @@ func readable(fd int) bool {
 	return C.poll(&pfd, 1, 0) == 1
 }
 
-// add puts a submitted task in the table.
-func (c *asyncCore) add(st *taskState) {
-	c.mu.Lock()
-	c.tasks[st.h] = st
-	c.mu.Unlock()
-}
-
 // remove takes st out of the table and runs free (the C release) under
 // the table's lock.
 func (c *asyncCore) remove(st *taskState, free func()) {

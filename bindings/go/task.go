@@ -120,11 +120,17 @@ func (e *Engine) submit(op string, targets int, syncH cgo.Handle,
 	}
 	var ce C.gollk_err_t
 	var task *C.llmlink_task_t
+	// Submit and enter the table under the table's lock, with which the
+	// dispatcher polls: a task that finishes at once must not be collected
+	// before it is in the table (its completion would be lost).
+	core.mu.Lock()
 	if call(h, &task, &ce) != C.LLMLINK_SUCCESS {
+		core.mu.Unlock()
 		return nil, cError(op, &ce)
 	}
 	st := &taskState{core: core, op: op, targets: targets, h: task, sync: syncH, done: make(chan struct{})}
-	core.add(st)
+	core.tasks[task] = st
+	core.mu.Unlock()
 	t := &Transfer{e: e, st: st}
 	runtime.SetFinalizer(t, (*Transfer).Close)
 	return t, nil
