@@ -11,13 +11,15 @@ import (
 	"time"
 )
 
-// The C calls block (a link waits for handshakes, a transfer for its bytes)
-// and cannot be interrupted. To honour a context, a blocking call runs on a
-// goroutine of its own and the caller waits for it or for ctx, whichever
-// comes first. When ctx wins, the caller gets ctx's error at once and the C
-// call finishes in the background within its own timeout (the call's
-// timeout for links, llm.SyncKvCacheWaitTime for transfers); the engine
-// counts it as running, so Close waits for it.
+// Most C calls block (a link waits for handshakes, a notification for the
+// peer's answer) and cannot be interrupted. To honour a context, such a call
+// runs on a goroutine of its own and the caller waits for it or for ctx,
+// whichever comes first. When ctx wins, the caller gets ctx's error at once
+// and the C call finishes in the background within its own timeout (the
+// call's timeout for links, llm.SyncKvCacheWaitTime otherwise); the engine
+// counts it as running, so Close waits for it. Transfers are the exception:
+// they can be cancelled for real (task.go), so under a ctx that can end they
+// run as tasks and a cancelled ctx cancels them, fenced.
 
 const (
 	stateRunning int32 = iota

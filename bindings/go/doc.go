@@ -10,7 +10,12 @@
 // per-cluster statuses, and an error only when the call itself was refused;
 // every other call returns an *Error carrying the C status and message.
 // Every blocking call takes a context.Context (see README.md for what a
-// cancelled call leaves behind). Caches are either allocated by the library
+// cancelled call leaves behind); a cancelled transfer is cancelled for
+// real, fenced. Transfers can also run asynchronously (PullBlocksAsync, ...,
+// TransferCacheAsync) as a *Transfer whose Wait(ctx) cancels it when ctx
+// ends, completed by one dispatcher goroutine per engine that waits on the
+// engine's event descriptor in Go's netpoller; Notify and Notifications
+// carry small messages between linked engines. Caches are either allocated by the library
 // and exposed as []byte without a copy, or registered by raw addresses of
 // memory Go does not manage.
 package llmlink

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"runtime"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -54,6 +56,9 @@ type Engine struct {
 	calls     sync.WaitGroup // C calls under way, background ones included
 	inflight  atomic.Int64   // the same count, readable (tests)
 	destroyed chan struct{}
+
+	async  *asyncCore // transfers in flight, the dispatcher, notifications
+	waitMs int32      // llm.SyncKvCacheWaitTime: Notify's limit without a ctx deadline
 }
 
 // NewEngine creates an engine and starts it with options (llmlink_create +
@@ -97,9 +102,27 @@ func NewEngine(role Role, clusterID uint64, options map[string]string) (*Engine,
 		C.llmlink_destroy(h)
 		return nil, cError(op, &ce)
 	}
-	e := &Engine{role: role, clusterID: clusterID, h: h, destroyed: make(chan struct{})}
+	e := &Engine{role: role, clusterID: clusterID, h: h, destroyed: make(chan struct{}),
+		async:  newAsyncCore(h, optionInt(options, "llmlink.NotifyQueueDepth", defaultNotifyQueueDepth)),
+		waitMs: int32(optionInt(options, "llm.SyncKvCacheWaitTime", defaultSyncWaitMs))}
 	runtime.SetFinalizer(e, (*Engine).finalize)
 	return e, nil
+}
+
+// The C defaults of the options the Go side reads (docs/options.md).
+const (
+	defaultNotifyQueueDepth = 1024
+	defaultSyncWaitMs       = 1000
+)
+
+// optionInt reads an integer option as llmlink_init accepted it (it
+// refuses values out of range, so only a missing key takes def).
+func optionInt(options map[string]string, key string, def int) int {
+	v, err := strconv.Atoi(strings.TrimSpace(options[key]))
+	if err != nil || v < 1 {
+		return def
+	}
+	return v
 }
 
 // cError turns the C side's status and message into an *Error.
@@ -158,7 +181,10 @@ func (e *Engine) blocking(ctx context.Context, op string, a *cArena, b blockingC
 // link is closed, peers notice at once. Calls still running, including
 // ones a cancelled context left in the background, are waited for first
 // (each ends within its own timeout); calls made after Close fail with
-// StatusEngineFinalized. Close is idempotent and safe to call from many
+// StatusEngineFinalized. Asynchronous transfers still in flight are
+// cancelled (fenced) and released: their Wait returns their final status
+// (ErrCancelled, ...). The Notifications channel is closed. Close is
+// idempotent and safe to call from many
 // goroutines; every caller returns once the engine is gone.
 func (e *Engine) Close() error {
 	e.mu.Lock()
@@ -172,6 +198,11 @@ func (e *Engine) Close() error {
 	runtime.SetFinalizer(e, nil)
 
 	e.calls.Wait()
+	// Transfers still in flight are cancelled (fenced) and released, as
+	// llmlink_finalize would; their Transfers keep the final status. Then
+	// the dispatcher stops, before the C engine it polls goes.
+	e.async.releaseAll()
+	e.async.stop()
 	e.mu.Lock()
 	h := e.h
 	e.h = nil

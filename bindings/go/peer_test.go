@@ -28,7 +28,7 @@ const (
 	// The Access (a number) of the peer's three caches; unset: the
 	// default (no WithAccess, so AccessReadWrite).
 	peerAccessEnv = "LLMLINK_GO_PEER_ACCESS"
-	testBlocks    = 16               // blocks of every peer blocks cache
+	testBlocks    = 16               // blocks of every peer blocks cache (unless peerBlocksEnv)
 	replyWait     = 20 * time.Second // bound on any peer reply
 )
 
@@ -179,8 +179,8 @@ func runPeer(idText string) int {
 		copts = append(copts, WithAccess(Access(v)))
 	}
 	ka, kb := NewBlocksCacheKey(id, 0), NewBlocksCacheKey(id, 1)
-	a, err1 := e.AllocateBlocksCache(blocksDesc(testBlocks), &ka, copts...)
-	b, err2 := e.AllocateBlocksCache(blocksDesc(testBlocks), &kb, copts...)
+	a, err1 := e.AllocateBlocksCache(blocksDesc(peerBlocks()), &ka, copts...)
+	b, err2 := e.AllocateBlocksCache(blocksDesc(peerBlocks()), &kb, copts...)
 	c, err3 := e.AllocateCache(batchDesc(2), []CacheKey{NewCacheKey(id, 7, 0), NewCacheKey(id, 8, 0)}, copts...)
 	for _, err := range []error{err1, err2, err3} {
 		if err != nil {
@@ -210,6 +210,10 @@ func runPeer(idText string) int {
 			fmt.Println(peerLinkStats(e, f[1]))
 			continue
 		}
+		if r, ok := peerAsyncCommand(e, caches, f); ok {
+			fmt.Println(r)
+			continue
+		}
 		fmt.Println("ERR unknown command")
 	}
 	return 0
@@ -234,7 +238,7 @@ func peerLinkStats(e *Engine, idText string) string {
 
 // peer is a running prefill child process.
 type peer struct {
-	t        *testing.T
+	t        testing.TB
 	id       uint64
 	port     uint16
 	a, b, c  int64 // cache ids in the peer
@@ -244,14 +248,14 @@ type peer struct {
 	finished chan struct{}
 }
 
-func startPeer(t *testing.T, id uint64, opts ...string) *peer {
+func startPeer(t testing.TB, id uint64, opts ...string) *peer {
 	t.Helper()
 	return startPeerEnv(t, id, nil, opts...)
 }
 
 // startPeerEnv is startPeer with more environment for the child (e.g.
 // peerAccessEnv).
-func startPeerEnv(t *testing.T, id uint64, env []string, opts ...string) *peer {
+func startPeerEnv(t testing.TB, id uint64, env []string, opts ...string) *peer {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), env...), peerEnv+"="+strconv.FormatUint(id, 10), peerOptsEnv+"="+strings.Join(opts, ";"),

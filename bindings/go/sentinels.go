@@ -41,4 +41,8 @@ var (
 	ErrCacheInUse               = sentinel(StatusCacheInUse)
 	ErrAuthFailed               = sentinel(StatusAuthFailed)
 	ErrAccessDenied             = sentinel(StatusAccessDenied)
+	ErrTaskPending              = sentinel(StatusTaskPending)
+	ErrCancelled                = sentinel(StatusCancelled)
+	ErrCancelledLinkClosed      = sentinel(StatusCancelledLinkClosed)
+	ErrNotifyQueueFull          = sentinel(StatusNotifyQueueFull)
 )

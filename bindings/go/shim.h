@@ -13,7 +13,11 @@
 #ifndef LLMLINK_GO_SHIM_H
 #define LLMLINK_GO_SHIM_H
 
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -218,6 +222,107 @@ static inline llmlink_status_t gollk_push_cache(llmlink_t *dd, const llmlink_cac
                                                 gollk_err_t *err)
 {
     return gollk_done(llmlink_push_cache(dd, key, src, batch, size, layers), err);
+}
+
+/* Asynchronous transfers -------------------------------------------- */
+
+/* The options of one submission from plain values (cgo builds no struct
+ * of the caller's): the task's timeout and an attached notification. The
+ * binding learns of completions through the engine fd, so no on_done. */
+static inline llmlink_task_options_t gollk_task_opts(int32_t timeout_ms, const void *nd, size_t nl)
+{
+    llmlink_task_options_t o = LLMLINK_TASK_OPTIONS_INIT;
+    o.timeout_ms = timeout_ms;
+    o.notify_data = nl ? nd : NULL;
+    o.notify_len = nl;
+    return o;
+}
+
+static inline llmlink_status_t gollk_pull_blocks_async(
+    llmlink_t *dd, const llmlink_cache_key_t *key, int64_t dst, const uint64_t *src_blocks,
+    size_t nsrc, const uint64_t *dst_blocks, size_t ndst, const llmlink_layer_range_t *layers,
+    int32_t timeout_ms, const void *nd, size_t nl, llmlink_task_t **task, gollk_err_t *err)
+{
+    llmlink_task_options_t o = gollk_task_opts(timeout_ms, nd, nl);
+    return gollk_done(llmlink_pull_blocks_async(dd, key, dst, src_blocks, nsrc, dst_blocks, ndst,
+                                                layers, &o, task),
+                      err);
+}
+
+static inline llmlink_status_t gollk_pull_cache_async(llmlink_t *dd, const llmlink_cache_key_t *key,
+                                                      int64_t dst, uint32_t batch, int64_t size,
+                                                      const llmlink_layer_range_t *layers,
+                                                      int32_t timeout_ms, const void *nd, size_t nl,
+                                                      llmlink_task_t **task, gollk_err_t *err)
+{
+    llmlink_task_options_t o = gollk_task_opts(timeout_ms, nd, nl);
+    return gollk_done(llmlink_pull_cache_async(dd, key, dst, batch, size, layers, &o, task), err);
+}
+
+static inline llmlink_status_t gollk_push_blocks_async(
+    llmlink_t *dd, const llmlink_cache_key_t *key, int64_t src, const uint64_t *src_blocks,
+    size_t nsrc, const uint64_t *dst_blocks, size_t ndst, const llmlink_layer_range_t *layers,
+    int32_t timeout_ms, const void *nd, size_t nl, llmlink_task_t **task, gollk_err_t *err)
+{
+    llmlink_task_options_t o = gollk_task_opts(timeout_ms, nd, nl);
+    return gollk_done(llmlink_push_blocks_async(dd, key, src, src_blocks, nsrc, dst_blocks, ndst,
+                                                layers, &o, task),
+                      err);
+}
+
+static inline llmlink_status_t gollk_push_cache_async(llmlink_t *dd, const llmlink_cache_key_t *key,
+                                                      int64_t src, uint32_t batch, int64_t size,
+                                                      const llmlink_layer_range_t *layers,
+                                                      int32_t timeout_ms, const void *nd, size_t nl,
+                                                      llmlink_task_t **task, gollk_err_t *err)
+{
+    llmlink_task_options_t o = gollk_task_opts(timeout_ms, nd, nl);
+    return gollk_done(llmlink_push_cache_async(dd, key, src, batch, size, layers, &o, task), err);
+}
+
+/* The task's message into err (status given): read while the handle is
+ * valid, so the caller holds it. */
+static inline void gollk_task_msg(llmlink_task_t *task, llmlink_status_t st, gollk_err_t *err)
+{
+    const char *m = llmlink_task_error(task);
+    size_t n = strlen(m);
+    if (n >= GOLLK_MSG_CAP)
+        n = GOLLK_MSG_CAP - 1;
+    err->status = st;
+    memcpy(err->msg, m, n);
+    err->msg[n] = '\0';
+}
+
+/* The engine fd, duplicated (close-on-exec) for Go's netpoller: Go closes
+ * its copy when it stops watching, and the engine keeps its own. The
+ * duplicate shares the file description, so it is non-blocking as the
+ * engine's eventfd is, which is what makes os.NewFile register it with
+ * the netpoller. -1 with err set on failure. */
+static inline int gollk_dup_event_fd(llmlink_t *dd, gollk_err_t *err)
+{
+    int fd = -1;
+    if (gollk_done(llmlink_get_event_fd(dd, &fd), err) != LLMLINK_SUCCESS)
+        return -1;
+    int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) {
+        err->status = LLMLINK_FAILED;
+        snprintf(err->msg, GOLLK_MSG_CAP, "dup of the engine fd %d: %s", fd, strerror(errno));
+    }
+    return dup;
+}
+
+/* Notifications ----------------------------------------------------- */
+
+static inline llmlink_status_t gollk_notify(llmlink_t *dd, uint64_t cluster_id, const void *data,
+                                            size_t len, int32_t timeout_ms, gollk_err_t *err)
+{
+    return gollk_done(llmlink_notify(dd, cluster_id, data, len, timeout_ms), err);
+}
+
+static inline llmlink_status_t gollk_get_notifies(llmlink_t *dd, llmlink_notification_t *out,
+                                                  size_t max, size_t *count, gollk_err_t *err)
+{
+    return gollk_done(llmlink_get_notifies(dd, out, max, count), err);
 }
 
 #endif /* LLMLINK_GO_SHIM_H */

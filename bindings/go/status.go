@@ -53,6 +53,11 @@ const (
 	StatusCacheInUse           Status = 0x5010B109 // LLMLINK_CACHE_IN_USE
 	StatusAuthFailed           Status = 0x5010B10A // LLMLINK_AUTH_FAILED
 	StatusAccessDenied         Status = 0x5010B10B // LLMLINK_ACCESS_DENIED
+	// Asynchronous transfers and notifications.
+	StatusTaskPending         Status = 0x5010B10C // LLMLINK_TASK_PENDING: not finished yet
+	StatusCancelled           Status = 0x5010B10D // LLMLINK_CANCELLED: fenced; the link stays usable
+	StatusCancelledLinkClosed Status = 0x5010B10E // LLMLINK_CANCELLED_LINK_CLOSED: fenced by closing the link
+	StatusNotifyQueueFull     Status = 0x5010B10F // LLMLINK_NOTIFY_QUEUE_FULL: the peer's queue is full
 )
 
 // allStatuses lists every constant above, for Err* sentinels and tests.
@@ -94,6 +99,10 @@ var allStatuses = []Status{
 	StatusCacheInUse,
 	StatusAuthFailed,
 	StatusAccessDenied,
+	StatusTaskPending,
+	StatusCancelled,
+	StatusCancelledLinkClosed,
+	StatusNotifyQueueFull,
 }
 
 // String is the C library's name of the status: "LLM_SUCCESS",

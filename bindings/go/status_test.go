@@ -49,6 +49,10 @@ var abiStatuses = []struct {
 	{"CACHE_IN_USE", 0x5010B109, StatusCacheInUse},
 	{"AUTH_FAILED", 0x5010B10A, StatusAuthFailed},
 	{"ACCESS_DENIED", 0x5010B10B, StatusAccessDenied},
+	{"TASK_PENDING", 0x5010B10C, StatusTaskPending},
+	{"CANCELLED", 0x5010B10D, StatusCancelled},
+	{"CANCELLED_LINK_CLOSED", 0x5010B10E, StatusCancelledLinkClosed},
+	{"NOTIFY_QUEUE_FULL", 0x5010B10F, StatusNotifyQueueFull},
 }
 
 func TestStatusValuesAndNames(t *testing.T) {

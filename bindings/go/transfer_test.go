@@ -298,11 +298,13 @@ func TestCacheAndTransferErrors(t *testing.T) {
 }
 
 // A transfer the peer cannot answer (frozen, over tcp): cancel and deadline
-// return at once, the C call goes on in the background, Close waits for it.
+// cancel it for real (fenced, within the transport's fence time, far less
+// than the transfer timeout); nothing is left running, so Close does not
+// wait.
 func TestTransferContextCancelAndClose(t *testing.T) {
 	p := startPeer(t, 121, "llmlink.Transport=tcp")
 	d, err := NewEngine(RoleDecoder, 1121, map[string]string{
-		"llm.SyncKvCacheWaitTime": "1500", "llmlink.Transport": "tcp",
+		"llm.SyncKvCacheWaitTime": "20000", "llmlink.Transport": "tcp",
 		"llmlink.LivenessIntervalMs": "600000",
 	})
 	if err != nil {
@@ -329,24 +331,43 @@ func TestTransferContextCancelAndClose(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancel: %v", err)
 	}
-	if took := time.Since(start); took > time.Second {
-		t.Fatalf("cancel took %v, the transfer timeout is 1.5 s", took)
+	// A tcp pull drains the rest of its request into scratch before it
+	// returns (bounded by the C side: at most the task's deadline plus 2 s;
+	// ~3 s against a frozen peer): well under the 20 s transfer timeout.
+	if took := time.Since(start); took > 8*time.Second {
+		t.Fatalf("cancel took %v, the transfer timeout is 20 s", took)
 	}
+	if !errors.Is(err, ErrCancelled) && !errors.Is(err, ErrCancelledLinkClosed) {
+		t.Fatalf("cancel: no final status of a cancel in %v", err)
+	}
+	if n := d.running(); n != 0 {
+		t.Fatalf("%d calls running after a cancelled transfer", n)
+	}
+	linkAgain := func() {
+		if st, _ := d.CheckLinkStatus(p.id); st != StatusSuccess {
+			_ = p.cmd.Process.Signal(syscall.SIGCONT)
+			linkAll(t, d, p)
+			_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+			waitFor(5*time.Second, func() bool { return processStopped(p.cmd.Process.Pid) })
+		}
+	}
+	linkAgain()
 	dctx, dcancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer dcancel()
+	start = time.Now()
 	err = d.PushBlocks(dctx, NewBlocksCacheKey(p.id, 1), dst.ID, []uint64{1}, []uint64{1}, nil)
-	if !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, context.DeadlineExceeded) || (!errors.Is(err, ErrCancelled) && !errors.Is(err, ErrCancelledLinkClosed)) {
 		t.Fatalf("deadline: %v", err)
 	}
-	if n := d.running(); n != 2 {
-		t.Fatalf("%d calls running, want the two abandoned transfers", n)
+	if took := time.Since(start); took > 8*time.Second {
+		t.Fatalf("deadline cancel took %v", took)
 	}
-	// Close waits for both (each ends within its 1.5 s timeout).
-	d.Close()
 	if n := d.running(); n != 0 {
-		t.Fatalf("Close returned with %d calls running", n)
+		t.Fatalf("%d calls running after a deadline", n)
 	}
-	if took := time.Since(start); took < 1400*time.Millisecond {
-		t.Fatalf("Close did not wait for the background transfers (%v)", took)
+	start = time.Now()
+	d.Close()
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Close took %v with nothing running", took)
 	}
 }
