@@ -175,28 +175,71 @@ static llmlink_status_t send_notify(llmlink_task_t *t)
                    "was refused: %s", r->fn, (unsigned long long)r->key.cluster_id, why);
 }
 
-static void run_task(llmlink_task_t *t)
+void llk_task_complete(llmlink_task_t *t, llmlink_status_t st, const char *msg)
 {
-    llmlink_t *e = t->e;
-    llk_err_clear();
-    llmlink_status_t st = llk_xfer_exec(e, &t->prep, &t->cx, t->deadline_ms);
     /* The call returned: nothing of it lands anywhere any more. */
     llk_cancel_fenced(&t->cx);
-    if (st == LLMLINK_SUCCESS && t->notify_len)
+    char buf[LLK_ERR_MSG_MAX];
+    snprintf(buf, sizeof buf, "%s", st == LLMLINK_SUCCESS ? "" : (msg ? msg : ""));
+    if (st == LLMLINK_SUCCESS && t->notify_len) {
         st = send_notify(t);
-    char msg[LLK_ERR_MSG_MAX];
-    snprintf(msg, sizeof msg, "%s", st == LLMLINK_SUCCESS ? "" : llk_err_message());
+        if (st != LLMLINK_SUCCESS)
+            snprintf(buf, sizeof buf, "%s", llk_err_message());
+    }
     /* The cache and the link go back before anyone learns the task ended,
      * so that an unregister or unlink right after a wait does not find
      * them held. */
-    llk_xfer_prep_free(e, &t->prep);
-    llk_task_finish(t, st, msg);
+    llk_xfer_prep_free(t->e, &t->prep);
+    llk_task_finish(t, st, buf);
+}
+
+void llk_task_run(llmlink_task_t *t)
+{
+    /* The worker's own reference: a cancel may make the task final at its
+     * fence (llk_task_cancel) while this thread still drains a stream, and
+     * the handle may be released meanwhile. */
+    llk_tasks_t *q = t->e->tasks;
+    pthread_mutex_lock(&q->mu);
+    t->refs++;
+    pthread_mutex_unlock(&q->mu);
+    llk_err_clear();
+    llmlink_status_t st = llk_xfer_exec(t->e, &t->prep, &t->cx, t->deadline_ms);
+    llk_task_complete(t, st, st == LLMLINK_SUCCESS ? "" : llk_err_message());
+    llk_task_unref(t);
+}
+
+void llk_task_requeue_front_locked(llk_tasks_t *q, llmlink_task_t *list)
+{
+    llmlink_task_t *head = NULL, *tail = NULL;
+    for (llmlink_task_t *t = list, *next; t; t = next) {
+        next = t->bnext;
+        t->bnext = NULL;
+        t->bcx = NULL;
+        t->state = LLK_TASK_QUEUED;
+        t->qnext = NULL;
+        if (tail)
+            tail->qnext = t;
+        else
+            head = t;
+        tail = t;
+    }
+    if (!head)
+        return;
+    tail->qnext = q->qhead;
+    q->qhead = head;
+    if (!q->qtail)
+        q->qtail = tail;
+    pthread_cond_signal(&q->work_cv);
 }
 
 static void *worker_main(void *arg)
 {
     llmlink_t *e = arg;
     llk_tasks_t *q = e->tasks;
+    /* This worker's batch cancel (xfer/task_batch.c), reused batch after
+     * batch; without it the worker runs every task alone. */
+    llk_xfer_cancel_t bcx;
+    bool can_batch = llk_cancel_init(&bcx) == 0;
     for (;;) {
         pthread_mutex_lock(&q->mu);
         while (!q->qhead && !q->stop)
@@ -204,6 +247,8 @@ static void *worker_main(void *arg)
         llmlink_task_t *t = q->qhead;
         if (!t) { /* stop, and nothing left */
             pthread_mutex_unlock(&q->mu);
+            if (can_batch)
+                llk_cancel_free(&bcx);
             return NULL;
         }
         q->qhead = t->qnext;
@@ -211,8 +256,12 @@ static void *worker_main(void *arg)
             q->qtail = NULL;
         t->qnext = NULL;
         t->state = LLK_TASK_RUNNING;
+        bool batch = can_batch && !q->stop && llk_batch_take_locked(q, t, &bcx);
         pthread_mutex_unlock(&q->mu);
-        run_task(t);
+        if (batch)
+            llk_batch_run(e, t, &bcx);
+        else
+            llk_task_run(t);
     }
 }
 
@@ -260,8 +309,11 @@ void llk_tasks_stop_begin(llmlink_t *e)
     llmlink_task_t *queued = q->qhead;
     q->qhead = q->qtail = NULL;
     for (llmlink_task_t *t = q->live; t; t = t->lnext)
-        if (t->state == LLK_TASK_RUNNING)
+        if (t->state == LLK_TASK_RUNNING) {
             llk_cancel_request(&t->cx);
+            if (t->bcx) /* in a batch: its execution watches the batch's cancel */
+                llk_cancel_request(t->bcx);
+        }
     pthread_cond_broadcast(&q->work_cv);
     pthread_mutex_unlock(&q->mu);
     while (queued) {
@@ -550,9 +602,31 @@ llmlink_status_t llk_task_cancel(llmlink_task_t *t)
         return final_or_pending(t, true);
     }
     int64_t bound = t->deadline_ms + CANCEL_SLACK_MS;
+    bool in_batch = t->bcx != NULL;
+    const char *fn = t->prep.req.fn;
+    if (t->bcx) {
+        /* In a running batch: the task's own cancel marks it (the batch
+         * worker reads that under this lock), the batch's stops the
+         * execution; the others of the batch run again. Its fence is the
+         * batch's return (llk_task_complete). */
+        llk_cancel_request(&t->cx);
+        llk_cancel_request(t->bcx);
+    } /* (a batch's deadline is its earliest task's: within bound) */
     pthread_mutex_unlock(&q->mu);
     llk_cancel_request(&t->cx);
     llk_cancel_wait_fenced(&t->cx, bound);
+    /* A transport that stopped the task and keeps the link (a tcp pull
+     * switched to discarding, an shm copy stopped) says CANCELLED with
+     * its fence: the task is final now, while its worker may still drain
+     * the stream (bounded by the deadline; against a frozen peer that is
+     * the whole deadline). A task in a batch is fenced by the batch's
+     * return instead. */
+    if (!in_batch && llk_cancel_fenced_status(&t->cx) == LLMLINK_CANCELLED) {
+        char msg[LLK_ERR_MSG_MAX];
+        snprintf(msg, sizeof msg, "%s: cancelled; nothing of it lands any more (what was in "
+                 "flight is discarded) and the link stays usable", fn ? fn : "task");
+        llk_task_finish(t, LLMLINK_CANCELLED, msg); /* no-op when it ended first */
+    }
     /* The status is the executor's (CANCELLED, CANCELLED_LINK_CLOSED, or
      * what the transfer ended with when it finished first). */
     pthread_mutex_lock(&q->mu);

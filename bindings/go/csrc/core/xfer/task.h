@@ -68,6 +68,10 @@ struct llmlink_task {
     void (*sub_done)(struct llmlink_task *t, void *arg);
     void *sub_arg;
     struct llk_layer_task *layer; /* transfer_cache_async: the driver's state */
+    /* Coalescing (xfer/task_batch.c), under tq->mu: the cancel of the batch
+     * this task runs in (NULL: it runs alone), and the next task of it. */
+    llk_xfer_cancel_t *bcx;
+    struct llmlink_task *bnext;
 };
 
 typedef struct llk_tasks {
@@ -81,6 +85,7 @@ typedef struct llk_tasks {
     uint32_t drivers;       /* transfer_cache_async driver threads still running */
     uint32_t nthreads;
     pthread_t *threads;
+    uint64_t batched;       /* tasks that ran in a batch of two or more (tests) */
 } llk_tasks_t;
 
 /* Engine lifecycle (core/link/engine.c): start the workers at init, begin
@@ -129,6 +134,28 @@ llmlink_status_t llk_task_cancel(llmlink_task_t *t);
 void llk_task_release(llmlink_task_t *t);
 llmlink_status_t llk_task_poll_done(llmlink_t *e, llmlink_task_t **tasks, size_t max,
                                     size_t *count);
+
+/* Runs t's prepared transfer alone with its own cancel and deadline, then
+ * completes it (llk_task_complete). */
+void llk_task_run(llmlink_task_t *t);
+/* After t's bytes moved (or not): its fence, the attached notification on
+ * success, the prepared request freed, then llk_task_finish. */
+void llk_task_complete(llmlink_task_t *t, llmlink_status_t st, const char *msg);
+/* Puts the tasks of a list (bnext) back at the front of the run queue in
+ * their order, QUEUED again (tq->mu held). */
+void llk_task_requeue_front_locked(llk_tasks_t *q, llmlink_task_t *list);
+
+/* ---- xfer/task_batch.c: coalescing ------------------------------------- */
+
+/* Under tq->mu, lead just taken off the queue: takes the queued tasks
+ * right behind it that can share its execution (same link, direction,
+ * remote key, local cache and layer mapping, BLOCKS kind, destinations
+ * disjoint), marks them RUNNING and links them from lead->bnext, each with
+ * bcx. false: lead runs alone. */
+bool llk_batch_take_locked(llk_tasks_t *q, llmlink_task_t *lead, llk_xfer_cancel_t *bcx);
+/* Runs a batch taken by llk_batch_take_locked as one plan and completes
+ * (or re-runs, or requeues) each of its tasks. bcx is reset for reuse. */
+void llk_batch_run(llmlink_t *e, llmlink_task_t *lead, llk_xfer_cancel_t *bcx);
 
 /* ---- xfer/task_layer.c ------------------------------------------------- */
 
