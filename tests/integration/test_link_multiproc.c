@@ -955,11 +955,17 @@ static void test_forked_child_holds_link_sockets(void **state)
      * descriptor, the engine's sockets included. When the engine then
      * closes a link's socket, the socket itself stays open in the child,
      * so close() does not take it out of the engine's epoll set. */
-    const char *live[] = {"llmlink.LivenessIntervalMs=90", NULL};
-    proc_t *p = start_prompt(f, 1, live); /* heartbeats every 30 ms */
-    llmlink_option_t o = {"llmlink.LivenessIntervalMs", "90"};
+    /* Liveness 300 ms (heartbeats every 100 ms: five reach the stale
+     * socket in the 500 ms looked at below). Not shorter: under
+     * ThreadSanitizer fork() stops every thread of this process for a
+     * while that grows with their number, and a 90 ms liveness then lost
+     * the link before the unlink; one transfer worker keeps it small. */
+    const char *live[] = {"llmlink.LivenessIntervalMs=300", NULL};
+    proc_t *p = start_prompt(f, 1, live);
+    llmlink_option_t o[] = {{"llmlink.LivenessIntervalMs", "300"},
+                            {"llmlink.AsyncWorkers", "1"}};
     assert_int_equal(llmlink_create(&f->engines[0], LLMLINK_ROLE_DECODER, 101), LLMLINK_SUCCESS);
-    assert_int_equal(llmlink_init(f->engines[0], &o, 1), LLMLINK_SUCCESS);
+    assert_int_equal(llmlink_init(f->engines[0], o, 2), LLMLINK_SUCCESS);
     llmlink_status_t overall, st;
     link_one(f->engines[0], 1, p->port, 5000, &overall, &st);
     assert_string_equal(llmlink_status_name(overall), "LLM_SUCCESS");
