@@ -85,7 +85,6 @@ typedef struct llk_tasks {
     uint32_t drivers;       /* transfer_cache_async driver threads still running */
     uint32_t nthreads;
     pthread_t *threads;
-    uint64_t batched;       /* tasks that ran in a batch of two or more (tests) */
 } llk_tasks_t;
 
 /* Engine lifecycle (core/link/engine.c): start the workers at init, begin

@@ -122,7 +122,6 @@ bool llk_batch_take_locked(llk_tasks_t *q, llmlink_task_t *lead, llk_xfer_cancel
         m->state = LLK_TASK_RUNNING;
         m->bcx = bcx;
     }
-    q->batched += ntasks;
     return true;
 }
 
