@@ -724,16 +724,18 @@ LLMLINK_EXTERN llmlink_status_t llmlink_get_link_stats(llmlink_t *dd, uint64_t c
     static const char fn[] = "llmlink_get_link_stats";
     if (!dd || !stats)
         return llk_err(LLMLINK_PARAM_INVALID, "%s: %s is NULL", fn, dd ? "stats" : "dd");
-    if (stats->version != LLMLINK_LINK_STATS_VERSION)
+    uint32_t version = stats->version;
+    if (version < 1 || version > LLMLINK_LINK_STATS_VERSION)
         return llk_err(LLMLINK_PARAM_INVALID,
-                       "%s: stats->version is %u, expected LLMLINK_LINK_STATS_VERSION (%u)", fn,
-                       stats->version, LLMLINK_LINK_STATS_VERSION);
+                       "%s: stats->version is %u, expected 1..LLMLINK_LINK_STATS_VERSION (%u)", fn,
+                       version, LLMLINK_LINK_STATS_VERSION);
     llmlink_link_stats_t all;
     memset(&all, 0, sizeof all);
     llmlink_status_t st = llk_xfer_link_stats(dd, cluster_id, fn, &all);
     if (st != LLMLINK_SUCCESS)
         return st;
-    all.version = LLMLINK_LINK_STATS_VERSION;
-    *stats = all;
+    all.version = version;
+    /* A version-1 caller's struct ends before the rail fields. */
+    memcpy(stats, &all, version == 1 ? offsetof(llmlink_link_stats_t, rdma_rails) : sizeof all);
     return LLMLINK_SUCCESS;
 }

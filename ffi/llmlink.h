@@ -728,10 +728,14 @@ typedef enum llmlink_rdma_protection {
 } llmlink_rdma_protection_t;
 
 /* Counters of one link, as seen by this engine: what its peer's requests
- * did to this engine's memory. Versioned: set version to
- * LLMLINK_LINK_STATS_VERSION (1). The counters start at 0 when the link is
- * made and go with it. */
-#define LLMLINK_LINK_STATS_VERSION 1
+ * did to this engine's memory, and (version 2) its RDMA rails. Versioned:
+ * set version to LLMLINK_LINK_STATS_VERSION (2; 1 fills the fields before
+ * rdma_rails only). The counters start at 0 when the link is made and go
+ * with it. */
+#define LLMLINK_LINK_STATS_VERSION 2
+/* The most RDMA rails a link has (one per pair of local device and remote
+ * address). */
+#define LLMLINK_MAX_RDMA_RAILS 4
 typedef struct llmlink_link_stats {
     uint32_t version;
     uint32_t rdma_protection;   /* llmlink_rdma_protection_t */
@@ -743,6 +747,21 @@ typedef struct llmlink_link_stats {
     /* The peer's requests that this engine had admitted and that ended
      * unfinished (the link broke, a stall, a timeout): each was fenced. */
     uint64_t requests_fenced;
+    /* version >= 2: the link's RDMA rails (all 0 on a link without RDMA). */
+    uint32_t rdma_rails;        /* rails of the link, 0..LLMLINK_MAX_RDMA_RAILS */
+    uint32_t rdma_rails_up;     /* of them usable now (the others failed and wait
+                                   to be re-established) */
+    /* Rails that failed under a transfer of this engine whose work went on
+     * over the surviving rails (the call still succeeded). */
+    uint64_t rdma_rail_failovers;
+    /* Failed rails re-established (a fresh QP pair) without relinking. */
+    uint64_t rdma_rail_repairs;
+    /* Bytes this engine's requests moved over each rail (READ and WRITE
+     * payload, counted when the work completed); [0, rdma_rails). */
+    uint64_t rdma_rail_bytes[LLMLINK_MAX_RDMA_RAILS];
+    /* Each rail's path MTU in bytes (the smaller of both ends' active MTUs,
+     * capped by llmlink.RdmaMtu); [0, rdma_rails). */
+    uint32_t rdma_rail_mtu[LLMLINK_MAX_RDMA_RAILS];
 } llmlink_link_stats_t;
 
 /* The counters of this engine's link with cluster `cluster_id` (either

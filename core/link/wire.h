@@ -206,6 +206,17 @@ typedef enum llk_msg_type {
  * did. A length other than 0 is ignored (later versions may add). */
 #define LLK_EXT_NOTIFY 0x0008u
 
+/* HELLO / WELCOME extension (not critical, empty): this side pairs RDMA
+ * rails by the data (XRDMA_PROBE / XRDMA_PROBE_OK before XRDMA_SETUP: each
+ * side's RDMA addresses, subnets and MTUs, paired by the same rule on both
+ * ends) and repairs a failed rail without relinking (XRDMA_RAIL_RESET /
+ * XRDMA_RAIL_RESET_OK: a fresh QP pair for one rail). Sent with
+ * LLK_EXT_RDMA (the server only to a client that sent both); towards a
+ * peer without it, rails pair by position as before and a failed rail
+ * stays down until the link is made again. A length other than 0 is
+ * ignored. */
+#define LLK_EXT_RDMA_RAILS 0x0009u
+
 /* Authentication payloads. */
 #define LLK_AUTH_SCHEME_PSK1 1u
 #define LLK_AUTH_NONCE_SIZE 32u

@@ -531,6 +531,19 @@ uint16_t llk_rdma_link_nrails(const llk_rdma_link_t *l)
     return l ? l->nrails : 0;
 }
 
+void llk_rdma_link_rail_stats(const llk_rdma_link_t *l, llmlink_link_stats_t *out)
+{
+    if (!l)
+        return;
+    out->rdma_rails = l->nrails;
+    for (uint16_t i = 0; i < l->nrails && i < LLMLINK_MAX_RDMA_RAILS; i++) {
+        const rail_t *rl = &l->rail[i];
+        out->rdma_rail_mtu[i] = llk_rdma_mtu_bytes(rl->mtu);
+        if (rl->mtu && !rl->failed && !rl->in_err)
+            out->rdma_rails_up++;
+    }
+}
+
 void llk_rdma_link_local(const llk_rdma_link_t *l, llk_xrail_wire_t *out)
 {
     for (uint16_t i = 0; i < l->nrails; i++) {
@@ -1664,6 +1677,7 @@ void llk_rdma_link_describe(const llk_rdma_link_t *l, char *out, size_t cap)
         out[0] = '\0';
 }
 void llk_rdma_link_free(llk_rdma_link_t *l) {}
+void llk_rdma_link_rail_stats(const llk_rdma_link_t *l, llmlink_link_stats_t *out) {}
 void llk_rdma_link_abort(llk_rdma_link_t *l) {}
 const llk_rdma_mrs_t *llk_rdma_cache_mrs(llk_rdma_t *r, llk_cache_t *c, char *why, size_t cap)
 {

@@ -23,6 +23,7 @@ llmlink_status_t llk_xfer_link_stats(llmlink_t *e, uint64_t cluster_id, const ch
     out->peer_read_bytes = atomic_load(&xl->peer_read_bytes);
     out->requests_fenced = atomic_load(&xl->requests_fenced);
     out->rdma_protection = llk_rdma_stats_protection(xl);
+    llk_rdma_xlink_rail_stats(xl, out);
     llk_xlink_unref(xl);
     return LLMLINK_SUCCESS;
 }

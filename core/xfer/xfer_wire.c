@@ -44,6 +44,12 @@ int llk_xwire_read_header(const uint8_t buf[LLK_XWIRE_HEADER_SIZE], llk_xframe_h
         return -1;
     }
     switch ((llk_xmsg_type_t)h->type) {
+    case LLK_XMSG_RDMA_PROBE:
+    case LLK_XMSG_RDMA_PROBE_OK:
+    case LLK_XMSG_RDMA_RAIL_RESET:
+    case LLK_XMSG_RDMA_RAIL_RESET_OK:
+        *why = "unknown data message type"; /* not implemented yet */
+        return -1;
     case LLK_XMSG_REQ:
         if (h->length > LLK_XWIRE_MAX_PAYLOAD) {
             *why = "XREQ frame larger than the maximum";

@@ -1323,7 +1323,7 @@ static void test_link_stats_args(void **state)
     REFUSED("dd NULL", llmlink_get_link_stats(NULL, PROMPT_ID, &s), "dd is NULL");
     s.version = 0;
     REFUSED("version 0", llmlink_get_link_stats(fx->dec, PROMPT_ID, &s),
-            "LLMLINK_LINK_STATS_VERSION");
+            "1..LLMLINK_LINK_STATS_VERSION");
     s.version = LLMLINK_LINK_STATS_VERSION + 1;
     REFUSED("version + 1", llmlink_get_link_stats(fx->dec, PROMPT_ID, &s), "version");
     s.version = LLMLINK_LINK_STATS_VERSION;

@@ -273,6 +273,22 @@ static void test_link_stats_count_peer_bytes(void **state)
     assert_int_equal(p0.peer_read_bytes, 0);
     assert_int_equal(p0.requests_fenced, 0);
     assert_int_equal(p0.rdma_protection, LLMLINK_RDMA_PROTECTION_NONE);
+    /* No RDMA on this link: the rail fields (version 2) are written as 0. */
+    assert_int_equal(p0.rdma_rails, 0);
+    assert_int_equal(p0.rdma_rails_up, 0);
+    assert_int_equal(p0.rdma_rail_failovers, 0);
+    assert_int_equal(p0.rdma_rail_bytes[LLMLINK_MAX_RDMA_RAILS - 1], 0);
+    assert_int_equal(d0.rdma_rail_mtu[0], 0);
+    /* A version-1 caller's struct ends before the rail fields: nothing
+     * past them is written. */
+    llmlink_link_stats_t v1;
+    memset(&v1, 0xAB, sizeof v1);
+    v1.version = 1;
+    assert_status(llmlink_get_link_stats(fx->p, DECODER_ID, &v1), LLMLINK_SUCCESS);
+    assert_int_equal(v1.version, 1);
+    assert_int_equal(v1.requests_fenced, 0);
+    assert_int_equal(v1.rdma_rails, 0xABABABABu);
+    assert_int_equal(v1.rdma_rail_mtu[LLMLINK_MAX_RDMA_RAILS - 1], 0xABABABABu);
     uint64_t src[5] = {3, 9, 10, 11, 40}, dst[5] = {0, 1, 2, 3, 63};
     /* A pull of 5 blocks of every tensor: P's memory was read, D's not. */
     assert_status(llmlink_pull_blocks(fx->d, &fx->key, fx->dcache, src, 5, dst, 5, NULL),

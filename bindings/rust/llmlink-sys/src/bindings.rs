@@ -56,7 +56,8 @@ pub const LLMLINK_MAX_KEYS: u32 = 65536;
 pub const LLMLINK_MAX_BLOCKS_PER_CALL: u32 = 1048576;
 pub const LLMLINK_REGISTER_OPTIONS_VERSION: u32 = 1;
 pub const LLMLINK_XFER_STATS_VERSION: u32 = 2;
-pub const LLMLINK_LINK_STATS_VERSION: u32 = 1;
+pub const LLMLINK_LINK_STATS_VERSION: u32 = 2;
+pub const LLMLINK_MAX_RDMA_RAILS: u32 = 4;
 pub const LLMLINK_TASK_OPTIONS_VERSION: u32 = 1;
 pub const LLMLINK_MAX_NOTIFY_BYTES: u32 = 4096;
 pub const LLMLINK_METRICS_MAX_DIRS: u32 = 2;
@@ -772,12 +773,18 @@ pub struct llmlink_link_stats {
     pub peer_write_bytes: u64,
     pub peer_read_bytes: u64,
     pub requests_fenced: u64,
+    pub rdma_rails: u32,
+    pub rdma_rails_up: u32,
+    pub rdma_rail_failovers: u64,
+    pub rdma_rail_repairs: u64,
+    pub rdma_rail_bytes: [u64; 4usize],
+    pub rdma_rail_mtu: [u32; 4usize],
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     [
         "Size of llmlink_link_stats",
-    ][::std::mem::size_of::<llmlink_link_stats>() - 32usize];
+    ][::std::mem::size_of::<llmlink_link_stats>() - 104usize];
     [
         "Alignment of llmlink_link_stats",
     ][::std::mem::align_of::<llmlink_link_stats>() - 8usize];
@@ -796,6 +803,24 @@ const _: () = {
     [
         "Offset of field: llmlink_link_stats::requests_fenced",
     ][::std::mem::offset_of!(llmlink_link_stats, requests_fenced) - 24usize];
+    [
+        "Offset of field: llmlink_link_stats::rdma_rails",
+    ][::std::mem::offset_of!(llmlink_link_stats, rdma_rails) - 32usize];
+    [
+        "Offset of field: llmlink_link_stats::rdma_rails_up",
+    ][::std::mem::offset_of!(llmlink_link_stats, rdma_rails_up) - 36usize];
+    [
+        "Offset of field: llmlink_link_stats::rdma_rail_failovers",
+    ][::std::mem::offset_of!(llmlink_link_stats, rdma_rail_failovers) - 40usize];
+    [
+        "Offset of field: llmlink_link_stats::rdma_rail_repairs",
+    ][::std::mem::offset_of!(llmlink_link_stats, rdma_rail_repairs) - 48usize];
+    [
+        "Offset of field: llmlink_link_stats::rdma_rail_bytes",
+    ][::std::mem::offset_of!(llmlink_link_stats, rdma_rail_bytes) - 56usize];
+    [
+        "Offset of field: llmlink_link_stats::rdma_rail_mtu",
+    ][::std::mem::offset_of!(llmlink_link_stats, rdma_rail_mtu) - 88usize];
 };
 pub type llmlink_link_stats_t = llmlink_link_stats;
 unsafe extern "C" {

@@ -117,6 +117,15 @@ llk_rdma_prot_t llk_rdma_xlink_protection(llk_xlink_t *xl)
     return p;
 }
 
+void llk_rdma_xlink_rail_stats(llk_xlink_t *xl, llmlink_link_stats_t *out)
+{
+    llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
+    pthread_mutex_lock(&xl->mu);
+    if (r && r->use)
+        llk_rdma_link_rail_stats(r->link, out);
+    pthread_mutex_unlock(&xl->mu);
+}
+
 /* ---- per link -------------------------------------------------------------- */
 
 static void *rdma_link_new(void)

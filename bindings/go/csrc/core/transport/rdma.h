@@ -137,6 +137,10 @@ void llk_rdma_link_local(const llk_rdma_link_t *l, llk_xrail_wire_t *out);
 /* INIT -> RTR -> RTS against the peer's records (as many as this side's rails). */
 int llk_rdma_link_connect(llk_rdma_link_t *l, const llk_xrail_wire_t *remote, uint16_t n,
                           char *why, size_t cap);
+/* The rail part of llmlink_get_link_stats (version 2): rdma_rails,
+ * rdma_rails_up, rdma_rail_failovers, rdma_rail_repairs, rdma_rail_bytes,
+ * rdma_rail_mtu. NULL l: leaves out untouched (all 0). */
+void llk_rdma_link_rail_stats(const llk_rdma_link_t *l, llmlink_link_stats_t *out);
 /* "rxe0 port 1 gid 1 mtu 1024, ..." for messages. */
 void llk_rdma_link_describe(const llk_rdma_link_t *l, char *out, size_t cap);
 /* Moves every rail's QP to the error state: posted work requests stop and
@@ -232,5 +236,7 @@ llk_rdma_xlink_t *llk_rdma_xlink(struct llk_xlink *xl);
 llk_rdma_prot_t llk_rdma_xlink_protection(struct llk_xlink *xl);
 /* The same as an llmlink_rdma_protection_t, for llmlink_get_link_stats. */
 uint32_t llk_rdma_stats_protection(struct llk_xlink *xl);
+/* xl's rails into out (llk_rdma_link_rail_stats); takes xl->mu. */
+void llk_rdma_xlink_rail_stats(struct llk_xlink *xl, llmlink_link_stats_t *out);
 
 #endif /* LLK_RDMA_H */

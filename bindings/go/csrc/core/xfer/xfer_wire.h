@@ -120,7 +120,13 @@ typedef enum llk_xmsg_type {
     LLK_XMSG_DONE = 3,
     LLK_XMSG_RDMA_SETUP = 4,
     LLK_XMSG_RDMA_SETUP_OK = 5,
-    LLK_XMSG_RESP_RDMA = 6
+    LLK_XMSG_RESP_RDMA = 6,
+    /* LLK_EXT_RDMA_RAILS (link/wire.h): rails paired by the data, and a
+     * failed rail re-established (transport/rdma_wire.h). */
+    LLK_XMSG_RDMA_PROBE = 7,
+    LLK_XMSG_RDMA_PROBE_OK = 8,
+    LLK_XMSG_RDMA_RAIL_RESET = 9,
+    LLK_XMSG_RDMA_RAIL_RESET_OK = 10
 } llk_xmsg_type_t;
 
 typedef enum llk_xop {
