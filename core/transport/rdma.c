@@ -20,6 +20,7 @@
 #include "link/tls.h"
 #include "transport/rdma.h"
 #include "transport/rdma_plan.h"
+#include "transport/rdma_probe.h"
 #include "transport/transport.h"
 #include "transport/transport_testing.h"
 
@@ -146,6 +147,9 @@ void llk_xlink_set_rails(llk_xlink_t *xl, const llk_conn_t *c, bool peer_offers)
     pthread_mutex_lock(&xl->mu);
     r->peer = peer_offers;
     r->nrail_addrs = 0;
+    r->ngiven = 0;
+    for (size_t i = 0; c && i < c->num_local && i < LLMLINK_MAX_IP_INFOS; i++)
+        r->given[r->ngiven++] = c->local[i];
     if (c && c->num_local == 0) {
         socklen_t len = sizeof r->rail_local[0];
         if (c->fd >= 0 &&
@@ -172,6 +176,14 @@ void llk_xlink_set_peer_read_depth(llk_xlink_t *xl, bool on)
     llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
     pthread_mutex_lock(&xl->mu);
     r->peer_read_depth = on;
+    pthread_mutex_unlock(&xl->mu);
+}
+
+void llk_xlink_set_peer_rails(llk_xlink_t *xl, bool on)
+{
+    llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
+    pthread_mutex_lock(&xl->mu);
+    r->peer_rails = on;
     pthread_mutex_unlock(&xl->mu);
 }
 
@@ -248,9 +260,27 @@ static llmlink_status_t rdma_setup_client(llmlink_t *e, llk_xlink_t *xl, int fd,
     memcpy(target, rx->rail_target, sizeof target);
     bool forced = rx->forced;
     bool peer_depth = rx->peer_read_depth;
+    bool peer_rails = rx->peer_rails;
     pthread_mutex_unlock(&xl->mu);
     if (!peer)
         return LLMLINK_SUCCESS; /* not offered by both ends: nothing to set up */
+    if (peer_rails) {
+        /* rails by the data: the pairs replace the position rule */
+        struct sockaddr_storage pl[LLK_XWIRE_MAX_RAILS], pt[LLK_XWIRE_MAX_RAILS];
+        uint16_t np = 0;
+        llk_rdma_probe_out_t po = {0};
+        if (llk_rdma_probe_client(e, xl, fd, deadline_ms, pl, pt, &np, &po) != 0) {
+            snprintf(why, sizeof why, "%s", po.why);
+            st = po.st;
+            forced = forced || po.refusal == LLMLINK_LINK_FAILED;
+            goto out;
+        }
+        if (np > 0) {
+            memcpy(local, pl, sizeof pl);
+            memcpy(target, pt, sizeof pt);
+            n = np;
+        }
+    }
     if (n == 0) {
         snprintf(why, sizeof why, "no local address for a rail");
         goto out;
@@ -366,6 +396,8 @@ static int rdma_serve_setup(llk_xserve_t *q)
     llk_xlink_t *xl = q->xl;
     llk_rdma_xlink_t *rx = llk_rdma_xlink(xl);
     const char *dwhy = "?";
+    if (q->type == LLK_XMSG_RDMA_PROBE)
+        return llk_rdma_serve_probe(q);
     llk_xrail_wire_t rem[LLK_XWIRE_MAX_RAILS];
     uint16_t n = 0;
     if (llk_rdma_setup_read(q->rx, q->rx_len, e->test_legacy_rails, rem, &n, &dwhy) != 0) {
@@ -380,11 +412,28 @@ static int rdma_serve_setup(llk_xserve_t *q)
     pthread_mutex_lock(&xl->mu);
     bool allowed = rx->peer && !rx->link && e->rdma;
     bool peer_depth = rx->peer_read_depth;
+    /* paired by the data: the setup must name the probe's pairs */
+    bool paired = rx->peer_rails && rx->probed && rx->npairs > 0;
+    bool unprobed = rx->peer_rails && !rx->probed;
+    char pwhy[200] = "";
+    if (allowed && paired &&
+        !llk_rdma_setup_paired(rem, n, (const uint8_t(*)[16])rx->pair_client,
+                               (const uint8_t(*)[16])rx->pair_server, rx->npairs, pwhy,
+                               sizeof pwhy))
+        allowed = false;
     pthread_mutex_unlock(&xl->mu);
     llk_rdma_link_t *l = NULL;
-    if (!allowed) {
+    if (allowed && unprobed)
+        snprintf(pwhy, sizeof pwhy, "XRDMA_SETUP without XRDMA_PROBE (the client announced "
+                 "rails paired by the data)");
+    if (!allowed || unprobed) {
         ok.status = refusal;
-        snprintf(ok.msg, sizeof ok.msg, "RDMA is not offered on this link, or set up already");
+        if (pwhy[0])
+            snprintf(ok.msg, sizeof ok.msg, "cluster %llu: %s", (unsigned long long)e->cluster_id,
+                     pwhy);
+        else
+            snprintf(ok.msg, sizeof ok.msg, "RDMA is not offered on this link, or set up already");
+        printable(ok.msg);
     } else {
         struct sockaddr_storage ips[LLK_XWIRE_MAX_RAILS], stream_local;
         socklen_t slen = sizeof stream_local;
@@ -674,6 +723,7 @@ const llk_transport_ops_t llk_transport_rdma = {
     .link_conflict = rdma_link_conflict,
     .setup_client = rdma_setup_client,
     .setup_type = LLK_XMSG_RDMA_SETUP,
+    .probe_type = LLK_XMSG_RDMA_PROBE,
     .serve_setup = rdma_serve_setup,
     .fence = rdma_fence,
     .link_usable = rdma_link_usable,

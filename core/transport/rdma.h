@@ -126,6 +126,18 @@ uint32_t llk_rdma_post_delay_ms(llk_rdma_t *r);
 /* Registry hook (llk_registry_t.xport_free): deregisters c's MRs. */
 void llk_rdma_cache_free(void *rdma, llk_cache_t *c);
 
+/* The engine's RDMA addresses (XRDMA_PROBE / _OK, LLK_EXT_RDMA_RAILS): the
+ * IP of every RoCE v2 GID of every open device's port that can end a rail
+ * (llk_rdma_addr_routable: no IPv6 link-local), with the prefix length of
+ * the interface that holds the address (llk_rdma_ip_prefix) and the
+ * port's active MTU; in device, then GID-index order; an address on two
+ * devices once. At most cap; the count (0 without devices, or on a port
+ * whose GIDs are not IPs: InfiniBand). */
+size_t llk_rdma_local_addrs(llk_rdma_t *r, llk_rdma_addr_t *out, size_t cap);
+/* The prefix length of local address ip (16-byte GID form) from
+ * getifaddrs; a host prefix (32 / 128) where no interface holds it. */
+uint8_t llk_rdma_ip_prefix(const uint8_t ip[16]);
+
 /* A link's rails for these local addresses (1..LLK_XWIRE_MAX_RAILS), QPs in
  * INIT. All or nothing (the ends pair rails by position): NULL with why
  * naming the first address no device serves. */
@@ -222,10 +234,23 @@ typedef struct llk_rdma_xlink {
      * its READ depths; without it they go with the byte 0, as an llmlink
      * 0.3 peer requires (llk_xwire_rails_for_peer). */
     bool peer_read_depth;
+    /* Both ends announced LLK_EXT_RDMA_RAILS: the client sends XRDMA_PROBE
+     * before XRDMA_SETUP and the rails are the pairs of llk_rdma_pair over
+     * the two ends' addresses; without it, rails pair by position. */
+    bool peer_rails;
+    /* Owner, after the XRDMA_PROBE: the (client address, server address)
+     * pairs its own run of the rule made (npairs 0: none usable by subnet,
+     * the position rule of before applies), which XRDMA_SETUP must match. */
+    bool probed;
+    uint16_t npairs;
+    uint8_t pair_client[LLK_XWIRE_MAX_RAILS][16], pair_server[LLK_XWIRE_MAX_RAILS][16];
     llk_rdma_link_t *link;
     /* Client: the addresses of its rails (its ip infos, or the control
-     * connection's) and the server addresses they are for. */
-    uint16_t nrail_addrs;
+     * connection's) and the server addresses they are for, by position;
+     * given: its local ip infos as the user gave them (with
+     * LLK_EXT_RDMA_RAILS, when any, its only candidate addresses). */
+    uint16_t nrail_addrs, ngiven;
+    struct sockaddr_storage given[LLMLINK_MAX_IP_INFOS];
     struct sockaddr_storage rail_local[LLK_XWIRE_MAX_RAILS], rail_target[LLK_XWIRE_MAX_RAILS];
 } llk_rdma_xlink_t;
 

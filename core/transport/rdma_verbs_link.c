@@ -354,6 +354,30 @@ static int find_gid(const llk_rdma_t *r, const rdma_dev_t *d, const uint8_t ip_g
     return idx;
 }
 
+size_t llk_rdma_local_addrs(llk_rdma_t *r, llk_rdma_addr_t *out, size_t cap)
+{
+    size_t n = 0;
+    for (int i = 0; r && i < r->ndev; i++) {
+        const rdma_dev_t *d = &r->dev[i];
+        for (int k = 0; k < d->gid_tbl_len && n < cap; k++) {
+            union ibv_gid g;
+            if (r->v->query_gid(d->ctx, d->port, k, &g) != 0 || !llk_rdma_addr_routable(g.raw) ||
+                !gid_is_v2(r->v, d, k))
+                continue;
+            bool dup = false; /* one address on two devices: the first serves it */
+            for (size_t j = 0; j < n && !dup; j++)
+                dup = !memcmp(out[j].ip, g.raw, 16);
+            if (dup)
+                continue;
+            memcpy(out[n].ip, g.raw, 16);
+            out[n].prefix = llk_rdma_ip_prefix(g.raw);
+            out[n].mtu = d->active_mtu;
+            n++;
+        }
+    }
+    return n;
+}
+
 static int to_init(const llk_verbs_t *v, rail_t *rl)
 {
     struct ibv_qp_attr a;
@@ -1664,6 +1688,7 @@ llk_rdma_link_t *llk_rdma_link_create(llk_rdma_t *r, const struct sockaddr_stora
     return NULL;
 }
 uint16_t llk_rdma_link_nrails(const llk_rdma_link_t *l) { return 0; }
+size_t llk_rdma_local_addrs(llk_rdma_t *r, llk_rdma_addr_t *out, size_t cap) { return 0; }
 void llk_rdma_link_local(const llk_rdma_link_t *l, llk_xrail_wire_t *out) {}
 int llk_rdma_link_connect(llk_rdma_link_t *l, const llk_xrail_wire_t *remote, uint16_t n,
                           char *why, size_t cap)

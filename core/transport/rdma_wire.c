@@ -161,6 +161,133 @@ int llk_xwire_decode_rdma_setup_ok(const uint8_t *payload, size_t len, llk_xrdma
     return 0;
 }
 
+/* ---- probe (LLK_EXT_RDMA_RAILS) ---------------------------------------------------- */
+
+static bool addr_ok(const llk_rdma_addr_t *a)
+{
+    return llk_rdma_addr_routable(a->ip) && llk_rdma_prefix_ok(a->ip, a->prefix) &&
+           a->mtu >= XMTU_MIN && a->mtu <= XMTU_MAX;
+}
+
+static void put_addrs(wbuf_t *w, const llk_rdma_addr_t *a, uint16_t n)
+{
+    put_u16(w, n);
+    for (uint16_t i = 0; i < n; i++) {
+        put_bytes(w, a[i].ip, sizeof a[i].ip);
+        put_u8(w, a[i].prefix);
+        put_u8(w, a[i].mtu);
+    }
+}
+
+static bool addrs_ok(const llk_rdma_addr_t *a, uint16_t n)
+{
+    if (n > LLK_XWIRE_PROBE_MAX_ADDRS)
+        return false;
+    for (uint16_t i = 0; i < n; i++)
+        if (!addr_ok(&a[i]))
+            return false;
+    return true;
+}
+
+size_t llk_xwire_encode_rdma_probe(uint8_t *out, size_t cap, uint64_t req_id,
+                                   const llk_rdma_addr_t *addr, uint16_t naddr)
+{
+    if (!addrs_ok(addr, naddr))
+        return 0;
+    size_t size = LLK_XWIRE_HEADER_SIZE + 2u + (size_t)naddr * LLK_XWIRE_PROBE_REC;
+    if (cap < size)
+        return 0;
+    wbuf_t w = {out, 0, cap, 0};
+    llk_xwire_put_header(&w, LLK_XMSG_RDMA_PROBE, (uint32_t)(size - LLK_XWIRE_HEADER_SIZE), req_id);
+    put_addrs(&w, addr, naddr);
+    return llk_xwire_end_frame(&w, size);
+}
+
+size_t llk_xwire_encode_rdma_probe_ok(uint8_t *out, size_t cap, uint64_t req_id,
+                                      const llk_xrdma_probe_t *m)
+{
+    size_t n = strnlen(m->msg, LLK_XWIRE_MAX_MSG);
+    if (!addrs_ok(m->addr, m->naddr) || (m->status != 0 && m->naddr > 0))
+        return 0;
+    size_t size = LLK_XWIRE_HEADER_SIZE + 4u + 2u + n + 2u +
+                  (size_t)m->naddr * LLK_XWIRE_PROBE_REC;
+    if (cap < size)
+        return 0;
+    wbuf_t w = {out, 0, cap, 0};
+    llk_xwire_put_header(&w, LLK_XMSG_RDMA_PROBE_OK, (uint32_t)(size - LLK_XWIRE_HEADER_SIZE),
+                         req_id);
+    put_u32(&w, m->status);
+    put_u16(&w, (uint16_t)n);
+    if (n)
+        put_bytes(&w, m->msg, n);
+    put_addrs(&w, m->addr, m->naddr);
+    return llk_xwire_end_frame(&w, size);
+}
+
+/* The address list at the read position: count, records to the end. */
+static int get_addrs(rbuf_t *b, llk_xrdma_probe_t *m, const char *truncated, const char **why)
+{
+    m->naddr = get_u16(b);
+    if (b->short_read) {
+        *why = truncated;
+        return -1;
+    }
+    if (m->naddr > LLK_XWIRE_PROBE_MAX_ADDRS) {
+        *why = "RDMA probe: address count out of range";
+        return -1;
+    }
+    if (llk_xwire_records_fill_rest(b, m->naddr, LLK_XWIRE_PROBE_REC,
+                                    "RDMA probe: addresses longer than the frame",
+                                    "RDMA probe: trailing bytes after the addresses", why) != 0)
+        return -1;
+    for (uint16_t i = 0; i < m->naddr; i++) {
+        llk_rdma_addr_t *a = &m->addr[i];
+        get_bytes(b, a->ip, sizeof a->ip);
+        a->prefix = get_u8(b);
+        a->mtu = get_u8(b);
+        if (!llk_rdma_addr_routable(a->ip)) {
+            *why = "RDMA probe: address not usable for a rail (zero, link-local or multicast)";
+            return -1;
+        }
+        if (!llk_rdma_prefix_ok(a->ip, a->prefix)) {
+            *why = "RDMA probe: prefix length too long for the address family";
+            return -1;
+        }
+        if (a->mtu < XMTU_MIN || a->mtu > XMTU_MAX) {
+            *why = "RDMA probe: mtu out of range";
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int llk_xwire_decode_rdma_probe(const uint8_t *payload, size_t len, llk_xrdma_probe_t *m,
+                                const char **why)
+{
+    rbuf_t b = {payload, len, 0, 0};
+    memset(m, 0, sizeof *m);
+    return get_addrs(&b, m, "truncated XRDMA_PROBE", why);
+}
+
+int llk_xwire_decode_rdma_probe_ok(const uint8_t *payload, size_t len, llk_xrdma_probe_t *m,
+                                   const char **why)
+{
+    rbuf_t b = {payload, len, 0, 0};
+    memset(m, 0, sizeof *m);
+    m->status = get_u32(&b);
+    static const text_why_t w = {"truncated XRDMA_PROBE_OK", "XRDMA_PROBE_OK: message too long",
+                                 "XRDMA_PROBE_OK: message longer than the frame"};
+    if (get_text(&b, m->msg, LLK_XWIRE_MAX_MSG, &w, why) != 0)
+        return -1;
+    if (get_addrs(&b, m, "truncated XRDMA_PROBE_OK", why) != 0)
+        return -1;
+    if (m->status != LLMLINK_SUCCESS && m->naddr > 0) {
+        *why = "XRDMA_PROBE_OK: addresses with a refusal";
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- grants ------------------------------------------------------------------ */
 
 size_t llk_xwire_grant_size(uint16_t nrails, uint32_t niov)

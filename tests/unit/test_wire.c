@@ -1521,6 +1521,60 @@ static void test_read_depth_ext(void **state)
     assert_false(llk_wire_has_ext(NULL, 0, LLK_EXT_RDMA_READ_DEPTH));
 }
 
+/* ---- the rails extension (LLK_EXT_RDMA_RAILS) ----------------------------------- */
+
+/* Its bytes, hand-written: type 0x0009, length 0, not critical (an older
+ * peer skips it and pairs rails by position); found in a decoded HELLO
+ * and WELCOME next to the other RDMA extensions, absent where not sent; a
+ * length other than 0 still counts (a later version may add bytes). */
+static void test_rails_ext(void **state)
+{
+    wire_fixture_t *fx = *state;
+    assert_int_equal(LLK_EXT_RDMA_RAILS, 0x0009);
+    assert_int_equal(LLK_EXT_RDMA_RAILS & LLK_WIRE_EXT_CRITICAL, 0);
+    llk_msg_hello_t h = fx->hello;
+    h.num_ext = 3;
+    h.ext[0] = (llk_ext_t){LLK_EXT_RDMA, 0, NULL};
+    h.ext[1] = (llk_ext_t){LLK_EXT_RDMA_READ_DEPTH, 0, NULL};
+    h.ext[2] = (llk_ext_t){LLK_EXT_RDMA_RAILS, 0, NULL};
+    size_t n = llk_wire_encode_hello(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &h);
+    assert_int_equal(n, LLK_WIRE_HEADER_SIZE + HELLO_FIXED + 2 + 4 + 4 + 4);
+    static const uint8_t want[] = {0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x00, 0x04,
+                                   0x00, 0x00, 0x00, 0x09, 0x00, 0x00};
+    assert_memory_equal(fx->frame + LLK_WIRE_HEADER_SIZE + HELLO_FIXED, want, sizeof want);
+    assert_int_equal(llk_wire_decode_hello(fx->frame + LLK_WIRE_HEADER_SIZE,
+                                           n - LLK_WIRE_HEADER_SIZE, &fx->hello_out, &fx->why),
+                     0);
+    assert_true(llk_wire_has_ext(fx->hello_out.ext, fx->hello_out.num_ext, LLK_EXT_RDMA_RAILS));
+    assert_int_equal(llk_wire_find_unknown_critical(fx->hello_out.ext, fx->hello_out.num_ext),
+                     -1);
+    /* with 2 bytes of a later version: still announced */
+    static const uint8_t more[2] = {1, 2};
+    h.ext[2] = (llk_ext_t){LLK_EXT_RDMA_RAILS, 2, more};
+    n = llk_wire_encode_hello(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &h);
+    assert_int_equal(llk_wire_decode_hello(fx->frame + LLK_WIRE_HEADER_SIZE,
+                                           n - LLK_WIRE_HEADER_SIZE, &fx->hello_out, &fx->why),
+                     0);
+    assert_true(llk_wire_has_ext(fx->hello_out.ext, fx->hello_out.num_ext, LLK_EXT_RDMA_RAILS));
+    /* a WELCOME with it, and one without (an older server) */
+    llk_msg_welcome_t w = fx->welcome;
+    w.ext[w.num_ext++] = (llk_ext_t){LLK_EXT_RDMA_RAILS, 0, NULL};
+    n = llk_wire_encode_welcome(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &w);
+    assert_true(n > 0);
+    assert_int_equal(llk_wire_decode_welcome(fx->frame + LLK_WIRE_HEADER_SIZE,
+                                             n - LLK_WIRE_HEADER_SIZE, &fx->welcome_out,
+                                             &fx->why), 0);
+    assert_true(llk_wire_has_ext(fx->welcome_out.ext, fx->welcome_out.num_ext,
+                                 LLK_EXT_RDMA_RAILS));
+    w = fx->welcome;
+    n = llk_wire_encode_welcome(fx->frame, sizeof fx->frame, LLK_WIRE_VERSION, &w);
+    assert_int_equal(llk_wire_decode_welcome(fx->frame + LLK_WIRE_HEADER_SIZE,
+                                             n - LLK_WIRE_HEADER_SIZE, &fx->welcome_out,
+                                             &fx->why), 0);
+    assert_false(llk_wire_has_ext(fx->welcome_out.ext, fx->welcome_out.num_ext,
+                                  LLK_EXT_RDMA_RAILS));
+}
+
 /* ---- main ------------------------------------------------------------------------ */
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1565,6 +1619,7 @@ int main(void)
         T(test_wait_time_ext_roundtrip),
         T(test_wait_time_ext_validated),
         T(test_read_depth_ext),
+        T(test_rails_ext),
         T(test_check_header_accepts_attach_types),
         T(test_attach_encode_matches_vectors),
         T(test_attach_decode_vectors),

@@ -2,7 +2,8 @@
  * test_rdma_plan.c - the device-independent rules of the RDMA transport
  * (core/rdma_plan.c): MTU negotiation, the RC retry timeout from
  * llm.SyncKvCacheWaitTime, IP -> GID, GID (rail) selection, chaining,
- * rail spreading, and the planner slicing at the RDMA slice size. These run
+ * rail spreading, the planner slicing at the RDMA slice size, and the
+ * pairing of rails by the data (llk_rdma_pair, LLK_EXT_RDMA_RAILS). These run
  * on every host; the verbs themselves run in the soft-RoCE VM (tests/rdma).
  */
 #include <setjmp.h>
@@ -13,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -259,6 +261,185 @@ static void test_read_depths(void **state)
     assert_int_equal(llk_rdma_rd_initiator(0, 8), 1);
 }
 
+/* ---- rails paired by the data (llk_rdma_pair) -------------------------------- */
+
+/* An IPv4 RDMA address a.b.c.d/prefix, mtu m. */
+static llk_rdma_addr_t v4(const char *ip, uint8_t prefix, uint8_t mtu)
+{
+    llk_rdma_addr_t a;
+    memset(&a, 0, sizeof a);
+    a.ip[10] = a.ip[11] = 0xff;
+    assert_int_equal(inet_pton(AF_INET, ip, a.ip + 12), 1);
+    a.prefix = prefix;
+    a.mtu = mtu;
+    return a;
+}
+
+static llk_rdma_addr_t v6(const char *ip, uint8_t prefix, uint8_t mtu)
+{
+    llk_rdma_addr_t a;
+    memset(&a, 0, sizeof a);
+    assert_int_equal(inet_pton(AF_INET6, ip, a.ip), 1);
+    a.prefix = prefix;
+    a.mtu = mtu;
+    return a;
+}
+
+/* out[0..n) is exactly want[0..nw) ({client, server} in order). */
+static void expect_pairs(const llk_rdma_pair_t *out, size_t n, const llk_rdma_pair_t *want,
+                         size_t nw)
+{
+    assert_int_equal(n, nw);
+    for (size_t i = 0; i < n; i++)
+        if (out[i].client != want[i].client || out[i].server != want[i].server)
+            fail_msg("pair %zu is (%u, %u), want (%u, %u)", i, out[i].client, out[i].server,
+                     want[i].client, want[i].server);
+}
+
+static void test_pair_usable(void **state)
+{
+    (void)state;
+    llk_rdma_addr_t a = v4("10.10.0.1", 24, 3), b = v4("10.10.0.2", 24, 5);
+    assert_true(llk_rdma_pair_usable(&a, &b));
+    llk_rdma_addr_t c = v4("10.10.1.1", 24, 3);
+    assert_false(llk_rdma_pair_usable(&c, &b)); /* another subnet */
+    /* each subnet must contain the other address: a /16 on one side does
+     * not reach into another /24 of the other's */
+    llk_rdma_addr_t wide = v4("10.10.1.1", 16, 3);
+    assert_false(llk_rdma_pair_usable(&wide, &b));
+    llk_rdma_addr_t wide2 = v4("10.10.0.9", 16, 3);
+    assert_true(llk_rdma_pair_usable(&wide2, &b)); /* 10.10.0.0/24 holds 10.10.0.9 */
+    llk_rdma_addr_t nomtu = v4("10.10.0.3", 24, 0);
+    assert_false(llk_rdma_pair_usable(&nomtu, &b));
+    llk_rdma_addr_t six = v6("2001:db8::1", 64, 3);
+    assert_false(llk_rdma_pair_usable(&six, &b)); /* families differ */
+    /* a host prefix pairs with itself only (the VM's one guest) */
+    llk_rdma_addr_t h1 = v4("10.10.0.1", 32, 3);
+    assert_true(llk_rdma_pair_usable(&h1, &a));
+    assert_false(llk_rdma_pair_usable(&h1, &b));
+    /* odd prefixes */
+    llk_rdma_addr_t p1 = v4("10.10.0.130", 25, 3), p2 = v4("10.10.0.200", 25, 3),
+                    p3 = v4("10.10.0.100", 25, 3);
+    assert_true(llk_rdma_pair_usable(&p1, &p2));
+    assert_false(llk_rdma_pair_usable(&p1, &p3));
+    /* what may end a rail at all */
+    assert_false(llk_rdma_addr_routable(v6("fe80::1", 64, 3).ip));
+    assert_false(llk_rdma_addr_routable(v6("ff02::1", 64, 3).ip));
+    assert_false(llk_rdma_addr_routable(v4("0.0.0.0", 0, 3).ip));
+    assert_false(llk_rdma_addr_routable(v4("224.0.0.1", 4, 3).ip));
+    assert_true(llk_rdma_addr_routable(v6("2001:db8::1", 64, 3).ip));
+    assert_true(llk_rdma_addr_routable(v4("10.0.0.1", 8, 3).ip));
+}
+
+/* Two NICs each side in two subnets, the lists in other orders: the rails
+ * follow the subnets, not the positions. */
+static void test_pair_other_order(void **state)
+{
+    (void)state;
+    llk_rdma_addr_t c[2] = {v4("10.10.0.1", 24, 3), v4("10.10.1.1", 24, 5)};
+    llk_rdma_addr_t s[2] = {v4("10.10.1.2", 24, 5), v4("10.10.0.2", 24, 3)};
+    llk_rdma_pair_t out[4];
+    size_t n = llk_rdma_pair(c, 2, s, 2, 4, out);
+    const llk_rdma_pair_t want[] = {{0, 1}, {1, 0}};
+    expect_pairs(out, n, want, 2);
+    /* the same two lists give the same pairs on the other end */
+    llk_rdma_pair_t again[4];
+    expect_pairs(again, llk_rdma_pair(c, 2, s, 2, 4, again), want, 2);
+    /* equal order: by position */
+    llk_rdma_addr_t s2[2] = {s[1], s[0]};
+    const llk_rdma_pair_t want2[] = {{0, 0}, {1, 1}};
+    expect_pairs(out, llk_rdma_pair(c, 2, s2, 2, 4, out), want2, 2);
+}
+
+/* Unequal counts in one subnet: every address carries a rail. */
+static void test_pair_unequal(void **state)
+{
+    (void)state;
+    llk_rdma_addr_t c2[2] = {v4("10.10.0.1", 24, 3), v4("10.10.0.3", 24, 3)};
+    llk_rdma_addr_t s1[1] = {v4("10.10.0.2", 24, 5)};
+    llk_rdma_pair_t out[4];
+    const llk_rdma_pair_t w21[] = {{0, 0}, {1, 0}}; /* two rails to the one server NIC */
+    expect_pairs(out, llk_rdma_pair(c2, 2, s1, 1, 4, out), w21, 2);
+    llk_rdma_addr_t c1[1] = {v4("10.10.0.1", 24, 3)};
+    llk_rdma_addr_t s2[2] = {v4("10.10.0.2", 24, 5), v4("10.10.0.4", 24, 5)};
+    const llk_rdma_pair_t w12[] = {{0, 0}, {0, 1}}; /* two rails from the one client NIC */
+    expect_pairs(out, llk_rdma_pair(c1, 1, s2, 2, 4, out), w12, 2);
+    /* 2x2 in two subnets, one of each side per subnet */
+    llk_rdma_addr_t c[2] = {v4("10.10.0.1", 24, 3), v4("10.10.1.1", 24, 3)};
+    llk_rdma_addr_t s[2] = {v4("10.10.0.2", 24, 3), v4("10.10.1.2", 24, 3)};
+    const llk_rdma_pair_t w22[] = {{0, 0}, {1, 1}};
+    expect_pairs(out, llk_rdma_pair(c, 2, s, 2, 4, out), w22, 2);
+    /* 2 client NICs against a server with one of the two subnets: one rail */
+    llk_rdma_addr_t sone[1] = {v4("10.10.1.2", 24, 3)};
+    const llk_rdma_pair_t w1[] = {{1, 0}};
+    expect_pairs(out, llk_rdma_pair(c, 2, sone, 1, 4, out), w1, 1);
+}
+
+/* Pairs that cannot carry a rail are dropped; IPv6 pairs like IPv4. */
+static void test_pair_unreachable_and_v6(void **state)
+{
+    (void)state;
+    llk_rdma_addr_t c[3] = {v4("192.168.5.1", 24, 3), v6("2001:db8:1::1", 64, 5),
+                            v4("10.10.0.1", 24, 0)};
+    llk_rdma_addr_t s[3] = {v4("10.10.0.2", 24, 3), v6("2001:db8:1::2", 64, 4),
+                            v6("2001:db8:2::2", 64, 4)};
+    llk_rdma_pair_t out[4];
+    const llk_rdma_pair_t want[] = {{1, 1}};
+    expect_pairs(out, llk_rdma_pair(c, 3, s, 3, 4, out), want, 1);
+}
+
+/* Never more than max rails, no pair twice; none usable by subnet: 0 (the
+ * caller falls back to the position rule). */
+static void test_pair_cap_and_fallback(void **state)
+{
+    (void)state;
+    llk_rdma_addr_t c[6], s[6];
+    char ip[32];
+    for (int i = 0; i < 6; i++) {
+        snprintf(ip, sizeof ip, "10.20.0.%d", 1 + i);
+        c[i] = v4(ip, 16, 3);
+        snprintf(ip, sizeof ip, "10.20.1.%d", 1 + i);
+        s[i] = v4(ip, 16, 5);
+    }
+    llk_rdma_pair_t out[LLK_XWIRE_MAX_RAILS];
+    size_t n = llk_rdma_pair(c, 6, s, 6, LLK_XWIRE_MAX_RAILS, out);
+    const llk_rdma_pair_t want[] = {{0, 0}, {1, 1}, {2, 2}, {3, 3}};
+    expect_pairs(out, n, want, 4);
+    /* 1 client address, 6 server addresses: 4 distinct rails */
+    n = llk_rdma_pair(c, 1, s, 6, LLK_XWIRE_MAX_RAILS, out);
+    const llk_rdma_pair_t want1[] = {{0, 0}, {0, 1}, {0, 2}, {0, 3}};
+    expect_pairs(out, n, want1, 4);
+    /* routed: no subnet in common */
+    llk_rdma_addr_t r1[2] = {v4("10.1.0.1", 24, 3), v4("10.1.1.1", 24, 3)};
+    llk_rdma_addr_t r2[2] = {v4("10.2.0.1", 24, 3), v4("10.2.1.1", 24, 3)};
+    assert_int_equal(llk_rdma_pair(r1, 2, r2, 2, 4, out), 0);
+    assert_int_equal(llk_rdma_pair(r1, 0, r2, 2, 4, out), 0);
+    assert_int_equal(llk_rdma_pair(r1, 2, r2, 0, 4, out), 0);
+}
+
+/* The client's candidates: its given ip infos that are RDMA addresses (in
+ * their order), else every RDMA address. */
+static void test_pair_candidates(void **state)
+{
+    (void)state;
+    llk_rdma_addr_t mine[2] = {v4("10.10.0.1", 24, 3), v4("10.10.1.1", 24, 5)};
+    llk_rdma_addr_t out[4];
+    assert_int_equal(llk_rdma_candidates(mine, 2, NULL, 0, out, 4), 2);
+    assert_int_equal(out[1].mtu, 5);
+    struct sockaddr_storage given[3];
+    memset(given, 0, sizeof given);
+    struct sockaddr_in *g0 = (struct sockaddr_in *)&given[0], *g1 = (struct sockaddr_in *)&given[1],
+                       *g2 = (struct sockaddr_in *)&given[2];
+    g0->sin_family = g1->sin_family = g2->sin_family = AF_INET;
+    inet_pton(AF_INET, "10.10.1.1", &g0->sin_addr);
+    inet_pton(AF_INET, "192.0.2.7", &g1->sin_addr); /* no RDMA device has it */
+    inet_pton(AF_INET, "10.10.0.1", &g2->sin_addr);
+    assert_int_equal(llk_rdma_candidates(mine, 2, given, 3, out, 4), 2);
+    assert_memory_equal(out[0].ip, mine[1].ip, 16);
+    assert_memory_equal(out[1].ip, mine[0].ip, 16);
+    assert_int_equal(llk_rdma_candidates(mine, 2, given + 1, 1, out, 4), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +449,12 @@ int main(void)
         cmocka_unit_test(test_slicing),
         cmocka_unit_test(test_rail_addresses),
         cmocka_unit_test(test_read_depths),
+        cmocka_unit_test(test_pair_usable),
+        cmocka_unit_test(test_pair_other_order),
+        cmocka_unit_test(test_pair_unequal),
+        cmocka_unit_test(test_pair_unreachable_and_v6),
+        cmocka_unit_test(test_pair_cap_and_fallback),
+        cmocka_unit_test(test_pair_candidates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

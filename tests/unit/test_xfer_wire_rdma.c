@@ -1,7 +1,9 @@
 /*
  * test_xfer_wire_rdma.c - unit tests of the RDMA messages of the
  * data-stream codec (core/xfer_wire.c): XRDMA_SETUP, XRDMA_SETUP_OK,
- * XRESP_RDMA (the grant) and XDONE with a generation.
+ * XRESP_RDMA (the grant), XDONE with a generation, and the rail probe
+ * XRDMA_PROBE / XRDMA_PROBE_OK (LLK_EXT_RDMA_RAILS) with the owner's check
+ * that a setup names the probe's pairs.
  *
  * What these decoders accept becomes QP numbers and remote addresses the
  * NIC acts on, so most tests refuse bad input; each refused case differs
@@ -21,6 +23,7 @@
 
 #include "llmlink.h"
 #include "codec_check.h"
+#include "transport/rdma_probe.h"
 #include "transport/rdma_wire.h"
 #include "transport/transport.h"
 #include "xwire_decode_done.h"
@@ -71,6 +74,24 @@ static const uint8_t vec_done_gen[] = {
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x02,
 };
 
+/* XRDMA_PROBE, two addresses: 10.10.0.1/24 mtu 3 (1024), 2001:db8::1/64
+ * mtu 5 (4096). */
+static const uint8_t vec_probe[] = {
+    0x4C, 0x4C, 0x4D, 0x44, 0x00, 0x01, 0x00, 0x07, 0x00, 0x00, 0x00, 0x26,
+    0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
+    0x00, 0x02, /* naddr */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x0A, 0x0A, 0x00, 0x01, 24, 3,
+    0x20, 0x01, 0x0D, 0xB8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 64, 5,
+};
+
+/* XRDMA_PROBE_OK, SUCCESS, no message, one address: 10.10.0.2/24 mtu 5. */
+static const uint8_t vec_probe_ok[] = {
+    0x4C, 0x4C, 0x4D, 0x44, 0x00, 0x01, 0x00, 0x08, 0x00, 0x00, 0x00, 0x1A,
+    0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, /* status, msg_len, naddr */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x0A, 0x0A, 0x00, 0x02, 24, 5,
+};
+
 #define REQ_ID 0x0102030405060708ull
 
 static uint8_t *g_copy;
@@ -105,10 +126,10 @@ static void test_headers(void **state)
         assert_int_equal(h.type, types[i]);
         assert_int_equal(h.req_id, REQ_ID);
     }
-    /* type 7 is not a message; XDONE of 8 bytes is neither form */
+    /* type 11 is not a message; XDONE of 8 bytes is neither form */
     uint8_t h7[HDR];
     memcpy(h7, vec_setup, HDR);
-    h7[7] = 7;
+    h7[7] = 11;
     llk_xframe_header_t h;
     const char *why = NULL;
     assert_int_equal(llk_xwire_read_header(h7, &h, &why), -1);
@@ -555,6 +576,186 @@ static int teardown(void **state)
     return 0;
 }
 
+/* ---- the rail probe (LLK_EXT_RDMA_RAILS) ------------------------------------- */
+
+static void test_probe_vector(void **state)
+{
+    (void)state;
+    llk_xframe_header_t h;
+    const char *why = NULL;
+    assert_int_equal(llk_xwire_read_header(vec_probe, &h, &why), 0);
+    assert_int_equal(h.type, LLK_XMSG_RDMA_PROBE);
+    assert_int_equal(llk_xwire_read_header(vec_probe_ok, &h, &why), 0);
+    assert_int_equal(h.type, LLK_XMSG_RDMA_PROBE_OK);
+    size_t len;
+    const uint8_t *p = payload(vec_probe, sizeof vec_probe, -1, 0, 0, &len);
+    llk_xrdma_probe_t m;
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), 0);
+    assert_int_equal(m.naddr, 2);
+    assert_int_equal(m.addr[0].ip[12], 10);
+    assert_int_equal(m.addr[0].ip[15], 1);
+    assert_int_equal(m.addr[0].prefix, 24);
+    assert_int_equal(m.addr[0].mtu, 3);
+    assert_int_equal(m.addr[1].ip[0], 0x20);
+    assert_int_equal(m.addr[1].prefix, 64);
+    assert_int_equal(m.addr[1].mtu, 5);
+    uint8_t out[sizeof vec_probe];
+    assert_int_equal(llk_xwire_encode_rdma_probe(out, sizeof out, REQ_ID, m.addr, m.naddr),
+                     sizeof vec_probe);
+    assert_memory_equal(out, vec_probe, sizeof vec_probe);
+    /* no address (a client whose ip infos are no RDMA address): valid */
+    uint8_t f0[HDR + 2];
+    assert_int_equal(llk_xwire_encode_rdma_probe(f0, sizeof f0, 1, NULL, 0), HDR + 2);
+    assert_int_equal(llk_xwire_decode_rdma_probe(f0 + HDR, 2, &m, &why), 0);
+    assert_int_equal(m.naddr, 0);
+
+    p = payload(vec_probe_ok, sizeof vec_probe_ok, -1, 0, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe_ok(p, len, &m, &why), 0);
+    assert_int_equal(m.status, 0);
+    assert_int_equal(m.naddr, 1);
+    assert_int_equal(m.addr[0].ip[15], 2);
+    assert_int_equal(m.addr[0].mtu, 5);
+    uint8_t ok[sizeof vec_probe_ok];
+    assert_int_equal(llk_xwire_encode_rdma_probe_ok(ok, sizeof ok, REQ_ID, &m),
+                     sizeof vec_probe_ok);
+    assert_memory_equal(ok, vec_probe_ok, sizeof vec_probe_ok);
+    /* a refusal: its reason, no address */
+    llk_xrdma_probe_t r;
+    memset(&r, 0, sizeof r);
+    r.status = LLMLINK_FEATURE_NOT_ENABLED;
+    snprintf(r.msg, sizeof r.msg, "probed already");
+    uint8_t f[128];
+    size_t n = llk_xwire_encode_rdma_probe_ok(f, sizeof f, 9, &r);
+    assert_int_equal(n, HDR + 4 + 2 + 14 + 2);
+    assert_int_equal(llk_xwire_decode_rdma_probe_ok(f + HDR, n - HDR, &m, &why), 0);
+    assert_string_equal(m.msg, "probed already");
+    r.naddr = 1;
+    r.addr[0] = (llk_rdma_addr_t){.ip = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1},
+                                  .prefix = 8, .mtu = 3};
+    assert_int_equal(llk_xwire_encode_rdma_probe_ok(f, sizeof f, 9, &r), 0);
+}
+
+static void test_probe_refusals(void **state)
+{
+    (void)state;
+    size_t len;
+    llk_xrdma_probe_t m;
+    const char *why = NULL;
+    const uint8_t *p;
+    /* truncated: in the count, in a record; trailing bytes */
+    p = payload(vec_probe, sizeof vec_probe, -1, 0, -37, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), -1);
+    p = payload(vec_probe, sizeof vec_probe, -1, 0, -1, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), -1);
+    p = payload(vec_probe, sizeof vec_probe, -1, 0, 1, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), -1);
+    /* counts: one more than the records, one less, over the limit */
+    p = payload(vec_probe, sizeof vec_probe, 1, 3, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), -1);
+    p = payload(vec_probe, sizeof vec_probe, 1, 1, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), -1);
+    p = payload(vec_probe, sizeof vec_probe, 1, 33, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), -1);
+    assert_non_null(strstr(why, "count"));
+    /* mtu 0 and 6 */
+    p = payload(vec_probe, sizeof vec_probe, 2 + 17, 0, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), -1);
+    assert_non_null(strstr(why, "mtu"));
+    p = payload(vec_probe, sizeof vec_probe, 2 + 18 + 17, 6, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), -1);
+    /* prefix 33 for IPv4, 129 for IPv6; 32 and 128 are fine */
+    p = payload(vec_probe, sizeof vec_probe, 2 + 16, 33, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), -1);
+    assert_non_null(strstr(why, "prefix"));
+    p = payload(vec_probe, sizeof vec_probe, 2 + 16, 32, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), 0);
+    p = payload(vec_probe, sizeof vec_probe, 2 + 18 + 16, 129, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), -1);
+    p = payload(vec_probe, sizeof vec_probe, 2 + 18 + 16, 128, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), 0);
+    /* an address that cannot end a rail: fe80:: link-local, zero, multicast */
+    p = payload(vec_probe, sizeof vec_probe, 2 + 18 + 1, 0x80, 0, &len);
+    g_copy[2 + 18] = 0xFE;
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), -1);
+    p = payload(vec_probe, sizeof vec_probe, 2 + 12, 0, 0, &len);
+    g_copy[2 + 13] = g_copy[2 + 15] = 0; /* ::ffff:0.0.0.0 */
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), -1);
+    p = payload(vec_probe, sizeof vec_probe, 2 + 12, 239, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe(p, len, &m, &why), -1);
+    /* the answer: status with addresses, message longer than the frame,
+     * truncated, a bad record */
+    p = payload(vec_probe_ok, sizeof vec_probe_ok, 3, 9, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe_ok(p, len, &m, &why), -1);
+    p = payload(vec_probe_ok, sizeof vec_probe_ok, 5, 30, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe_ok(p, len, &m, &why), -1);
+    p = payload(vec_probe_ok, sizeof vec_probe_ok, -1, 0, -3, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe_ok(p, len, &m, &why), -1);
+    p = payload(vec_probe_ok, sizeof vec_probe_ok, 8 + 17, 9, 0, &len);
+    assert_int_equal(llk_xwire_decode_rdma_probe_ok(p, len, &m, &why), -1);
+    /* oversized frames are refused at the header */
+    llk_xframe_header_t h;
+    uint8_t big[HDR];
+    memcpy(big, vec_probe, HDR);
+    big[10] = 0x02; /* 2 + 33 records and more */
+    big[11] = 0x60;
+    assert_int_equal(llk_xwire_read_header(big, &h, &why), -1);
+    big[10] = 0x02;
+    big[11] = 0x42; /* 2 + 32 x 18 = 578: the largest */
+    assert_int_equal(llk_xwire_read_header(big, &h, &why), 0);
+    memcpy(big, vec_probe_ok, HDR);
+    big[10] = 0x04;
+    big[11] = 0x00;
+    assert_int_equal(llk_xwire_read_header(big, &h, &why), -1);
+    /* the encoders refuse what the decoders would */
+    llk_rdma_addr_t a = {.ip = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1},
+                         .prefix = 24, .mtu = 0};
+    uint8_t f[HDR + 2 + 18];
+    assert_int_equal(llk_xwire_encode_rdma_probe(f, sizeof f, 1, &a, 1), 0);
+    a.mtu = 3;
+    assert_int_equal(llk_xwire_encode_rdma_probe(f, sizeof f - 1, 1, &a, 1), 0);
+    assert_int_equal(llk_xwire_encode_rdma_probe(f, sizeof f, 1, &a, 1), sizeof f);
+    a.prefix = 33;
+    assert_int_equal(llk_xwire_encode_rdma_probe(f, sizeof f, 1, &a, 1), 0);
+}
+
+/* The owner's check of an XRDMA_SETUP against the probe's pairs. */
+static void test_setup_paired(void **state)
+{
+    (void)state;
+    const uint8_t c0[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 10, 0, 1};
+    const uint8_t c1[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 10, 1, 1};
+    const uint8_t s0[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 10, 0, 2};
+    const uint8_t s1[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 10, 1, 2};
+    uint8_t pc[2][16], ps[2][16];
+    memcpy(pc[0], c0, 16);
+    memcpy(ps[0], s0, 16);
+    memcpy(pc[1], c1, 16);
+    memcpy(ps[1], s1, 16);
+    llk_xrail_wire_t r[2];
+    memset(r, 0, sizeof r);
+    memcpy(r[0].gid, c1, 16);
+    memcpy(r[0].target_ip, s1, 16);
+    memcpy(r[1].gid, c0, 16);
+    memcpy(r[1].target_ip, s0, 16);
+    char why[200] = "";
+    /* both pairs, in any order */
+    assert_true(llk_rdma_setup_paired(r, 2, (const uint8_t(*)[16])pc,
+                                      (const uint8_t(*)[16])ps, 2, why, sizeof why));
+    /* a rail fewer */
+    assert_false(llk_rdma_setup_paired(r, 1, (const uint8_t(*)[16])pc,
+                                       (const uint8_t(*)[16])ps, 2, why, sizeof why));
+    /* crossed: 10.10.1.1 -> 10.10.0.2 is not a pair; the message names it */
+    memcpy(r[0].target_ip, s0, 16);
+    assert_false(llk_rdma_setup_paired(r, 2, (const uint8_t(*)[16])pc,
+                                       (const uint8_t(*)[16])ps, 2, why, sizeof why));
+    assert_non_null(strstr(why, "10.10.1.1 -> 10.10.0.2"));
+    /* one pair twice */
+    memcpy(r[0].gid, c0, 16);
+    assert_false(llk_rdma_setup_paired(r, 2, (const uint8_t(*)[16])pc,
+                                       (const uint8_t(*)[16])ps, 2, why, sizeof why));
+    assert_non_null(strstr(why, "twice"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -567,6 +768,9 @@ int main(void)
         cmocka_unit_test_teardown(test_grant, teardown),
         cmocka_unit_test_teardown(test_done_gen, teardown),
         cmocka_unit_test(test_rdma_ops),
+        cmocka_unit_test_teardown(test_probe_vector, teardown),
+        cmocka_unit_test_teardown(test_probe_refusals, teardown),
+        cmocka_unit_test(test_setup_paired),
         cmocka_unit_test_teardown(test_rdma_encoders_refuse_small_buffers, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
