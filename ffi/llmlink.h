@@ -227,11 +227,20 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *                             with LLMLINK_LINK_FAILED and a message saying
  *                             why. libibverbs is loaded at run time
  *                             (dlopen): no build or binding needs it.
- *                             RDMA details: one rail (an RC QP pair) per
- *                             local ip info of the link (or the address its
- *                             connection left from), paired with remote ip
- *                             info i (mod their count); the device and GID
- *                             are those whose RoCE v2 GID is that address.
+ *                             RDMA details: rails (RC QP pairs, at most
+ *                             4) are paired by the data: the client offers
+ *                             its local ip infos (none given: every RoCE v2
+ *                             address of its devices), the server its
+ *                             devices' addresses, and a rail joins two
+ *                             addresses of one subnet (each end's prefix
+ *                             holds the other), every usable address in at
+ *                             least one rail. Without a pair in one subnet
+ *                             (routed fabrics), or with a peer older than
+ *                             that: one rail per local ip info (or the
+ *                             address the connection left from), paired
+ *                             with remote ip info i (mod their count). The
+ *                             device and GID are those whose RoCE v2 GID is
+ *                             the rail's address.
  *                             Path MTU: the smaller of both ends' active
  *                             MTUs (and llmlink.RdmaMtu caps). pull_* are
  *                             RDMA READs, push_* RDMA WRITEs, spread over

@@ -15,8 +15,14 @@
  * of creation: QPs, CQs of the links -> MRs of the caches -> PDs ->
  * device contexts).
  *
- * Link: one rail per local address of the link (the client's ip infos, or
- * the address its control connection left from). A rail takes the device
+ * Link: rails paired by the data where both ends announced
+ * LLK_EXT_RDMA_RAILS (rdma_probe.h: the client's candidate addresses and
+ * the owner's RDMA addresses, llk_rdma_local_addrs, paired by subnet by
+ * llk_rdma_pair, the same rule on both ends; the owner refuses a setup
+ * naming another pair); otherwise, and when no pair shares a subnet, one
+ * rail per local address of the link (the client's ip infos, or the
+ * address its control connection left from) to the remote ip info at its
+ * position. A rail takes the device
  * and GID whose RoCE v2 GID is that address (llmlink.RdmaGidIndex names
  * the index instead), creates a CQ and an RC QP and moves it to INIT;
  * llk_rdma_link_connect() moves it to RTR and RTS with the peer's QP
@@ -138,8 +144,9 @@ size_t llk_rdma_local_addrs(llk_rdma_t *r, llk_rdma_addr_t *out, size_t cap);
  * getifaddrs; a host prefix (32 / 128) where no interface holds it. */
 uint8_t llk_rdma_ip_prefix(const uint8_t ip[16]);
 
-/* A link's rails for these local addresses (1..LLK_XWIRE_MAX_RAILS), QPs in
- * INIT. All or nothing (the ends pair rails by position): NULL with why
+/* A link's rails for these local addresses (1..LLK_XWIRE_MAX_RAILS; one
+ * address may serve several rails), QPs in INIT. All or nothing (rail i
+ * of one end is rail i of the other): NULL with why
  * naming the first address no device serves. */
 llk_rdma_link_t *llk_rdma_link_create(llk_rdma_t *r, const struct sockaddr_storage *ips,
                                       size_t n, int32_t wait_ms, char *why, size_t cap);

@@ -27,8 +27,10 @@
  *  - a refusal always comes with a reason.
  *
  * The RDMA messages (XRDMA_SETUP, XRDMA_SETUP_OK, XRESP_RDMA, XDONE with a
- * generation) get the same treatment: decoded fields in range, re-encoded
- * to the same bytes.
+ * generation, XRDMA_PROBE, XRDMA_PROBE_OK) get the same treatment: decoded
+ * fields in range, re-encoded to the same bytes; a probe's addresses, split
+ * in two lists, pair (llk_rdma_pair) into at most the rail cap of usable,
+ * distinct pairs.
  *
  * Built with tests/fuzz/standalone_main.c (make fuzz-bins) or with
  * libFuzzer (make fuzz-libfuzzer). Seeds: tests/fuzz/corpus/xfer_wire/.
@@ -249,6 +251,71 @@ static void fuzz_setup_ok(const uint8_t *p, size_t len, uint64_t req_id)
     CHECK(again.status == m.status && again.nrails == m.nrails && !strcmp(again.msg, m.msg));
 }
 
+static void check_addrs(const llk_xrdma_probe_t *m)
+{
+    CHECK(m->naddr <= LLK_XWIRE_PROBE_MAX_ADDRS);
+    for (uint16_t i = 0; i < m->naddr; i++) {
+        CHECK(m->addr[i].mtu >= 1 && m->addr[i].mtu <= 5);
+        CHECK(llk_rdma_prefix_ok(m->addr[i].ip, m->addr[i].prefix));
+        CHECK(llk_rdma_addr_routable(m->addr[i].ip));
+    }
+}
+
+static void fuzz_probe(const uint8_t *p, size_t len, uint64_t req_id)
+{
+    static llk_xrdma_probe_t m, again;
+    const char *why = NULL;
+    if (llk_xwire_decode_rdma_probe(p, len, &m, &why) != 0) {
+        CHECK(why != NULL && why[0] != '\0');
+        return;
+    }
+    check_addrs(&m);
+    CHECK(len == 2u + m.naddr * LLK_XWIRE_PROBE_REC);
+    size_t n = llk_xwire_encode_rdma_probe(reencoded, sizeof reencoded, req_id, m.addr, m.naddr);
+    CHECK(n == LLK_XWIRE_HEADER_SIZE + len);
+    const uint8_t *q = reencoded_payload(n, LLK_XMSG_RDMA_PROBE, req_id);
+    CHECK(memcmp(q, p, len) == 0);
+    CHECK(llk_xwire_decode_rdma_probe(q, len, &again, &why) == 0);
+    CHECK(again.naddr == m.naddr && !memcmp(again.addr, m.addr, m.naddr * sizeof m.addr[0]));
+    /* the pairing rule on what a peer may send (the list against its own
+     * halves): at most the cap, every pair usable, none twice */
+    uint16_t half = m.naddr / 2;
+    llk_rdma_pair_t pr[LLK_XWIRE_MAX_RAILS];
+    size_t np = llk_rdma_pair(m.addr, half, m.addr + half, m.naddr - half, LLK_XWIRE_MAX_RAILS, pr);
+    CHECK(np <= LLK_XWIRE_MAX_RAILS);
+    for (size_t i = 0; i < np; i++) {
+        CHECK(pr[i].client < half && pr[i].server < m.naddr - half);
+        CHECK(llk_rdma_pair_usable(&m.addr[pr[i].client], &m.addr[half + pr[i].server]));
+        for (size_t k = 0; k < i; k++)
+            CHECK(pr[k].client != pr[i].client || pr[k].server != pr[i].server);
+    }
+}
+
+static void fuzz_probe_ok(const uint8_t *p, size_t len, uint64_t req_id)
+{
+    static llk_xrdma_probe_t m, again;
+    const char *why = NULL;
+    if (llk_xwire_decode_rdma_probe_ok(p, len, &m, &why) != 0) {
+        CHECK(why != NULL && why[0] != '\0');
+        return;
+    }
+    size_t mlen = strlen(m.msg);
+    CHECK(mlen <= LLK_XWIRE_MAX_MSG);
+    check_addrs(&m);
+    CHECK(m.status == LLMLINK_SUCCESS || m.naddr == 0);
+    CHECK(len == 8u + mlen + m.naddr * LLK_XWIRE_PROBE_REC);
+    size_t n = llk_xwire_encode_rdma_probe_ok(reencoded, sizeof reencoded, req_id, &m);
+    CHECK(n == LLK_XWIRE_HEADER_SIZE + len);
+    const uint8_t *q = reencoded_payload(n, LLK_XMSG_RDMA_PROBE_OK, req_id);
+    memcpy(expected, p, len);
+    for (size_t i = 6; i < 6 + mlen; i++)
+        if (expected[i] < 0x20 || expected[i] > 0x7e)
+            expected[i] = '?';
+    CHECK(memcmp(q, expected, len) == 0);
+    CHECK(llk_xwire_decode_rdma_probe_ok(q, len, &again, &why) == 0);
+    CHECK(again.status == m.status && again.naddr == m.naddr && !strcmp(again.msg, m.msg));
+}
+
 static uint32_t grant_rkeys[LLK_XWIRE_MAX_SEGS * LLK_XWIRE_MAX_RAILS];
 
 static void fuzz_grant(const uint8_t *p, size_t len, uint64_t req_id)
@@ -306,6 +373,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     on_copy(fuzz_setup, data, size, 5);
     on_copy(fuzz_setup_ok, data, size, 6);
     on_copy(fuzz_grant, data, size, 7);
+    on_copy(fuzz_probe, data, size, 8);
+    on_copy(fuzz_probe_ok, data, size, 9);
 
     /* 2. the input as a stream of frames */
     size_t pos = 0;
@@ -345,6 +414,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case LLK_XMSG_RESP_RDMA:
             on_copy(fuzz_grant, data + pos, len, h.req_id);
+            break;
+        case LLK_XMSG_RDMA_PROBE:
+            on_copy(fuzz_probe, data + pos, len, h.req_id);
+            break;
+        case LLK_XMSG_RDMA_PROBE_OK:
+            on_copy(fuzz_probe_ok, data + pos, len, h.req_id);
             break;
         default: abort(); /* llk_xwire_read_header let an unknown type through */
         }

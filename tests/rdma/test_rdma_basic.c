@@ -181,7 +181,10 @@ static void one_rail(const char *mtu)
     uint16_t port = 0;
     assert_status(llmlink_get_listen_port(p.e, 0, &port), LLMLINK_SUCCESS);
     llmlink_ip_info_t r = {ip0(), port};
-    link_ok(d.e, 11, &r, 1, NULL, 0);
+    /* one local ip info: one rail (without any, the rails would be every
+     * RDMA address of D paired by the data: both devices) */
+    llmlink_ip_info_t l = {ip0(), 0};
+    link_ok(d.e, 11, &r, 1, &l, 1);
     round_trip(&p, &d, 11, kvfill_seed(11, 1), kvfill_seed(12, 1));
     unreg(&d);
     unreg(&p);
@@ -583,7 +586,8 @@ static void test_resources_released(void **state)
     uint16_t port = 0;
     assert_status(llmlink_get_listen_port(p.e, 0, &port), LLMLINK_SUCCESS);
     llmlink_ip_info_t r = {ip0(), port};
-    link_ok(d.e, 71, &r, 1, NULL, 0);
+    llmlink_ip_info_t l = {ip0(), 0}; /* one rail (test_rdma_pairing: without, two) */
+    link_ok(d.e, 71, &r, 1, &l, 1);
     res_t linked = resources();
     print_res("linked", linked);
     assert_int_equal(linked.qp, base.qp + 2); /* one rail: a QP on each end */
@@ -605,7 +609,7 @@ static void test_resources_released(void **state)
     assert_int_equal(unlinked.cq, base.cq);
 
     /* again, and P dies while D holds a grant */
-    link_ok(d.e, 71, &r, 1, NULL, 0);
+    link_ok(d.e, 71, &r, 1, &l, 1);
     assert_int_equal(resources().qp, base.qp + 2);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, pull_all, &pl), 0);
