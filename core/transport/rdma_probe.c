@@ -20,6 +20,7 @@
 #include "transport/rdma.h"
 #include "transport/rdma_plan.h"
 #include "transport/transport.h"
+#include "transport/transport_testing.h"
 
 /* The 16-byte form back to a socket address (for the rails and logs). */
 static void to_sockaddr(const uint8_t ip[16], struct sockaddr_storage *ss)
@@ -107,6 +108,12 @@ int llk_rdma_probe_client(llmlink_t *e, llk_xlink_t *xl, int fd, int64_t deadlin
         to_sockaddr(cand[p[i].client].ip, &local[i]);
         to_sockaddr(ok->addr[p[i].server].ip, &target[i]);
     }
+    if (e->test_rdma_cross_pairs && np >= 2) {
+        struct sockaddr_storage first = target[0];
+        for (size_t i = 0; i + 1 < np; i++)
+            target[i] = target[i + 1];
+        target[np - 1] = first;
+    }
     if (np == 0)
         LLK_INFO("cluster %llu: no pair of RDMA addresses in one subnet with cluster %llu "
                  "(%zu local, %u remote): rails paired by position of the ip infos",
@@ -115,6 +122,11 @@ int llk_rdma_probe_client(llmlink_t *e, llk_xlink_t *xl, int fd, int64_t deadlin
     free(ok);
     *n = (uint16_t)np;
     return 0;
+}
+
+void llk_test_set_rdma_cross_pairs(llmlink_t *e, bool on)
+{
+    e->test_rdma_cross_pairs = on;
 }
 
 /* The owner's answer to a probe, into q's buffer. */

@@ -11,7 +11,8 @@
  * Cases: ip infos in opposite orders on the two sides (the position rule
  * of before would pair rxe0 with rxe1); a client without ip infos (rails
  * from its RDMA addresses); a client with two addresses against a server
- * that offers one subnet (exactly the usable rail); and each end made
+ * that offers one subnet (exactly the usable rail); a client that names
+ * crossed pairs in its setup (a test seam) refused by the server; and each end made
  * legacy (no LLK_EXT_RDMA_RAILS: rails by position, as before). Each case
  * checks the rails' count, devices and MTUs (link stats rdma_rail_mtu, at
  * both ends) and moves blocks both ways with every byte verified.
@@ -281,6 +282,32 @@ static void test_server_one_subnet(void **state)
     move_and_verify(f);
 }
 
+/* A client that names crossed pairs in its XRDMA_SETUP (the seam
+ * llk_test_set_rdma_cross_pairs: rxe0's address to rxe1's and back) is
+ * refused by P's check of the probe's pairs, which names the rail; forced
+ * rdma fails the link with that message. Without the seam the same link
+ * comes up (test_opposite_order). */
+static void test_crossed_pairs_refused(void **state)
+{
+    fx_t *f = *state;
+    char listen[128];
+    snprintf(listen, sizeof listen, "%s:0;%s:0", ip0(), ip1());
+    make(f, listen, NULL, false, false);
+    llk_test_set_rdma_cross_pairs(f->d.e, true);
+    llmlink_ip_info_t r[2] = {{ip0(), f->port[0]}, {ip1(), f->port[1]}};
+    llmlink_ip_info_t l[2] = {{ip0(), 0}, {ip1(), 0}};
+    llmlink_cluster_info_t ci = {.remote_cluster_id = f->p.id, .remote_ip_infos = r,
+                                 .num_remote_ip_infos = 2, .local_ip_infos = l,
+                                 .num_local_ip_infos = 2};
+    llmlink_status_t st[1];
+    assert_status(llmlink_link_clusters(f->d.e, &ci, 1, 20000, st), LLMLINK_LINK_FAILED);
+    const char *msg = llmlink_last_error();
+    print_message("  crossed pairs: %s\n", msg);
+    char want[96];
+    snprintf(want, sizeof want, "(%s -> %s) is not a pair of the probe", ip0(), ip1());
+    assert_non_null(strstr(msg, want));
+}
+
 /* An end without LLK_EXT_RDMA_RAILS (llk_test_set_legacy_rails: as
  * llmlink 0.3, no probe sent or answered): rails by position as before,
  * wire compatible - the ip infos in the same order give two working rails. */
@@ -315,6 +342,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_opposite_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_ip_infos, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_one_subnet, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crossed_pairs_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_server, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_client, setup, teardown),
     };
