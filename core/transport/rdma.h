@@ -135,14 +135,15 @@ void llk_rdma_cache_free(void *rdma, llk_cache_t *c);
 /* The engine's RDMA addresses (XRDMA_PROBE / _OK, LLK_EXT_RDMA_RAILS): the
  * IP of every RoCE v2 GID of every open device's port that can end a rail
  * (llk_rdma_addr_routable: no IPv6 link-local), with the prefix length of
- * the interface that holds the address (llk_rdma_ip_prefix) and the
+ * the address on the GID's netdev (llk_rdma_ip_prefix) and the
  * port's active MTU; in device, then GID-index order; an address on two
  * devices once. At most cap; the count (0 without devices, or on a port
  * whose GIDs are not IPs: InfiniBand). */
 size_t llk_rdma_local_addrs(llk_rdma_t *r, llk_rdma_addr_t *out, size_t cap);
-/* The prefix length of local address ip (16-byte GID form) from
- * getifaddrs; a host prefix (32 / 128) where no interface holds it. */
-uint8_t llk_rdma_ip_prefix(const uint8_t ip[16]);
+/* The prefix length of local address ip (16-byte GID form) on interface
+ * ifname (the GID's netdev; "" or NULL: any interface that holds ip), from
+ * getifaddrs; a host prefix (32 / 128) where none holds it. */
+uint8_t llk_rdma_ip_prefix(const uint8_t ip[16], const char *ifname);
 
 /* A link's rails for these local addresses (1..LLK_XWIRE_MAX_RAILS; one
  * address may serve several rails), QPs in INIT. All or nothing (rail i

@@ -19,7 +19,7 @@ static uint8_t mask_bits(const uint8_t *m, size_t len)
     return bits;
 }
 
-uint8_t llk_rdma_ip_prefix(const uint8_t ip[16])
+uint8_t llk_rdma_ip_prefix(const uint8_t ip[16], const char *ifname)
 {
     bool v4 = llk_rdma_ip_is_v4(ip);
     /* Unknown (no interface has it): a host route, so the address pairs
@@ -29,7 +29,8 @@ uint8_t llk_rdma_ip_prefix(const uint8_t ip[16])
     if (getifaddrs(&list) != 0)
         return prefix;
     for (struct ifaddrs *a = list; a; a = a->ifa_next) {
-        if (!a->ifa_addr || !a->ifa_netmask)
+        if (!a->ifa_addr || !a->ifa_netmask ||
+            (ifname && ifname[0] && (!a->ifa_name || strcmp(a->ifa_name, ifname) != 0)))
             continue;
         uint8_t gid[16];
         if (a->ifa_addr->sa_family != (v4 ? AF_INET : AF_INET6) ||

@@ -33,6 +33,8 @@ const char *llk_rdma_protection_name(llk_rdma_prot_t p)
 #include <sys/random.h>
 #include <time.h>
 
+#include <net/if.h>
+
 #include "base/clock.h"
 
 #define MAX_DEVS 8
@@ -354,6 +356,35 @@ static int find_gid(const llk_rdma_t *r, const rdma_dev_t *d, const uint8_t ip_g
     return idx;
 }
 
+/* The netdev that holds GID idx of d ("" when neither the verbs nor sysfs
+ * say): from ibv_query_gid_ex's ifindex, else gid_attrs/ndevs/<idx>. */
+static void gid_netdev(const llk_verbs_t *v, const rdma_dev_t *d, int idx, char *name,
+                       size_t cap)
+{
+    name[0] = '\0';
+    if (v->query_gid_ex) {
+        struct ibv_gid_entry ent;
+        memset(&ent, 0, sizeof ent);
+        char buf[IF_NAMESIZE];
+        if (v->query_gid_ex(d->ctx, d->port, (uint32_t)idx, &ent, 0, sizeof ent) == 0 &&
+            ent.ndev_ifindex && if_indextoname(ent.ndev_ifindex, buf)) {
+            snprintf(name, cap, "%s", buf);
+            return;
+        }
+    }
+    char path[160];
+    snprintf(path, sizeof path, "/sys/class/infiniband/%s/ports/%u/gid_attrs/ndevs/%d", d->name,
+             d->port, idx);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    if (fgets(name, (int)cap, f))
+        name[strcspn(name, "\n")] = '\0';
+    else
+        name[0] = '\0';
+    fclose(f);
+}
+
 size_t llk_rdma_local_addrs(llk_rdma_t *r, llk_rdma_addr_t *out, size_t cap)
 {
     size_t n = 0;
@@ -369,8 +400,10 @@ size_t llk_rdma_local_addrs(llk_rdma_t *r, llk_rdma_addr_t *out, size_t cap)
                 dup = !memcmp(out[j].ip, g.raw, 16);
             if (dup)
                 continue;
+            char ndev[IF_NAMESIZE + 1];
+            gid_netdev(r->v, d, k, ndev, sizeof ndev);
             memcpy(out[n].ip, g.raw, 16);
-            out[n].prefix = llk_rdma_ip_prefix(g.raw);
+            out[n].prefix = llk_rdma_ip_prefix(g.raw, ndev);
             out[n].mtu = d->active_mtu;
             n++;
         }

@@ -8,7 +8,8 @@
  * 10.10.0.1<->10.10.0.1 and 10.10.1.1<->10.10.1.1 - a rail of any other
  * pair never leaves RTR, and forced rdma would fail.
  *
- * Cases: ip infos in opposite orders on the two sides (the position rule
+ * Cases: the addresses an engine announces (prefix and MTU per device);
+ * ip infos in opposite orders on the two sides (the position rule
  * of before would pair rxe0 with rxe1); a client without ip infos (rails
  * from its RDMA addresses); a client with two addresses against a server
  * that offers one subnet (exactly the usable rail); a client that names
@@ -23,6 +24,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +32,7 @@
 
 #include "kvfill.h"
 #include "llk_test.h"
+#include "link/engine.h"
 #include "llmlink.h"
 #include "transport/rdma.h"
 #include "transport/transport_testing.h"
@@ -228,6 +231,36 @@ static void move_and_verify(fx_t *f)
     assert_true(s.rdma_requests >= 2);
 }
 
+/* What an engine announces in the probe: rxe0's 10.10.0.1 with its
+ * netdev's /24 and MTU 1024, rxe1's 10.10.1.1 /24 4096 (the prefix from
+ * the GID's netdev), and no IPv6 link-local GID (fe80::/64 on every
+ * netdev would pair any two devices). */
+static void test_local_addresses(void **state)
+{
+    fx_t *f = *state;
+    side_new(&f->d, LLMLINK_ROLE_DECODER, 82, NULL, NULL, false);
+    llk_rdma_addr_t a[LLK_RDMA_MAX_ADDRS];
+    size_t n = llk_rdma_local_addrs(f->d.e->rdma, a, LLK_RDMA_MAX_ADDRS);
+    const char *ips[2] = {ip0(), ip1()};
+    const uint8_t mtus[2] = {3, 5};
+    int found[2] = {0, 0};
+    for (size_t i = 0; i < n; i++) {
+        char text[64];
+        bool v4 = llk_rdma_ip_is_v4(a[i].ip);
+        inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? a[i].ip + 12 : a[i].ip, text, sizeof text);
+        print_message("  %s/%u mtu %u\n", text, a[i].prefix, llk_rdma_mtu_bytes(a[i].mtu));
+        assert_true(llk_rdma_addr_routable(a[i].ip));
+        for (int k = 0; k < 2; k++)
+            if (!strcmp(text, ips[k])) {
+                found[k]++;
+                assert_int_equal(a[i].prefix, 24);
+                assert_int_equal(a[i].mtu, mtus[k]);
+            }
+    }
+    assert_int_equal(found[0], 1);
+    assert_int_equal(found[1], 1);
+}
+
 /* ip infos in opposite orders: D's local (ip0, ip1), its remote (ip1,
  * ip0). By position rail 0 would join rxe0 to rxe1's address; by the
  * data: rxe0<->rxe0 (1024) and rxe1<->rxe1 (4096). */
@@ -339,6 +372,7 @@ static void test_legacy_client(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_local_addresses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_opposite_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_ip_infos, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_one_subnet, setup, teardown),

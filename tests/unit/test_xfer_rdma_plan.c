@@ -440,6 +440,23 @@ static void test_pair_candidates(void **state)
     assert_int_equal(llk_rdma_candidates(mine, 2, given + 1, 1, out, 4), 0);
 }
 
+/* The prefix length of a local address, from the kernel's interfaces
+ * (getifaddrs): loopback's 127.0.0.1 is a /8 on lo; on an interface that
+ * does not hold it, or an address no interface holds: a host prefix. */
+static void test_ip_prefix(void **state)
+{
+    (void)state;
+    llk_rdma_addr_t lo = v4("127.0.0.1", 0, 3);
+    assert_int_equal(llk_rdma_ip_prefix(lo.ip, "lo"), 8);
+    assert_int_equal(llk_rdma_ip_prefix(lo.ip, ""), 8);
+    assert_int_equal(llk_rdma_ip_prefix(lo.ip, NULL), 8);
+    assert_int_equal(llk_rdma_ip_prefix(lo.ip, "llk-nosuch0"), 32);
+    llk_rdma_addr_t none = v4("192.0.2.55", 0, 3); /* TEST-NET-1: on no host */
+    assert_int_equal(llk_rdma_ip_prefix(none.ip, NULL), 32);
+    llk_rdma_addr_t none6 = v6("2001:db8::55", 0, 3);
+    assert_int_equal(llk_rdma_ip_prefix(none6.ip, NULL), 128);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -455,6 +472,7 @@ int main(void)
         cmocka_unit_test(test_pair_unreachable_and_v6),
         cmocka_unit_test(test_pair_cap_and_fallback),
         cmocka_unit_test(test_pair_candidates),
+        cmocka_unit_test(test_ip_prefix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
