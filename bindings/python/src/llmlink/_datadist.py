@@ -98,9 +98,14 @@ class LLMDataDist:
         (llmlink_get_stats). With it: the counters of the link with that
         cluster (either direction), what its peer's requests did to this
         engine's memory - peer_write_bytes, peer_read_bytes,
-        requests_fenced, and rdma_protection (an RdmaProtection); they
-        start at 0 when the link is made. LLMException(LLM_NOT_YET_LINK)
-        when there is no usable link with cluster_id."""
+        requests_fenced, and rdma_protection (an RdmaProtection) - and its
+        RDMA rails: rdma_rails, rdma_rails_up, rdma_rail_failovers,
+        rdma_rail_repairs, and the lists rdma_rail_bytes (what this
+        engine's requests moved over each rail) and rdma_rail_mtu (each
+        rail's path MTU in bytes), of rdma_rails items (0 and [] on a link
+        without RDMA). They start at 0 when the link is made.
+        LLMException(LLM_NOT_YET_LINK) when there is no usable link with
+        cluster_id."""
         engine = self._engine()
         if cluster_id is None:
             return engine.call(capi.llmlink_get_stats)
