@@ -408,16 +408,26 @@ func (e *Engine) LinkStats(clusterID uint64) (LinkStats, error) {
 		RDMARailsUp:    uint32(s.rdma_rails_up), RDMARailFailovers: uint64(s.rdma_rail_failovers),
 		RDMARailRepairs: uint64(s.rdma_rail_repairs),
 	}
-	// The library never reports more rails than the arrays hold; the bound
-	// keeps a bad count from indexing past them. No rail: nil slices.
-	n := int(s.rdma_rails)
-	if n > MaxRDMARails {
-		n = MaxRDMARails
-	}
-	ls.RDMARails = uint32(n)
-	for i := 0; i < n; i++ {
-		ls.RDMARailBytes = append(ls.RDMARailBytes, uint64(s.rdma_rail_bytes[i]))
-		ls.RDMARailMTU = append(ls.RDMARailMTU, uint32(s.rdma_rail_mtu[i]))
-	}
+	ls.RDMARails, ls.RDMARailBytes, ls.RDMARailMTU = railSlices(s.rdma_rails, s.rdma_rail_bytes[:], s.rdma_rail_mtu[:])
 	return ls, nil
+}
+
+// railSlices is a C struct's per-rail arrays as slices of n items (nil when
+// n is 0). The library never reports more rails than the arrays hold; the
+// bound keeps a bad count from indexing past them.
+func railSlices(n C.uint32_t, bytes []C.uint64_t, mtu []C.uint32_t) (uint32, []uint64, []uint32) {
+	k := int(n)
+	if k > len(bytes) {
+		k = len(bytes)
+	}
+	if k > len(mtu) {
+		k = len(mtu)
+	}
+	var b []uint64
+	var m []uint32
+	for i := 0; i < k; i++ {
+		b = append(b, uint64(bytes[i]))
+		m = append(m, uint32(mtu[i]))
+	}
+	return uint32(k), b, m
 }

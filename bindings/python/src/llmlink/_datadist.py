@@ -132,7 +132,10 @@ class LLMDataDist:
         dicts with direction ("outbound"/"inbound"), cluster_id, transport
         ("tcp", "shm", "rdma"), streams, up_since_ms, bytes_pulled,
         bytes_pushed, transfers_ok, transfers_failed, rdma_protection,
-        peer_write_bytes, peer_read_bytes, requests_fenced, peer ("ip:port")."""
+        peer_write_bytes, peer_read_bytes, requests_fenced, peer ("ip:port"),
+        and the RDMA rails as in link_stats(cluster_id): rdma_rails,
+        rdma_rails_up, rdma_rail_failovers, rdma_rail_repairs, and the lists
+        rdma_rail_bytes and rdma_rail_mtu of rdma_rails items."""
         return [labelled_link(link) for link in self._engine().call(capi.llk_py_get_links)]
 
     # Notifications: small messages between linked engines.

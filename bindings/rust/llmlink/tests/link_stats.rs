@@ -55,7 +55,10 @@ fn a_new_link_counts_nothing_and_an_unknown_cluster_is_not_yet_link() {
     assert_eq!(p.link_stats(402).unwrap(), ZERO);
     let s = d.link_stats(401).unwrap();
     assert_eq!(s, ZERO);
-    assert!(s.rdma_rail_bytes.is_empty() && s.rdma_rail_mtu.is_empty(), "{s:?}");
+    assert!(
+        s.rdma_rail_bytes.is_empty() && s.rdma_rail_mtu.is_empty(),
+        "{s:?}"
+    );
     assert_eq!(llmlink::MAX_RDMA_RAILS, 4);
     assert_eq!(llmlink::llmlink_sys::LLMLINK_LINK_STATS_VERSION, 2);
     // No link with cluster 77: NOT_YET_LINK, and the message names it.
