@@ -237,7 +237,8 @@ static void rails(FILE *f, const llmlink_link_info_t *li, size_t n)
         fprintf(f, "} %u\n", li[i].rdma_rails_up);
     }
     head(f, "llmlink_link_rdma_rail_failovers_total", "counter",
-         "RDMA rails that failed under a transfer whose work went on over the other rails, per link.");
+         "RDMA rails that failed under a transfer whose work went on over the other rails, "
+         "per link.");
     for (size_t i = 0; i < n; i++) {
         fprintf(f, "llmlink_link_rdma_rail_failovers_total{");
         link_labels(f, &li[i]);

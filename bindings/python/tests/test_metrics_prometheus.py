@@ -181,10 +181,11 @@ def test_per_rail_series_of_an_rdma_link():
     assert value(s, "llmlink_link_rdma_rails_up", **ids) == 1
     assert value(s, "llmlink_link_rdma_rail_failovers_total", **ids) == 1
     assert value(s, "llmlink_link_rdma_rail_repairs_total", **ids) == 0
-    assert s["llmlink_link_rdma_rail_bytes_total"] == {
-        frozenset({**ids, "rail": "0"}.items()): 4096, frozenset({**ids, "rail": "1"}.items()): 512}
-    assert s["llmlink_link_rdma_rail_mtu_bytes"] == {
-        frozenset({**ids, "rail": "0"}.items()): 1024, frozenset({**ids, "rail": "1"}.items()): 4096}
+    def rail(r):
+        return frozenset({**ids, "rail": str(r)}.items())
+
+    assert s["llmlink_link_rdma_rail_bytes_total"] == {rail(0): 4096, rail(1): 512}
+    assert s["llmlink_link_rdma_rail_mtu_bytes"] == {rail(0): 1024, rail(1): 4096}
 
 
 def documented_names():

@@ -481,7 +481,7 @@ mod tests {
         samples.sort();
         let ids = "cluster_id=\"7\",side=\"inbound\"";
         // (the crate writes a gauge as a float, a counter as an integer)
-        let mut want = vec![
+        let mut want = [
             format!("llmlink_link_rdma_rails{{{ids}}} 2.0"),
             format!("llmlink_link_rdma_rails_up{{{ids}}} 1.0"),
             format!("llmlink_link_rdma_rail_failovers_total{{{ids}}} 1"),
