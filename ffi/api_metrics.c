@@ -3,6 +3,7 @@
  * (link/metrics.c, xfer/xfer_metrics.c). */
 #include "llmlink.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "link/engine.h"
@@ -35,16 +36,17 @@ LLMLINK_EXTERN llmlink_status_t llmlink_get_links(llmlink_t *dd, llmlink_link_in
     *count = 0;
     if (!out && max)
         return llk_err(LLMLINK_PARAM_INVALID, "%s: out is NULL but max is %zu", fn, max);
-    if (max && out[0].version != LLMLINK_LINK_INFO_VERSION)
+    uint32_t version = max ? out[0].version : LLMLINK_LINK_INFO_VERSION;
+    if (version < 1 || version > LLMLINK_LINK_INFO_VERSION)
         return llk_err(LLMLINK_PARAM_INVALID,
-                       "%s: out[0].version is %u, expected LLMLINK_LINK_INFO_VERSION (%u)", fn,
-                       out[0].version, LLMLINK_LINK_INFO_VERSION);
+                       "%s: out[0].version is %u, expected 1..LLMLINK_LINK_INFO_VERSION (%u)", fn,
+                       version, LLMLINK_LINK_INFO_VERSION);
     if (max > (size_t)1 << 20)
         return llk_err(LLMLINK_PARAM_INVALID, "%s: max %zu exceeds 1048576", fn, max);
-    /* Every element gets the version of out[0] (the stride is its size). */
-    for (size_t i = 1; i < max; i++)
-        out[i].version = LLMLINK_LINK_INFO_VERSION;
-    return llk_xfer_links(dd, out, sizeof *out, max, count);
+    /* A version-1 caller's array is of the struct that ended at peer: its
+     * stride is that size, and nothing past it is written. */
+    size_t stride = version == 1 ? offsetof(llmlink_link_info_t, rdma_rails) : sizeof *out;
+    return llk_xfer_links(dd, out, version, stride, max, count);
 }
 
 LLMLINK_EXTERN double llmlink_metrics_bucket_bound_seconds(size_t i)

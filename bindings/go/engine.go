@@ -364,7 +364,27 @@ type LinkStats struct {
 	// The peer's requests this engine had admitted that ended unfinished
 	// (the link broke, a stall, a timeout): each was fenced.
 	RequestsFenced uint64
+
+	// The link's RDMA rails (all 0 / nil on a link without RDMA): how many
+	// it has (at most MaxRDMARails), and how many are usable now (the
+	// others failed and wait to be re-established).
+	RDMARails   uint32
+	RDMARailsUp uint32
+	// Rails that failed under a transfer of this engine whose work went on
+	// over the surviving rails (the call still succeeded).
+	RDMARailFailovers uint64
+	// Failed rails re-established (a fresh QP pair) without relinking.
+	RDMARailRepairs uint64
+	// Per rail, RDMARails of each: the bytes this engine's requests moved
+	// over it (READ and WRITE payload, counted when the work completed),
+	// and its path MTU in bytes (the smaller of both ends' active MTUs,
+	// capped by llmlink.RdmaMtu).
+	RDMARailBytes []uint64
+	RDMARailMTU   []uint32
 }
+
+// MaxRDMARails is the most RDMA rails a link has (LLMLINK_MAX_RDMA_RAILS).
+const MaxRDMARails = C.LLMLINK_MAX_RDMA_RAILS
 
 // LinkStats reads the counters of the engine's link with cluster
 // clusterID (either direction): StatusNotYetLink (ErrNotYetLink) when
@@ -381,9 +401,33 @@ func (e *Engine) LinkStats(clusterID uint64) (LinkStats, error) {
 	if C.gollk_get_link_stats(h, C.uint64_t(clusterID), &s, &ce) != C.LLMLINK_SUCCESS {
 		return LinkStats{}, cError(op, &ce)
 	}
-	return LinkStats{
+	ls := LinkStats{
 		RdmaProtection: RdmaProtection(s.rdma_protection),
 		PeerWriteBytes: uint64(s.peer_write_bytes), PeerReadBytes: uint64(s.peer_read_bytes),
 		RequestsFenced: uint64(s.requests_fenced),
-	}, nil
+		RDMARailsUp:    uint32(s.rdma_rails_up), RDMARailFailovers: uint64(s.rdma_rail_failovers),
+		RDMARailRepairs: uint64(s.rdma_rail_repairs),
+	}
+	ls.RDMARails, ls.RDMARailBytes, ls.RDMARailMTU = railSlices(s.rdma_rails, s.rdma_rail_bytes[:], s.rdma_rail_mtu[:])
+	return ls, nil
+}
+
+// railSlices is a C struct's per-rail arrays as slices of n items (nil when
+// n is 0). The library never reports more rails than the arrays hold; the
+// bound keeps a bad count from indexing past them.
+func railSlices(n C.uint32_t, bytes []C.uint64_t, mtu []C.uint32_t) (uint32, []uint64, []uint32) {
+	k := int(n)
+	if k > len(bytes) {
+		k = len(bytes)
+	}
+	if k > len(mtu) {
+		k = len(mtu)
+	}
+	var b []uint64
+	var m []uint32
+	for i := 0; i < k; i++ {
+		b = append(b, uint64(bytes[i]))
+		m = append(m, uint32(mtu[i]))
+	}
+	return uint32(k), b, m
 }

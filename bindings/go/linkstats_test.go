@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -14,9 +15,18 @@ import (
 // cluster id.
 func peerLinkStatsOf(p *peer, id uint64) string { return p.ask("linkstats %d", id) }
 
+// statsLine is LinkStats as one line (the peer's answer): the peer's bytes
+// and fences, then the RDMA rails (count, up, failovers, repairs, bytes and
+// MTU per rail).
 func statsLine(s LinkStats) string {
-	return fmt.Sprintf("STATS %s %d %d %d", s.RdmaProtection, s.PeerWriteBytes, s.PeerReadBytes, s.RequestsFenced)
+	return fmt.Sprintf("STATS %s %d %d %d rails %d %d %d %d %v %v", s.RdmaProtection, s.PeerWriteBytes,
+		s.PeerReadBytes, s.RequestsFenced, s.RDMARails, s.RDMARailsUp, s.RDMARailFailovers,
+		s.RDMARailRepairs, s.RDMARailBytes, s.RDMARailMTU)
 }
+
+// noRails ends statsLine on a link without RDMA: no rail, every rail field
+// 0, the per-rail slices empty.
+const noRails = " rails 0 0 0 0 [] []"
 
 // A new link counts nothing at either end; a cluster without a link is
 // ErrNotYetLink, named in the message.
@@ -25,10 +35,15 @@ func TestLinkStatsNewLinkAndUnknownCluster(t *testing.T) {
 	d := newDecoder(t, 1151, nil)
 	linkAll(t, d, p)
 	s, err := d.LinkStats(p.id)
-	if err != nil || s != (LinkStats{RdmaProtection: RdmaProtectionNone}) {
+	// No RDMA (tcp or shm between two local processes): the rail fields are
+	// 0 and the per-rail slices nil.
+	if err != nil || !reflect.DeepEqual(s, LinkStats{RdmaProtection: RdmaProtectionNone}) {
 		t.Fatalf("decoder's link stats of a new link: %+v %v", s, err)
 	}
-	if got := peerLinkStatsOf(p, d.ClusterID()); got != "STATS none 0 0 0" {
+	if s.RDMARailBytes != nil || s.RDMARailMTU != nil {
+		t.Fatalf("per-rail slices of a link without RDMA: %#v %#v", s.RDMARailBytes, s.RDMARailMTU)
+	}
+	if got := peerLinkStatsOf(p, d.ClusterID()); got != "STATS none 0 0 0"+noRails {
 		t.Fatalf("peer's link stats of a new link: %q", got)
 	}
 	_, err = d.LinkStats(77)
@@ -69,7 +84,7 @@ func TestLinkStatsCountPeerBytes(t *testing.T) {
 			if err := d.PullBlocks(ctx, NewBlocksCacheKey(p.id, 0), local.ID, []uint64{3, 4, 9}, []uint64{0, 1, 2}, nil); err != nil {
 				t.Fatal(err)
 			}
-			want := fmt.Sprintf("STATS none 0 %d 0", 3*unit)
+			want := fmt.Sprintf("STATS none 0 %d 0", 3*unit) + noRails
 			if got := peerLinkStatsOf(p, d.ClusterID()); got != want {
 				t.Fatalf("peer after a pull of 3 blocks: %q, want %q", got, want)
 			}
@@ -80,7 +95,7 @@ func TestLinkStatsCountPeerBytes(t *testing.T) {
 			if got := p.ask("verify B %d 3,4 5,6", peerBlocksSeed(p.id)); got != "OK" {
 				t.Fatalf("pushed blocks: %s", got)
 			}
-			want = fmt.Sprintf("STATS none %d %d 0", 2*unit, 3*unit)
+			want = fmt.Sprintf("STATS none %d %d 0", 2*unit, 3*unit) + noRails
 			if got := peerLinkStatsOf(p, d.ClusterID()); got != want {
 				t.Fatalf("peer after a push of 2 blocks: %q, want %q", got, want)
 			}
@@ -91,7 +106,7 @@ func TestLinkStatsCountPeerBytes(t *testing.T) {
 			if got := peerLinkStatsOf(p, d.ClusterID()); got != want {
 				t.Fatalf("peer after a refused push: %q, want %q", got, want)
 			}
-			if s, err := d.LinkStats(p.id); err != nil || statsLine(s) != "STATS none 0 0 0" {
+			if s, err := d.LinkStats(p.id); err != nil || statsLine(s) != "STATS none 0 0 0"+noRails {
 				t.Fatalf("decoder's link stats (the peer touched none of its memory): %+v %v", s, err)
 			}
 		})

@@ -192,6 +192,13 @@ type LinkInfo struct {
 	PeerReadBytes   uint64 // ... and read from them
 	RequestsFenced  uint64
 	Peer            string // "ip:port" or "[ip6]:port"
+	// The link's RDMA rails, as in LinkStats (0 and nil without RDMA).
+	RDMARails         uint32
+	RDMARailsUp       uint32
+	RDMARailFailovers uint64
+	RDMARailRepairs   uint64
+	RDMARailBytes     []uint64 // per rail, RDMARails items
+	RDMARailMTU       []uint32 // per rail, in bytes
 }
 
 func labelOr(kind LabelKind, v C.uint32_t) string {
@@ -235,7 +242,7 @@ func (e *Engine) Links() ([]LinkInfo, error) {
 }
 
 func linkInfo(l *C.llmlink_link_info_t) LinkInfo {
-	return LinkInfo{
+	li := LinkInfo{
 		Side: labelOr(LabelLinkSide, l.direction), ClusterID: uint64(l.cluster_id),
 		Transport: labelOr(LabelTransport, l.transport), Streams: uint32(l.streams),
 		UpSinceMs: int64(l.up_since_ms), BytesPulled: uint64(l.bytes_pulled),
@@ -245,7 +252,11 @@ func linkInfo(l *C.llmlink_link_info_t) LinkInfo {
 		PeerWriteBytes:  uint64(l.peer_write_bytes), PeerReadBytes: uint64(l.peer_read_bytes),
 		RequestsFenced: uint64(l.requests_fenced),
 		Peer:           C.GoStringN(&l.peer[0], C.int(cStrLen(l.peer[:]))),
+		RDMARailsUp:    uint32(l.rdma_rails_up), RDMARailFailovers: uint64(l.rdma_rail_failovers),
+		RDMARailRepairs: uint64(l.rdma_rail_repairs),
 	}
+	li.RDMARails, li.RDMARailBytes, li.RDMARailMTU = railSlices(l.rdma_rails, l.rdma_rail_bytes[:], l.rdma_rail_mtu[:])
+	return li
 }
 
 func cStrLen(s []C.char) int {

@@ -85,6 +85,12 @@ func TestMetricsAfterAKnownSequence(t *testing.T) {
 		l.TransfersOK != 2 || l.TransfersFailed != 1 || l.Streams < 1 || l.UpSinceMs <= 0 {
 		t.Errorf("link: %+v", l)
 	}
+	// A tcp link has no RDMA rail: the rail fields (link info version 2) are
+	// 0 and the per-rail slices nil, as in LinkStats.
+	if l.RDMARails != 0 || l.RDMARailsUp != 0 || l.RDMARailFailovers != 0 || l.RDMARailRepairs != 0 ||
+		l.RDMARailBytes != nil || l.RDMARailMTU != nil {
+		t.Errorf("rails of a tcp link: %+v", l)
+	}
 
 	if st, _, err := d.UnlinkClusters(ctx, []ClusterInfo{p.info()}, replyWait, false); err != nil || st != StatusSuccess {
 		t.Fatalf("unlink: %v %v", st, err)

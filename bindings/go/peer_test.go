@@ -144,7 +144,9 @@ func peerBatchSeed(id uint64) uint64  { return id + 100 }
 // Prints "READY <port> <A id> <B id> <C id>", then answers
 // "verify <A|B|C> <seed> <src units> <dst units>" with "OK" or "BAD ...",
 // and "linkstats <cluster id>" with "STATS <rdma protection> <peer write
-// bytes> <peer read bytes> <requests fenced>" or "ERR <status> <message>".
+// bytes> <peer read bytes> <requests fenced> rails <rails> <up> <failovers>
+// <repairs> <bytes per rail> <MTU per rail>" (statsLine) or "ERR <status>
+// <message>".
 func runPeer(idText string) int {
 	id, err := strconv.ParseUint(idText, 10, 64)
 	if err != nil {
@@ -233,7 +235,7 @@ func peerLinkStats(e *Engine, idText string) string {
 		}
 		return "ERR " + err.Error()
 	}
-	return fmt.Sprintf("STATS %s %d %d %d", s.RdmaProtection, s.PeerWriteBytes, s.PeerReadBytes, s.RequestsFenced)
+	return statsLine(s)
 }
 
 // peer is a running prefill child process.

@@ -322,9 +322,9 @@ llmlink_status_t llk_xfer_execute(llk_xfer_ctx_t *ctx, bool *link_failed);
 void llk_xfer_record(llmlink_t *e, const llk_xfer_ctx_t *ctx, llmlink_status_t st,
                      bool link_failed, uint64_t bytes, int64_t start_ns);
 /* llmlink_get_links: up to max elements at out, stride bytes apart (each
- * an llmlink_link_info_t of the caller's version, version field set by
- * the caller); *count = live links. Takes e->mu. */
-llmlink_status_t llk_xfer_links(llmlink_t *e, llmlink_link_info_t *out, size_t stride,
-                                size_t max, size_t *count);
+ * an llmlink_link_info_t of the caller's version, of which stride bytes
+ * are written, version set to it); *count = live links. Takes e->mu. */
+llmlink_status_t llk_xfer_links(llmlink_t *e, llmlink_link_info_t *out, uint32_t version,
+                                size_t stride, size_t max, size_t *count);
 
 #endif /* LLK_XFER_H */

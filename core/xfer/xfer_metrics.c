@@ -117,10 +117,27 @@ static uint32_t attached(llk_xlink_t *xl)
     return n;
 }
 
-static void fill(llmlink_link_info_t *o, const link_ref_t *r)
+/* The link's RDMA rails (version 2), read as llmlink_get_link_stats
+ * reads them. */
+static void fill_rails(llmlink_link_info_t *o, llk_xlink_t *xl)
+{
+    llmlink_link_stats_t s;
+    memset(&s, 0, sizeof s);
+    llk_rdma_xlink_rail_stats(xl, &s);
+    o->rdma_rails = s.rdma_rails;
+    o->rdma_rails_up = s.rdma_rails_up;
+    o->rdma_rail_failovers = s.rdma_rail_failovers;
+    o->rdma_rail_repairs = s.rdma_rail_repairs;
+    _Static_assert(sizeof o->rdma_rail_bytes == sizeof s.rdma_rail_bytes, "layout");
+    _Static_assert(sizeof o->rdma_rail_mtu == sizeof s.rdma_rail_mtu, "layout");
+    memcpy(o->rdma_rail_bytes, s.rdma_rail_bytes, sizeof o->rdma_rail_bytes);
+    memcpy(o->rdma_rail_mtu, s.rdma_rail_mtu, sizeof o->rdma_rail_mtu);
+}
+
+/* The whole (newest) struct; the caller copies its version's part. */
+static void fill(llmlink_link_info_t *o, uint32_t version, const link_ref_t *r)
 {
     llk_xlink_t *xl = r->xl;
-    uint32_t version = o->version;
     memset(o, 0, sizeof *o);
     o->version = version;
     o->direction = r->outbound ? LLMLINK_LINK_OUTBOUND : LLMLINK_LINK_INBOUND;
@@ -137,10 +154,12 @@ static void fill(llmlink_link_info_t *o, const link_ref_t *r)
     o->peer_read_bytes = atomic_load(&xl->peer_read_bytes);
     o->requests_fenced = atomic_load(&xl->requests_fenced);
     snprintf(o->peer, sizeof o->peer, "%s", r->peer);
+    if (version >= 2)
+        fill_rails(o, xl);
 }
 
-llmlink_status_t llk_xfer_links(llmlink_t *e, llmlink_link_info_t *out, size_t stride,
-                                size_t max, size_t *count)
+llmlink_status_t llk_xfer_links(llmlink_t *e, llmlink_link_info_t *out, uint32_t version,
+                                size_t stride, size_t max, size_t *count)
 {
     link_list_t l = {0};
     llk_link_lock(e);
@@ -152,8 +171,11 @@ llmlink_status_t llk_xfer_links(llmlink_t *e, llmlink_link_info_t *out, size_t s
     } else {
         if (l.n) /* qsort(NULL, 0, ...) is undefined */
             qsort(l.v, l.n, sizeof *l.v, by_dir_and_id);
-        for (size_t i = 0; i < l.n && i < max; i++)
-            fill((llmlink_link_info_t *)((char *)out + i * stride), &l.v[i]);
+        for (size_t i = 0; i < l.n && i < max; i++) {
+            llmlink_link_info_t one;
+            fill(&one, version, &l.v[i]);
+            memcpy((char *)out + i * stride, &one, stride);
+        }
         *count = l.n;
     }
     for (size_t i = 0; i < l.n; i++)

@@ -323,6 +323,14 @@ static void test_end_to_end(void **state)
     run(raw);
     assert_rc(0);
     assert_contains(R.out, "# TYPE llmlink_transfer_duration_seconds histogram");
+    /* The per-link RDMA rail families (link info version 2) are there
+     * with no RDMA link too, as every family is. */
+    assert_contains(R.out, "# TYPE llmlink_link_rdma_rails gauge");
+    assert_contains(R.out, "# TYPE llmlink_link_rdma_rails_up gauge");
+    assert_contains(R.out, "# TYPE llmlink_link_rdma_rail_failovers_total counter");
+    assert_contains(R.out, "# TYPE llmlink_link_rdma_rail_repairs_total counter");
+    assert_contains(R.out, "# TYPE llmlink_link_rdma_rail_bytes_total counter");
+    assert_contains(R.out, "# TYPE llmlink_link_rdma_rail_mtu_bytes gauge");
 
     /* 5 clients linked and unlinked; the server made no transfer itself;
      * the refused pull was a peer request refused here. */

@@ -214,6 +214,27 @@ static void refused_attempts(fx_t *fx)
     assert_int_equal(sum(p.links_established, 2), 0);
 }
 
+/* A version-1 caller's array is of the struct that ended at peer: its
+ * element is filled at that stride, and nothing past it is written (here
+ * the second element, as there is one link). */
+static void check_version_1(fx_t *fx, const char *want_peer)
+{
+    const size_t v1 = offsetof(llmlink_link_info_t, rdma_rails);
+    unsigned char buf[2 * sizeof(llmlink_link_info_t)];
+    memset(buf, 0xAB, sizeof buf);
+    llmlink_link_info_t *out = (llmlink_link_info_t *)buf;
+    out->version = 1;
+    size_t n = 0;
+    assert_status(llmlink_get_links(fx->d, out, 2, &n), LLMLINK_SUCCESS);
+    assert_int_equal(n, 1);
+    assert_int_equal(out->version, 1);
+    assert_int_equal(out->cluster_id, P_ID);
+    assert_string_equal(out->peer, want_peer);
+    for (size_t i = v1; i < sizeof buf; i++)
+        if (buf[i] != 0xAB)
+            fail_msg("llmlink_get_links version 1 wrote byte %zu (the struct ends at %zu)", i, v1);
+}
+
 static void check_linked(fx_t *fx, int64_t before_ms)
 {
     llmlink_metrics_t d = metrics(fx->d), p = metrics(fx->p);
@@ -237,6 +258,12 @@ static void check_linked(fx_t *fx, int64_t before_ms)
     assert_string_equal(li[0].peer, want_peer);
     assert_true(li[0].up_since_ms >= before_ms - 1000 && li[0].up_since_ms <= before_ms + 60000);
     assert_int_equal(li[0].transfers_ok + li[0].transfers_failed, 0);
+    /* No RDMA on this link: the rail fields (version 2) are written as 0. */
+    assert_int_equal(li[0].rdma_rails, 0);
+    assert_int_equal(li[0].rdma_rails_up, 0);
+    assert_int_equal(li[0].rdma_rail_failovers + li[0].rdma_rail_repairs, 0);
+    assert_int_equal(li[0].rdma_rail_bytes[0] + li[0].rdma_rail_mtu[0], 0);
+    check_version_1(fx, want_peer);
     memset(li, 0, sizeof li);
     assert_int_equal(links(fx->p, li, 4), 1);
     assert_int_equal(li[0].cluster_id, D_ID);
@@ -486,6 +513,9 @@ static void test_arguments(void **state)
     assert_non_null(strstr(llmlink_last_error(), "out is NULL"));
     assert_status(llmlink_get_links(fx->p, li, 1, &n), LLMLINK_PARAM_INVALID);
     assert_non_null(strstr(llmlink_last_error(), "out[0].version"));
+    li[0].version = LLMLINK_LINK_INFO_VERSION + 1;
+    assert_status(llmlink_get_links(fx->p, li, 1, &n), LLMLINK_PARAM_INVALID);
+    assert_non_null(strstr(llmlink_last_error(), "1..LLMLINK_LINK_INFO_VERSION"));
 }
 
 int main(void)

@@ -211,6 +211,64 @@ static void links(FILE *f, const llmlink_link_info_t *li, size_t n)
     }
 }
 
+/* A link's per-link series with one more label, per RDMA rail: rail="0".. */
+static void rail_labels(FILE *f, const llmlink_link_info_t *l, uint32_t rail)
+{
+    link_labels(f, l);
+    fprintf(f, ",rail=\"%u\"", rail);
+}
+
+/* The RDMA rails of each link (llmlink_link_info_t version 2): every link
+ * has the per-link series (0 without RDMA), each of its rails the per-rail
+ * ones. */
+static void rails(FILE *f, const llmlink_link_info_t *li, size_t n)
+{
+    head(f, "llmlink_link_rdma_rails", "gauge", "RDMA rails of each link (0: no RDMA).");
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "llmlink_link_rdma_rails{");
+        link_labels(f, &li[i]);
+        fprintf(f, "} %u\n", li[i].rdma_rails);
+    }
+    head(f, "llmlink_link_rdma_rails_up", "gauge",
+         "RDMA rails of each link usable now (the others failed and wait to be re-established).");
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "llmlink_link_rdma_rails_up{");
+        link_labels(f, &li[i]);
+        fprintf(f, "} %u\n", li[i].rdma_rails_up);
+    }
+    head(f, "llmlink_link_rdma_rail_failovers_total", "counter",
+         "RDMA rails that failed under a transfer whose work went on over the other rails, "
+         "per link.");
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "llmlink_link_rdma_rail_failovers_total{");
+        link_labels(f, &li[i]);
+        fprintf(f, "} %" PRIu64 "\n", li[i].rdma_rail_failovers);
+    }
+    head(f, "llmlink_link_rdma_rail_repairs_total", "counter",
+         "Failed RDMA rails re-established without relinking, per link.");
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "llmlink_link_rdma_rail_repairs_total{");
+        link_labels(f, &li[i]);
+        fprintf(f, "} %" PRIu64 "\n", li[i].rdma_rail_repairs);
+    }
+    head(f, "llmlink_link_rdma_rail_bytes_total", "counter",
+         "Bytes this engine's requests moved over each RDMA rail of each link.");
+    for (size_t i = 0; i < n; i++)
+        for (uint32_t r = 0; r < li[i].rdma_rails && r < LLMLINK_MAX_RDMA_RAILS; r++) {
+            fprintf(f, "llmlink_link_rdma_rail_bytes_total{");
+            rail_labels(f, &li[i], r);
+            fprintf(f, "} %" PRIu64 "\n", li[i].rdma_rail_bytes[r]);
+        }
+    head(f, "llmlink_link_rdma_rail_mtu_bytes", "gauge",
+         "Path MTU of each RDMA rail of each link, in bytes.");
+    for (size_t i = 0; i < n; i++)
+        for (uint32_t r = 0; r < li[i].rdma_rails && r < LLMLINK_MAX_RDMA_RAILS; r++) {
+            fprintf(f, "llmlink_link_rdma_rail_mtu_bytes{");
+            rail_labels(f, &li[i], r);
+            fprintf(f, "} %u\n", li[i].rdma_rail_mtu[r]);
+        }
+}
+
 void cli_prom_render(FILE *f, const llmlink_metrics_t *m, const llmlink_link_info_t *li,
                      size_t nlinks)
 {
@@ -218,4 +276,5 @@ void cli_prom_render(FILE *f, const llmlink_metrics_t *m, const llmlink_link_inf
     transfers(f, m);
     served_tasks_notifies(f, m);
     links(f, li, nlinks);
+    rails(f, li, nlinks);
 }

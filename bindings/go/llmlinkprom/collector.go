@@ -68,11 +68,20 @@ var (
 	linkPeerBytes = desc("llmlink_link_peer_bytes_total", "Bytes the peer's requests read from / wrote into this engine's caches.", append(linkIDs, "access")...)
 	linkFenced    = desc("llmlink_link_requests_fenced_total", "The peer's admitted requests that ended unfinished (fenced), per link.", linkIDs...)
 
+	// The link's RDMA rails: per link (0 without RDMA), and per rail.
+	linkRails         = desc("llmlink_link_rdma_rails", "RDMA rails of each link (0: no RDMA).", linkIDs...)
+	linkRailsUp       = desc("llmlink_link_rdma_rails_up", "RDMA rails of each link usable now (the others failed and wait to be re-established).", linkIDs...)
+	linkRailFailovers = desc("llmlink_link_rdma_rail_failovers_total", "RDMA rails that failed under a transfer whose work went on over the other rails, per link.", linkIDs...)
+	linkRailRepairs   = desc("llmlink_link_rdma_rail_repairs_total", "Failed RDMA rails re-established without relinking, per link.", linkIDs...)
+	linkRailBytes     = desc("llmlink_link_rdma_rail_bytes_total", "Bytes this engine's requests moved over each RDMA rail of each link.", append(linkIDs, "rail")...)
+	linkRailMTU       = desc("llmlink_link_rdma_rail_mtu_bytes", "Path MTU of each RDMA rail of each link, in bytes.", append(linkIDs, "rail")...)
+
 	all = []*prometheus.Desc{linksUp, linksEstablished, linksClosed, handshakesOK,
 		handshakesRefused, handshakesTimedOut, linkFailures, protocolErrors, transfers,
 		transferBytes, duration, requestsServed, requestsRefused, tasksSubmitted,
 		tasksCancelled, notifiesSent, notifiesReceived, notifiesRefused, linkInfo, linkUpSince,
-		linkStreams, linkBytes, linkTransfers, linkPeerBytes, linkFenced}
+		linkStreams, linkBytes, linkTransfers, linkPeerBytes, linkFenced, linkRails, linkRailsUp,
+		linkRailFailovers, linkRailRepairs, linkRailBytes, linkRailMTU}
 )
 
 // Describe sends every family's descriptor.
@@ -95,6 +104,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	collectEngine(ch, &m)
 	collectTransfers(ch, &m)
 	collectLinks(ch, links)
+	collectRails(ch, links)
 }
 
 func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
@@ -168,5 +178,24 @@ func collectLinks(ch chan<- prometheus.Metric, links []llmlink.LinkInfo) {
 		counter(ch, linkPeerBytes, l.PeerReadBytes, id, side, "read")
 		counter(ch, linkPeerBytes, l.PeerWriteBytes, id, side, "write")
 		counter(ch, linkFenced, l.RequestsFenced, id, side)
+	}
+}
+
+// collectRails sends each link's RDMA rail samples: the per-link ones for
+// every link (0 without RDMA), the per-rail ones (rail "0".."n-1") for each
+// of its rails.
+func collectRails(ch chan<- prometheus.Metric, links []llmlink.LinkInfo) {
+	for _, l := range links {
+		id, side := strconv.FormatUint(l.ClusterID, 10), l.Side
+		gauge(ch, linkRails, float64(l.RDMARails), id, side)
+		gauge(ch, linkRailsUp, float64(l.RDMARailsUp), id, side)
+		counter(ch, linkRailFailovers, l.RDMARailFailovers, id, side)
+		counter(ch, linkRailRepairs, l.RDMARailRepairs, id, side)
+		for r, b := range l.RDMARailBytes {
+			counter(ch, linkRailBytes, b, id, side, strconv.Itoa(r))
+		}
+		for r, m := range l.RDMARailMTU {
+			gauge(ch, linkRailMTU, float64(m), id, side, strconv.Itoa(r))
+		}
 	}
 }

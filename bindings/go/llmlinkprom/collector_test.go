@@ -144,6 +144,16 @@ func TestCollectorExactValues(t *testing.T) {
 	want(t, s, `llmlink_link_transfer_bytes_total{`+ids+`direction="pull",side="outbound"}`, 2*perPull)
 	want(t, s, `llmlink_link_transfers_total{`+ids+`side="outbound",status="success"}`, 2)
 	want(t, s, `llmlink_link_transfers_total{`+ids+`side="outbound",status="failed"}`, 1)
+	// no RDMA on a tcp link: its rail series are 0, and it has no per-rail one
+	for _, name := range []string{"llmlink_link_rdma_rails", "llmlink_link_rdma_rails_up",
+		"llmlink_link_rdma_rail_failovers_total", "llmlink_link_rdma_rail_repairs_total"} {
+		want(t, s, name+`{`+ids+`side="outbound"}`, 0)
+	}
+	for key := range s {
+		if strings.HasPrefix(key, "llmlink_link_rdma_rail_bytes_total{") || strings.HasPrefix(key, "llmlink_link_rdma_rail_mtu_bytes{") {
+			t.Errorf("a per-rail series of a tcp link: %s", key)
+		}
+	}
 
 	// le as `llmlink serve --metrics` writes it (prom.c: "%.9g"), in the
 	// text format client_golang serves
@@ -173,8 +183,45 @@ func TestCollectorExactValues(t *testing.T) {
 	}
 }
 
+// railLink is a link of two RDMA rails, one down after a failover: the
+// test host has no RDMA, so the rail samples of one are collected from its
+// LinkInfo.
+var railLink = llmlink.LinkInfo{Side: "inbound", ClusterID: 7, Transport: "rdma", RDMARails: 2,
+	RDMARailsUp: 1, RDMARailFailovers: 1, RDMARailBytes: []uint64{4096, 512}, RDMARailMTU: []uint32{1024, 4096}}
+
+// rails collects railLink's rail samples.
+type rails struct{}
+
+func (rails) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{linkRails, linkRailsUp, linkRailFailovers, linkRailRepairs, linkRailBytes, linkRailMTU} {
+		ch <- d
+	}
+}
+
+func (rails) Collect(ch chan<- prometheus.Metric) { collectRails(ch, []llmlink.LinkInfo{railLink}) }
+
+func TestCollectorRailsOfAnRdmaLink(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(rails{})
+	s, _ := samples(t, reg)
+	ids := `cluster_id="7",`
+	want(t, s, `llmlink_link_rdma_rails{`+ids+`side="inbound"}`, 2)
+	want(t, s, `llmlink_link_rdma_rails_up{`+ids+`side="inbound"}`, 1)
+	want(t, s, `llmlink_link_rdma_rail_failovers_total{`+ids+`side="inbound"}`, 1)
+	want(t, s, `llmlink_link_rdma_rail_repairs_total{`+ids+`side="inbound"}`, 0)
+	want(t, s, `llmlink_link_rdma_rail_bytes_total{`+ids+`rail="0",side="inbound"}`, 4096)
+	want(t, s, `llmlink_link_rdma_rail_bytes_total{`+ids+`rail="1",side="inbound"}`, 512)
+	want(t, s, `llmlink_link_rdma_rail_mtu_bytes{`+ids+`rail="0",side="inbound"}`, 1024)
+	want(t, s, `llmlink_link_rdma_rail_mtu_bytes{`+ids+`rail="1",side="inbound"}`, 4096)
+	if len(s) != 8 {
+		t.Errorf("%d samples, want 8: %v", len(s), s)
+	}
+}
+
 // Names follow Prometheus' conventions (promlint) and are the ones
-// docs/metrics.md lists, which `llmlink serve --metrics` serves.
+// docs/metrics.md lists, which `llmlink serve --metrics` serves. The
+// per-rail families have no sample on the test's tcp link: their names come
+// from railLink's.
 func TestCollectorNamesMatchTheDocs(t *testing.T) {
 	d, _ := sequence(t)
 	problems, err := testutil.CollectAndLint(NewCollector(d))
@@ -184,10 +231,28 @@ func TestCollectorNamesMatchTheDocs(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
+	if problems, err = testutil.CollectAndLint(rails{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewCollector(d))
 	_, fams := samples(t, reg)
+	seen := map[string]bool{}
 	var got []string
+	for _, f := range fams {
+		seen[f.GetName()] = true
+	}
+	railReg := prometheus.NewPedanticRegistry()
+	railReg.MustRegister(rails{})
+	_, railFams := samples(t, railReg)
+	for _, f := range railFams {
+		if !seen[f.GetName()] {
+			fams = append(fams, f)
+		}
+	}
 	for _, f := range fams {
 		got = append(got, f.GetName())
 		if f.GetType() == dto.MetricType_COUNTER && !strings.HasSuffix(f.GetName(), "_total") {

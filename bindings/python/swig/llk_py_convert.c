@@ -520,10 +520,26 @@ PyObject *llk_py_xfer_stats_dict(const llmlink_xfer_stats_t *s)
                          U(shm_requests), U(shm_fallbacks), U(rdma_requests));
 }
 
+/* Version 2's per-rail arrays as lists of rdma_rails items. The library
+ * never reports more than LLMLINK_MAX_RDMA_RAILS; the bound keeps a bad
+ * count from reading past the arrays, and rdma_rails is always the
+ * lists' length. */
 PyObject *llk_py_link_stats_dict(const llmlink_link_stats_t *s)
 {
-    return Py_BuildValue("{sKsKsKsK}", U(rdma_protection), U(peer_write_bytes),
-                         U(peer_read_bytes), U(requests_fenced));
+    size_t n = s->rdma_rails < LLMLINK_MAX_RDMA_RAILS ? s->rdma_rails : LLMLINK_MAX_RDMA_RAILS;
+    uint64_t mtu[LLMLINK_MAX_RDMA_RAILS];
+    for (size_t i = 0; i < n; i++)
+        mtu[i] = s->rdma_rail_mtu[i];
+    PyObject *bytes = llk_py_u64_list(s->rdma_rail_bytes, n);
+    PyObject *mtus = bytes ? llk_py_u64_list(mtu, n) : NULL;
+    if (!mtus) {
+        Py_XDECREF(bytes);
+        return NULL;
+    }
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsNsN}", U(rdma_protection), U(peer_write_bytes),
+                         U(peer_read_bytes), U(requests_fenced), "rdma_rails",
+                         (unsigned long long)n, U(rdma_rails_up), U(rdma_rail_failovers),
+                         U(rdma_rail_repairs), "rdma_rail_bytes", bytes, "rdma_rail_mtu", mtus);
 }
 
 #undef U

@@ -104,6 +104,22 @@ PyObject *llk_py_get_metrics(llmlink_t *dd)
 }
 
 #define N(f) PyLong_FromUnsignedLongLong((unsigned long long)l->f)
+/* The link's RDMA rails (version 2) as in link_stats(cluster_id): the
+ * per-rail lists have rdma_rails items (bounded by the arrays). */
+static int put_rails(PyObject *d, const llmlink_link_info_t *l)
+{
+    size_t n = l->rdma_rails < LLMLINK_MAX_RDMA_RAILS ? l->rdma_rails : LLMLINK_MAX_RDMA_RAILS;
+    uint64_t mtu[LLMLINK_MAX_RDMA_RAILS];
+    for (size_t i = 0; i < n; i++)
+        mtu[i] = l->rdma_rail_mtu[i];
+    return put(d, "rdma_rails", PyLong_FromSize_t(n)) ||
+           put(d, "rdma_rails_up", N(rdma_rails_up)) ||
+           put(d, "rdma_rail_failovers", N(rdma_rail_failovers)) ||
+           put(d, "rdma_rail_repairs", N(rdma_rail_repairs)) ||
+           put(d, "rdma_rail_bytes", llk_py_u64_list(l->rdma_rail_bytes, n)) ||
+           put(d, "rdma_rail_mtu", llk_py_u64_list(mtu, n));
+}
+
 static PyObject *link_dict(const llmlink_link_info_t *l)
 {
     size_t plen = strnlen(l->peer, sizeof l->peer);
@@ -119,7 +135,8 @@ static PyObject *link_dict(const llmlink_link_info_t *l)
               put(d, "peer_write_bytes", N(peer_write_bytes)) ||
               put(d, "peer_read_bytes", N(peer_read_bytes)) ||
               put(d, "requests_fenced", N(requests_fenced)) ||
-              put(d, "peer", PyUnicode_DecodeUTF8(l->peer, (Py_ssize_t)plen, "replace"))))
+              put(d, "peer", PyUnicode_DecodeUTF8(l->peer, (Py_ssize_t)plen, "replace")) ||
+              put_rails(d, l)))
         Py_CLEAR(d);
     return d;
 }

@@ -15,8 +15,12 @@ BLOCK_BYTES = BLOCK_ELEMS * 2
 TENSORS = 4
 PROMPT_ID, DECODER_ID = 301, 302
 
+# No RDMA on these links: the rail fields (link stats version 2) are 0 and
+# the per-rail lists empty.
+NO_RAILS = {"rdma_rails": 0, "rdma_rails_up": 0, "rdma_rail_failovers": 0,
+            "rdma_rail_repairs": 0, "rdma_rail_bytes": [], "rdma_rail_mtu": []}
 ZERO = {"rdma_protection": RdmaProtection.NONE, "peer_write_bytes": 0, "peer_read_bytes": 0,
-        "requests_fenced": 0}
+        "requests_fenced": 0, **NO_RAILS}
 
 
 @pytest.fixture
@@ -67,6 +71,8 @@ def test_a_new_link_counts_nothing_at_either_end(pair):
         assert isinstance(stats["rdma_protection"], RdmaProtection)
         assert engine._handle.call(capi.llmlink_get_link_stats, peer_id) == \
             {**ZERO, "rdma_protection": capi.LLMLINK_RDMA_PROTECTION_NONE}
+    assert capi.LLMLINK_LINK_STATS_VERSION == 2
+    assert capi.LLMLINK_MAX_RDMA_RAILS == 4
     # Without a cluster id: the engine's counters, as before.
     assert decoder.link_stats()["outbound_links"] == 1
     assert prompt.link_stats()["inbound_links"] == 1
@@ -111,7 +117,9 @@ def test_rdma_protection_is_the_c_enum():
 def test_counters_are_the_bytes_the_peer_moved(pair, transport):
     """A pull reads the prompt engine's memory and a push writes it: the
     prompt's link counts exactly those bytes; the decoder's link, whose
-    memory the peer never touched, stays at zero."""
+    memory the peer never touched, stays at zero. Neither link has RDMA
+    rails: their fields stay 0 / [] through the transfers (ZERO has
+    them)."""
     prompt, decoder = pair(transport)
     key = BlocksCacheKey(PROMPT_ID, 0)
     _held, held_arrays = blocks_cache(prompt, key, seed=7)

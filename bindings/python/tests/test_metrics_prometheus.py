@@ -90,6 +90,13 @@ def test_metrics_dict_is_keyed_by_labels(sequence):
     assert (link["transfers_ok"], link["transfers_failed"]) == (2, 1)
     assert link["rdma_protection"] == RdmaProtection.NONE
     assert link["streams"] >= 1 and link["up_since_ms"] > 0
+    # a tcp link has no RDMA rail: the rail fields (link info version 2)
+    # are 0 and the per-rail lists empty, as in link_stats(cluster_id)
+    rails = {k: v for k, v in link.items() if k.startswith("rdma_rail")}
+    assert rails == {"rdma_rails": 0, "rdma_rails_up": 0, "rdma_rail_failovers": 0,
+                     "rdma_rail_repairs": 0, "rdma_rail_bytes": [], "rdma_rail_mtu": []}
+    stats = decoder.link_stats(peer.cluster_id)
+    assert {k: v for k, v in stats.items() if k.startswith("rdma_rail")} == rails
 
 
 def test_collector_exact_values_after_a_known_sequence(sequence):
@@ -131,6 +138,13 @@ def test_collector_exact_values_after_a_known_sequence(sequence):
     assert value(s, "llmlink_link_transfers_total", **ids, status="success") == 2
     assert value(s, "llmlink_link_transfers_total", **ids, status="failed") == 1
     assert value(s, "llmlink_link_streams", **ids) >= 1
+    # the link's RDMA rails: none on tcp - the per-link series are 0, and
+    # no per-rail series
+    for name in ("llmlink_link_rdma_rails", "llmlink_link_rdma_rails_up",
+                 "llmlink_link_rdma_rail_failovers_total", "llmlink_link_rdma_rail_repairs_total"):
+        assert value(s, name, **ids) == 0, name
+    assert "llmlink_link_rdma_rail_bytes_total" not in s
+    assert "llmlink_link_rdma_rail_mtu_bytes" not in s
 
     # unlink: the link goes from the per-link series, and is counted closed
     assert decoder.unlink_clusters([cluster_to(peer)], 5000)[0] == S.LLM_SUCCESS
@@ -140,6 +154,38 @@ def test_collector_exact_values_after_a_known_sequence(sequence):
     assert "llmlink_link_info" not in s
     assert value(s, "llmlink_transfers_total", direction="pull", transport="tcp",
                  status="success") == 2  # engine counters stay
+
+
+def test_per_rail_series_of_an_rdma_link():
+    """No RDMA on the test host: the rail families are rendered from the
+    dict links() gives for a link of two rails (one down), through
+    prometheus_client and its parser, as a scrape sees them."""
+    from llmlink.prometheus import _per_rail
+    link = {"cluster_id": 7, "direction": "inbound", "rdma_rails": 2, "rdma_rails_up": 1,
+            "rdma_rail_failovers": 1, "rdma_rail_repairs": 0, "rdma_rail_bytes": [4096, 512],
+            "rdma_rail_mtu": [1024, 4096]}
+
+    class Families:
+        def collect(self):
+            return list(_per_rail([link]))
+
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(Families())
+    text = prometheus_client.generate_latest(registry).decode()
+    s = {}
+    for family in text_string_to_metric_families(text):
+        for x in family.samples:
+            s.setdefault(x.name, {})[frozenset(x.labels.items())] = x.value
+    ids = {"cluster_id": "7", "side": "inbound"}
+    assert value(s, "llmlink_link_rdma_rails", **ids) == 2
+    assert value(s, "llmlink_link_rdma_rails_up", **ids) == 1
+    assert value(s, "llmlink_link_rdma_rail_failovers_total", **ids) == 1
+    assert value(s, "llmlink_link_rdma_rail_repairs_total", **ids) == 0
+    def rail(r):
+        return frozenset({**ids, "rail": str(r)}.items())
+
+    assert s["llmlink_link_rdma_rail_bytes_total"] == {rail(0): 4096, rail(1): 512}
+    assert s["llmlink_link_rdma_rail_mtu_bytes"] == {rail(0): 1024, rail(1): 4096}
 
 
 def documented_names():

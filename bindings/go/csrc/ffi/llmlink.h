@@ -1139,8 +1139,10 @@ typedef struct llmlink_metrics {
  * (counters can be read after shutdown; links_up is then 0). */
 LLMLINK_EXTERN llmlink_status_t llmlink_get_metrics(llmlink_t *dd, llmlink_metrics_t *metrics);
 
-/* One live link, as llmlink_get_links reports it. */
-#define LLMLINK_LINK_INFO_VERSION 1
+/* One live link, as llmlink_get_links reports it. Version 2 appends the
+ * link's RDMA rails (llmlink_link_stats_t version 2's fields); version 1
+ * ends at peer. */
+#define LLMLINK_LINK_INFO_VERSION 2
 typedef struct llmlink_link_info {
     uint32_t version;         /* see llmlink_get_links */
     uint32_t direction;       /* llmlink_link_direction_t */
@@ -1162,12 +1164,21 @@ typedef struct llmlink_link_info {
     uint64_t peer_read_bytes;
     uint64_t requests_fenced;
     char peer[72];            /* the peer's address, "ip:port" or "[ip6]:port" */
+    /* version >= 2: the link's RDMA rails, as in llmlink_link_stats_t (all
+     * 0 on a link without RDMA; the arrays' [0, rdma_rails) are set). */
+    uint32_t rdma_rails;
+    uint32_t rdma_rails_up;
+    uint64_t rdma_rail_failovers;
+    uint64_t rdma_rail_repairs;
+    uint64_t rdma_rail_bytes[LLMLINK_MAX_RDMA_RAILS];
+    uint32_t rdma_rail_mtu[LLMLINK_MAX_RDMA_RAILS];
 } llmlink_link_info_t;
 
 /* The engine's live links (LINKED, with their data streams: those a
  * transfer may use), outbound first, each direction in cluster id order.
- * Set out[0].version to LLMLINK_LINK_INFO_VERSION (it sets the stride of
- * out[] for every element; max 0 lets out be NULL). Fills up to max
+ * Set out[0].version to LLMLINK_LINK_INFO_VERSION (2; 1: an array of the
+ * version-1 struct, which ends at peer): it sets the stride of out[] and
+ * the version of every element; max 0 lets out be NULL). Fills up to max
  * elements; *count receives the number of live links, which may exceed
  * max (call again with a larger array). */
 LLMLINK_EXTERN llmlink_status_t llmlink_get_links(llmlink_t *dd, llmlink_link_info_t *out,

@@ -98,9 +98,14 @@ class LLMDataDist:
         (llmlink_get_stats). With it: the counters of the link with that
         cluster (either direction), what its peer's requests did to this
         engine's memory - peer_write_bytes, peer_read_bytes,
-        requests_fenced, and rdma_protection (an RdmaProtection); they
-        start at 0 when the link is made. LLMException(LLM_NOT_YET_LINK)
-        when there is no usable link with cluster_id."""
+        requests_fenced, and rdma_protection (an RdmaProtection) - and its
+        RDMA rails: rdma_rails, rdma_rails_up, rdma_rail_failovers,
+        rdma_rail_repairs, and the lists rdma_rail_bytes (what this
+        engine's requests moved over each rail) and rdma_rail_mtu (each
+        rail's path MTU in bytes), of rdma_rails items (0 and [] on a link
+        without RDMA). They start at 0 when the link is made.
+        LLMException(LLM_NOT_YET_LINK) when there is no usable link with
+        cluster_id."""
         engine = self._engine()
         if cluster_id is None:
             return engine.call(capi.llmlink_get_stats)
@@ -127,7 +132,10 @@ class LLMDataDist:
         dicts with direction ("outbound"/"inbound"), cluster_id, transport
         ("tcp", "shm", "rdma"), streams, up_since_ms, bytes_pulled,
         bytes_pushed, transfers_ok, transfers_failed, rdma_protection,
-        peer_write_bytes, peer_read_bytes, requests_fenced, peer ("ip:port")."""
+        peer_write_bytes, peer_read_bytes, requests_fenced, peer ("ip:port"),
+        and the RDMA rails as in link_stats(cluster_id): rdma_rails,
+        rdma_rails_up, rdma_rail_failovers, rdma_rail_repairs, and the lists
+        rdma_rail_bytes and rdma_rail_mtu of rdma_rails items."""
         return [labelled_link(link) for link in self._engine().call(capi.llk_py_get_links)]
 
     # Notifications: small messages between linked engines.

@@ -54,6 +54,7 @@ class LLMLinkCollector:
         yield from _transfers(m)
         yield from _served_tasks_notifies(m)
         yield from _per_link(links)
+        yield from _per_rail(links)
 
 
 def _links_and_handshakes(m):
@@ -155,3 +156,40 @@ def _per_link(links):
     yield _counter("llmlink_link_requests_fenced",
                    "The peer's admitted requests that ended unfinished (fenced), per link.", ids,
                    ((key(l), l["requests_fenced"]) for l in links))
+
+
+def _per_rail(links):
+    """The RDMA rails of each link: every link has the per-link families
+    (0 without RDMA), each of its rails the per-rail ones (rail="0".."n-1")."""
+    ids = ["cluster_id", "side"]
+
+    def key(link):
+        return [str(link["cluster_id"]), link["direction"]]
+
+    rails = GaugeMetricFamily("llmlink_link_rdma_rails", "RDMA rails of each link (0: no RDMA).",
+                              labels=ids)
+    up = GaugeMetricFamily("llmlink_link_rdma_rails_up",
+                           "RDMA rails of each link usable now (the others failed and wait to be "
+                           "re-established).", labels=ids)
+    mtu = GaugeMetricFamily("llmlink_link_rdma_rail_mtu_bytes",
+                            "Path MTU of each RDMA rail of each link, in bytes.",
+                            labels=ids + ["rail"])
+    for link in links:
+        rails.add_metric(key(link), link["rdma_rails"])
+        up.add_metric(key(link), link["rdma_rails_up"])
+        for rail, value in enumerate(link["rdma_rail_mtu"]):
+            mtu.add_metric(key(link) + [str(rail)], value)
+    yield rails
+    yield up
+    yield _counter("llmlink_link_rdma_rail_failovers",
+                   "RDMA rails that failed under a transfer whose work went on over the other "
+                   "rails, per link.", ids, ((key(l), l["rdma_rail_failovers"]) for l in links))
+    yield _counter("llmlink_link_rdma_rail_repairs",
+                   "Failed RDMA rails re-established without relinking, per link.", ids,
+                   ((key(l), l["rdma_rail_repairs"]) for l in links))
+    yield _counter("llmlink_link_rdma_rail_bytes",
+                   "Bytes this engine's requests moved over each RDMA rail of each link.",
+                   ids + ["rail"],
+                   ((key(l) + [str(r)], v) for l in links
+                    for r, v in enumerate(l["rdma_rail_bytes"])))
+    yield mtu

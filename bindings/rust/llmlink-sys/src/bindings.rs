@@ -67,7 +67,7 @@ pub const LLMLINK_METRICS_MAX_LINK_DIRS: u32 = 2;
 pub const LLMLINK_METRICS_MAX_REASONS: u32 = 16;
 pub const LLMLINK_METRICS_BUCKETS: u32 = 24;
 pub const LLMLINK_METRICS_VERSION: u32 = 1;
-pub const LLMLINK_LINK_INFO_VERSION: u32 = 1;
+pub const LLMLINK_LINK_INFO_VERSION: u32 = 2;
 unsafe extern "C" {
     pub fn llmlink_version_number() -> u32;
 }
@@ -1297,10 +1297,16 @@ pub struct llmlink_link_info {
     pub peer_read_bytes: u64,
     pub requests_fenced: u64,
     pub peer: [::std::os::raw::c_char; 72usize],
+    pub rdma_rails: u32,
+    pub rdma_rails_up: u32,
+    pub rdma_rail_failovers: u64,
+    pub rdma_rail_repairs: u64,
+    pub rdma_rail_bytes: [u64; 4usize],
+    pub rdma_rail_mtu: [u32; 4usize],
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of llmlink_link_info"][::std::mem::size_of::<llmlink_link_info>() - 168usize];
+    ["Size of llmlink_link_info"][::std::mem::size_of::<llmlink_link_info>() - 240usize];
     [
         "Alignment of llmlink_link_info",
     ][::std::mem::align_of::<llmlink_link_info>() - 8usize];
@@ -1352,6 +1358,24 @@ const _: () = {
     [
         "Offset of field: llmlink_link_info::peer",
     ][::std::mem::offset_of!(llmlink_link_info, peer) - 96usize];
+    [
+        "Offset of field: llmlink_link_info::rdma_rails",
+    ][::std::mem::offset_of!(llmlink_link_info, rdma_rails) - 168usize];
+    [
+        "Offset of field: llmlink_link_info::rdma_rails_up",
+    ][::std::mem::offset_of!(llmlink_link_info, rdma_rails_up) - 172usize];
+    [
+        "Offset of field: llmlink_link_info::rdma_rail_failovers",
+    ][::std::mem::offset_of!(llmlink_link_info, rdma_rail_failovers) - 176usize];
+    [
+        "Offset of field: llmlink_link_info::rdma_rail_repairs",
+    ][::std::mem::offset_of!(llmlink_link_info, rdma_rail_repairs) - 184usize];
+    [
+        "Offset of field: llmlink_link_info::rdma_rail_bytes",
+    ][::std::mem::offset_of!(llmlink_link_info, rdma_rail_bytes) - 192usize];
+    [
+        "Offset of field: llmlink_link_info::rdma_rail_mtu",
+    ][::std::mem::offset_of!(llmlink_link_info, rdma_rail_mtu) - 224usize];
 };
 impl Default for llmlink_link_info {
     fn default() -> Self {

@@ -141,9 +141,10 @@ impl RdmaProtection {
 }
 
 /// Counters of one link as this engine sees it: what the peer's requests
-/// did to this engine's memory ([`DataDist::link_stats`]). They start at 0
-/// when the link is made and go with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// did to this engine's memory, and its RDMA rails
+/// ([`DataDist::link_stats`]). They start at 0 when the link is made and go
+/// with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkStats {
     /// How the NIC enforces the link's RDMA grants.
     pub rdma_protection: RdmaProtection,
@@ -156,6 +157,24 @@ pub struct LinkStats {
     /// The peer's requests that this engine had admitted and that ended
     /// unfinished (the link broke, a stall, a timeout): each was fenced.
     pub requests_fenced: u64,
+    /// The link's RDMA rails, at most [`MAX_RDMA_RAILS`](crate::MAX_RDMA_RAILS)
+    /// (0 on a link without RDMA).
+    pub rdma_rails: u32,
+    /// Of them, those usable now (the others failed and wait to be
+    /// re-established).
+    pub rdma_rails_up: u32,
+    /// Rails that failed under a transfer of this engine whose work went on
+    /// over the surviving rails (the call still succeeded).
+    pub rdma_rail_failovers: u64,
+    /// Failed rails re-established (a fresh QP pair) without relinking.
+    pub rdma_rail_repairs: u64,
+    /// Per rail (`rdma_rails` items, empty without RDMA): the bytes this
+    /// engine's requests moved over it (READ and WRITE payload, counted
+    /// when the work completed).
+    pub rdma_rail_bytes: Vec<u64>,
+    /// Per rail (`rdma_rails` items): its path MTU in bytes (the smaller of
+    /// both ends' active MTUs, capped by `llmlink.RdmaMtu`).
+    pub rdma_rail_mtu: Vec<u32>,
 }
 
 /// One llmlink engine.
@@ -322,11 +341,20 @@ impl DataDist {
                 ),
             )
         })?;
+        // The library never reports more rails than the arrays hold; the
+        // bound keeps a bad count from slicing past them.
+        let rails = (s.rdma_rails as usize).min(s.rdma_rail_bytes.len());
         Ok(LinkStats {
             rdma_protection,
             peer_write_bytes: s.peer_write_bytes,
             peer_read_bytes: s.peer_read_bytes,
             requests_fenced: s.requests_fenced,
+            rdma_rails: rails as u32,
+            rdma_rails_up: s.rdma_rails_up,
+            rdma_rail_failovers: s.rdma_rail_failovers,
+            rdma_rail_repairs: s.rdma_rail_repairs,
+            rdma_rail_bytes: s.rdma_rail_bytes[..rails].to_vec(),
+            rdma_rail_mtu: s.rdma_rail_mtu[..rails].to_vec(),
         })
     }
 

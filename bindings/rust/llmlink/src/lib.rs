@@ -64,6 +64,9 @@ pub use llmlink_sys;
 /// Most clusters one link or unlink call takes.
 pub const MAX_CLUSTERS_PER_CALL: usize = llmlink_sys::LLMLINK_MAX_CLUSTERS_PER_CALL as usize;
 
+/// Most RDMA rails a link has ([`LinkStats::rdma_rails`]).
+pub const MAX_RDMA_RAILS: usize = llmlink_sys::LLMLINK_MAX_RDMA_RAILS as usize;
+
 /// The version of the loaded C library, e.g. `"0.3.0"`.
 pub fn version() -> &'static str {
     // A string literal of the library.

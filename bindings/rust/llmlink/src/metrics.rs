@@ -158,6 +158,19 @@ pub struct LinkInfo {
     pub requests_fenced: u64,
     /// The peer's address, `ip:port` or `[ip6]:port`.
     pub peer: String,
+    /// The link's RDMA rails, as in [`LinkStats`](crate::LinkStats) (0
+    /// without RDMA).
+    pub rdma_rails: u32,
+    /// Of them, those usable now.
+    pub rdma_rails_up: u32,
+    /// Rails that failed under a transfer whose work went on over the others.
+    pub rdma_rail_failovers: u64,
+    /// Failed rails re-established without relinking.
+    pub rdma_rail_repairs: u64,
+    /// Per rail (`rdma_rails` items): bytes this engine's requests moved over it.
+    pub rdma_rail_bytes: Vec<u64>,
+    /// Per rail (`rdma_rails` items): its path MTU in bytes.
+    pub rdma_rail_mtu: Vec<u32>,
 }
 
 fn label_or_number(kind: LabelKind, v: u32) -> String {
@@ -172,6 +185,9 @@ impl LinkInfo {
             .take_while(|c| **c != 0)
             .map(|c| *c as u8)
             .collect();
+        // Never more rails than the arrays hold (the bound keeps a bad
+        // count from slicing past them).
+        let rails = (l.rdma_rails as usize).min(l.rdma_rail_bytes.len());
         LinkInfo {
             side: label_or_number(LabelKind::LinkSide, l.direction),
             cluster_id: l.cluster_id,
@@ -186,6 +202,12 @@ impl LinkInfo {
             peer_read_bytes: l.peer_read_bytes,
             requests_fenced: l.requests_fenced,
             peer: String::from_utf8_lossy(&bytes).into_owned(),
+            rdma_rails: rails as u32,
+            rdma_rails_up: l.rdma_rails_up,
+            rdma_rail_failovers: l.rdma_rail_failovers,
+            rdma_rail_repairs: l.rdma_rail_repairs,
+            rdma_rail_bytes: l.rdma_rail_bytes[..rails].to_vec(),
+            rdma_rail_mtu: l.rdma_rail_mtu[..rails].to_vec(),
         }
     }
 }

@@ -356,6 +356,72 @@ fn per_link(enc: &mut DescriptorEncoder, links: &[LinkInfo]) -> fmt::Result {
     )
 }
 
+/// The RDMA rails of each link: the per-link families for every link (0
+/// without RDMA), the per-rail ones (`rail` = "0".."n-1") for each of its
+/// rails.
+fn per_rail(enc: &mut DescriptorEncoder, links: &[LinkInfo]) -> fmt::Result {
+    use MetricType::{Counter, Gauge};
+    let each = |f: &dyn Fn(&LinkInfo) -> u64| {
+        links
+            .iter()
+            .map(|l| (ids(l), f(l) as f64))
+            .collect::<Vec<_>>()
+    };
+    let per_rail = |f: &dyn Fn(&LinkInfo) -> Vec<u64>| {
+        links
+            .iter()
+            .flat_map(|l| {
+                f(l).into_iter()
+                    .enumerate()
+                    .map(|(r, v)| (with(l, "rail", &r.to_string()), v as f64))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        enc,
+        "llmlink_link_rdma_rails",
+        "RDMA rails of each link (0: no RDMA).",
+        Gauge,
+        &each(&|l| l.rdma_rails as u64),
+    )?;
+    family(
+        enc,
+        "llmlink_link_rdma_rails_up",
+        "RDMA rails of each link usable now (the others failed and wait to be re-established).",
+        Gauge,
+        &each(&|l| l.rdma_rails_up as u64),
+    )?;
+    family(
+        enc,
+        "llmlink_link_rdma_rail_failovers",
+        "RDMA rails that failed under a transfer whose work went on over the other rails, per link.",
+        Counter,
+        &each(&|l| l.rdma_rail_failovers),
+    )?;
+    family(
+        enc,
+        "llmlink_link_rdma_rail_repairs",
+        "Failed RDMA rails re-established without relinking, per link.",
+        Counter,
+        &each(&|l| l.rdma_rail_repairs),
+    )?;
+    family(
+        enc,
+        "llmlink_link_rdma_rail_bytes",
+        "Bytes this engine's requests moved over each RDMA rail of each link.",
+        Counter,
+        &per_rail(&|l| l.rdma_rail_bytes.clone()),
+    )?;
+    family(
+        enc,
+        "llmlink_link_rdma_rail_mtu_bytes",
+        "Path MTU of each RDMA rail of each link, in bytes.",
+        Gauge,
+        &per_rail(&|l| l.rdma_rail_mtu.iter().map(|m| *m as u64).collect()),
+    )
+}
+
 impl prometheus_client::collector::Collector for Collector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let (Ok(m), Ok(links)) = (self.engine.metrics(), self.engine.links()) else {
@@ -364,6 +430,72 @@ impl prometheus_client::collector::Collector for Collector {
         links_and_handshakes(&mut enc, &m)?;
         transfers(&mut enc, &m)?;
         served_tasks_notifies(&mut enc, &m)?;
-        per_link(&mut enc, &links)
+        per_link(&mut enc, &links)?;
+        per_rail(&mut enc, &links)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+
+    /// Encodes per_rail of fixed links (the test host has no RDMA link).
+    #[derive(Debug)]
+    struct Rails(Vec<LinkInfo>);
+
+    impl prometheus_client::collector::Collector for Rails {
+        fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+            per_rail(&mut enc, &self.0)
+        }
+    }
+
+    #[test]
+    fn rails_of_an_rdma_link() {
+        let link = LinkInfo {
+            side: "inbound".to_string(),
+            cluster_id: 7,
+            transport: "rdma".to_string(),
+            streams: 2,
+            up_since_ms: 1,
+            bytes_pulled: 0,
+            bytes_pushed: 0,
+            transfers_ok: 0,
+            transfers_failed: 0,
+            peer_write_bytes: 0,
+            peer_read_bytes: 0,
+            requests_fenced: 0,
+            peer: "10.0.0.2:1".to_string(),
+            rdma_rails: 2,
+            rdma_rails_up: 1,
+            rdma_rail_failovers: 1,
+            rdma_rail_repairs: 0,
+            rdma_rail_bytes: vec![4096, 512],
+            rdma_rail_mtu: vec![1024, 4096],
+        };
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Rails(vec![link])));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let mut samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        samples.sort();
+        let ids = "cluster_id=\"7\",side=\"inbound\"";
+        // (the crate writes a gauge as a float, a counter as an integer)
+        let mut want = [
+            format!("llmlink_link_rdma_rails{{{ids}}} 2.0"),
+            format!("llmlink_link_rdma_rails_up{{{ids}}} 1.0"),
+            format!("llmlink_link_rdma_rail_failovers_total{{{ids}}} 1"),
+            format!("llmlink_link_rdma_rail_repairs_total{{{ids}}} 0"),
+            format!("llmlink_link_rdma_rail_bytes_total{{{ids},rail=\"0\"}} 4096"),
+            format!("llmlink_link_rdma_rail_bytes_total{{{ids},rail=\"1\"}} 512"),
+            format!("llmlink_link_rdma_rail_mtu_bytes{{{ids},rail=\"0\"}} 1024.0"),
+            format!("llmlink_link_rdma_rail_mtu_bytes{{{ids},rail=\"1\"}} 4096.0"),
+        ];
+        want.sort();
+        assert_eq!(
+            samples,
+            want.iter().map(String::as_str).collect::<Vec<_>>(),
+            "{text}"
+        );
     }
 }

@@ -33,11 +33,19 @@ fn pair(prompt_id: u64, decoder_id: u64, transport: &str) -> (DataDist, DataDist
     (p, d)
 }
 
+/// A new link: nothing counted, and (no RDMA on loopback tcp or shm) no
+/// rail: the rail fields 0, the per-rail vectors empty.
 const ZERO: LinkStats = LinkStats {
     rdma_protection: RdmaProtection::None,
     peer_write_bytes: 0,
     peer_read_bytes: 0,
     requests_fenced: 0,
+    rdma_rails: 0,
+    rdma_rails_up: 0,
+    rdma_rail_failovers: 0,
+    rdma_rail_repairs: 0,
+    rdma_rail_bytes: Vec::new(),
+    rdma_rail_mtu: Vec::new(),
 };
 
 #[test]
@@ -45,7 +53,14 @@ fn a_new_link_counts_nothing_and_an_unknown_cluster_is_not_yet_link() {
     let (mut p, d) = pair(401, 402, "auto");
     // Both ends of the link answer, each by the other's cluster id.
     assert_eq!(p.link_stats(402).unwrap(), ZERO);
-    assert_eq!(d.link_stats(401).unwrap(), ZERO);
+    let s = d.link_stats(401).unwrap();
+    assert_eq!(s, ZERO);
+    assert!(
+        s.rdma_rail_bytes.is_empty() && s.rdma_rail_mtu.is_empty(),
+        "{s:?}"
+    );
+    assert_eq!(llmlink::MAX_RDMA_RAILS, 4);
+    assert_eq!(llmlink::llmlink_sys::LLMLINK_LINK_STATS_VERSION, 2);
     // No link with cluster 77: NOT_YET_LINK, and the message names it.
     let e = p.link_stats(77).unwrap_err();
     assert_eq!(e.status(), Status::NOT_YET_LINK, "{e}");

@@ -98,6 +98,10 @@ fn counters_after_a_known_sequence() {
     assert_eq!((l.bytes_pulled, l.bytes_pushed), (2 * PER_PULL, 0));
     assert_eq!((l.transfers_ok, l.transfers_failed), (2, 1));
     assert!(l.streams >= 1 && l.up_since_ms > 0);
+    // a tcp link has no RDMA rail: 0, and empty per-rail vectors
+    assert_eq!((l.rdma_rails, l.rdma_rails_up), (0, 0));
+    assert_eq!((l.rdma_rail_failovers, l.rdma_rail_repairs), (0, 0));
+    assert!(l.rdma_rail_bytes.is_empty() && l.rdma_rail_mtu.is_empty());
 
     // the prompt side: one inbound link, one handshake, served and refused
     let pm = p.metrics().unwrap();
@@ -253,6 +257,21 @@ mod prometheus {
             ),
             (2 * PER_PULL) as f64
         );
+        // no RDMA on a tcp link: its rail series are 0, no per-rail one
+        for name in [
+            "llmlink_link_rdma_rails",
+            "llmlink_link_rdma_rails_up",
+            "llmlink_link_rdma_rail_failovers_total",
+            "llmlink_link_rdma_rail_repairs_total",
+        ] {
+            assert_eq!(get(&s, &format!("{name}{{{ids}}}")), 0.0, "{name}");
+        }
+        assert!(
+            !s.keys()
+                .any(|k| k.starts_with("llmlink_link_rdma_rail_bytes_total{")
+                    || k.starts_with("llmlink_link_rdma_rail_mtu_bytes{")),
+            "a per-rail series of a tcp link"
+        );
 
         // names: the families docs/metrics.md lists, with the conventions
         let doc = std::fs::read_to_string(concat!(
@@ -273,7 +292,12 @@ mod prometheus {
             match kind {
                 "counter" => {
                     assert!(!name.ends_with("_total"), "{name}"); // the samples carry it
-                    assert!(text.contains(&format!("\n{name}_total")), "{name}");
+                                                                  // (a per-rail family has no sample on a tcp link)
+                    assert!(
+                        !text.contains(&format!("\n{name}{{"))
+                            && !text.contains(&format!("\n{name} ")),
+                        "{name}"
+                    );
                     exported.insert(format!("{name}_total"));
                 }
                 "histogram" => {
