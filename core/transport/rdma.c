@@ -534,10 +534,19 @@ static void rdma_move(llk_xmove_t *m, llk_xmove_out_t *out)
     for (size_t i = 0; i < n; i++) {
         const llk_xseg_t *seg = &m->segs[i];
         uint16_t rail = (uint16_t)llk_rdma_rail_of((uint32_t)i, nrails);
-        uint64_t addr, len;
-        uint32_t rkey, lkey = 0;
-        llk_xwire_grant_at(&g, (uint32_t)i, rail, &addr, &len, &rkey);
-        if (len != seg->len || !llk_rdma_lkey(mrs, l, rail, seg->lptr, len, &lkey)) {
+        uint64_t addr = 0, len = 0;
+        llk_rdma_sge_t *s = &sg[i];
+        memset(s, 0, sizeof *s);
+        bool keys = true;
+        /* the keys of every rail: a slice may fail over to any of them */
+        for (uint16_t k = 0; k < nrails && keys; k++) {
+            uint64_t a, ln;
+            llk_xwire_grant_at(&g, (uint32_t)i, k, &a, &ln, &s->rkey[k]);
+            if (k == 0)
+                addr = a, len = ln;
+            keys = len == seg->len && llk_rdma_lkey(mrs, l, k, seg->lptr, len, &s->lkey[k]);
+        }
+        if (!keys) {
             free(sg);
             out->failure = len != seg->len ? LLMLINK_PROTOCOL_ERROR : LLMLINK_FAILED;
             snprintf(out->msg, sizeof out->msg,
@@ -546,8 +555,10 @@ static void rdma_move(llk_xmove_t *m, llk_xmove_out_t *out)
                      i, (unsigned long long)len, (unsigned long long)seg->len);
             return;
         }
-        sg[i] = (llk_rdma_sge_t){.laddr = (uint64_t)(uintptr_t)seg->lptr, .raddr = addr,
-                                 .len = len, .lkey = lkey, .rkey = rkey, .rail = rail};
+        s->laddr = (uint64_t)(uintptr_t)seg->lptr;
+        s->raddr = addr;
+        s->len = len;
+        s->rail = rail;
     }
     /* Test seam: hold the grant before using it (an owner that revokes
      * meanwhile is then seen deterministically). */

@@ -107,6 +107,10 @@ typedef struct slot {
     bool read;
     uint32_t seq, nwr;
     struct move_op *op; /* NULL: orphaned by a call that gave up */
+    /* llk_rdma_move: the chain's slices (indexes into the call's sges,
+     * given back to the call if the chain fails) and their bytes */
+    uint32_t sidx[MAX_CHAIN];
+    uint64_t bytes;
 } slot_t;
 
 typedef struct rail {
@@ -123,8 +127,13 @@ typedef struct rail {
     uint8_t mtu; /* negotiated path MTU, 0 before connect */
     pthread_mutex_t mu;
     uint32_t free_wr, rd_max, rd_inflight, seq;
-    bool failed;
-    bool in_err; /* the QP was moved to IBV_QPS_ERR (rail_abort) */
+    bool failed; /* down: no call posts on it (rail_down) */
+    bool in_err; /* the QP was moved to IBV_QPS_ERR (qp_to_err) */
+    /* Why the rail is down: its first real reason (a completion status, a
+     * post error, the port state) once there is one (why_real). */
+    bool why_real;
+    char down_why[160];
+    _Atomic uint64_t bytes; /* moved by this engine's requests (stats) */
     /* READ depths: what this side's device allows as initiator and as
      * responder (advertised); rd_max is what the rail uses as initiator
      * once connected (llk_rdma_rd_initiator). */
@@ -153,6 +162,10 @@ struct llk_rdma_link {
     uint16_t nrails;
     int32_t wait_ms;
     llk_rdma_prot_t prot;
+    /* Rails not down; failovers: rails that went down while others were
+     * up (stats); port_due: the next port check (check_ports). */
+    _Atomic uint32_t nup, failovers, repairs;
+    _Atomic int64_t port_due;
     rail_t rail[LLK_XWIRE_MAX_RAILS];
 };
 
@@ -523,6 +536,7 @@ llk_rdma_link_t *llk_rdma_link_create(llk_rdma_t *r, const struct sockaddr_stora
         if (!rails_create(l, ips, n, true, why, cap))
             return NULL;
     }
+    atomic_store(&l->nup, l->nrails);
     return l;
 }
 
@@ -535,12 +549,18 @@ void llk_rdma_link_rail_stats(const llk_rdma_link_t *l, llmlink_link_stats_t *ou
 {
     if (!l)
         return;
+    llk_rdma_link_t *ml = (llk_rdma_link_t *)l; /* the rails' locks */
     out->rdma_rails = l->nrails;
+    out->rdma_rail_failovers = atomic_load(&ml->failovers);
+    out->rdma_rail_repairs = atomic_load(&ml->repairs);
     for (uint16_t i = 0; i < l->nrails && i < LLMLINK_MAX_RDMA_RAILS; i++) {
-        const rail_t *rl = &l->rail[i];
+        rail_t *rl = &ml->rail[i];
+        pthread_mutex_lock(&rl->mu);
         out->rdma_rail_mtu[i] = llk_rdma_mtu_bytes(rl->mtu);
         if (rl->mtu && !rl->failed && !rl->in_err)
             out->rdma_rails_up++;
+        pthread_mutex_unlock(&rl->mu);
+        out->rdma_rail_bytes[i] = atomic_load(&rl->bytes);
     }
 }
 
@@ -902,18 +922,74 @@ bool llk_rdma_lkey(const llk_rdma_mrs_t *m, llk_rdma_link_t *l, uint16_t rail,
 
 /* ---- the data path --------------------------------------------------------------------------- */
 
-/* One llk_rdma_move call. Other calls may hand it completions (under the
- * lock of the rail they poll) while it looks at another rail: chains and
- * failed are atomic, st and rail are written before failed is set. */
+/* A slice's state in its call (move_op_t.state): waiting for a rail, in a
+ * chain on the wire, or moved (its chain's signaled completion arrived
+ * with success). */
+enum { SG_PENDING = 0, SG_POSTED = 1, SG_DONE = 2 };
+
+/* One llk_rdma_move call (state != NULL), or one run_local (state NULL).
+ * Other calls may hand it completions (under the lock of the rail they
+ * poll) while it looks at another rail: chains, failed, state, done and
+ * requeued are atomic; st and rail (run_local: one rail, its lock) are
+ * written before failed is set. */
 typedef struct move_op {
     _Atomic uint32_t chains; /* in flight */
-    _Atomic bool failed;
+    _Atomic bool failed;     /* run_local: a chain completed in error */
     enum ibv_wc_status st;
     uint16_t rail;
+    _Atomic uint8_t *state;    /* per slice, SG_* */
+    _Atomic size_t done;       /* slices SG_DONE */
+    _Atomic uint32_t requeued; /* chains that gave their slices back (failed) */
 } move_op_t;
 
+static const char *port_state_name(int st)
+{
+    static const char *const names[] = {"NOP", "DOWN", "INIT", "ARMED", "ACTIVE", "ACTIVE_DEFER"};
+    return st >= 0 && st < 6 ? names[st] : "unknown";
+}
+
+/* Marks rail k down (rl->mu held), once; why is kept while it is the first
+ * real reason (a flush is not one: it is only the echo of a QP moved to
+ * the error state). count: a failover when other rails are still up (not
+ * for a link that is being aborted whole). */
+static void rail_down(llk_rdma_link_t *l, rail_t *rl, uint16_t k, const char *why, bool real,
+                      bool count)
+{
+    if (!rl->failed) {
+        rl->failed = true;
+        uint32_t left = atomic_fetch_sub(&l->nup, 1) - 1;
+        if (count && left > 0) {
+            atomic_fetch_add(&l->failovers, 1);
+            LLK_WARN("rdma: rail %u (%s) down: %s; its work goes on over %u other rail(s)", k,
+                     rl->dev->name, why, left);
+        } else if (count) {
+            LLK_WARN("rdma: rail %u (%s) down: %s; no rail left", k, rl->dev->name, why);
+        }
+    }
+    if (real && !rl->why_real) {
+        snprintf(rl->down_why, sizeof rl->down_why, "%s", why);
+        rl->why_real = true;
+    } else if (!rl->down_why[0]) {
+        snprintf(rl->down_why, sizeof rl->down_why, "%s", why);
+    }
+}
+
+/* Moves the rail's QP to the error state (rl->mu held): the device stops
+ * every work request on it and completes them (flushed), and the peer can
+ * no longer reach this side's memory through it. Once per QP. */
+static void qp_to_err(const llk_rdma_t *r, rail_t *rl)
+{
+    if (rl->in_err || !rl->qp)
+        return;
+    struct ibv_qp_attr a;
+    memset(&a, 0, sizeof a);
+    a.qp_state = IBV_QPS_ERR;
+    (void)r->v->modify_qp(rl->qp, &a, IBV_QP_STATE);
+    rl->in_err = true;
+}
+
 /* Hands one completion to the chain it ends (rl->mu held). */
-static void on_wc(const llk_rdma_t *r, rail_t *rl, const struct ibv_wc *wc, uint16_t rail_no)
+static void on_wc(llk_rdma_link_t *l, rail_t *rl, const struct ibv_wc *wc, uint16_t rail_no)
 {
     uint32_t si = (uint32_t)(wc->wr_id & 0xFFFFu), seq = (uint32_t)(wc->wr_id >> 16);
     if (si >= RAIL_SLOTS)
@@ -923,16 +999,34 @@ static void on_wc(const llk_rdma_t *r, rail_t *rl, const struct ibv_wc *wc, uint
      * those find the slot free or reused (another seq) and are dropped. */
     if (!s->busy || s->seq != seq)
         return;
+    move_op_t *op = s->op;
     if (wc->status != IBV_WC_SUCCESS) {
-        rl->failed = true;
-        if (s->op && !atomic_load(&s->op->failed)) {
-            s->op->st = wc->status;
-            s->op->rail = rail_no;
-            atomic_store(&s->op->failed, true);
+        char why[160];
+        snprintf(why, sizeof why, "%s completion: %s (status %d)",
+                 op && !op->state ? "memory window operation"
+                                  : s->read ? "RDMA READ" : "RDMA WRITE",
+                 l->r->v->wc_status_str(wc->status), (int)wc->status);
+        rail_down(l, rl, rail_no, why, wc->status != IBV_WC_WR_FLUSH_ERR, true);
+        /* the rest of the rail's chains stop now, not at their retry timeout */
+        qp_to_err(l->r, rl);
+        if (op && op->state) {
+            /* the chain's slices go again over another rail */
+            for (uint32_t j = 0; j < s->nwr; j++)
+                atomic_store(&op->state[s->sidx[j]], SG_PENDING);
+            atomic_fetch_add(&op->requeued, 1);
+        } else if (op && !atomic_load(&op->failed)) {
+            op->st = wc->status;
+            op->rail = rail_no;
+            atomic_store(&op->failed, true);
         }
+    } else if (op && op->state) {
+        for (uint32_t j = 0; j < s->nwr; j++)
+            atomic_store(&op->state[s->sidx[j]], SG_DONE);
+        atomic_fetch_add(&op->done, s->nwr);
+        atomic_fetch_add(&rl->bytes, s->bytes);
     }
-    if (s->op)
-        atomic_fetch_sub(&s->op->chains, 1);
+    if (op)
+        atomic_fetch_sub(&op->chains, 1);
     rl->free_wr += s->nwr;
     if (s->read)
         rl->rd_inflight -= s->nwr;
@@ -940,16 +1034,17 @@ static void on_wc(const llk_rdma_t *r, rail_t *rl, const struct ibv_wc *wc, uint
     s->op = NULL;
 }
 
-static int poll_rail(const llk_rdma_t *r, rail_t *rl, uint16_t rail_no)
+static int poll_rail(llk_rdma_link_t *l, rail_t *rl, uint16_t rail_no)
 {
     struct ibv_wc wc[POLL_BATCH];
     int got = ibv_poll_cq(rl->cq, POLL_BATCH, wc);
     if (got < 0) {
-        rl->failed = true;
+        rail_down(l, rl, rail_no, "ibv_poll_cq failed", true, true);
+        qp_to_err(l->r, rl);
         return -1;
     }
     for (int i = 0; i < got; i++)
-        on_wc(r, rl, &wc[i], rail_no);
+        on_wc(l, rl, &wc[i], rail_no);
     return got;
 }
 
@@ -961,17 +1056,55 @@ static int free_slot(rail_t *rl)
     return -1;
 }
 
-/* Posts the next chain of rail k's sges from *next (rl->mu held). 1 posted,
- * 0 no room now, -1 post failed (msg). */
-static int post_chain(rail_t *rl, bool write, const llk_rdma_sge_t *sg, size_t n, size_t *next,
-                      uint16_t k, move_op_t *op, char *msg, size_t cap)
+/* A slice's view of the call: its rail now (asg) and the cursor of each
+ * rail (no slice of rail k waits before cur[k]). */
+typedef struct move_plan {
+    const llk_rdma_sge_t *sg;
+    size_t n;
+    uint16_t *asg;
+    size_t cur[LLK_XWIRE_MAX_RAILS];
+} move_plan_t;
+
+/* Accounts a chain of nwr slices idx[] posted in slot si (rl->mu held). */
+static void chain_taken(rail_t *rl, int si, uint32_t seq, bool write, const move_plan_t *p,
+                        const uint32_t *idx, uint32_t nwr, move_op_t *op)
 {
-    uint32_t left = 0;
-    for (size_t i = *next; i < n && left < MAX_CHAIN; i++)
-        if (sg[i].rail == k)
-            left++;
-    if (left == 0)
+    slot_t *s = &rl->slot[si];
+    s->busy = true;
+    s->read = !write;
+    s->seq = seq;
+    s->nwr = nwr;
+    s->op = op;
+    s->bytes = 0;
+    for (uint32_t j = 0; j < nwr; j++) {
+        s->sidx[j] = idx[j];
+        s->bytes += p->sg[idx[j]].len;
+        atomic_store(&op->state[idx[j]], SG_POSTED);
+    }
+    atomic_fetch_add(&op->chains, 1);
+    rl->free_wr -= nwr;
+    if (!write)
+        rl->rd_inflight += nwr;
+}
+
+/* Posts the next chain of rail k's waiting slices (rl->mu held, the rail
+ * up). 1 posted, 0 no room now or nothing to post, -1 post failed: the
+ * rail is down (its reason says why), the slices not posted still wait. */
+static int post_chain(llk_rdma_link_t *l, rail_t *rl, bool write, move_plan_t *p, uint16_t k,
+                      move_op_t *op)
+{
+    uint32_t idx[MAX_CHAIN], left = 0;
+    size_t i = p->cur[k];
+    for (; i < p->n && left < MAX_CHAIN; i++)
+        if (p->asg[i] == k && atomic_load(&op->state[i]) == SG_PENDING) {
+            if (left == 0)
+                p->cur[k] = i;
+            idx[left++] = (uint32_t)i;
+        }
+    if (left == 0) {
+        p->cur[k] = p->n;
         return 0;
+    }
     uint32_t credits = rl->free_wr;
     if (!write && rl->rd_max - rl->rd_inflight < credits)
         credits = rl->rd_max - rl->rd_inflight;
@@ -981,79 +1114,78 @@ static int post_chain(rail_t *rl, bool write, const llk_rdma_sge_t *sg, size_t n
         return 0;
     struct ibv_send_wr wr[MAX_CHAIN];
     struct ibv_sge sge[MAX_CHAIN];
-    slot_t *s = &rl->slot[si];
     uint32_t seq = ++rl->seq;
     uint64_t wr_id = ((uint64_t)seq << 16) | (uint32_t)si;
-    size_t i = *next;
-    for (uint32_t w = 0; w < len; i++) {
-        if (sg[i].rail != k)
-            continue;
+    for (uint32_t w = 0; w < len; w++) {
+        const llk_rdma_sge_t *g = &p->sg[idx[w]];
         memset(&wr[w], 0, sizeof wr[w]);
-        sge[w].addr = sg[i].laddr;
-        sge[w].length = (uint32_t)sg[i].len;
-        sge[w].lkey = sg[i].lkey;
+        sge[w].addr = g->laddr;
+        sge[w].length = (uint32_t)g->len;
+        sge[w].lkey = g->lkey[k];
         wr[w].wr_id = wr_id;
         wr[w].sg_list = &sge[w];
         wr[w].num_sge = 1;
         wr[w].opcode = write ? IBV_WR_RDMA_WRITE : IBV_WR_RDMA_READ;
-        wr[w].wr.rdma.remote_addr = sg[i].raddr;
-        wr[w].wr.rdma.rkey = sg[i].rkey;
+        wr[w].wr.rdma.remote_addr = g->raddr;
+        wr[w].wr.rdma.rkey = g->rkey[k];
         wr[w].next = w + 1 < len ? &wr[w + 1] : NULL;
-        w++;
     }
     wr[len - 1].send_flags = IBV_SEND_SIGNALED;
     struct ibv_send_wr *bad = NULL;
     int rc = ibv_post_send(rl->qp, wr, &bad);
     if (rc != 0) {
-        rl->failed = true;
-        snprintf(msg, cap, "ibv_post_send on %s: %s", rl->dev->name, strerror(rc));
+        char why[160];
+        snprintf(why, sizeof why, "ibv_post_send: %s", strerror(rc));
+        rail_down(l, rl, k, why, true, true);
+        qp_to_err(l->r, rl);
         /* The WRs before `bad` are on the send queue and may still move
-         * bytes: keep the slot busy for them, so that the failing call
-         * waits for their (flush) completion before it returns. */
+         * bytes: keep a slot for them until their (flush) completion
+         * gives them back; the rest wait for another rail. */
         uint32_t posted = 0;
-        while (posted < len && &wr[posted] != bad)
+        while (bad && posted < len && &wr[posted] != bad)
             posted++;
-        if (bad && posted > 0) {
-            s->busy = true;
-            s->read = !write;
-            s->seq = seq;
-            s->nwr = posted;
-            s->op = op;
-            atomic_fetch_add(&op->chains, 1);
-            rl->free_wr -= posted;
-            if (!write)
-                rl->rd_inflight += posted;
-        }
+        if (bad && posted > 0)
+            chain_taken(rl, si, seq, write, p, idx, posted, op);
         return -1;
     }
-    /* sges of other rails between next and i stay for their rails: the
-     * cursor of this rail is what moved */
-    *next = i;
-    s->busy = true;
-    s->read = !write;
-    s->seq = seq;
-    s->nwr = len;
-    s->op = op;
-    atomic_fetch_add(&op->chains, 1);
-    rl->free_wr -= len;
-    if (!write)
-        rl->rd_inflight += len;
+    chain_taken(rl, si, seq, write, p, idx, len, op);
+    p->cur[k] = idx[len - 1] + 1;
     return 1;
 }
 
-/* Moves the rail's QP to the error state (rl->mu held): the device stops
- * every work request on it and completes them (flushed), and the peer can
- * no longer reach this side's memory through it. Once per rail. */
-static void rail_abort(const llk_rdma_t *r, rail_t *rl)
+/* Marks every rail down whose device port is not ACTIVE, at most every
+ * LLK_RDMA_PORT_CHECK_MS per link (whichever call comes first does it):
+ * its QP goes to the error state at once, rather than after the ACK
+ * timeout x retry count of its first work request. */
+static void check_ports(llk_rdma_link_t *l)
 {
-    rl->failed = true;
-    if (rl->in_err || !rl->qp)
+    int64_t now = llk_now_ms(), due = atomic_load(&l->port_due);
+    if (now < due ||
+        !atomic_compare_exchange_strong(&l->port_due, &due, now + LLK_RDMA_PORT_CHECK_MS))
         return;
-    struct ibv_qp_attr a;
-    memset(&a, 0, sizeof a);
-    a.qp_state = IBV_QPS_ERR;
-    (void)r->v->modify_qp(rl->qp, &a, IBV_QP_STATE);
-    rl->in_err = true;
+    for (uint16_t k = 0; k < l->nrails; k++) {
+        rail_t *rl = &l->rail[k];
+        struct ibv_port_attr pa;
+        memset(&pa, 0, sizeof pa);
+        if (l->r->v->query_port(rl->dev->ctx, rl->dev->port, &pa) != 0 ||
+            pa.state == IBV_PORT_ACTIVE)
+            continue;
+        char why[160];
+        snprintf(why, sizeof why, "port %u of %s is %s (ibv_query_port)", rl->dev->port,
+                 rl->dev->name, port_state_name((int)pa.state));
+        pthread_mutex_lock(&rl->mu);
+        if (!rl->failed) {
+            rail_down(l, rl, k, why, true, true);
+            qp_to_err(l->r, rl);
+        }
+        pthread_mutex_unlock(&rl->mu);
+    }
+}
+
+static void rail_abort(llk_rdma_link_t *l, rail_t *rl, uint16_t k)
+{
+    rail_down(l, rl, k, "the link was aborted", false, false);
+    qp_to_err(l->r, rl);
 }
 
 void llk_rdma_link_abort(llk_rdma_link_t *l)
@@ -1063,37 +1195,46 @@ void llk_rdma_link_abort(llk_rdma_link_t *l)
     for (uint16_t k = 0; k < l->nrails; k++) {
         rail_t *rl = &l->rail[k];
         pthread_mutex_lock(&rl->mu);
-        rail_abort(l->r, rl);
+        rail_abort(l, rl, k);
         pthread_mutex_unlock(&rl->mu);
     }
 }
 
 static void nap(unsigned *us);
 
-/* A call that gives up (completion error, post failure, deadline, broken
- * link) must not return while its work requests can still move bytes into
- * or out of memory the caller is about to reuse: abort every rail of the
- * link (the link is dead anyway: the caller kills it), then reap the
- * flushed completions of this call's chains, bounded by DRAIN_MS. Only
- * what is still left after that (a device that never flushes) is orphaned. */
+/* Reaps op's chains on the rails of `mask` (their QPs already in the error
+ * state: the completions come flushed), bounded by DRAIN_MS. */
 #define DRAIN_MS 2000
-static void quiesce(llk_rdma_link_t *l, move_op_t *op)
+static void reap(llk_rdma_link_t *l, move_op_t *op, uint32_t mask)
 {
-    llk_rdma_link_abort(l);
     int64_t until = llk_now_ms() + DRAIN_MS;
     unsigned us = 10;
     while (atomic_load(&op->chains) > 0 && llk_now_ms() < until) {
         bool got = false;
         for (uint16_t k = 0; k < l->nrails; k++) {
+            if (!(mask & (1u << k)))
+                continue;
             rail_t *rl = &l->rail[k];
             pthread_mutex_lock(&rl->mu);
-            if (poll_rail(l->r, rl, k) > 0)
+            if (poll_rail(l, rl, k) > 0)
                 got = true;
             pthread_mutex_unlock(&rl->mu);
         }
         if (!got)
             nap(&us);
     }
+}
+
+/* A call that gives up (no rail left, deadline, broken link) must not
+ * return while its work requests can still move bytes into or out of
+ * memory the caller is about to reuse: abort every rail of the link (the
+ * link is dead anyway: the caller kills it), then reap the flushed
+ * completions of this call's chains. Only what is still left after that
+ * (a device that never flushes) is orphaned. */
+static void quiesce(llk_rdma_link_t *l, move_op_t *op)
+{
+    llk_rdma_link_abort(l);
+    reap(l, op, ~0u);
 }
 
 static void orphan(llk_rdma_link_t *l, move_op_t *op)
@@ -1116,87 +1257,146 @@ static void nap(unsigned *us)
         *us *= 2;
 }
 
+/* The rails up now, as a mask. */
+static uint32_t rails_up(llk_rdma_link_t *l)
+{
+    uint32_t up = 0;
+    for (uint16_t k = 0; k < l->nrails; k++) {
+        rail_t *rl = &l->rail[k];
+        pthread_mutex_lock(&rl->mu);
+        if (!rl->failed)
+            up |= 1u << k;
+        pthread_mutex_unlock(&rl->mu);
+    }
+    return up;
+}
+
+/* Gives every waiting slice whose rail is down to a rail that is up
+ * (llk_rdma_rail_pick: round robin over them), and restarts the cursors. */
+static void replan(move_plan_t *p, move_op_t *op, uint32_t up, uint16_t nrails)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (!(up & (1u << p->asg[i])) && atomic_load(&op->state[i]) == SG_PENDING)
+            p->asg[i] = (uint16_t)llk_rdma_rail_pick((uint32_t)i, up, nrails);
+    for (uint16_t k = 0; k < nrails; k++)
+        p->cur[k] = 0;
+}
+
+/* "rail 0 (rxe0): <reason>; rail 1 (rxe1): <reason>" - each rail's first
+ * real reason to be down. */
+static void down_reasons(llk_rdma_link_t *l, char *out, size_t cap)
+{
+    size_t off = 0;
+    out[0] = '\0';
+    for (uint16_t k = 0; k < l->nrails && off < cap; k++) {
+        rail_t *rl = &l->rail[k];
+        pthread_mutex_lock(&rl->mu);
+        int w = snprintf(out + off, cap - off, "%srail %u (%s): %s", k ? "; " : "", k,
+                         rl->dev->name, rl->down_why[0] ? rl->down_why : "up");
+        pthread_mutex_unlock(&rl->mu);
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+}
+
+/* One pass over the rails: post what fits on every rail that is up, poll
+ * every rail (a down one to reap its flushes). true: something moved. */
+static bool move_round(llk_rdma_link_t *l, bool write, move_plan_t *p, move_op_t *op)
+{
+    bool progress = false;
+    for (uint16_t k = 0; k < l->nrails; k++) {
+        rail_t *rl = &l->rail[k];
+        pthread_mutex_lock(&rl->mu);
+        while (!rl->failed && post_chain(l, rl, write, p, k, op) > 0)
+            progress = true;
+        if (poll_rail(l, rl, k) > 0)
+            progress = true;
+        pthread_mutex_unlock(&rl->mu);
+    }
+    return progress;
+}
+
+static llmlink_status_t move_fail(llk_rdma_link_t *l, move_op_t *op, llmlink_status_t st,
+                                  bool (*aborted)(void *), void *actx, const char *what,
+                                  char *msg, size_t cap)
+{
+    unsigned pending = (unsigned)atomic_load(&op->chains);
+    bool broke = aborted && aborted(actx);
+    char why[400];
+    down_reasons(l, why, sizeof why); /* before quiesce marks the rest aborted */
+    quiesce(l, op);
+    orphan(l, op);
+    if (broke) {
+        snprintf(msg, cap, "%s: the link broke during the transfer", what);
+        return LLMLINK_NOT_YET_LINK;
+    }
+    if (st == LLMLINK_WAIT_PROCESS_TIMEOUT)
+        snprintf(msg, cap, "%s: %u chain(s) not completed within llm.SyncKvCacheWaitTime",
+                 what, pending);
+    else
+        snprintf(msg, cap, "%s: no rail left: %s", what, why);
+    return st;
+}
+
 llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sge_t *sg,
                                size_t n, int64_t deadline_ms, bool (*aborted)(void *), void *actx,
                                char *msg, size_t cap)
 {
+    const char *what = write ? "RDMA WRITE" : "RDMA READ";
+    if (n == 0)
+        return LLMLINK_SUCCESS;
     move_op_t op;
+    memset(&op, 0, sizeof op);
     atomic_init(&op.chains, 0);
     atomic_init(&op.failed, false);
-    op.st = IBV_WC_SUCCESS;
-    op.rail = 0;
-    size_t next[LLK_XWIRE_MAX_RAILS] = {0};
+    atomic_init(&op.done, 0);
+    atomic_init(&op.requeued, 0);
+    move_plan_t p = {.sg = sg, .n = n};
+    op.state = calloc(n, sizeof *op.state);
+    p.asg = malloc(n * sizeof *p.asg);
+    if (!op.state || !p.asg) {
+        free(op.state);
+        free(p.asg);
+        snprintf(msg, cap, "%s: out of memory for %zu slices", what, n);
+        return LLMLINK_OUT_OF_MEMORY;
+    }
+    for (size_t i = 0; i < n; i++)
+        p.asg[i] = sg[i].rail < l->nrails ? sg[i].rail : 0;
+    uint32_t planned_up = 0, seen = UINT32_MAX;
     unsigned us = 10;
-    const char *what = write ? "RDMA WRITE" : "RDMA READ";
+    llmlink_status_t st = LLMLINK_SUCCESS;
     for (uint64_t round = 0;; round++) {
-        bool all_posted = true, progress = false;
-        for (uint16_t k = 0; k < l->nrails; k++) {
-            rail_t *rl = &l->rail[k];
-            pthread_mutex_lock(&rl->mu);
-            if (rl->failed && !atomic_load(&op.failed)) {
-                pthread_mutex_unlock(&rl->mu);
-                quiesce(l, &op);
-                orphan(l, &op);
-                if (aborted && aborted(actx)) {
-                    snprintf(msg, cap, "%s: the link broke during the transfer", what);
-                    return LLMLINK_NOT_YET_LINK;
-                }
-                snprintf(msg, cap, "%s: rail %u (%s) failed in another transfer", what, k,
-                         rl->dev->name);
-                return LLMLINK_NETWORK_ERROR;
-            }
-            int posted = 0;
-            while (!atomic_load(&op.failed) &&
-                   (posted = post_chain(rl, write, sg, n, &next[k], k, &op, msg, cap)) > 0)
-                progress = true;
-            if (!atomic_load(&op.failed) && posted < 0) {
-                pthread_mutex_unlock(&rl->mu);
-                quiesce(l, &op);
-                orphan(l, &op);
-                return LLMLINK_NETWORK_ERROR;
-            }
-            /* skip past sges of other rails only when this rail has none left */
-            while (next[k] < n && sg[next[k]].rail != k)
-                next[k]++;
-            if (next[k] < n)
-                all_posted = false;
-            if (poll_rail(l->r, rl, k) > 0)
-                progress = true;
-            pthread_mutex_unlock(&rl->mu);
+        check_ports(l);
+        uint32_t up = rails_up(l), rq = atomic_load(&op.requeued);
+        if (up == 0) {
+            st = move_fail(l, &op, LLMLINK_NETWORK_ERROR, aborted, actx, what, msg, cap);
+            break;
         }
-        if (atomic_load(&op.failed)) {
-            quiesce(l, &op);
-            orphan(l, &op);
-            /* flushed because the link broke (llk_xlink_break aborts the QPs) */
-            if (op.st == IBV_WC_WR_FLUSH_ERR && aborted && aborted(actx)) {
-                snprintf(msg, cap, "%s: the link broke during the transfer", what);
-                return LLMLINK_NOT_YET_LINK;
-            }
-            snprintf(msg, cap, "%s completion on rail %u (%s): %s (status %d)", what, op.rail,
-                     l->rail[op.rail].dev->name, l->r->v->wc_status_str(op.st), (int)op.st);
-            return LLMLINK_NETWORK_ERROR;
+        if (up != planned_up || rq != seen) {
+            replan(&p, &op, up, l->nrails);
+            planned_up = up;
+            seen = rq;
         }
-        if (all_posted && atomic_load(&op.chains) == 0)
-            return LLMLINK_SUCCESS;
+        bool progress = move_round(l, write, &p, &op);
+        if (atomic_load(&op.done) == n && atomic_load(&op.chains) == 0)
+            break;
         if (llk_now_ms() >= deadline_ms) {
-            unsigned pending = (unsigned)atomic_load(&op.chains);
-            quiesce(l, &op);
-            orphan(l, &op);
-            snprintf(msg, cap, "%s: %u chain(s) not completed within llm.SyncKvCacheWaitTime",
-                     what, pending);
-            return LLMLINK_WAIT_PROCESS_TIMEOUT;
+            st = move_fail(l, &op, LLMLINK_WAIT_PROCESS_TIMEOUT, aborted, actx, what, msg, cap);
+            break;
         }
         if ((round & 63) == 0 && aborted && aborted(actx)) {
-            quiesce(l, &op);
-            orphan(l, &op);
-            snprintf(msg, cap, "%s: the link broke during the transfer", what);
-            return LLMLINK_NOT_YET_LINK;
+            st = move_fail(l, &op, LLMLINK_NOT_YET_LINK, aborted, actx, what, msg, cap);
+            break;
         }
         if (progress)
             us = 10;
         else
             nap(&us);
     }
+    free(op.state);
+    free(p.asg);
+    return st;
 }
 
 /* ---- grants: type-2 memory windows ------------------------------------------------------- */
@@ -1225,8 +1425,8 @@ static void take_slot(rail_t *rl, int si, uint32_t seq, uint32_t nwr, move_op_t 
 
 /* Posts what fits of wr[*next, n) on rail rl as chains, the last WR of
  * each signaled (rl->mu held). 0, or -1 when a post failed (why). */
-static int post_local(rail_t *rl, struct ibv_send_wr *wr, uint32_t n, uint32_t *next,
-                      move_op_t *op, char *why, size_t cap)
+static int post_local(llk_rdma_link_t *l, uint16_t k, rail_t *rl, struct ibv_send_wr *wr,
+                      uint32_t n, uint32_t *next, move_op_t *op, char *why, size_t cap)
 {
     while (*next < n && !atomic_load(&op->failed)) {
         int si = free_slot(rl);
@@ -1243,7 +1443,6 @@ static int post_local(rail_t *rl, struct ibv_send_wr *wr, uint32_t n, uint32_t *
         struct ibv_send_wr *bad = NULL;
         int rc = ibv_post_send(rl->qp, w, &bad);
         if (rc != 0) {
-            rl->failed = true;
             snprintf(why, cap, "ibv_post_send (memory windows) on %s: %s", rl->dev->name,
                      strerror(rc));
             uint32_t posted = 0;
@@ -1251,6 +1450,8 @@ static int post_local(rail_t *rl, struct ibv_send_wr *wr, uint32_t n, uint32_t *
                 posted++;
             if (bad && posted > 0) /* they complete (flushed): wait for them */
                 take_slot(rl, si, seq, posted, op);
+            rail_down(l, rl, k, why, true, true);
+            qp_to_err(l->r, rl);
             return -1;
         }
         take_slot(rl, si, seq, len, op);
@@ -1263,15 +1464,17 @@ static int post_local(rail_t *rl, struct ibv_send_wr *wr, uint32_t n, uint32_t *
  * Runs n local work requests (window binds or invalidations) on rail k:
  * one chain with one signaled completion when the send queue has room (it
  * has: the owner's QP carries no other work), and waits for it, bounded by
- * deadline_ms. 0; or -1 with why, and then the link's QPs are in the error
- * state (a failed local operation leaves the QP so anyway) and the caller
- * deallocates the windows, whatever state they are in.
+ * deadline_ms. 0; or -1 with why, and then rail k is down, its QP in the
+ * error state (a failed local operation leaves the QP so anyway; the other
+ * rails stay), and the caller deallocates the windows of that rail,
+ * whatever state they are in.
  */
 static int run_local(llk_rdma_link_t *l, uint16_t k, struct ibv_send_wr *wr, uint32_t n,
                      int64_t deadline_ms, char *why, size_t cap)
 {
     rail_t *rl = &l->rail[k];
     move_op_t op;
+    memset(&op, 0, sizeof op);
     atomic_init(&op.chains, 0);
     atomic_init(&op.failed, false);
     op.st = IBV_WC_SUCCESS;
@@ -1285,9 +1488,9 @@ static int run_local(llk_rdma_link_t *l, uint16_t k, struct ibv_send_wr *wr, uin
             snprintf(why, cap, "rail %u (%s) is down", k, rl->dev->name);
             rc = -1;
         } else {
-            rc = post_local(rl, wr, n, &next, &op, why, cap);
+            rc = post_local(l, k, rl, wr, n, &next, &op, why, cap);
         }
-        bool got = poll_rail(l->r, rl, k) > 0;
+        bool got = poll_rail(l, rl, k) > 0;
         pthread_mutex_unlock(&rl->mu);
         if (rc != 0)
             break;
@@ -1319,7 +1522,12 @@ static int run_local(llk_rdma_link_t *l, uint16_t k, struct ibv_send_wr *wr, uin
                 us *= 2;
         }
     }
-    quiesce(l, &op);
+    /* this rail only: the link's other rails keep serving */
+    pthread_mutex_lock(&rl->mu);
+    rail_down(l, rl, k, why, true, true);
+    qp_to_err(l->r, rl);
+    pthread_mutex_unlock(&rl->mu);
+    reap(l, &op, 1u << k);
     orphan(l, &op);
     return -1;
 }
@@ -1499,8 +1707,9 @@ static int grant_bind(llk_rdma_grant_t *g, bool write, const uint64_t *segv, con
         snprintf(why, cap, "out of memory for %u window binds", nseg);
         return 1;
     }
+    uint32_t up = rails_up(l), bound = 0;
     for (uint16_t k = 0; k < g->nrails; k++)
-        for (uint32_t i = 0; i < nseg && l->rail[k].dev->mw2; i++) {
+        for (uint32_t i = 0; i < nseg && l->rail[k].dev->mw2 && (up & (1u << k)); i++) {
             struct ibv_mw *mw = mw_get(l, k);
             if (!mw) {
                 snprintf(why, cap, "ibv_alloc_mw on %s: %s (device max_mw reached?)",
@@ -1511,13 +1720,28 @@ static int grant_bind(llk_rdma_grant_t *g, bool write, const uint64_t *segv, con
             g->mw[(size_t)i * g->nrails + k] = mw;
         }
     for (uint16_t k = 0; k < g->nrails; k++) {
+        if (!(up & (1u << k))) {
+            /* a rail that is down gets no window: key 0 there, the
+             * requester's slices go over the others */
+            for (uint32_t i = 0; i < nseg; i++)
+                rkeys[(size_t)i * g->nrails + k] = 0;
+            continue;
+        }
         for (uint32_t i = 0; i < nseg; i++)
             bind_wr(&wr[i], g->m, &l->rail[k], g->mw[(size_t)i * g->nrails + k], segt[i],
                     segv[2 * (size_t)i], segv[2 * (size_t)i + 1], write);
         if (run_local(l, k, wr, nseg, deadline_ms, why, cap) != 0) {
-            free(wr);
-            return -1;
+            /* the rail went down: its windows go, the grant stands on the others */
+            LLK_DEBUG("rdma: binding a grant's windows on rail %u: %s", k, why);
+            for (uint32_t i = 0; i < nseg; i++) {
+                struct ibv_mw **mw = &g->mw[(size_t)i * g->nrails + k];
+                ibv_dealloc_mw(*mw);
+                *mw = NULL;
+                rkeys[(size_t)i * g->nrails + k] = 0;
+            }
+            continue;
         }
+        bound++;
         for (uint32_t i = 0; i < nseg; i++) {
             struct ibv_mw *mw = g->mw[(size_t)i * g->nrails + k];
             mw->rkey = wr[i].bind_mw.rkey; /* the key the device now holds */
@@ -1525,6 +1749,10 @@ static int grant_bind(llk_rdma_grant_t *g, bool write, const uint64_t *segv, con
         }
     }
     free(wr);
+    if (bound == 0) {
+        snprintf(why, cap, "no rail of the link is up to bind a grant's windows");
+        return -1;
+    }
     return 0;
 }
 
@@ -1603,8 +1831,8 @@ static void grant_invalidate(llk_rdma_grant_t *g, int64_t deadline_ms)
     uint32_t nseg = g->nmw / g->nrails;
     struct ibv_send_wr *wr = malloc((size_t)nseg * sizeof *wr);
     for (uint16_t k = 0; k < g->nrails; k++) {
-        if (!l->rail[k].dev->mw2)
-            continue; /* no windows on this rail */
+        if (!l->rail[k].dev->mw2 || !g->mw[k])
+            continue; /* no windows on this rail (a rail down at the grant) */
         bool ok = false;
         if (wr) {
             for (uint32_t i = 0; i < nseg; i++) {
