@@ -229,6 +229,25 @@ llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sg
                                size_t n, int64_t deadline_ms, bool (*aborted)(void *), void *actx,
                                char *msg, size_t cap);
 
+/*
+ * The repair of a rail that went down (rdma_repair.c), without relinking:
+ * the client end of the link (the one that ran XRDMA_SETUP) asks, when
+ * llk_rdma_rail_repairable (down, its port ACTIVE again, at most one
+ * attempt a second per rail): reset_begin gives the rail a fresh QP in
+ * INIT (the old one destroyed once no chain of it is in flight and the
+ * windows bound through it are deallocated) and this side's record for
+ * XRDMA_RAIL_RESET; the owner does reset_begin and reset_end with the
+ * client's record and answers with its own (XRDMA_RAIL_RESET_OK); the
+ * client's reset_end with that brings the rail up again (stats:
+ * rdma_rail_repairs). reset_begin: 0, 1 (chains still in flight: later),
+ * -1 (why); reset_end: 0 or -1 (why; the rail stays down).
+ */
+bool llk_rdma_rail_repairable(llk_rdma_link_t *l, uint16_t k);
+int llk_rdma_rail_reset_begin(llk_rdma_link_t *l, uint16_t k, llk_xrail_wire_t *rec, char *why,
+                              size_t cap);
+int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire_t *rem,
+                            char *why, size_t cap);
+
 /* ---- the transport's link state (rdma.c) ---------------------------------- */
 
 struct llk_xlink;
@@ -247,6 +266,10 @@ typedef struct llk_rdma_xlink {
      * its READ depths; without it they go with the byte 0, as an llmlink
      * 0.3 peer requires (llk_xwire_rails_for_peer). */
     bool peer_read_depth;
+    /* The peer announced LLK_EXT_RDMA_RAILS (link/wire.h): it answers
+     * XRDMA_RAIL_RESET. Wired into the handshake by the rails-paired-by-
+     * data change; until then llk_xlink_set_rails sets it with peer. */
+    bool peer_rails;
     llk_rdma_link_t *link;
     /* Client: the addresses of its rails (its ip infos, or the control
      * connection's) and the server addresses they are for. */

@@ -35,50 +35,7 @@ const char *llk_rdma_protection_name(llk_rdma_prot_t p)
 
 #include "base/clock.h"
 
-#define MAX_DEVS 8
-#define MAX_GIDS 256
-/* Send queue depth of a rail's QP, and WRs per chain (one signaled). */
-#define SQ_DEPTH 128u
-#define MAX_CHAIN 8u
-#define RD_ATOM_CAP 16u
-#define RAIL_SLOTS 64u /* chains in flight per rail: SQ_DEPTH / 2 */
-#define RETRY_CNT 7
-#define POLL_BATCH 16
-
-typedef struct rdma_dev {
-    int index;
-    char name[64];
-    struct ibv_context *ctx;
-    struct ibv_pd *pd;
-    uint8_t port;
-    uint8_t active_mtu; /* ibv_mtu */
-    uint16_t lid;
-    bool is_ib;
-    int gid_tbl_len;
-    uint32_t max_qp_wr, max_rd_atom, max_init_rd_atom;
-    /* Type-2 memory windows (IBV_DEVICE_MEM_WINDOW_TYPE_2B, max_mw > 0):
-     * grants are windows bound per request, MRs local-only. */
-    bool mw2;
-} rdma_dev_t;
-
-struct llk_rdma {
-    const llk_verbs_t *v;
-    pthread_mutex_t mu; /* MR sets, and lmrs */
-    /* Mode PD_PER_LINK: the MR sets of (link, cache) pairs, made on first
-     * use (link_key) and freed with the link or the cache. */
-    struct link_mrs *lmrs;
-    rdma_dev_t dev[MAX_DEVS];
-    int ndev;
-    _Atomic uint64_t next_gen;
-    llk_options_t o;
-    _Atomic uint32_t post_delay_ms; /* test seam (transport_testing.h) */
-    /* Grants whose windows are bound (owner side), and every window
-     * operation: bind, invalidate, the revoke of cache_free and a link's
-     * free. A leaf lock above the rails' (taken before rl->mu). */
-    pthread_mutex_t gmu;
-    llk_rdma_grant_t *grants;
-    llk_test_rdma_grant_t last; /* the last grant made (test seam) */
-};
+#include "transport/rdma_verbs_int.h"
 
 void llk_rdma_set_post_delay_ms(llk_rdma_t *r, uint32_t ms)
 {
@@ -91,97 +48,6 @@ uint32_t llk_rdma_post_delay_ms(llk_rdma_t *r)
     return r ? atomic_load_explicit(&r->post_delay_ms, memory_order_relaxed) : 0;
 }
 
-struct llk_rdma_mrs {
-    uint64_t gen;
-    uint32_t nt;
-    int ndev;
-    struct ibv_mr **mr;  /* [dev * nt + tensor] */
-    uint32_t *order;     /* tensors by address, for lkey lookups */
-    uint8_t **addrs;     /* the cache's tensor bases (its array) */
-    uint64_t tensor_bytes;
-};
-
-struct move_op;
-typedef struct slot {
-    bool busy;
-    bool read;
-    uint32_t seq, nwr;
-    struct move_op *op; /* NULL: orphaned by a call that gave up */
-    /* llk_rdma_move: the chain's slices (indexes into the call's sges,
-     * given back to the call if the chain fails) and their bytes */
-    uint32_t sidx[MAX_CHAIN];
-    uint64_t bytes;
-} slot_t;
-
-typedef struct rail {
-    rdma_dev_t *dev;
-    /* The PD of the QP: the device's, or the rail's own (own_pd) in mode
-     * PD_PER_LINK, where the link's MRs are registered (link_key). */
-    struct ibv_pd *pd;
-    bool own_pd;
-    int gid_index;
-    union ibv_gid gid;
-    struct ibv_cq *cq;
-    struct ibv_qp *qp;
-    uint32_t psn;
-    uint8_t mtu; /* negotiated path MTU, 0 before connect */
-    pthread_mutex_t mu;
-    uint32_t free_wr, rd_max, rd_inflight, seq;
-    bool failed; /* down: no call posts on it (rail_down) */
-    bool in_err; /* the QP was moved to IBV_QPS_ERR (qp_to_err) */
-    /* Why the rail is down: its first real reason (a completion status, a
-     * post error, the port state) once there is one (why_real). */
-    bool why_real;
-    char down_why[160];
-    _Atomic uint64_t bytes; /* moved by this engine's requests (stats) */
-    /* READ depths: what this side's device allows as initiator and as
-     * responder (advertised); rd_max is what the rail uses as initiator
-     * once connected (llk_rdma_rd_initiator). */
-    uint32_t rd_init, rd_dest;
-    slot_t slot[RAIL_SLOTS];
-    /* Type-2 windows not bound now, for the next grants (r->gmu). */
-    struct ibv_mw **pool;
-    uint32_t npool, pool_cap;
-} rail_t;
-
-/* Mode PD_PER_LINK: what a link registered of a cache, in its rails' own
- * PDs, [(kind * nrails + rail) * nt + tensor], each made on first use:
- * LMR_READ (REMOTE_READ: pull grants), LMR_WRITE (REMOTE_WRITE: push
- * grants), LMR_LOCAL (local only: this side's own buffers as requester).
- * In r->lmrs under r->mu. */
-enum { LMR_READ = 0, LMR_WRITE = 1, LMR_LOCAL = 2, LMR_KINDS = 3 };
-typedef struct link_mrs {
-    struct link_mrs *next;
-    const struct llk_rdma_link *l;
-    const struct llk_rdma_mrs *m;
-    struct ibv_mr **mr;
-} link_mrs_t;
-
-struct llk_rdma_link {
-    llk_rdma_t *r;
-    uint16_t nrails;
-    int32_t wait_ms;
-    llk_rdma_prot_t prot;
-    /* Rails not down; failovers: rails that went down while others were
-     * up (stats); port_due: the next port check (check_ports). */
-    _Atomic uint32_t nup, failovers, repairs;
-    _Atomic int64_t port_due;
-    rail_t rail[LLK_XWIRE_MAX_RAILS];
-};
-
-/* One grant of the owner: the windows it bound, [seg * nrails + rail]
- * (NULL on a rail whose device has none: the rkeys there are the MRs'; no
- * array at all when no rail has windows). */
-struct llk_rdma_grant {
-    llk_rdma_grant_t *prev, *next; /* r->grants, in MW mode */
-    llk_rdma_t *r;
-    llk_rdma_link_t *l; /* outlives the grant: the owner ends it before the link goes */
-    const llk_rdma_mrs_t *m;
-    uint32_t nmw;
-    uint16_t nrails;
-    bool dead; /* windows already deallocated (revoke, link free) */
-    struct ibv_mw **mw;
-};
 
 /* ---- devices ------------------------------------------------------------------- */
 
@@ -367,7 +233,7 @@ static int find_gid(const llk_rdma_t *r, const rdma_dev_t *d, const uint8_t ip_g
     return idx;
 }
 
-static int to_init(const llk_verbs_t *v, rail_t *rl)
+int llk_rv_to_init(const llk_verbs_t *v, rail_t *rl)
 {
     struct ibv_qp_attr a;
     memset(&a, 0, sizeof a);
@@ -461,7 +327,7 @@ static bool rail_create(llk_rdma_t *r, rail_t *rl, const struct sockaddr *ip, bo
         rail_undo(r->v, rl);
         return false;
     }
-    if (to_init(r->v, rl) != 0) {
+    if (llk_rv_to_init(r->v, rl) != 0) {
         snprintf(why, cap, "%s: QP to INIT: %s", d->name, strerror(errno));
         rail_undo(r->v, rl);
         return false;
@@ -583,7 +449,7 @@ void llk_rdma_link_local(const llk_rdma_link_t *l, llk_xrail_wire_t *out)
     }
 }
 
-static int rail_connect(llk_rdma_link_t *l, rail_t *rl, const llk_xrail_wire_t *rem, char *why,
+int llk_rv_rail_connect(llk_rdma_link_t *l, rail_t *rl, const llk_xrail_wire_t *rem, char *why,
                         size_t cap)
 {
     const llk_rdma_t *r = l->r;
@@ -644,7 +510,7 @@ int llk_rdma_link_connect(llk_rdma_link_t *l, const llk_xrail_wire_t *remote, ui
     }
     for (uint16_t i = 0; i < n; i++) {
         char one[160];
-        if (rail_connect(l, &l->rail[i], &remote[i], one, sizeof one) != 0) {
+        if (llk_rv_rail_connect(l, &l->rail[i], &remote[i], one, sizeof one) != 0) {
             snprintf(why, cap, "rail %u: %s", i, one);
             return -1;
         }
@@ -920,485 +786,6 @@ bool llk_rdma_lkey(const llk_rdma_mrs_t *m, llk_rdma_link_t *l, uint16_t rail,
     return true;
 }
 
-/* ---- the data path --------------------------------------------------------------------------- */
-
-/* A slice's state in its call (move_op_t.state): waiting for a rail, in a
- * chain on the wire, or moved (its chain's signaled completion arrived
- * with success). */
-enum { SG_PENDING = 0, SG_POSTED = 1, SG_DONE = 2 };
-
-/* One llk_rdma_move call (state != NULL), or one run_local (state NULL).
- * Other calls may hand it completions (under the lock of the rail they
- * poll) while it looks at another rail: chains, failed, state, done and
- * requeued are atomic; st and rail (run_local: one rail, its lock) are
- * written before failed is set. */
-typedef struct move_op {
-    _Atomic uint32_t chains; /* in flight */
-    _Atomic bool failed;     /* run_local: a chain completed in error */
-    enum ibv_wc_status st;
-    uint16_t rail;
-    _Atomic uint8_t *state;    /* per slice, SG_* */
-    _Atomic size_t done;       /* slices SG_DONE */
-    _Atomic uint32_t requeued; /* chains that gave their slices back (failed) */
-} move_op_t;
-
-static const char *port_state_name(int st)
-{
-    static const char *const names[] = {"NOP", "DOWN", "INIT", "ARMED", "ACTIVE", "ACTIVE_DEFER"};
-    return st >= 0 && st < 6 ? names[st] : "unknown";
-}
-
-/* Marks rail k down (rl->mu held), once; why is kept while it is the first
- * real reason (a flush is not one: it is only the echo of a QP moved to
- * the error state). count: a failover when other rails are still up (not
- * for a link that is being aborted whole). */
-static void rail_down(llk_rdma_link_t *l, rail_t *rl, uint16_t k, const char *why, bool real,
-                      bool count)
-{
-    if (!rl->failed) {
-        rl->failed = true;
-        uint32_t left = atomic_fetch_sub(&l->nup, 1) - 1;
-        if (count && left > 0) {
-            atomic_fetch_add(&l->failovers, 1);
-            LLK_WARN("rdma: rail %u (%s) down: %s; its work goes on over %u other rail(s)", k,
-                     rl->dev->name, why, left);
-        } else if (count) {
-            LLK_WARN("rdma: rail %u (%s) down: %s; no rail left", k, rl->dev->name, why);
-        }
-    }
-    if (real && !rl->why_real) {
-        snprintf(rl->down_why, sizeof rl->down_why, "%s", why);
-        rl->why_real = true;
-    } else if (!rl->down_why[0]) {
-        snprintf(rl->down_why, sizeof rl->down_why, "%s", why);
-    }
-}
-
-/* Moves the rail's QP to the error state (rl->mu held): the device stops
- * every work request on it and completes them (flushed), and the peer can
- * no longer reach this side's memory through it. Once per QP. */
-static void qp_to_err(const llk_rdma_t *r, rail_t *rl)
-{
-    if (rl->in_err || !rl->qp)
-        return;
-    struct ibv_qp_attr a;
-    memset(&a, 0, sizeof a);
-    a.qp_state = IBV_QPS_ERR;
-    (void)r->v->modify_qp(rl->qp, &a, IBV_QP_STATE);
-    rl->in_err = true;
-}
-
-/* Hands one completion to the chain it ends (rl->mu held). */
-static void on_wc(llk_rdma_link_t *l, rail_t *rl, const struct ibv_wc *wc, uint16_t rail_no)
-{
-    uint32_t si = (uint32_t)(wc->wr_id & 0xFFFFu), seq = (uint32_t)(wc->wr_id >> 16);
-    if (si >= RAIL_SLOTS)
-        return;
-    slot_t *s = &rl->slot[si];
-    /* After an error every later WR of the chain completes too (flushed):
-     * those find the slot free or reused (another seq) and are dropped. */
-    if (!s->busy || s->seq != seq)
-        return;
-    move_op_t *op = s->op;
-    if (wc->status != IBV_WC_SUCCESS) {
-        char why[160];
-        snprintf(why, sizeof why, "%s completion: %s (status %d)",
-                 op && !op->state ? "memory window operation"
-                                  : s->read ? "RDMA READ" : "RDMA WRITE",
-                 l->r->v->wc_status_str(wc->status), (int)wc->status);
-        rail_down(l, rl, rail_no, why, wc->status != IBV_WC_WR_FLUSH_ERR, true);
-        /* the rest of the rail's chains stop now, not at their retry timeout */
-        qp_to_err(l->r, rl);
-        if (op && op->state) {
-            /* the chain's slices go again over another rail */
-            for (uint32_t j = 0; j < s->nwr; j++)
-                atomic_store(&op->state[s->sidx[j]], SG_PENDING);
-            atomic_fetch_add(&op->requeued, 1);
-        } else if (op && !atomic_load(&op->failed)) {
-            op->st = wc->status;
-            op->rail = rail_no;
-            atomic_store(&op->failed, true);
-        }
-    } else if (op && op->state) {
-        for (uint32_t j = 0; j < s->nwr; j++)
-            atomic_store(&op->state[s->sidx[j]], SG_DONE);
-        atomic_fetch_add(&op->done, s->nwr);
-        atomic_fetch_add(&rl->bytes, s->bytes);
-    }
-    if (op)
-        atomic_fetch_sub(&op->chains, 1);
-    rl->free_wr += s->nwr;
-    if (s->read)
-        rl->rd_inflight -= s->nwr;
-    s->busy = false;
-    s->op = NULL;
-}
-
-static int poll_rail(llk_rdma_link_t *l, rail_t *rl, uint16_t rail_no)
-{
-    struct ibv_wc wc[POLL_BATCH];
-    int got = ibv_poll_cq(rl->cq, POLL_BATCH, wc);
-    if (got < 0) {
-        rail_down(l, rl, rail_no, "ibv_poll_cq failed", true, true);
-        qp_to_err(l->r, rl);
-        return -1;
-    }
-    for (int i = 0; i < got; i++)
-        on_wc(l, rl, &wc[i], rail_no);
-    return got;
-}
-
-static int free_slot(rail_t *rl)
-{
-    for (uint32_t i = 0; i < RAIL_SLOTS; i++)
-        if (!rl->slot[i].busy)
-            return (int)i;
-    return -1;
-}
-
-/* A slice's view of the call: its rail now (asg) and the cursor of each
- * rail (no slice of rail k waits before cur[k]). */
-typedef struct move_plan {
-    const llk_rdma_sge_t *sg;
-    size_t n;
-    uint16_t *asg;
-    size_t cur[LLK_XWIRE_MAX_RAILS];
-} move_plan_t;
-
-/* Accounts a chain of nwr slices idx[] posted in slot si (rl->mu held). */
-static void chain_taken(rail_t *rl, int si, uint32_t seq, bool write, const move_plan_t *p,
-                        const uint32_t *idx, uint32_t nwr, move_op_t *op)
-{
-    slot_t *s = &rl->slot[si];
-    s->busy = true;
-    s->read = !write;
-    s->seq = seq;
-    s->nwr = nwr;
-    s->op = op;
-    s->bytes = 0;
-    for (uint32_t j = 0; j < nwr; j++) {
-        s->sidx[j] = idx[j];
-        s->bytes += p->sg[idx[j]].len;
-        atomic_store(&op->state[idx[j]], SG_POSTED);
-    }
-    atomic_fetch_add(&op->chains, 1);
-    rl->free_wr -= nwr;
-    if (!write)
-        rl->rd_inflight += nwr;
-}
-
-/* Posts the next chain of rail k's waiting slices (rl->mu held, the rail
- * up). 1 posted, 0 no room now or nothing to post, -1 post failed: the
- * rail is down (its reason says why), the slices not posted still wait. */
-static int post_chain(llk_rdma_link_t *l, rail_t *rl, bool write, move_plan_t *p, uint16_t k,
-                      move_op_t *op)
-{
-    uint32_t idx[MAX_CHAIN], left = 0;
-    size_t i = p->cur[k];
-    for (; i < p->n && left < MAX_CHAIN; i++)
-        if (p->asg[i] == k && atomic_load(&op->state[i]) == SG_PENDING) {
-            if (left == 0)
-                p->cur[k] = i;
-            idx[left++] = (uint32_t)i;
-        }
-    if (left == 0) {
-        p->cur[k] = p->n;
-        return 0;
-    }
-    uint32_t credits = rl->free_wr;
-    if (!write && rl->rd_max - rl->rd_inflight < credits)
-        credits = rl->rd_max - rl->rd_inflight;
-    uint32_t len = llk_rdma_chain_len(left, credits, MAX_CHAIN);
-    int si = free_slot(rl);
-    if (len == 0 || si < 0)
-        return 0;
-    struct ibv_send_wr wr[MAX_CHAIN];
-    struct ibv_sge sge[MAX_CHAIN];
-    uint32_t seq = ++rl->seq;
-    uint64_t wr_id = ((uint64_t)seq << 16) | (uint32_t)si;
-    for (uint32_t w = 0; w < len; w++) {
-        const llk_rdma_sge_t *g = &p->sg[idx[w]];
-        memset(&wr[w], 0, sizeof wr[w]);
-        sge[w].addr = g->laddr;
-        sge[w].length = (uint32_t)g->len;
-        sge[w].lkey = g->lkey[k];
-        wr[w].wr_id = wr_id;
-        wr[w].sg_list = &sge[w];
-        wr[w].num_sge = 1;
-        wr[w].opcode = write ? IBV_WR_RDMA_WRITE : IBV_WR_RDMA_READ;
-        wr[w].wr.rdma.remote_addr = g->raddr;
-        wr[w].wr.rdma.rkey = g->rkey[k];
-        wr[w].next = w + 1 < len ? &wr[w + 1] : NULL;
-    }
-    wr[len - 1].send_flags = IBV_SEND_SIGNALED;
-    struct ibv_send_wr *bad = NULL;
-    int rc = ibv_post_send(rl->qp, wr, &bad);
-    if (rc != 0) {
-        char why[160];
-        snprintf(why, sizeof why, "ibv_post_send: %s", strerror(rc));
-        rail_down(l, rl, k, why, true, true);
-        qp_to_err(l->r, rl);
-        /* The WRs before `bad` are on the send queue and may still move
-         * bytes: keep a slot for them until their (flush) completion
-         * gives them back; the rest wait for another rail. */
-        uint32_t posted = 0;
-        while (bad && posted < len && &wr[posted] != bad)
-            posted++;
-        if (bad && posted > 0)
-            chain_taken(rl, si, seq, write, p, idx, posted, op);
-        return -1;
-    }
-    chain_taken(rl, si, seq, write, p, idx, len, op);
-    p->cur[k] = idx[len - 1] + 1;
-    return 1;
-}
-
-/* Marks every rail down whose device port is not ACTIVE, at most every
- * LLK_RDMA_PORT_CHECK_MS per link (whichever call comes first does it):
- * its QP goes to the error state at once, rather than after the ACK
- * timeout x retry count of its first work request. */
-static void check_ports(llk_rdma_link_t *l)
-{
-    int64_t now = llk_now_ms(), due = atomic_load(&l->port_due);
-    if (now < due ||
-        !atomic_compare_exchange_strong(&l->port_due, &due, now + LLK_RDMA_PORT_CHECK_MS))
-        return;
-    for (uint16_t k = 0; k < l->nrails; k++) {
-        rail_t *rl = &l->rail[k];
-        struct ibv_port_attr pa;
-        memset(&pa, 0, sizeof pa);
-        if (l->r->v->query_port(rl->dev->ctx, rl->dev->port, &pa) != 0 ||
-            pa.state == IBV_PORT_ACTIVE)
-            continue;
-        char why[160];
-        snprintf(why, sizeof why, "port %u of %s is %s (ibv_query_port)", rl->dev->port,
-                 rl->dev->name, port_state_name((int)pa.state));
-        pthread_mutex_lock(&rl->mu);
-        if (!rl->failed) {
-            rail_down(l, rl, k, why, true, true);
-            qp_to_err(l->r, rl);
-        }
-        pthread_mutex_unlock(&rl->mu);
-    }
-}
-
-static void rail_abort(llk_rdma_link_t *l, rail_t *rl, uint16_t k)
-{
-    rail_down(l, rl, k, "the link was aborted", false, false);
-    qp_to_err(l->r, rl);
-}
-
-void llk_rdma_link_abort(llk_rdma_link_t *l)
-{
-    if (!l)
-        return;
-    for (uint16_t k = 0; k < l->nrails; k++) {
-        rail_t *rl = &l->rail[k];
-        pthread_mutex_lock(&rl->mu);
-        rail_abort(l, rl, k);
-        pthread_mutex_unlock(&rl->mu);
-    }
-}
-
-static void nap(unsigned *us);
-
-/* Reaps op's chains on the rails of `mask` (their QPs already in the error
- * state: the completions come flushed), bounded by DRAIN_MS. */
-#define DRAIN_MS 2000
-static void reap(llk_rdma_link_t *l, move_op_t *op, uint32_t mask)
-{
-    int64_t until = llk_now_ms() + DRAIN_MS;
-    unsigned us = 10;
-    while (atomic_load(&op->chains) > 0 && llk_now_ms() < until) {
-        bool got = false;
-        for (uint16_t k = 0; k < l->nrails; k++) {
-            if (!(mask & (1u << k)))
-                continue;
-            rail_t *rl = &l->rail[k];
-            pthread_mutex_lock(&rl->mu);
-            if (poll_rail(l, rl, k) > 0)
-                got = true;
-            pthread_mutex_unlock(&rl->mu);
-        }
-        if (!got)
-            nap(&us);
-    }
-}
-
-/* A call that gives up (no rail left, deadline, broken link) must not
- * return while its work requests can still move bytes into or out of
- * memory the caller is about to reuse: abort every rail of the link (the
- * link is dead anyway: the caller kills it), then reap the flushed
- * completions of this call's chains. Only what is still left after that
- * (a device that never flushes) is orphaned. */
-static void quiesce(llk_rdma_link_t *l, move_op_t *op)
-{
-    llk_rdma_link_abort(l);
-    reap(l, op, ~0u);
-}
-
-static void orphan(llk_rdma_link_t *l, move_op_t *op)
-{
-    for (uint16_t k = 0; k < l->nrails; k++) {
-        rail_t *rl = &l->rail[k];
-        pthread_mutex_lock(&rl->mu);
-        for (uint32_t i = 0; i < RAIL_SLOTS; i++)
-            if (rl->slot[i].busy && rl->slot[i].op == op)
-                rl->slot[i].op = NULL;
-        pthread_mutex_unlock(&rl->mu);
-    }
-}
-
-static void nap(unsigned *us)
-{
-    struct timespec ts = {0, (long)*us * 1000};
-    nanosleep(&ts, NULL);
-    if (*us < 1000)
-        *us *= 2;
-}
-
-/* The rails up now, as a mask. */
-static uint32_t rails_up(llk_rdma_link_t *l)
-{
-    uint32_t up = 0;
-    for (uint16_t k = 0; k < l->nrails; k++) {
-        rail_t *rl = &l->rail[k];
-        pthread_mutex_lock(&rl->mu);
-        if (!rl->failed)
-            up |= 1u << k;
-        pthread_mutex_unlock(&rl->mu);
-    }
-    return up;
-}
-
-/* Gives every waiting slice whose rail is down to a rail that is up
- * (llk_rdma_rail_pick: round robin over them), and restarts the cursors. */
-static void replan(move_plan_t *p, move_op_t *op, uint32_t up, uint16_t nrails)
-{
-    for (size_t i = 0; i < p->n; i++)
-        if (!(up & (1u << p->asg[i])) && atomic_load(&op->state[i]) == SG_PENDING)
-            p->asg[i] = (uint16_t)llk_rdma_rail_pick((uint32_t)i, up, nrails);
-    for (uint16_t k = 0; k < nrails; k++)
-        p->cur[k] = 0;
-}
-
-/* "rail 0 (rxe0): <reason>; rail 1 (rxe1): <reason>" - each rail's first
- * real reason to be down. */
-static void down_reasons(llk_rdma_link_t *l, char *out, size_t cap)
-{
-    size_t off = 0;
-    out[0] = '\0';
-    for (uint16_t k = 0; k < l->nrails && off < cap; k++) {
-        rail_t *rl = &l->rail[k];
-        pthread_mutex_lock(&rl->mu);
-        int w = snprintf(out + off, cap - off, "%srail %u (%s): %s", k ? "; " : "", k,
-                         rl->dev->name, rl->down_why[0] ? rl->down_why : "up");
-        pthread_mutex_unlock(&rl->mu);
-        if (w < 0)
-            break;
-        off += (size_t)w;
-    }
-}
-
-/* One pass over the rails: post what fits on every rail that is up, poll
- * every rail (a down one to reap its flushes). true: something moved. */
-static bool move_round(llk_rdma_link_t *l, bool write, move_plan_t *p, move_op_t *op)
-{
-    bool progress = false;
-    for (uint16_t k = 0; k < l->nrails; k++) {
-        rail_t *rl = &l->rail[k];
-        pthread_mutex_lock(&rl->mu);
-        while (!rl->failed && post_chain(l, rl, write, p, k, op) > 0)
-            progress = true;
-        if (poll_rail(l, rl, k) > 0)
-            progress = true;
-        pthread_mutex_unlock(&rl->mu);
-    }
-    return progress;
-}
-
-static llmlink_status_t move_fail(llk_rdma_link_t *l, move_op_t *op, llmlink_status_t st,
-                                  bool (*aborted)(void *), void *actx, const char *what,
-                                  char *msg, size_t cap)
-{
-    unsigned pending = (unsigned)atomic_load(&op->chains);
-    bool broke = aborted && aborted(actx);
-    char why[400];
-    down_reasons(l, why, sizeof why); /* before quiesce marks the rest aborted */
-    quiesce(l, op);
-    orphan(l, op);
-    if (broke) {
-        snprintf(msg, cap, "%s: the link broke during the transfer", what);
-        return LLMLINK_NOT_YET_LINK;
-    }
-    if (st == LLMLINK_WAIT_PROCESS_TIMEOUT)
-        snprintf(msg, cap, "%s: %u chain(s) not completed within llm.SyncKvCacheWaitTime",
-                 what, pending);
-    else
-        snprintf(msg, cap, "%s: no rail left: %s", what, why);
-    return st;
-}
-
-llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sge_t *sg,
-                               size_t n, int64_t deadline_ms, bool (*aborted)(void *), void *actx,
-                               char *msg, size_t cap)
-{
-    const char *what = write ? "RDMA WRITE" : "RDMA READ";
-    if (n == 0)
-        return LLMLINK_SUCCESS;
-    move_op_t op;
-    memset(&op, 0, sizeof op);
-    atomic_init(&op.chains, 0);
-    atomic_init(&op.failed, false);
-    atomic_init(&op.done, 0);
-    atomic_init(&op.requeued, 0);
-    move_plan_t p = {.sg = sg, .n = n};
-    op.state = calloc(n, sizeof *op.state);
-    p.asg = malloc(n * sizeof *p.asg);
-    if (!op.state || !p.asg) {
-        free(op.state);
-        free(p.asg);
-        snprintf(msg, cap, "%s: out of memory for %zu slices", what, n);
-        return LLMLINK_OUT_OF_MEMORY;
-    }
-    for (size_t i = 0; i < n; i++)
-        p.asg[i] = sg[i].rail < l->nrails ? sg[i].rail : 0;
-    uint32_t planned_up = 0, seen = UINT32_MAX;
-    unsigned us = 10;
-    llmlink_status_t st = LLMLINK_SUCCESS;
-    for (uint64_t round = 0;; round++) {
-        check_ports(l);
-        uint32_t up = rails_up(l), rq = atomic_load(&op.requeued);
-        if (up == 0) {
-            st = move_fail(l, &op, LLMLINK_NETWORK_ERROR, aborted, actx, what, msg, cap);
-            break;
-        }
-        if (up != planned_up || rq != seen) {
-            replan(&p, &op, up, l->nrails);
-            planned_up = up;
-            seen = rq;
-        }
-        bool progress = move_round(l, write, &p, &op);
-        if (atomic_load(&op.done) == n && atomic_load(&op.chains) == 0)
-            break;
-        if (llk_now_ms() >= deadline_ms) {
-            st = move_fail(l, &op, LLMLINK_WAIT_PROCESS_TIMEOUT, aborted, actx, what, msg, cap);
-            break;
-        }
-        if ((round & 63) == 0 && aborted && aborted(actx)) {
-            st = move_fail(l, &op, LLMLINK_NOT_YET_LINK, aborted, actx, what, msg, cap);
-            break;
-        }
-        if (progress)
-            us = 10;
-        else
-            nap(&us);
-    }
-    free(op.state);
-    free(p.asg);
-    return st;
-}
-
 /* ---- grants: type-2 memory windows ------------------------------------------------------- */
 
 /* Longest chain of window binds / invalidations with one signaled WR. */
@@ -1429,7 +816,7 @@ static int post_local(llk_rdma_link_t *l, uint16_t k, rail_t *rl, struct ibv_sen
                       uint32_t n, uint32_t *next, move_op_t *op, char *why, size_t cap)
 {
     while (*next < n && !atomic_load(&op->failed)) {
-        int si = free_slot(rl);
+        int si = llk_rv_free_slot(rl);
         uint32_t len = llk_rdma_chain_len(n - *next, rl->free_wr, LOCAL_CHAIN);
         if (si < 0 || len == 0)
             return 0;
@@ -1450,8 +837,8 @@ static int post_local(llk_rdma_link_t *l, uint16_t k, rail_t *rl, struct ibv_sen
                 posted++;
             if (bad && posted > 0) /* they complete (flushed): wait for them */
                 take_slot(rl, si, seq, posted, op);
-            rail_down(l, rl, k, why, true, true);
-            qp_to_err(l->r, rl);
+            llk_rv_rail_down(l, rl, k, why, true, true);
+            llk_rv_qp_to_err(l->r, rl);
             return -1;
         }
         take_slot(rl, si, seq, len, op);
@@ -1490,7 +877,7 @@ static int run_local(llk_rdma_link_t *l, uint16_t k, struct ibv_send_wr *wr, uin
         } else {
             rc = post_local(l, k, rl, wr, n, &next, &op, why, cap);
         }
-        bool got = poll_rail(l, rl, k) > 0;
+        bool got = llk_rv_poll_rail(l, rl, k) > 0;
         pthread_mutex_unlock(&rl->mu);
         if (rc != 0)
             break;
@@ -1524,11 +911,11 @@ static int run_local(llk_rdma_link_t *l, uint16_t k, struct ibv_send_wr *wr, uin
     }
     /* this rail only: the link's other rails keep serving */
     pthread_mutex_lock(&rl->mu);
-    rail_down(l, rl, k, why, true, true);
-    qp_to_err(l->r, rl);
+    llk_rv_rail_down(l, rl, k, why, true, true);
+    llk_rv_qp_to_err(l->r, rl);
     pthread_mutex_unlock(&rl->mu);
-    reap(l, &op, 1u << k);
-    orphan(l, &op);
+    llk_rv_reap(l, &op, 1u << k);
+    llk_rv_orphan(l, &op);
     return -1;
 }
 
@@ -1707,7 +1094,7 @@ static int grant_bind(llk_rdma_grant_t *g, bool write, const uint64_t *segv, con
         snprintf(why, cap, "out of memory for %u window binds", nseg);
         return 1;
     }
-    uint32_t up = rails_up(l), bound = 0;
+    uint32_t up = llk_rv_rails_up(l), bound = 0;
     for (uint16_t k = 0; k < g->nrails; k++)
         for (uint32_t i = 0; i < nseg && l->rail[k].dev->mw2 && (up & (1u << k)); i++) {
             struct ibv_mw *mw = mw_get(l, k);

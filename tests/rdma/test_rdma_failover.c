@@ -3,9 +3,12 @@
  * process (run inside the VM by ci/rdma-vm.sh; see tests/rdma/README.md).
  * A link of two rails, rxe0 (dummy0) and rxe1 (dummy1), each device paired
  * with itself, so `ip link set dummy1 down` takes rail 1 down at both ends:
- * - a 64 MiB pull, dummy1 taken down once some bytes moved: the call
+ * - a 128 MiB pull, dummy1 taken down once the first bytes moved: the call
  *   succeeds over rail 0, every byte verified; one failover, one rail up;
  * - the same for a push;
+ * - two pulls at once when rail 1 fails: both succeed, one failover;
+ * - dummy1 up again: the next pull re-establishes rail 1 without
+ *   relinking (one repair, both rails up) and moves bytes over it;
  * - both dummies down during a pull: NETWORK_ERROR within the call's
  *   timeout naming each rail's real reason (a port state or a completion
  *   status, never "flushed"); both up: a relink works and moves data.
@@ -18,20 +21,25 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <net/if.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kvfill.h"
 #include "llk_test.h"
 #include "llmlink.h"
 
 #define NT 8
-#define NB 16
-#define BS (512u << 10) /* 8 x 16 x 512 KiB = 64 MiB per cache */
+#define NB 32
+#define BS (512u << 10) /* 8 x 32 x 512 KiB = 128 MiB per cache */
 
 static const char *env_or(const char *name, const char *dflt)
 {
@@ -59,12 +67,26 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
+/* `ip link set netdev up|down`, by ioctl: microseconds, where forking ip
+ * in the TCG guest takes long enough for a transfer to end meanwhile. */
 static void set_link(const char *netdev, bool up)
 {
-    char cmd[96];
-    snprintf(cmd, sizeof cmd, "ip link set %s %s", netdev, up ? "up" : "down");
-    if (system(cmd) != 0)
-        print_message("  '%s' failed\n", cmd);
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", netdev);
+    bool ok = fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0;
+    if (ok) {
+        if (up)
+            ifr.ifr_flags |= IFF_UP;
+        else
+            ifr.ifr_flags &= ~IFF_UP;
+        ok = ioctl(fd, SIOCSIFFLAGS, &ifr) == 0;
+    }
+    if (!ok)
+        print_message("  ip link set %s %s: %s\n", netdev, up ? "up" : "down", strerror(errno));
+    if (fd >= 0)
+        close(fd);
 }
 
 /* The state of port 1 of an rxe device is ACTIVE (sysfs: "4: ACTIVE"). */
@@ -198,7 +220,7 @@ static void pair_down(pair_t *x)
 }
 
 /* Takes the dummies of `mask` down once D's rails moved `after` bytes
- * (bounded: 30 s). */
+ * (counted per completed chain: the first chain's) - bounded: 30 s. */
 typedef struct cutter {
     llmlink_t *d;
     uint64_t pid, after;
@@ -240,7 +262,7 @@ static void one_rail_fails(bool push, uint64_t pid)
     pair_t x;
     memset(&x, 0, sizeof x);
     pair_up(&x, pid, "30000");
-    cutter_t c = {.d = x.d.e, .pid = pid, .after = 4u << 20, .mask = 2};
+    cutter_t c = {.d = x.d.e, .pid = pid, .after = 1, .mask = 2};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, cut_rails, &c), 0);
     uint64_t b[NB];
@@ -295,6 +317,116 @@ static void test_push_rail_fails(void **state)
     one_rail_fails(true, 71);
 }
 
+/* A rail lost under a pull comes back without relinking once its port is
+ * ACTIVE again: the next pull first re-establishes it (XRDMA_RAIL_RESET
+ * over its data stream), then moves bytes on both rails. */
+static void test_rail_repaired(void **state)
+{
+    (void)state;
+    pair_t x;
+    memset(&x, 0, sizeof x);
+    pair_up(&x, 101, "30000");
+    cutter_t c = {.d = x.d.e, .pid = 101, .after = 1, .mask = 2};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cut_rails, &c), 0);
+    uint64_t b[NB];
+    all_blocks(b);
+    llmlink_cache_key_t k = {.type = LLMLINK_KEY_BLOCKS, .cluster_id = 101, .model_id = 1};
+    assert_status(llmlink_pull_blocks(x.d.e, &k, x.d.cache, b, NB, b, NB, NULL), LLMLINK_SUCCESS);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_true(atomic_load(&c.cut));
+    llmlink_link_stats_t s = link_stats(x.d.e, 101);
+    assert_int_equal(s.rdma_rails_up, 1);
+    assert_int_equal(s.rdma_rail_failovers, 1);
+    assert_int_equal(s.rdma_rail_repairs, 0);
+
+    assert_int_equal(restore_links(NULL), 0);
+    /* the first pull after the port is back repairs the rail; one attempt a
+     * second per rail: a few pulls, bounded */
+    for (int t = 0; t < NT; t++)
+        kvfill_fill(x.d.mem[t], (size_t)NB * BS, 5, (uint32_t)t, 0);
+    llmlink_link_stats_t s2 = s;
+    for (int i = 0; i < 20 && s2.rdma_rails_up < 2; i++) {
+        assert_status(llmlink_pull_blocks(x.d.e, &k, x.d.cache, b, 1, b, 1, NULL),
+                      LLMLINK_SUCCESS);
+        s2 = link_stats(x.d.e, 101);
+        if (s2.rdma_rails_up < 2)
+            sleep_ms(250);
+    }
+    print_message("  after the port came back: rails up %u, repairs %llu\n", s2.rdma_rails_up,
+                  (unsigned long long)s2.rdma_rail_repairs);
+    assert_int_equal(s2.rdma_rails_up, 2);
+    assert_int_equal(s2.rdma_rail_repairs, 1);
+    uint64_t b1 = s2.rdma_rail_bytes[1];
+    assert_status(llmlink_pull_blocks(x.d.e, &k, x.d.cache, b, NB, b, NB, NULL), LLMLINK_SUCCESS);
+    verify_all(&x.d, x.ps);
+    llmlink_link_stats_t s3 = link_stats(x.d.e, 101);
+    print_message("  pull over the repaired link: rail bytes %llu + %llu (rail 1 had %llu)\n",
+                  (unsigned long long)s3.rdma_rail_bytes[0],
+                  (unsigned long long)s3.rdma_rail_bytes[1], (unsigned long long)b1);
+    assert_true(s3.rdma_rail_bytes[1] > b1); /* rail 1 carries bytes again */
+    assert_int_equal(s3.rdma_rails_up, 2);
+    assert_int_equal(s3.rdma_rail_failovers, 1);
+    /* and P still serves a push through its fresh QP of rail 1 */
+    assert_status(llmlink_push_blocks(x.d.e, &k, x.d.cache, b, NB, b, NB, NULL), LLMLINK_SUCCESS);
+    verify_all(&x.p, x.ps);
+    pair_down(&x);
+}
+
+typedef struct puller {
+    llmlink_t *d;
+    uint64_t pid;
+    int64_t cache;
+    uint64_t blocks[NB / 2];
+    llmlink_status_t st;
+} puller_t;
+
+static void *pull_half(void *arg)
+{
+    puller_t *pl = arg;
+    llmlink_cache_key_t k = {.type = LLMLINK_KEY_BLOCKS, .cluster_id = pl->pid, .model_id = 1};
+    pl->st = llmlink_pull_blocks(pl->d, &k, pl->cache, pl->blocks, NB / 2, pl->blocks, NB / 2,
+                                 NULL);
+    return NULL;
+}
+
+/* Two calls share the rails when rail 1 fails: the one that sees it marks
+ * it down for both, both succeed, and the link counts one failover. */
+static void test_concurrent_calls(void **state)
+{
+    (void)state;
+    pair_t x;
+    memset(&x, 0, sizeof x);
+    pair_up(&x, 91, "30000");
+    puller_t pl[2];
+    for (int i = 0; i < 2; i++) {
+        pl[i] = (puller_t){.d = x.d.e, .pid = 91, .cache = x.d.cache, .st = LLMLINK_FAILED};
+        for (uint64_t b = 0; b < NB / 2; b++)
+            pl[i].blocks[b] = 2 * b + (uint64_t)i; /* even / odd blocks */
+    }
+    cutter_t c = {.d = x.d.e, .pid = 91, .after = 1, .mask = 2};
+    pthread_t th, tp[2];
+    assert_int_equal(pthread_create(&th, NULL, cut_rails, &c), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&tp[i], NULL, pull_half, &pl[i]), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(tp[i], NULL), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    llmlink_link_stats_t s = link_stats(x.d.e, 91);
+    print_message("  two pulls of %u MiB: %s, %s; cut after %llu bytes; rails up %u, "
+                  "failovers %llu\n", (unsigned)((uint64_t)NT * NB * BS >> 21),
+                  llmlink_status_name(pl[0].st), llmlink_status_name(pl[1].st),
+                  (unsigned long long)c.at_bytes, s.rdma_rails_up,
+                  (unsigned long long)s.rdma_rail_failovers);
+    assert_true(atomic_load(&c.cut));
+    assert_status(pl[0].st, LLMLINK_SUCCESS);
+    assert_status(pl[1].st, LLMLINK_SUCCESS);
+    verify_all(&x.d, x.ps);
+    assert_int_equal(s.rdma_rails_up, 1);
+    assert_int_equal(s.rdma_rail_failovers, 1);
+    pair_down(&x);
+}
+
 /* Both rails down: the call fails within its timeout naming the real
  * reasons; with the ports back, a relink moves data. */
 static void test_no_rail_left(void **state)
@@ -303,7 +435,7 @@ static void test_no_rail_left(void **state)
     pair_t x;
     memset(&x, 0, sizeof x);
     pair_up(&x, 81, "20000");
-    cutter_t c = {.d = x.d.e, .pid = 81, .after = 4u << 20, .mask = 3};
+    cutter_t c = {.d = x.d.e, .pid = 81, .after = 1, .mask = 3};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, cut_rails, &c), 0);
     uint64_t b[NB];
@@ -359,6 +491,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_pull_rail_fails, restore_links, restore_links),
         cmocka_unit_test_setup_teardown(test_push_rail_fails, restore_links, restore_links),
+        cmocka_unit_test_setup_teardown(test_concurrent_calls, restore_links, restore_links),
+        cmocka_unit_test_setup_teardown(test_rail_repaired, restore_links, restore_links),
         cmocka_unit_test_setup_teardown(test_no_rail_left, restore_links, restore_links),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
