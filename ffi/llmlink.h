@@ -241,7 +241,9 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *                             error, port not ACTIVE) is taken out of the
  *                             link and the call's unfinished work goes on
  *                             over the other rails (stats:
- *                             rdma_rail_failovers); only with no rail left
+ *                             rdma_rail_failovers), and set up again
+ *                             without relinking once its port is ACTIVE
+ *                             (rdma_rail_repairs); only with no rail left
  *                             does the call fail, LLMLINK_NETWORK_ERROR
  *                             naming each rail's ibv_wc_status_str or port
  *                             state, and the link is unusable

@@ -215,8 +215,8 @@ typedef struct llk_rdma_sge {
  * deadline_ms; NOT_YET_LINK when aborted(actx) turns true (the link broke).
  *
  * What the owner side sees of a rail failed here: its own QP of that rail
- * stays in RTS (nothing tells it) until the repair replaces the rail, or
- * the link goes. That is safe: this side's QP is in the error state, so
+ * stays in RTS (nothing tells it) until the repair replaces the rail
+ * (llk_rdma_rail_reset_begin, below), or the link goes. That is safe: this side's QP is in the error state, so
  * nothing more lands in this side's memory through it; the owner's memory
  * is reachable through its QP of the rail only by this side's QP, which is
  * dead. In mode MW the owner's windows of a request are invalidated at its
