@@ -520,6 +520,16 @@ uint32_t llk_rdma_stats_protection(llk_xlink_t *xl)
     return LLMLINK_RDMA_PROTECTION_NONE;
 }
 
+/* A failed repair of rail k: WARN the first time since the rail went
+ * down, DEBUG for the retries (one a second). */
+#define REPAIR_LOG(l, k, ...)                                                                      \
+    do {                                                                                           \
+        if (llk_rdma_rail_repair_log_once((l), (k)))                                              \
+            LLK_WARN(__VA_ARGS__);                                                                 \
+        else                                                                                       \
+            LLK_DEBUG(__VA_ARGS__);                                                                \
+    } while (0)
+
 /* Client end, one rail: XRDMA_RAIL_RESET with this side's fresh QP over
  * stream fd, the owner's answer, then the rail up again. 0 (done, or
  * refused: the rail stays down and is tried again later), -1: the stream
@@ -530,8 +540,8 @@ static int repair_rail(llk_xlink_t *xl, int fd, llk_rdma_link_t *l, uint16_t k,
     llk_xrail_wire_t rec;
     char why[224] = "";
     if (llk_rdma_rail_reset_begin(l, k, &rec, why, sizeof why) != 0) {
-        LLK_WARN("rdma: rail %u of the link with cluster %llu not repaired: %s", k,
-                 (unsigned long long)xl->remote_id, why);
+        REPAIR_LOG(l, k, "rdma: rail %u of the link with cluster %llu not repaired: %s", k,
+                   (unsigned long long)xl->remote_id, why);
         return 0;
     }
     llk_xwire_rails_for_peer(&rec, 1, peer_depth);
@@ -547,25 +557,25 @@ static int repair_rail(llk_xlink_t *xl, int fd, llk_rdma_link_t *l, uint16_t k,
     llk_xrail_reset_ok_t ok;
     if (!len || llk_xlink_send_all(xl, fd, f, len, deadline_ms) != 0 ||
         llk_xlink_recv_all(xl, fd, hb, sizeof hb, deadline_ms) != 0) {
-        LLK_WARN("rdma: rail %u: XRDMA_RAIL_RESET: %s", k, strerror(errno));
+        REPAIR_LOG(l, k, "rdma: rail %u: XRDMA_RAIL_RESET: %s", k, strerror(errno));
         return -1;
     }
     if (llk_xwire_read_header(hb, &h, &dwhy) != 0 || h.type != LLK_XMSG_RDMA_RAIL_RESET_OK ||
         h.req_id != req_id || h.length > sizeof body ||
         llk_xlink_recv_all(xl, fd, body, h.length, deadline_ms) != 0 ||
         llk_xwire_decode_rail_reset_ok(body, h.length, &ok, &dwhy) != 0 || ok.rail != k) {
-        LLK_WARN("rdma: rail %u: bad answer to XRDMA_RAIL_RESET (%s)", k,
-                 dwhy ? dwhy : "type, id or rail");
+        REPAIR_LOG(l, k, "rdma: rail %u: bad answer to XRDMA_RAIL_RESET (%s)", k,
+                   dwhy ? dwhy : "type, id or rail");
         return -1;
     }
     if (ok.status != LLMLINK_SUCCESS) {
-        LLK_WARN("rdma: rail %u of the link with cluster %llu not repaired: %s", k,
-                 (unsigned long long)xl->remote_id, ok.msg);
+        REPAIR_LOG(l, k, "rdma: rail %u of the link with cluster %llu not repaired: %s", k,
+                   (unsigned long long)xl->remote_id, ok.msg);
         return 0;
     }
     if (llk_rdma_rail_reset_end(l, k, &ok.rec, why, sizeof why) != 0)
-        LLK_WARN("rdma: rail %u of the link with cluster %llu not repaired: %s", k,
-                 (unsigned long long)xl->remote_id, why);
+        REPAIR_LOG(l, k, "rdma: rail %u of the link with cluster %llu not repaired: %s", k,
+                   (unsigned long long)xl->remote_id, why);
     return 0;
 }
 

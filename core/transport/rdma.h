@@ -243,6 +243,9 @@ llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sg
  * -1 (why); reset_end: 0 or -1 (why; the rail stays down).
  */
 bool llk_rdma_rail_repairable(llk_rdma_link_t *l, uint16_t k);
+/* true the first time since rail k went down (or was last repaired): a
+ * failed attempt is logged once (WARN), the retries at DEBUG. */
+bool llk_rdma_rail_repair_log_once(llk_rdma_link_t *l, uint16_t k);
 int llk_rdma_rail_reset_begin(llk_rdma_link_t *l, uint16_t k, llk_xrail_wire_t *rec, char *why,
                               size_t cap);
 int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire_t *rem,

@@ -42,6 +42,18 @@ bool llk_rdma_rail_repairable(llk_rdma_link_t *l, uint16_t k)
            pa.state == IBV_PORT_ACTIVE;
 }
 
+bool llk_rdma_rail_repair_log_once(llk_rdma_link_t *l, uint16_t k)
+{
+    if (!l || k >= l->nrails)
+        return false;
+    rail_t *rl = &l->rail[k];
+    pthread_mutex_lock(&rl->mu);
+    bool first = !rl->repair_logged;
+    rl->repair_logged = true;
+    pthread_mutex_unlock(&rl->mu);
+    return first;
+}
+
 /* Deallocates the windows that live grants of l bound on rail k (r->gmu
  * held): a window bound through the old QP holds it, and must stop
  * working with it; the grants stand on their other rails (grant_invalidate
@@ -183,6 +195,7 @@ int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire
         rl->failed = false;
         rl->why_real = false;
         rl->down_why[0] = '\0';
+        rl->repair_logged = false;
         atomic_fetch_add(&l->nup, 1);
         atomic_fetch_add(&l->repairs, 1);
         LLK_INFO("rdma: rail %u (%s) re-established: QP %u -> QP %u", k, rl->dev->name,
@@ -198,6 +211,12 @@ int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire
 
 #else /* !LLK_HAVE_VERBS */
 
+bool llk_rdma_rail_repair_log_once(llk_rdma_link_t *l, uint16_t k)
+{
+    (void)l;
+    (void)k;
+    return false;
+}
 bool llk_rdma_rail_repairable(llk_rdma_link_t *l, uint16_t k)
 {
     (void)l;

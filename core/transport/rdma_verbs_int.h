@@ -105,6 +105,7 @@ typedef struct rail {
     char down_why[160];
     _Atomic uint64_t bytes; /* moved by this engine's requests (stats) */
     int64_t repair_at; /* the next repair attempt, not before (rdma_repair.c) */
+    bool repair_logged; /* a failed repair was logged since the rail went down */
     /* READ depths: what this side's device allows as initiator and as
      * responder (advertised); rd_max is what the rail uses as initiator
      * once connected (llk_rdma_rd_initiator). */
