@@ -174,7 +174,8 @@ typedef struct llk_xserve {
     const uint32_t *segt;
     uint32_t nseg;
     uint64_t total;
-    /* A setup frame: its type (setup_type or probe_type) and payload. */
+    /* A setup frame: its type (setup_type, probe_type or repair_type) and
+     * payload. */
     uint16_t type;
     const uint8_t *rx;
     uint32_t rx_len;
@@ -239,9 +240,13 @@ typedef struct llk_transport_ops {
     /* Owner: the setup frame this transport answers (0: none), and its
      * answer (0, or -1 with why: the stream ends). */
     uint16_t setup_type;
-    /* A second setup frame it answers with serve_setup (q->type says
+    /* Another setup frame it answers with serve_setup (q->type says
      * which; 0: none): RDMA's XRDMA_PROBE, before XRDMA_SETUP. */
     uint16_t probe_type;
+    /* A third frame type the owner hands to serve_setup (llk_xserve_t
+     * type tells which; rdma: XRDMA_RAIL_RESET, the repair of a rail);
+     * 0: none. */
+    uint16_t repair_type;
     int (*serve_setup)(llk_xserve_t *q);
     /* See "Fences" above. xl->mu held. */
     void (*fence)(struct llk_xlink *xl);
