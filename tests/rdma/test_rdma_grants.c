@@ -135,8 +135,14 @@ static void side_free(side_t *s)
 static void link_to_p(fx_t *f, llmlink_t *d)
 {
     llmlink_ip_info_t r = {ip0(), f->port};
+    /* One local ip info: one rail. Without it the rails would be every RDMA
+     * address of D paired by the data (both devices), and a case's raw
+     * attack, which breaks rail 0's QP, would see D's held call fail over
+     * to rail 1 and succeed (test_rdma_failover covers that). */
+    llmlink_ip_info_t l = {ip0(), 0};
     llmlink_cluster_info_t ci = {.remote_cluster_id = P_ID, .remote_ip_infos = &r,
-                                 .num_remote_ip_infos = 1};
+                                 .num_remote_ip_infos = 1, .local_ip_infos = &l,
+                                 .num_local_ip_infos = 1};
     llmlink_status_t st[1];
     assert_status(llmlink_link_clusters(d, &ci, 1, 20000, st), LLMLINK_SUCCESS);
 }
