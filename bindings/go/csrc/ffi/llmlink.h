@@ -227,19 +227,35 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *                             with LLMLINK_LINK_FAILED and a message saying
  *                             why. libibverbs is loaded at run time
  *                             (dlopen): no build or binding needs it.
- *                             RDMA details: one rail (an RC QP pair) per
- *                             local ip info of the link (or the address its
- *                             connection left from), paired with remote ip
- *                             info i (mod their count); the device and GID
- *                             are those whose RoCE v2 GID is that address.
+ *                             RDMA details: rails (RC QP pairs, at most
+ *                             4) are paired by the data: the client offers
+ *                             its local ip infos (none given: every RoCE v2
+ *                             address of its devices), the server its
+ *                             devices' addresses, and a rail joins two
+ *                             addresses of one subnet (each end's prefix
+ *                             holds the other), every usable address in at
+ *                             least one rail. Without a pair in one subnet
+ *                             (routed fabrics), or with a peer older than
+ *                             that: one rail per local ip info (or the
+ *                             address the connection left from), paired
+ *                             with remote ip info i (mod their count). The
+ *                             device and GID are those whose RoCE v2 GID is
+ *                             the rail's address.
  *                             Path MTU: the smaller of both ends' active
  *                             MTUs (and llmlink.RdmaMtu caps). pull_* are
  *                             RDMA READs, push_* RDMA WRITEs, spread over
  *                             the rails; the owner grants addresses and
- *                             rkeys per request, never reused. A work
- *                             completion error fails the call with
- *                             LLMLINK_NETWORK_ERROR naming
- *                             ibv_wc_status_str, and the link is unusable
+ *                             rkeys per request, never reused. A rail
+ *                             that fails under a call (work completion
+ *                             error, port not ACTIVE) is taken out of the
+ *                             link and the call's unfinished work goes on
+ *                             over the other rails (stats:
+ *                             rdma_rail_failovers), and set up again
+ *                             without relinking once its port is ACTIVE
+ *                             (rdma_rail_repairs); only with no rail left
+ *                             does the call fail, LLMLINK_NETWORK_ERROR
+ *                             naming each rail's ibv_wc_status_str or port
+ *                             state, and the link is unusable
  *                             (NOT_YET_LINK until linked again). An
  *                             unregister_cache whose wait ends while only
  *                             peers' RDMA grants hold the cache revokes them

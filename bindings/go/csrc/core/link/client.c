@@ -100,8 +100,10 @@ static bool queue_hello(llmlink_t *e, llk_conn_t *c)
     m.liveness_ms = e->opts.liveness_interval_ms;
     if (llk_engine_offers_rdma(e)) {
         m.ext[m.num_ext++].type = LLK_EXT_RDMA;
-        if (!e->test_legacy_rails)
+        if (!e->test_legacy_rails) {
             m.ext[m.num_ext++].type = LLK_EXT_RDMA_READ_DEPTH;
+            m.ext[m.num_ext++].type = LLK_EXT_RDMA_RAILS;
+        }
     }
     uint8_t wait[4];
     if (!e->test_legacy_wait)
@@ -316,6 +318,9 @@ void llk_client_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
                 llk_xlink_set_peer_read_depth(
                     xl, !e->test_legacy_rails &&
                             llk_wire_has_ext(w.ext, w.num_ext, LLK_EXT_RDMA_READ_DEPTH));
+                llk_xlink_set_peer_rails(
+                    xl, !e->test_legacy_rails &&
+                            llk_wire_has_ext(w.ext, w.num_ext, LLK_EXT_RDMA_RAILS));
             }
     c->remote_incarnation = w.incarnation;
     c->peer_notify = !e->test_legacy_notify &&

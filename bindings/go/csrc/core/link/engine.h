@@ -227,9 +227,14 @@ struct llmlink {
      * before the engine links; read by the reactor. */
     bool test_legacy_wait;
     /* Test seam (llk_test_set_legacy_rails): RDMA rail records as llmlink
-     * 0.3: no LLK_EXT_RDMA_READ_DEPTH sent or read, a peer's record with
+     * 0.3: no LLK_EXT_RDMA_READ_DEPTH or LLK_EXT_RDMA_RAILS sent or
+     * read (rails by position), a peer's record with
      * the READ-depth byte set refused. Set before the engine links. */
     bool test_legacy_rails;
+    /* Test seam (llk_test_set_rdma_cross_pairs): a client whose probe made
+     * 2+ rails names each rail's target as the next rail's in its
+     * XRDMA_SETUP, so the owner's check of the pairs must refuse it. */
+    bool test_rdma_cross_pairs;
     /* Test seam (llk_test_set_legacy_notify): neither announce nor use
      * LLK_EXT_NOTIFY, as an llmlink without notifications. */
     bool test_legacy_notify;

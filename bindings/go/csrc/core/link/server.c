@@ -323,6 +323,12 @@ void llk_server_on_frame(llmlink_t *e, llk_conn_t *c, const llk_frame_header_t *
             if (depth)
                 w.ext[w.num_ext++].type = LLK_EXT_RDMA_READ_DEPTH;
             llk_xlink_set_peer_read_depth(xl, depth);
+            /* rails paired by the data only with a client that pairs them */
+            bool rails = !e->test_legacy_rails &&
+                         llk_wire_has_ext(m.ext, m.num_ext, LLK_EXT_RDMA_RAILS);
+            if (rails)
+                w.ext[w.num_ext++].type = LLK_EXT_RDMA_RAILS;
+            llk_xlink_set_peer_rails(xl, rails);
             break;
         }
     /* Notifications only with a client that takes them (wire.h). */

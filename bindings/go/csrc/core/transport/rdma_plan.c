@@ -97,3 +97,119 @@ uint32_t llk_rdma_rd_initiator(uint32_t ours, uint32_t peer_dest)
     uint32_t d = peer_dest && peer_dest < ours ? peer_dest : ours;
     return d ? d : 1;
 }
+
+/* ---- rails paired by the data ---------------------------------------------- */
+
+static const uint8_t V4MAPPED[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+bool llk_rdma_ip_is_v4(const uint8_t ip[16])
+{
+    return memcmp(ip, V4MAPPED, 12) == 0;
+}
+
+bool llk_rdma_prefix_ok(const uint8_t ip[16], uint8_t prefix)
+{
+    return prefix <= (llk_rdma_ip_is_v4(ip) ? 32 : 128);
+}
+
+bool llk_rdma_addr_routable(const uint8_t ip[16])
+{
+    static const uint8_t zero[16];
+    if (!memcmp(ip, zero, 16))
+        return false;
+    if (llk_rdma_ip_is_v4(ip))
+        return memcmp(ip + 12, zero, 4) != 0 && (ip[12] & 0xf0) != 0xe0; /* not 0, not 224/4 */
+    if (ip[0] == 0xfe && (ip[1] & 0xc0) == 0x80)
+        return false; /* fe80::/10 */
+    return ip[0] != 0xff;
+}
+
+/* The first `bits` bits of x and y agree (bits counted within the family's
+ * own address: the last 4 bytes of an IPv4). */
+static bool same_prefix(const uint8_t *x, const uint8_t *y, unsigned bits)
+{
+    unsigned whole = bits / 8, rest = bits % 8;
+    if (memcmp(x, y, whole) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xffu << (8 - rest));
+    return (x[whole] & mask) == (y[whole] & mask);
+}
+
+bool llk_rdma_pair_usable(const llk_rdma_addr_t *a, const llk_rdma_addr_t *b)
+{
+    bool v4 = llk_rdma_ip_is_v4(a->ip);
+    if (v4 != llk_rdma_ip_is_v4(b->ip) || !llk_rdma_mtu_bytes(a->mtu) ||
+        !llk_rdma_mtu_bytes(b->mtu) || !llk_rdma_prefix_ok(a->ip, a->prefix) ||
+        !llk_rdma_prefix_ok(b->ip, b->prefix))
+        return false;
+    unsigned off = v4 ? 12 : 0;
+    /* both subnets contain the other address: the longer prefix decides */
+    unsigned bits = a->prefix > b->prefix ? a->prefix : b->prefix;
+    return same_prefix(a->ip + off, b->ip + off, bits);
+}
+
+static bool have_pair(const llk_rdma_pair_t *p, size_t n, size_t c, size_t s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i].client == c && p[i].server == s)
+            return true;
+    return false;
+}
+
+size_t llk_rdma_pair(const llk_rdma_addr_t *client, size_t nc, const llk_rdma_addr_t *server,
+                     size_t ns, size_t max, llk_rdma_pair_t *out)
+{
+    if (nc > LLK_RDMA_MAX_ADDRS)
+        nc = LLK_RDMA_MAX_ADDRS;
+    if (ns > LLK_RDMA_MAX_ADDRS)
+        ns = LLK_RDMA_MAX_ADDRS;
+    bool cused[LLK_RDMA_MAX_ADDRS] = {false}, sused[LLK_RDMA_MAX_ADDRS] = {false};
+    size_t n = 0;
+    /* 1: one rail per client address to a server address nobody has yet */
+    for (size_t c = 0; c < nc && n < max; c++)
+        for (size_t s = 0; s < ns && !cused[c]; s++)
+            if (!sused[s] && llk_rdma_pair_usable(&client[c], &server[s])) {
+                out[n++] = (llk_rdma_pair_t){(uint8_t)c, (uint8_t)s};
+                cused[c] = sused[s] = true;
+            }
+    /* 2: client addresses left alone share a server address */
+    for (size_t c = 0; c < nc && n < max; c++)
+        for (size_t s = 0; s < ns && !cused[c]; s++)
+            if (llk_rdma_pair_usable(&client[c], &server[s]) && !have_pair(out, n, c, s)) {
+                out[n++] = (llk_rdma_pair_t){(uint8_t)c, (uint8_t)s};
+                cused[c] = sused[s] = true;
+            }
+    /* 3: server addresses left alone share a client address */
+    for (size_t s = 0; s < ns && n < max; s++)
+        for (size_t c = 0; c < nc && !sused[s]; c++)
+            if (llk_rdma_pair_usable(&client[c], &server[s]) && !have_pair(out, n, c, s)) {
+                out[n++] = (llk_rdma_pair_t){(uint8_t)c, (uint8_t)s};
+                cused[c] = sused[s] = true;
+            }
+    return n;
+}
+
+size_t llk_rdma_candidates(const llk_rdma_addr_t *mine, size_t nmine,
+                           const struct sockaddr_storage *given, size_t ngiven,
+                           llk_rdma_addr_t *out, size_t cap)
+{
+    size_t n = 0;
+    if (ngiven == 0) {
+        for (size_t i = 0; i < nmine && n < cap; i++)
+            out[n++] = mine[i];
+        return n;
+    }
+    for (size_t g = 0; g < ngiven && n < cap; g++) {
+        uint8_t ip[16];
+        if (!llk_rdma_ip_gid((const struct sockaddr *)&given[g], ip))
+            continue;
+        for (size_t i = 0; i < nmine; i++)
+            if (!memcmp(mine[i].ip, ip, 16)) {
+                out[n++] = mine[i];
+                break;
+            }
+    }
+    return n;
+}

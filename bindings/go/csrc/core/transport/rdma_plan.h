@@ -50,6 +50,25 @@ static inline uint32_t llk_rdma_rail_of(uint32_t seg, uint32_t nrails)
     return nrails ? seg % nrails : 0;
 }
 
+/* The rail of slice i when only the rails of mask `up` (bit k: rail k) are
+ * up: round robin over them; 0 for an empty mask. */
+static inline uint32_t llk_rdma_rail_pick(uint32_t i, uint32_t up, uint32_t nrails)
+{
+    uint32_t cnt = 0;
+    for (uint32_t k = 0; k < nrails && k < 32; k++)
+        cnt += (up >> k) & 1u;
+    if (cnt == 0)
+        return 0;
+    uint32_t want = i % cnt;
+    for (uint32_t k = 0; k < nrails && k < 32; k++)
+        if ((up >> k) & 1u) {
+            if (want == 0)
+                return k;
+            want--;
+        }
+    return 0;
+}
+
 /* How many work requests the next chain posts: at most max_chain, at most
  * `left` still to post, at most `credits` (free send-queue slots, and for
  * READs the rd_atomic slots left). 0 = wait for completions. */
@@ -73,5 +92,65 @@ uint32_t llk_rdma_rd_depth(uint8_t nibble);
  * as responder (peer_dest; 0 = the peer did not say: ours, as before the
  * field existed); never 0. */
 uint32_t llk_rdma_rd_initiator(uint32_t ours, uint32_t peer_dest);
+
+/* ---- rails paired by the data (LLK_EXT_RDMA_RAILS) -------------------------- */
+
+/* At most this many RDMA addresses per side in XRDMA_PROBE / _OK. */
+#define LLK_RDMA_MAX_ADDRS 32u
+
+/* An RDMA address of an engine: the 16-byte GID form of an IP of a RoCE v2
+ * GID (IPv4 as ::ffff:a.b.c.d), the prefix length of its netdev's subnet
+ * (0..32 for IPv4, 0..128 for IPv6) and the active MTU (ibv_mtu 1..5) of
+ * the port that owns it. */
+typedef struct llk_rdma_addr {
+    uint8_t ip[16];
+    uint8_t prefix;
+    uint8_t mtu;
+} llk_rdma_addr_t;
+
+/* One rail of a pairing: index into the client's and the server's lists. */
+typedef struct llk_rdma_pair {
+    uint8_t client, server;
+} llk_rdma_pair_t;
+
+/* ip (16-byte GID form) is IPv4 (::ffff:0:0/96). */
+bool llk_rdma_ip_is_v4(const uint8_t ip[16]);
+/* The prefix length makes sense for ip's family (<= 32 / <= 128). */
+bool llk_rdma_prefix_ok(const uint8_t ip[16], uint8_t prefix);
+/* Whether an address may serve as a rail end at all: not zero, not IPv6
+ * link-local (fe80::/10: it names a subnet per interface, so every
+ * interface's would look like one subnet), not multicast. */
+bool llk_rdma_addr_routable(const uint8_t ip[16]);
+
+/* The client's candidate rail addresses: where it was given addresses
+ * (ip infos, ngiven > 0) those of them that are RDMA addresses of this
+ * engine (in the given order, with the entry's prefix and MTU), else all
+ * of its RDMA addresses `mine`. At most cap; the count. */
+size_t llk_rdma_candidates(const llk_rdma_addr_t *mine, size_t nmine,
+                           const struct sockaddr_storage *given, size_t ngiven,
+                           llk_rdma_addr_t *out, size_t cap);
+
+/*
+ * Whether client address a and server address b may form a rail: one
+ * family, each inside the other's subnet (a's prefix contains b and b's
+ * prefix contains a, so a host route or a mis-set netmask on one side
+ * does not pair it with a neighbour it cannot reach), and both with an MTU.
+ */
+bool llk_rdma_pair_usable(const llk_rdma_addr_t *a, const llk_rdma_addr_t *b);
+
+/*
+ * The rails of a link, the same on both ends for the same two lists (the
+ * client's candidate addresses, the server's): at most max pairs (<=
+ * LLK_XWIRE_MAX_RAILS), no pair twice. First a matching in list order
+ * (client i in order takes the first usable server address nobody has
+ * yet), then every client address still alone takes its first usable
+ * server address, then every server address still alone its first usable
+ * client address - so with unequal counts every usable address still
+ * carries a rail (2 client NICs, 1 server NIC: two rails to the one).
+ * Returns the count; 0 = no pair is usable by subnet (a routed fabric):
+ * the caller falls back to pairing by position.
+ */
+size_t llk_rdma_pair(const llk_rdma_addr_t *client, size_t nc, const llk_rdma_addr_t *server,
+                     size_t ns, size_t max, llk_rdma_pair_t *out);
 
 #endif /* LLK_RDMA_PLAN_H */

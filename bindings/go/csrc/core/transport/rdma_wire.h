@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "transport/rdma_plan.h"
 #include "xfer/xfer_wire.h"
 
 /* One rail of an RDMA setup (XRDMA_SETUP / XRDMA_SETUP_OK; target_ip only
@@ -35,6 +36,15 @@ typedef struct llk_xrdma_setup_ok {
     llk_xrail_wire_t rail[LLK_XWIRE_MAX_RAILS];
 } llk_xrdma_setup_ok_t;
 
+/* XRDMA_PROBE's payload (the client's candidate rail addresses) and
+ * XRDMA_PROBE_OK's (the owner's RDMA addresses), LLK_EXT_RDMA_RAILS. */
+typedef struct llk_xrdma_probe {
+    uint32_t status; /* XRDMA_PROBE_OK only */
+    char msg[LLK_XWIRE_MAX_MSG + 1];
+    uint16_t naddr;
+    llk_rdma_addr_t addr[LLK_XWIRE_PROBE_MAX_ADDRS];
+} llk_xrdma_probe_t;
+
 /* A decoded XRESP_RDMA; records point into the buffer (llk_xwire_grant_at). */
 typedef struct llk_xgrant {
     uint64_t total_bytes;
@@ -44,11 +54,44 @@ typedef struct llk_xgrant {
     const uint8_t *recs;
 } llk_xgrant_t;
 
+/* XRDMA_RAIL_RESET_OK (xfer_wire.h); rail only when status is SUCCESS. */
+typedef struct llk_xrail_reset_ok {
+    uint32_t status;
+    uint16_t rail;
+    char msg[LLK_XWIRE_MAX_MSG + 1];
+    llk_xrail_wire_t rec;
+} llk_xrail_reset_ok_t;
+
+/* The repair of one rail (rail < LLK_XWIRE_MAX_RAILS): the client's new
+ * record (target_ip as in XRDMA_SETUP), the owner's answer. 0 = does not
+ * fit / out of range. Decoders check every field as the setup's do. */
+size_t llk_xwire_encode_rail_reset(uint8_t *out, size_t cap, uint64_t req_id, uint16_t rail,
+                                   const llk_xrail_wire_t *rec);
+int llk_xwire_decode_rail_reset(const uint8_t *payload, size_t len, uint16_t *rail,
+                                llk_xrail_wire_t *rec, const char **why);
+size_t llk_xwire_encode_rail_reset_ok(uint8_t *out, size_t cap, uint64_t req_id,
+                                      const llk_xrail_reset_ok_t *m);
+int llk_xwire_decode_rail_reset_ok(const uint8_t *payload, size_t len, llk_xrail_reset_ok_t *m,
+                                   const char **why);
+
 /* nrails 1..LLK_XWIRE_MAX_RAILS. */
 size_t llk_xwire_encode_rdma_setup(uint8_t *out, size_t cap, uint64_t req_id,
                                    const llk_xrail_wire_t *rails, uint16_t nrails);
 size_t llk_xwire_encode_rdma_setup_ok(uint8_t *out, size_t cap, uint64_t req_id,
                                       const llk_xrdma_setup_ok_t *m);
+/* naddr 0..LLK_XWIRE_PROBE_MAX_ADDRS; probe_ok: no address with a
+ * refusal. 0 when it does not fit or a record is out of range. */
+size_t llk_xwire_encode_rdma_probe(uint8_t *out, size_t cap, uint64_t req_id,
+                                   const llk_rdma_addr_t *addr, uint16_t naddr);
+size_t llk_xwire_encode_rdma_probe_ok(uint8_t *out, size_t cap, uint64_t req_id,
+                                      const llk_xrdma_probe_t *m);
+/* Every record checked: a routable address (llk_rdma_addr_routable), a
+ * prefix length within its family, mtu 1..5; the count within the limit
+ * and equal to the frame's records; no address with a refusal. */
+int llk_xwire_decode_rdma_probe(const uint8_t *payload, size_t len, llk_xrdma_probe_t *m,
+                                const char **why);
+int llk_xwire_decode_rdma_probe_ok(const uint8_t *payload, size_t len, llk_xrdma_probe_t *m,
+                                   const char **why);
 /* addr_len: niov (addr, len) pairs; rkeys: niov x nrails, record-major. */
 size_t llk_xwire_encode_grant(uint8_t *out, size_t cap, uint64_t req_id, uint64_t total,
                               uint64_t generation, uint16_t nrails, const uint64_t *addr_len,

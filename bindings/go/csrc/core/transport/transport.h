@@ -174,7 +174,9 @@ typedef struct llk_xserve {
     const uint32_t *segt;
     uint32_t nseg;
     uint64_t total;
-    /* A setup frame: its payload. */
+    /* A setup frame: its type (setup_type, probe_type or repair_type) and
+     * payload. */
+    uint16_t type;
     const uint8_t *rx;
     uint32_t rx_len;
     /* Out: the answer frame, in the owner's buffer (grown with realloc). */
@@ -238,6 +240,13 @@ typedef struct llk_transport_ops {
     /* Owner: the setup frame this transport answers (0: none), and its
      * answer (0, or -1 with why: the stream ends). */
     uint16_t setup_type;
+    /* Another setup frame it answers with serve_setup (q->type says
+     * which; 0: none): RDMA's XRDMA_PROBE, before XRDMA_SETUP. */
+    uint16_t probe_type;
+    /* A third frame type the owner hands to serve_setup (llk_xserve_t
+     * type tells which; rdma: XRDMA_RAIL_RESET, the repair of a rail);
+     * 0: none. */
+    uint16_t repair_type;
     int (*serve_setup)(llk_xserve_t *q);
     /* See "Fences" above. xl->mu held. */
     void (*fence)(struct llk_xlink *xl);
@@ -337,5 +346,8 @@ void llk_xlink_set_rails(struct llk_xlink *xl, const struct llk_conn *c, bool pe
  * link/wire.h): this side fills them in its own. Reactor thread, e->mu
  * held, with llk_xlink_set_rails. (rdma.c) */
 void llk_xlink_set_peer_read_depth(struct llk_xlink *xl, bool on);
+/* Both ends announced LLK_EXT_RDMA_RAILS (link/wire.h): rails are paired
+ * by the data (XRDMA_PROBE first). Same thread and lock as above. (rdma.c) */
+void llk_xlink_set_peer_rails(struct llk_xlink *xl, bool on);
 
 #endif /* LLK_TRANSPORT_H */

@@ -25,10 +25,16 @@ void llk_test_set_rdma_post_delay_ms(llmlink_t *e, uint32_t ms);
 void llk_test_set_legacy_wait(llmlink_t *e, bool on);
 
 /* Makes e's RDMA rail records those of llmlink 0.3: it neither sends nor
- * reads LLK_EXT_RDMA_READ_DEPTH (link/wire.h), and it refuses a peer's rail
- * record whose READ-depth byte is set ("reserved byte set"), as 0.3's
- * decoder does. Call before e links. (core/link/server.c) */
+ * reads LLK_EXT_RDMA_READ_DEPTH nor LLK_EXT_RDMA_RAILS (link/wire.h: no
+ * XRDMA_PROBE, rails by position), and it refuses a peer's rail record
+ * whose READ-depth byte is set ("reserved byte set"), as 0.3's decoder
+ * does. Call before e links. (core/link/server.c) */
 void llk_test_set_legacy_rails(llmlink_t *e, bool on);
+/* Makes e, as a client whose rails are paired by the data, send an
+ * XRDMA_SETUP whose pairs are crossed (rail i's target is rail i+1's),
+ * when it has two or more: the owner must refuse it, naming the pair.
+ * Call before e links. (core/transport/rdma_probe.c) */
+void llk_test_set_rdma_cross_pairs(llmlink_t *e, bool on);
 
 /* The last RDMA grant an engine made as owner (its first
  * LLK_TEST_RDMA_GRANT_SEGS segments): addresses, lengths, the rkey of each

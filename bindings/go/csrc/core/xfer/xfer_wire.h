@@ -72,6 +72,20 @@
  *          SUCCESS, else as many as asked), nrails x rail (u32 qpn, u32 psn,
  *          16 bytes gid, u16 lid, u8 active mtu, u8 READ depths as in
  *          XRDMA_SETUP)
+ *   XRDMA_PROBE  u16 naddr (0..LLK_XWIRE_PROBE_MAX_ADDRS), naddr x (16 bytes
+ *          address, IPv6 or IPv4-mapped; u8 prefix length of its subnet;
+ *          u8 active mtu (ibv_mtu 1..5)): the client's candidate rail
+ *          addresses (only on a link whose ends announced
+ *          LLK_EXT_RDMA_RAILS, before XRDMA_SETUP)
+ *   XRDMA_PROBE_OK  u32 status, u16 msg_len, msg, u16 naddr (0 unless
+ *          SUCCESS), naddr x the same record: the owner's RDMA addresses
+ *   XRDMA_RAIL_RESET  u16 rail (< LLK_XWIRE_MAX_RAILS), one rail record as
+ *          in XRDMA_SETUP (44 bytes): the client's fresh QP for a rail of
+ *          the link that failed, to be paired with a fresh one of the owner
+ *          (only to a peer that announced LLK_EXT_RDMA_RAILS)
+ *   XRDMA_RAIL_RESET_OK  u32 status, u16 rail (as asked), u16 msg_len, msg,
+ *          then one rail record as in XRDMA_SETUP_OK (28 bytes) if and
+ *          only if SUCCESS: the owner's fresh QP
  *
  * The RDMA messages and ops are used only on a link whose two ends
  * announced RDMA in their handshake (LLK_EXT_RDMA, wire.h), so a peer
@@ -113,6 +127,8 @@
 #define LLK_XWIRE_RAIL_ACK_SIZE 28u /* an XRDMA_SETUP_OK rail record */
 #define LLK_XWIRE_RDMA_FIXED  22u  /* XRESP_RDMA bytes before the records */
 #define LLK_XWIRE_GRANT_REC(nrails) (16u + 4u * (uint32_t)(nrails)) /* an XRESP_RDMA record */
+#define LLK_XWIRE_PROBE_REC   18u  /* an XRDMA_PROBE(_OK) address record */
+#define LLK_XWIRE_PROBE_MAX_ADDRS 32u
 
 typedef enum llk_xmsg_type {
     LLK_XMSG_REQ = 1,
