@@ -223,6 +223,7 @@ typedef struct fx {
     dcache_t c[2];
     size_t nc;
     bool down[2];    /* B's netdev of rail i is down (teardown brings it up) */
+    bool a_down1;    /* A's netdev of rail 1 is down (teardown brings it up) */
     proc_t local_p;  /* a P in guest B itself (the kill case) */
 } fx_t;
 
@@ -236,6 +237,7 @@ static int setup(void **state)
 }
 
 static int set_link(int rail, bool up);
+static int set_a_link1(bool up);
 
 static void d_free(fx_t *f)
 {
@@ -265,6 +267,8 @@ static int teardown(void **state)
     for (int r = 1; r >= 0; r--)
         if (f->down[r] && set_link(r, true) != 0)
             rc = -1;
+    if (f->a_down1 && set_a_link1(true) != 0)
+        rc = -1;
     free(f);
     return rc;
 }
@@ -522,6 +526,17 @@ static int set_link(int rail, bool up)
     return rc == 0 ? 0 : -1;
 }
 
+/* A's netdev of rail 1 up or down, through the agent. */
+static int set_a_link1(bool up)
+{
+    char c[96], out[1024] = "";
+    snprintf(c, sizeof c, "ip link set %s %s", env_or("LLMLINK_RDMA_PEER_NETDEV1", "eth1"),
+             up ? "up" : "down");
+    int rc = proc_agent_sh(c, out, sizeof out, 20000);
+    print_message("  guest A: %s: rc %d %s%s\n", c, rc, out, rc < 0 ? proc_last_error() : "");
+    return rc == 0 ? 0 : -1;
+}
+
 static void nic(fx_t *f, int rail, bool up)
 {
     assert_int_equal(set_link(rail, up), 0);
@@ -552,22 +567,30 @@ static void relink(fx_t *f, unsigned mask)
 
 /* ---- case 2: one NIC of rail 1 down during a 256 MiB pull --------------- */
 
-static void test_rail1_down_during_pull(void **state)
+/* The NIC of rail 1 in B (peer = false: B's port goes down, D sees it) or
+ * in A (peer = true: B's port stays up, D's QP of rail 1 runs into its
+ * retry limit). */
+static void rail1_down(fx_t *f, bool peer, uint64_t did)
 {
-    skip_outside_vm();
-    fx_t *f = *state;
-    d_new(f, 201, 60000);
-    dcache_t *c = d_reg(f, BIG_NB, BIG_BS, kvfill_seed(201, 1));
+    /* B's port is seen down within ms; A's NIC only by D's retry limit,
+     * which fits in half the wait (rdma_plan.h): 20 s of a 40 s wait */
+    d_new(f, did, peer ? 40000 : 60000);
+    dcache_t *c = d_reg(f, BIG_NB, BIG_BS, kvfill_seed(did, 1));
     d_link(f, 3u);
     puller_t pl = {.d = f->d, .model = BIG_MODEL, .cache = c->id, .nblocks = BIG_NB};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, pull_run, &pl), 0);
     bool running = wait_under_way(f, &pl, 32ull << 20, 200, 3000);
-    if (running)
+    if (running && peer) {
+        f->a_down1 = set_a_link1(false) == 0;
+        assert_true(f->a_down1);
+    } else if (running) {
         nic(f, 1, false);
+    }
     assert_int_equal(pthread_join(th, NULL), 0);
-    print_message("  256 MiB pull, %s down under it: %s after %lld ms | %s\n", b_netdev(1),
-                  llmlink_status_name(pl.st), (long long)(pl.t1 - pl.t0), pl.msg);
+    print_message("  256 MiB pull, %s's NIC of rail 1 down under it: %s after %lld ms | %s\n",
+                  peer ? "A" : "B", llmlink_status_name(pl.st), (long long)(pl.t1 - pl.t0),
+                  pl.msg);
     if (!running)
         fail_msg("the pull ended before the NIC went down: nothing was tested");
     assert_status(pl.st, LLMLINK_SUCCESS);
@@ -578,7 +601,12 @@ static void test_rail1_down_during_pull(void **state)
     assert_int_equal(s.rdma_rail_failovers, 1);
     assert_int_equal(s.rdma_rails_up, 1);
 
-    nic(f, 1, true);
+    if (peer) {
+        assert_int_equal(set_a_link1(true), 0);
+        f->a_down1 = false;
+    } else {
+        nic(f, 1, true);
+    }
     int64_t t0 = proc_now_ms();
     while (s.rdma_rails_up != 2 && proc_now_ms() - t0 < 30000) {
         proc_sleep_ms(100);
@@ -602,6 +630,18 @@ static void test_rail1_down_during_pull(void **state)
     assert_true(s2.rdma_rail_bytes[0] > s.rdma_rail_bytes[0]);
     assert_true(s2.rdma_rail_bytes[1] > s.rdma_rail_bytes[1]);
     assert_int_equal(s2.rdma_rail_failovers, 1);
+}
+
+static void test_rail1_down_during_pull(void **state)
+{
+    skip_outside_vm();
+    rail1_down(*state, false, 201);
+}
+
+static void test_peer_rail1_down_during_pull(void **state)
+{
+    skip_outside_vm();
+    rail1_down(*state, true, 202);
 }
 
 /* ---- case 3: both NICs down during a pull ------------------------------ */
@@ -797,6 +837,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rail1_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_both_rails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rail1_down_during_pull, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_peer_rail1_down_during_pull, setup, teardown),
         cmocka_unit_test_setup_teardown(test_both_nics_down, setup, teardown),
         /* last: guest A does not come back */
         cmocka_unit_test_setup_teardown(test_peer_guest_killed, setup, teardown),
