@@ -220,7 +220,7 @@ typedef struct dcache {
 typedef struct fx {
     llmlink_t *d;
     uint64_t did;
-    dcache_t c[2];
+    dcache_t c[4]; /* the per-rail cases hold three */
     size_t nc;
     bool down[2];    /* B's netdev of rail i is down (teardown brings it up) */
     bool a_down1;    /* A's netdev of rail 1 is down (teardown brings it up) */
@@ -294,6 +294,7 @@ static void d_new(fx_t *f, uint64_t did, int wait_ms)
 /* NT tensors of nb blocks of bs bytes, filled with seed's pattern. */
 static dcache_t *d_reg(fx_t *f, uint64_t nb, uint64_t bs, uint64_t seed)
 {
+    assert_true(f->nc < sizeof f->c / sizeof f->c[0]);
     dcache_t *c = &f->c[f->nc];
     memset(c, 0, sizeof *c);
     c->nb = nb, c->bs = bs, c->seed = seed;
@@ -842,5 +843,12 @@ int main(void)
         /* last: guest A does not come back */
         cmocka_unit_test_setup_teardown(test_peer_guest_killed, setup, teardown),
     };
+    /* By hand: LLMLINK_TEST_FILTER / LLMLINK_TEST_SKIP, cmocka's patterns
+     * ('*' and '?') of the cases to run / to leave out. */
+    const char *only = getenv("LLMLINK_TEST_FILTER"), *skipped = getenv("LLMLINK_TEST_SKIP");
+    if (only && *only)
+        cmocka_set_test_filter(only);
+    if (skipped && *skipped)
+        cmocka_set_skip_filter(skipped);
     return cmocka_run_group_tests_name("across the guests", tests, grp_setup, grp_teardown);
 }
