@@ -2,7 +2,7 @@
 # rdma-vm.sh - run llmlink's RDMA test programs on soft-RoCE (rdma_rxe)
 # inside a QEMU VM, on a host with no RDMA hardware nor kernel support.
 #
-# Usage: ci/rdma-vm.sh [--smoke|--bench|--exec CMD|--shell] BUILD_DIR [PROGRAM...]
+# Usage: ci/rdma-vm.sh [--two-guest] [--smoke|--bench|--exec CMD|--shell] BUILD_DIR [PROGRAM...]
 #
 #   (default)  runs the built-in smoke step (both ports ACTIVE, an
 #              ibv_rc_pingpong loopback on rxe0 and on rxe1), then each
@@ -24,6 +24,21 @@
 # dpkg-deb: nothing is installed on the host (ci/deps-rdma.sh lists what
 # the host needs: qemu-system-x86, kmod, xz-utils). Downloads, the unpacked
 # tree, the initramfs and the console log live in BUILD_DIR/rdma-vm/.
+#
+# --two-guest: two VMs from the same image, guest A (rdma_role=a: the P
+# side, tests/rdma/vm_agent.c on 10.10.9.1:7700) and guest B (the
+# programs; its console is the one parsed), 1 vCPU and 1536 MiB each,
+# joined by three QEMU datagram networks over unix sockets in
+# BUILD_DIR/rdma-vm2/net (no host network): net0 (rail 0: eth0, MTU 1500
+# both), net1 (rail 1: eth1, MTU 9000 in A, 4000 in B) and net9 (control:
+# eth2, no rxe). Default programs: test_rdma_matrix_data,
+# test_rdma_matrix_peers, test_rdma_2host (last: it may power A off). The
+# smoke step checks both rails ACTIVE in both guests and runs an
+# ibv_rc_pingpong from B to A over each rail. A program printing
+# "RDMA-CTL kill-peer" gets guest A's QEMU SIGKILLed (RDMA-INFO
+# peer-killed). A's console: BUILD_DIR/rdma-vm2/console-a.log, shown on
+# failure. --bench and --shell are one-guest only (not yet built for two).
+# The environment and the agent's protocol: tests/rdma/README.md.
 #
 # Inside the VM (ci/rdma-vm/init): dummy0 (MTU 1500, 10.10.0.1/24) carries
 # rxe0, dummy1 (MTU 9000, 10.10.1.1/24) carries rxe1; programs run with
@@ -95,6 +110,7 @@ while [ $# -gt 0 ]; do
 done
 [ ${#args[@]} -ge 1 ] || bad_usage
 [ $two = 0 ] || [ "$mode" != shell ] || die "--shell is one-guest only (--two-guest --exec CMD runs CMD in guest B)"
+[ $two = 0 ] || [ "$mode" != bench ] || die "--bench --two-guest is not built yet (the cross-guest bench cells): run --bench in one guest"
 [ -d "${args[0]}" ] || die "build dir ${args[0]} does not exist (build first: make BUILD=${args[0]})"
 build=$(readlink -f "${args[0]}")
 requested=("${args[@]:1}")
