@@ -236,10 +236,17 @@ LLMLINK_EXTERN llmlink_status_t llmlink_create(llmlink_t **out, llmlink_role_t r
  *                             MTUs (and llmlink.RdmaMtu caps). pull_* are
  *                             RDMA READs, push_* RDMA WRITEs, spread over
  *                             the rails; the owner grants addresses and
- *                             rkeys per request, never reused. A work
- *                             completion error fails the call with
- *                             LLMLINK_NETWORK_ERROR naming
- *                             ibv_wc_status_str, and the link is unusable
+ *                             rkeys per request, never reused. A rail
+ *                             that fails under a call (work completion
+ *                             error, port not ACTIVE) is taken out of the
+ *                             link and the call's unfinished work goes on
+ *                             over the other rails (stats:
+ *                             rdma_rail_failovers), and set up again
+ *                             without relinking once its port is ACTIVE
+ *                             (rdma_rail_repairs); only with no rail left
+ *                             does the call fail, LLMLINK_NETWORK_ERROR
+ *                             naming each rail's ibv_wc_status_str or port
+ *                             state, and the link is unusable
  *                             (NOT_YET_LINK until linked again). An
  *                             unregister_cache whose wait ends while only
  *                             peers' RDMA grants hold the cache revokes them

@@ -145,6 +145,8 @@ void llk_xlink_set_rails(llk_xlink_t *xl, const llk_conn_t *c, bool peer_offers)
     llk_rdma_xlink_t *r = llk_rdma_xlink(xl);
     pthread_mutex_lock(&xl->mu);
     r->peer = peer_offers;
+    /* TODO(int18): LLK_EXT_RDMA_RAILS from the handshake (pairing branch) */
+    r->peer_rails = peer_offers;
     r->nrail_addrs = 0;
     if (c && c->num_local == 0) {
         socklen_t len = sizeof r->rail_local[0];
@@ -357,11 +359,61 @@ static void printable(char *msg)
             *p = '?';
 }
 
+/* XRDMA_RAIL_RESET (owner thread): the client re-establishes rail k of
+ * the link; this side's rail gets a fresh QP too, connected to the
+ * client's, and the answer carries it. A refusal leaves the rail down. */
+static int rdma_serve_rail_reset(llk_xserve_t *q)
+{
+    llk_xlink_t *xl = q->xl;
+    llk_rdma_xlink_t *rx = llk_rdma_xlink(xl);
+    const char *dwhy = "?";
+    uint16_t k = 0;
+    llk_xrail_wire_t rem;
+    if (llk_xwire_decode_rail_reset(q->rx, q->rx_len, &k, &rem, &dwhy) != 0) {
+        snprintf(q->why, sizeof q->why, "protocol error: bad XRDMA_RAIL_RESET: %s", dwhy);
+        return -1;
+    }
+    pthread_mutex_lock(&xl->mu);
+    llk_rdma_link_t *l = rx->use ? rx->link : NULL;
+    bool peer_rails = rx->peer_rails, peer_depth = rx->peer_read_depth;
+    pthread_mutex_unlock(&xl->mu);
+    llk_xrail_reset_ok_t ok;
+    memset(&ok, 0, sizeof ok);
+    ok.rail = k;
+    char why[224] = "";
+    if (!l || !peer_rails || k >= llk_rdma_link_nrails(l)) {
+        ok.status = LLMLINK_FEATURE_NOT_ENABLED;
+        snprintf(ok.msg, sizeof ok.msg, "no RDMA rail %u on this link", k);
+    } else if (llk_rdma_rail_reset_begin(l, k, &ok.rec, why, sizeof why) != 0 ||
+               llk_rdma_rail_reset_end(l, k, &rem, why, sizeof why) != 0) {
+        ok.status = LLMLINK_FAILED;
+        memset(&ok.rec, 0, sizeof ok.rec);
+        snprintf(ok.msg, sizeof ok.msg, "cluster %llu: %.200s",
+                 (unsigned long long)q->e->cluster_id, why);
+        printable(ok.msg);
+    } else {
+        llk_xwire_rails_for_peer(&ok.rec, 1, peer_depth);
+    }
+    size_t need = LLK_XWIRE_HEADER_SIZE + 8 + LLK_XWIRE_MAX_MSG + LLK_XWIRE_RAIL_ACK_SIZE;
+    if (!tx_room(q, need)) {
+        snprintf(q->why, sizeof q->why, "out of memory for XRDMA_RAIL_RESET_OK");
+        return -1;
+    }
+    q->tx_len = llk_xwire_encode_rail_reset_ok(*q->tx, *q->tx_cap, q->req_id, &ok);
+    if (q->tx_len == 0) {
+        snprintf(q->why, sizeof q->why, "cannot encode XRDMA_RAIL_RESET_OK");
+        return -1;
+    }
+    return 0;
+}
+
 /* XRDMA_SETUP (once per link, owner thread): this side's rails for the
  * addresses the client names, connected to its QPs, and the answer with
  * them. */
 static int rdma_serve_setup(llk_xserve_t *q)
 {
+    if (q->type == LLK_XMSG_RDMA_RAIL_RESET)
+        return rdma_serve_rail_reset(q);
     llmlink_t *e = q->e;
     llk_xlink_t *xl = q->xl;
     llk_rdma_xlink_t *rx = llk_rdma_xlink(xl);
@@ -468,12 +520,107 @@ uint32_t llk_rdma_stats_protection(llk_xlink_t *xl)
     return LLMLINK_RDMA_PROTECTION_NONE;
 }
 
+/* A failed repair of rail k: WARN the first time since the rail went
+ * down, DEBUG for the retries (one a second). */
+#define REPAIR_LOG(l, k, ...)                                                                      \
+    do {                                                                                           \
+        if (llk_rdma_rail_repair_log_once((l), (k)))                                              \
+            LLK_WARN(__VA_ARGS__);                                                                 \
+        else                                                                                       \
+            LLK_DEBUG(__VA_ARGS__);                                                                \
+    } while (0)
+
+/* Client end, one rail: XRDMA_RAIL_RESET with this side's fresh QP over
+ * stream fd, the owner's answer, then the rail up again. 0 (done, or
+ * refused: the rail stays down and is tried again later), -1: the stream
+ * is unusable (the request fails and the link goes). */
+static int repair_rail(llk_xlink_t *xl, int fd, llk_rdma_link_t *l, uint16_t k,
+                       const uint8_t target_gid[16], bool peer_depth, int64_t deadline_ms)
+{
+    llk_xrail_wire_t rec;
+    char why[224] = "";
+    if (llk_rdma_rail_reset_begin(l, k, &rec, why, sizeof why) != 0) {
+        REPAIR_LOG(l, k, "rdma: rail %u of the link with cluster %llu not repaired: %s", k,
+                   (unsigned long long)xl->remote_id, why);
+        return 0;
+    }
+    llk_xwire_rails_for_peer(&rec, 1, peer_depth);
+    memcpy(rec.target_ip, target_gid, 16);
+    uint8_t f[LLK_XWIRE_HEADER_SIZE + 2 + LLK_XWIRE_RAIL_REQ_SIZE];
+    /* the owner echoes it; a tag of its own, apart from requests' ids */
+    uint64_t req_id = 0xFFFF0000ull | k;
+    size_t len = llk_xwire_encode_rail_reset(f, sizeof f, req_id, k, &rec);
+    uint8_t hb[LLK_XWIRE_HEADER_SIZE];
+    uint8_t body[8 + LLK_XWIRE_MAX_MSG + LLK_XWIRE_RAIL_ACK_SIZE];
+    llk_xframe_header_t h;
+    const char *dwhy = NULL;
+    llk_xrail_reset_ok_t ok;
+    if (!len || llk_xlink_send_all(xl, fd, f, len, deadline_ms) != 0 ||
+        llk_xlink_recv_all(xl, fd, hb, sizeof hb, deadline_ms) != 0) {
+        REPAIR_LOG(l, k, "rdma: rail %u: XRDMA_RAIL_RESET: %s", k, strerror(errno));
+        return -1;
+    }
+    if (llk_xwire_read_header(hb, &h, &dwhy) != 0 || h.type != LLK_XMSG_RDMA_RAIL_RESET_OK ||
+        h.req_id != req_id || h.length > sizeof body ||
+        llk_xlink_recv_all(xl, fd, body, h.length, deadline_ms) != 0 ||
+        llk_xwire_decode_rail_reset_ok(body, h.length, &ok, &dwhy) != 0 || ok.rail != k) {
+        REPAIR_LOG(l, k, "rdma: rail %u: bad answer to XRDMA_RAIL_RESET (%s)", k,
+                   dwhy ? dwhy : "type, id or rail");
+        return -1;
+    }
+    if (ok.status != LLMLINK_SUCCESS) {
+        REPAIR_LOG(l, k, "rdma: rail %u of the link with cluster %llu not repaired: %s", k,
+                   (unsigned long long)xl->remote_id, ok.msg);
+        return 0;
+    }
+    if (llk_rdma_rail_reset_end(l, k, &ok.rec, why, sizeof why) != 0)
+        REPAIR_LOG(l, k, "rdma: rail %u of the link with cluster %llu not repaired: %s", k,
+                   (unsigned long long)xl->remote_id, why);
+    return 0;
+}
+
+/* The client end of a link (the one that ran XRDMA_SETUP) re-establishes
+ * its rails that are down and whose port is ACTIVE again (at most one
+ * attempt a second per rail), over the stream a request borrowed (idle:
+ * its request not sent yet), before the request: the first request after
+ * the port came back finds the rail up. -1: the stream is unusable. */
+static int repair_rails(llk_xfer_ctx_t *ctx, int fd, llk_rdma_link_t *l)
+{
+    llk_xlink_t *xl = ctx->xl;
+    llk_rdma_xlink_t *rx = llk_rdma_xlink(xl);
+    uint8_t gid[LLK_XWIRE_MAX_RAILS][16];
+    memset(gid, 0, sizeof gid);
+    pthread_mutex_lock(&xl->mu);
+    bool client = rx->nrail_addrs > 0, peer_rails = rx->peer_rails;
+    bool peer_depth = rx->peer_read_depth;
+    for (uint16_t k = 0; k < rx->nrail_addrs && k < LLK_XWIRE_MAX_RAILS; k++)
+        (void)llk_rdma_ip_gid((const struct sockaddr *)&rx->rail_target[k], gid[k]);
+    pthread_mutex_unlock(&xl->mu);
+    if (!client || !peer_rails)
+        return 0;
+    int64_t deadline = llk_now_ms() + 2000;
+    if (deadline > ctx->deadline_ms)
+        deadline = ctx->deadline_ms;
+    for (uint16_t k = 0; k < llk_rdma_link_nrails(l); k++)
+        if (llk_rdma_rail_repairable(l, k) &&
+            repair_rail(xl, fd, l, k, gid[k], peer_depth, deadline) != 0)
+            return -1;
+    return 0;
+}
+
 static llk_xuse_t rdma_request_usable(llk_xfer_ctx_t *ctx, int fd, llk_xmove_out_t *out)
 {
-    (void)fd;
-    (void)out;
-    return rdma_link_usable(ctx->xl) && ctx->e->rdma && ctx->local_cache ? LLK_XUSE_YES
-                                                                          : LLK_XUSE_NO;
+    if (!rdma_link_usable(ctx->xl) || !ctx->e->rdma || !ctx->local_cache)
+        return LLK_XUSE_NO;
+    if (fd >= 0 && repair_rails(ctx, fd, llk_rdma_xlink(ctx->xl)->link) != 0) {
+        /* the exchange broke off mid-frame: nothing more can go on it */
+        llk_xlink_break(ctx->xl, "RDMA rail repair: the data stream failed");
+        out->refusal = LLMLINK_NETWORK_ERROR;
+        snprintf(out->msg, sizeof out->msg, "%s: RDMA rail repair: the data stream failed "
+                 "(cluster %llu)", ctx->fn, (unsigned long long)ctx->xl->remote_id);
+        return LLK_XUSE_STOP;
+    }
+    return LLK_XUSE_YES;
 }
 
 /* ---- moving ---------------------------------------------------------------- */
@@ -534,10 +681,19 @@ static void rdma_move(llk_xmove_t *m, llk_xmove_out_t *out)
     for (size_t i = 0; i < n; i++) {
         const llk_xseg_t *seg = &m->segs[i];
         uint16_t rail = (uint16_t)llk_rdma_rail_of((uint32_t)i, nrails);
-        uint64_t addr, len;
-        uint32_t rkey, lkey = 0;
-        llk_xwire_grant_at(&g, (uint32_t)i, rail, &addr, &len, &rkey);
-        if (len != seg->len || !llk_rdma_lkey(mrs, l, rail, seg->lptr, len, &lkey)) {
+        uint64_t addr = 0, len = 0;
+        llk_rdma_sge_t *s = &sg[i];
+        memset(s, 0, sizeof *s);
+        bool keys = true;
+        /* the keys of every rail: a slice may fail over to any of them */
+        for (uint16_t k = 0; k < nrails && keys; k++) {
+            uint64_t a, ln;
+            llk_xwire_grant_at(&g, (uint32_t)i, k, &a, &ln, &s->rkey[k]);
+            if (k == 0)
+                addr = a, len = ln;
+            keys = len == seg->len && llk_rdma_lkey(mrs, l, k, seg->lptr, len, &s->lkey[k]);
+        }
+        if (!keys) {
             free(sg);
             out->failure = len != seg->len ? LLMLINK_PROTOCOL_ERROR : LLMLINK_FAILED;
             snprintf(out->msg, sizeof out->msg,
@@ -546,8 +702,10 @@ static void rdma_move(llk_xmove_t *m, llk_xmove_out_t *out)
                      i, (unsigned long long)len, (unsigned long long)seg->len);
             return;
         }
-        sg[i] = (llk_rdma_sge_t){.laddr = (uint64_t)(uintptr_t)seg->lptr, .raddr = addr,
-                                 .len = len, .lkey = lkey, .rkey = rkey, .rail = rail};
+        s->laddr = (uint64_t)(uintptr_t)seg->lptr;
+        s->raddr = addr;
+        s->len = len;
+        s->rail = rail;
     }
     /* Test seam: hold the grant before using it (an owner that revokes
      * meanwhile is then seen deterministically). */
@@ -567,8 +725,9 @@ static void rdma_move(llk_xmove_t *m, llk_xmove_out_t *out)
         out->gen = g.generation;
         return;
     }
-    /* The rail is unusable after a completion error: the link goes (the
-     * caller kills it), relink makes new QPs. */
+    /* No rail was left (llk_rdma_move failed over while it could), or the
+     * call gave up: the link goes (the caller kills it), relink makes new
+     * QPs. */
     out->failure = st == LLMLINK_NOT_YET_LINK ? LLMLINK_NETWORK_ERROR : st;
     if (llk_cancel_requested(ctx->cancel) && !llk_xlink_is_broken(ctx->xl))
         snprintf(out->msg, sizeof out->msg, "cancelled with RDMA work posted: every QP of the "
@@ -674,6 +833,7 @@ const llk_transport_ops_t llk_transport_rdma = {
     .link_conflict = rdma_link_conflict,
     .setup_client = rdma_setup_client,
     .setup_type = LLK_XMSG_RDMA_SETUP,
+    .repair_type = LLK_XMSG_RDMA_RAIL_RESET,
     .serve_setup = rdma_serve_setup,
     .fence = rdma_fence,
     .link_usable = rdma_link_usable,

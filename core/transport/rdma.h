@@ -183,26 +183,73 @@ bool llk_rdma_test_rail(llk_rdma_link_t *l, uint16_t rail, void **qp, void **cq)
 bool llk_rdma_test_mr_keys(const llk_rdma_mrs_t *m, uint32_t tensor, uint32_t *lkey,
                            uint32_t *rkey);
 
-/* One work request: len bytes between local laddr (lkey) and remote raddr
- * (rkey), on rail `rail`. */
+/* One work request: len bytes between local laddr and remote raddr, with
+ * the keys of every rail of the link (lkey[k], rkey[k] for rail k: in mode
+ * PD_PER_LINK a rail's lkey is its own PD's), so that a slice can move to
+ * another rail when its preferred one (`rail`, the planner's round robin)
+ * is down or fails under the call. */
 typedef struct llk_rdma_sge {
     uint64_t laddr, raddr, len;
-    uint32_t lkey, rkey;
+    uint32_t lkey[LLK_XWIRE_MAX_RAILS], rkey[LLK_XWIRE_MAX_RAILS];
     uint16_t rail;
 } llk_rdma_sge_t;
 
 /*
  * Posts every sge as RDMA READ (remote -> local) or WRITE, in chains of a
  * few WRs with only the last signaled, never more in flight per rail than
- * its send queue (READs: its max_rd_atomic), and waits for all. Returns
- * SUCCESS; NETWORK_ERROR for a completion error (msg names
- * ibv_wc_status_str) or a post failure; WAIT_PROCESS_TIMEOUT past
+ * its send queue (READs: its max_rd_atomic), and waits for all.
+ *
+ * Failover: a rail whose chain completes in error, whose post fails, or
+ * whose device port is not ACTIVE (checked while waiting, at most every
+ * LLK_RDMA_PORT_CHECK_MS per link, by ibv_query_port: polling rather than
+ * async events, which would need a thread per device context) is marked
+ * down for the whole link (its QP to the error state at once, so it stops
+ * instead of running into its retry timeout), and every slice of the call
+ * that had not completed on it (a chain whose signaled completion did not
+ * arrive with success) goes again over the rails still up: a READ or
+ * WRITE of the same bytes again is idempotent. Later calls skip rails that
+ * are down. Returns SUCCESS; NETWORK_ERROR when no rail is left (msg names
+ * each rail's first real reason: ibv_wc_status_str of its first non-flush
+ * completion error, a post error or the port state - never just
+ * "flushed") - the caller then kills the link; WAIT_PROCESS_TIMEOUT past
  * deadline_ms; NOT_YET_LINK when aborted(actx) turns true (the link broke).
- * After a failure the rail is unusable: the caller kills the link.
+ *
+ * What the owner side sees of a rail failed here: its own QP of that rail
+ * stays in RTS (nothing tells it) until the repair replaces the rail
+ * (llk_rdma_rail_reset_begin, below), or the link goes. That is safe: this side's QP is in the error state, so
+ * nothing more lands in this side's memory through it; the owner's memory
+ * is reachable through its QP of the rail only by this side's QP, which is
+ * dead. In mode MW the owner's windows of a request are invalidated at its
+ * XDONE as always (on a rail the owner cannot reach, deallocated); in mode
+ * PD_PER_LINK the rkeys stay valid until the link or the cache goes, the
+ * mode's documented limit, over a QP whose only peer is in error.
  */
+#define LLK_RDMA_PORT_CHECK_MS 64
 llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sge_t *sg,
                                size_t n, int64_t deadline_ms, bool (*aborted)(void *), void *actx,
                                char *msg, size_t cap);
+
+/*
+ * The repair of a rail that went down (rdma_repair.c), without relinking:
+ * the client end of the link (the one that ran XRDMA_SETUP) asks, when
+ * llk_rdma_rail_repairable (down, its port ACTIVE again, at most one
+ * attempt a second per rail): reset_begin gives the rail a fresh QP in
+ * INIT (the old one destroyed once no chain of it is in flight and the
+ * windows bound through it are deallocated) and this side's record for
+ * XRDMA_RAIL_RESET; the owner does reset_begin and reset_end with the
+ * client's record and answers with its own (XRDMA_RAIL_RESET_OK); the
+ * client's reset_end with that brings the rail up again (stats:
+ * rdma_rail_repairs). reset_begin: 0, 1 (chains still in flight: later),
+ * -1 (why); reset_end: 0 or -1 (why; the rail stays down).
+ */
+bool llk_rdma_rail_repairable(llk_rdma_link_t *l, uint16_t k);
+/* true the first time since rail k went down (or was last repaired): a
+ * failed attempt is logged once (WARN), the retries at DEBUG. */
+bool llk_rdma_rail_repair_log_once(llk_rdma_link_t *l, uint16_t k);
+int llk_rdma_rail_reset_begin(llk_rdma_link_t *l, uint16_t k, llk_xrail_wire_t *rec, char *why,
+                              size_t cap);
+int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire_t *rem,
+                            char *why, size_t cap);
 
 /* ---- the transport's link state (rdma.c) ---------------------------------- */
 
@@ -222,6 +269,10 @@ typedef struct llk_rdma_xlink {
      * its READ depths; without it they go with the byte 0, as an llmlink
      * 0.3 peer requires (llk_xwire_rails_for_peer). */
     bool peer_read_depth;
+    /* The peer announced LLK_EXT_RDMA_RAILS (link/wire.h): it answers
+     * XRDMA_RAIL_RESET. Wired into the handshake by the rails-paired-by-
+     * data change; until then llk_xlink_set_rails sets it with peer. */
+    bool peer_rails;
     llk_rdma_link_t *link;
     /* Client: the addresses of its rails (its ip infos, or the control
      * connection's) and the server addresses they are for. */

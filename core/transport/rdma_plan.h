@@ -50,6 +50,25 @@ static inline uint32_t llk_rdma_rail_of(uint32_t seg, uint32_t nrails)
     return nrails ? seg % nrails : 0;
 }
 
+/* The rail of slice i when only the rails of mask `up` (bit k: rail k) are
+ * up: round robin over them; 0 for an empty mask. */
+static inline uint32_t llk_rdma_rail_pick(uint32_t i, uint32_t up, uint32_t nrails)
+{
+    uint32_t cnt = 0;
+    for (uint32_t k = 0; k < nrails && k < 32; k++)
+        cnt += (up >> k) & 1u;
+    if (cnt == 0)
+        return 0;
+    uint32_t want = i % cnt;
+    for (uint32_t k = 0; k < nrails && k < 32; k++)
+        if ((up >> k) & 1u) {
+            if (want == 0)
+                return k;
+            want--;
+        }
+    return 0;
+}
+
 /* How many work requests the next chain posts: at most max_chain, at most
  * `left` still to post, at most `credits` (free send-queue slots, and for
  * READs the rd_atomic slots left). 0 = wait for completions. */

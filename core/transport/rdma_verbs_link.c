@@ -35,50 +35,7 @@ const char *llk_rdma_protection_name(llk_rdma_prot_t p)
 
 #include "base/clock.h"
 
-#define MAX_DEVS 8
-#define MAX_GIDS 256
-/* Send queue depth of a rail's QP, and WRs per chain (one signaled). */
-#define SQ_DEPTH 128u
-#define MAX_CHAIN 8u
-#define RD_ATOM_CAP 16u
-#define RAIL_SLOTS 64u /* chains in flight per rail: SQ_DEPTH / 2 */
-#define RETRY_CNT 7
-#define POLL_BATCH 16
-
-typedef struct rdma_dev {
-    int index;
-    char name[64];
-    struct ibv_context *ctx;
-    struct ibv_pd *pd;
-    uint8_t port;
-    uint8_t active_mtu; /* ibv_mtu */
-    uint16_t lid;
-    bool is_ib;
-    int gid_tbl_len;
-    uint32_t max_qp_wr, max_rd_atom, max_init_rd_atom;
-    /* Type-2 memory windows (IBV_DEVICE_MEM_WINDOW_TYPE_2B, max_mw > 0):
-     * grants are windows bound per request, MRs local-only. */
-    bool mw2;
-} rdma_dev_t;
-
-struct llk_rdma {
-    const llk_verbs_t *v;
-    pthread_mutex_t mu; /* MR sets, and lmrs */
-    /* Mode PD_PER_LINK: the MR sets of (link, cache) pairs, made on first
-     * use (link_key) and freed with the link or the cache. */
-    struct link_mrs *lmrs;
-    rdma_dev_t dev[MAX_DEVS];
-    int ndev;
-    _Atomic uint64_t next_gen;
-    llk_options_t o;
-    _Atomic uint32_t post_delay_ms; /* test seam (transport_testing.h) */
-    /* Grants whose windows are bound (owner side), and every window
-     * operation: bind, invalidate, the revoke of cache_free and a link's
-     * free. A leaf lock above the rails' (taken before rl->mu). */
-    pthread_mutex_t gmu;
-    llk_rdma_grant_t *grants;
-    llk_test_rdma_grant_t last; /* the last grant made (test seam) */
-};
+#include "transport/rdma_verbs_int.h"
 
 void llk_rdma_set_post_delay_ms(llk_rdma_t *r, uint32_t ms)
 {
@@ -91,84 +48,6 @@ uint32_t llk_rdma_post_delay_ms(llk_rdma_t *r)
     return r ? atomic_load_explicit(&r->post_delay_ms, memory_order_relaxed) : 0;
 }
 
-struct llk_rdma_mrs {
-    uint64_t gen;
-    uint32_t nt;
-    int ndev;
-    struct ibv_mr **mr;  /* [dev * nt + tensor] */
-    uint32_t *order;     /* tensors by address, for lkey lookups */
-    uint8_t **addrs;     /* the cache's tensor bases (its array) */
-    uint64_t tensor_bytes;
-};
-
-struct move_op;
-typedef struct slot {
-    bool busy;
-    bool read;
-    uint32_t seq, nwr;
-    struct move_op *op; /* NULL: orphaned by a call that gave up */
-} slot_t;
-
-typedef struct rail {
-    rdma_dev_t *dev;
-    /* The PD of the QP: the device's, or the rail's own (own_pd) in mode
-     * PD_PER_LINK, where the link's MRs are registered (link_key). */
-    struct ibv_pd *pd;
-    bool own_pd;
-    int gid_index;
-    union ibv_gid gid;
-    struct ibv_cq *cq;
-    struct ibv_qp *qp;
-    uint32_t psn;
-    uint8_t mtu; /* negotiated path MTU, 0 before connect */
-    pthread_mutex_t mu;
-    uint32_t free_wr, rd_max, rd_inflight, seq;
-    bool failed;
-    bool in_err; /* the QP was moved to IBV_QPS_ERR (rail_abort) */
-    /* READ depths: what this side's device allows as initiator and as
-     * responder (advertised); rd_max is what the rail uses as initiator
-     * once connected (llk_rdma_rd_initiator). */
-    uint32_t rd_init, rd_dest;
-    slot_t slot[RAIL_SLOTS];
-    /* Type-2 windows not bound now, for the next grants (r->gmu). */
-    struct ibv_mw **pool;
-    uint32_t npool, pool_cap;
-} rail_t;
-
-/* Mode PD_PER_LINK: what a link registered of a cache, in its rails' own
- * PDs, [(kind * nrails + rail) * nt + tensor], each made on first use:
- * LMR_READ (REMOTE_READ: pull grants), LMR_WRITE (REMOTE_WRITE: push
- * grants), LMR_LOCAL (local only: this side's own buffers as requester).
- * In r->lmrs under r->mu. */
-enum { LMR_READ = 0, LMR_WRITE = 1, LMR_LOCAL = 2, LMR_KINDS = 3 };
-typedef struct link_mrs {
-    struct link_mrs *next;
-    const struct llk_rdma_link *l;
-    const struct llk_rdma_mrs *m;
-    struct ibv_mr **mr;
-} link_mrs_t;
-
-struct llk_rdma_link {
-    llk_rdma_t *r;
-    uint16_t nrails;
-    int32_t wait_ms;
-    llk_rdma_prot_t prot;
-    rail_t rail[LLK_XWIRE_MAX_RAILS];
-};
-
-/* One grant of the owner: the windows it bound, [seg * nrails + rail]
- * (NULL on a rail whose device has none: the rkeys there are the MRs'; no
- * array at all when no rail has windows). */
-struct llk_rdma_grant {
-    llk_rdma_grant_t *prev, *next; /* r->grants, in MW mode */
-    llk_rdma_t *r;
-    llk_rdma_link_t *l; /* outlives the grant: the owner ends it before the link goes */
-    const llk_rdma_mrs_t *m;
-    uint32_t nmw;
-    uint16_t nrails;
-    bool dead; /* windows already deallocated (revoke, link free) */
-    struct ibv_mw **mw;
-};
 
 /* ---- devices ------------------------------------------------------------------- */
 
@@ -354,7 +233,7 @@ static int find_gid(const llk_rdma_t *r, const rdma_dev_t *d, const uint8_t ip_g
     return idx;
 }
 
-static int to_init(const llk_verbs_t *v, rail_t *rl)
+int llk_rv_to_init(const llk_verbs_t *v, rail_t *rl)
 {
     struct ibv_qp_attr a;
     memset(&a, 0, sizeof a);
@@ -448,7 +327,7 @@ static bool rail_create(llk_rdma_t *r, rail_t *rl, const struct sockaddr *ip, bo
         rail_undo(r->v, rl);
         return false;
     }
-    if (to_init(r->v, rl) != 0) {
+    if (llk_rv_to_init(r->v, rl) != 0) {
         snprintf(why, cap, "%s: QP to INIT: %s", d->name, strerror(errno));
         rail_undo(r->v, rl);
         return false;
@@ -523,6 +402,7 @@ llk_rdma_link_t *llk_rdma_link_create(llk_rdma_t *r, const struct sockaddr_stora
         if (!rails_create(l, ips, n, true, why, cap))
             return NULL;
     }
+    atomic_store(&l->nup, l->nrails);
     return l;
 }
 
@@ -535,12 +415,18 @@ void llk_rdma_link_rail_stats(const llk_rdma_link_t *l, llmlink_link_stats_t *ou
 {
     if (!l)
         return;
+    llk_rdma_link_t *ml = (llk_rdma_link_t *)l; /* the rails' locks */
     out->rdma_rails = l->nrails;
+    out->rdma_rail_failovers = atomic_load(&ml->failovers);
+    out->rdma_rail_repairs = atomic_load(&ml->repairs);
     for (uint16_t i = 0; i < l->nrails && i < LLMLINK_MAX_RDMA_RAILS; i++) {
-        const rail_t *rl = &l->rail[i];
+        rail_t *rl = &ml->rail[i];
+        pthread_mutex_lock(&rl->mu);
         out->rdma_rail_mtu[i] = llk_rdma_mtu_bytes(rl->mtu);
         if (rl->mtu && !rl->failed && !rl->in_err)
             out->rdma_rails_up++;
+        pthread_mutex_unlock(&rl->mu);
+        out->rdma_rail_bytes[i] = atomic_load(&rl->bytes);
     }
 }
 
@@ -563,7 +449,7 @@ void llk_rdma_link_local(const llk_rdma_link_t *l, llk_xrail_wire_t *out)
     }
 }
 
-static int rail_connect(llk_rdma_link_t *l, rail_t *rl, const llk_xrail_wire_t *rem, char *why,
+int llk_rv_rail_connect(llk_rdma_link_t *l, rail_t *rl, const llk_xrail_wire_t *rem, char *why,
                         size_t cap)
 {
     const llk_rdma_t *r = l->r;
@@ -624,7 +510,7 @@ int llk_rdma_link_connect(llk_rdma_link_t *l, const llk_xrail_wire_t *remote, ui
     }
     for (uint16_t i = 0; i < n; i++) {
         char one[160];
-        if (rail_connect(l, &l->rail[i], &remote[i], one, sizeof one) != 0) {
+        if (llk_rv_rail_connect(l, &l->rail[i], &remote[i], one, sizeof one) != 0) {
             snprintf(why, cap, "rail %u: %s", i, one);
             return -1;
         }
@@ -900,305 +786,6 @@ bool llk_rdma_lkey(const llk_rdma_mrs_t *m, llk_rdma_link_t *l, uint16_t rail,
     return true;
 }
 
-/* ---- the data path --------------------------------------------------------------------------- */
-
-/* One llk_rdma_move call. Other calls may hand it completions (under the
- * lock of the rail they poll) while it looks at another rail: chains and
- * failed are atomic, st and rail are written before failed is set. */
-typedef struct move_op {
-    _Atomic uint32_t chains; /* in flight */
-    _Atomic bool failed;
-    enum ibv_wc_status st;
-    uint16_t rail;
-} move_op_t;
-
-/* Hands one completion to the chain it ends (rl->mu held). */
-static void on_wc(const llk_rdma_t *r, rail_t *rl, const struct ibv_wc *wc, uint16_t rail_no)
-{
-    uint32_t si = (uint32_t)(wc->wr_id & 0xFFFFu), seq = (uint32_t)(wc->wr_id >> 16);
-    if (si >= RAIL_SLOTS)
-        return;
-    slot_t *s = &rl->slot[si];
-    /* After an error every later WR of the chain completes too (flushed):
-     * those find the slot free or reused (another seq) and are dropped. */
-    if (!s->busy || s->seq != seq)
-        return;
-    if (wc->status != IBV_WC_SUCCESS) {
-        rl->failed = true;
-        if (s->op && !atomic_load(&s->op->failed)) {
-            s->op->st = wc->status;
-            s->op->rail = rail_no;
-            atomic_store(&s->op->failed, true);
-        }
-    }
-    if (s->op)
-        atomic_fetch_sub(&s->op->chains, 1);
-    rl->free_wr += s->nwr;
-    if (s->read)
-        rl->rd_inflight -= s->nwr;
-    s->busy = false;
-    s->op = NULL;
-}
-
-static int poll_rail(const llk_rdma_t *r, rail_t *rl, uint16_t rail_no)
-{
-    struct ibv_wc wc[POLL_BATCH];
-    int got = ibv_poll_cq(rl->cq, POLL_BATCH, wc);
-    if (got < 0) {
-        rl->failed = true;
-        return -1;
-    }
-    for (int i = 0; i < got; i++)
-        on_wc(r, rl, &wc[i], rail_no);
-    return got;
-}
-
-static int free_slot(rail_t *rl)
-{
-    for (uint32_t i = 0; i < RAIL_SLOTS; i++)
-        if (!rl->slot[i].busy)
-            return (int)i;
-    return -1;
-}
-
-/* Posts the next chain of rail k's sges from *next (rl->mu held). 1 posted,
- * 0 no room now, -1 post failed (msg). */
-static int post_chain(rail_t *rl, bool write, const llk_rdma_sge_t *sg, size_t n, size_t *next,
-                      uint16_t k, move_op_t *op, char *msg, size_t cap)
-{
-    uint32_t left = 0;
-    for (size_t i = *next; i < n && left < MAX_CHAIN; i++)
-        if (sg[i].rail == k)
-            left++;
-    if (left == 0)
-        return 0;
-    uint32_t credits = rl->free_wr;
-    if (!write && rl->rd_max - rl->rd_inflight < credits)
-        credits = rl->rd_max - rl->rd_inflight;
-    uint32_t len = llk_rdma_chain_len(left, credits, MAX_CHAIN);
-    int si = free_slot(rl);
-    if (len == 0 || si < 0)
-        return 0;
-    struct ibv_send_wr wr[MAX_CHAIN];
-    struct ibv_sge sge[MAX_CHAIN];
-    slot_t *s = &rl->slot[si];
-    uint32_t seq = ++rl->seq;
-    uint64_t wr_id = ((uint64_t)seq << 16) | (uint32_t)si;
-    size_t i = *next;
-    for (uint32_t w = 0; w < len; i++) {
-        if (sg[i].rail != k)
-            continue;
-        memset(&wr[w], 0, sizeof wr[w]);
-        sge[w].addr = sg[i].laddr;
-        sge[w].length = (uint32_t)sg[i].len;
-        sge[w].lkey = sg[i].lkey;
-        wr[w].wr_id = wr_id;
-        wr[w].sg_list = &sge[w];
-        wr[w].num_sge = 1;
-        wr[w].opcode = write ? IBV_WR_RDMA_WRITE : IBV_WR_RDMA_READ;
-        wr[w].wr.rdma.remote_addr = sg[i].raddr;
-        wr[w].wr.rdma.rkey = sg[i].rkey;
-        wr[w].next = w + 1 < len ? &wr[w + 1] : NULL;
-        w++;
-    }
-    wr[len - 1].send_flags = IBV_SEND_SIGNALED;
-    struct ibv_send_wr *bad = NULL;
-    int rc = ibv_post_send(rl->qp, wr, &bad);
-    if (rc != 0) {
-        rl->failed = true;
-        snprintf(msg, cap, "ibv_post_send on %s: %s", rl->dev->name, strerror(rc));
-        /* The WRs before `bad` are on the send queue and may still move
-         * bytes: keep the slot busy for them, so that the failing call
-         * waits for their (flush) completion before it returns. */
-        uint32_t posted = 0;
-        while (posted < len && &wr[posted] != bad)
-            posted++;
-        if (bad && posted > 0) {
-            s->busy = true;
-            s->read = !write;
-            s->seq = seq;
-            s->nwr = posted;
-            s->op = op;
-            atomic_fetch_add(&op->chains, 1);
-            rl->free_wr -= posted;
-            if (!write)
-                rl->rd_inflight += posted;
-        }
-        return -1;
-    }
-    /* sges of other rails between next and i stay for their rails: the
-     * cursor of this rail is what moved */
-    *next = i;
-    s->busy = true;
-    s->read = !write;
-    s->seq = seq;
-    s->nwr = len;
-    s->op = op;
-    atomic_fetch_add(&op->chains, 1);
-    rl->free_wr -= len;
-    if (!write)
-        rl->rd_inflight += len;
-    return 1;
-}
-
-/* Moves the rail's QP to the error state (rl->mu held): the device stops
- * every work request on it and completes them (flushed), and the peer can
- * no longer reach this side's memory through it. Once per rail. */
-static void rail_abort(const llk_rdma_t *r, rail_t *rl)
-{
-    rl->failed = true;
-    if (rl->in_err || !rl->qp)
-        return;
-    struct ibv_qp_attr a;
-    memset(&a, 0, sizeof a);
-    a.qp_state = IBV_QPS_ERR;
-    (void)r->v->modify_qp(rl->qp, &a, IBV_QP_STATE);
-    rl->in_err = true;
-}
-
-void llk_rdma_link_abort(llk_rdma_link_t *l)
-{
-    if (!l)
-        return;
-    for (uint16_t k = 0; k < l->nrails; k++) {
-        rail_t *rl = &l->rail[k];
-        pthread_mutex_lock(&rl->mu);
-        rail_abort(l->r, rl);
-        pthread_mutex_unlock(&rl->mu);
-    }
-}
-
-static void nap(unsigned *us);
-
-/* A call that gives up (completion error, post failure, deadline, broken
- * link) must not return while its work requests can still move bytes into
- * or out of memory the caller is about to reuse: abort every rail of the
- * link (the link is dead anyway: the caller kills it), then reap the
- * flushed completions of this call's chains, bounded by DRAIN_MS. Only
- * what is still left after that (a device that never flushes) is orphaned. */
-#define DRAIN_MS 2000
-static void quiesce(llk_rdma_link_t *l, move_op_t *op)
-{
-    llk_rdma_link_abort(l);
-    int64_t until = llk_now_ms() + DRAIN_MS;
-    unsigned us = 10;
-    while (atomic_load(&op->chains) > 0 && llk_now_ms() < until) {
-        bool got = false;
-        for (uint16_t k = 0; k < l->nrails; k++) {
-            rail_t *rl = &l->rail[k];
-            pthread_mutex_lock(&rl->mu);
-            if (poll_rail(l->r, rl, k) > 0)
-                got = true;
-            pthread_mutex_unlock(&rl->mu);
-        }
-        if (!got)
-            nap(&us);
-    }
-}
-
-static void orphan(llk_rdma_link_t *l, move_op_t *op)
-{
-    for (uint16_t k = 0; k < l->nrails; k++) {
-        rail_t *rl = &l->rail[k];
-        pthread_mutex_lock(&rl->mu);
-        for (uint32_t i = 0; i < RAIL_SLOTS; i++)
-            if (rl->slot[i].busy && rl->slot[i].op == op)
-                rl->slot[i].op = NULL;
-        pthread_mutex_unlock(&rl->mu);
-    }
-}
-
-static void nap(unsigned *us)
-{
-    struct timespec ts = {0, (long)*us * 1000};
-    nanosleep(&ts, NULL);
-    if (*us < 1000)
-        *us *= 2;
-}
-
-llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sge_t *sg,
-                               size_t n, int64_t deadline_ms, bool (*aborted)(void *), void *actx,
-                               char *msg, size_t cap)
-{
-    move_op_t op;
-    atomic_init(&op.chains, 0);
-    atomic_init(&op.failed, false);
-    op.st = IBV_WC_SUCCESS;
-    op.rail = 0;
-    size_t next[LLK_XWIRE_MAX_RAILS] = {0};
-    unsigned us = 10;
-    const char *what = write ? "RDMA WRITE" : "RDMA READ";
-    for (uint64_t round = 0;; round++) {
-        bool all_posted = true, progress = false;
-        for (uint16_t k = 0; k < l->nrails; k++) {
-            rail_t *rl = &l->rail[k];
-            pthread_mutex_lock(&rl->mu);
-            if (rl->failed && !atomic_load(&op.failed)) {
-                pthread_mutex_unlock(&rl->mu);
-                quiesce(l, &op);
-                orphan(l, &op);
-                if (aborted && aborted(actx)) {
-                    snprintf(msg, cap, "%s: the link broke during the transfer", what);
-                    return LLMLINK_NOT_YET_LINK;
-                }
-                snprintf(msg, cap, "%s: rail %u (%s) failed in another transfer", what, k,
-                         rl->dev->name);
-                return LLMLINK_NETWORK_ERROR;
-            }
-            int posted = 0;
-            while (!atomic_load(&op.failed) &&
-                   (posted = post_chain(rl, write, sg, n, &next[k], k, &op, msg, cap)) > 0)
-                progress = true;
-            if (!atomic_load(&op.failed) && posted < 0) {
-                pthread_mutex_unlock(&rl->mu);
-                quiesce(l, &op);
-                orphan(l, &op);
-                return LLMLINK_NETWORK_ERROR;
-            }
-            /* skip past sges of other rails only when this rail has none left */
-            while (next[k] < n && sg[next[k]].rail != k)
-                next[k]++;
-            if (next[k] < n)
-                all_posted = false;
-            if (poll_rail(l->r, rl, k) > 0)
-                progress = true;
-            pthread_mutex_unlock(&rl->mu);
-        }
-        if (atomic_load(&op.failed)) {
-            quiesce(l, &op);
-            orphan(l, &op);
-            /* flushed because the link broke (llk_xlink_break aborts the QPs) */
-            if (op.st == IBV_WC_WR_FLUSH_ERR && aborted && aborted(actx)) {
-                snprintf(msg, cap, "%s: the link broke during the transfer", what);
-                return LLMLINK_NOT_YET_LINK;
-            }
-            snprintf(msg, cap, "%s completion on rail %u (%s): %s (status %d)", what, op.rail,
-                     l->rail[op.rail].dev->name, l->r->v->wc_status_str(op.st), (int)op.st);
-            return LLMLINK_NETWORK_ERROR;
-        }
-        if (all_posted && atomic_load(&op.chains) == 0)
-            return LLMLINK_SUCCESS;
-        if (llk_now_ms() >= deadline_ms) {
-            unsigned pending = (unsigned)atomic_load(&op.chains);
-            quiesce(l, &op);
-            orphan(l, &op);
-            snprintf(msg, cap, "%s: %u chain(s) not completed within llm.SyncKvCacheWaitTime",
-                     what, pending);
-            return LLMLINK_WAIT_PROCESS_TIMEOUT;
-        }
-        if ((round & 63) == 0 && aborted && aborted(actx)) {
-            quiesce(l, &op);
-            orphan(l, &op);
-            snprintf(msg, cap, "%s: the link broke during the transfer", what);
-            return LLMLINK_NOT_YET_LINK;
-        }
-        if (progress)
-            us = 10;
-        else
-            nap(&us);
-    }
-}
-
 /* ---- grants: type-2 memory windows ------------------------------------------------------- */
 
 /* Longest chain of window binds / invalidations with one signaled WR. */
@@ -1225,11 +812,11 @@ static void take_slot(rail_t *rl, int si, uint32_t seq, uint32_t nwr, move_op_t 
 
 /* Posts what fits of wr[*next, n) on rail rl as chains, the last WR of
  * each signaled (rl->mu held). 0, or -1 when a post failed (why). */
-static int post_local(rail_t *rl, struct ibv_send_wr *wr, uint32_t n, uint32_t *next,
-                      move_op_t *op, char *why, size_t cap)
+static int post_local(llk_rdma_link_t *l, uint16_t k, rail_t *rl, struct ibv_send_wr *wr,
+                      uint32_t n, uint32_t *next, move_op_t *op, char *why, size_t cap)
 {
     while (*next < n && !atomic_load(&op->failed)) {
-        int si = free_slot(rl);
+        int si = llk_rv_free_slot(rl);
         uint32_t len = llk_rdma_chain_len(n - *next, rl->free_wr, LOCAL_CHAIN);
         if (si < 0 || len == 0)
             return 0;
@@ -1243,7 +830,6 @@ static int post_local(rail_t *rl, struct ibv_send_wr *wr, uint32_t n, uint32_t *
         struct ibv_send_wr *bad = NULL;
         int rc = ibv_post_send(rl->qp, w, &bad);
         if (rc != 0) {
-            rl->failed = true;
             snprintf(why, cap, "ibv_post_send (memory windows) on %s: %s", rl->dev->name,
                      strerror(rc));
             uint32_t posted = 0;
@@ -1251,6 +837,8 @@ static int post_local(rail_t *rl, struct ibv_send_wr *wr, uint32_t n, uint32_t *
                 posted++;
             if (bad && posted > 0) /* they complete (flushed): wait for them */
                 take_slot(rl, si, seq, posted, op);
+            llk_rv_rail_down(l, rl, k, why, true, true);
+            llk_rv_qp_to_err(l->r, rl);
             return -1;
         }
         take_slot(rl, si, seq, len, op);
@@ -1263,15 +851,17 @@ static int post_local(rail_t *rl, struct ibv_send_wr *wr, uint32_t n, uint32_t *
  * Runs n local work requests (window binds or invalidations) on rail k:
  * one chain with one signaled completion when the send queue has room (it
  * has: the owner's QP carries no other work), and waits for it, bounded by
- * deadline_ms. 0; or -1 with why, and then the link's QPs are in the error
- * state (a failed local operation leaves the QP so anyway) and the caller
- * deallocates the windows, whatever state they are in.
+ * deadline_ms. 0; or -1 with why, and then rail k is down, its QP in the
+ * error state (a failed local operation leaves the QP so anyway; the other
+ * rails stay), and the caller deallocates the windows of that rail,
+ * whatever state they are in.
  */
 static int run_local(llk_rdma_link_t *l, uint16_t k, struct ibv_send_wr *wr, uint32_t n,
                      int64_t deadline_ms, char *why, size_t cap)
 {
     rail_t *rl = &l->rail[k];
     move_op_t op;
+    memset(&op, 0, sizeof op);
     atomic_init(&op.chains, 0);
     atomic_init(&op.failed, false);
     op.st = IBV_WC_SUCCESS;
@@ -1285,9 +875,9 @@ static int run_local(llk_rdma_link_t *l, uint16_t k, struct ibv_send_wr *wr, uin
             snprintf(why, cap, "rail %u (%s) is down", k, rl->dev->name);
             rc = -1;
         } else {
-            rc = post_local(rl, wr, n, &next, &op, why, cap);
+            rc = post_local(l, k, rl, wr, n, &next, &op, why, cap);
         }
-        bool got = poll_rail(l->r, rl, k) > 0;
+        bool got = llk_rv_poll_rail(l, rl, k) > 0;
         pthread_mutex_unlock(&rl->mu);
         if (rc != 0)
             break;
@@ -1319,8 +909,13 @@ static int run_local(llk_rdma_link_t *l, uint16_t k, struct ibv_send_wr *wr, uin
                 us *= 2;
         }
     }
-    quiesce(l, &op);
-    orphan(l, &op);
+    /* this rail only: the link's other rails keep serving */
+    pthread_mutex_lock(&rl->mu);
+    llk_rv_rail_down(l, rl, k, why, true, true);
+    llk_rv_qp_to_err(l->r, rl);
+    pthread_mutex_unlock(&rl->mu);
+    llk_rv_reap(l, &op, 1u << k);
+    llk_rv_orphan(l, &op);
     return -1;
 }
 
@@ -1499,8 +1094,9 @@ static int grant_bind(llk_rdma_grant_t *g, bool write, const uint64_t *segv, con
         snprintf(why, cap, "out of memory for %u window binds", nseg);
         return 1;
     }
+    uint32_t up = llk_rv_rails_up(l), bound = 0;
     for (uint16_t k = 0; k < g->nrails; k++)
-        for (uint32_t i = 0; i < nseg && l->rail[k].dev->mw2; i++) {
+        for (uint32_t i = 0; i < nseg && l->rail[k].dev->mw2 && (up & (1u << k)); i++) {
             struct ibv_mw *mw = mw_get(l, k);
             if (!mw) {
                 snprintf(why, cap, "ibv_alloc_mw on %s: %s (device max_mw reached?)",
@@ -1511,13 +1107,28 @@ static int grant_bind(llk_rdma_grant_t *g, bool write, const uint64_t *segv, con
             g->mw[(size_t)i * g->nrails + k] = mw;
         }
     for (uint16_t k = 0; k < g->nrails; k++) {
+        if (!(up & (1u << k))) {
+            /* a rail that is down gets no window: key 0 there, the
+             * requester's slices go over the others */
+            for (uint32_t i = 0; i < nseg; i++)
+                rkeys[(size_t)i * g->nrails + k] = 0;
+            continue;
+        }
         for (uint32_t i = 0; i < nseg; i++)
             bind_wr(&wr[i], g->m, &l->rail[k], g->mw[(size_t)i * g->nrails + k], segt[i],
                     segv[2 * (size_t)i], segv[2 * (size_t)i + 1], write);
         if (run_local(l, k, wr, nseg, deadline_ms, why, cap) != 0) {
-            free(wr);
-            return -1;
+            /* the rail went down: its windows go, the grant stands on the others */
+            LLK_DEBUG("rdma: binding a grant's windows on rail %u: %s", k, why);
+            for (uint32_t i = 0; i < nseg; i++) {
+                struct ibv_mw **mw = &g->mw[(size_t)i * g->nrails + k];
+                ibv_dealloc_mw(*mw);
+                *mw = NULL;
+                rkeys[(size_t)i * g->nrails + k] = 0;
+            }
+            continue;
         }
+        bound++;
         for (uint32_t i = 0; i < nseg; i++) {
             struct ibv_mw *mw = g->mw[(size_t)i * g->nrails + k];
             mw->rkey = wr[i].bind_mw.rkey; /* the key the device now holds */
@@ -1525,6 +1136,10 @@ static int grant_bind(llk_rdma_grant_t *g, bool write, const uint64_t *segv, con
         }
     }
     free(wr);
+    if (bound == 0) {
+        snprintf(why, cap, "no rail of the link is up to bind a grant's windows");
+        return -1;
+    }
     return 0;
 }
 
@@ -1603,8 +1218,8 @@ static void grant_invalidate(llk_rdma_grant_t *g, int64_t deadline_ms)
     uint32_t nseg = g->nmw / g->nrails;
     struct ibv_send_wr *wr = malloc((size_t)nseg * sizeof *wr);
     for (uint16_t k = 0; k < g->nrails; k++) {
-        if (!l->rail[k].dev->mw2)
-            continue; /* no windows on this rail */
+        if (!l->rail[k].dev->mw2 || !g->mw[k])
+            continue; /* no windows on this rail (a rail down at the grant) */
         bool ok = false;
         if (wr) {
             for (uint32_t i = 0; i < nseg; i++) {

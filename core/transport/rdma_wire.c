@@ -161,6 +161,84 @@ int llk_xwire_decode_rdma_setup_ok(const uint8_t *payload, size_t len, llk_xrdma
     return 0;
 }
 
+/* ---- the repair of a rail ------------------------------------------------------ */
+
+size_t llk_xwire_encode_rail_reset(uint8_t *out, size_t cap, uint64_t req_id, uint16_t rail,
+                                   const llk_xrail_wire_t *rec)
+{
+    size_t size = LLK_XWIRE_HEADER_SIZE + 2u + LLK_XWIRE_RAIL_REQ_SIZE;
+    if (rail >= LLK_XWIRE_MAX_RAILS || cap < size)
+        return 0;
+    wbuf_t w = {out, 0, cap, 0};
+    llk_xwire_put_header(&w, LLK_XMSG_RDMA_RAIL_RESET, (uint32_t)(size - LLK_XWIRE_HEADER_SIZE),
+                         req_id);
+    put_u16(&w, rail);
+    put_rail(&w, rec, true);
+    return llk_xwire_end_frame(&w, size);
+}
+
+int llk_xwire_decode_rail_reset(const uint8_t *payload, size_t len, uint16_t *rail,
+                                llk_xrail_wire_t *rec, const char **why)
+{
+    if (len != 2u + LLK_XWIRE_RAIL_REQ_SIZE) {
+        *why = len < 2u + LLK_XWIRE_RAIL_REQ_SIZE ? "truncated XRDMA_RAIL_RESET"
+                                                  : "trailing bytes after XRDMA_RAIL_RESET";
+        return -1;
+    }
+    rbuf_t b = {payload, len, 0, 0};
+    *rail = get_u16(&b);
+    if (*rail >= LLK_XWIRE_MAX_RAILS) {
+        *why = "XRDMA_RAIL_RESET: rail out of range";
+        return -1;
+    }
+    return get_rail(&b, rec, true, why);
+}
+
+size_t llk_xwire_encode_rail_reset_ok(uint8_t *out, size_t cap, uint64_t req_id,
+                                      const llk_xrail_reset_ok_t *m)
+{
+    size_t n = strnlen(m->msg, LLK_XWIRE_MAX_MSG);
+    bool ok = m->status == LLMLINK_SUCCESS;
+    size_t size = LLK_XWIRE_HEADER_SIZE + 4u + 2u + 2u + n + (ok ? LLK_XWIRE_RAIL_ACK_SIZE : 0u);
+    if (m->rail >= LLK_XWIRE_MAX_RAILS || cap < size)
+        return 0;
+    wbuf_t w = {out, 0, cap, 0};
+    llk_xwire_put_header(&w, LLK_XMSG_RDMA_RAIL_RESET_OK,
+                         (uint32_t)(size - LLK_XWIRE_HEADER_SIZE), req_id);
+    put_u32(&w, m->status);
+    put_u16(&w, m->rail);
+    put_u16(&w, (uint16_t)n);
+    if (n)
+        put_bytes(&w, m->msg, n);
+    if (ok)
+        put_rail(&w, &m->rec, false);
+    return llk_xwire_end_frame(&w, size);
+}
+
+int llk_xwire_decode_rail_reset_ok(const uint8_t *payload, size_t len, llk_xrail_reset_ok_t *m,
+                                   const char **why)
+{
+    rbuf_t b = {payload, len, 0, 0};
+    memset(m, 0, sizeof *m);
+    m->status = get_u32(&b);
+    m->rail = get_u16(&b);
+    static const text_why_t w = {"truncated XRDMA_RAIL_RESET_OK",
+                                 "XRDMA_RAIL_RESET_OK: message too long",
+                                 "XRDMA_RAIL_RESET_OK: message longer than the frame"};
+    if (get_text(&b, m->msg, LLK_XWIRE_MAX_MSG, &w, why) != 0)
+        return -1;
+    if (m->rail >= LLK_XWIRE_MAX_RAILS) {
+        *why = "XRDMA_RAIL_RESET_OK: rail out of range";
+        return -1;
+    }
+    uint32_t nrec = m->status == LLMLINK_SUCCESS ? 1u : 0u;
+    if (llk_xwire_records_fill_rest(&b, nrec, LLK_XWIRE_RAIL_ACK_SIZE,
+                                    "XRDMA_RAIL_RESET_OK: success without a rail record",
+                                    "trailing bytes after XRDMA_RAIL_RESET_OK", why) != 0)
+        return -1;
+    return nrec ? get_rail(&b, &m->rec, false, why) : 0;
+}
+
 /* ---- grants ------------------------------------------------------------------ */
 
 size_t llk_xwire_grant_size(uint16_t nrails, uint32_t niov)

@@ -44,6 +44,26 @@ typedef struct llk_xgrant {
     const uint8_t *recs;
 } llk_xgrant_t;
 
+/* XRDMA_RAIL_RESET_OK (xfer_wire.h); rail only when status is SUCCESS. */
+typedef struct llk_xrail_reset_ok {
+    uint32_t status;
+    uint16_t rail;
+    char msg[LLK_XWIRE_MAX_MSG + 1];
+    llk_xrail_wire_t rec;
+} llk_xrail_reset_ok_t;
+
+/* The repair of one rail (rail < LLK_XWIRE_MAX_RAILS): the client's new
+ * record (target_ip as in XRDMA_SETUP), the owner's answer. 0 = does not
+ * fit / out of range. Decoders check every field as the setup's do. */
+size_t llk_xwire_encode_rail_reset(uint8_t *out, size_t cap, uint64_t req_id, uint16_t rail,
+                                   const llk_xrail_wire_t *rec);
+int llk_xwire_decode_rail_reset(const uint8_t *payload, size_t len, uint16_t *rail,
+                                llk_xrail_wire_t *rec, const char **why);
+size_t llk_xwire_encode_rail_reset_ok(uint8_t *out, size_t cap, uint64_t req_id,
+                                      const llk_xrail_reset_ok_t *m);
+int llk_xwire_decode_rail_reset_ok(const uint8_t *payload, size_t len, llk_xrail_reset_ok_t *m,
+                                   const char **why);
+
 /* nrails 1..LLK_XWIRE_MAX_RAILS. */
 size_t llk_xwire_encode_rdma_setup(uint8_t *out, size_t cap, uint64_t req_id,
                                    const llk_xrail_wire_t *rails, uint16_t nrails);

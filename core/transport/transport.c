@@ -70,7 +70,8 @@ const llk_transport_ops_t *llk_transport_by_op(uint8_t op)
 const llk_transport_ops_t *llk_transport_by_setup(uint16_t type)
 {
     for (int i = 0; i < LLK_NXPORTS; i++)
-        if (llk_transports[i]->setup_type && type == llk_transports[i]->setup_type)
+        if ((llk_transports[i]->setup_type && type == llk_transports[i]->setup_type) ||
+            (llk_transports[i]->repair_type && type == llk_transports[i]->repair_type))
             return llk_transports[i];
     return NULL;
 }

@@ -174,7 +174,8 @@ typedef struct llk_xserve {
     const uint32_t *segt;
     uint32_t nseg;
     uint64_t total;
-    /* A setup frame: its payload. */
+    /* A setup frame: its type and payload. */
+    uint16_t type;
     const uint8_t *rx;
     uint32_t rx_len;
     /* Out: the answer frame, in the owner's buffer (grown with realloc). */
@@ -238,6 +239,10 @@ typedef struct llk_transport_ops {
     /* Owner: the setup frame this transport answers (0: none), and its
      * answer (0, or -1 with why: the stream ends). */
     uint16_t setup_type;
+    /* A second frame type the owner hands to serve_setup (llk_xserve_t
+     * type tells which; rdma: XRDMA_RAIL_RESET, the repair of a rail);
+     * 0: none. */
+    uint16_t repair_type;
     int (*serve_setup)(llk_xserve_t *q);
     /* See "Fences" above. xl->mu held. */
     void (*fence)(struct llk_xlink *xl);

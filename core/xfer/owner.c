@@ -594,6 +594,7 @@ static llk_xserve_t serve_args(struct llk_xserver *s, xstream_t *st)
     q.segt = st->segt;
     q.nseg = st->nseg;
     q.total = st->total;
+    q.type = st->h.type;
     q.rx = st->rx;
     q.rx_len = st->h.length;
     q.tx = &st->tx;

@@ -7,6 +7,10 @@
 #define XREQ_KNOWN_FLAGS (LLK_XREQ_WHOLE | LLK_XREQ_CONSUME | LLK_XREQ_ALL_TENSORS)
 #define XDONE_PAYLOAD    4u
 #define XDONE_GEN_PAYLOAD 12u
+/* XRDMA_RAIL_RESET: u16 rail + a setup rail record; _OK: status, rail,
+ * message, at most one reply rail record. */
+#define XRAIL_RESET_PAYLOAD (2u + LLK_XWIRE_RAIL_REQ_SIZE)
+#define XRAIL_RESET_OK_MAX_PAYLOAD (4u + 2u + 2u + LLK_XWIRE_MAX_MSG + LLK_XWIRE_RAIL_ACK_SIZE)
 #define XSETUP_MAX_PAYLOAD (2u + LLK_XWIRE_MAX_RAILS * LLK_XWIRE_RAIL_REQ_SIZE)
 #define XSETUP_OK_MAX_PAYLOAD (4u + 2u + LLK_XWIRE_MAX_MSG + 2u + \
                                LLK_XWIRE_MAX_RAILS * LLK_XWIRE_RAIL_ACK_SIZE)
@@ -35,7 +39,7 @@ int llk_xwire_read_header(const uint8_t buf[LLK_XWIRE_HEADER_SIZE], llk_xframe_h
         *why = "unsupported data-stream version";
         return -1;
     }
-    if (h->type < LLK_XMSG_REQ || h->type > LLK_XMSG_RESP_RDMA) {
+    if (h->type < LLK_XMSG_REQ || h->type > LLK_XMSG_RDMA_RAIL_RESET_OK) {
         *why = "unknown data message type";
         return -1;
     }
@@ -46,10 +50,20 @@ int llk_xwire_read_header(const uint8_t buf[LLK_XWIRE_HEADER_SIZE], llk_xframe_h
     switch ((llk_xmsg_type_t)h->type) {
     case LLK_XMSG_RDMA_PROBE:
     case LLK_XMSG_RDMA_PROBE_OK:
-    case LLK_XMSG_RDMA_RAIL_RESET:
-    case LLK_XMSG_RDMA_RAIL_RESET_OK:
         *why = "unknown data message type"; /* not implemented yet */
         return -1;
+    case LLK_XMSG_RDMA_RAIL_RESET:
+        if (h->length != XRAIL_RESET_PAYLOAD) {
+            *why = "XRDMA_RAIL_RESET frame length is not 46";
+            return -1;
+        }
+        break;
+    case LLK_XMSG_RDMA_RAIL_RESET_OK:
+        if (h->length > XRAIL_RESET_OK_MAX_PAYLOAD) {
+            *why = "XRDMA_RAIL_RESET_OK frame larger than the maximum";
+            return -1;
+        }
+        break;
     case LLK_XMSG_REQ:
         if (h->length > LLK_XWIRE_MAX_PAYLOAD) {
             *why = "XREQ frame larger than the maximum";

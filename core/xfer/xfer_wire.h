@@ -72,6 +72,13 @@
  *          SUCCESS, else as many as asked), nrails x rail (u32 qpn, u32 psn,
  *          16 bytes gid, u16 lid, u8 active mtu, u8 READ depths as in
  *          XRDMA_SETUP)
+ *   XRDMA_RAIL_RESET  u16 rail (< LLK_XWIRE_MAX_RAILS), one rail record as
+ *          in XRDMA_SETUP (44 bytes): the client's fresh QP for a rail of
+ *          the link that failed, to be paired with a fresh one of the owner
+ *          (only to a peer that announced LLK_EXT_RDMA_RAILS)
+ *   XRDMA_RAIL_RESET_OK  u32 status, u16 rail (as asked), u16 msg_len, msg,
+ *          then one rail record as in XRDMA_SETUP_OK (28 bytes) if and
+ *          only if SUCCESS: the owner's fresh QP
  *
  * The RDMA messages and ops are used only on a link whose two ends
  * announced RDMA in their handshake (LLK_EXT_RDMA, wire.h), so a peer

@@ -27,7 +27,7 @@
  *  - a refusal always comes with a reason.
  *
  * The RDMA messages (XRDMA_SETUP, XRDMA_SETUP_OK, XRESP_RDMA, XDONE with a
- * generation) get the same treatment: decoded fields in range, re-encoded
+ * generation, XRDMA_RAIL_RESET and _OK) get the same treatment: decoded fields in range, re-encoded
  * to the same bytes.
  *
  * Built with tests/fuzz/standalone_main.c (make fuzz-bins) or with
@@ -282,6 +282,54 @@ static void fuzz_grant(const uint8_t *p, size_t len, uint64_t req_id)
     CHECK(again.niov == g.niov && again.nrails == g.nrails && again.total_bytes == g.total_bytes);
 }
 
+/* XRDMA_RAIL_RESET: a rail index in range and one valid record, the same
+ * bytes again. */
+static void fuzz_rail_reset(const uint8_t *p, size_t len, uint64_t req_id)
+{
+    llk_xrail_wire_t r, r2;
+    uint16_t rail = 0, rail2 = 0;
+    const char *why = NULL;
+    if (llk_xwire_decode_rail_reset(p, len, &rail, &r, &why) != 0) {
+        CHECK(why != NULL && why[0] != '\0');
+        return;
+    }
+    CHECK(rail < LLK_XWIRE_MAX_RAILS && len == 2u + LLK_XWIRE_RAIL_REQ_SIZE);
+    CHECK(r.mtu >= 1 && r.mtu <= 5 && r.qpn != 0 && r.qpn <= 0xFFFFFFu && r.psn <= 0xFFFFFFu);
+    size_t n = llk_xwire_encode_rail_reset(reencoded, sizeof reencoded, req_id, rail, &r);
+    CHECK(n == LLK_XWIRE_HEADER_SIZE + len);
+    const uint8_t *q = reencoded_payload(n, LLK_XMSG_RDMA_RAIL_RESET, req_id);
+    CHECK(memcmp(q, p, len) == 0);
+    CHECK(llk_xwire_decode_rail_reset(q, len, &rail2, &r2, &why) == 0 && rail2 == rail);
+}
+
+/* XRDMA_RAIL_RESET_OK: a record exactly with SUCCESS, a printable message,
+ * the same bytes again (non-printable message bytes as '?'). */
+static void fuzz_rail_reset_ok(const uint8_t *p, size_t len, uint64_t req_id)
+{
+    llk_xrail_reset_ok_t m, again;
+    const char *why = NULL;
+    if (llk_xwire_decode_rail_reset_ok(p, len, &m, &why) != 0) {
+        CHECK(why != NULL && why[0] != '\0');
+        return;
+    }
+    size_t mlen = strlen(m.msg);
+    bool ok = m.status == LLMLINK_SUCCESS;
+    CHECK(m.rail < LLK_XWIRE_MAX_RAILS && mlen <= LLK_XWIRE_MAX_MSG);
+    CHECK(len == 8u + mlen + (ok ? LLK_XWIRE_RAIL_ACK_SIZE : 0u));
+    for (size_t i = 0; i < mlen; i++)
+        CHECK(m.msg[i] >= 0x20 && m.msg[i] <= 0x7e);
+    size_t n = llk_xwire_encode_rail_reset_ok(reencoded, sizeof reencoded, req_id, &m);
+    CHECK(n == LLK_XWIRE_HEADER_SIZE + len);
+    const uint8_t *q = reencoded_payload(n, LLK_XMSG_RDMA_RAIL_RESET_OK, req_id);
+    memcpy(expected, p, len);
+    for (size_t i = 8; i < 8 + mlen; i++)
+        if (expected[i] < 0x20 || expected[i] > 0x7e)
+            expected[i] = '?';
+    CHECK(memcmp(q, expected, len) == 0);
+    CHECK(llk_xwire_decode_rail_reset_ok(q, len, &again, &why) == 0);
+    CHECK(again.status == m.status && again.rail == m.rail && !strcmp(again.msg, m.msg));
+}
+
 /* Runs fn on an exact-size copy of p[0..len): a decoder that reads one
  * byte too far hits the end of the allocation (ASan) instead of the next
  * frame. */
@@ -306,6 +354,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     on_copy(fuzz_setup, data, size, 5);
     on_copy(fuzz_setup_ok, data, size, 6);
     on_copy(fuzz_grant, data, size, 7);
+    on_copy(fuzz_rail_reset, data, size, 9);
+    on_copy(fuzz_rail_reset_ok, data, size, 10);
 
     /* 2. the input as a stream of frames */
     size_t pos = 0;
@@ -345,6 +395,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case LLK_XMSG_RESP_RDMA:
             on_copy(fuzz_grant, data + pos, len, h.req_id);
+            break;
+        case LLK_XMSG_RDMA_RAIL_RESET:
+            CHECK(h.length == 2u + LLK_XWIRE_RAIL_REQ_SIZE);
+            on_copy(fuzz_rail_reset, data + pos, len, h.req_id);
+            break;
+        case LLK_XMSG_RDMA_RAIL_RESET_OK:
+            CHECK(h.length <= 8u + LLK_XWIRE_MAX_MSG + LLK_XWIRE_RAIL_ACK_SIZE);
+            on_copy(fuzz_rail_reset_ok, data + pos, len, h.req_id);
             break;
         default: abort(); /* llk_xwire_read_header let an unknown type through */
         }

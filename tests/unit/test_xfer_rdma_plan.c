@@ -135,6 +135,27 @@ static void test_chains_and_rails(void **state)
     assert_int_equal(llk_rdma_rail_of(7, 1), 0);
 }
 
+/* Failover: slices go round robin over the rails that are up only. */
+static void test_rail_pick(void **state)
+{
+    (void)state;
+    uint32_t per[4] = {0};
+    for (uint32_t i = 0; i < 300; i++)
+        per[llk_rdma_rail_pick(i, 0x5u, 4)]++; /* rails 0 and 2 up */
+    assert_int_equal(per[0], 150);
+    assert_int_equal(per[1], 0);
+    assert_int_equal(per[2], 150);
+    assert_int_equal(per[3], 0);
+    for (uint32_t i = 0; i < 10; i++)
+        assert_int_equal(llk_rdma_rail_pick(i, 0x2u, 2), 1); /* rail 1 alone */
+    /* every rail up: the planner's own round robin */
+    for (uint32_t i = 0; i < 20; i++)
+        assert_int_equal(llk_rdma_rail_pick(i, 0x7u, 3), llk_rdma_rail_of(i, 3));
+    /* bits past the link's rails count for nothing; an empty mask gives 0 */
+    assert_int_equal(llk_rdma_rail_pick(1, 0x9u, 2), 0);
+    assert_int_equal(llk_rdma_rail_pick(5, 0, 2), 0);
+}
+
 /* The data path slices runs at 1 MiB (one WR each): a 5.5 MiB run over
  * two tensors is 12 WRs, none longer than the slice, covering every byte. */
 static void test_slicing(void **state)
@@ -267,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_pick_gid),       cmocka_unit_test(test_chains_and_rails),
         cmocka_unit_test(test_slicing),
         cmocka_unit_test(test_rail_addresses),
+        cmocka_unit_test(test_rail_pick),
         cmocka_unit_test(test_read_depths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

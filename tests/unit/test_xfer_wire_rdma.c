@@ -1,7 +1,8 @@
 /*
  * test_xfer_wire_rdma.c - unit tests of the RDMA messages of the
  * data-stream codec (core/xfer_wire.c): XRDMA_SETUP, XRDMA_SETUP_OK,
- * XRESP_RDMA (the grant) and XDONE with a generation.
+ * XRESP_RDMA (the grant), XDONE with a generation, and the repair of a
+ * rail (XRDMA_RAIL_RESET / _OK).
  *
  * What these decoders accept becomes QP numbers and remote addresses the
  * NIC acts on, so most tests refuse bad input; each refused case differs
@@ -547,6 +548,160 @@ static void test_rdma_encoders_refuse_small_buffers(void **state)
                          cases[i].size);
 }
 
+/* XRDMA_RAIL_RESET: rail 1, the record of vec_setup (qpn 0x1234, psn
+ * 0xABCDEF, gid fe80::1, lid 7, mtu 3, READ depths 0, target 10.0.0.1). */
+static const uint8_t vec_rail_reset[] = {
+    0x4C, 0x4C, 0x4D, 0x44, 0x00, 0x01, 0x00, 0x09, 0x00, 0x00, 0x00, 0x2E,
+    0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
+    0x00, 0x01,                                     /* rail */
+    0x00, 0x00, 0x12, 0x34, 0x00, 0xAB, 0xCD, 0xEF, /* qpn, psn */
+    0xFE, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
+    0x00, 0x07, 0x03, 0x00,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x0A, 0x00, 0x00, 0x01,
+};
+
+/* XRDMA_RAIL_RESET_OK, SUCCESS, rail 1, message "ok", the record of
+ * vec_setup_ok (qpn 0x5678, psn 0x112233, gid ::ffff:10.0.0.2, lid 8, mtu 5). */
+static const uint8_t vec_rail_reset_ok[] = {
+    0x4C, 0x4C, 0x4D, 0x44, 0x00, 0x01, 0x00, 0x0A, 0x00, 0x00, 0x00, 0x26,
+    0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x02, 'o', 'k', /* status, rail, msg */
+    0x00, 0x00, 0x56, 0x78, 0x00, 0x11, 0x22, 0x33,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x0A, 0x00, 0x00, 0x02,
+    0x00, 0x08, 0x05, 0x00,
+};
+
+static void test_rail_reset(void **state)
+{
+    (void)state;
+    llk_xframe_header_t h;
+    const char *why = NULL;
+    assert_int_equal(llk_xwire_read_header(vec_rail_reset, &h, &why), 0);
+    assert_int_equal(h.type, LLK_XMSG_RDMA_RAIL_RESET);
+    size_t len;
+    const uint8_t *p = payload(vec_rail_reset, sizeof vec_rail_reset, -1, 0, 0, &len);
+    uint16_t rail = 99;
+    llk_xrail_wire_t r;
+    assert_int_equal(llk_xwire_decode_rail_reset(p, len, &rail, &r, &why), 0);
+    assert_int_equal(rail, 1);
+    assert_int_equal(r.qpn, 0x1234);
+    assert_int_equal(r.psn, 0xABCDEF);
+    static const uint8_t gid[16] = {0xFE, 0x80, [15] = 1};
+    assert_memory_equal(r.gid, gid, 16);
+    assert_int_equal(r.lid, 7);
+    assert_int_equal(r.mtu, 3);
+    assert_int_equal(r.rd_init, 0);
+    assert_int_equal(r.rd_dest, 0);
+    static const uint8_t tip[16] = {[10] = 0xFF, [11] = 0xFF, [12] = 10, [15] = 1};
+    assert_memory_equal(r.target_ip, tip, 16);
+    uint8_t out[sizeof vec_rail_reset];
+    assert_int_equal(llk_xwire_encode_rail_reset(out, sizeof out, REQ_ID, 1, &r),
+                     sizeof vec_rail_reset);
+    assert_memory_equal(out, vec_rail_reset, sizeof vec_rail_reset);
+    /* the encoder: a rail out of range, a buffer one byte short */
+    assert_int_equal(llk_xwire_encode_rail_reset(out, sizeof out, REQ_ID, 4, &r), 0);
+    assert_int_equal(llk_xwire_encode_rail_reset(out, sizeof out - 1, REQ_ID, 1, &r), 0);
+
+    /* refusals, one field each */
+    p = payload(vec_rail_reset, sizeof vec_rail_reset, 1, 4, 0, &len); /* rail 4 */
+    assert_int_equal(llk_xwire_decode_rail_reset(p, len, &rail, &r, &why), -1);
+    p = payload(vec_rail_reset, sizeof vec_rail_reset, 0, 1, 0, &len); /* rail 257 */
+    assert_int_equal(llk_xwire_decode_rail_reset(p, len, &rail, &r, &why), -1);
+    p = payload(vec_rail_reset, sizeof vec_rail_reset, -1, 0, -1, &len); /* truncated */
+    assert_int_equal(llk_xwire_decode_rail_reset(p, len, &rail, &r, &why), -1);
+    p = payload(vec_rail_reset, sizeof vec_rail_reset, -1, 0, 1, &len); /* trailing byte */
+    assert_int_equal(llk_xwire_decode_rail_reset(p, len, &rail, &r, &why), -1);
+    p = payload(vec_rail_reset, sizeof vec_rail_reset, 2 + 26, 0, 0, &len); /* mtu 0 */
+    assert_int_equal(llk_xwire_decode_rail_reset(p, len, &rail, &r, &why), -1);
+    p = payload(vec_rail_reset, sizeof vec_rail_reset, 2 + 26, 6, 0, &len); /* mtu 6 */
+    assert_int_equal(llk_xwire_decode_rail_reset(p, len, &rail, &r, &why), -1);
+    p = payload(vec_rail_reset, sizeof vec_rail_reset, 2 + 3, 0, 0, &len);
+    uint8_t *q = g_copy;
+    q[2 + 2] = 0; /* qpn 0 */
+    assert_int_equal(llk_xwire_decode_rail_reset(p, len, &rail, &r, &why), -1);
+    p = payload(vec_rail_reset, sizeof vec_rail_reset, 2, 1, 0, &len); /* qpn over 24 bits */
+    assert_int_equal(llk_xwire_decode_rail_reset(p, len, &rail, &r, &why), -1);
+    p = payload(vec_rail_reset, sizeof vec_rail_reset, 2 + 4, 1, 0, &len); /* psn over 24 bits */
+    assert_int_equal(llk_xwire_decode_rail_reset(p, len, &rail, &r, &why), -1);
+    /* the header: exactly 46 bytes */
+    uint8_t hb[HDR];
+    memcpy(hb, vec_rail_reset, HDR);
+    hb[11] = 45;
+    assert_int_equal(llk_xwire_read_header(hb, &h, &why), -1);
+    hb[11] = 47;
+    assert_int_equal(llk_xwire_read_header(hb, &h, &why), -1);
+}
+
+static void test_rail_reset_ok(void **state)
+{
+    (void)state;
+    llk_xframe_header_t h;
+    const char *why = NULL;
+    assert_int_equal(llk_xwire_read_header(vec_rail_reset_ok, &h, &why), 0);
+    assert_int_equal(h.type, LLK_XMSG_RDMA_RAIL_RESET_OK);
+    size_t len;
+    const uint8_t *p = payload(vec_rail_reset_ok, sizeof vec_rail_reset_ok, -1, 0, 0, &len);
+    llk_xrail_reset_ok_t m;
+    assert_int_equal(llk_xwire_decode_rail_reset_ok(p, len, &m, &why), 0);
+    assert_int_equal(m.status, 0);
+    assert_int_equal(m.rail, 1);
+    assert_string_equal(m.msg, "ok");
+    assert_int_equal(m.rec.qpn, 0x5678);
+    assert_int_equal(m.rec.psn, 0x112233);
+    static const uint8_t gid[16] = {[10] = 0xFF, [11] = 0xFF, [12] = 10, [15] = 2};
+    assert_memory_equal(m.rec.gid, gid, 16);
+    assert_int_equal(m.rec.lid, 8);
+    assert_int_equal(m.rec.mtu, 5);
+    uint8_t out[sizeof vec_rail_reset_ok];
+    assert_int_equal(llk_xwire_encode_rail_reset_ok(out, sizeof out, REQ_ID, &m),
+                     sizeof vec_rail_reset_ok);
+    assert_memory_equal(out, vec_rail_reset_ok, sizeof vec_rail_reset_ok);
+    assert_int_equal(llk_xwire_encode_rail_reset_ok(out, sizeof out - 1, REQ_ID, &m), 0);
+    m.rail = 4;
+    assert_int_equal(llk_xwire_encode_rail_reset_ok(out, sizeof out, REQ_ID, &m), 0);
+
+    /* a refusal: its reason, no record */
+    llk_xrail_reset_ok_t r = {.status = LLMLINK_LINK_FAILED, .rail = 2};
+    snprintf(r.msg, sizeof r.msg, "port down");
+    uint8_t f[128];
+    size_t n = llk_xwire_encode_rail_reset_ok(f, sizeof f, 9, &r);
+    assert_int_equal(n, HDR + 4 + 2 + 2 + 9);
+    assert_int_equal(llk_xwire_read_header(f, &h, &why), 0);
+    llk_xrail_reset_ok_t back;
+    assert_int_equal(llk_xwire_decode_rail_reset_ok(f + HDR, n - HDR, &back, &why), 0);
+    assert_int_equal(back.status, LLMLINK_LINK_FAILED);
+    assert_int_equal(back.rail, 2);
+    assert_string_equal(back.msg, "port down");
+    assert_int_equal(back.rec.qpn, 0);
+
+    /* refusals, one field each */
+    p = payload(vec_rail_reset_ok, sizeof vec_rail_reset_ok, 3, 9, 0, &len); /* refusal + rail */
+    assert_int_equal(llk_xwire_decode_rail_reset_ok(p, len, &m, &why), -1);
+    p = payload(vec_rail_reset_ok, sizeof vec_rail_reset_ok, -1, 0, -LLK_XWIRE_RAIL_ACK_SIZE,
+                &len); /* success without a record */
+    assert_int_equal(llk_xwire_decode_rail_reset_ok(p, len, &m, &why), -1);
+    p = payload(vec_rail_reset_ok, sizeof vec_rail_reset_ok, -1, 0, 1, &len); /* trailing */
+    assert_int_equal(llk_xwire_decode_rail_reset_ok(p, len, &m, &why), -1);
+    p = payload(vec_rail_reset_ok, sizeof vec_rail_reset_ok, 5, 4, 0, &len); /* rail 4 */
+    assert_int_equal(llk_xwire_decode_rail_reset_ok(p, len, &m, &why), -1);
+    p = payload(vec_rail_reset_ok, sizeof vec_rail_reset_ok, 7, 200, 0, &len); /* msg > frame */
+    assert_int_equal(llk_xwire_decode_rail_reset_ok(p, len, &m, &why), -1);
+    p = payload(vec_rail_reset_ok, sizeof vec_rail_reset_ok, 6, 1, 0, &len); /* msg > 256 */
+    assert_int_equal(llk_xwire_decode_rail_reset_ok(p, len, &m, &why), -1);
+    p = payload(vec_rail_reset_ok, sizeof vec_rail_reset_ok, 10 + 26, 0, 0, &len); /* mtu 0 */
+    assert_int_equal(llk_xwire_decode_rail_reset_ok(p, len, &m, &why), -1);
+    p = payload(vec_rail_reset_ok, sizeof vec_rail_reset_ok, -1, 0, -3, &len); /* truncated */
+    assert_int_equal(llk_xwire_decode_rail_reset_ok(p, len, &m, &why), -1);
+    /* the header: no more than status, rail, the longest message and a record */
+    uint8_t hb[HDR];
+    memcpy(hb, vec_rail_reset_ok, HDR);
+    hb[10] = 0x01;
+    hb[11] = (uint8_t)(4 + 2 + 2 + 256 + 28 - 256); /* 0x124: the maximum */
+    assert_int_equal(llk_xwire_read_header(hb, &h, &why), 0);
+    hb[11]++;
+    assert_int_equal(llk_xwire_read_header(hb, &h, &why), -1);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -568,6 +723,8 @@ int main(void)
         cmocka_unit_test_teardown(test_done_gen, teardown),
         cmocka_unit_test(test_rdma_ops),
         cmocka_unit_test_teardown(test_rdma_encoders_refuse_small_buffers, teardown),
+        cmocka_unit_test_teardown(test_rail_reset, teardown),
+        cmocka_unit_test_teardown(test_rail_reset_ok, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,244 @@
+/* rdma_repair.c - re-establishing a rail that went down (rdma.h: the
+ * repair of a rail), without relinking: a fresh QP on the rail's CQ and
+ * PD, paired with a fresh QP of the peer through XRDMA_RAIL_RESET /
+ * XRDMA_RAIL_RESET_OK on a data stream (rdma.c). The slot table, the CQ
+ * and the rail's MRs stay; the old QP goes once nothing of it is left
+ * (no chain in flight, no window bound through it). */
+#include "transport/rdma_verbs_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#if LLK_HAVE_VERBS
+#include <errno.h>
+#include <sys/random.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "transport/rdma_plan.h"
+
+/* Attempts per rail: at most one a second. */
+#define REPAIR_EVERY_MS 1000
+/* How long a reset waits for the rail's last chains to be reaped. */
+#define REPAIR_DRAIN_MS 200
+
+bool llk_rdma_rail_repairable(llk_rdma_link_t *l, uint16_t k)
+{
+    if (!l || k >= l->nrails)
+        return false;
+    rail_t *rl = &l->rail[k];
+    pthread_mutex_lock(&rl->mu);
+    bool down = rl->failed;
+    int64_t now = llk_now_ms();
+    bool due = down && now >= rl->repair_at;
+    if (due)
+        rl->repair_at = now + REPAIR_EVERY_MS;
+    pthread_mutex_unlock(&rl->mu);
+    if (!due)
+        return false;
+    struct ibv_port_attr pa;
+    memset(&pa, 0, sizeof pa);
+    return l->r->v->query_port(rl->dev->ctx, rl->dev->port, &pa) == 0 &&
+           pa.state == IBV_PORT_ACTIVE;
+}
+
+bool llk_rdma_rail_repair_log_once(llk_rdma_link_t *l, uint16_t k)
+{
+    if (!l || k >= l->nrails)
+        return false;
+    rail_t *rl = &l->rail[k];
+    pthread_mutex_lock(&rl->mu);
+    bool first = !rl->repair_logged;
+    rl->repair_logged = true;
+    pthread_mutex_unlock(&rl->mu);
+    return first;
+}
+
+/* Deallocates the windows that live grants of l bound on rail k (r->gmu
+ * held): a window bound through the old QP holds it, and must stop
+ * working with it; the grants stand on their other rails (grant_invalidate
+ * skips a rail without windows). */
+static void kill_rail_windows(llk_rdma_link_t *l, uint16_t k)
+{
+    for (llk_rdma_grant_t *g = l->r->grants; g; g = g->next) {
+        if (g->l != l || !g->mw || g->nrails != l->nrails)
+            continue;
+        for (uint32_t i = 0; i < g->nmw / g->nrails; i++) {
+            struct ibv_mw **mw = &g->mw[(size_t)i * g->nrails + k];
+            if (*mw)
+                ibv_dealloc_mw(*mw);
+            *mw = NULL;
+        }
+    }
+}
+
+static bool slots_busy(const rail_t *rl)
+{
+    for (uint32_t i = 0; i < RAIL_SLOTS; i++)
+        if (rl->slot[i].busy)
+            return true;
+    return false;
+}
+
+/* A fresh RC QP for the rail, in INIT, on its CQ and PD (rl->mu held);
+ * the same attributes as rail_create's. NULL with why. */
+static struct ibv_qp *qp_fresh(llk_rdma_t *r, rail_t *rl, uint32_t *depth, char *why, size_t cap)
+{
+    *depth = SQ_DEPTH;
+    if (rl->dev->max_qp_wr && *depth > rl->dev->max_qp_wr)
+        *depth = rl->dev->max_qp_wr;
+    struct ibv_qp_init_attr ia;
+    memset(&ia, 0, sizeof ia);
+    ia.send_cq = rl->cq;
+    ia.recv_cq = rl->cq;
+    ia.qp_type = IBV_QPT_RC;
+    ia.cap.max_send_wr = *depth;
+    ia.cap.max_recv_wr = 1;
+    ia.cap.max_send_sge = 1;
+    ia.cap.max_recv_sge = 1;
+    struct ibv_qp *qp = r->v->create_qp(rl->pd, &ia);
+    if (!qp)
+        snprintf(why, cap, "%s: ibv_create_qp: %s", rl->dev->name, strerror(errno));
+    return qp;
+}
+
+/* This side's record of rail k (rl->mu held), as llk_rdma_link_local. */
+static void rail_record(const llk_rdma_link_t *l, const rail_t *rl, llk_xrail_wire_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->qpn = rl->qp->qp_num;
+    out->psn = rl->psn;
+    memcpy(out->gid, rl->gid.raw, 16);
+    out->lid = rl->dev->lid;
+    out->mtu = llk_rdma_mtu_negotiate(rl->dev->active_mtu, rl->dev->active_mtu, l->r->o.rdma_mtu);
+    out->rd_init = (uint16_t)rl->rd_init;
+    out->rd_dest = (uint16_t)rl->rd_dest;
+}
+
+/* Waits (bounded) until no chain of the rail is in flight (rl->mu held,
+ * released while it sleeps): the chains of a running call are reaped by
+ * that call, orphaned ones here. */
+static bool drain(llk_rdma_link_t *l, rail_t *rl, uint16_t k)
+{
+    unsigned us = 10;
+    for (int64_t until = llk_now_ms() + REPAIR_DRAIN_MS; slots_busy(rl);) {
+        (void)llk_rv_poll_rail(l, rl, k);
+        if (!slots_busy(rl))
+            break;
+        if (llk_now_ms() >= until)
+            return false;
+        pthread_mutex_unlock(&rl->mu);
+        llk_rv_nap(&us);
+        pthread_mutex_lock(&rl->mu);
+    }
+    return true;
+}
+
+int llk_rdma_rail_reset_begin(llk_rdma_link_t *l, uint16_t k, llk_xrail_wire_t *rec, char *why,
+                              size_t cap)
+{
+    if (!l || k >= l->nrails) {
+        snprintf(why, cap, "no rail %u", k);
+        return -1;
+    }
+    llk_rdma_t *r = l->r;
+    rail_t *rl = &l->rail[k];
+    pthread_mutex_lock(&r->gmu); /* windows, then the rail (rdma_verbs_int.h) */
+    pthread_mutex_lock(&rl->mu);
+    /* the owner learns of the failure here: its QP of the rail goes too */
+    llk_rv_rail_down(l, rl, k, "reset by the peer", false, false);
+    llk_rv_qp_to_err(r, rl);
+    int rc = -1;
+    uint32_t depth = 0;
+    struct ibv_qp *qp = NULL;
+    if (!drain(l, rl, k)) {
+        snprintf(why, cap, "rail %u (%s): work requests still in flight", k, rl->dev->name);
+        rc = 1;
+    } else if ((qp = qp_fresh(r, rl, &depth, why, cap)) != NULL) {
+        kill_rail_windows(l, k);
+        struct ibv_qp *old = rl->qp;
+        rl->qp = qp;
+        if (r->v->destroy_qp(old) != 0)
+            LLK_WARN("rdma: rail %u (%s): ibv_destroy_qp of the failed QP: %s", k,
+                     rl->dev->name, strerror(errno));
+        rl->in_err = false;
+        rl->free_wr = depth;
+        rl->rd_inflight = 0;
+        uint32_t rnd = 0;
+        if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
+            rnd = (uint32_t)llk_now_ms() * 2654435761u;
+        rl->psn = rnd & 0xFFFFFFu;
+        if (llk_rv_to_init(r->v, rl) == 0) {
+            rail_record(l, rl, rec);
+            rc = 0;
+        } else {
+            snprintf(why, cap, "%s: fresh QP to INIT: %s", rl->dev->name, strerror(errno));
+            llk_rv_qp_to_err(r, rl);
+        }
+    }
+    pthread_mutex_unlock(&rl->mu);
+    pthread_mutex_unlock(&r->gmu);
+    return rc;
+}
+
+int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire_t *rem,
+                            char *why, size_t cap)
+{
+    if (!l || k >= l->nrails) {
+        snprintf(why, cap, "no rail %u", k);
+        return -1;
+    }
+    rail_t *rl = &l->rail[k];
+    pthread_mutex_lock(&rl->mu);
+    int rc = rl->in_err ? -1 : llk_rv_rail_connect(l, rl, rem, why, cap);
+    if (rc == 0 && rl->failed) {
+        rl->failed = false;
+        rl->why_real = false;
+        rl->down_why[0] = '\0';
+        rl->repair_logged = false;
+        atomic_fetch_add(&l->nup, 1);
+        atomic_fetch_add(&l->repairs, 1);
+        LLK_INFO("rdma: rail %u (%s) re-established: QP %u -> QP %u", k, rl->dev->name,
+                 rl->qp->qp_num, rem->qpn);
+    } else if (rc != 0) {
+        if (rl->in_err)
+            snprintf(why, cap, "rail %u (%s) failed again during its repair", k, rl->dev->name);
+        llk_rv_qp_to_err(l->r, rl);
+    }
+    pthread_mutex_unlock(&rl->mu);
+    return rc;
+}
+
+#else /* !LLK_HAVE_VERBS */
+
+bool llk_rdma_rail_repair_log_once(llk_rdma_link_t *l, uint16_t k)
+{
+    (void)l;
+    (void)k;
+    return false;
+}
+bool llk_rdma_rail_repairable(llk_rdma_link_t *l, uint16_t k)
+{
+    (void)l;
+    (void)k;
+    return false;
+}
+int llk_rdma_rail_reset_begin(llk_rdma_link_t *l, uint16_t k, llk_xrail_wire_t *rec, char *why,
+                              size_t cap)
+{
+    (void)l;
+    (void)k;
+    (void)rec;
+    snprintf(why, cap, "built without libibverbs headers");
+    return -1;
+}
+int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire_t *rem,
+                            char *why, size_t cap)
+{
+    (void)l;
+    (void)k;
+    (void)rem;
+    snprintf(why, cap, "built without libibverbs headers");
+    return -1;
+}
+#endif
