@@ -2,7 +2,7 @@
 # rdma-vm.sh - run llmlink's RDMA test programs on soft-RoCE (rdma_rxe)
 # inside a QEMU VM, on a host with no RDMA hardware nor kernel support.
 #
-# Usage: ci/rdma-vm.sh [--smoke|--bench|--exec CMD|--shell] BUILD_DIR [PROGRAM...]
+# Usage: ci/rdma-vm.sh [--two-guest] [--smoke|--bench|--exec CMD|--shell] BUILD_DIR [PROGRAM...]
 #
 #   (default)  runs the built-in smoke step (both ports ACTIVE, an
 #              ibv_rc_pingpong loopback on rxe0 and on rxe1), then each
@@ -24,6 +24,21 @@
 # dpkg-deb: nothing is installed on the host (ci/deps-rdma.sh lists what
 # the host needs: qemu-system-x86, kmod, xz-utils). Downloads, the unpacked
 # tree, the initramfs and the console log live in BUILD_DIR/rdma-vm/.
+#
+# --two-guest: two VMs from the same image, guest A (rdma_role=a: the P
+# side, tests/rdma/vm_agent.c on 10.10.9.1:7700) and guest B (the
+# programs; its console is the one parsed), 1 vCPU and 1536 MiB each,
+# joined by three QEMU datagram networks over unix sockets in
+# BUILD_DIR/rdma-vm2/net (no host network): net0 (rail 0: eth0, MTU 1500
+# both), net1 (rail 1: eth1, MTU 9000 in A, 4000 in B) and net9 (control:
+# eth2, no rxe). Default programs: test_rdma_matrix_data,
+# test_rdma_matrix_peers, test_rdma_2host (last: it may power A off). The
+# smoke step checks both rails ACTIVE in both guests and runs an
+# ibv_rc_pingpong from B to A over each rail. A program printing
+# "RDMA-CTL kill-peer" gets guest A's QEMU SIGKILLed (RDMA-INFO
+# peer-killed). A's console: BUILD_DIR/rdma-vm2/console-a.log, shown on
+# failure. --bench and --shell are one-guest only (not yet built for two).
+# The environment and the agent's protocol: tests/rdma/README.md.
 #
 # Inside the VM (ci/rdma-vm/init): dummy0 (MTU 1500, 10.10.0.1/24) carries
 # rxe0, dummy1 (MTU 9000, 10.10.1.1/24) carries rxe1; programs run with
@@ -76,9 +91,11 @@ bad_usage() {
 
 mode="test"
 exec_cmd=""
+two=0
 args=()
 while [ $# -gt 0 ]; do
     case $1 in
+    --two-guest) two=1 ;;
     --smoke) mode=smoke ;;
     --bench) mode=bench ;;
     --shell) mode=shell ;;
@@ -92,14 +109,23 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ ${#args[@]} -ge 1 ] || bad_usage
+[ $two = 0 ] || [ "$mode" != shell ] || die "--shell is one-guest only (--two-guest --exec CMD runs CMD in guest B)"
+[ $two = 0 ] || [ "$mode" != bench ] || die "--bench --two-guest is not built yet (the cross-guest bench cells): run --bench in one guest"
 [ -d "${args[0]}" ] || die "build dir ${args[0]} does not exist (build first: make BUILD=${args[0]})"
 build=$(readlink -f "${args[0]}")
 requested=("${args[@]:1}")
 
 test_timeout=${LLMLINK_RDMA_TEST_TIMEOUT:-120}
 boot_timeout=${LLMLINK_RDMA_VM_BOOT_TIMEOUT:-120}
-vm_mem=${LLMLINK_RDMA_VM_MEM:-1024}
-vm_smp=${LLMLINK_RDMA_VM_SMP:-2}
+# Two guests: 1 vCPU each (two TCG guests on a 2-core box), and room for a
+# 256 MiB pull (the cross-guest tests' largest).
+if [ $two = 1 ]; then
+    vm_mem=${LLMLINK_RDMA_VM_MEM:-1536}
+    vm_smp=${LLMLINK_RDMA_VM_SMP:-1}
+else
+    vm_mem=${LLMLINK_RDMA_VM_MEM:-1024}
+    vm_smp=${LLMLINK_RDMA_VM_SMP:-2}
+fi
 vm_accel=${LLMLINK_RDMA_VM_ACCEL:-tcg}
 # need_int NAME VALUE MIN MAX: a knob from the environment, checked.
 need_int() {
@@ -130,14 +156,21 @@ work=$build/rdma-vm
 # The .debs may be shared between build dirs (build, build-asan, ...).
 debs=${LLMLINK_RDMA_VM_CACHE:-$work/debs}
 sysroot=$work/sysroot
-stage=$work/initramfs
-initrd=$work/initramfs.cpio.gz
-console=$work/console.log
-mkdir -p "$work" "$debs"
-# One run per build dir at a time (they share the image and the console
-# log); a second waits, bounded.
-exec 9>"$work/lock"
-flock -w 900 9 || die "another ci/rdma-vm.sh has held $work/lock for 15 minutes"
+# What one run owns: its image, console(s) and sockets. The two-guest run
+# has its own directory, so that it can run beside a one-guest run of the
+# same build dir (they share the downloads, the sysroot and the kernel).
+run_dir=$work
+[ $two = 0 ] || run_dir=$build/rdma-vm2
+stage=$run_dir/initramfs
+initrd=$run_dir/initramfs.cpio.gz
+console=$run_dir/console.log
+console_a=$run_dir/console-a.log
+[ $two = 0 ] || console=$run_dir/console-b.log
+mkdir -p "$work" "$debs" "$run_dir"
+# One run per build dir and mode at a time (they share the image and the
+# console log); a second waits, bounded.
+exec 9>"$run_dir/lock"
+flock -w 900 9 || die "another ci/rdma-vm.sh has held $run_dir/lock for 15 minutes"
 
 # ------------------------------------------------------------ packages
 
@@ -312,7 +345,9 @@ modules_in_order() {
     }
     while read -r name; do
         visit "$name" 0
-    done < <(sed 's/#.*//' "$vm_src/modules.txt" | awk 'NF { print $1 }')
+    done < <(sed 's/#.*//' "$vm_src/modules.txt" | awk 'NF { print $1 }'
+        # Two guests: real (virtual) NICs instead of dummies.
+        [ $two = 0 ] || printf '%s\n' virtio_pci virtio_net)
     printf '%s\n' "${order[@]}"
 }
 
@@ -462,6 +497,10 @@ write_conf() {
         echo "BENCH_XFER_ARGS=$(sq "${LLMLINK_RDMA_BENCH_XFER_ARGS:---quick --only e}")"
         echo "BENCH_CELLS=$(sq "$bench_cells")"
         echo "LLMLINK_CELLS=$(sq "$llmlink_cells")"
+        echo "TWO_GUEST=$two"
+        echo "AGENT=$(sq "$agent")"
+        echo "PEER_LIFETIME=$(sq "$vm_timeout")"
+        echo "PEER_WAIT=$(sq "$boot_timeout")"
         # Pass the caller's test knobs (LLMLINK_SANITIZER, ...) through.
         while IFS= read -r v; do
             case $v in
@@ -491,7 +530,17 @@ find_programs() {
         done
         return 0
     fi
+    if [ $two = 1 ]; then
+        # The cross-guest list (tests/rdma/README.md): test_rdma_2host last,
+        # its last case powers guest A off.
+        for p in test_rdma_matrix_data test_rdma_matrix_peers test_rdma_2host; do
+            p=$build/tests/$p
+            if [ -x "$p" ] && [ -f "$p" ]; then echo "$p"; else log "warning: $p not built: not run"; fi
+        done
+        return 0
+    fi
     for p in "$build"/tests/test_rdma_*; do
+        case ${p##*/} in test_rdma_2host*) continue ;; esac # two-guest only
         [ -x "$p" ] && [ -f "$p" ] && echo "$p"
     done
     return 0
@@ -541,24 +590,128 @@ boot_vm() {
     return $rc
 }
 
+# ---- two guests (--two-guest)
+
+# The QEMUs of a two-guest run (pids of QEMU itself, from -pidfile): killed
+# on every way out of this script.
+qemu_pidfiles=()
+kill_qemus() {
+    local f pid
+    for f in "${qemu_pidfiles[@]+"${qemu_pidfiles[@]}"}"; do
+        pid=$(cat "$f" 2>/dev/null || true)
+        case $pid in ''|*[!0-9]*) continue ;; esac
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+}
+
+# net_dir: where the guests' datagram sockets live (a unix socket path has
+# at most 107 bytes: a short directory under /tmp when BUILD_DIR is deep).
+net_dir() {
+    local d=$run_dir/net
+    if [ ${#d} -gt 80 ]; then
+        d=$(mktemp -d /tmp/llmlink-rdma-vm2.XXXXXX)
+        cleanup_dirs+=("$d")
+    fi
+    mkdir -p "$d"
+    rm -f "$d"/*.sock
+    echo "$d"
+}
+cleanup_dirs=()
+
+# qemu_guest ROLE NETDIR: the command line of guest ROLE (a or b): three
+# virtio NICs, eth0 / eth1 / eth2 on net0 (rail 0), net1 (rail 1) and
+# net9 (control), each a datagram socket pair between the two guests
+# (no host network), MAC 52:54:00:0a:<net>:<guest>.
+qemu_guest() {
+    local role=$1 nd=$2 me other n id
+    if [ "$role" = a ]; then me=a; other=b; id=01; else me=b; other=a; id=02; fi
+    guest=(qemu-system-x86_64 -machine "q35,accel=$vm_accel" -cpu max -smp "$vm_smp"
+        -m "$vm_mem" -nographic -no-reboot -nic none
+        -pidfile "$run_dir/qemu-$role.pid"
+        -kernel "$vmlinuz" -initrd "$initrd"
+        -append "console=ttyS0 quiet panic=-1 rdma_role=$role")
+    for n in 0 1 9; do
+        guest+=(-netdev "dgram,id=n$n,local.type=unix,local.path=$nd/$me$n.sock,remote.type=unix,remote.path=$nd/$other$n.sock"
+            -device "virtio-net-pci,netdev=n$n,mac=52:54:00:0a:0$n:$id,romfile=")
+    done
+}
+
+# boot_two SECONDS: guest A (the P side and the agent) in the background,
+# its console in $console_a, then guest B (the programs), its console in
+# $console, which is watched as boot_vm does. A "RDMA-CTL kill-peer" line
+# on B's console kills A's QEMU (SIGKILL). Returns B's QEMU status; A is
+# killed once B is done.
+boot_two() {
+    local tmo=$1 rc=0 nd
+    [ "$vm_accel" != kvm ] || [ -w /dev/kvm ] || die "LLMLINK_RDMA_VM_ACCEL=kvm but /dev/kvm is not usable"
+    nd=$(net_dir)
+    rm -f "$run_dir"/qemu-?.pid
+    qemu_pidfiles=("$run_dir/qemu-a.pid" "$run_dir/qemu-b.pid")
+    trap 'kill_qemus; rm -rf "${cleanup_dirs[@]+"${cleanup_dirs[@]}"}"' EXIT
+    trap 'exit 130' INT TERM
+    : >"$console_a"
+    : >"$console"
+    local guest
+    qemu_guest a "$nd"
+    timeout -k 10 "$((tmo + 30))" "${guest[@]}" </dev/null >"$console_a" 2>&1 &
+    local apid=$!
+    qemu_guest b "$nd"
+    timeout -k 10 "$tmo" "${guest[@]}" </dev/null >"$console" 2>&1 &
+    local bpid=$! boot_by=$((SECONDS + boot_timeout)) booted=0 shown=0 lines killed=0 t_line=0
+    while kill -0 "$bpid" 2>/dev/null; do
+        lines=$(tr -d '\r' <"$console" | grep -E '^RDMA-(VM|TEST|BENCH|SUMMARY)' || true)
+        if [ -n "$lines" ]; then
+            booted=1
+            tail -n +$((shown + 1)) <<<"$lines"
+            shown=$(wc -l <<<"$lines")
+        fi
+        # The interface of the cross-guest tests: a program prints this
+        # line (indented by B's /init) and guest A is powered off at once.
+        if [ $killed = 0 ] && grep -q 'RDMA-CTL kill-peer' "$console" 2>/dev/null; then
+            t_line=$(date +%s.%N)
+            local qa
+            qa=$(cat "$run_dir/qemu-a.pid" 2>/dev/null || true)
+            [ -z "$qa" ] || kill -KILL "$qa" 2>/dev/null || true
+            wait "$apid" 2>/dev/null || true
+            killed=1
+            echo "RDMA-INFO peer-killed $(awk -v a="$t_line" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')"
+        fi
+        if [ $booted = 0 ] && [ $SECONDS -gt $boot_by ]; then
+            log "guest B did not reach /init in ${boot_timeout}s (LLMLINK_RDMA_VM_BOOT_TIMEOUT); stopping QEMU"
+            kill_qemus
+            wait "$bpid" 2>/dev/null || true
+            wait "$apid" 2>/dev/null || true
+            return 125
+        fi
+        # 0.2 s: the kill-peer line must take effect within ~1 s.
+        sleep 0.2
+    done
+    wait "$bpid" || rc=$?
+    kill_qemus
+    wait "$apid" 2>/dev/null || true
+    lines=$(tr -d '\r' <"$console" | grep -E '^RDMA-(VM|TEST|BENCH|SUMMARY)' || true)
+    [ -z "$lines" ] || tail -n +$((shown + 1)) <<<"$lines"
+    return $rc
+}
+
 # show_failed_output LOG: for each program that FAILed, its output (from
 # its RDMA-RUN line to its result; the last 80 lines of it).
 show_failed_output() {
     local name
     while read -r name; do
-        awk -v n="$name" '$1 == "RDMA-RUN" && $2 == n { on = 1 } on { print } $1 == "RDMA-TEST" && $2 == n { on = 0 }' "$1" >"$work/failed.txt"
-        [ -s "$work/failed.txt" ] || continue
+        awk -v n="$name" '$1 == "RDMA-RUN" && $2 == n { on = 1 } on { print } $1 == "RDMA-TEST" && $2 == n { on = 0 }' "$1" >"$run_dir/failed.txt"
+        [ -s "$run_dir/failed.txt" ] || continue
         log "output of $name (last 80 lines):"
-        tail -n 80 "$work/failed.txt" >&2
+        tail -n 80 "$run_dir/failed.txt" >&2
     done < <(awk '$1 == "RDMA-TEST" && $3 == "FAIL" { print $2 }' "$1")
-    rm -f "$work/failed.txt"
+    rm -f "$run_dir/failed.txt"
 }
 
 # check_results QEMU_RC NAME...: the verdict from the console log.
 check_results() {
     local qrc=$1 name bad=0 clean
     shift
-    clean=$work/console.txt
+    clean=$run_dir/console.txt
     tr -d '\r' <"$console" >"$clean"
     # (boot_vm showed the VM/TEST/BENCH lines as they came.)
     grep -E '^RDMA-INFO' "$clean" || true
@@ -589,6 +742,10 @@ check_results() {
         show_failed_output "$clean"
         log "last 40 console lines ($console):"
         tail -n 40 "$clean" >&2
+        if [ $two = 1 ]; then
+            log "guest A's console, last 60 lines ($console_a):"
+            tr -d '\r' <"$console_a" | tail -n 60 >&2
+        fi
     fi
     return $bad
 }
@@ -630,7 +787,17 @@ main() {
             die "$tool not found: install the host's needs with: bash ci/install-deps.sh (see ci/deps-rdma.sh)"
     done
 
+    agent=""
+    if [ $two = 1 ]; then
+        agent=$build/tests/llmlink-vm-agent
+        [ -x "$agent" ] || die "$agent not built (make BUILD=$build build-all): guest A needs it"
+    fi
+
     local t0=$SECONDS
+    # The downloads, sysroot and kernel image are shared by the one- and
+    # two-guest runs of a build dir: prepared under their own lock.
+    exec 7>"$work/prep.lock"
+    flock -w 900 7 || die "another ci/rdma-vm.sh has held $work/prep.lock for 15 minutes"
     local kpkg=${LLMLINK_RDMA_VM_KERNEL:-$(newest_kernel_pkg)}
     apt_lists_ready "$kpkg" "${USER_PKGS[@]}" ||
         log "warning: apt knows no packages (apt-get update failed?); using the cache"
@@ -654,20 +821,11 @@ main() {
     [ -f "$vmlinuz" ] || die "no $vmlinuz in $kpkg"
     vmlinuz=$(boot_image "$vmlinuz")
 
-    stage_base
-    stage_modules "$kver"
-    stage_rdma_userspace
-    for p in "${programs[@]+"${programs[@]}"}" $node $bench_xfer; do
-        put_elf "$p"
-    done
-    write_conf "${programs[@]+"${programs[@]}"}"
-    pack_initramfs
-    log "image ready in $((SECONDS - t0))s: kernel $kver ($kpkg), $(du -k "$initrd" | cut -f1) KiB initramfs," \
-        "${#programs[@]} program(s), mode $mode, accel $vm_accel, ${vm_smp} vCPU, ${vm_mem} MiB"
-
     # Bound: boot + setup + smoke, then each program's own timeout plus a margin.
     local n_steps=${#programs[@]}
     vm_timeout=$((120 + n_steps * (test_timeout + 10)))
+    # Two guests: A's boot and the cross-guest smoke step on top.
+    [ $two = 0 ] || vm_timeout=$((vm_timeout + 60))
     if [ "$mode" = bench ]; then
         local n_cells
         n_cells=$(wc -w <<<"$bench_cells")
@@ -681,8 +839,24 @@ main() {
     vm_timeout=${LLMLINK_RDMA_VM_TIMEOUT:-$vm_timeout}
     need_int LLMLINK_RDMA_VM_TIMEOUT "$vm_timeout" 30 7200
 
+    stage_base
+    stage_modules "$kver"
+    stage_rdma_userspace
+    for p in "${programs[@]+"${programs[@]}"}" $node $bench_xfer $agent; do
+        put_elf "$p"
+    done
+    write_conf "${programs[@]+"${programs[@]}"}"
+    pack_initramfs
+    exec 7>&- # the shared part is read: a run of the other mode may prepare now
+    log "image ready in $((SECONDS - t0))s: kernel $kver ($kpkg), $(du -k "$initrd" | cut -f1) KiB initramfs," \
+        "${#programs[@]} program(s), mode $mode$([ $two = 0 ] || echo ' (two guests)'), accel $vm_accel, ${vm_smp} vCPU, ${vm_mem} MiB"
+
     local qrc=0 b0=$SECONDS
-    boot_vm "$vm_timeout" || qrc=$?
+    if [ $two = 1 ]; then
+        boot_two "$vm_timeout" || qrc=$?
+    else
+        boot_vm "$vm_timeout" || qrc=$?
+    fi
     log "VM ran $((SECONDS - b0))s (console: $console)"
     [ "$mode" != shell ] || return "$qrc"
 
@@ -710,9 +884,9 @@ main() {
         ;;
     esac
     if check_results "$qrc" "${expect[@]}"; then
-        log "PASS ($mode, $((SECONDS - t0))s in all)"
+        log "PASS ($mode$([ $two = 0 ] || echo ', two guests'), $((SECONDS - t0))s in all)"
     else
-        log "FAIL ($mode)"
+        log "FAIL ($mode$([ $two = 0 ] || echo ', two guests'))"
         return 1
     fi
 }

@@ -14,7 +14,10 @@
 #   5. a program outliving the host-side bound (LLMLINK_RDMA_VM_TIMEOUT):
 #      QEMU killed, exit 1;
 #   6. QEMU failing (a stand-in first in PATH): exit 1, its status and
-#      message shown.
+#      message shown;
+#   7. two guests (--two-guest): the cross-guest smoke step, each guest's
+#      active MTUs, the two-guest environment, and killpeer (prints
+#      "RDMA-CTL kill-peer": guest A must be gone within ~10 s).
 # Needs BUILD_DIR/tests/llmlink-node (make BUILD=... build-all); its VM
 # cache (BUILD_DIR/rdma-vm) is reused. Four VM boots: ~2-3 minutes.
 set -euo pipefail
@@ -30,7 +33,7 @@ build=$(readlink -f "$1")
 bin=$build/rdma-vm-selftest
 rm -rf "$bin"
 mkdir -p "$bin/empty"
-for p in envcheck fail hang leak; do
+for p in envcheck fail hang leak killpeer; do
     ${CC:-cc} -std=c11 -D_GNU_SOURCE -O1 -Wall -Werror -o "$bin/test_rdma_$p" "$here/selftest/$p.c" -ldl
 done
 
@@ -118,6 +121,17 @@ PATH="$bin/fakeqemu:$PATH" bash "$harness" --smoke "$build" >"$out" 2>&1 || rc=$
 expect_rc "QEMU's failure" 1 "$rc"
 check "says so" 'QEMU exited with status 1'
 check "shows its message" 'a stand-in that fails'
+dump
+
+echo "selftest 7: two guests, guest A killed on request"
+rc=0
+LLMLINK_RDMA_TEST_TIMEOUT=40 bash "$harness" --two-guest "$build" "$bin/test_rdma_killpeer" >"$out" 2>&1 || rc=$?
+expect_rc "two guests" 0 "$rc"
+check "smoke across the guests" '^RDMA-TEST smoke PASS \(rc=0\)'
+check "A's rail 1 MTU" '^RDMA-INFO mtu a rxe1 4096'
+check "B's rail 1 MTU" '^RDMA-INFO mtu b rxe1 2048'
+check "killpeer" '^RDMA-TEST test_rdma_killpeer PASS \(rc=0\)'
+check "the harness killed A" '^RDMA-INFO peer-killed [0-9.]+'
 dump
 
 if [ $failed = 0 ]; then echo "selftest: PASS"; else echo "selftest: FAIL"; exit 1; fi

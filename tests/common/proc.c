@@ -1,5 +1,6 @@
 /* proc.c - child processes for the multi-process tests (see proc.h). */
 #include "proc.h"
+#include "proc_agent.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +22,15 @@
 #include <unistd.h>
 
 static _Thread_local char last_err[512];
+
+int proc_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_err, sizeof last_err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
@@ -99,6 +109,14 @@ static void close_fd(int *fd)
     }
 }
 
+/* The child's stdin: for a remote one (a socket) EOF is a shutdown. */
+static void close_in(proc_t *p)
+{
+    if (p->remote && p->in_fd >= 0)
+        shutdown(p->in_fd, SHUT_WR);
+    close_fd(&p->in_fd);
+}
+
 static void close_other_fds(void)
 {
 #ifdef SYS_close_range
@@ -174,9 +192,31 @@ int proc_node_start(proc_t *p, const char *role, uint64_t cluster_id, const char
     return proc_node_start_args(p, role, cluster_id, listen, opts, NULL, netns, timeout_ms);
 }
 
+static int node_start(proc_t *p, const char *role, uint64_t cluster_id, const char *listen,
+                      const char *const *opts, const char *const *extra_args, const char *netns,
+                      bool remote, int timeout_ms);
+
 int proc_node_start_args(proc_t *p, const char *role, uint64_t cluster_id, const char *listen,
                          const char *const *opts, const char *const *extra_args,
                          const char *netns, int timeout_ms)
+{
+    /* The two-guest VM: every P in guest A (proc.h). */
+    bool remote = !netns && proc_agent_on() && !strcmp(role, "prompt");
+    return node_start(p, role, cluster_id, listen, opts, extra_args, netns, remote, timeout_ms);
+}
+
+int proc_node_start_remote(proc_t *p, const char *role, uint64_t cluster_id, const char *listen,
+                           const char *const *opts, const char *const *extra_args,
+                           int timeout_ms)
+{
+    if (!proc_agent_on())
+        return fail("proc_node_start_remote: no agent (LLMLINK_RDMA_AGENT unset)");
+    return node_start(p, role, cluster_id, listen, opts, extra_args, NULL, true, timeout_ms);
+}
+
+static int node_start(proc_t *p, const char *role, uint64_t cluster_id, const char *listen,
+                      const char *const *opts, const char *const *extra_args, const char *netns,
+                      bool remote, int timeout_ms)
 {
     char *argv[96];
     char idbuf[32];
@@ -214,11 +254,11 @@ int proc_node_start_args(proc_t *p, const char *role, uint64_t cluster_id, const
     if (access(argv[netns ? 4 : 0], X_OK) != 0)
         return fail("proc_node_start: %s is not executable (set LLMLINK_NODE): %s",
                     argv[netns ? 4 : 0], strerror(errno));
-    if (proc_spawn(p, argv) != 0)
+    if (remote ? proc_agent_spawn(p, argv, timeout_ms) != 0 : proc_spawn(p, argv) != 0)
         return -1;
     p->cluster_id = cluster_id;
-    snprintf(p->label, sizeof p->label, "%s %llu (pid %d)", role, (unsigned long long)cluster_id,
-             (int)p->pid);
+    snprintf(p->label, sizeof p->label, "%s %llu (pid %d%s)", role, (unsigned long long)cluster_id,
+             (int)p->pid, remote ? " in guest A" : "");
     char line[PROC_LINE_MAX];
     if (proc_read_line(p, line, sizeof line, timeout_ms) != 0)
         return fail("%s: no READY line: %s", p->label, proc_last_error());
@@ -374,9 +414,16 @@ int proc_kill(proc_t *p, int sig)
 {
     if (!proc_running(p))
         return fail("%s: not running", p->label);
-    if (kill(p->pid, sig) != 0)
+    if (p->remote) {
+        /* The agent answers a SIGSTOP once the process is stopped. */
+        if (proc_agent_kill(p, sig) != 0)
+            return -1;
+    } else if (kill(p->pid, sig) != 0) {
         return fail("%s: kill(%d): %s", p->label, sig, strerror(errno));
-    if (sig == SIGSTOP) {
+    }
+    if (sig == SIGSTOP && p->remote) {
+        p->stopped = true;
+    } else if (sig == SIGSTOP) {
         /* kill() only queues the signal: a loaded machine may let the
          * target run (and answer a peer) for a while after it returns.
          * Tests mean "frozen from now on", so wait until it is. */
@@ -395,6 +442,8 @@ int proc_wait(proc_t *p, int timeout_ms)
         return fail("proc_wait: no process");
     if (p->exited)
         return 0;
+    if (p->remote)
+        return proc_agent_wait(p, timeout_ms);
     int64_t deadline = proc_now_ms() + timeout_ms;
     int sleep_ms = 1;
     for (;;) {
@@ -423,7 +472,7 @@ int proc_stop(proc_t *p, int timeout_ms)
     if (!p->exited) {
         if (p->stopped)
             proc_kill(p, SIGCONT);
-        close_fd(&p->in_fd);
+        close_in(p);
         if (proc_wait(p, timeout_ms) != 0) {
             char why[sizeof last_err];
             memcpy(why, last_err, sizeof why);
@@ -443,7 +492,12 @@ int proc_stop(proc_t *p, int timeout_ms)
 
 void proc_reap(proc_t *p)
 {
-    if (p->pid > 0 && !p->exited) {
+    if (p->pid > 0 && !p->exited && p->remote) {
+        proc_agent_kill(p, SIGCONT);
+        proc_agent_kill(p, SIGKILL);
+        if (proc_wait(p, 10000) != 0)
+            fprintf(stderr, "proc_reap: %s\n", proc_last_error());
+    } else if (p->pid > 0 && !p->exited) {
         kill(p->pid, SIGCONT);
         kill(p->pid, SIGKILL);
         if (proc_wait(p, 10000) != 0)
@@ -588,7 +642,7 @@ int proc_stop_all(proc_t *procs, size_t n, int timeout_ms)
             continue;
         if (p->stopped)
             proc_kill(p, SIGCONT);
-        close_fd(&p->in_fd);
+        close_in(p);
     }
     for (size_t i = 0; i < n; i++) {
         proc_t *p = &procs[i];

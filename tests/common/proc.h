@@ -30,6 +30,8 @@ typedef struct proc {
     int status;   /* waitpid status once reaped */
     bool exited;  /* reaped: status is valid */
     bool stopped; /* SIGSTOPped by proc_kill and not yet continued */
+    bool remote;  /* runs in the two-guest VM's guest A, through the agent:
+                     pid is A's, in_fd/out_fd the agent's socket */
     uint16_t port;  /* llmlink-node: listen port from the READY line */
     uint64_t cluster_id; /* llmlink-node: its --cluster-id */
     char label[48]; /* for messages, e.g. "prompt 7" */
@@ -65,6 +67,26 @@ int proc_node_start(proc_t *p, const char *role, uint64_t cluster_id, const char
 int proc_node_start_args(proc_t *p, const char *role, uint64_t cluster_id, const char *listen,
                          const char *const *opts, const char *const *extra_args,
                          const char *netns, int timeout_ms);
+
+/*
+ * The two-guest soft-RoCE VM (ci/rdma-vm.sh --two-guest): with
+ * $LLMLINK_RDMA_AGENT ("ip:port" of tests/rdma/vm_agent.c in guest A) set,
+ * proc_node_start / proc_node_start_args start every "prompt" node (without
+ * netns) in guest A through the agent's EXEC, and proc_node_start_remote
+ * any role. Such a proc_t has remote = true: its stdin/stdout are the
+ * agent's socket (EOF = shutdown of its write side), proc_kill / proc_wait /
+ * proc_stop / proc_reap go through the agent's KILL and WAIT. The program
+ * path is the same in A (the harness stages one image for both guests).
+ */
+int proc_node_start_remote(proc_t *p, const char *role, uint64_t cluster_id, const char *listen,
+                           const char *const *opts, const char *const *extra_args,
+                           int timeout_ms);
+
+/* Runs cmd (one line, no '\n') in guest A through the agent's SH; its
+ * stdout+stderr into out (NUL-terminated, truncated to cap; out may be NULL).
+ * Returns the command's exit status, or -1 (no agent, no answer within
+ * timeout_ms: proc_last_error() says why). */
+int proc_agent_sh(const char *cmd, char *out, size_t cap, int timeout_ms);
 
 /* Writes one line (fmt, plus '\n'; at most PROC_CMD_MAX bytes), waiting at
  * most timeout_ms for pipe room. */
