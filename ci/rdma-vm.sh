@@ -604,17 +604,17 @@ kill_qemus() {
     done
 }
 
-# net_dir: where the guests' datagram sockets live (a unix socket path has
+# net_dir: nd = where the guests' datagram sockets live (a unix socket path has
 # at most 107 bytes: a short directory under /tmp when BUILD_DIR is deep).
+# (Sets nd: a command substitution would lose cleanup_dirs.)
 net_dir() {
-    local d=$run_dir/net
-    if [ ${#d} -gt 80 ]; then
-        d=$(mktemp -d /tmp/llmlink-rdma-vm2.XXXXXX)
-        cleanup_dirs+=("$d")
+    nd=$run_dir/net
+    if [ ${#nd} -gt 80 ]; then
+        nd=$(mktemp -d /tmp/llmlink-rdma-vm2.XXXXXX)
+        cleanup_dirs+=("$nd")
     fi
-    mkdir -p "$d"
-    rm -f "$d"/*.sock
-    echo "$d"
+    mkdir -p "$nd"
+    rm -f "$nd"/*.sock
 }
 cleanup_dirs=()
 
@@ -644,11 +644,11 @@ qemu_guest() {
 boot_two() {
     local tmo=$1 rc=0 nd
     [ "$vm_accel" != kvm ] || [ -w /dev/kvm ] || die "LLMLINK_RDMA_VM_ACCEL=kvm but /dev/kvm is not usable"
-    nd=$(net_dir)
     rm -f "$run_dir"/qemu-?.pid
     qemu_pidfiles=("$run_dir/qemu-a.pid" "$run_dir/qemu-b.pid")
     trap 'kill_qemus; rm -rf "${cleanup_dirs[@]+"${cleanup_dirs[@]}"}"' EXIT
     trap 'exit 130' INT TERM
+    net_dir
     : >"$console_a"
     : >"$console"
     local guest
