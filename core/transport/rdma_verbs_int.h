@@ -106,6 +106,11 @@ typedef struct rail {
     _Atomic uint64_t bytes; /* moved by this engine's requests (stats) */
     int64_t repair_at; /* the next repair attempt, not before (rdma_repair.c) */
     bool repair_logged; /* a failed repair was logged since the rail went down */
+    /* The peer's GID of this rail, from its first connect: a repair
+     * (XRDMA_RAIL_RESET) may give the rail a fresh QP, never point it at
+     * another address. */
+    bool peer_gid_set;
+    uint8_t peer_gid[16];
     /* READ depths: what this side's device allows as initiator and as
      * responder (advertised); rd_max is what the rail uses as initiator
      * once connected (llk_rdma_rd_initiator). */

@@ -510,6 +510,11 @@ int llk_rv_rail_connect(llk_rdma_link_t *l, rail_t *rl, const llk_xrail_wire_t *
                         size_t cap)
 {
     const llk_rdma_t *r = l->r;
+    if (rl->peer_gid_set && memcmp(rl->peer_gid, rem->gid, 16) != 0) {
+        snprintf(why, cap, "the peer's GID of the rail on %s differs from the one it was set up "
+                 "with", rl->dev->name);
+        return -1;
+    }
     rl->mtu = llk_rdma_mtu_negotiate(rl->dev->active_mtu, rem->mtu, r->o.rdma_mtu);
     if (!rl->mtu) {
         snprintf(why, cap, "no common MTU (local %u, remote %u)", rl->dev->active_mtu, rem->mtu);
@@ -555,6 +560,8 @@ int llk_rv_rail_connect(llk_rdma_link_t *l, rail_t *rl, const llk_xrail_wire_t *
         snprintf(why, cap, "%s: QP to RTS: %s", rl->dev->name, strerror(errno));
         return -1;
     }
+    memcpy(rl->peer_gid, rem->gid, 16);
+    rl->peer_gid_set = true;
     return 0;
 }
 
