@@ -599,14 +599,26 @@ static void rail1_down(fx_t *f, uint64_t did)
     assert_int_equal(s.rdma_rails_up, 1);
 
     nic(f, 1, true);
-    /* The repair runs at the start of the link's next transfer once the
-     * rail's port is ACTIVE again (docs/rdma.md): wait for the port, then
-     * that transfer re-establishes the rail and uses both. */
+    /* Once the rail's port is ACTIVE again the engine's mender thread
+     * re-establishes the rail in the background (a fresh QP pair over an
+     * idle data stream): no transfer runs until it is up. */
     int64_t t0 = proc_now_ms();
     while (!port_active(1) && proc_now_ms() - t0 < 15000)
         proc_sleep_ms(100);
     print_message("  port of rail 1 ACTIVE after %lld ms\n", (long long)(proc_now_ms() - t0));
     assert_true(port_active(1));
+    llmlink_link_stats_t sb = s;
+    t0 = proc_now_ms();
+    while (sb.rdma_rails_up != 2 && proc_now_ms() - t0 < 15000) {
+        proc_sleep_ms(100);
+        sb = lstats(f, PID);
+    }
+    print_rails("after the NIC came back", &sb);
+    print_message("  rail back after %lld ms, no transfer meanwhile\n",
+                  (long long)(proc_now_ms() - t0));
+    assert_int_equal(sb.rdma_rails_up, 2);
+    assert_int_equal(sb.rdma_rail_repairs, 1);
+    assert_true(sb.rdma_rail_bytes[1] == s.rdma_rail_bytes[1]);
 
     /* D's pattern again, and a pull of 8 blocks (16 slices over two rails) */
     for (int t = 0; t < NT; t++)
