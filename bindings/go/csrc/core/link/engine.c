@@ -293,6 +293,9 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
     st = llk_tasks_start(e, e->opts.async_workers);
     if (st != LLMLINK_SUCCESS)
         goto fail_tasks;
+    st = llk_rdma_mender_start(e);
+    if (st != LLMLINK_SUCCESS)
+        goto fail_mender;
     e->stop = false;
     e->state = LLK_ENGINE_RUNNING;
     pthread_attr_t attr;
@@ -311,6 +314,8 @@ llmlink_status_t llk_engine_init(llmlink_t *e, const llk_options_t *opts)
     return LLMLINK_SUCCESS;
 
 fail_thread:
+    llk_rdma_mender_stop(e);
+fail_mender:
     llk_tasks_stop_begin(e);
     llk_tasks_join(e);
     llk_tasks_free(e);
@@ -351,6 +356,8 @@ void llk_engine_finalize(llmlink_t *e)
     /* Tasks first: no new ones, queued ones end CANCELLED, running ones
      * are asked to stop; the links' breaks below end their transfers. */
     llk_tasks_stop_begin(e);
+    /* No more background rail repairs: they borrow the links' streams. */
+    llk_rdma_mender_stop(e);
     pthread_mutex_lock(&e->mu);
     e->stop = true;
     llk_reactor_wake(e);

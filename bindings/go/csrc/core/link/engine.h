@@ -246,6 +246,9 @@ struct llmlink {
      * engine runs and unchanged until llk_engine_free. */
     struct llk_rdma *rdma;
     char rdma_why[256];
+    /* The thread that re-establishes failed RDMA rails in the background
+     * (transport/rdma_mender.c); NULL without RDMA. */
+    struct llk_rdma_mender *rdma_mender;
     /* TLS (link/tls.h): loaded at init from llmlink.Tls*; NULL = plaintext.
      * Unchanged while the engine runs; released by llk_engine_free. */
     struct llk_tls *tls;

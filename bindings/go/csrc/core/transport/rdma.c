@@ -635,12 +635,13 @@ static int repair_rail(llk_xlink_t *xl, int fd, llk_rdma_link_t *l, uint16_t k,
 
 /* The client end of a link (the one that ran XRDMA_SETUP) re-establishes
  * its rails that are down and whose port is ACTIVE again (at most one
- * attempt a second per rail), over the stream a request borrowed (idle:
- * its request not sent yet), before the request: the first request after
- * the port came back finds the rail up. -1: the stream is unusable. */
-static int repair_rails(llk_xfer_ctx_t *ctx, int fd, llk_rdma_link_t *l)
+ * attempt a second per rail), over an idle stream it holds: the mender
+ * thread's (rdma_mender.c), or a request's before its request goes, so
+ * that the first request after the port came back finds the rail up even
+ * when the mender has not come round yet. Returns the rails repaired, or
+ * -1: the stream is unusable. */
+static int repair_rails(llk_xlink_t *xl, int fd, llk_rdma_link_t *l, int64_t deadline_ms)
 {
-    llk_xlink_t *xl = ctx->xl;
     llk_rdma_xlink_t *rx = llk_rdma_xlink(xl);
     uint8_t gid[LLK_XWIRE_MAX_RAILS][16];
     memset(gid, 0, sizeof gid);
@@ -650,23 +651,53 @@ static int repair_rails(llk_xfer_ctx_t *ctx, int fd, llk_rdma_link_t *l)
     for (uint16_t k = 0; k < rx->nrail_addrs && k < LLK_XWIRE_MAX_RAILS; k++)
         (void)llk_rdma_ip_gid((const struct sockaddr *)&rx->rail_target[k], gid[k]);
     pthread_mutex_unlock(&xl->mu);
-    if (!client || !peer_rails)
+    if (!client || !peer_rails || llk_rdma_link_rails_down(l) == 0)
         return 0;
     int64_t deadline = llk_now_ms() + 2000;
-    if (deadline > ctx->deadline_ms)
-        deadline = ctx->deadline_ms;
-    for (uint16_t k = 0; k < llk_rdma_link_nrails(l); k++)
-        if (llk_rdma_rail_repairable(l, k) &&
-            repair_rail(xl, fd, l, k, gid[k], peer_depth, deadline) != 0)
+    if (deadline > deadline_ms)
+        deadline = deadline_ms;
+    int done = 0;
+    for (uint16_t k = 0; k < llk_rdma_link_nrails(l); k++) {
+        if (!llk_rdma_rail_repairable(l, k))
+            continue;
+        uint16_t down = llk_rdma_link_rails_down(l);
+        if (repair_rail(xl, fd, l, k, gid[k], peer_depth, deadline) != 0)
             return -1;
-    return 0;
+        if (llk_rdma_link_rails_down(l) < down)
+            done++;
+    }
+    return done;
+}
+
+int llk_rdma_xlink_mend(llk_xlink_t *xl)
+{
+    pthread_mutex_lock(&xl->mu);
+    llk_rdma_xlink_t *rx = llk_rdma_xlink(xl);
+    llk_rdma_link_t *l = rx->use ? rx->link : NULL;
+    bool client = rx->nrail_addrs > 0 && rx->peer_rails;
+    pthread_mutex_unlock(&xl->mu);
+    if (!l || !client || llk_rdma_link_rails_down(l) == 0)
+        return 0;
+    int idx = -1;
+    /* never wait for a stream: a busy link repairs at its next request */
+    if (llk_xlink_borrow(xl, 1, &idx, llk_now_ms(), "rdma rail repair") != 1)
+        return 0;
+    pthread_mutex_lock(&xl->mu);
+    int fd = xl->req_fd[idx];
+    pthread_mutex_unlock(&xl->mu);
+    int n = repair_rails(xl, fd, l, llk_now_ms() + 2000);
+    if (n < 0)
+        llk_xlink_break(xl, "RDMA rail repair: the data stream failed");
+    llk_xlink_give_back(xl, &idx, 1);
+    return n < 0 ? 0 : n;
 }
 
 static llk_xuse_t rdma_request_usable(llk_xfer_ctx_t *ctx, int fd, llk_xmove_out_t *out)
 {
     if (!rdma_link_usable(ctx->xl) || !ctx->e->rdma || !ctx->local_cache)
         return LLK_XUSE_NO;
-    if (fd >= 0 && repair_rails(ctx, fd, llk_rdma_xlink(ctx->xl)->link) != 0) {
+    if (fd >= 0 &&
+        repair_rails(ctx->xl, fd, llk_rdma_xlink(ctx->xl)->link, ctx->deadline_ms) < 0) {
         /* the exchange broke off mid-frame: nothing more can go on it */
         llk_xlink_break(ctx->xl, "RDMA rail repair: the data stream failed");
         out->refusal = LLMLINK_NETWORK_ERROR;

@@ -251,7 +251,8 @@ llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sg
 
 /*
  * The repair of a rail that went down (rdma_repair.c), without relinking:
- * the client end of the link (the one that ran XRDMA_SETUP) asks, when
+ * the client end of the link (the one that ran XRDMA_SETUP: its mender
+ * thread in the background, or a request before it sends) asks, when
  * llk_rdma_rail_repairable (down, its port ACTIVE again, at most one
  * attempt a second per rail): reset_begin gives the rail a fresh QP in
  * INIT (the old one destroyed once no chain of it is in flight and the
@@ -263,6 +264,9 @@ llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sg
  * -1 (why); reset_end: 0 or -1 (why; the rail stays down).
  */
 bool llk_rdma_rail_repairable(llk_rdma_link_t *l, uint16_t k);
+/* How many of l's rails are down now (a cheap look, no port query);
+ * 0 for NULL. */
+uint16_t llk_rdma_link_rails_down(llk_rdma_link_t *l);
 /* true the first time since rail k went down (or was last repaired): a
  * failed attempt is logged once (WARN), the retries at DEBUG. */
 bool llk_rdma_rail_repair_log_once(llk_rdma_link_t *l, uint16_t k);
@@ -318,6 +322,16 @@ llk_rdma_xlink_t *llk_rdma_xlink(struct llk_xlink *xl);
 llk_rdma_prot_t llk_rdma_xlink_protection(struct llk_xlink *xl);
 /* The same as an llmlink_rdma_protection_t, for llmlink_get_link_stats. */
 uint32_t llk_rdma_stats_protection(struct llk_xlink *xl);
+/* Background repair (rdma_mender.c): the client end of link xl
+ * re-establishes its rails that are down and whose port is ACTIVE again,
+ * over one of its idle data streams (never waiting for one: a busy link
+ * repairs at the start of its next request instead). Returns how many
+ * rails it repaired; breaks the link when the exchange broke off. */
+int llk_rdma_xlink_mend(struct llk_xlink *xl);
+/* The engine's mender thread: started at llmlink_init when the engine has
+ * RDMA, stopped at finalize before the links break. */
+llmlink_status_t llk_rdma_mender_start(llmlink_t *e);
+void llk_rdma_mender_stop(llmlink_t *e);
 /* xl's rails into out (llk_rdma_link_rail_stats); takes xl->mu. */
 void llk_rdma_xlink_rail_stats(struct llk_xlink *xl, llmlink_link_stats_t *out);
 

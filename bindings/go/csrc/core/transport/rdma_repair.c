@@ -42,6 +42,14 @@ bool llk_rdma_rail_repairable(llk_rdma_link_t *l, uint16_t k)
            pa.state == IBV_PORT_ACTIVE;
 }
 
+uint16_t llk_rdma_link_rails_down(llk_rdma_link_t *l)
+{
+    if (!l)
+        return 0;
+    uint32_t up = atomic_load(&l->nup);
+    return up >= l->nrails ? 0 : (uint16_t)(l->nrails - up);
+}
+
 bool llk_rdma_rail_repair_log_once(llk_rdma_link_t *l, uint16_t k)
 {
     if (!l || k >= l->nrails)
@@ -210,6 +218,12 @@ int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire
 }
 
 #else /* !LLK_HAVE_VERBS */
+
+uint16_t llk_rdma_link_rails_down(llk_rdma_link_t *l)
+{
+    (void)l;
+    return 0;
+}
 
 bool llk_rdma_rail_repair_log_once(llk_rdma_link_t *l, uint16_t k)
 {
