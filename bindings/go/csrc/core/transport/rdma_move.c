@@ -75,6 +75,7 @@ static void on_wc(llk_rdma_link_t *l, rail_t *rl, const struct ibv_wc *wc, uint1
     if (!s->busy || s->seq != seq)
         return;
     move_op_t *op = s->op;
+    rl->progress_ms = llk_now_ms();
     if (wc->status != IBV_WC_SUCCESS) {
         char why[160];
         snprintf(why, sizeof why, "%s completion: %s (status %d)",
@@ -145,6 +146,8 @@ static void chain_taken(rail_t *rl, int si, uint32_t seq, bool write, const move
                         const uint32_t *idx, uint32_t nwr, move_op_t *op)
 {
     slot_t *s = &rl->slot[si];
+    if (!llk_rv_slots_busy(rl))
+        rl->progress_ms = llk_now_ms(); /* idle until now: the stall clock starts */
     s->busy = true;
     s->read = !write;
     s->seq = seq;
@@ -228,7 +231,28 @@ static int post_chain(llk_rdma_link_t *l, rail_t *rl, bool write, move_plan_t *p
     return 1;
 }
 
-/* Marks every rail down whose device port is not ACTIVE, at most every
+bool llk_rv_slots_busy(const rail_t *rl)
+{
+    for (uint32_t i = 0; i < RAIL_SLOTS; i++)
+        if (rl->slot[i].busy)
+            return true;
+    return false;
+}
+
+/* How long a rail may have work in flight with no completion at all
+ * before this side gives up on it: the NIC's own budget (every retry of a
+ * work request fits in half of llm.SyncKvCacheWaitTime, rdma_plan.h) and
+ * a second more. A device should have failed the work with
+ * IBV_WC_RETRY_EXC_ERR by then; one that stays silent (soft-RoCE was seen
+ * to, with the peer's NIC down) would otherwise hold the call to its
+ * deadline instead of failing over. */
+static int64_t stall_ms(const llk_rdma_link_t *l)
+{
+    return (int64_t)l->wait_ms / 2 + 1000;
+}
+
+/* Marks every rail down whose device port is not ACTIVE, or whose work
+ * has been in flight past stall_ms with no completion, at most every
  * LLK_RDMA_PORT_CHECK_MS per link (whichever call comes first does it):
  * its QP goes to the error state at once, rather than after the ACK
  * timeout x retry count of its first work request. */
@@ -240,6 +264,17 @@ static void check_ports(llk_rdma_link_t *l)
         return;
     for (uint16_t k = 0; k < l->nrails; k++) {
         rail_t *rl = &l->rail[k];
+        pthread_mutex_lock(&rl->mu);
+        int64_t quiet = llk_rv_slots_busy(rl) ? now - rl->progress_ms : 0;
+        if (!rl->failed && quiet > stall_ms(l)) {
+            char why[200];
+            snprintf(why, sizeof why, "no completion for %lld ms with work in flight (past the "
+                     "ACK timeout x retry budget: the peer or the path stopped answering)",
+                     (long long)quiet);
+            llk_rv_rail_down(l, rl, k, why, true, true);
+            llk_rv_qp_to_err(l->r, rl);
+        }
+        pthread_mutex_unlock(&rl->mu);
         struct ibv_port_attr pa;
         memset(&pa, 0, sizeof pa);
         if (l->r->v->query_port(rl->dev->ctx, rl->dev->port, &pa) != 0 ||

@@ -80,14 +80,6 @@ static void kill_rail_windows(llk_rdma_link_t *l, uint16_t k)
     }
 }
 
-static bool slots_busy(const rail_t *rl)
-{
-    for (uint32_t i = 0; i < RAIL_SLOTS; i++)
-        if (rl->slot[i].busy)
-            return true;
-    return false;
-}
-
 /* A fresh RC QP for the rail, in INIT, on its CQ and PD (rl->mu held);
  * the same attributes as rail_create's. NULL with why. */
 static struct ibv_qp *qp_fresh(llk_rdma_t *r, rail_t *rl, uint32_t *depth, char *why, size_t cap)
@@ -129,9 +121,9 @@ static void rail_record(const llk_rdma_link_t *l, const rail_t *rl, llk_xrail_wi
 static bool drain(llk_rdma_link_t *l, rail_t *rl, uint16_t k)
 {
     unsigned us = 10;
-    for (int64_t until = llk_now_ms() + REPAIR_DRAIN_MS; slots_busy(rl);) {
+    for (int64_t until = llk_now_ms() + REPAIR_DRAIN_MS; llk_rv_slots_busy(rl);) {
         (void)llk_rv_poll_rail(l, rl, k);
-        if (!slots_busy(rl))
+        if (!llk_rv_slots_busy(rl))
             break;
         if (llk_now_ms() >= until)
             return false;

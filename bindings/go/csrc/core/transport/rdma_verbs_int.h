@@ -105,6 +105,9 @@ typedef struct rail {
     char down_why[160];
     _Atomic uint64_t bytes; /* moved by this engine's requests (stats) */
     int64_t repair_at; /* the next repair attempt, not before (rdma_repair.c) */
+    /* When a chain of the rail last completed, or the rail last went from
+     * idle to busy (llk_now_ms; rl->mu): the stall check's clock. */
+    int64_t progress_ms;
     bool repair_logged; /* a failed repair was logged since the rail went down */
     /* The peer's GID of this rail, from its first connect: a repair
      * (XRDMA_RAIL_RESET) may give the rail a fresh QP, never point it at
@@ -188,6 +191,8 @@ typedef struct move_op {
 int llk_rv_poll_rail(llk_rdma_link_t *l, rail_t *rl, uint16_t rail_no);
 /* A free slot of the rail, or -1 (rl->mu held). */
 int llk_rv_free_slot(rail_t *rl);
+/* Whether any chain of the rail is in flight (rl->mu held). */
+bool llk_rv_slots_busy(const rail_t *rl);
 /* Marks rail k down for the whole link, once (rl->mu held); why is kept
  * while it is the rail's first real reason (real: not a flush); count: a
  * failover when other rails are still up. */
