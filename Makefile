@@ -15,6 +15,7 @@
 #   make test-rdma       tests/rdma/ programs in a soft-RoCE QEMU VM (ci/rdma-vm.sh);
 #                        part of make test, and of make asan / tsan sanitized
 #   make test-rdma-harness   the VM harness's own tests
+#   make bench-rdma-2host    ib_read_bw vs llmlink pulls across the two guests
 #   make man             man pages from ffi/llmlink.h's comments ($(BUILD)/man/man3)
 #   make cli             the `llmlink` command ($(BUILD)/bin/llmlink, tools/llmlink/);
 #                        its --metrics endpoint needs libmicrohttpd-dev (probed)
@@ -271,7 +272,7 @@ $(CONFIG_H): FORCE
 # Top-level targets
 # ---------------------------------------------------------------
 .PHONY: all lib static shared pc tests tools cli cli-venv plot-venv test-plot fuzz-bins examples bench-bins \
-        build-all deps test test-c test-rdma test-rdma-harness check-exports check-rebuild asan tsan san-run fuzz \
+        build-all deps test test-c test-rdma test-rdma-harness bench-rdma-2host check-exports check-rebuild asan tsan san-run fuzz \
         fuzz-run-standalone fuzz-libfuzzer fuzz-libfuzzer-bins fuzz-ci demo bench man install uninstall clean \
         print-version FORCE
 
@@ -466,6 +467,13 @@ test-rdma:
 	LLMLINK_RDMA_TEST_TIMEOUT=$${LLMLINK_RDMA_TEST_TIMEOUT:-240} \
 	    bash ci/rdma-vm.sh --two-guest $(BUILD) || status=1; \
 	exit $$status
+
+# RDMA READ bandwidth across the two guests: ib_read_bw and llmlink pulls
+# per rail and over both, in one run (bench/rdma_2host.sh; bench/README.md).
+bench-rdma-2host:
+	$(MAKE) --no-print-directory build-all
+	LLMLINK_RDMA_TEST_TIMEOUT=400 LLMLINK_RDMA_VM_VERBOSE=1 \
+	    bash ci/rdma-vm.sh --two-guest $(BUILD) $(CURDIR)/bench/rdma_2host.sh
 
 # The harness's own tests: stand-in programs that pass, fail, hang, leak a
 # child, check the VM's environment; a crashed kernel; the host-side bound.

@@ -37,7 +37,8 @@
 # ibv_rc_pingpong from B to A over each rail. A program printing
 # "RDMA-CTL kill-peer" gets guest A's QEMU SIGKILLed (RDMA-INFO
 # peer-killed). A's console: BUILD_DIR/rdma-vm2/console-a.log, shown on
-# failure. --bench and --shell are one-guest only (not yet built for two).
+# failure. --bench and --shell are one-guest only; the two-guest bench is a
+# program: make bench-rdma-2host (bench/rdma_2host.sh).
 # The environment and the agent's protocol: tests/rdma/README.md.
 #
 # Inside the VM (ci/rdma-vm/init): dummy0 (MTU 1500, 10.10.0.1/24) carries
@@ -110,7 +111,7 @@ while [ $# -gt 0 ]; do
 done
 [ ${#args[@]} -ge 1 ] || bad_usage
 [ $two = 0 ] || [ "$mode" != shell ] || die "--shell is one-guest only (--two-guest --exec CMD runs CMD in guest B)"
-[ $two = 0 ] || [ "$mode" != bench ] || die "--bench --two-guest is not built yet (the cross-guest bench cells): run --bench in one guest"
+[ $two = 0 ] || [ "$mode" != bench ] || die "--bench is one-guest; across the two guests: make bench-rdma-2host (bench/rdma_2host.sh)"
 [ -d "${args[0]}" ] || die "build dir ${args[0]} does not exist (build first: make BUILD=${args[0]})"
 build=$(readlink -f "${args[0]}")
 requested=("${args[@]:1}")
