@@ -16,7 +16,10 @@
  *    pid holds the other end of the stream; a claim naming another process
  *    gets FEATURE_NOT_ENABLED and no address;
  *  - ATTACH for a link that does not exist, or naming another host than the
- *    link's first stream, is refused.
+ *    link's first stream, is refused;
+ *  - the RDMA rail messages (XRDMA_PROBE, XRDMA_RAIL_RESET) on a link
+ *    without RDMA get refusals naming why and the stream stays usable; a
+ *    RAIL_RESET of the wrong length ends the link.
  *
  * Single process, loopback only, ports from 127.0.0.1:0, every wait bounded.
  */
@@ -37,6 +40,7 @@
 #include "link/wire.h"
 #include "xfer/xfer.h"
 #include "xfer/xfer_wire.h"
+#include "transport/rdma_wire.h"
 
 #define PROMPT_ID 1u
 #define CLIENT_ID 500u
@@ -288,6 +292,68 @@ static void test_bad_frames_kill_link(void **state)
     }
 }
 
+/* Reads one data frame of type `type` answering the last request id into
+ * buf; returns its payload length. */
+static uint32_t recv_frame_of(fx_t *fx, uint16_t type, uint64_t req_id, uint8_t *buf, size_t cap)
+{
+    uint8_t hb[LLK_XWIRE_HEADER_SIZE];
+    assert_int_equal(rawpeer_recv_exact(fx->data, hb, sizeof hb, IO_MS), RAWPEER_OK);
+    llk_xframe_header_t h;
+    const char *why = NULL;
+    assert_int_equal(llk_xwire_read_header(hb, &h, &why), 0);
+    assert_int_equal(h.type, type);
+    assert_int_equal(h.req_id, req_id);
+    assert_true(h.length <= cap);
+    assert_int_equal(rawpeer_recv_exact(fx->data, buf, h.length, IO_MS), RAWPEER_OK);
+    return h.length;
+}
+
+/* The RDMA rail messages (XRDMA_PROBE, XRDMA_RAIL_RESET) from a peer of a
+ * link that has no RDMA (this raw client never announced it): each gets a
+ * refusal naming why, nothing is set up, and the stream still serves a
+ * READ; a RAIL_RESET frame of the wrong length kills the link. */
+static void test_rdma_rail_messages_without_rdma(void **state)
+{
+    fx_t *fx = *state;
+    link_and_attach(fx, (uint32_t)getpid());
+    uint8_t f[512], buf[512];
+    const char *why = NULL;
+
+    llk_rdma_addr_t a = {.ip = {[10] = 0xff, [11] = 0xff, [12] = 10, [13] = 9, [14] = 8, [15] = 7},
+                         .prefix = 24, .mtu = 3};
+    size_t n = llk_xwire_encode_rdma_probe(f, sizeof f, ++fx->next_req, &a, 1);
+    assert_true(n > 0);
+    assert_int_equal(rawpeer_send(fx->data, f, n, IO_MS), RAWPEER_OK);
+    uint32_t len = recv_frame_of(fx, LLK_XMSG_RDMA_PROBE_OK, fx->next_req, buf, sizeof buf);
+    llk_xrdma_probe_t po;
+    assert_int_equal(llk_xwire_decode_rdma_probe_ok(buf, len, &po, &why), 0);
+    assert_int_not_equal(po.status, LLMLINK_SUCCESS);
+    assert_int_equal(po.naddr, 0);
+    assert_true(po.msg[0] != '\0');
+    print_message("  XRDMA_PROBE: %s | %s\n", llmlink_status_name(po.status), po.msg);
+    good_read(fx);
+
+    llk_xrail_wire_t rec = {.qpn = 17, .psn = 5, .mtu = 3};
+    memcpy(rec.gid, a.ip, 16);
+    n = llk_xwire_encode_rail_reset(f, sizeof f, ++fx->next_req, 0, &rec);
+    assert_true(n > 0);
+    assert_int_equal(rawpeer_send(fx->data, f, n, IO_MS), RAWPEER_OK);
+    len = recv_frame_of(fx, LLK_XMSG_RDMA_RAIL_RESET_OK, fx->next_req, buf, sizeof buf);
+    llk_xrail_reset_ok_t ro;
+    assert_int_equal(llk_xwire_decode_rail_reset_ok(buf, len, &ro, &why), 0);
+    assert_status(ro.status, LLMLINK_FEATURE_NOT_ENABLED);
+    assert_int_equal(ro.rail, 0);
+    assert_non_null(strstr(ro.msg, "no RDMA rail"));
+    good_read(fx);
+
+    /* one byte short: the frame itself is refused, the link goes */
+    n = llk_xwire_encode_rail_reset(f, sizeof f, ++fx->next_req, 0, &rec);
+    llk_xwire_write_header(f, LLK_XMSG_RDMA_RAIL_RESET, (uint32_t)(n - LLK_XWIRE_HEADER_SIZE - 1),
+                           fx->next_req);
+    assert_int_equal(rawpeer_send(fx->data, f, n - 1, IO_MS), RAWPEER_OK);
+    assert_link_killed(fx, "XRDMA_RAIL_RESET one byte short");
+}
+
 static void test_stalled_write_is_ended(void **state)
 {
     fx_t *fx = *state;
@@ -389,6 +455,7 @@ int main(void)
         T(test_good_read_then_refusals_keep_stream),
         T(test_segment_outside_its_own_bounds_kills_link),
         T(test_bad_frames_kill_link),
+        T(test_rdma_rail_messages_without_rdma),
         T(test_stalled_write_is_ended),
         T(test_shm_answer_needs_proven_pid),
         T(test_shm_done_for_another_request_kills_link),
