@@ -80,28 +80,6 @@ static void kill_rail_windows(llk_rdma_link_t *l, uint16_t k)
     }
 }
 
-/* A fresh RC QP for the rail, in INIT, on its CQ and PD (rl->mu held);
- * the same attributes as rail_create's. NULL with why. */
-static struct ibv_qp *qp_fresh(llk_rdma_t *r, rail_t *rl, uint32_t *depth, char *why, size_t cap)
-{
-    *depth = SQ_DEPTH;
-    if (rl->dev->max_qp_wr && *depth > rl->dev->max_qp_wr)
-        *depth = rl->dev->max_qp_wr;
-    struct ibv_qp_init_attr ia;
-    memset(&ia, 0, sizeof ia);
-    ia.send_cq = rl->cq;
-    ia.recv_cq = rl->cq;
-    ia.qp_type = IBV_QPT_RC;
-    ia.cap.max_send_wr = *depth;
-    ia.cap.max_recv_wr = 1;
-    ia.cap.max_send_sge = 1;
-    ia.cap.max_recv_sge = 1;
-    struct ibv_qp *qp = r->v->create_qp(rl->pd, &ia);
-    if (!qp)
-        snprintf(why, cap, "%s: ibv_create_qp: %s", rl->dev->name, strerror(errno));
-    return qp;
-}
-
 /* This side's record of rail k (rl->mu held), as llk_rdma_link_local. */
 static void rail_record(const llk_rdma_link_t *l, const rail_t *rl, llk_xrail_wire_t *out)
 {
@@ -149,12 +127,12 @@ int llk_rdma_rail_reset_begin(llk_rdma_link_t *l, uint16_t k, llk_xrail_wire_t *
     llk_rv_rail_down(l, rl, k, "reset by the peer", false, false);
     llk_rv_qp_to_err(r, rl);
     int rc = -1;
-    uint32_t depth = 0;
+    uint32_t depth = llk_rv_sq_depth(rl->dev);
     struct ibv_qp *qp = NULL;
     if (!drain(l, rl, k)) {
         snprintf(why, cap, "rail %u (%s): work requests still in flight", k, rl->dev->name);
         rc = 1;
-    } else if ((qp = qp_fresh(r, rl, &depth, why, cap)) != NULL) {
+    } else if ((qp = llk_rv_qp_new(r, rl, depth, why, cap)) != NULL) {
         kill_rail_windows(l, k);
         struct ibv_qp *old = rl->qp;
         rl->qp = qp;

@@ -209,6 +209,13 @@ uint32_t llk_rv_rails_up(llk_rdma_link_t *l);
 /* rdma_verbs_link.c: a rail's QP to INIT; INIT -> RTR -> RTS against the
  * peer's record (sets the rail's path MTU and READ depth). 0 or -1. */
 int llk_rv_to_init(const llk_verbs_t *v, rail_t *rl);
+/* A rail's send-queue depth on its device: SQ_DEPTH, or less where the
+ * device allows less. */
+uint32_t llk_rv_sq_depth(const rdma_dev_t *d);
+/* An RC QP of that depth on rl's CQ and PD, in RESET; NULL with why
+ * (rail_create, and a repair's fresh QP). */
+struct ibv_qp *llk_rv_qp_new(const llk_rdma_t *r, const rail_t *rl, uint32_t depth, char *why,
+                             size_t cap);
 int llk_rv_rail_connect(llk_rdma_link_t *l, rail_t *rl, const llk_xrail_wire_t *rem, char *why,
                         size_t cap);
 /* Sleeps *us microseconds, doubling it up to 1 ms. */

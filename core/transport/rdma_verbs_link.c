@@ -290,6 +290,33 @@ size_t llk_rdma_local_addrs(llk_rdma_t *r, llk_rdma_addr_t *out, size_t cap)
     return n;
 }
 
+uint32_t llk_rv_sq_depth(const rdma_dev_t *d)
+{
+    uint32_t depth = SQ_DEPTH;
+    if (d->max_qp_wr && depth > d->max_qp_wr)
+        depth = d->max_qp_wr;
+    return depth;
+}
+
+struct ibv_qp *llk_rv_qp_new(const llk_rdma_t *r, const rail_t *rl, uint32_t depth, char *why,
+                             size_t cap)
+{
+    struct ibv_qp_init_attr ia;
+    memset(&ia, 0, sizeof ia);
+    ia.send_cq = rl->cq;
+    ia.recv_cq = rl->cq;
+    ia.qp_type = IBV_QPT_RC;
+    ia.cap.max_send_wr = depth;
+    ia.cap.max_recv_wr = 1;
+    ia.cap.max_send_sge = 1;
+    ia.cap.max_recv_sge = 1;
+    ia.sq_sig_all = 0;
+    struct ibv_qp *qp = r->v->create_qp(rl->pd, &ia);
+    if (!qp)
+        snprintf(why, cap, "%s: ibv_create_qp: %s", rl->dev->name, strerror(errno));
+    return qp;
+}
+
 int llk_rv_to_init(const llk_verbs_t *v, rail_t *rl)
 {
     struct ibv_qp_attr a;
@@ -359,28 +386,15 @@ static bool rail_create(llk_rdma_t *r, rail_t *rl, const struct sockaddr *ip, bo
         rl->own_pd = false;
         return false;
     }
-    uint32_t depth = SQ_DEPTH;
-    if (d->max_qp_wr && depth > d->max_qp_wr)
-        depth = d->max_qp_wr;
+    uint32_t depth = llk_rv_sq_depth(d);
     rl->cq = r->v->create_cq(d->ctx, (int)(2 * depth), NULL, NULL, 0);
     if (!rl->cq) {
         snprintf(why, cap, "%s: ibv_create_cq: %s", d->name, strerror(errno));
         rail_undo(r->v, rl);
         return false;
     }
-    struct ibv_qp_init_attr ia;
-    memset(&ia, 0, sizeof ia);
-    ia.send_cq = rl->cq;
-    ia.recv_cq = rl->cq;
-    ia.qp_type = IBV_QPT_RC;
-    ia.cap.max_send_wr = depth;
-    ia.cap.max_recv_wr = 1;
-    ia.cap.max_send_sge = 1;
-    ia.cap.max_recv_sge = 1;
-    ia.sq_sig_all = 0;
-    rl->qp = r->v->create_qp(rl->pd, &ia);
+    rl->qp = llk_rv_qp_new(r, rl, depth, why, cap);
     if (!rl->qp) {
-        snprintf(why, cap, "%s: ibv_create_qp: %s", d->name, strerror(errno));
         rail_undo(r->v, rl);
         return false;
     }

@@ -182,19 +182,28 @@ static void send_req(fx_t *fx, uint8_t op, const llk_xseg_wire_t *segs, uint32_t
     assert_int_equal(rawpeer_send(fx->data, f, n, IO_MS), RAWPEER_OK);
 }
 
-/* Reads one XRESP into *r (payload kept in buf). */
-static void recv_resp(fx_t *fx, llk_xresp_t *r, uint8_t *buf, size_t cap)
+/* Reads one data frame of type `type` answering request req_id into
+ * buf; returns its payload length. */
+static uint32_t recv_frame_of(fx_t *fx, uint16_t type, uint64_t req_id, uint8_t *buf, size_t cap)
 {
     uint8_t hb[LLK_XWIRE_HEADER_SIZE];
     assert_int_equal(rawpeer_recv_exact(fx->data, hb, sizeof hb, IO_MS), RAWPEER_OK);
     llk_xframe_header_t h;
     const char *why = NULL;
     assert_int_equal(llk_xwire_read_header(hb, &h, &why), 0);
-    assert_int_equal(h.type, LLK_XMSG_RESP);
-    assert_int_equal(h.req_id, fx->next_req);
+    assert_int_equal(h.type, type);
+    assert_int_equal(h.req_id, req_id);
     assert_true(h.length <= cap);
     assert_int_equal(rawpeer_recv_exact(fx->data, buf, h.length, IO_MS), RAWPEER_OK);
-    assert_int_equal(llk_xwire_decode_resp(buf, h.length, r, &why), 0);
+    return h.length;
+}
+
+/* Reads one XRESP into *r (payload kept in buf). */
+static void recv_resp(fx_t *fx, llk_xresp_t *r, uint8_t *buf, size_t cap)
+{
+    uint32_t len = recv_frame_of(fx, LLK_XMSG_RESP, fx->next_req, buf, cap);
+    const char *why = NULL;
+    assert_int_equal(llk_xwire_decode_resp(buf, len, r, &why), 0);
 }
 
 /* The engine ended the data stream and freed the link (bounded wait). */
@@ -290,22 +299,6 @@ static void test_bad_frames_kill_link(void **state)
                          RAWPEER_OK);
         assert_link_killed(fx, cases[i].what);
     }
-}
-
-/* Reads one data frame of type `type` answering the last request id into
- * buf; returns its payload length. */
-static uint32_t recv_frame_of(fx_t *fx, uint16_t type, uint64_t req_id, uint8_t *buf, size_t cap)
-{
-    uint8_t hb[LLK_XWIRE_HEADER_SIZE];
-    assert_int_equal(rawpeer_recv_exact(fx->data, hb, sizeof hb, IO_MS), RAWPEER_OK);
-    llk_xframe_header_t h;
-    const char *why = NULL;
-    assert_int_equal(llk_xwire_read_header(hb, &h, &why), 0);
-    assert_int_equal(h.type, type);
-    assert_int_equal(h.req_id, req_id);
-    assert_true(h.length <= cap);
-    assert_int_equal(rawpeer_recv_exact(fx->data, buf, h.length, IO_MS), RAWPEER_OK);
-    return h.length;
 }
 
 /* The RDMA rail messages (XRDMA_PROBE, XRDMA_RAIL_RESET) from a peer of a
