@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +22,20 @@ func goroutinesBack(t *testing.T, base int, what string) {
 		n := runtime.Stack(buf, true)
 		t.Fatalf("%s: %d goroutines, baseline %d:\n%s", what, runtime.NumGoroutine(), base, buf[:n])
 	}
+}
+
+// goroutinesIn counts the goroutines with a frame of fn on their stack
+// (fn as the traceback prints it, e.g. "TestX.func1(").
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	count := 0
+	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+		if strings.Contains(g, fn) {
+			count++
+		}
+	}
+	return count
 }
 
 // Hundreds of transfers in flight on two links from several goroutines:
@@ -74,6 +89,12 @@ func TestAsyncManyInFlight(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+	// A submitter is still counted between its wg.Done and its return:
+	// wait (bounded) until none is left before counting, or a straggler
+	// reads as a goroutine of ours.
+	if !waitFor(5*time.Second, func() bool { return goroutinesIn("TestAsyncManyInFlight.func1(") == 0 }) {
+		t.Fatalf("%d submitters still running after wg.Wait", goroutinesIn("TestAsyncManyInFlight.func1("))
 	}
 	// While they run: one dispatcher at most, no goroutine per transfer.
 	if n := runtime.NumGoroutine(); n > base+1 {
