@@ -28,7 +28,7 @@
 # --two-guest: two VMs from the same image, guest A (rdma_role=a: the P
 # side, tests/rdma/vm_agent.c on 10.10.9.1:7700) and guest B (the
 # programs; its console is the one parsed), 1 vCPU and 1536 MiB each,
-# joined by three QEMU datagram networks over unix sockets in
+# joined by three QEMU stream networks over unix sockets in
 # BUILD_DIR/rdma-vm2/net (no host network): net0 (rail 0: eth0, MTU 1500
 # both), net1 (rail 1: eth1, MTU 9000 in A, 4000 in B) and net9 (control:
 # eth2, no rxe). Default programs: test_rdma_matrix_data,
@@ -605,7 +605,7 @@ kill_qemus() {
     done
 }
 
-# net_dir: nd = where the guests' datagram sockets live (a unix socket path has
+# net_dir: nd = where the guests' network sockets live (a unix socket path has
 # at most 107 bytes: a short directory under /tmp when BUILD_DIR is deep).
 # (Sets nd: a command substitution would lose cleanup_dirs.)
 net_dir() {
@@ -621,7 +621,7 @@ cleanup_dirs=()
 
 # qemu_guest ROLE NETDIR: the command line of guest ROLE (a or b): three
 # virtio NICs, eth0 / eth1 / eth2 on net0 (rail 0), net1 (rail 1) and
-# net9 (control), each a datagram socket pair between the two guests
+# net9 (control), each a unix stream socket between the two guests
 # (no host network), MAC 52:54:00:0a:<net>:<guest>.
 qemu_guest() {
     local role=$1 nd=$2 me other n id
@@ -631,8 +631,16 @@ qemu_guest() {
         -pidfile "$run_dir/qemu-$role.pid"
         -kernel "$vmlinuz" -initrd "$initrd"
         -append "console=ttyS0 quiet panic=-1 rdma_role=$role")
+    # A stream socket per network, A listening and B connecting (B starts
+    # once A's sockets exist: QEMU 7.2 does not reconnect). Not datagram
+    # sockets: with net.unix.max_dgram_qlen at 10 a burst fills the peer's
+    # queue, and a guest's virtio TX queue was once seen stuck for 50 s
+    # ("NETDEV WATCHDOG") while it waited; a stream socket has a byte
+    # buffer and a writer that resumes when it drains.
+    local server=off
+    [ "$role" = a ] && server=on
     for n in 0 1 9; do
-        guest+=(-netdev "dgram,id=n$n,local.type=unix,local.path=$nd/$me$n.sock,remote.type=unix,remote.path=$nd/$other$n.sock"
+        guest+=(-netdev "stream,id=n$n,server=$server,addr.type=unix,addr.path=$nd/net$n.sock"
             -device "virtio-net-pci,netdev=n$n,mac=52:54:00:0a:0$n:$id,romfile=")
     done
 }
@@ -655,7 +663,18 @@ boot_two() {
     local guest
     qemu_guest a "$nd"
     timeout -k 10 "$((tmo + 30))" "${guest[@]}" </dev/null >"$console_a" 2>&1 &
-    local apid=$!
+    local apid=$! by=$((SECONDS + 30))
+    # B connects to A's three sockets: wait (bounded) until A listens.
+    while [ ! -S "$nd/net0.sock" ] || [ ! -S "$nd/net1.sock" ] || [ ! -S "$nd/net9.sock" ]; do
+        if ! kill -0 "$apid" 2>/dev/null || [ $SECONDS -gt $by ]; then
+            log "guest A's QEMU did not listen on its network sockets in 30 s:"
+            tail -n 20 "$console_a" >&2
+            kill_qemus
+            wait "$apid" 2>/dev/null || true
+            return 125
+        fi
+        sleep 0.05
+    done
     qemu_guest b "$nd"
     timeout -k 10 "$tmo" "${guest[@]}" </dev/null >"$console" 2>&1 &
     local bpid=$! boot_by=$((SECONDS + boot_timeout)) booted=0 shown=0 lines killed=0 t_line=0
