@@ -416,11 +416,12 @@ static int rdma_serve_rail_reset(llk_xserve_t *q)
     memset(&ok, 0, sizeof ok);
     ok.rail = k;
     char why[224] = "";
+    int64_t t0 = llk_now_ms();
     if (!l || !peer_rails || k >= llk_rdma_link_nrails(l)) {
         ok.status = LLMLINK_FEATURE_NOT_ENABLED;
         snprintf(ok.msg, sizeof ok.msg, "no RDMA rail %u on this link", k);
     } else if (llk_rdma_rail_reset_begin(l, k, &ok.rec, why, sizeof why) != 0 ||
-               llk_rdma_rail_reset_end(l, k, &rem, why, sizeof why) != 0) {
+               llk_rdma_rail_reset_end(l, k, &rem, 0, why, sizeof why) != 0) {
         ok.status = LLMLINK_FAILED;
         memset(&ok.rec, 0, sizeof ok.rec);
         snprintf(ok.msg, sizeof ok.msg, "cluster %llu: %.200s",
@@ -429,6 +430,9 @@ static int rdma_serve_rail_reset(llk_xserve_t *q)
     } else {
         llk_xwire_rails_for_peer(&ok.rec, 1, peer_depth);
     }
+    LLK_DEBUG("rdma: rail %u reset asked by cluster %llu: %s in %lld ms%s%s", k,
+              (unsigned long long)xl->remote_id, llmlink_status_name(ok.status),
+              (long long)(llk_now_ms() - t0), ok.status ? ": " : "", ok.msg);
     size_t need = LLK_XWIRE_HEADER_SIZE + 8 + LLK_XWIRE_MAX_MSG + LLK_XWIRE_RAIL_ACK_SIZE;
     if (!tx_room(q, need)) {
         snprintf(q->why, sizeof q->why, "out of memory for XRDMA_RAIL_RESET_OK");
@@ -584,6 +588,19 @@ uint32_t llk_rdma_stats_protection(llk_xlink_t *xl)
             LLK_DEBUG(__VA_ARGS__);                                                                \
     } while (0)
 
+/* How long the client waits for the peer's answer to the reachability
+ * probe of a repaired rail (llk_rdma_rail_reset_end): a round trip, with
+ * room for a neighbour lookup after a NIC came back. */
+#define REPAIR_PROBE_MS 1000
+/* The bound on one rail's repair exchange, from XRDMA_RAIL_RESET to this
+ * side's rail up (or not). The owner's part can take seconds without
+ * anything being wrong: it may first finish the stream's last request
+ * (its windows' invalidation: up to GRANT_END_MS), and moving its fresh
+ * QP to RTR makes the kernel resolve the client's MAC address (RoCE),
+ * which waits ~2 s for an ARP answer that does not come when a NIC on
+ * the path is down; measured: 1991 ms. A bound of 2 s ended links. */
+#define REPAIR_EXCHANGE_MS 8000
+
 /* Client end, one rail: XRDMA_RAIL_RESET with this side's fresh QP over
  * stream fd, the owner's answer, then the rail up again. 0 (done, or
  * refused: the rail stays down and is tried again later), -1: the stream
@@ -593,6 +610,7 @@ static int repair_rail(llk_xlink_t *xl, int fd, llk_rdma_link_t *l, uint16_t k,
 {
     llk_xrail_wire_t rec;
     char why[224] = "";
+    int64_t t0 = llk_now_ms();
     if (llk_rdma_rail_reset_begin(l, k, &rec, why, sizeof why) != 0) {
         REPAIR_LOG(l, k, "rdma: rail %u of the link with cluster %llu not repaired: %s", k,
                    (unsigned long long)xl->remote_id, why);
@@ -609,11 +627,16 @@ static int repair_rail(llk_xlink_t *xl, int fd, llk_rdma_link_t *l, uint16_t k,
     llk_xframe_header_t h;
     const char *dwhy = NULL;
     llk_xrail_reset_ok_t ok;
+    int64_t t1 = llk_now_ms();
     if (!len || llk_xlink_send_all(xl, fd, f, len, deadline_ms) != 0 ||
         llk_xlink_recv_all(xl, fd, hb, sizeof hb, deadline_ms) != 0) {
-        REPAIR_LOG(l, k, "rdma: rail %u: XRDMA_RAIL_RESET: %s", k, strerror(errno));
+        REPAIR_LOG(l, k, "rdma: rail %u: XRDMA_RAIL_RESET: %s (fresh QP in %lld ms, then %lld ms "
+                   "without an answer)", k, strerror(errno), (long long)(t1 - t0),
+                   (long long)(llk_now_ms() - t1));
         return -1;
     }
+    LLK_DEBUG("rdma: rail %u: fresh QP in %lld ms, the owner's answer in %lld ms", k,
+              (long long)(t1 - t0), (long long)(llk_now_ms() - t1));
     if (llk_xwire_read_header(hb, &h, &dwhy) != 0 || h.type != LLK_XMSG_RDMA_RAIL_RESET_OK ||
         h.req_id != req_id || h.length > sizeof body ||
         llk_xlink_recv_all(xl, fd, body, h.length, deadline_ms) != 0 ||
@@ -627,15 +650,20 @@ static int repair_rail(llk_xlink_t *xl, int fd, llk_rdma_link_t *l, uint16_t k,
                    (unsigned long long)xl->remote_id, ok.msg);
         return 0;
     }
-    if (llk_rdma_rail_reset_end(l, k, &ok.rec, why, sizeof why) != 0)
+    /* the peer must answer on the fresh QP before the rail carries work:
+     * its port may be up while the peer's NIC is still down */
+    int64_t left = deadline_ms - llk_now_ms();
+    int probe_ms = left < REPAIR_PROBE_MS ? (int)(left > 1 ? left : 1) : REPAIR_PROBE_MS;
+    if (llk_rdma_rail_reset_end(l, k, &ok.rec, probe_ms, why, sizeof why) != 0)
         REPAIR_LOG(l, k, "rdma: rail %u of the link with cluster %llu not repaired: %s", k,
                    (unsigned long long)xl->remote_id, why);
     return 0;
 }
 
 /* The client end of a link (the one that ran XRDMA_SETUP) re-establishes
- * its rails that are down and whose port is ACTIVE again (at most one
- * attempt a second per rail), over an idle stream it holds: the mender
+ * its rails that are down and whose port is ACTIVE again (one attempt at
+ * a time per rail, at most one a second, backing off after failures),
+ * over an idle stream it holds: the mender
  * thread's (rdma_mender.c), or a request's before its request goes, so
  * that the first request after the port came back finds the rail up even
  * when the mender has not come round yet. Returns the rails repaired, or
@@ -653,15 +681,20 @@ static int repair_rails(llk_xlink_t *xl, int fd, llk_rdma_link_t *l, int64_t dea
     pthread_mutex_unlock(&xl->mu);
     if (!client || !peer_rails || llk_rdma_link_rails_down(l) == 0)
         return 0;
-    int64_t deadline = llk_now_ms() + 2000;
-    if (deadline > deadline_ms)
-        deadline = deadline_ms;
     int done = 0;
     for (uint16_t k = 0; k < llk_rdma_link_nrails(l); k++) {
+        /* A late answer leaves the stream out of step, so a timeout here
+         * ends the link: start an exchange only with its whole bound left
+         * (a request with less leaves the rail to the mender). */
+        int64_t now = llk_now_ms();
+        if (deadline_ms - now < REPAIR_EXCHANGE_MS)
+            break;
         if (!llk_rdma_rail_repairable(l, k))
             continue;
         uint16_t down = llk_rdma_link_rails_down(l);
-        if (repair_rail(xl, fd, l, k, gid[k], peer_depth, deadline) != 0)
+        int rc = repair_rail(xl, fd, l, k, gid[k], peer_depth, now + REPAIR_EXCHANGE_MS);
+        llk_rdma_rail_repair_done(l, k);
+        if (rc != 0)
             return -1;
         if (llk_rdma_link_rails_down(l) < down)
             done++;
@@ -685,7 +718,7 @@ int llk_rdma_xlink_mend(llk_xlink_t *xl)
     pthread_mutex_lock(&xl->mu);
     int fd = xl->req_fd[idx];
     pthread_mutex_unlock(&xl->mu);
-    int n = repair_rails(xl, fd, l, llk_now_ms() + 2000);
+    int n = repair_rails(xl, fd, l, INT64_MAX);
     if (n < 0)
         llk_xlink_break(xl, "RDMA rail repair: the data stream failed");
     llk_xlink_give_back(xl, &idx, 1);

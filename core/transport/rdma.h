@@ -253,17 +253,22 @@ llmlink_status_t llk_rdma_move(llk_rdma_link_t *l, bool write, const llk_rdma_sg
  * The repair of a rail that went down (rdma_repair.c), without relinking:
  * the client end of the link (the one that ran XRDMA_SETUP: its mender
  * thread in the background, or a request before it sends) asks, when
- * llk_rdma_rail_repairable (down, its port ACTIVE again, at most one
- * attempt a second per rail): reset_begin gives the rail a fresh QP in
+ * llk_rdma_rail_repairable (down, its port ACTIVE again, no attempt
+ * running, at most one a second per rail): reset_begin gives the rail a fresh QP in
  * INIT (the old one destroyed once no chain of it is in flight and the
  * windows bound through it are deallocated) and this side's record for
  * XRDMA_RAIL_RESET; the owner does reset_begin and reset_end with the
  * client's record and answers with its own (XRDMA_RAIL_RESET_OK); the
  * client's reset_end with that brings the rail up again (stats:
- * rdma_rail_repairs). reset_begin: 0, 1 (chains still in flight: later),
- * -1 (why); reset_end: 0 or -1 (why; the rail stays down).
+ * rdma_rail_repairs) once the peer answers a zero-length RDMA READ on the
+ * fresh QP within probe_ms (the client's; the owner passes 0: its QP is
+ * the responder). reset_begin: 0, 1 (chains still in flight: later), -1
+ * (why); reset_end: 0 or -1 (why; the rail stays down).
  */
 bool llk_rdma_rail_repairable(llk_rdma_link_t *l, uint16_t k);
+/* Ends the attempt that llk_rdma_rail_repairable (true) began: until then
+ * no other attempt on the rail starts; the next one a second from now. */
+void llk_rdma_rail_repair_done(llk_rdma_link_t *l, uint16_t k);
 /* How many of l's rails are down now (a cheap look, no port query);
  * 0 for NULL. */
 uint16_t llk_rdma_link_rails_down(llk_rdma_link_t *l);
@@ -273,7 +278,7 @@ bool llk_rdma_rail_repair_log_once(llk_rdma_link_t *l, uint16_t k);
 int llk_rdma_rail_reset_begin(llk_rdma_link_t *l, uint16_t k, llk_xrail_wire_t *rec, char *why,
                               size_t cap);
 int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire_t *rem,
-                            char *why, size_t cap);
+                            int probe_ms, char *why, size_t cap);
 
 /* ---- the transport's link state (rdma.c) ---------------------------------- */
 

@@ -32,6 +32,7 @@ void llk_rv_rail_down(llk_rdma_link_t *l, rail_t *rl, uint16_t k, const char *wh
 {
     if (!rl->failed) {
         rl->failed = true;
+        rl->repair_backoff_ms = 0;
         uint32_t left = atomic_fetch_sub(&l->nup, 1) - 1;
         if (count && left > 0) {
             atomic_fetch_add(&l->failovers, 1);

@@ -224,6 +224,7 @@ typedef struct fx {
     size_t nc;
     bool down[2];    /* B's netdev of rail i is down (teardown brings it up) */
     bool a_down1;    /* A's netdev of rail 1 is down (teardown brings it up) */
+    bool neigh1;     /* B's bogus neighbour entry for A's rail 1 (teardown deletes it) */
     proc_t local_p;  /* a P in guest B itself (the kill case) */
 } fx_t;
 
@@ -238,6 +239,7 @@ static int setup(void **state)
 
 static int set_link(int rail, bool up);
 static int set_a_link1(bool up);
+static int set_neigh1(bool bogus);
 
 static void d_free(fx_t *f)
 {
@@ -268,6 +270,8 @@ static int teardown(void **state)
         if (f->down[r] && set_link(r, true) != 0)
             rc = -1;
     if (f->a_down1 && set_a_link1(true) != 0)
+        rc = -1;
+    if (f->neigh1 && set_neigh1(false) != 0)
         rc = -1;
     free(f);
     return rc;
@@ -538,6 +542,26 @@ static int set_a_link1(bool up)
     return rc == 0 ? 0 : -1;
 }
 
+/* B's neighbour entry for A's rail-1 address: bogus = a permanent entry
+ * naming a MAC no guest has (A's virtio NIC drops the frames: not its
+ * address), so B's packets on rail 1 go nowhere while both ports stay
+ * ACTIVE and both routes exist; !bogus = the entry deleted (ARP again). */
+static int set_neigh1(bool bogus)
+{
+    /* iproute2's ip by its path: the guest's busybox sh runs its own
+     * applet for a bare "ip", and that one has no "neigh replace" */
+    char c[192];
+    if (bogus)
+        snprintf(c, sizeof c,
+                 "/usr/bin/ip neigh replace %s lladdr 52:54:00:0a:01:99 dev %s nud permanent",
+                 a_ip(1), b_netdev(1));
+    else
+        snprintf(c, sizeof c, "/usr/bin/ip neigh del %s dev %s", a_ip(1), b_netdev(1));
+    int rc = system(c);
+    print_message("  %s: rc %d\n", c, rc);
+    return rc == 0 ? 0 : -1;
+}
+
 static void nic(fx_t *f, int rail, bool up)
 {
     assert_int_equal(set_link(rail, up), 0);
@@ -581,6 +605,39 @@ static bool port_active(int rail)
     return ok;
 }
 
+/* After a pull that lost rail 1 under it: it succeeded, every byte
+ * right, one failover, one rail of two up. Returns the stats. */
+static llmlink_link_stats_t failed_over(fx_t *f, const puller_t *pl, const dcache_t *c,
+                                        uint64_t nb)
+{
+    assert_status(pl->st, LLMLINK_SUCCESS);
+    verify_big(c, nb);
+    llmlink_link_stats_t s = lstats(f, PID);
+    print_rails("after the pull", &s);
+    assert_int_equal(s.rdma_rails, 2);
+    assert_int_equal(s.rdma_rail_failovers, 1);
+    assert_int_equal(s.rdma_rails_up, 1);
+    return s;
+}
+
+/* Rail 1 of the link with P is down and B's port ACTIVE, so the mender
+ * tries repairs; the peer cannot answer, so for 3.5 s the rail must stay
+ * down with no repair counted (a rail declared up here would stall the
+ * next transfer). Returns the last stats. */
+static llmlink_link_stats_t rail1_stays_down(fx_t *f, const char *what)
+{
+    int64_t t0 = proc_now_ms();
+    llmlink_link_stats_t s = lstats(f, PID);
+    while (proc_now_ms() - t0 < 3500 && s.rdma_rails_up == 1) {
+        proc_sleep_ms(100);
+        s = lstats(f, PID);
+    }
+    print_rails(what, &s);
+    assert_int_equal(s.rdma_rails_up, 1);
+    assert_int_equal(s.rdma_rail_repairs, 0);
+    return s;
+}
+
 /* The NIC of rail 1 goes down under a pull. In B (peer = false): D sees
  * its port go down within ms and fails over; 256 MiB, which take 13 s on
  * an idle 2-core host under TCG and twice that on a busy one: D waits up
@@ -611,17 +668,14 @@ static void rail1_down(fx_t *f, bool peer, uint64_t did)
                   llmlink_status_name(pl.st), (long long)(pl.t1 - pl.t0), pl.msg);
     if (!running)
         fail_msg("the pull ended before the NIC went down: nothing was tested");
-    assert_status(pl.st, LLMLINK_SUCCESS);
-    verify_big(c, nb);
-    llmlink_link_stats_t s = lstats(f, PID);
-    print_rails("after the pull", &s);
-    assert_int_equal(s.rdma_rails, 2);
-    assert_int_equal(s.rdma_rail_failovers, 1);
-    /* In A's case B's port never went down: the mender may already have
-     * given the rail a fresh QP pair (it cannot tell that A's NIC is still
-     * down), so only B's case knows the rail is still down here. */
-    if (!peer)
-        assert_int_equal(s.rdma_rails_up, 1);
+    llmlink_link_stats_t s = failed_over(f, &pl, c, nb);
+    if (peer) {
+        /* B's port never went down, so the mender tries a repair every
+         * second; A's NIC is still down, so the peer cannot answer the
+         * fresh QP's reachability probe and the rail must stay down (a
+         * rail declared up here would stall the next transfer). */
+        rail1_stays_down(f, "3.5 s later, A's NIC still down");
+    }
 
     if (peer) {
         assert_int_equal(set_a_link1(true), 0);
@@ -677,6 +731,64 @@ static void test_peer_rail1_down_during_pull(void **state)
 {
     skip_outside_vm();
     rail1_down(*state, true, 202);
+}
+
+/* ---- case 2b: a repair waits until the peer answers --------------------- */
+
+/* D's wait: the stall check gives up on rail 1 after half of it + 1 s
+ * (7 s), and rail 0 still has the call's 32 MiB to finish after that. */
+#define UNREACH_WAIT_MS 12000
+
+/* Rail 1 stops reaching A with every port ACTIVE (a bogus neighbour entry
+ * in B): D's stall check fails the rail over under a pull. The mender then
+ * tries a repair every second - the port is ACTIVE and the owner answers
+ * the reset over rail 0's stream - and each must fail at the fresh QP's
+ * reachability probe (a zero-length RDMA READ that never arrives): the
+ * rail stays down, no repair counted. Once the path is back the rail
+ * comes back and the next pull uses both rails. Without the probe the
+ * rail would be declared up at once and the next pull would stall on it. */
+static void test_repair_waits_for_the_peer(void **state)
+{
+    skip_outside_vm();
+    fx_t *f = *state;
+    d_new(f, 203, UNREACH_WAIT_MS);
+    uint64_t nb = BIG_NB / 8;
+    dcache_t *c = d_reg(f, nb, BIG_BS, kvfill_seed(203, 1));
+    d_link(f, 3u);
+    f->neigh1 = set_neigh1(true) == 0;
+    assert_true(f->neigh1);
+    puller_t pl = {.d = f->d, .model = BIG_MODEL, .cache = c->id, .nblocks = nb};
+    pull_run(&pl);
+    print_message("  %llu MiB pull, rail 1 unreachable: %s after %lld ms | %s\n",
+                  (unsigned long long)(NT * nb * BIG_BS >> 20), llmlink_status_name(pl.st),
+                  (long long)(pl.t1 - pl.t0), pl.msg);
+    (void)failed_over(f, &pl, c, nb);
+    assert_true(port_active(1));
+
+    llmlink_link_stats_t sd = rail1_stays_down(f, "3.5 s later, port ACTIVE, path still broken");
+
+    assert_int_equal(set_neigh1(false), 0);
+    f->neigh1 = false;
+    int64_t t0 = proc_now_ms();
+    while (sd.rdma_rails_up != 2 && proc_now_ms() - t0 < 15000) {
+        proc_sleep_ms(100);
+        sd = lstats(f, PID);
+    }
+    print_rails("after the path came back", &sd);
+    print_message("  rail back after %lld ms\n", (long long)(proc_now_ms() - t0));
+    assert_int_equal(sd.rdma_rails_up, 2);
+    assert_int_equal(sd.rdma_rail_repairs, 1);
+
+    for (int t = 0; t < NT; t++)
+        kvfill_fill(c->mem[t], (size_t)(nb * BIG_BS), c->seed, (uint32_t)t, 0);
+    pull_run(&pl); /* nb blocks: 2 nb slices, round robin over both rails */
+    assert_status(pl.st, LLMLINK_SUCCESS);
+    verify_big(c, nb);
+    llmlink_link_stats_t s2 = lstats(f, PID);
+    print_rails("after the next pull", &s2);
+    assert_true(s2.rdma_rail_bytes[0] > sd.rdma_rail_bytes[0]);
+    assert_true(s2.rdma_rail_bytes[1] > sd.rdma_rail_bytes[1]);
+    assert_int_equal(s2.rdma_rail_failovers, 1);
 }
 
 /* ---- case 3: both NICs down during a pull ------------------------------ */
@@ -873,6 +985,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_both_rails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rail1_down_during_pull, setup, teardown),
         cmocka_unit_test_setup_teardown(test_peer_rail1_down_during_pull, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repair_waits_for_the_peer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_both_nics_down, setup, teardown),
         /* last: guest A does not come back */
         cmocka_unit_test_setup_teardown(test_peer_guest_killed, setup, teardown),

@@ -11,8 +11,8 @@
  * the exchange. So one thread per engine with RDMA looks at the links it
  * is the client of every MEND_EVERY_MS and mends those with a rail down
  * over an idle stream; it never waits for a stream (a busy link's next
- * request does it) and each rail is tried at most once a second
- * (llk_rdma_rail_repairable).
+ * request does it) and each rail is tried at most once a second, less
+ * often after failed attempts (llk_rdma_rail_repairable).
  */
 #include <errno.h>
 #include <pthread.h>

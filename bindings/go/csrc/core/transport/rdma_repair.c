@@ -17,8 +17,12 @@
 #include "base/log.h"
 #include "transport/rdma_plan.h"
 
-/* Attempts per rail: at most one a second. */
+/* Attempts per rail: at most one a second, and after failed attempts
+ * (the port ACTIVE, the peer not answering) twice as long each time up
+ * to 8 s: a peer whose NIC stays down is not asked every second, and a
+ * request that repairs before it sends pays for it rarely. */
 #define REPAIR_EVERY_MS 1000
+#define REPAIR_BACKOFF_MAX_MS 8000
 /* How long a reset waits for the rail's last chains to be reaped. */
 #define REPAIR_DRAIN_MS 200
 
@@ -30,16 +34,43 @@ bool llk_rdma_rail_repairable(llk_rdma_link_t *l, uint16_t k)
     pthread_mutex_lock(&rl->mu);
     bool down = rl->failed;
     int64_t now = llk_now_ms();
-    bool due = down && now >= rl->repair_at;
-    if (due)
+    bool due = down && now >= rl->repair_at && !rl->repairing;
+    if (due) {
         rl->repair_at = now + REPAIR_EVERY_MS;
+        rl->repairing = true;
+    }
     pthread_mutex_unlock(&rl->mu);
     if (!due)
         return false;
     struct ibv_port_attr pa;
     memset(&pa, 0, sizeof pa);
-    return l->r->v->query_port(rl->dev->ctx, rl->dev->port, &pa) == 0 &&
-           pa.state == IBV_PORT_ACTIVE;
+    if (l->r->v->query_port(rl->dev->ctx, rl->dev->port, &pa) == 0 &&
+        pa.state == IBV_PORT_ACTIVE)
+        return true;
+    pthread_mutex_lock(&rl->mu);
+    rl->repairing = false;
+    pthread_mutex_unlock(&rl->mu);
+    return false;
+}
+
+void llk_rdma_rail_repair_done(llk_rdma_link_t *l, uint16_t k)
+{
+    if (!l || k >= l->nrails)
+        return;
+    rail_t *rl = &l->rail[k];
+    pthread_mutex_lock(&rl->mu);
+    rl->repairing = false;
+    /* from the end of this attempt, which may have waited for its answer
+     * and probe, not from its start */
+    if (!rl->failed)
+        rl->repair_backoff_ms = 0;
+    else if (rl->repair_backoff_ms == 0)
+        rl->repair_backoff_ms = REPAIR_EVERY_MS;
+    else if (rl->repair_backoff_ms < REPAIR_BACKOFF_MAX_MS)
+        rl->repair_backoff_ms *= 2;
+    rl->repair_at = llk_now_ms() + (rl->repair_backoff_ms ? rl->repair_backoff_ms
+                                                           : REPAIR_EVERY_MS);
+    pthread_mutex_unlock(&rl->mu);
 }
 
 uint16_t llk_rdma_link_rails_down(llk_rdma_link_t *l)
@@ -159,8 +190,80 @@ int llk_rdma_rail_reset_begin(llk_rdma_link_t *l, uint16_t k, llk_xrail_wire_t *
     return rc;
 }
 
+/* Whether the peer answers on the rail's fresh QP (rl->mu held, released
+ * while it waits; the rail still down, so no call posts on it): a
+ * zero-length RDMA READ, which moves no byte and names no memory (no rkey
+ * is checked for zero bytes), must complete with success within probe_ms.
+ * Without it a rail whose port came back while the PEER's NIC is still
+ * down would be declared up, and the next transfer would stall on it
+ * until the stall check failed it over again. 0, or -1 with why (the QP
+ * then in the error state; its flushed READ frees the slot later). */
+static int reach(llk_rdma_link_t *l, rail_t *rl, uint16_t k, int probe_ms, char *why, size_t cap)
+{
+    int si = llk_rv_free_slot(rl);
+    if (si < 0 || rl->free_wr < 1 || rl->rd_max <= rl->rd_inflight) {
+        snprintf(why, cap, "%s: no room on the fresh QP for its reachability probe",
+                 rl->dev->name);
+        return -1;
+    }
+    /* the rail's reason from here on is the probe's (on_wc records a
+     * failed completion there; a timeout is written below) */
+    rl->why_real = false;
+    rl->down_why[0] = '\0';
+    uint32_t seq = ++rl->seq;
+    struct ibv_send_wr wr, *bad = NULL;
+    memset(&wr, 0, sizeof wr);
+    wr.wr_id = ((uint64_t)seq << 16) | (uint32_t)si;
+    wr.opcode = IBV_WR_RDMA_READ;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.num_sge = 0; /* zero bytes: nothing lands anywhere */
+    int prc = ibv_post_send(rl->qp, &wr, &bad);
+    if (prc != 0) {
+        snprintf(why, cap, "%s: reachability probe: ibv_post_send: %s", rl->dev->name,
+                 strerror(prc));
+        return -1;
+    }
+    slot_t *s = &rl->slot[si];
+    memset(s, 0, sizeof *s);
+    s->busy = true;
+    s->read = true;
+    s->seq = seq;
+    s->nwr = 1; /* op NULL: on_wc only gives the slot back (or downs the QP) */
+    rl->free_wr -= 1;
+    rl->rd_inflight += 1;
+    int64_t t0 = llk_now_ms();
+    unsigned us = 10;
+    while (s->busy && s->seq == seq) {
+        if (llk_rv_poll_rail(l, rl, k) < 0)
+            break;
+        if (!(s->busy && s->seq == seq))
+            break;
+        if (llk_now_ms() - t0 >= probe_ms) {
+            snprintf(rl->down_why, sizeof rl->down_why,
+                     "the peer did not answer a zero-length RDMA READ on a fresh QP within %d ms",
+                     probe_ms);
+            rl->why_real = true;
+            snprintf(why, cap, "%s: %s (unreachable on this rail)", rl->dev->name, rl->down_why);
+            llk_rv_qp_to_err(l->r, rl);
+            return -1;
+        }
+        pthread_mutex_unlock(&rl->mu);
+        llk_rv_nap(&us);
+        pthread_mutex_lock(&rl->mu);
+    }
+    if (rl->in_err) {
+        /* on_wc (or the failed poll) wrote the rail's reason */
+        snprintf(why, cap, "%s: reachability probe on the fresh QP: %s", rl->dev->name,
+                 rl->down_why);
+        return -1;
+    }
+    LLK_DEBUG("rdma: rail %u (%s): the peer answered the reachability probe in %lld ms", k,
+              rl->dev->name, (long long)(llk_now_ms() - t0));
+    return 0;
+}
+
 int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire_t *rem,
-                            char *why, size_t cap)
+                            int probe_ms, char *why, size_t cap)
 {
     if (!l || k >= l->nrails) {
         snprintf(why, cap, "no rail %u", k);
@@ -168,7 +271,11 @@ int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire
     }
     rail_t *rl = &l->rail[k];
     pthread_mutex_lock(&rl->mu);
-    int rc = rl->in_err ? -1 : llk_rv_rail_connect(l, rl, rem, why, cap);
+    int rc = -1;
+    if (rl->in_err)
+        snprintf(why, cap, "rail %u (%s) failed again during its repair", k, rl->dev->name);
+    else if ((rc = llk_rv_rail_connect(l, rl, rem, why, cap)) == 0 && probe_ms > 0 && rl->failed)
+        rc = reach(l, rl, k, probe_ms, why, cap);
     if (rc == 0 && rl->failed) {
         rl->failed = false;
         rl->why_real = false;
@@ -179,8 +286,6 @@ int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire
         LLK_INFO("rdma: rail %u (%s) re-established: QP %u -> QP %u", k, rl->dev->name,
                  rl->qp->qp_num, rem->qpn);
     } else if (rc != 0) {
-        if (rl->in_err)
-            snprintf(why, cap, "rail %u (%s) failed again during its repair", k, rl->dev->name);
         llk_rv_qp_to_err(l->r, rl);
     }
     pthread_mutex_unlock(&rl->mu);
@@ -207,6 +312,11 @@ bool llk_rdma_rail_repairable(llk_rdma_link_t *l, uint16_t k)
     (void)k;
     return false;
 }
+void llk_rdma_rail_repair_done(llk_rdma_link_t *l, uint16_t k)
+{
+    (void)l;
+    (void)k;
+}
 int llk_rdma_rail_reset_begin(llk_rdma_link_t *l, uint16_t k, llk_xrail_wire_t *rec, char *why,
                               size_t cap)
 {
@@ -217,11 +327,12 @@ int llk_rdma_rail_reset_begin(llk_rdma_link_t *l, uint16_t k, llk_xrail_wire_t *
     return -1;
 }
 int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire_t *rem,
-                            char *why, size_t cap)
+                            int probe_ms, char *why, size_t cap)
 {
     (void)l;
     (void)k;
     (void)rem;
+    (void)probe_ms;
     snprintf(why, cap, "built without libibverbs headers");
     return -1;
 }

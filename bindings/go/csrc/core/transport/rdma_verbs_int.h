@@ -105,6 +105,14 @@ typedef struct rail {
     char down_why[160];
     _Atomic uint64_t bytes; /* moved by this engine's requests (stats) */
     int64_t repair_at; /* the next repair attempt, not before (rdma_repair.c) */
+    /* An attempt holds the rail from llk_rdma_rail_repairable to
+     * llk_rdma_rail_repair_done: the mender and a request never run two at
+     * once (the probe releases rl->mu while it waits). */
+    bool repairing;
+    /* The wait after a failed attempt (port ACTIVE, but the exchange or
+     * the probe failed): 1 s, doubling to REPAIR_BACKOFF_MAX_MS; 0 again
+     * when the rail goes down anew or comes back. */
+    uint32_t repair_backoff_ms;
     /* When a chain of the rail last completed, or the rail last went from
      * idle to busy (llk_now_ms; rl->mu): the stall check's clock. */
     int64_t progress_ms;
