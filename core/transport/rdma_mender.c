@@ -27,6 +27,7 @@
 #include "link/engine.h"
 #include "link/link_api.h"
 #include "transport/rdma.h"
+#include "transport/transport_testing.h"
 #include "xfer/xfer.h"
 
 #define MEND_EVERY_MS 200
@@ -37,6 +38,7 @@ struct llk_rdma_mender {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
+    bool paused; /* test seam: rounds skipped (transport_testing.h) */
 };
 
 typedef struct {
@@ -92,8 +94,10 @@ static void *mender_main(void *arg)
         pthread_cond_timedwait(&m->cv, &m->mu, &ts);
         if (m->stop)
             break;
+        bool paused = m->paused;
         pthread_mutex_unlock(&m->mu);
-        mend_round(m->e);
+        if (!paused)
+            mend_round(m->e);
         pthread_mutex_lock(&m->mu);
     }
     pthread_mutex_unlock(&m->mu);
@@ -124,6 +128,16 @@ llmlink_status_t llk_rdma_mender_start(llmlink_t *e)
     }
     e->rdma_mender = m;
     return LLMLINK_SUCCESS;
+}
+
+void llk_test_set_rdma_mender_paused(llmlink_t *e, bool on)
+{
+    struct llk_rdma_mender *m = e ? e->rdma_mender : NULL;
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->mu);
+    m->paused = on;
+    pthread_mutex_unlock(&m->mu);
 }
 
 void llk_rdma_mender_stop(llmlink_t *e)

@@ -36,6 +36,12 @@ void llk_test_set_legacy_rails(llmlink_t *e, bool on);
  * Call before e links. (core/transport/rdma_probe.c) */
 void llk_test_set_rdma_cross_pairs(llmlink_t *e, bool on);
 
+/* Pauses (on) or resumes e's RDMA rail mender (transport/rdma_mender.c):
+ * while paused it repairs nothing, so only a request, before it sends,
+ * brings a rail back. The round under way, if any, finishes. No-op where
+ * e has no mender. */
+void llk_test_set_rdma_mender_paused(llmlink_t *e, bool on);
+
 /* The last RDMA grant an engine made as owner (its first
  * LLK_TEST_RDMA_GRANT_SEGS segments): addresses, lengths, the rkey of each
  * rail. seq counts grants (0: none yet). prot: llk_rdma_prot_t. */

@@ -39,6 +39,7 @@
 #include "kvfill.h"
 #include "llk_test.h"
 #include "llmlink.h"
+#include "transport/transport_testing.h"
 
 #define NT 8
 #define NB 32
@@ -377,6 +378,25 @@ static void test_concurrent_calls(void **state)
 }
 
 #else /* RDMA_FAILOVER_PART2: test_rdma_repair.c */
+/* A whole-cache pull of x's D from key k that loses rail 1 under it (its
+ * dummy down once the first byte moved) and succeeds over rail 0: one
+ * failover, one rail up, no repair. Returns the stats after it. */
+static llmlink_link_stats_t lose_rail1(pair_t *x, const llmlink_cache_key_t *k, uint64_t *b)
+{
+    cutter_t c = {.d = x->d.e, .pid = x->pid, .after = 1, .mask = 2};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cut_rails, &c), 0);
+    assert_status(llmlink_pull_blocks(x->d.e, k, x->d.cache, b, NB, b, NB, NULL),
+                  LLMLINK_SUCCESS);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_true(atomic_load(&c.cut));
+    llmlink_link_stats_t s = link_stats(x->d.e, x->pid);
+    assert_int_equal(s.rdma_rails_up, 1);
+    assert_int_equal(s.rdma_rail_failovers, 1);
+    assert_int_equal(s.rdma_rail_repairs, 0);
+    return s;
+}
+
 /* A rail lost under a pull comes back without relinking once its port is
  * ACTIVE again: the engine's mender thread re-establishes it in the
  * background (XRDMA_RAIL_RESET over an idle data stream), and the next pull
@@ -387,19 +407,10 @@ static void test_rail_repaired(void **state)
     pair_t x;
     memset(&x, 0, sizeof x);
     pair_up(&x, 101, "30000");
-    cutter_t c = {.d = x.d.e, .pid = 101, .after = 1, .mask = 2};
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, cut_rails, &c), 0);
     uint64_t b[NB_MAX];
     all_blocks(b);
     llmlink_cache_key_t k = {.type = LLMLINK_KEY_BLOCKS, .cluster_id = 101, .model_id = 1};
-    assert_status(llmlink_pull_blocks(x.d.e, &k, x.d.cache, b, NB, b, NB, NULL), LLMLINK_SUCCESS);
-    assert_int_equal(pthread_join(th, NULL), 0);
-    assert_true(atomic_load(&c.cut));
-    llmlink_link_stats_t s = link_stats(x.d.e, 101);
-    assert_int_equal(s.rdma_rails_up, 1);
-    assert_int_equal(s.rdma_rail_failovers, 1);
-    assert_int_equal(s.rdma_rail_repairs, 0);
+    llmlink_link_stats_t s = lose_rail1(&x, &k, b);
 
     assert_int_equal(restore_links(NULL), 0);
     /* With the port back, the engine's mender thread re-establishes the
@@ -434,6 +445,46 @@ static void test_rail_repaired(void **state)
     /* and P still serves a push through its fresh QP of rail 1 */
     assert_status(llmlink_push_blocks(x.d.e, &k, x.d.cache, b, NB, b, NB, NULL), LLMLINK_SUCCESS);
     verify_all(&x.p, x.ps);
+    pair_down(&x);
+}
+
+/* With the mender paused, the request repairs: a pull that starts once
+ * the port is back re-establishes the rail before it sends (it has more
+ * than the exchange's 8 s left), and its own slices use the rail. */
+static void test_rail_repaired_by_request(void **state)
+{
+    (void)state;
+    pair_t x;
+    memset(&x, 0, sizeof x);
+    pair_up(&x, 111, "30000");
+    llk_test_set_rdma_mender_paused(x.d.e, true);
+    uint64_t b[NB_MAX];
+    all_blocks(b);
+    llmlink_cache_key_t k = {.type = LLMLINK_KEY_BLOCKS, .cluster_id = 111, .model_id = 1};
+    (void)lose_rail1(&x, &k, b);
+
+    assert_int_equal(restore_links(NULL), 0);
+    /* the mender is paused: nothing brings the rail back by itself (past
+     * the one attempt a second a rail may have) */
+    sleep_ms(1500);
+    llmlink_link_stats_t s2 = link_stats(x.d.e, 111);
+    assert_int_equal(s2.rdma_rails_up, 1);
+    assert_int_equal(s2.rdma_rail_repairs, 0);
+    for (int t = 0; t < NT; t++)
+        kvfill_fill(x.d.mem[t], (size_t)NB * BS, 7, (uint32_t)t, 0);
+    assert_status(llmlink_pull_blocks(x.d.e, &k, x.d.cache, b, NB, b, NB, NULL), LLMLINK_SUCCESS);
+    verify_all(&x.d, x.ps);
+    llmlink_link_stats_t s3 = link_stats(x.d.e, 111);
+    print_message("  pull after the port came back, mender paused: rails up %u, repairs %llu, "
+                  "rail bytes %llu + %llu (rail 1 had %llu)\n", s3.rdma_rails_up,
+                  (unsigned long long)s3.rdma_rail_repairs,
+                  (unsigned long long)s3.rdma_rail_bytes[0],
+                  (unsigned long long)s3.rdma_rail_bytes[1],
+                  (unsigned long long)s2.rdma_rail_bytes[1]);
+    assert_int_equal(s3.rdma_rails_up, 2);
+    assert_int_equal(s3.rdma_rail_repairs, 1);
+    assert_true(s3.rdma_rail_bytes[1] > s2.rdma_rail_bytes[1]);
+    llk_test_set_rdma_mender_paused(x.d.e, false);
     pair_down(&x);
 }
 
@@ -511,6 +562,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_calls, restore_links, restore_links),
 #else
         cmocka_unit_test_setup_teardown(test_rail_repaired, restore_links, restore_links),
+        cmocka_unit_test_setup_teardown(test_rail_repaired_by_request, restore_links,
+                                        restore_links),
         cmocka_unit_test_setup_teardown(test_no_rail_left, restore_links, restore_links),
 #endif
     };
