@@ -62,12 +62,10 @@ void llk_rdma_rail_repair_done(llk_rdma_link_t *l, uint16_t k)
     rl->repairing = false;
     /* from the end of this attempt, which may have waited for its answer
      * and probe, not from its start */
-    if (!rl->failed)
-        rl->repair_backoff_ms = 0;
-    else if (rl->repair_backoff_ms == 0)
-        rl->repair_backoff_ms = REPAIR_EVERY_MS;
-    else if (rl->repair_backoff_ms < REPAIR_BACKOFF_MAX_MS)
-        rl->repair_backoff_ms *= 2;
+    if (rl->failed) {
+        uint32_t b = rl->repair_backoff_ms ? 2 * rl->repair_backoff_ms : REPAIR_EVERY_MS;
+        rl->repair_backoff_ms = b < REPAIR_BACKOFF_MAX_MS ? b : REPAIR_BACKOFF_MAX_MS;
+    }
     rl->repair_at = llk_now_ms() + (rl->repair_backoff_ms ? rl->repair_backoff_ms
                                                            : REPAIR_EVERY_MS);
     pthread_mutex_unlock(&rl->mu);
@@ -223,21 +221,12 @@ static int reach(llk_rdma_link_t *l, rail_t *rl, uint16_t k, int probe_ms, char 
                  strerror(prc));
         return -1;
     }
-    slot_t *s = &rl->slot[si];
-    memset(s, 0, sizeof *s);
-    s->busy = true;
-    s->read = true;
-    s->seq = seq;
-    s->nwr = 1; /* op NULL: on_wc only gives the slot back (or downs the QP) */
-    rl->free_wr -= 1;
-    rl->rd_inflight += 1;
+    /* op NULL: on_wc only gives the slot back (or downs the QP) */
+    llk_rv_slot_take(rl, si, seq, 1, true, NULL);
+    const slot_t *s = &rl->slot[si];
     int64_t t0 = llk_now_ms();
     unsigned us = 10;
-    while (s->busy && s->seq == seq) {
-        if (llk_rv_poll_rail(l, rl, k) < 0)
-            break;
-        if (!(s->busy && s->seq == seq))
-            break;
+    while (llk_rv_poll_rail(l, rl, k) >= 0 && s->busy && s->seq == seq) {
         if (llk_now_ms() - t0 >= probe_ms) {
             snprintf(rl->down_why, sizeof rl->down_why,
                      "the peer did not answer a zero-length RDMA READ on a fresh QP within %d ms",
@@ -281,6 +270,7 @@ int llk_rdma_rail_reset_end(llk_rdma_link_t *l, uint16_t k, const llk_xrail_wire
         rl->why_real = false;
         rl->down_why[0] = '\0';
         rl->repair_logged = false;
+        rl->repair_backoff_ms = 0;
         atomic_fetch_add(&l->nup, 1);
         atomic_fetch_add(&l->repairs, 1);
         LLK_INFO("rdma: rail %u (%s) re-established: QP %u -> QP %u", k, rl->dev->name,

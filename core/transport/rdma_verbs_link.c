@@ -876,18 +876,6 @@ bool llk_rdma_lkey(const llk_rdma_mrs_t *m, llk_rdma_link_t *l, uint16_t rail,
 #define POOL_MAX 4096u
 
 /* Accounts one posted chain of nwr WRs in slot si (rl->mu held). */
-static void take_slot(rail_t *rl, int si, uint32_t seq, uint32_t nwr, move_op_t *op)
-{
-    slot_t *s = &rl->slot[si];
-    s->busy = true;
-    s->read = false;
-    s->seq = seq;
-    s->nwr = nwr;
-    s->op = op;
-    atomic_fetch_add(&op->chains, 1);
-    rl->free_wr -= nwr;
-}
-
 /* Posts what fits of wr[*next, n) on rail rl as chains, the last WR of
  * each signaled (rl->mu held). 0, or -1 when a post failed (why). */
 static int post_local(llk_rdma_link_t *l, uint16_t k, rail_t *rl, struct ibv_send_wr *wr,
@@ -914,12 +902,12 @@ static int post_local(llk_rdma_link_t *l, uint16_t k, rail_t *rl, struct ibv_sen
             while (bad && posted < len && &w[posted] != bad)
                 posted++;
             if (bad && posted > 0) /* they complete (flushed): wait for them */
-                take_slot(rl, si, seq, posted, op);
+                llk_rv_slot_take(rl, si, seq, posted, false, op);
             llk_rv_rail_down(l, rl, k, why, true, true);
             llk_rv_qp_to_err(l->r, rl);
             return -1;
         }
-        take_slot(rl, si, seq, len, op);
+        llk_rv_slot_take(rl, si, seq, len, false, op);
         *next += len;
     }
     return 0;

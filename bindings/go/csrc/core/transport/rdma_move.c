@@ -32,7 +32,6 @@ void llk_rv_rail_down(llk_rdma_link_t *l, rail_t *rl, uint16_t k, const char *wh
 {
     if (!rl->failed) {
         rl->failed = true;
-        rl->repair_backoff_ms = 0;
         uint32_t left = atomic_fetch_sub(&l->nup, 1) - 1;
         if (count && left > 0) {
             atomic_fetch_add(&l->failovers, 1);
@@ -142,28 +141,35 @@ typedef struct move_plan {
     size_t cur[LLK_XWIRE_MAX_RAILS];
 } move_plan_t;
 
-/* Accounts a chain of nwr slices idx[] posted in slot si (rl->mu held). */
-static void chain_taken(rail_t *rl, int si, uint32_t seq, bool write, const move_plan_t *p,
-                        const uint32_t *idx, uint32_t nwr, move_op_t *op)
+void llk_rv_slot_take(rail_t *rl, int si, uint32_t seq, uint32_t nwr, bool read, move_op_t *op)
 {
     slot_t *s = &rl->slot[si];
-    if (!llk_rv_slots_busy(rl))
-        rl->progress_ms = llk_now_ms(); /* idle until now: the stall clock starts */
     s->busy = true;
-    s->read = !write;
+    s->read = read;
     s->seq = seq;
     s->nwr = nwr;
     s->op = op;
     s->bytes = 0;
+    if (op)
+        atomic_fetch_add(&op->chains, 1);
+    rl->free_wr -= nwr;
+    if (read)
+        rl->rd_inflight += nwr;
+}
+
+/* Accounts a chain of nwr slices idx[] posted in slot si (rl->mu held). */
+static void chain_taken(rail_t *rl, int si, uint32_t seq, bool write, const move_plan_t *p,
+                        const uint32_t *idx, uint32_t nwr, move_op_t *op)
+{
+    if (!llk_rv_slots_busy(rl))
+        rl->progress_ms = llk_now_ms(); /* idle until now: the stall clock starts */
+    llk_rv_slot_take(rl, si, seq, nwr, !write, op);
+    slot_t *s = &rl->slot[si];
     for (uint32_t j = 0; j < nwr; j++) {
         s->sidx[j] = idx[j];
         s->bytes += p->sg[idx[j]].len;
         atomic_store(&op->state[idx[j]], SG_POSTED);
     }
-    atomic_fetch_add(&op->chains, 1);
-    rl->free_wr -= nwr;
-    if (!write)
-        rl->rd_inflight += nwr;
 }
 
 /* Posts the next chain of rail k's waiting slices (rl->mu held, the rail

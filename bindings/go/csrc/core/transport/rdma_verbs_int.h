@@ -111,7 +111,7 @@ typedef struct rail {
     bool repairing;
     /* The wait after a failed attempt (port ACTIVE, but the exchange or
      * the probe failed): 1 s, doubling to REPAIR_BACKOFF_MAX_MS; 0 again
-     * when the rail goes down anew or comes back. */
+     * once the rail is repaired. */
     uint32_t repair_backoff_ms;
     /* When a chain of the rail last completed, or the rail last went from
      * idle to busy (llk_now_ms; rl->mu): the stall check's clock. */
@@ -199,6 +199,10 @@ typedef struct move_op {
 int llk_rv_poll_rail(llk_rdma_link_t *l, rail_t *rl, uint16_t rail_no);
 /* A free slot of the rail, or -1 (rl->mu held). */
 int llk_rv_free_slot(rail_t *rl);
+/* Accounts nwr work requests just posted as one chain in slot si (rl->mu
+ * held): send-queue room, READ credits when read, op's chains (op NULL:
+ * a chain of no call, whose completion only gives the slot back). */
+void llk_rv_slot_take(rail_t *rl, int si, uint32_t seq, uint32_t nwr, bool read, move_op_t *op);
 /* Whether any chain of the rail is in flight (rl->mu held). */
 bool llk_rv_slots_busy(const rail_t *rl);
 /* Marks rail k down for the whole link, once (rl->mu held); why is kept
